@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv and install on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test serve lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "PPS needs Python >= 3.11 (set PYTHON=python3.11)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the end-to-end scenario on the embedded default (SQLite, in-process)
+demo: $(STAMP)
+	$(VENV)/bin/pps demo
+
+## the test suite (SQLite; set PPS_TEST_DATABASE_URL to run the storage and ledger suites on PostgreSQL)
+test: $(STAMP)
+	$(PY) -m pytest
+
+## the API at http://127.0.0.1:8000 (OpenAPI docs at /docs)
+serve: $(STAMP)
+	$(VENV)/bin/pps serve
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_ledger.py
+
+clean:
+	rm -rf $(VENV) .pps-demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+
+import pps
+from api import errors
+from api.deps import declared_roles
+from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from api.routers import audit, identity, system
+from pps.runtime import Runtime
+from pps.settings import Settings, get_settings
+
+log = logging.getLogger("pps.api")
+
+
+async def _publish_periodically(rt: Runtime, interval: float) -> None:
+    """Publish a checkpoint every ``interval`` seconds whenever the ledger has grown."""
+
+    def publish_if_grown() -> None:
+        with rt.db.transaction(write=False) as session:
+            latest = rt.ledger.latest_checkpoint(session)
+            if latest is not None and latest.tree_size == rt.ledger.size(session):
+                return
+        with rt.db.transaction() as session:
+            cp = rt.ledger.publish_checkpoint(session)
+        log.info("published checkpoint at tree size %d", cp.tree_size)
+
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(publish_if_grown)
+        except Exception:  # keep publishing on the next tick
+            log.exception("periodic checkpoint failed")
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the API. ``runtime`` lets tests share one runtime between the app and direct calls."""
+    rt = runtime or Runtime.build(settings or get_settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if rt.settings.checkpoint_interval_seconds > 0:
+            task = asyncio.create_task(_publish_periodically(rt, rt.settings.checkpoint_interval_seconds))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        title="PPS data safe-room",
+        version=pps.__version__,
+        description="Consent-bound privacy-preserving computation over enterprise data, with a verifiable "
+        "audit ledger. Authenticate with `Authorization: Bearer pps_...`.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    errors.install(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=rt.settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    for router in ROUTERS:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                _declare_roles(route)
+        app.include_router(router)
+    return app
+
+
+ROUTERS: tuple[APIRouter, ...] = (system.router, identity.router, audit.router)
+"""Every router of the API. Each route must declare exactly one guard (see ``api.deps``)."""
+
+
+def _declare_roles(route: APIRoute) -> None:
+    roles = declared_roles(route)
+    if roles is None:
+        raise RuntimeError(f"route {sorted(route.methods)} {route.path} must declare exactly one guard")
+    extra = dict(route.openapi_extra or {})
+    extra["x-pps-roles"] = sorted(r.value for r in roles) or ["public"]
+    route.openapi_extra = extra

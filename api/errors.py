@@ -1,0 +1,113 @@
+"""The one place where errors become HTTP responses.
+
+Every error body has the same shape::
+
+    {"error": {"code": "token_expired", "message": "token tok_… expired at …; issue a new one",
+               "request_id": "…", "details": {…}}}
+
+``code`` is stable and machine-readable; ``message`` is for people and says what to do where it can.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.middleware import current_request_id
+from pps import errors as e
+
+log = logging.getLogger("pps.api")
+
+# Most specific first; the first class in an error's MRO that appears here decides the status.
+STATUS: dict[type[e.PPSError], int] = {
+    e.PayloadTooLarge: 413,
+    e.InvalidProofRequest: 400,
+    e.InvalidInput: 422,
+    e.AuthenticationError: 401,
+    e.Forbidden: 403,
+    e.NotFound: 404,
+    e.Conflict: 409,
+    e.ProofVerificationError: 422,
+    e.LedgerIntegrityError: 500,
+    e.ConfigurationError: 500,
+    e.ServiceUnavailable: 503,
+}
+
+
+def status_for(exc: e.PPSError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": current_request_id()}
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+def _pps_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, e.PPSError)
+    status = status_for(exc)
+    if status >= 500:
+        log.error("request %s failed: %s", current_request_id(), exc.message)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status, headers=headers)
+
+
+def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    malformed = False
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            malformed = True
+        problems.append(
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "type": err.get("type"),
+                "message": err.get("msg"),
+            }
+        )
+    if malformed:
+        return JSONResponse(
+            error_body("malformed_json", "the request body is not valid JSON", {"problems": problems}),
+            status_code=400,
+        )
+    summary = "; ".join(f"{'.'.join(p['loc'])}: {p['message']}" for p in problems[:5])
+    return JSONResponse(
+        error_body("invalid_request", f"the request does not match the schema: {summary}", {"problems": problems}),
+        status_code=422,
+    )
+
+
+def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "payload_too_large"}
+    return JSONResponse(
+        error_body(codes.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error in request %s", current_request_id(), exc_info=exc)
+    return JSONResponse(
+        error_body("internal_error", "an internal error occurred; nothing was changed. Quote the request id."),
+        status_code=500,
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(e.PPSError, _pps_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

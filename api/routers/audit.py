@@ -1,0 +1,208 @@
+"""The audit ledger over HTTP: checkpoints, entries with inclusion proofs, consistency proofs.
+
+Auditors and platform admins read every entry. Any other organisation reads the entries it made and, for a
+subject (an enterprise), the entries that touch its USCC; other entries are answered with 404. Proof hashes
+are standard base64, as in the transparency-dev test vectors; ``docs/audit.md`` describes every format.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy.orm import Session
+
+from api.deps import PUBLIC, Caller, PageLimit, RuntimeDep, allow
+from api.schemas import (
+    CheckpointOut,
+    ConsistencyOut,
+    EntryOut,
+    MineOut,
+    Page,
+    ProvenEntry,
+    PublicKeyOut,
+    b64,
+)
+from pps.errors import InvalidInput, NotFound
+from pps.identity.uscc import validate_uscc
+from pps.ledger.checkpoint import Checkpoint
+from pps.ledger.store import EntryFilter, Ledger, StoredEntry
+from pps.runtime import Runtime
+from pps.storage.tables import Role
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+AnyRole = Annotated[Caller, allow()]
+Reader = Annotated[Caller, allow(Role.auditor, Role.platform_admin)]
+
+
+def entry_out(e: StoredEntry) -> EntryOut:
+    return EntryOut(index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64=b64(e.entry), entry=json.loads(e.entry))
+
+
+def proven(session: Session, ledger: Ledger, e: StoredEntry, cp: Checkpoint) -> ProvenEntry:
+    proof = ledger.inclusion_proof(session, e.index, cp.tree_size)
+    return ProvenEntry(
+        **entry_out(e).model_dump(),
+        tree_size=cp.tree_size,
+        inclusion_proof=[b64(p) for p in proof],
+        checkpoint=CheckpointOut.of(cp),
+    )
+
+
+def _current_checkpoint(rt: Runtime) -> Checkpoint:
+    """The checkpoint of the current tree, publishing one if the ledger grew since the last."""
+    with rt.db.transaction(write=False) as session:
+        latest = rt.ledger.latest_checkpoint(session)
+        if latest is not None and latest.tree_size == rt.ledger.size(session):
+            return latest
+    with rt.db.transaction() as session:
+        return rt.ledger.publish_checkpoint(session)
+
+
+@router.get("/public-key", dependencies=[PUBLIC], summary="the key that verifies checkpoints")
+def public_key(rt: RuntimeDep) -> PublicKeyOut:
+    signer = rt.ledger.signer
+    return PublicKeyOut(
+        origin=rt.ledger.origin,
+        key_name=signer.name,
+        key_id=signer.key_id.hex(),
+        verifier_key=signer.verifier_key,
+        public_key_pem=signer.public_key_pem,
+    )
+
+
+@router.get(
+    "/checkpoint",
+    summary="the signed checkpoint of the current ledger",
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def checkpoint(
+    caller: AnyRole,
+    rt: RuntimeDep,
+    format: Annotated[str, Query(pattern="^(json|note)$", description="json, or note for the bare signed note")] = "json",
+) -> Response:
+    cp = _current_checkpoint(rt)
+    if format == "note":
+        return PlainTextResponse(cp.note)
+    return Response(CheckpointOut.of(cp).model_dump_json(), media_type="application/json")
+
+
+@router.get("/checkpoints", summary="published checkpoints, oldest first")
+def checkpoints(
+    caller: Reader,
+    rt: RuntimeDep,
+    limit: PageLimit,
+    after: Annotated[int | None, Query(ge=0, description="tree size to continue after")] = None,
+) -> Page[CheckpointOut]:
+    with rt.db.transaction(write=False) as session:
+        cps = rt.ledger.checkpoints(session, after_size=after, limit=limit)
+    return Page(
+        items=[CheckpointOut.of(c) for c in cps], next_after=cps[-1].tree_size if len(cps) == limit else None
+    )
+
+
+@router.get("/entries", summary="ledger entries, filtered, in index order")
+def entries(
+    caller: Reader,
+    rt: RuntimeDep,
+    limit: PageLimit,
+    actor: Annotated[str | None, Query(max_length=40, description="actor organisation id")] = None,
+    action: Annotated[str | None, Query(max_length=64, description="exact, or a prefix ending in .*")] = None,
+    subject: Annotated[str | None, Query(max_length=18, description="USCC of a touched subject")] = None,
+    purpose: Annotated[str | None, Query(max_length=64)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: Annotated[int | None, Query(ge=-1, description="index to continue after")] = None,
+) -> Page[EntryOut]:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(f"{name} needs a timezone, e.g. 2026-11-25T00:00:00Z")
+    flt = EntryFilter(
+        actor_org_id=actor,
+        action=action,
+        subject=validate_uscc(subject) if subject else None,
+        purpose=purpose,
+        since=since,
+        until=until,
+    )
+    with rt.db.transaction(write=False) as session:
+        found = rt.ledger.entries(session, flt, after=after, limit=limit)
+    return Page(items=[entry_out(e) for e in found], next_after=found[-1].index if len(found) == limit else None)
+
+
+@router.get("/entries/{index}", summary="one entry with its inclusion proof")
+def entry(
+    index: int,
+    caller: AnyRole,
+    rt: RuntimeDep,
+    tree_size: Annotated[
+        int | None,
+        Query(ge=1, description="prove inclusion in the tree of this size (default: a checkpoint covering it)"),
+    ] = None,
+) -> ProvenEntry:
+    if index < 0:
+        raise NotFound(f"ledger entry {index} does not exist")
+    with rt.db.transaction(write=False) as session:
+        stored = rt.ledger.entry(session, index)
+        if not caller.sees_everything and not rt.ledger.touches(
+            session, index, org_id=caller.org_id, uscc=caller.uscc
+        ):
+            raise NotFound(f"ledger entry {index} does not exist")
+        if tree_size is not None:
+            if tree_size <= index:
+                raise InvalidInput(f"entry {index} is not in a tree of size {tree_size}")
+            proof = rt.ledger.inclusion_proof(session, index, tree_size)
+            try:
+                cp_out: CheckpointOut | None = CheckpointOut.of(rt.ledger.checkpoint_at(session, tree_size))
+            except NotFound:
+                cp_out = None
+            return ProvenEntry(
+                **entry_out(stored).model_dump(),
+                tree_size=tree_size,
+                inclusion_proof=[b64(p) for p in proof],
+                checkpoint=cp_out,
+            )
+        cp = rt.ledger.checkpoint_covering(session, index)
+    if cp is None:
+        cp = _current_checkpoint(rt)
+    with rt.db.transaction(write=False) as session:
+        return proven(session, rt.ledger, stored, cp)
+
+
+@router.get("/consistency", summary="consistency proof between two tree sizes")
+def consistency(
+    caller: AnyRole,
+    rt: RuntimeDep,
+    first: Annotated[int, Query(ge=1)],
+    second: Annotated[int, Query(ge=1)],
+) -> ConsistencyOut:
+    with rt.db.transaction(write=False) as session:
+        proof = rt.ledger.consistency_proof(session, first, second)
+    return ConsistencyOut(first=first, second=second, proof=[b64(p) for p in proof])
+
+
+@router.get("/mine", summary="entries that touch me (subjects) or that I made (others), with proofs")
+def mine(
+    caller: AnyRole,
+    rt: RuntimeDep,
+    limit: PageLimit,
+    after: Annotated[int | None, Query(ge=-1)] = None,
+) -> MineOut:
+    flt = (
+        EntryFilter(subject=caller.uscc)
+        if caller.role is Role.subject and caller.uscc
+        else EntryFilter(actor_org_id=caller.org_id)
+    )
+    cp = _current_checkpoint(rt)
+    with rt.db.transaction(write=False) as session:
+        found = [e for e in rt.ledger.entries(session, flt, after=after, limit=limit) if e.index < cp.tree_size]
+        items = [proven(session, rt.ledger, e, cp) for e in found]
+    return MineOut(
+        checkpoint=CheckpointOut.of(cp),
+        items=items,
+        next_after=found[-1].index if len(found) == limit else None,
+    )

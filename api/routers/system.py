@@ -1,0 +1,31 @@
+"""Health and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import PUBLIC, RuntimeDep
+from pps.storage import migrate
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", dependencies=[PUBLIC], summary="the process is up")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", dependencies=[PUBLIC], summary="the database answers and its schema is current")
+def readyz(rt: RuntimeDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with rt.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        checks["schema"] = "ok" if migrate.is_up_to_date(rt.db.engine) else "needs `pps db upgrade`"
+    except Exception as exc:  # readiness reports, it does not raise
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)

@@ -1,0 +1,149 @@
+"""Request and response bodies. Requests forbid unknown fields; responses never carry secrets except the
+one-time token in :class:`TokenIssued`."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pps.ledger.checkpoint import Checkpoint
+from pps.storage.tables import ApiToken, Organization, Role
+
+T = TypeVar("T")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_after: str | int | None = Field(
+        None, description="pass as `after` to get the next page; null on the last page"
+    )
+
+
+# --- identity ----------------------------------------------------------------------------------------
+
+
+class OrgCreate(Request):
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    uscc: str | None = Field(
+        None, min_length=18, max_length=18, description="required for subjects (enterprises), refused otherwise"
+    )
+
+
+class OrgPublic(BaseModel):
+    id: str
+    name: str
+    role: Role
+    uscc: str | None
+    created_at: datetime
+    disabled_at: datetime | None
+
+    @classmethod
+    def of(cls, org: Organization) -> OrgPublic:
+        return cls(
+            id=org.id,
+            name=org.name,
+            role=org.role,
+            uscc=org.uscc,
+            created_at=org.created_at,
+            disabled_at=org.disabled_at,
+        )
+
+
+class TokenIssue(Request):
+    label: str = Field("default", min_length=1, max_length=100)
+    ttl_days: int | None = Field(None, ge=1, le=3650, description="lifetime; default set by the server")
+
+
+class TokenPublic(BaseModel):
+    id: str
+    org_id: str
+    label: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    state: Literal["active", "expired", "revoked"]
+
+    @classmethod
+    def of(cls, token: ApiToken, now: datetime) -> TokenPublic:
+        state: Literal["active", "expired", "revoked"] = (
+            "revoked" if token.revoked_at else "expired" if token.expires_at <= now else "active"
+        )
+        return cls(
+            id=token.id,
+            org_id=token.org_id,
+            label=token.label,
+            created_at=token.created_at,
+            expires_at=token.expires_at,
+            revoked_at=token.revoked_at,
+            state=state,
+        )
+
+
+class TokenIssued(TokenPublic):
+    token: str = Field(description="the bearer token; shown only now, store it safely")
+
+
+class Me(BaseModel):
+    org: OrgPublic
+    token_id: str
+
+
+# --- audit -------------------------------------------------------------------------------------------
+
+
+class CheckpointOut(BaseModel):
+    origin: str
+    tree_size: int
+    root_hash: str = Field(description="base64 SHA-256 root of the tree of tree_size entries")
+    note: str = Field(description="the C2SP tlog-checkpoint signed note")
+
+    @classmethod
+    def of(cls, cp: Checkpoint) -> CheckpointOut:
+        return cls(origin=cp.origin, tree_size=cp.tree_size, root_hash=b64(cp.root_hash), note=cp.note)
+
+
+class PublicKeyOut(BaseModel):
+    origin: str
+    key_name: str
+    key_id: str = Field(description="hex, the 4-byte signed-note key id")
+    verifier_key: str = Field(description="signed-note verifier key: <name>+<key id hex>+<base64(0x01||key)>")
+    public_key_pem: str
+
+
+class EntryOut(BaseModel):
+    index: int
+    leaf_hash: str = Field(description="base64 SHA-256(0x00 || entry bytes)")
+    entry_b64: str = Field(description="the exact canonical bytes that were hashed, base64")
+    entry: dict[str, Any] = Field(description="the same entry, parsed")
+
+
+class ProvenEntry(EntryOut):
+    tree_size: int
+    inclusion_proof: list[str] = Field(description="base64 hashes, leaf to root (RFC 9162 §2.1.3)")
+    checkpoint: CheckpointOut | None = Field(
+        None, description="the signed checkpoint at tree_size, if one was published"
+    )
+
+
+class ConsistencyOut(BaseModel):
+    first: int
+    second: int
+    proof: list[str]
+
+
+class MineOut(BaseModel):
+    checkpoint: CheckpointOut
+    items: list[ProvenEntry]
+    next_after: int | None

@@ -1,0 +1,379 @@
+"""The ``pps`` command line.
+
+Administrative commands act directly on the database named by the settings (``PPS_DATABASE_URL``, default
+the SQLite file under ``.pps/``): they are for the operator of the safe-room host. Everything they change is
+written to the audit ledger with the actor ``operator`` via ``cli``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pps.errors import LedgerIntegrityError, PPSError
+from pps.ledger.checkpoint import NoteVerifier
+from pps.ledger.entry import OPERATOR
+from pps.ledger.store import EntryFilter
+from pps.runtime import Runtime
+from pps.settings import get_settings
+from pps.storage import migrate
+from pps.storage.tables import Role
+
+app = typer.Typer(
+    help="PPS — the data safe-room. Serve the API, manage organisations and tokens, verify the audit ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+admin_app = typer.Typer(help="Operator commands: bootstrap, organisations, tokens.", no_args_is_help=True)
+org_app = typer.Typer(help="Organisations.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit ledger: verify, checkpoints, export.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+admin_app.add_typer(org_app, name="org")
+admin_app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def runtime(*, migrate_schema: bool = True) -> Iterator[Runtime]:
+    rt = Runtime.build(get_settings(), migrate_schema=migrate_schema)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+# --- serve / db --------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="worker processes (use PostgreSQL for more than one)")] = 1,
+) -> None:
+    """Start the HTTP API (OpenAPI docs at /docs). Applies migrations first."""
+    import uvicorn
+
+    settings = get_settings()
+    with runtime():
+        pass  # migrate once, before any worker starts
+    console.print(f"PPS serving on http://{host}:{port} (database: {_redacted(settings.resolved_database_url)})")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply Alembic migrations up to REVISION (default: the newest)."""
+    settings = get_settings()
+    rt = Runtime.build(settings, migrate_schema=False)
+    try:
+        before = migrate.current_revision(rt.db.engine)
+        migrate.upgrade(rt.db.engine, revision)
+        after = migrate.current_revision(rt.db.engine)
+    finally:
+        rt.close()
+    console.print(f"database {_redacted(settings.resolved_database_url)}: {before or 'empty'} → {after}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revision of the database and whether it is the newest."""
+    with runtime(migrate_schema=False) as rt:
+        current, head = migrate.current_revision(rt.db.engine), migrate.head_revision()
+    console.print(f"current: {current or 'empty'}; newest: {head}" + ("" if current == head else " (run `pps db upgrade`)"))
+
+
+# --- admin -------------------------------------------------------------------------------------------
+
+
+def _print_token(secret: str, token_id: str, expires: datetime) -> None:
+    console.print(f"token id: {token_id} (expires {expires.isoformat(timespec='seconds')})")
+    console.print("[bold]API token (shown once, store it now):[/]")
+    print(secret)  # plain, so it can be piped
+
+
+@admin_app.command()
+def bootstrap(
+    name: Annotated[str, typer.Option(help="name of the platform operator organisation")] = "Platform operator",
+    ttl_days: Annotated[int, typer.Option(min=1, max=3650, help="token lifetime in days")] = 90,
+) -> None:
+    """Create the first platform_admin organisation and print its API token (once only)."""
+    with runtime() as rt, rt.db.transaction() as session:
+        if rt.identity.admin_exists(session):
+            fail("a platform admin already exists; issue further tokens with `pps admin token issue ORG_ID`")
+        org = rt.identity.create_org(session, name=name, role=Role.platform_admin, uscc=None, actor=OPERATOR)
+        issued = rt.identity.issue_token(
+            session, org=org, label="bootstrap", ttl=timedelta(days=ttl_days), actor=OPERATOR
+        )
+        console.print(f"created platform admin organisation {org.id} ({org.name})")
+        _print_token(issued.secret, issued.token.id, issued.token.expires_at)
+
+
+@org_app.command("create")
+def org_create(
+    name: Annotated[str, typer.Argument(help="organisation name (unique)")],
+    role: Annotated[Role, typer.Option(help="what the organisation does in the safe-room")],
+    uscc: Annotated[str | None, typer.Option(help="18-character USCC; required for subjects")] = None,
+    token: Annotated[bool, typer.Option(help="also issue an API token and print it")] = False,
+    ttl_days: Annotated[int, typer.Option(min=1, max=3650)] = 90,
+) -> None:
+    """Onboard an organisation (a bank, a data provider, an auditor, an enterprise, an admin)."""
+    with runtime() as rt, rt.db.transaction() as session:
+        org = rt.identity.create_org(session, name=name, role=role, uscc=uscc, actor=OPERATOR)
+        console.print(f"created {org.role.value} organisation {org.id} ({org.name})")
+        if token:
+            issued = rt.identity.issue_token(
+                session, org=org, label="cli", ttl=timedelta(days=ttl_days), actor=OPERATOR
+            )
+            _print_token(issued.secret, issued.token.id, issued.token.expires_at)
+
+
+@org_app.command("list")
+def org_list(role: Annotated[Role | None, typer.Option(help="only this role")] = None) -> None:
+    """List organisations."""
+    with runtime() as rt, rt.db.transaction(write=False) as session:
+        orgs = rt.identity.list_orgs(session, role=role, limit=10_000)
+        table = Table("id", "name", "role", "USCC", "created")
+        for o in orgs:
+            table.add_row(o.id, o.name, o.role.value, o.uscc or "", o.created_at.isoformat(timespec="seconds"))
+    console.print(table)
+
+
+@token_app.command("issue")
+def token_issue(
+    org_id: Annotated[str, typer.Argument(help="organisation id (org_...)")],
+    label: Annotated[str, typer.Option(help="what the token is for")] = "cli",
+    ttl_days: Annotated[int, typer.Option(min=1, max=3650)] = 90,
+) -> None:
+    """Issue an API token for an organisation and print it (once)."""
+    with runtime() as rt, rt.db.transaction() as session:
+        org = rt.identity.get_org(session, org_id)
+        issued = rt.identity.issue_token(session, org=org, label=label, ttl=timedelta(days=ttl_days), actor=OPERATOR)
+        _print_token(issued.secret, issued.token.id, issued.token.expires_at)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="token id (tok_...)")]) -> None:
+    """Revoke an API token; it stops working at once."""
+    with runtime() as rt, rt.db.transaction() as session:
+        token = rt.identity.revoke_token(session, rt.identity.get_token(session, token_id), actor=OPERATOR)
+        console.print(f"revoked {token.id} of {token.org_id}")
+
+
+# --- audit -------------------------------------------------------------------------------------------
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the verifier key of the checkpoints (give it to auditors; they pin it)."""
+    with runtime() as rt:
+        print(rt.ledger.signer.verifier_key)
+        console.print(rt.ledger.signer.public_key_pem.rstrip())
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    out: Annotated[Path | None, typer.Option(help="also write the signed note to this file")] = None,
+) -> None:
+    """Publish (if the ledger grew) and print the signed checkpoint of the current ledger."""
+    with runtime() as rt, rt.db.transaction() as session:
+        cp = rt.ledger.publish_checkpoint(session)
+    print(cp.note, end="")
+    if out is not None:
+        out.write_text(cp.note)
+        console.print(f"saved to {out}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    against: Annotated[
+        Path | None, typer.Option(help="a checkpoint note saved earlier: the ledger must be consistent with it")
+    ] = None,
+    verifier_key: Annotated[
+        str | None, typer.Option(help="pinned verifier key for --against (default: this ledger's key)")
+    ] = None,
+    save: Annotated[Path | None, typer.Option(help="write the current signed checkpoint here afterwards")] = None,
+) -> None:
+    """Re-derive the whole Merkle tree from the stored entries and check nodes, checkpoints and consistency.
+
+    Exits non-zero and names the first bad index if anything was edited, deleted, inserted or reordered.
+    """
+    from pps.ledger.verify import verify_ledger
+
+    note = against.read_text() if against else None
+    pinned = NoteVerifier.from_string(verifier_key) if verifier_key else None
+    with runtime(migrate_schema=False) as rt:
+        if not migrate.is_up_to_date(rt.db.engine):
+            fail("the database schema is not current; run `pps db upgrade` first")
+        with (
+            Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=err_console, transient=True,
+            ) as bar,
+            rt.db.transaction(write=False) as session,
+        ):
+            tasks: dict[str, Any] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(f"checking {phase}", total=total)
+                bar.update(tasks[phase], completed=done, total=total)
+
+            try:
+                report = verify_ledger(session, rt.ledger, against=note, against_verifier=pinned, progress=progress)
+            except LedgerIntegrityError as exc:
+                bar.stop()
+                where = "" if exc.first_bad_index is None else f" first bad index: {exc.first_bad_index}"
+                fail(f"LEDGER INTEGRITY FAILURE: {exc.message}.{where}", code=2)
+        if save is not None:
+            with rt.db.transaction() as session:
+                save.write_text(rt.ledger.publish_checkpoint(session).note)
+    table = Table(title="audit ledger verified", show_header=False)
+    table.add_row("entries", str(report.tree_size))
+    table.add_row("root", report.root_hash.hex())
+    table.add_row("nodes checked", str(report.nodes_checked))
+    table.add_row("checkpoints checked", str(report.checkpoints_checked))
+    table.add_row("latest checkpoint size", str(report.latest_checkpoint_size))
+    if report.consistent_with is not None:
+        table.add_row("consistent with saved checkpoint of size", str(report.consistent_with))
+    if save is not None:
+        table.add_row("saved checkpoint", str(save))
+    console.print(table)
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="JSON Lines file to write")],
+    action: Annotated[str | None, typer.Option(help="exact action, or a prefix ending in .*")] = None,
+    subject: Annotated[str | None, typer.Option(help="USCC of a touched subject")] = None,
+    actor: Annotated[str | None, typer.Option(help="actor organisation id")] = None,
+) -> None:
+    """Export entries with inclusion proofs against a fresh signed checkpoint, for offline verification.
+
+    Line 1 is a header (origin, verifier key, checkpoint); each further line is one entry with its proof.
+    The export itself is recorded in the ledger (action ``audit.export``) in the same transaction that
+    puts the file in place. The format is described in docs/audit.md.
+    """
+    import base64
+    import os
+
+    from pps.identity.uscc import validate_uscc
+    from pps.ledger.entry import EntryDraft
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    flt = EntryFilter(actor_org_id=actor, action=action, subject=validate_uscc(subject) if subject else None)
+    count = 0
+    partial = out.with_name(out.name + ".partial")
+    moved = False
+    with runtime() as rt:
+        with rt.db.transaction() as session:
+            cp = rt.ledger.publish_checkpoint(session)
+        try:
+            with partial.open("w") as fh, rt.db.transaction(write=False) as session:
+                header = {
+                    "format": "pps-audit-export/1",
+                    "origin": rt.ledger.origin,
+                    "verifier_key": rt.ledger.signer.verifier_key,
+                    "checkpoint": cp.note,
+                    "filter": {"action": action, "subject": flt.subject, "actor": actor},
+                }
+                fh.write(json.dumps(header, ensure_ascii=False) + "\n")
+                after = None
+                with Progress(console=err_console, transient=True) as bar:
+                    task = bar.add_task("exporting", total=cp.tree_size)
+                    while True:
+                        page = [
+                            e
+                            for e in rt.ledger.entries(session, flt, after=after, limit=1000)
+                            if e.index < cp.tree_size
+                        ]
+                        if not page:
+                            break
+                        for e in page:
+                            proof = rt.ledger.inclusion_proof(session, e.index, cp.tree_size)
+                            line = {
+                                "index": e.index,
+                                "entry_b64": b64(e.entry),
+                                "leaf_hash": b64(e.leaf_hash),
+                                "tree_size": cp.tree_size,
+                                "inclusion_proof": [b64(p) for p in proof],
+                            }
+                            fh.write(json.dumps(line) + "\n")
+                        count += len(page)
+                        after = page[-1].index
+                        bar.update(task, completed=after + 1)
+            with rt.db.transaction() as session:  # no entry, no export: the file appears only with its entry
+                rt.ledger.append(
+                    session,
+                    EntryDraft(
+                        action="audit.export",
+                        actor=OPERATOR,
+                        subjects=(flt.subject,) if flt.subject else (),
+                        detail={"entries": count, "tree_size": cp.tree_size, "action_filter": action,
+                                "actor_filter": actor},
+                    ),
+                )
+                os.replace(partial, out)
+                moved = True
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            if moved:  # the entry did not commit, so the export must not exist either
+                out.unlink(missing_ok=True)
+            raise
+    console.print(f"exported {count} entries with proofs against the checkpoint of size {cp.tree_size} to {out}")
+
+
+# --- demo --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="fresh directory for the demo's database and keys")] = Path(".pps-demo"),
+) -> None:
+    """Run the end-to-end scenario on the embedded default (SQLite, in-process) and check every step."""
+    from pps.demo import run_demo
+
+    ok = run_demo(data_dir, console)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except PPSError as exc:
+        err_console.print(f"[bold red]error ({exc.code}):[/] {exc.message}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

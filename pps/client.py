@@ -1,0 +1,206 @@
+"""The client SDK: talk to a PPS service over HTTP and verify what it says.
+
+>>> client = PPSClient("http://127.0.0.1:8000", token="pps_...")
+>>> me = client.me()
+
+Errors come back as the same :class:`~pps.errors.PPSError` subclasses the server raised (matched by their
+``code``), so callers can ``except TokenExpired``. Ledger answers are verified *on the client* with
+:meth:`PPSClient.verify_proven_entry` and :meth:`PPSClient.verify_consistency`, against a verifier key the
+caller pins (fetch it once with :meth:`PPSClient.public_key` and keep it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx
+
+from pps import errors
+from pps.ledger import merkle
+from pps.ledger.checkpoint import Checkpoint, NoteVerifier, verify_checkpoint
+
+
+def _all_error_classes() -> dict[str, type[errors.PPSError]]:
+    found: dict[str, type[errors.PPSError]] = {}
+    stack: list[type[errors.PPSError]] = [errors.PPSError]
+    while stack:
+        cls = stack.pop()
+        found.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+_BY_CODE = _all_error_classes()
+
+
+class RemoteError(errors.PPSError):
+    """An error whose code this client does not know (a newer server, or a proxy in between)."""
+
+    def __init__(self, code: str, message: str, status: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.code = code
+        self.status = status
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()["error"]
+        code, message, details = body["code"], body["message"], body.get("details") or {}
+    except (ValueError, KeyError, TypeError):
+        raise RemoteError(f"http_{response.status_code}", response.text[:500], response.status_code) from None
+    cls = _BY_CODE.get(code)
+    if cls is None or cls is errors.LedgerIntegrityError:
+        raise RemoteError(code, message, response.status_code, details)
+    err = cls(message, details=details)
+    err.status = response.status_code  # type: ignore[attr-defined]
+    raise err
+
+
+def b64d(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+class PPSClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PPSClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        _raise_for(response)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    # --- identity ------------------------------------------------------------------------------------
+
+    def me(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/v1/me")
+        return result
+
+    def create_org(self, name: str, role: str, uscc: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "role": role}
+        if uscc is not None:
+            body["uscc"] = uscc
+        result: dict[str, Any] = self.request("POST", "/v1/orgs", json=body)
+        return result
+
+    def list_orgs(self, *, role: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """All organisations (following pages)."""
+        items: list[dict[str, Any]] = []
+        after = None
+        while True:
+            params = {k: v for k, v in {"role": role, "limit": limit, "after": after}.items() if v is not None}
+            page = self.request("GET", "/v1/orgs", params=params)
+            items.extend(page["items"])
+            after = page["next_after"]
+            if after is None:
+                return items
+
+    def get_org(self, org_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/v1/orgs/{org_id}")
+        return result
+
+    def issue_token(self, org_id: str, *, label: str = "default", ttl_days: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"label": label}
+        if ttl_days is not None:
+            body["ttl_days"] = ttl_days
+        result: dict[str, Any] = self.request("POST", f"/v1/orgs/{org_id}/tokens", json=body)
+        return result
+
+    def list_tokens(self, org_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/v1/orgs/{org_id}/tokens")
+        return result
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", f"/v1/tokens/{token_id}")
+        return result
+
+    # --- audit ---------------------------------------------------------------------------------------
+
+    def public_key(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/v1/audit/public-key")
+        return result
+
+    def checkpoint(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/v1/audit/checkpoint")
+        return result
+
+    def entries(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        result: dict[str, Any] = self.request("GET", "/v1/audit/entries", params=params)
+        return result
+
+    def entry(self, index: int, *, tree_size: int | None = None) -> dict[str, Any]:
+        params = {"tree_size": tree_size} if tree_size is not None else {}
+        result: dict[str, Any] = self.request("GET", f"/v1/audit/entries/{index}", params=params)
+        return result
+
+    def consistency(self, first: int, second: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", "/v1/audit/consistency", params={"first": first, "second": second}
+        )
+        return result
+
+    def mine(self, *, after: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in {"after": after, "limit": limit}.items() if v is not None}
+        result: dict[str, Any] = self.request("GET", "/v1/audit/mine", params=params)
+        return result
+
+    # --- verification (client side) ------------------------------------------------------------------
+
+    @staticmethod
+    def verify_proven_entry(proven: dict[str, Any], verifier: NoteVerifier) -> dict[str, Any]:
+        """Check a proven entry end to end and return the entry document.
+
+        The checkpoint must carry a valid signature by ``verifier``; the entry bytes must hash to the leaf
+        hash; the inclusion proof must lead from that leaf to the checkpoint's root. Raises
+        :class:`~pps.errors.ProofVerificationError` otherwise.
+        """
+        if not proven.get("checkpoint"):
+            raise errors.ProofVerificationError("the entry comes without a signed checkpoint to check against")
+        cp = verify_checkpoint(proven["checkpoint"]["note"], verifier, origin=verifier.name)
+        if cp.tree_size != proven["tree_size"]:
+            raise errors.ProofVerificationError("the proof is for another tree size than the checkpoint")
+        data = b64d(proven["entry_b64"])
+        leaf = merkle.leaf_hash(data)
+        if leaf != b64d(proven["leaf_hash"]):
+            raise errors.ProofVerificationError("the entry bytes do not hash to the given leaf hash")
+        proof = [b64d(p) for p in proven["inclusion_proof"]]
+        merkle.verify_inclusion(proven["index"], cp.tree_size, leaf, proof, cp.root_hash)
+        doc: dict[str, Any] = json.loads(data)
+        if doc.get("index") != proven["index"]:
+            raise errors.ProofVerificationError("the entry names another index than the one proven")
+        return doc
+
+    def verify_consistency(self, old_note: str, new_note: str, verifier: NoteVerifier) -> tuple[Checkpoint, Checkpoint]:
+        """Verify two signed checkpoints and that the newer extends the older (fetching the proof)."""
+        old = verify_checkpoint(old_note, verifier, origin=verifier.name)
+        new = verify_checkpoint(new_note, verifier, origin=verifier.name)
+        if new.tree_size < old.tree_size:
+            raise errors.ProofVerificationError("the newer checkpoint is smaller than the older one")
+        if old.tree_size == 0:
+            return old, new
+        proof = [b64d(p) for p in self.consistency(old.tree_size, new.tree_size)["proof"]]
+        merkle.verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof)
+        return old, new

@@ -1,0 +1,128 @@
+"""The one error hierarchy of PPS.
+
+Every failure a caller can cause or see is a :class:`PPSError` with a stable, machine-readable ``code``
+and a message that says what went wrong and, where it helps, what to do. The HTTP edge maps these classes
+to status codes in exactly one place (``api/errors.py``); nothing else in the code chooses a status code.
+
+A denial always names its reason: ``RoleNotAllowed`` says which roles may call the route, ``TokenExpired``
+says when the token expired, and so on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PPSError(Exception):
+    """Base of every error PPS raises on purpose."""
+
+    code: str = "pps_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+# --- input -------------------------------------------------------------------------------------------
+
+
+class InvalidInput(PPSError):
+    """The request or argument is malformed or violates a rule; nothing was changed."""
+
+    code = "invalid_input"
+
+
+class InvalidUSCC(InvalidInput):
+    """An 18-character unified social credit code fails the GB 32100-2015 format or check character."""
+
+    code = "invalid_uscc"
+
+
+class PayloadTooLarge(PPSError):
+    code = "payload_too_large"
+
+
+class ConfigurationError(PPSError):
+    """Settings that must not be used (e.g. a placeholder secret outside development)."""
+
+    code = "configuration_error"
+
+
+# --- identity ----------------------------------------------------------------------------------------
+
+
+class AuthenticationError(PPSError):
+    """No usable credential was presented."""
+
+    code = "unauthenticated"
+
+
+class InvalidToken(AuthenticationError):
+    code = "invalid_token"
+
+
+class TokenExpired(AuthenticationError):
+    code = "token_expired"
+
+
+class TokenRevoked(AuthenticationError):
+    code = "token_revoked"
+
+
+class Forbidden(PPSError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+
+
+class RoleNotAllowed(Forbidden):
+    code = "role_not_allowed"
+
+
+# --- objects -----------------------------------------------------------------------------------------
+
+
+class NotFound(PPSError):
+    """The object does not exist *for this caller*: another tenant's objects are reported as not found."""
+
+    code = "not_found"
+
+
+class Conflict(PPSError):
+    """The request contradicts the current state (a duplicate, a second bootstrap, ...)."""
+
+    code = "conflict"
+
+
+# --- ledger ------------------------------------------------------------------------------------------
+
+
+class LedgerError(PPSError):
+    code = "ledger_error"
+
+
+class InvalidProofRequest(LedgerError, InvalidInput):
+    """A proof was asked for sizes or indices the tree cannot answer (e.g. first > second)."""
+
+    code = "invalid_proof_request"
+
+
+class ProofVerificationError(LedgerError):
+    """A Merkle inclusion or consistency proof, or a checkpoint signature, does not verify."""
+
+    code = "proof_verification_failed"
+
+
+class LedgerIntegrityError(LedgerError):
+    """The stored ledger does not match itself or a signed checkpoint: it has been tampered with."""
+
+    code = "ledger_integrity_error"
+
+    def __init__(self, message: str, *, first_bad_index: int | None = None) -> None:
+        super().__init__(message, details={"first_bad_index": first_bad_index})
+        self.first_bad_index = first_bad_index
+
+
+class ServiceUnavailable(PPSError):
+    code = "service_unavailable"

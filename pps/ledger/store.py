@@ -1,0 +1,306 @@
+"""The audit ledger on the database: appends, proofs, checkpoints, queries.
+
+Append-only: entries are written with dense indices under a lock on the single ``ledger_head`` row
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite write transactions hold the database lock from their
+``BEGIN IMMEDIATE``). Each append stores the new leaf hash and every perfect subtree it completes, reading only
+the O(log n) roots of the current perfect subtrees (the *frontier*). Roots, inclusion proofs and consistency
+proofs read O(log n) stored nodes in one query; nothing ever rebuilds the whole tree, except
+:func:`pps.ledger.verify.verify_ledger`, whose job that is.
+
+Fail closed: :meth:`Ledger.append` runs in the caller's transaction, so the access it records and the entry
+commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from pps.errors import InvalidProofRequest, LedgerIntegrityError, NotFound
+from pps.ledger import merkle
+from pps.ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier
+from pps.ledger.entry import EntryDraft, canonical_bytes, entry_document
+from pps.storage.tables import (
+    LedgerCheckpoint,
+    LedgerEntry,
+    LedgerEntrySubject,
+    LedgerHead,
+    LedgerNode,
+    utcnow,
+)
+
+HEAD_ID = 1
+_NODE_CHUNK = 400  # (level, index) pairs per IN query
+_HEAD = LedgerHead.__table__
+_ENTRIES = LedgerEntry.__table__
+_SUBJECTS = LedgerEntrySubject.__table__
+_NODES = LedgerNode.__table__
+
+
+def _split_frontier(size: int, blob: bytes) -> list[bytes]:
+    count = len(merkle.perfect_subtrees(0, size))
+    if len(blob) != count * merkle.HASH_SIZE:
+        raise LedgerIntegrityError(
+            f"the ledger head's frontier holds {len(blob)} bytes, expected {count} hashes for size {size}"
+        )
+    return [blob[i : i + merkle.HASH_SIZE] for i in range(0, len(blob), merkle.HASH_SIZE)]
+
+
+@dataclass(frozen=True)
+class AppendedEntry:
+    index: int
+    leaf_hash: bytes
+    entry: bytes
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    index: int
+    entry: bytes
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    actor_org_id: str | None = None
+    action: str | None = None
+    subject: str | None = None
+    purpose: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class Ledger:
+    """The ledger of one safe-room: its origin (log name) and checkpoint signer."""
+
+    def __init__(self, signer: NoteSigner, origin: str) -> None:
+        self.signer = signer
+        self.origin = origin
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        return NoteVerifier.from_string(self.signer.verifier_key)
+
+    # --- appends -------------------------------------------------------------------------------------
+
+    def append(self, session: Session, draft: EntryDraft, *, now: datetime | None = None) -> AppendedEntry:
+        """Append one entry in the caller's transaction."""
+        return self.append_many(session, [draft], now=now)[0]
+
+    def append_many(
+        self, session: Session, drafts: Sequence[EntryDraft], *, now: datetime | None = None
+    ) -> list[AppendedEntry]:
+        """Append entries in order, in the caller's transaction, with one lock and one round of inserts."""
+        if not drafts:
+            return []
+        now = now or utcnow()
+        size, frontier = self._lock_head(session)
+        # the frontier as a stack of (level, index, hash), largest subtree first
+        stack = [(lvl, idx, h) for (lvl, idx), h in zip(merkle.perfect_subtrees(0, size), frontier, strict=True)]
+        entry_rows: list[dict[str, Any]] = []
+        subject_rows: list[dict[str, Any]] = []
+        node_rows: list[dict[str, Any]] = []
+        appended: list[AppendedEntry] = []
+        for offset, draft in enumerate(drafts):
+            index = size + offset
+            doc = entry_document(index, now, draft)
+            data = canonical_bytes(doc)
+            leaf = merkle.leaf_hash(data)
+            entry_rows.append(
+                {
+                    "idx": index,
+                    "entry": data,
+                    "leaf_hash": leaf,
+                    "time": now,
+                    "actor_org_id": draft.actor.org_id,
+                    "action": draft.action,
+                    "purpose": draft.purpose,
+                    "request_id": draft.request_id,
+                }
+            )
+            subject_rows.extend({"uscc": s, "idx": index} for s in doc["subjects"])
+            # push the leaf; merge equal-height subtrees into their parents (each merge is a new stored node)
+            level, node_index, h = 0, index, leaf
+            node_rows.append({"level": 0, "index": index, "hash": leaf})
+            while stack and stack[-1][0] == level:
+                _, left_index, left_hash = stack.pop()
+                h = merkle.node_hash(left_hash, h)
+                level, node_index = level + 1, left_index >> 1
+                node_rows.append({"level": level, "index": node_index, "hash": h})
+            stack.append((level, node_index, h))
+            appended.append(AppendedEntry(index, leaf, data))
+        conn = session.connection()
+        conn.execute(_ENTRIES.insert(), entry_rows)
+        if subject_rows:
+            conn.execute(_SUBJECTS.insert(), subject_rows)
+        conn.execute(_NODES.insert(), node_rows)
+        conn.execute(
+            _HEAD.update()
+            .where(_HEAD.c.id == HEAD_ID)
+            .values(size=size + len(drafts), frontier=b"".join(h for _, _, h in stack))
+        )
+        return appended
+
+    def _lock_head(self, session: Session) -> tuple[int, list[bytes]]:
+        row = (
+            session.connection()
+            .execute(select(_HEAD.c.size, _HEAD.c.frontier).where(_HEAD.c.id == HEAD_ID).with_for_update())
+            .one_or_none()
+        )
+        if row is None:
+            raise LedgerIntegrityError("the ledger head row is missing; run `pps db upgrade`")
+        return row.size, _split_frontier(row.size, bytes(row.frontier))
+
+    def _nodes(self, session: Session, coords: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+        wanted = sorted(set(coords))
+        found: dict[merkle.NodeId, bytes] = {}
+        for start in range(0, len(wanted), _NODE_CHUNK):
+            chunk = wanted[start : start + _NODE_CHUNK]
+            rows = session.execute(
+                select(LedgerNode.level, LedgerNode.index, LedgerNode.hash).where(
+                    tuple_(LedgerNode.level, LedgerNode.index).in_(chunk)
+                )
+            )
+            found.update({(r.level, r.index): r.hash for r in rows})
+        missing = [c for c in wanted if c not in found]
+        if missing:
+            level, index = missing[0]
+            raise LedgerIntegrityError(
+                f"stored Merkle node (level {level}, index {index}) is missing",
+                first_bad_index=index << level,
+            )
+        return found
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    def size(self, session: Session) -> int:
+        size = session.execute(select(LedgerHead.size).where(LedgerHead.id == HEAD_ID)).scalar_one_or_none()
+        if size is None:
+            raise LedgerIntegrityError("the ledger head row is missing; run `pps db upgrade`")
+        return size
+
+    def root(self, session: Session, size: int | None = None) -> bytes:
+        """The root hash of the tree of ``size`` entries (default: the whole ledger)."""
+        current = self.size(session)
+        size = current if size is None else size
+        self._check_size(size, current)
+        return self._hash_ranges(session, [(0, size)])[0] if size else merkle.EMPTY_ROOT
+
+    def _check_size(self, size: int, current: int) -> None:
+        if not 0 <= size <= current:
+            raise InvalidProofRequest(f"tree size {size} is outside the ledger's 0..{current}")
+
+    def _hash_ranges(self, session: Session, ranges: Sequence[merkle.Range]) -> list[bytes]:
+        found = self._nodes(session, merkle.nodes_for(ranges))
+        return [merkle.range_hash(start, end, found) for start, end in ranges]
+
+    def inclusion_proof(self, session: Session, index: int, size: int) -> list[bytes]:
+        """The RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries."""
+        self._check_size(size, self.size(session))
+        return self._hash_ranges(session, merkle.inclusion_ranges(index, size))
+
+    def consistency_proof(self, session: Session, first: int, second: int) -> list[bytes]:
+        """The RFC 9162 consistency proof between the trees of ``first`` and ``second`` entries."""
+        self._check_size(second, self.size(session))
+        return self._hash_ranges(session, merkle.consistency_ranges(first, second))
+
+    def entry(self, session: Session, index: int) -> StoredEntry:
+        row = session.execute(
+            select(LedgerEntry.idx, LedgerEntry.entry, LedgerEntry.leaf_hash).where(LedgerEntry.idx == index)
+        ).one_or_none()
+        if row is None or index >= self.size(session):
+            raise NotFound(f"ledger entry {index} does not exist")
+        return StoredEntry(row.idx, row.entry, row.leaf_hash)
+
+    def entries(
+        self, session: Session, flt: EntryFilter, *, after: int | None = None, limit: int = 50
+    ) -> list[StoredEntry]:
+        """Entries matching ``flt`` in index order, starting after index ``after``."""
+        query = select(LedgerEntry.idx, LedgerEntry.entry, LedgerEntry.leaf_hash)
+        conds = []
+        if flt.subject is not None:
+            query = query.join(LedgerEntrySubject, LedgerEntrySubject.idx == LedgerEntry.idx)
+            conds.append(LedgerEntrySubject.uscc == flt.subject)
+        if flt.actor_org_id is not None:
+            conds.append(LedgerEntry.actor_org_id == flt.actor_org_id)
+        if flt.action is not None:
+            if flt.action.endswith(".*"):
+                conds.append(LedgerEntry.action.startswith(flt.action[:-1], autoescape=True))
+            else:
+                conds.append(LedgerEntry.action == flt.action)
+        if flt.purpose is not None:
+            conds.append(LedgerEntry.purpose == flt.purpose)
+        if flt.since is not None:
+            conds.append(LedgerEntry.time >= flt.since)
+        if flt.until is not None:
+            conds.append(LedgerEntry.time < flt.until)
+        if after is not None:
+            conds.append(LedgerEntry.idx > after)
+        rows = session.execute(query.where(and_(*conds)).order_by(LedgerEntry.idx).limit(limit))
+        return [StoredEntry(r.idx, r.entry, r.leaf_hash) for r in rows]
+
+    def touches(self, session: Session, index: int, *, org_id: str, uscc: str | None) -> bool:
+        """Whether entry ``index`` was made by ``org_id`` or touches subject ``uscc`` (object-level check)."""
+        by_actor = LedgerEntry.actor_org_id == org_id
+        cond = by_actor
+        if uscc is not None:
+            cond = or_(
+                by_actor,
+                select(LedgerEntrySubject.idx)
+                .where(LedgerEntrySubject.idx == index, LedgerEntrySubject.uscc == uscc)
+                .exists(),
+            )
+        hit = session.execute(select(func.count()).where(LedgerEntry.idx == index, cond)).scalar_one()
+        return bool(hit)
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def publish_checkpoint(self, session: Session, *, now: datetime | None = None) -> Checkpoint:
+        """Sign and store a checkpoint of the current tree (or return the stored one if it has not grown)."""
+        size, frontier = self._lock_head(session)  # serialise with appends and other publishers
+        existing = session.get(LedgerCheckpoint, size)
+        if existing is not None:
+            return Checkpoint(self.origin, existing.tree_size, existing.root_hash, existing.note)
+        root = merkle.fold_right(frontier)
+        cp = self.signer.sign_checkpoint(self.origin, size, root)
+        session.add(LedgerCheckpoint(tree_size=size, root_hash=root, note=cp.note, created_at=now or utcnow()))
+        session.flush()
+        return cp
+
+    def latest_checkpoint(self, session: Session) -> Checkpoint | None:
+        row = session.execute(
+            select(LedgerCheckpoint).order_by(LedgerCheckpoint.tree_size.desc()).limit(1)
+        ).scalar_one_or_none()
+        return None if row is None else Checkpoint(self.origin, row.tree_size, row.root_hash, row.note)
+
+    def checkpoint_covering(self, session: Session, index: int) -> Checkpoint | None:
+        """The smallest published checkpoint whose tree contains entry ``index``."""
+        row = session.execute(
+            select(LedgerCheckpoint)
+            .where(LedgerCheckpoint.tree_size > index)
+            .order_by(LedgerCheckpoint.tree_size)
+            .limit(1)
+        ).scalar_one_or_none()
+        return None if row is None else Checkpoint(self.origin, row.tree_size, row.root_hash, row.note)
+
+    def checkpoints(
+        self, session: Session, *, after_size: int | None = None, limit: int = 50
+    ) -> list[Checkpoint]:
+        query = select(LedgerCheckpoint).order_by(LedgerCheckpoint.tree_size).limit(limit)
+        if after_size is not None:
+            query = query.where(LedgerCheckpoint.tree_size > after_size)
+        return [
+            Checkpoint(self.origin, r.tree_size, r.root_hash, r.note) for r in session.execute(query).scalars()
+        ]
+
+    def checkpoint_at(self, session: Session, size: int) -> Checkpoint:
+        row = session.get(LedgerCheckpoint, size)
+        if row is None:
+            raise NotFound(f"no checkpoint was published at tree size {size}")
+        return Checkpoint(self.origin, row.tree_size, row.root_hash, row.note)
+

@@ -1,0 +1,38 @@
+"""The assembled safe-room: settings, database, ledger and services, built once per process.
+
+The API app, the CLI and the tests all build one :class:`Runtime` from :class:`~pps.settings.Settings`, so
+that every entry point runs the same wiring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pps.identity.service import IdentityService
+from pps.keys import LEDGER_SIGNING_KEY_FILE, load_or_create_ed25519
+from pps.ledger.checkpoint import NoteSigner
+from pps.ledger.store import Ledger
+from pps.settings import Settings
+from pps.storage import migrate
+from pps.storage.db import Database
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    ledger: Ledger
+    identity: IdentityService
+
+    @classmethod
+    def build(cls, settings: Settings, *, migrate_schema: bool | None = None) -> Runtime:
+        db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        if settings.auto_migrate if migrate_schema is None else migrate_schema:
+            migrate.upgrade(db.engine)
+        key = load_or_create_ed25519(settings.resolved_key_dir / LEDGER_SIGNING_KEY_FILE)
+        ledger = Ledger(NoteSigner(settings.ledger_origin, key), settings.ledger_origin)
+        identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
+        return cls(settings=settings, db=db, ledger=ledger, identity=identity)
+
+    def close(self) -> None:
+        self.db.dispose()

@@ -1,0 +1,82 @@
+"""All settings of PPS, in one place.
+
+Every setting can be given as an environment variable with the ``PPS_`` prefix (``PPS_DATABASE_URL``,
+``PPS_SECRET_KEY``, ...) or in a ``.env`` file in the working directory. Secrets are ``SecretStr`` so that
+they never show in a repr or a log line. A placeholder secret is refused outside development mode.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pps.errors import ConfigurationError
+
+PLACEHOLDER_SECRET = "dev-insecure-secret-change-me"  # noqa: S105 - it is the placeholder that is refused
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PPS_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="development allows placeholder secrets; production refuses them"
+    )
+    data_dir: Path = Field(Path(".pps"), description="where the embedded database and key files live")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default sqlite:///<data_dir>/pps.db. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db",
+    )
+    key_dir: Path | None = Field(None, description="key material (ledger signing key); default <data_dir>/keys")
+    secret_key: SecretStr = Field(
+        SecretStr(PLACEHOLDER_SECRET),
+        description="server secret: keys the HMAC under which API tokens are stored",
+    )
+    executor: Literal["local", "ray"] = Field("local", description="where heavy jobs run")
+    ledger_origin: str = Field(
+        "pps.local/ledger", description="origin line of the signed checkpoints (names this log)"
+    )
+    checkpoint_interval_seconds: float = Field(
+        300.0, ge=0, description="publish a checkpoint this often while serving if the log grew; 0 = never"
+    )
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body accepted (413 above)")
+    page_size_default: int = Field(50, ge=1)
+    page_size_max: int = Field(500, ge=1)
+    token_ttl_days: int = Field(90, ge=1, le=3650, description="default lifetime of an issued API token")
+    auto_migrate: bool = Field(True, description="apply Alembic migrations when the service starts")
+    sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.environment != "development":
+            secret = self.secret_key.get_secret_value()
+            if secret == PLACEHOLDER_SECRET or len(secret) < MIN_SECRET_LENGTH:
+                raise ConfigurationError(
+                    f"PPS_SECRET_KEY must be set to a random value of at least {MIN_SECRET_LENGTH} characters "
+                    f"when PPS_ENVIRONMENT={self.environment} (generate one with: "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        if self.page_size_default > self.page_size_max:
+            raise ConfigurationError("PPS_PAGE_SIZE_DEFAULT must not exceed PPS_PAGE_SIZE_MAX")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'pps.db').as_posix()}"
+
+    @property
+    def resolved_key_dir(self) -> Path:
+        return self.key_dir if self.key_dir is not None else self.data_dir / "keys"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

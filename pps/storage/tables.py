@@ -1,0 +1,181 @@
+"""The database tables (SQLAlchemy 2 typed ORM).
+
+Alembic migrations under ``pps/storage/migrations`` are the schema; a test proves that the migrated schema
+equals this metadata on SQLite and on PostgreSQL. In this project the word *models* means risk models, so
+tables live here, under ``pps/storage``.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive, as UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """A random object id with a readable prefix, e.g. ``org_3f9c0a6b1d2e4f5a6b7c``."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class Role(enum.StrEnum):
+    platform_admin = "platform_admin"
+    data_provider = "data_provider"
+    bank = "bank"
+    subject = "subject"
+    auditor = "auditor"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime()}
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    __table_args__ = (
+        CheckConstraint("role <> 'subject' OR uscc IS NOT NULL", name="subject_has_uscc"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[Role] = mapped_column(
+        SAEnum(Role, native_enum=False, length=32, validate_strings=True, create_constraint=False)
+    )
+    uscc: Mapped[str | None] = mapped_column(String(18), unique=True)
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="org")
+
+
+class ApiToken(Base):
+    """An API credential. Only an HMAC of the secret is stored; the secret is shown once, at issue."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    label: Mapped[str] = mapped_column(String(100))
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+    org: Mapped[Organization] = relationship(back_populates="tokens")
+
+
+class LedgerHead(Base):
+    """One row: the size of the ledger and its frontier. Appends lock it, so indices are dense and unique.
+
+    ``frontier`` concatenates the hashes of the maximal perfect subtrees of the current tree (left to right,
+    at most 64 of them): an append needs nothing else to extend the tree, and the root is their fold.
+    It is a cache of stored nodes; ``pps audit verify`` checks that it agrees with them.
+    """
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LedgerEntry(Base):
+    """One ledger entry: its canonical JSON bytes (what is hashed) and indexed copies of a few fields.
+
+    The indexed columns serve filters only; ``pps audit verify`` checks that they agree with ``entry``.
+    """
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_entries_actor_org_id_idx", "actor_org_id", "idx"),
+        Index("ix_ledger_entries_action_idx", "action", "idx"),
+    )
+
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    time: Mapped[datetime]
+    actor_org_id: Mapped[str | None] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class LedgerEntrySubject(Base):
+    """Which subjects (USCCs) an entry touches, so a subject can list its own entries quickly."""
+
+    __tablename__ = "ledger_entry_subjects"
+
+    uscc: Mapped[str] = mapped_column(String(18), primary_key=True)
+    idx: Mapped[int] = mapped_column(ForeignKey("ledger_entries.idx"), primary_key=True)
+
+
+class LedgerNode(Base):
+    """The hash of the perfect subtree at ``(level, index)``; level 0 holds the leaf hashes."""
+
+    __tablename__ = "ledger_nodes"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerCheckpoint(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint signed note) as published."""
+
+    __tablename__ = "ledger_checkpoints"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
