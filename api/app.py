@@ -68,6 +68,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = rt
     errors.install(app)
+    # added innermost first: request id (outermost) → body limit → unhandled errors → the routes
+    app.add_middleware(errors.UnhandledErrorMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=rt.settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     for router in ROUTERS:
@@ -85,7 +87,7 @@ ROUTERS: tuple[APIRouter, ...] = (system.router, identity.router, audit.router)
 def _declare_roles(route: APIRoute) -> None:
     roles = declared_roles(route)
     if roles is None:
-        raise RuntimeError(f"route {sorted(route.methods)} {route.path} must declare exactly one guard")
+        raise RuntimeError(f"route {sorted(route.methods or ())} {route.path} must declare exactly one guard")
     extra = dict(route.openapi_extra or {})
     extra["x-pps-roles"] = sorted(r.value for r in roles) or ["public"]
     route.openapi_extra = extra

@@ -102,7 +102,9 @@ PUBLIC = Depends(PublicRoute())
 
 def page_limit(
     rt: RuntimeDep,
-    limit: Annotated[int | None, Query(ge=1, description="page size (default and maximum set by the server)")] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, description="page size (default and maximum set by the server)")
+    ] = None,
 ) -> int:
     if limit is None:
         return rt.settings.page_size_default

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.middleware import current_request_id
 from pps import errors as e
@@ -83,7 +84,9 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         )
     summary = "; ".join(f"{'.'.join(p['loc'])}: {p['message']}" for p in problems[:5])
     return JSONResponse(
-        error_body("invalid_request", f"the request does not match the schema: {summary}", {"problems": problems}),
+        error_body(
+            "invalid_request", f"the request does not match the schema: {summary}", {"problems": problems}
+        ),
         status_code=422,
     )
 
@@ -98,16 +101,45 @@ def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error in request %s", current_request_id(), exc_info=exc)
-    return JSONResponse(
-        error_body("internal_error", "an internal error occurred; nothing was changed. Quote the request id."),
-        status_code=500,
-    )
+class UnhandledErrorMiddleware:
+    """Turns any unexpected exception into a 500 with the error body and the request id; the process lives on.
+
+    It sits inside the request-id middleware (so the id is known) and the transaction of the failed request
+    has already rolled back when the exception reaches it. Internals are logged, never sent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in request %s", current_request_id())
+            if started:
+                raise
+            response = JSONResponse(
+                error_body(
+                    "internal_error", "an internal error occurred; nothing was changed. Quote the request id."
+                ),
+                status_code=500,
+            )
+            await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
+    """Register the handlers. The app must also wrap itself in :class:`UnhandledErrorMiddleware`."""
     app.add_exception_handler(e.PPSError, _pps_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -37,7 +37,10 @@ class OrgCreate(Request):
     name: str = Field(min_length=1, max_length=200)
     role: Role
     uscc: str | None = Field(
-        None, min_length=18, max_length=18, description="required for subjects (enterprises), refused otherwise"
+        None,
+        min_length=18,
+        max_length=18,
+        description="required for subjects (enterprises), refused otherwise",
     )
 
 

@@ -55,12 +55,22 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 @contextmanager
-def runtime(*, migrate_schema: bool = True) -> Iterator[Runtime]:
-    rt = Runtime.build(get_settings(), migrate_schema=migrate_schema)
+def user_errors() -> Iterator[None]:
+    """Report a PPSError as a one-line message and exit 1, instead of a traceback."""
     try:
-        yield rt
-    finally:
-        rt.close()
+        yield
+    except PPSError as exc:
+        fail(f"{exc.message} [{exc.code}]")
+
+
+@contextmanager
+def runtime(*, migrate_schema: bool = True) -> Iterator[Runtime]:
+    with user_errors():
+        rt = Runtime.build(get_settings(), migrate_schema=migrate_schema)
+        try:
+            yield rt
+        finally:
+            rt.close()
 
 
 # --- serve / db --------------------------------------------------------------------------------------
@@ -78,7 +88,9 @@ def serve(
     settings = get_settings()
     with runtime():
         pass  # migrate once, before any worker starts
-    console.print(f"PPS serving on http://{host}:{port} (database: {_redacted(settings.resolved_database_url)})")
+    console.print(
+        f"PPS serving on http://{host}:{port} (database: {_redacted(settings.resolved_database_url)})"
+    )
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
@@ -91,15 +103,12 @@ def _redacted(url: str) -> str:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
     """Apply Alembic migrations up to REVISION (default: the newest)."""
-    settings = get_settings()
-    rt = Runtime.build(settings, migrate_schema=False)
-    try:
+    with runtime(migrate_schema=False) as rt:
         before = migrate.current_revision(rt.db.engine)
         migrate.upgrade(rt.db.engine, revision)
         after = migrate.current_revision(rt.db.engine)
-    finally:
-        rt.close()
-    console.print(f"database {_redacted(settings.resolved_database_url)}: {before or 'empty'} → {after}")
+        url = _redacted(rt.settings.resolved_database_url)
+    console.print(f"database {url}: {before or 'empty'} → {after}")
 
 
 @db_app.command("current")
@@ -107,7 +116,10 @@ def db_current() -> None:
     """Show the schema revision of the database and whether it is the newest."""
     with runtime(migrate_schema=False) as rt:
         current, head = migrate.current_revision(rt.db.engine), migrate.head_revision()
-    console.print(f"current: {current or 'empty'}; newest: {head}" + ("" if current == head else " (run `pps db upgrade`)"))
+    console.print(
+        f"current: {current or 'empty'}; newest: {head}"
+        + ("" if current == head else " (run `pps db upgrade`)")
+    )
 
 
 # --- admin -------------------------------------------------------------------------------------------
@@ -121,7 +133,9 @@ def _print_token(secret: str, token_id: str, expires: datetime) -> None:
 
 @admin_app.command()
 def bootstrap(
-    name: Annotated[str, typer.Option(help="name of the platform operator organisation")] = "Platform operator",
+    name: Annotated[
+        str, typer.Option(help="name of the platform operator organisation")
+    ] = "Platform operator",
     ttl_days: Annotated[int, typer.Option(min=1, max=3650, help="token lifetime in days")] = 90,
 ) -> None:
     """Create the first platform_admin organisation and print its API token (once only)."""
@@ -162,7 +176,9 @@ def org_list(role: Annotated[Role | None, typer.Option(help="only this role")] =
         orgs = rt.identity.list_orgs(session, role=role, limit=10_000)
         table = Table("id", "name", "role", "USCC", "created")
         for o in orgs:
-            table.add_row(o.id, o.name, o.role.value, o.uscc or "", o.created_at.isoformat(timespec="seconds"))
+            table.add_row(
+                o.id, o.name, o.role.value, o.uscc or "", o.created_at.isoformat(timespec="seconds")
+            )
     console.print(table)
 
 
@@ -175,7 +191,9 @@ def token_issue(
     """Issue an API token for an organisation and print it (once)."""
     with runtime() as rt, rt.db.transaction() as session:
         org = rt.identity.get_org(session, org_id)
-        issued = rt.identity.issue_token(session, org=org, label=label, ttl=timedelta(days=ttl_days), actor=OPERATOR)
+        issued = rt.identity.issue_token(
+            session, org=org, label=label, ttl=timedelta(days=ttl_days), actor=OPERATOR
+        )
         _print_token(issued.secret, issued.token.id, issued.token.expires_at)
 
 
@@ -214,12 +232,15 @@ def audit_checkpoint(
 @audit_app.command("verify")
 def audit_verify(
     against: Annotated[
-        Path | None, typer.Option(help="a checkpoint note saved earlier: the ledger must be consistent with it")
+        Path | None,
+        typer.Option(help="a checkpoint note saved earlier: the ledger must be consistent with it"),
     ] = None,
     verifier_key: Annotated[
         str | None, typer.Option(help="pinned verifier key for --against (default: this ledger's key)")
     ] = None,
-    save: Annotated[Path | None, typer.Option(help="write the current signed checkpoint here afterwards")] = None,
+    save: Annotated[
+        Path | None, typer.Option(help="write the current signed checkpoint here afterwards")
+    ] = None,
 ) -> None:
     """Re-derive the whole Merkle tree from the stored entries and check nodes, checkpoints and consistency.
 
@@ -228,14 +249,19 @@ def audit_verify(
     from pps.ledger.verify import verify_ledger
 
     note = against.read_text() if against else None
-    pinned = NoteVerifier.from_string(verifier_key) if verifier_key else None
+    with user_errors():
+        pinned = NoteVerifier.from_string(verifier_key) if verifier_key else None
     with runtime(migrate_schema=False) as rt:
         if not migrate.is_up_to_date(rt.db.engine):
             fail("the database schema is not current; run `pps db upgrade` first")
         with (
             Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=err_console, transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
             ) as bar,
             rt.db.transaction(write=False) as session,
         ):
@@ -247,7 +273,9 @@ def audit_verify(
                 bar.update(tasks[phase], completed=done, total=total)
 
             try:
-                report = verify_ledger(session, rt.ledger, against=note, against_verifier=pinned, progress=progress)
+                report = verify_ledger(
+                    session, rt.ledger, against=note, against_verifier=pinned, progress=progress
+                )
             except LedgerIntegrityError as exc:
                 bar.stop()
                 where = "" if exc.first_bad_index is None else f" first bad index: {exc.first_bad_index}"
@@ -290,7 +318,10 @@ def audit_export(
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
 
-    flt = EntryFilter(actor_org_id=actor, action=action, subject=validate_uscc(subject) if subject else None)
+    with user_errors():
+        flt = EntryFilter(
+            actor_org_id=actor, action=action, subject=validate_uscc(subject) if subject else None
+        )
     count = 0
     partial = out.with_name(out.name + ".partial")
     moved = False
@@ -338,8 +369,12 @@ def audit_export(
                         action="audit.export",
                         actor=OPERATOR,
                         subjects=(flt.subject,) if flt.subject else (),
-                        detail={"entries": count, "tree_size": cp.tree_size, "action_filter": action,
-                                "actor_filter": actor},
+                        detail={
+                            "entries": count,
+                            "tree_size": cp.tree_size,
+                            "action_filter": action,
+                            "actor_filter": actor,
+                        },
                     ),
                 )
                 os.replace(partial, out)
@@ -349,7 +384,9 @@ def audit_export(
             if moved:  # the entry did not commit, so the export must not exist either
                 out.unlink(missing_ok=True)
             raise
-    console.print(f"exported {count} entries with proofs against the checkpoint of size {cp.tree_size} to {out}")
+    console.print(
+        f"exported {count} entries with proofs against the checkpoint of size {cp.tree_size} to {out}"
+    )
 
 
 # --- demo --------------------------------------------------------------------------------------------
@@ -357,7 +394,9 @@ def audit_export(
 
 @app.command()
 def demo(
-    data_dir: Annotated[Path, typer.Option(help="fresh directory for the demo's database and keys")] = Path(".pps-demo"),
+    data_dir: Annotated[Path, typer.Option(help="fresh directory for the demo's database and keys")] = Path(
+        ".pps-demo"
+    ),
 ) -> None:
     """Run the end-to-end scenario on the embedded default (SQLite, in-process) and check every step."""
     from pps.demo import run_demo

@@ -110,7 +110,9 @@ class PPSClient:
         items: list[dict[str, Any]] = []
         after = None
         while True:
-            params = {k: v for k, v in {"role": role, "limit": limit, "after": after}.items() if v is not None}
+            params = {
+                k: v for k, v in {"role": role, "limit": limit, "after": after}.items() if v is not None
+            }
             page = self.request("GET", "/v1/orgs", params=params)
             items.extend(page["items"])
             after = page["next_after"]
@@ -121,7 +123,9 @@ class PPSClient:
         result: dict[str, Any] = self.request("GET", f"/v1/orgs/{org_id}")
         return result
 
-    def issue_token(self, org_id: str, *, label: str = "default", ttl_days: int | None = None) -> dict[str, Any]:
+    def issue_token(
+        self, org_id: str, *, label: str = "default", ttl_days: int | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"label": label}
         if ttl_days is not None:
             body["ttl_days"] = ttl_days
@@ -178,7 +182,9 @@ class PPSClient:
         :class:`~pps.errors.ProofVerificationError` otherwise.
         """
         if not proven.get("checkpoint"):
-            raise errors.ProofVerificationError("the entry comes without a signed checkpoint to check against")
+            raise errors.ProofVerificationError(
+                "the entry comes without a signed checkpoint to check against"
+            )
         cp = verify_checkpoint(proven["checkpoint"]["note"], verifier, origin=verifier.name)
         if cp.tree_size != proven["tree_size"]:
             raise errors.ProofVerificationError("the proof is for another tree size than the checkpoint")
@@ -193,7 +199,9 @@ class PPSClient:
             raise errors.ProofVerificationError("the entry names another index than the one proven")
         return doc
 
-    def verify_consistency(self, old_note: str, new_note: str, verifier: NoteVerifier) -> tuple[Checkpoint, Checkpoint]:
+    def verify_consistency(
+        self, old_note: str, new_note: str, verifier: NoteVerifier
+    ) -> tuple[Checkpoint, Checkpoint]:
         """Verify two signed checkpoints and that the newer extends the older (fetching the proof)."""
         old = verify_checkpoint(old_note, verifier, origin=verifier.name)
         new = verify_checkpoint(new_note, verifier, origin=verifier.name)

@@ -33,7 +33,7 @@ from pps.storage.tables import Role
 
 def demo_usccs(n: int, seed: int = 7) -> list[str]:
     """``n`` valid, distinct USCCs of enterprises registered in Suzhou (320500)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not secrets
     codes: set[str] = set()
     while len(codes) < n:
         org_code = "".join(rng.choice(ALPHABET) for _ in range(9))
@@ -81,7 +81,11 @@ def run_demo(data_dir: Path, console: Console) -> bool:
     console.rule("[bold]1. Bootstrap the platform operator")
     with rt.db.transaction() as session:
         admin_org = rt.identity.create_org(
-            session, name="Suzhou credit platform operator", role=Role.platform_admin, uscc=None, actor=OPERATOR
+            session,
+            name="Suzhou credit platform operator",
+            role=Role.platform_admin,
+            uscc=None,
+            actor=OPERATOR,
         )
         admin_token = rt.identity.issue_token(
             session, org=admin_org, label="bootstrap", ttl=timedelta(days=1), actor=OPERATOR
@@ -96,7 +100,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         console.rule("[bold]2. Onboard organisations over the API")
         tokens: dict[str, str] = {}
         orgs: dict[str, dict[str, Any]] = {}
-        plan = [
+        plan: list[tuple[str, str, str | None]] = [
             ("Suzhou Tax Bureau", "data_provider", None),
             ("State Grid Suzhou", "data_provider", None),
             ("Bank A", "bank", None),
@@ -123,14 +127,14 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         console.rule("[bold]3. Roles and tenants are enforced; bad input changes nothing")
         checks.check("Bank A knows who it is", bank_a.me()["org"]["name"] == "Bank A")
         checks.refused(
-            "Bank A may not onboard organisations", errors.RoleNotAllowed, lambda: bank_a.create_org("X", "bank")
+            "Bank A may not onboard organisations",
+            errors.RoleNotAllowed,
+            lambda: bank_a.create_org("X", "bank"),
         )
         checks.refused(
             "Bank A cannot see Bank B", errors.NotFound, lambda: bank_a.get_org(orgs["Bank B"]["id"])
         )
-        checks.refused(
-            "Bank A cannot read the whole ledger", errors.RoleNotAllowed, lambda: bank_a.entries()
-        )
+        checks.refused("Bank A cannot read the whole ledger", errors.RoleNotAllowed, lambda: bank_a.entries())
         size_before = auditor.checkpoint()["tree_size"]
         checks.refused(
             "an enterprise with a wrong USCC check character is refused",
@@ -147,7 +151,9 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         mine = enterprise.mine()
         docs = [PPSClient.verify_proven_entry(item, pinned) for item in mine["items"]]
         for doc in docs:
-            console.print(f"  entry {doc['index']}: {doc['action']} by {doc['actor']['role']} at {doc['time']}")
+            console.print(
+                f"  entry {doc['index']}: {doc['action']} by {doc['actor']['role']} at {doc['time']}"
+            )
         checks.check(
             "Enterprise 1 sees its onboarding and token entries, each proven against the signed checkpoint",
             [d["action"] for d in docs] == ["org.create", "token.issue"],
@@ -166,7 +172,11 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             second["tree_size"] > first["tree_size"],
         )
         token_entries = auditor.entries(action="token.*", limit=500)["items"]
-        checks.check("the auditor filters the ledger (token.*)", len(token_entries) == 14, f"{len(token_entries)} entries")
+        checks.check(
+            "the auditor filters the ledger (token.*)",
+            len(token_entries) == 14,
+            f"{len(token_entries)} entries",
+        )
 
     console.rule("[bold]6. Offline verification of the whole ledger")
     with rt.db.transaction(write=False) as session:

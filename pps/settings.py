@@ -32,7 +32,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default sqlite:///<data_dir>/pps.db. "
         "PostgreSQL: postgresql+psycopg://user@host:5432/db",
     )
-    key_dir: Path | None = Field(None, description="key material (ledger signing key); default <data_dir>/keys")
+    key_dir: Path | None = Field(
+        None, description="key material (ledger signing key); default <data_dir>/keys"
+    )
     secret_key: SecretStr = Field(
         SecretStr(PLACEHOLDER_SECRET),
         description="server secret: keys the HMAC under which API tokens are stored",

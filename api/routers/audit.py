@@ -40,7 +40,9 @@ Reader = Annotated[Caller, allow(Role.auditor, Role.platform_admin)]
 
 
 def entry_out(e: StoredEntry) -> EntryOut:
-    return EntryOut(index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64=b64(e.entry), entry=json.loads(e.entry))
+    return EntryOut(
+        index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64=b64(e.entry), entry=json.loads(e.entry)
+    )
 
 
 def proven(session: Session, ledger: Ledger, e: StoredEntry, cp: Checkpoint) -> ProvenEntry:
@@ -83,7 +85,9 @@ def public_key(rt: RuntimeDep) -> PublicKeyOut:
 def checkpoint(
     caller: AnyRole,
     rt: RuntimeDep,
-    format: Annotated[str, Query(pattern="^(json|note)$", description="json, or note for the bare signed note")] = "json",
+    format: Annotated[
+        str, Query(pattern="^(json|note)$", description="json, or note for the bare signed note")
+    ] = "json",
 ) -> Response:
     cp = _current_checkpoint(rt)
     if format == "note":
@@ -131,7 +135,9 @@ def entries(
     )
     with rt.db.transaction(write=False) as session:
         found = rt.ledger.entries(session, flt, after=after, limit=limit)
-    return Page(items=[entry_out(e) for e in found], next_after=found[-1].index if len(found) == limit else None)
+    return Page(
+        items=[entry_out(e) for e in found], next_after=found[-1].index if len(found) == limit else None
+    )
 
 
 @router.get("/entries/{index}", summary="one entry with its inclusion proof")
@@ -141,7 +147,9 @@ def entry(
     rt: RuntimeDep,
     tree_size: Annotated[
         int | None,
-        Query(ge=1, description="prove inclusion in the tree of this size (default: a checkpoint covering it)"),
+        Query(
+            ge=1, description="prove inclusion in the tree of this size (default: a checkpoint covering it)"
+        ),
     ] = None,
 ) -> ProvenEntry:
     if index < 0:
@@ -199,7 +207,9 @@ def mine(
     )
     cp = _current_checkpoint(rt)
     with rt.db.transaction(write=False) as session:
-        found = [e for e in rt.ledger.entries(session, flt, after=after, limit=limit) if e.index < cp.tree_size]
+        found = [
+            e for e in rt.ledger.entries(session, flt, after=after, limit=limit) if e.index < cp.tree_size
+        ]
         items = [proven(session, rt.ledger, e, cp) for e in found]
     return MineOut(
         checkpoint=CheckpointOut.of(cp),

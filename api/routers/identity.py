@@ -100,5 +100,7 @@ def revoke_token(token_id: str, caller: AnyRole, rt: RuntimeDep) -> TokenPublic:
         token = rt.identity.get_token(session, token_id)
         if caller.role is not Role.platform_admin and token.org_id != caller.org_id:
             raise NotFound(f"token {token_id} does not exist")
-        revoked = rt.identity.revoke_token(session, token, actor=caller.actor, request_id=current_request_id())
+        revoked = rt.identity.revoke_token(
+            session, token, actor=caller.actor, request_id=current_request_id()
+        )
         return TokenPublic.of(revoked, utcnow())

@@ -31,7 +31,7 @@ from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import Ledger
 from pps.storage.tables import ApiToken, Organization, Role, new_id, utcnow
 
-TOKEN_PREFIX = "pps_"
+TOKEN_PREFIX = "pps_"  # noqa: S105 - a prefix, not a secret
 MAX_TOKEN_LENGTH = 128
 
 
@@ -201,7 +201,9 @@ class IdentityService:
         )
         return token
 
-    def authenticate_at_time(self, session: Session, token: str, now: datetime) -> tuple[Organization, ApiToken]:
+    def authenticate_at_time(
+        self, session: Session, token: str, now: datetime
+    ) -> tuple[Organization, ApiToken]:
         """The organisation behind a bearer token at time ``now``; raises the precise reason if unusable."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("not a PPS API token (expected 'Authorization: Bearer pps_...')")

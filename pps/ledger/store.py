@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import Table, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from pps.errors import InvalidProofRequest, LedgerIntegrityError, NotFound
@@ -36,10 +36,10 @@ from pps.storage.tables import (
 
 HEAD_ID = 1
 _NODE_CHUNK = 400  # (level, index) pairs per IN query
-_HEAD = LedgerHead.__table__
-_ENTRIES = LedgerEntry.__table__
-_SUBJECTS = LedgerEntrySubject.__table__
-_NODES = LedgerNode.__table__
+_HEAD = cast(Table, LedgerHead.__table__)
+_ENTRIES = cast(Table, LedgerEntry.__table__)
+_SUBJECTS = cast(Table, LedgerEntrySubject.__table__)
+_NODES = cast(Table, LedgerNode.__table__)
 
 
 def _split_frontier(size: int, blob: bytes) -> list[bytes]:
@@ -101,7 +101,9 @@ class Ledger:
         now = now or utcnow()
         size, frontier = self._lock_head(session)
         # the frontier as a stack of (level, index, hash), largest subtree first
-        stack = [(lvl, idx, h) for (lvl, idx), h in zip(merkle.perfect_subtrees(0, size), frontier, strict=True)]
+        stack = [
+            (lvl, idx, h) for (lvl, idx), h in zip(merkle.perfect_subtrees(0, size), frontier, strict=True)
+        ]
         entry_rows: list[dict[str, Any]] = []
         subject_rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
@@ -166,7 +168,7 @@ class Ledger:
                     tuple_(LedgerNode.level, LedgerNode.index).in_(chunk)
                 )
             )
-            found.update({(r.level, r.index): r.hash for r in rows})
+            found.update({(level, index): h for level, index, h in rows})
         missing = [c for c in wanted if c not in found]
         if missing:
             level, index = missing[0]
@@ -241,7 +243,7 @@ class Ledger:
             conds.append(LedgerEntry.time < flt.until)
         if after is not None:
             conds.append(LedgerEntry.idx > after)
-        rows = session.execute(query.where(and_(*conds)).order_by(LedgerEntry.idx).limit(limit))
+        rows = session.execute(query.where(*conds).order_by(LedgerEntry.idx).limit(limit))
         return [StoredEntry(r.idx, r.entry, r.leaf_hash) for r in rows]
 
     def touches(self, session: Session, index: int, *, org_id: str, uscc: str | None) -> bool:
@@ -268,7 +270,9 @@ class Ledger:
             return Checkpoint(self.origin, existing.tree_size, existing.root_hash, existing.note)
         root = merkle.fold_right(frontier)
         cp = self.signer.sign_checkpoint(self.origin, size, root)
-        session.add(LedgerCheckpoint(tree_size=size, root_hash=root, note=cp.note, created_at=now or utcnow()))
+        session.add(
+            LedgerCheckpoint(tree_size=size, root_hash=root, note=cp.note, created_at=now or utcnow())
+        )
         session.flush()
         return cp
 
@@ -295,7 +299,8 @@ class Ledger:
         if after_size is not None:
             query = query.where(LedgerCheckpoint.tree_size > after_size)
         return [
-            Checkpoint(self.origin, r.tree_size, r.root_hash, r.note) for r in session.execute(query).scalars()
+            Checkpoint(self.origin, r.tree_size, r.root_hash, r.note)
+            for r in session.execute(query).scalars()
         ]
 
     def checkpoint_at(self, session: Session, size: int) -> Checkpoint:
@@ -303,4 +308,3 @@ class Ledger:
         if row is None:
             raise NotFound(f"no checkpoint was published at tree size {size}")
         return Checkpoint(self.origin, row.tree_size, row.root_hash, row.note)
-

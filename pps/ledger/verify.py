@@ -138,21 +138,21 @@ def _check_nodes(session: Session, leaves: list[bytes], progress: Progress) -> t
             want_level, want_index = want_level + 1, 0
 
     advance()  # to the first node the tree has, if any
-    for row in rows:
-        if want_level >= len(levels) or (row.level, row.index) < (want_level, want_index):
+    for level, index, stored_hash in rows:
+        if want_level >= len(levels) or (level, index) < (want_level, want_index):
             raise _bad(
-                f"stored node (level {row.level}, index {row.index}) does not belong to the tree",
-                min(row.index << row.level, len(leaves)),
+                f"stored node (level {level}, index {index}) does not belong to the tree",
+                min(index << level, len(leaves)),
             )
-        if (row.level, row.index) != (want_level, want_index):
+        if (level, index) != (want_level, want_index):
             raise _bad(
                 f"stored node (level {want_level}, index {want_index}) is missing",
                 want_index << want_level,
             )
-        if bytes(row.hash) != levels[want_level][want_index]:
+        if bytes(stored_hash) != levels[want_level][want_index]:
             raise _bad(
-                f"stored node (level {row.level}, index {row.index}) does not match the entries",
-                row.index << row.level,
+                f"stored node (level {level}, index {index}) does not match the entries",
+                index << level,
             )
         checked += 1
         if checked % _BATCH == 0:

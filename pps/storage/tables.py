@@ -82,9 +82,7 @@ class Base(DeclarativeBase):
 
 class Organization(Base):
     __tablename__ = "organizations"
-    __table_args__ = (
-        CheckConstraint("role <> 'subject' OR uscc IS NOT NULL", name="subject_has_uscc"),
-    )
+    __table_args__ = (CheckConstraint("role <> 'subject' OR uscc IS NOT NULL", name="subject_has_uscc"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)

@@ -1,0 +1,134 @@
+"""Every route declares who may call it; a role × route matrix and a cross-tenant matrix prove the checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from api.app import ROUTERS
+from api.deps import declared_roles
+from pps.runtime import Runtime
+from pps.storage.tables import Role
+from tests.conftest import OrgFactory, OrgHandle
+
+ROUTES = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
+ROUTE_IDS = [f"{sorted(r.methods)[0]} {r.path}" for r in ROUTES]
+BODIES: dict[str, dict[str, Any]] = {
+    "POST /v1/orgs": {"name": "__unique__", "role": "bank"},
+    "POST /v1/orgs/{org_id}/tokens": {"label": "matrix"},
+}
+
+
+def test_every_route_declares_exactly_one_guard() -> None:
+    assert ROUTES, "no routes found"
+    for route in ROUTES:
+        assert declared_roles(route) is not None, f"{route.path} declares no guard"
+
+
+def test_the_openapi_schema_lists_the_roles_of_every_operation(app: FastAPI) -> None:
+    schema = app.openapi()
+    ops = [op for path in schema["paths"].values() for op in path.values()]
+    assert len(ops) == len(ROUTES)
+    assert all(op.get("x-pps-roles") for op in ops)
+
+
+class Party:
+    """An organisation with a main token, a spare token (to revoke) and an entry it made."""
+
+    def __init__(self, org: OrgHandle, http: Callable[..., httpx.Client]) -> None:
+        self.org = org
+        self.client = http(org.token)
+        spare = self.client.post(f"/v1/orgs/{org.id}/tokens", json={"label": "spare"})
+        assert spare.status_code == 201, spare.text
+        self.spare_token_id = spare.json()["id"]
+        # that issue was made by this organisation, so the entry is its own
+        self.own_entry = self.client.get("/v1/audit/mine").json()["items"][-1]["index"]
+
+    def fill(self, path: str) -> str:
+        return (
+            path.replace("{org_id}", self.org.id)
+            .replace("{token_id}", self.spare_token_id)
+            .replace("{index}", str(self.own_entry))
+        )
+
+
+@pytest.fixture
+def parties(make_org: OrgFactory, http: Callable[..., httpx.Client]) -> dict[Role, Party]:
+    return {role: Party(make_org(role), http) for role in Role}
+
+
+def call(client: httpx.Client, route: APIRoute, path: str, n: int) -> httpx.Response:
+    method = sorted(route.methods)[0]
+    key = f"{method} {route.path}"
+    body = BODIES.get(key)
+    if body is not None and body.get("name") == "__unique__":
+        body = {**body, "name": f"matrix org {n}"}
+    params = {"first": 1, "second": 1} if route.path.endswith("/consistency") else None
+    return client.request(method, path, json=body, params=params)
+
+
+@pytest.mark.slow
+def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx.Client]) -> None:
+    anonymous = http()
+    failures = []
+    n = 0
+    for route in ROUTES:
+        roles = declared_roles(route)
+        assert roles is not None
+        for role, party in parties.items():
+            n += 1
+            r = call(party.client, route, party.fill(route.path), n)
+            allowed = not roles or role in roles
+            if allowed and r.status_code not in (200, 201):
+                failures.append(
+                    f"{role.value} → {route.path}: expected success, got {r.status_code} {r.text}"
+                )
+            if not allowed and (r.status_code != 403 or r.json()["error"]["code"] != "role_not_allowed"):
+                failures.append(f"{role.value} → {route.path}: expected 403, got {r.status_code}")
+        r = call(anonymous, route, parties[Role.bank].fill(route.path), n)
+        if roles and r.status_code != 401:
+            failures.append(f"anonymous → {route.path}: expected 401, got {r.status_code}")
+        if not roles and r.status_code != 200:
+            failures.append(f"anonymous → public {route.path}: expected 200, got {r.status_code}")
+    assert failures == []
+
+
+OBJECT_ROUTES = [r for r in ROUTES if "{" in r.path]
+
+
+@pytest.mark.slow
+def test_cross_tenant_matrix(parties: dict[Role, Party], runtime: Runtime) -> None:
+    """Each organisation, asking for another organisation's objects, gets 404 — never the object."""
+    failures = []
+    n = 0
+    tenants = [r for r in Role if r is not Role.platform_admin]
+    with runtime.db.transaction(write=False) as s:
+        size_before = runtime.ledger.size(s)
+    for route in OBJECT_ROUTES:
+        roles = declared_roles(route) or frozenset()
+        for caller_role in tenants:
+            if caller_role not in roles:
+                continue  # refused by role already (the matrix above)
+            for owner_role in Role:
+                if owner_role is caller_role:
+                    continue
+                if caller_role is Role.auditor and route.path.startswith("/v1/audit/"):
+                    continue  # auditors read every entry by design
+                n += 1
+                caller, owner = parties[caller_role], parties[owner_role]
+                r = call(caller.client, route, owner.fill(route.path), n)
+                if r.status_code != 404 or r.json()["error"]["code"] != "not_found":
+                    failures.append(
+                        f"{caller_role.value} → {owner_role.value}'s {route.path}: {r.status_code} {r.text[:200]}"
+                    )
+    assert failures == []
+    with runtime.db.transaction(write=False) as s:
+        assert runtime.ledger.size(s) == size_before, "refused requests must not write anything"
+    for party in parties.values():  # nobody's spare token was revoked by someone else
+        tokens = party.client.get(f"/v1/orgs/{party.org.id}/tokens").json()
+        assert all(t["state"] == "active" for t in tokens)

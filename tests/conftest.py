@@ -1,0 +1,108 @@
+"""Shared fixtures.
+
+Databases: every test that needs one gets its own. By default that is a fresh SQLite file; when
+``PPS_TEST_DATABASE_URL`` names a PostgreSQL database (as in ``.ci/run``), tests get a fresh schema there
+instead (selected with ``search_path``) that is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from pps.ledger.entry import OPERATOR
+from pps.runtime import Runtime
+from pps.settings import Settings, get_settings
+from pps.storage.tables import Role
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PG_URL = os.environ.get("PPS_TEST_DATABASE_URL")
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_settings() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'pps.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        environment="test",
+        secret_key="test-secret-key-that-is-long-enough-0123456789",
+        checkpoint_interval_seconds=0,
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime.build(settings)
+    yield rt
+    rt.close()
+
+
+@dataclass
+class OrgHandle:
+    id: str
+    name: str
+    role: Role
+    uscc: str | None
+    token: str
+    token_id: str
+
+
+class OrgFactory:
+    """Creates organisations with a token each, directly through the service (as the operator)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.count = 0
+
+    def __call__(self, role: Role, name: str | None = None, uscc: str | None = None) -> OrgHandle:
+        from tests.helpers import uscc_for
+
+        self.count += 1
+        name = name or f"{role.value} {self.count}"
+        if role is Role.subject and uscc is None:
+            uscc = uscc_for(self.count)
+        with self.rt.db.transaction() as session:
+            org = self.rt.identity.create_org(session, name=name, role=role, uscc=uscc, actor=OPERATOR)
+            issued = self.rt.identity.issue_token(
+                session, org=org, label="test", ttl=timedelta(days=1), actor=OPERATOR
+            )
+        return OrgHandle(org.id, org.name, org.role, org.uscc, issued.secret, issued.token.id)
+
+
+@pytest.fixture
+def make_org(runtime: Runtime) -> OrgFactory:
+    return OrgFactory(runtime)
