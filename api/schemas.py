@@ -64,6 +64,10 @@ class OrgPublic(BaseModel):
         )
 
 
+class OrgDisable(Request):
+    reason: str = Field(min_length=1, max_length=500, description="why the organisation is offboarded")
+
+
 class TokenIssue(Request):
     label: str = Field("default", min_length=1, max_length=100)
     ttl_days: int | None = Field(None, ge=1, le=3650, description="lifetime; default set by the server")

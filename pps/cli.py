@@ -169,6 +169,19 @@ def org_create(
             _print_token(issued.secret, issued.token.id, issued.token.expires_at)
 
 
+@org_app.command("disable")
+def org_disable(
+    org_id: Annotated[str, typer.Argument(help="organisation id (org_...)")],
+    reason: Annotated[str, typer.Option(help="why it is offboarded (goes into the ledger)")],
+) -> None:
+    """Offboard an organisation: its tokens stop working at once; its history stays in the ledger."""
+    with runtime() as rt, rt.db.transaction() as session:
+        org = rt.identity.disable_org(
+            session, rt.identity.get_org(session, org_id), reason=reason, actor=OPERATOR
+        )
+        console.print(f"disabled {org.id} ({org.name})")
+
+
 @org_app.command("list")
 def org_list(role: Annotated[Role | None, typer.Option(help="only this role")] = None) -> None:
     """List organisations."""

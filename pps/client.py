@@ -123,6 +123,10 @@ class PPSClient:
         result: dict[str, Any] = self.request("GET", f"/v1/orgs/{org_id}")
         return result
 
+    def disable_org(self, org_id: str, reason: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/v1/orgs/{org_id}/disable", json={"reason": reason})
+        return result
+
     def issue_token(
         self, org_id: str, *, label: str = "default", ttl_days: int | None = None
     ) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from pps.runtime import Runtime
 from pps.settings import Settings, get_settings
 from pps.storage.tables import Role
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("PPS_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+"""The read-only ``shared/`` folder beside the checkout (test vectors); PPS_SHARED_DIR overrides it."""
 PG_URL = os.environ.get("PPS_TEST_DATABASE_URL")
 
 

@@ -25,6 +25,7 @@ COMMANDS = [
     ["admin", "bootstrap"],
     ["admin", "org", "create"],
     ["admin", "org", "list"],
+    ["admin", "org", "disable"],
     ["admin", "token", "issue"],
     ["admin", "token", "revoke"],
     ["audit"],
@@ -79,6 +80,10 @@ def test_operator_workflow(home: Path) -> None:
     assert code == 0, out
     code, out = pps("admin", "token", "revoke", token_id)
     assert code == 1 and "already revoked" in out
+    code, out = pps("admin", "org", "disable", bank_id, "--reason", "licence withdrawn")
+    assert code == 0, out
+    code, out = pps("admin", "org", "disable", bank_id, "--reason", "again")
+    assert code == 1 and "already disabled" in out
     code, out = pps("admin", "token", "issue", "org_missing")
     assert code == 1 and "does not exist" in out
 

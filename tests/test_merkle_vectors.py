@@ -26,6 +26,9 @@ def _b(text: str | None) -> bytes:
 
 
 def test_vectors_are_present() -> None:
+    assert VECTORS.is_dir(), (
+        f"{VECTORS} is missing: ../shared must sit beside the checkout (or set PPS_SHARED_DIR)"
+    )
     assert len(_cases("inclusion")) > 50
     assert len(_cases("consistency")) > 50
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, status
 
 from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import Me, OrgCreate, OrgPublic, Page, TokenIssue, TokenIssued, TokenPublic
+from api.schemas import Me, OrgCreate, OrgDisable, OrgPublic, Page, TokenIssue, TokenIssued, TokenPublic
 from pps.errors import NotFound
 from pps.storage.tables import Role, utcnow
 
@@ -66,6 +66,16 @@ def get_org(org_id: str, caller: AnyRole, rt: RuntimeDep) -> OrgPublic:
     _own_or_admin(caller, org_id)
     with rt.db.transaction(write=False) as session:
         return OrgPublic.of(rt.identity.get_org(session, org_id))
+
+
+@router.post("/orgs/{org_id}/disable", summary="offboard an organisation (its tokens stop working)")
+def disable_org(org_id: str, body: OrgDisable, caller: Admin, rt: RuntimeDep) -> OrgPublic:
+    with rt.db.transaction() as session:
+        org = rt.identity.get_org(session, org_id)
+        rt.identity.disable_org(
+            session, org, reason=body.reason, actor=caller.actor, request_id=current_request_id()
+        )
+        return OrgPublic.of(org)
 
 
 @router.post(

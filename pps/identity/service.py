@@ -96,6 +96,38 @@ class IdentityService:
         )
         return org
 
+    def disable_org(
+        self,
+        session: Session,
+        org: Organization,
+        *,
+        reason: str,
+        actor: Actor,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Organization:
+        """Offboard an organisation: its tokens stop working at once; its records and history stay."""
+        if org.disabled_at is not None:
+            raise Conflict(f"organisation {org.id} was already disabled at {org.disabled_at.isoformat()}")
+        if org.id == actor.org_id:
+            raise InvalidInput("an organisation cannot disable itself; ask another platform admin")
+        now = now or utcnow()
+        org.disabled_at = now
+        session.flush()
+        self.ledger.append(
+            session,
+            EntryDraft(
+                action="org.disable",
+                actor=actor,
+                objects=(ObjectRef("org", org.id),),
+                subjects=(org.uscc,) if org.uscc else (),
+                request_id=request_id,
+                detail={"reason": reason},
+            ),
+            now=now,
+        )
+        return org
+
     def get_org(self, session: Session, org_id: str) -> Organization:
         org = session.get(Organization, org_id)
         if org is None:

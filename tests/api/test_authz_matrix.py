@@ -21,6 +21,7 @@ ROUTE_IDS = [f"{sorted(r.methods)[0]} {r.path}" for r in ROUTES]
 BODIES: dict[str, dict[str, Any]] = {
     "POST /v1/orgs": {"name": "__unique__", "role": "bank"},
     "POST /v1/orgs/{org_id}/tokens": {"label": "matrix"},
+    "POST /v1/orgs/{org_id}/disable": {"reason": "matrix"},
 }
 
 
@@ -40,8 +41,9 @@ def test_the_openapi_schema_lists_the_roles_of_every_operation(app: FastAPI) -> 
 class Party:
     """An organisation with a main token, a spare token (to revoke) and an entry it made."""
 
-    def __init__(self, org: OrgHandle, http: Callable[..., httpx.Client]) -> None:
+    def __init__(self, org: OrgHandle, http: Callable[..., httpx.Client], disposable: OrgHandle) -> None:
         self.org = org
+        self.disposable = disposable  # what this party may offboard (nobody offboards themselves)
         self.client = http(org.token)
         spare = self.client.post(f"/v1/orgs/{org.id}/tokens", json={"label": "spare"})
         assert spare.status_code == 201, spare.text
@@ -50,6 +52,8 @@ class Party:
         self.own_entry = self.client.get("/v1/audit/mine").json()["items"][-1]["index"]
 
     def fill(self, path: str) -> str:
+        if path.endswith("/disable"):
+            return path.replace("{org_id}", self.disposable.id)
         return (
             path.replace("{org_id}", self.org.id)
             .replace("{token_id}", self.spare_token_id)
@@ -59,7 +63,7 @@ class Party:
 
 @pytest.fixture
 def parties(make_org: OrgFactory, http: Callable[..., httpx.Client]) -> dict[Role, Party]:
-    return {role: Party(make_org(role), http) for role in Role}
+    return {role: Party(make_org(role), http, make_org(Role.bank)) for role in Role}
 
 
 def call(client: httpx.Client, route: APIRoute, path: str, n: int) -> httpx.Response:
