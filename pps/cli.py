@@ -238,32 +238,48 @@ def audit_checkpoint(
         cp = rt.ledger.publish_checkpoint(session)
     print(cp.note, end="")
     if out is not None:
-        out.write_text(cp.note)
+        out.write_text(cp.note, encoding="utf-8")
         console.print(f"saved to {out}")
+
+
+INTEGRITY_FAILURE_EXIT = 3
+"""Exit code of ``pps audit verify`` when the ledger fails verification (2 is the usage-error code)."""
 
 
 @audit_app.command("verify")
 def audit_verify(
     against: Annotated[
         Path | None,
-        typer.Option(help="a checkpoint note saved earlier: the ledger must be consistent with it"),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="a checkpoint note saved earlier: the ledger must be consistent with it",
+        ),
     ] = None,
     verifier_key: Annotated[
-        str | None, typer.Option(help="pinned verifier key for --against (default: this ledger's key)")
+        list[str] | None,
+        typer.Option(
+            help="also trust checkpoints signed by this verifier key (e.g. the key before a key file was "
+            "replaced); may be given several times"
+        ),
     ] = None,
     save: Annotated[
-        Path | None, typer.Option(help="write the current signed checkpoint here afterwards")
+        Path | None, typer.Option(help="write the signed checkpoint of the verified tree here afterwards")
     ] = None,
 ) -> None:
     """Re-derive the whole Merkle tree from the stored entries and check nodes, checkpoints and consistency.
 
-    Exits non-zero and names the first bad index if anything was edited, deleted, inserted or reordered.
+    Exits 0 if the ledger is intact, 3 (naming the first bad index) if anything was edited, deleted,
+    inserted or reordered, 1 on other errors. Without --against it checks the database against itself and
+    its own signed checkpoints; keep checkpoints outside the host and pass one with --against to catch a
+    rewrite by someone who also controls the database.
     """
     from pps.ledger.verify import verify_ledger
 
-    note = against.read_text() if against else None
+    note = against.read_text(encoding="utf-8") if against else None
     with user_errors():
-        pinned = NoteVerifier.from_string(verifier_key) if verifier_key else None
+        trusted = [NoteVerifier.from_string(k) for k in verifier_key or []]
     with runtime(migrate_schema=False) as rt:
         if not migrate.is_up_to_date(rt.db.engine):
             fail("the database schema is not current; run `pps db upgrade` first")
@@ -286,16 +302,14 @@ def audit_verify(
                 bar.update(tasks[phase], completed=done, total=total)
 
             try:
-                report = verify_ledger(
-                    session, rt.ledger, against=note, against_verifier=pinned, progress=progress
-                )
+                report = verify_ledger(session, rt.ledger, against=note, trusted=trusted, progress=progress)
             except LedgerIntegrityError as exc:
                 bar.stop()
-                where = "" if exc.first_bad_index is None else f" first bad index: {exc.first_bad_index}"
-                fail(f"LEDGER INTEGRITY FAILURE: {exc.message}.{where}", code=2)
+                fail(f"LEDGER INTEGRITY FAILURE: {exc.message}", code=INTEGRITY_FAILURE_EXIT)
         if save is not None:
             with rt.db.transaction() as session:
-                save.write_text(rt.ledger.publish_checkpoint(session).note)
+                cp = rt.ledger.publish_checkpoint(session, size=report.tree_size)
+            save.write_text(cp.note, encoding="utf-8")
     table = Table(title="audit ledger verified", show_header=False)
     table.add_row("entries", str(report.tree_size))
     table.add_row("root", report.root_hash.hex())
@@ -342,7 +356,7 @@ def audit_export(
         with rt.db.transaction() as session:
             cp = rt.ledger.publish_checkpoint(session)
         try:
-            with partial.open("w") as fh, rt.db.transaction(write=False) as session:
+            with partial.open("w", encoding="utf-8") as fh, rt.db.transaction(write=False) as session:
                 header = {
                     "format": "pps-audit-export/1",
                     "origin": rt.ledger.origin,

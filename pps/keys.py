@@ -2,7 +2,9 @@
 
 Keys live under ``PPS_KEY_DIR`` (default ``<data_dir>/keys``), one PEM file per key, created on first use with
 mode 0600. Losing the signing key does not lose the ledger (entries and nodes are in the database), but
-checkpoints signed afterwards carry a new key id: auditors must be told the new verifier key.
+checkpoints signed afterwards carry a new key id: auditors must be told the new verifier key, and
+``pps audit verify`` must be told the old one (``--verifier-key``) to keep accepting the checkpoints signed
+before the change.
 """
 
 from __future__ import annotations

@@ -117,8 +117,8 @@ def test_audit_verify_checkpoint_and_tamper(home: Path, tmp_path: Path) -> None:
             "WHERE idx = 8"
         )
     code, out = pps("audit", "verify", "--against", str(saved))
-    assert code == 2, out
-    assert "first bad index: 8" in out.replace("\n", " ")
+    assert code == 3, out
+    assert "first bad index 8" in out.replace("\n", " ")
 
 
 def test_audit_export(home: Path, tmp_path: Path) -> None:
@@ -137,3 +137,32 @@ def test_audit_export(home: Path, tmp_path: Path) -> None:
     # the export itself is on the record
     code, out = pps("audit", "verify")
     assert code == 0 and "entries" in out
+
+
+def test_verify_after_the_signing_key_was_replaced(home: Path) -> None:
+    assert pps("admin", "bootstrap")[0] == 0
+    code, out = pps("audit", "public-key")
+    old_key = out.splitlines()[0]
+    assert pps("audit", "checkpoint")[0] == 0
+    (home / "keys" / "ledger-signing-ed25519.pem").unlink()  # lost; a new key is made on the next start
+    assert pps("admin", "org", "create", "Bank", "--role", "bank")[0] == 0
+    assert pps("audit", "checkpoint")[0] == 0
+    code, out = pps("audit", "verify")
+    assert code == 3 and "does not verify" in out
+    code, out = pps("audit", "verify", "--verifier-key", old_key)
+    assert code == 0, out
+    assert "checkpoints checked" in out
+
+
+def test_verify_refuses_a_missing_checkpoint_file(home: Path, tmp_path: Path) -> None:
+    code, out = pps("audit", "verify", "--against", str(tmp_path / "nowhere.note"))
+    assert code == 2 and "does not exist" in out
+
+
+def test_verify_save_signs_exactly_what_was_verified(home: Path, tmp_path: Path) -> None:
+    assert pps("admin", "bootstrap")[0] == 0
+    saved = tmp_path / "verified.note"
+    code, out = pps("audit", "verify", "--save", str(saved))
+    assert code == 0, out
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    assert lines[1] == "2" and lines[4].startswith("— ")

@@ -26,7 +26,7 @@ from api.schemas import (
     PublicKeyOut,
     b64,
 )
-from pps.errors import InvalidInput, NotFound
+from pps.errors import InvalidInput, InvalidProofRequest, NotFound
 from pps.identity.uscc import validate_uscc
 from pps.ledger.checkpoint import Checkpoint
 from pps.ledger.store import EntryFilter, Ledger, StoredEntry
@@ -147,9 +147,7 @@ def entry(
     rt: RuntimeDep,
     tree_size: Annotated[
         int | None,
-        Query(
-            ge=1, description="prove inclusion in the tree of this size (default: a checkpoint covering it)"
-        ),
+        Query(ge=1, description="prove inclusion in the tree of this size (default: the current checkpoint)"),
     ] = None,
 ) -> ProvenEntry:
     if index < 0:
@@ -162,7 +160,7 @@ def entry(
             raise NotFound(f"ledger entry {index} does not exist")
         if tree_size is not None:
             if tree_size <= index:
-                raise InvalidInput(f"entry {index} is not in a tree of size {tree_size}")
+                raise InvalidProofRequest(f"entry {index} is not in a tree of size {tree_size}")
             proof = rt.ledger.inclusion_proof(session, index, tree_size)
             try:
                 cp_out: CheckpointOut | None = CheckpointOut.of(rt.ledger.checkpoint_at(session, tree_size))
@@ -174,9 +172,7 @@ def entry(
                 inclusion_proof=[b64(p) for p in proof],
                 checkpoint=cp_out,
             )
-        cp = rt.ledger.checkpoint_covering(session, index)
-    if cp is None:
-        cp = _current_checkpoint(rt)
+    cp = _current_checkpoint(rt)
     with rt.db.transaction(write=False) as session:
         return proven(session, rt.ledger, stored, cp)
 
@@ -193,18 +189,14 @@ def consistency(
     return ConsistencyOut(first=first, second=second, proof=[b64(p) for p in proof])
 
 
-@router.get("/mine", summary="entries that touch me (subjects) or that I made (others), with proofs")
+@router.get("/mine", summary="entries I made and, for a subject, entries that touch my USCC, with proofs")
 def mine(
     caller: AnyRole,
     rt: RuntimeDep,
     limit: PageLimit,
     after: Annotated[int | None, Query(ge=-1)] = None,
 ) -> MineOut:
-    flt = (
-        EntryFilter(subject=caller.uscc)
-        if caller.role is Role.subject and caller.uscc
-        else EntryFilter(actor_org_id=caller.org_id)
-    )
+    flt = EntryFilter(involving=(caller.org_id, caller.uscc))
     cp = _current_checkpoint(rt)
     with rt.db.transaction(write=False) as session:
         found = [

@@ -27,7 +27,7 @@ from pps.errors import (
     TokenRevoked,
 )
 from pps.identity.uscc import validate_uscc
-from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
+from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release, format_time
 from pps.ledger.store import Ledger
 from pps.storage.tables import ApiToken, Organization, Role, new_id, utcnow
 
@@ -188,7 +188,7 @@ class IdentityService:
                 subjects=(org.uscc,) if org.uscc else (),
                 released=(Release(to=org.id, what=f"api_token:{token.id}"),),
                 request_id=request_id,
-                detail={"label": token.label, "expires_at": token.expires_at.isoformat()},
+                detail={"label": token.label, "expires_at": format_time(token.expires_at)},
             ),
             now=now,
         )
@@ -227,6 +227,7 @@ class IdentityService:
                 action="token.revoke",
                 actor=actor,
                 objects=(ObjectRef("token", token.id), ObjectRef("org", token.org_id)),
+                subjects=(token.org.uscc,) if token.org.uscc else (),
                 request_id=request_id,
             ),
             now=now,

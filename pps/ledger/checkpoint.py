@@ -21,6 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -31,6 +33,7 @@ from pps.errors import InvalidInput, ProofVerificationError
 from pps.ledger.merkle import HASH_SIZE
 
 ALG_ED25519 = 0x01
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")  # ASCII digits only, no leading zeros
 SIGNATURE_PREFIX = "\u2014 "  # em dash and a space
 MAX_NOTE_BYTES = 1_000_000
 
@@ -157,7 +160,7 @@ def parse_checkpoint_body(body: str) -> tuple[str, int, bytes]:
     origin, size_text, root_text = lines[0], lines[1], lines[2]
     if not origin:
         raise ProofVerificationError("checkpoint origin is empty")
-    if not size_text.isdigit() or (len(size_text) > 1 and size_text[0] == "0"):
+    if not _DECIMAL.fullmatch(size_text):
         raise ProofVerificationError(f"checkpoint tree size {size_text!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)
@@ -168,9 +171,25 @@ def parse_checkpoint_body(body: str) -> tuple[str, int, bytes]:
     return origin, int(size_text), root
 
 
-def verify_checkpoint(note: str, verifier: NoteVerifier, *, origin: str | None = None) -> Checkpoint:
-    """Verify a signed checkpoint note and return it parsed; raise ``ProofVerificationError`` otherwise."""
-    body = verifier.verify_note(note)
+def verify_checkpoint(
+    note: str, verifier: NoteVerifier | Sequence[NoteVerifier], *, origin: str | None = None
+) -> Checkpoint:
+    """Verify a signed checkpoint note and return it parsed; raise ``ProofVerificationError`` otherwise.
+
+    With several verifiers (a current key and retired ones), a valid signature by any of them suffices.
+    """
+    verifiers = [verifier] if isinstance(verifier, NoteVerifier) else list(verifier)
+    if not verifiers:
+        raise ProofVerificationError("no verifier key to check the checkpoint with")
+    failures = []
+    for v in verifiers:
+        try:
+            body = v.verify_note(note)
+            break
+        except ProofVerificationError as exc:
+            failures.append(exc.message)
+    else:
+        raise ProofVerificationError("; ".join(failures))
     cp_origin, size, root = parse_checkpoint_body(body)
     if origin is not None and cp_origin != origin:
         raise ProofVerificationError(f"checkpoint is for log {cp_origin!r}, expected {origin!r}")

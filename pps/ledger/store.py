@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Table, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from pps.errors import InvalidProofRequest, LedgerIntegrityError, NotFound
@@ -40,6 +40,18 @@ _HEAD = cast(Table, LedgerHead.__table__)
 _ENTRIES = cast(Table, LedgerEntry.__table__)
 _SUBJECTS = cast(Table, LedgerEntrySubject.__table__)
 _NODES = cast(Table, LedgerNode.__table__)
+
+
+def _involving(org_id: str, uscc: str | None) -> ColumnElement[bool]:
+    by_actor = LedgerEntry.actor_org_id == org_id
+    if uscc is None:
+        return by_actor
+    touching = (
+        select(LedgerEntrySubject.idx)
+        .where(LedgerEntrySubject.idx == LedgerEntry.idx, LedgerEntrySubject.uscc == uscc)
+        .exists()
+    )
+    return or_(by_actor, touching)
 
 
 def _split_frontier(size: int, blob: bytes) -> list[bytes]:
@@ -67,6 +79,13 @@ class StoredEntry:
 
 @dataclass(frozen=True)
 class EntryFilter:
+    """Entry filters; all given conditions must hold.
+
+    ``involving`` is ``(org id, USCC or None)``: entries the organisation made, or that touch the USCC
+    (what an organisation may read of the ledger).
+    """
+
+    involving: tuple[str, str | None] | None = None
     actor_org_id: str | None = None
     action: str | None = None
     subject: str | None = None
@@ -225,6 +244,8 @@ class Ledger:
         """Entries matching ``flt`` in index order, starting after index ``after``."""
         query = select(LedgerEntry.idx, LedgerEntry.entry, LedgerEntry.leaf_hash)
         conds = []
+        if flt.involving is not None:
+            conds.append(_involving(*flt.involving))
         if flt.subject is not None:
             query = query.join(LedgerEntrySubject, LedgerEntrySubject.idx == LedgerEntry.idx)
             conds.append(LedgerEntrySubject.uscc == flt.subject)
@@ -248,27 +269,27 @@ class Ledger:
 
     def touches(self, session: Session, index: int, *, org_id: str, uscc: str | None) -> bool:
         """Whether entry ``index`` was made by ``org_id`` or touches subject ``uscc`` (object-level check)."""
-        by_actor = LedgerEntry.actor_org_id == org_id
-        cond = by_actor
-        if uscc is not None:
-            cond = or_(
-                by_actor,
-                select(LedgerEntrySubject.idx)
-                .where(LedgerEntrySubject.idx == index, LedgerEntrySubject.uscc == uscc)
-                .exists(),
-            )
-        hit = session.execute(select(func.count()).where(LedgerEntry.idx == index, cond)).scalar_one()
+        hit = session.execute(
+            select(func.count()).where(LedgerEntry.idx == index, _involving(org_id, uscc))
+        ).scalar_one()
         return bool(hit)
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
-    def publish_checkpoint(self, session: Session, *, now: datetime | None = None) -> Checkpoint:
-        """Sign and store a checkpoint of the current tree (or return the stored one if it has not grown)."""
-        size, frontier = self._lock_head(session)  # serialise with appends and other publishers
+    def publish_checkpoint(
+        self, session: Session, *, size: int | None = None, now: datetime | None = None
+    ) -> Checkpoint:
+        """Sign and store a checkpoint of the tree of ``size`` entries (default: the whole ledger).
+
+        Idempotent per size: a checkpoint already published at that size is returned as it is.
+        """
+        current, frontier = self._lock_head(session)  # serialise with appends and other publishers
+        size = current if size is None else size
+        self._check_size(size, current)
         existing = session.get(LedgerCheckpoint, size)
         if existing is not None:
             return Checkpoint(self.origin, existing.tree_size, existing.root_hash, existing.note)
-        root = merkle.fold_right(frontier)
+        root = merkle.fold_right(frontier) if size == current else self.root(session, size)
         cp = self.signer.sign_checkpoint(self.origin, size, root)
         session.add(
             LedgerCheckpoint(tree_size=size, root_hash=root, note=cp.note, created_at=now or utcnow())
@@ -279,16 +300,6 @@ class Ledger:
     def latest_checkpoint(self, session: Session) -> Checkpoint | None:
         row = session.execute(
             select(LedgerCheckpoint).order_by(LedgerCheckpoint.tree_size.desc()).limit(1)
-        ).scalar_one_or_none()
-        return None if row is None else Checkpoint(self.origin, row.tree_size, row.root_hash, row.note)
-
-    def checkpoint_covering(self, session: Session, index: int) -> Checkpoint | None:
-        """The smallest published checkpoint whose tree contains entry ``index``."""
-        row = session.execute(
-            select(LedgerCheckpoint)
-            .where(LedgerCheckpoint.tree_size > index)
-            .order_by(LedgerCheckpoint.tree_size)
-            .limit(1)
         ).scalar_one_or_none()
         return None if row is None else Checkpoint(self.origin, row.tree_size, row.root_hash, row.note)
 

@@ -16,7 +16,7 @@ Memory: about 150 bytes per entry (leaf and node hashes), so 10^6 entries need ~
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -175,13 +175,14 @@ def verify_ledger(
     ledger: Ledger,
     *,
     against: str | None = None,
-    against_verifier: NoteVerifier | None = None,
+    trusted: Sequence[NoteVerifier] = (),
     progress: Progress = _noop,
 ) -> VerifyReport:
     """Verify the whole stored ledger; raise ``LedgerIntegrityError`` at the first problem.
 
-    ``against`` is a signed checkpoint note saved earlier (by an auditor); it must verify under
-    ``against_verifier`` (default: this ledger's key) and be consistent with the current tree.
+    Checkpoints must be signed by this ledger's current key or by one of the ``trusted`` verifier keys
+    (e.g. the key in use before a key file was replaced). ``against`` is a signed checkpoint note saved
+    earlier (by an auditor); it must verify the same way and be consistent with the current tree.
     """
     size = ledger.size(session)
     leaves = _check_entries(session, size, progress)
@@ -192,13 +193,13 @@ def verify_ledger(
     if bytes(frontier) != expected_frontier:
         raise _bad("the ledger head's frontier disagrees with the stored nodes", None)
 
-    verifier = ledger.verifier
+    verifiers = [ledger.verifier, *trusted]
     latest: int | None = None
     stored = session.execute(select(LedgerCheckpoint).order_by(LedgerCheckpoint.tree_size)).scalars().all()
     good_size = 0
     for row in stored:
         try:
-            cp = verify_checkpoint(row.note, verifier, origin=ledger.origin)
+            cp = verify_checkpoint(row.note, verifiers, origin=ledger.origin)
         except ProofVerificationError as exc:
             raise _bad(f"checkpoint at size {row.tree_size} does not verify: {exc.message}", None) from exc
         if cp.tree_size != row.tree_size or cp.root_hash != bytes(row.root_hash):
@@ -217,7 +218,7 @@ def verify_ledger(
 
     consistent_with: int | None = None
     if against is not None:
-        saved = _verify_saved(session, ledger, levels, size, against, against_verifier or verifier)
+        saved = _verify_saved(session, ledger, levels, size, against, verifiers)
         consistent_with = saved.tree_size
     return VerifyReport(size, root, nodes_checked, len(stored), latest, consistent_with)
 
@@ -228,10 +229,10 @@ def _verify_saved(
     levels: list[list[bytes]],
     size: int,
     note: str,
-    verifier: NoteVerifier,
+    verifiers: Sequence[NoteVerifier],
 ) -> Checkpoint:
     try:
-        saved = verify_checkpoint(note, verifier, origin=ledger.origin)
+        saved = verify_checkpoint(note, verifiers, origin=ledger.origin)
     except ProofVerificationError as exc:
         raise _bad(f"the saved checkpoint does not verify: {exc.message}", None) from exc
     if saved.tree_size > size:

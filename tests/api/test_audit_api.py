@@ -148,3 +148,15 @@ def test_checkpoints_are_published_periodically(tmp_path: object, database_url: 
         assert latest is not None and latest.tree_size == 3
     finally:
         rt.close()
+
+
+def test_a_subjects_own_actions_are_in_its_history(world: dict[str, PPSClient], base_url: str) -> None:
+    subject = world["subject1"]
+    me = subject.me()
+    spare = subject.issue_token(me["org"]["id"], label="spare")
+    subject.revoke_token(spare["id"])
+    key = pinned(base_url)
+    docs = [PPSClient.verify_proven_entry(item, key) for item in subject.mine()["items"]]
+    actions = [d["action"] for d in docs]
+    assert actions == ["org.create", "token.issue", "token.issue", "token.revoke"]
+    assert all(me["org"]["uscc"] in d["subjects"] for d in docs)  # revocations name the subject too
