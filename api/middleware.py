@@ -46,6 +46,19 @@ class RequestIdMiddleware:
             _request_id.reset(token)
 
 
+class ResponseTracker:
+    """Wraps ``send`` to remember whether the response has started (after which no error page can be sent)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class _BodyTooLarge(HTTPException):
     """Raised from ``receive``; an HTTPException so that FastAPI's body parsing passes it through as 413."""
 
@@ -96,7 +109,6 @@ class BodySizeLimitMiddleware:
                 await self._reject(send)
                 return
         seen = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -107,14 +119,9 @@ class BodySizeLimitMiddleware:
                     raise _BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracker = ResponseTracker(send)
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracker)
         except _BodyTooLarge:
-            if not started:
+            if not tracker.started:
                 await self._reject(send)

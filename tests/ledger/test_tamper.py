@@ -61,6 +61,21 @@ def set_entry(conn: Connection, idx: int, data: bytes, *, fix_leaf: bool = False
         )
 
 
+def all_leaf_hashes(conn: Connection) -> list[bytes]:
+    return [bytes(r[0]) for r in conn.execute(text("SELECT leaf_hash FROM ledger_entries ORDER BY idx"))]
+
+
+def rebuild_tree(conn: Connection, leaves: list[bytes]) -> None:
+    """What an attacker with database access does to hide an edit: recompute every node and the head."""
+    levels, frontier = merkle.perfect_levels(leaves)
+    conn.execute(text("DELETE FROM ledger_nodes"))
+    rows = [{"l": lvl, "i": i, "h": h} for lvl, hs in enumerate(levels) for i, h in enumerate(hs)]
+    conn.execute(text('INSERT INTO ledger_nodes (level, "index", hash) VALUES (:l, :i, :h)'), rows)
+    conn.execute(
+        text("UPDATE ledger_head SET size = :n, frontier = :f"), {"n": len(leaves), "f": b"".join(frontier)}
+    )
+
+
 def expect_bad(
     rt: Runtime, first_bad: int | None, *, against: str | None = None, match: str | None = None
 ) -> None:
@@ -174,12 +189,7 @@ def test_history_rewritten_and_rehashed_is_caught_by_the_signed_checkpoint(
     def rewrite(c: Connection) -> None:
         set_entry(c, 5, entry_bytes(c, 5).replace(b'"r5"', b'"rX"'), fix_leaf=True)
         c.execute(text("UPDATE ledger_entries SET request_id = 'rX' WHERE idx = 5"))
-        leaves = [bytes(r[0]) for r in c.execute(text("SELECT leaf_hash FROM ledger_entries ORDER BY idx"))]
-        levels, frontier = merkle.perfect_levels(leaves)
-        c.execute(text("DELETE FROM ledger_nodes"))
-        rows = [{"l": lvl, "i": i, "h": h} for lvl, hs in enumerate(levels) for i, h in enumerate(hs)]
-        c.execute(text('INSERT INTO ledger_nodes (level, "index", hash) VALUES (:l, :i, :h)'), rows)
-        c.execute(text("UPDATE ledger_head SET frontier = :f"), {"f": b"".join(frontier)})
+        rebuild_tree(c, all_leaf_hashes(c))
 
     tamper(rt, rewrite)
     expect_bad(rt, 0, match="root signed at size 30")
@@ -190,17 +200,11 @@ def test_truncation_after_a_saved_checkpoint(ledger: tuple[Runtime, str]) -> Non
     rt, saved = ledger
 
     def truncate(c: Connection) -> None:
-        leaves = [bytes(r[0]) for r in c.execute(text("SELECT leaf_hash FROM ledger_entries ORDER BY idx"))][
-            :20
-        ]
+        leaves = all_leaf_hashes(c)[:20]
         c.execute(text("DELETE FROM ledger_entry_subjects WHERE idx >= 20"))
         c.execute(text("DELETE FROM ledger_entries WHERE idx >= 20"))
         c.execute(text("DELETE FROM ledger_checkpoints"))
-        levels, frontier = merkle.perfect_levels(leaves)
-        c.execute(text("DELETE FROM ledger_nodes"))
-        rows = [{"l": lvl, "i": i, "h": h} for lvl, hs in enumerate(levels) for i, h in enumerate(hs)]
-        c.execute(text('INSERT INTO ledger_nodes (level, "index", hash) VALUES (:l, :i, :h)'), rows)
-        c.execute(text("UPDATE ledger_head SET size = 20, frontier = :f"), {"f": b"".join(frontier)})
+        rebuild_tree(c, leaves)
 
     tamper(rt, truncate)
     with rt.db.transaction(write=False) as s:
