@@ -15,7 +15,7 @@ import pps
 from api import errors
 from api.deps import declared_roles
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from api.routers import audit, identity, system
+from api.routers import audit, datasets, identity, system
 from pps.runtime import Runtime
 from pps.settings import Settings, get_settings
 
@@ -70,7 +70,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     errors.install(app)
     # added innermost first: request id (outermost) → body limit → unhandled errors → the routes
     app.add_middleware(errors.UnhandledErrorMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=rt.settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=rt.settings.max_body_bytes,
+        overrides={datasets.UPLOAD_PATH: rt.settings.max_upload_bytes},
+    )
     app.add_middleware(RequestIdMiddleware)
     for router in ROUTERS:
         for route in router.routes:
@@ -80,7 +84,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     return app
 
 
-ROUTERS: tuple[APIRouter, ...] = (system.router, identity.router, audit.router)
+ROUTERS: tuple[APIRouter, ...] = (system.router, identity.router, audit.router, datasets.router)
 """Every router of the API. Each route must declare exactly one guard (see ``api.deps``)."""
 
 

@@ -67,18 +67,29 @@ class _BodyTooLarge(HTTPException):
 
 
 class BodySizeLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with 413, by Content-Length or by counting streamed bytes."""
+    """Refuses request bodies over the limit with 413, by Content-Length or by counting streamed bytes.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``max_bytes`` applies everywhere except paths matching one of ``overrides`` (regex → limit), such as
+    dataset uploads.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, overrides: dict[str, int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default = max_bytes
+        self.overrides = [(re.compile(p), n) for p, n in (overrides or {}).items()]
 
-    async def _reject(self, send: Send) -> None:
+    def limit_for(self, path: str) -> int:
+        for pattern, limit in self.overrides:
+            if pattern.fullmatch(path):
+                return limit
+        return self.default
+
+    async def _reject(self, send: Send, limit: int) -> None:
         body = json.dumps(
             {
                 "error": {
                     "code": "payload_too_large",
-                    "message": f"request body exceeds the limit of {self.max_bytes} bytes",
+                    "message": f"request body exceeds the limit of {limit} bytes",
                     "request_id": current_request_id(),
                 }
             }
@@ -99,14 +110,15 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope["path"])
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
             try:
-                too_big = int(declared) > self.max_bytes
+                too_big = int(declared) > limit
             except ValueError:
                 too_big = False
             if too_big:
-                await self._reject(send)
+                await self._reject(send, limit)
                 return
         seen = 0
 
@@ -115,8 +127,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
+                if seen > limit:
+                    raise _BodyTooLarge(limit)
             return message
 
         tracker = ResponseTracker(send)
@@ -124,4 +136,4 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, tracker)
         except _BodyTooLarge:
             if not tracker.started:
-                await self._reject(send)
+                await self._reject(send, limit)

@@ -9,8 +9,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pps.datasets.schema import DatasetSchema
 from pps.ledger.checkpoint import Checkpoint
-from pps.storage.tables import ApiToken, Organization, Role
+from pps.storage.tables import ApiToken, Dataset, DatasetVersion, Organization, Role
 
 T = TypeVar("T")
 
@@ -132,7 +133,9 @@ class PublicKeyOut(BaseModel):
 class EntryOut(BaseModel):
     index: int
     leaf_hash: str = Field(description="base64 SHA-256(0x00 || entry bytes)")
-    entry_b64: str = Field(description="the exact canonical bytes that were hashed, base64")
+    entry_b64: str = Field(
+        description="the exact canonical bytes that were hashed, base64 (empty where USCCs are masked)"
+    )
     entry: dict[str, Any] = Field(description="the same entry, parsed")
 
 
@@ -154,3 +157,91 @@ class MineOut(BaseModel):
     checkpoint: CheckpointOut
     items: list[ProvenEntry]
     next_after: int | None
+
+
+# --- datasets ----------------------------------------------------------------------------------------
+
+
+class DatasetCreate(Request):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field("", max_length=1000)
+    schema_: DatasetSchema = Field(alias="schema", description="the declared columns and keys")
+
+
+class VersionPublic(BaseModel):
+    version: int
+    rows: int
+    format: str
+    kek_version: int | None
+    created_at: datetime
+    shredded_at: datetime | None
+
+    @classmethod
+    def of(cls, v: DatasetVersion) -> VersionPublic:
+        return cls(
+            version=v.version,
+            rows=v.row_count,
+            format=v.format,
+            kek_version=v.kek_version,
+            created_at=v.created_at,
+            shredded_at=v.shredded_at,
+        )
+
+
+class DatasetPublic(BaseModel):
+    """Metadata only: never values."""
+
+    id: str
+    name: str
+    description: str
+    provider_org_id: str
+    schema_: DatasetSchema = Field(serialization_alias="schema")
+    current_version: int | None
+    created_at: datetime
+    deleted_at: datetime | None
+    versions: list[VersionPublic] = []
+
+    @classmethod
+    def of(cls, ds: Dataset, versions: list[DatasetVersion] | None = None) -> DatasetPublic:
+        return cls(
+            id=ds.id,
+            name=ds.name,
+            description=ds.description,
+            provider_org_id=ds.provider_org_id,
+            schema_=DatasetSchema.model_validate_json(ds.schema_json),
+            current_version=ds.current_version,
+            created_at=ds.created_at,
+            deleted_at=ds.deleted_at,
+            versions=[VersionPublic.of(v) for v in versions or []],
+        )
+
+
+class CatalogColumn(BaseModel):
+    name: str
+    type: str
+    unit: str | None
+    description: str
+    sensitivity: str
+
+
+class CatalogDataset(BaseModel):
+    """What a bank may know of a dataset: its provider, shape and columns — never values."""
+
+    id: str
+    name: str
+    description: str
+    provider: str
+    rows: int | None
+    subject_key: str
+    period_key: str | None
+    record_key: str | None
+    columns: list[CatalogColumn]
+
+
+class SubjectDataset(BaseModel):
+    dataset_id: str
+    dataset: str
+    provider: str
+    version: int
+    columns: list[CatalogColumn]
+    rows: list[dict[str, Any]]

@@ -44,6 +44,14 @@ app.add_typer(admin_app, name="admin")
 admin_app.add_typer(org_app, name="org")
 admin_app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
+data_app = typer.Typer(
+    help="Datasets: generate synthetic platform data, upload as a data provider.", no_args_is_help=True
+)
+keys_app = typer.Typer(
+    help="Keys for data at rest: rotate and retire key-encryption keys.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -351,7 +359,6 @@ def audit_export(
         )
     count = 0
     partial = out.with_name(out.name + ".partial")
-    moved = False
     with runtime() as rt:
         with rt.db.transaction() as session:
             cp = rt.ledger.publish_checkpoint(session)
@@ -389,7 +396,7 @@ def audit_export(
                         count += len(page)
                         after = page[-1].index
                         bar.update(task, completed=after + 1)
-            with rt.db.transaction() as session:  # no entry, no export: the file appears only with its entry
+            with rt.db.transaction() as session:  # no entry, no export: the file appears only after it
                 rt.ledger.append(
                     session,
                     EntryDraft(
@@ -404,16 +411,153 @@ def audit_export(
                         },
                     ),
                 )
-                os.replace(partial, out)
-                moved = True
-        except BaseException:
+            os.replace(partial, out)
+        finally:
             partial.unlink(missing_ok=True)
-            if moved:  # the entry did not commit, so the export must not exist either
-                out.unlink(missing_ok=True)
-            raise
     console.print(
         f"exported {count} entries with proofs against the checkpoint of size {cp.tree_size} to {out}"
     )
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+_FORMATS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet"}
+
+
+@data_app.command("upload")
+def data_upload(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV, NDJSON or Parquet")
+    ],
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="schema JSON (default: <file stem>.schema.json beside the file)"
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="dataset name (default: the file stem)")] = None,
+    description: Annotated[str, typer.Option(help="what the dataset holds")] = "",
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv, ndjson or parquet (default: by suffix)")
+    ] = None,
+    url: Annotated[str, typer.Option(envvar="PPS_URL", help="the PPS service")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="PPS_TOKEN", help="a data provider's API token")] = "",
+) -> None:
+    """Upload a file as a new version of one of your datasets (created on first upload), over the API.
+
+    The service validates every row before storing anything and encrypts what it stores; problems are
+    listed with their row numbers.
+    """
+    from pps.client import PPSClient
+
+    if not token:
+        fail("give a data provider's token with --token or PPS_TOKEN")
+    fmt = fmt or _FORMATS.get(file.suffix.lower())
+    if fmt not in ("csv", "ndjson", "parquet"):
+        fail(f"cannot tell the format of {file.name}; pass --format csv|ndjson|parquet")
+    schema_path = schema or file.with_name(file.name.split(".")[0] + ".schema.json")
+    if not schema_path.exists():
+        fail(f"no schema: pass --schema (looked for {schema_path})")
+    declared = json.loads(schema_path.read_text(encoding="utf-8"))
+    name = name or file.name.split(".")[0]
+    size = file.stat().st_size
+
+    with user_errors(), PPSClient(url, token) as client:
+        existing = [d for d in client.list_datasets() if d["name"] == name]
+        ds = existing[0] if existing else client.create_dataset(name, declared, description=description)
+        with Progress(
+            TextColumn("uploading {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(file.name, total=size)
+
+            def chunks() -> Iterator[bytes]:
+                with file.open("rb") as fh:
+                    while block := fh.read(1 << 20):
+                        bar.update(task, advance=len(block))
+                        yield block
+
+            try:
+                version = client.upload_version(ds["id"], chunks(), fmt=fmt)
+            except PPSError as exc:
+                bar.stop()
+                problems = exc.details.get("problems") or []
+                if problems:
+                    table = Table("row", "column", "problem", title="upload refused — nothing was stored")
+                    for p in problems:
+                        table.add_row(str(p["row"]), p["column"] or "", p["message"])
+                    err_console.print(table)
+                    fail(
+                        f"{exc.details.get('problem_count', len(problems))} problem(s); fix the file and retry"
+                    )
+                raise
+    summary = Table(show_header=False, title="uploaded")
+    summary.add_row("dataset", f"{ds['name']} ({ds['id']})")
+    summary.add_row("version", str(version["version"]))
+    summary.add_row("rows", f"{version['rows']:,}")
+    summary.add_row("bytes", f"{size:,}")
+    summary.add_row("encrypted under KEK version", str(version["kek_version"]))
+    console.print(summary)
+
+
+# --- keys --------------------------------------------------------------------------------------------
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """Show KEK versions and how many data keys each wraps."""
+    with runtime() as rt, rt.db.transaction(write=False) as session:
+        counts = rt.datasets.keys_by_kek_version(session)
+        table = Table("KEK version", "data keys wrapped", "state")
+        for v in range(1, rt.kms.current_version + 1):
+            state = (
+                "current"
+                if v == rt.kms.current_version
+                else "retired"
+                if v < rt.kms.min_decrypt_version
+                else "usable"
+            )
+            table.add_row(str(v), str(counts.get(v, 0)), state)
+    console.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a KEK version and re-wrap every data key under it (the data itself is not decrypted)."""
+    with runtime() as rt:
+        new = rt.kms.rotate()
+        with rt.db.transaction() as session:
+            count, version = rt.datasets.rewrap_all(session, actor=OPERATOR)
+    console.print(f"KEK version {new} is current; re-wrapped {count} data key(s) under version {version}")
+    console.print("older KEK versions still decrypt until retired: `pps keys retire --below VERSION`")
+
+
+@keys_app.command("retire")
+def keys_retire(
+    below: Annotated[int, typer.Option(min=2, help="refuse to decrypt with KEK versions below this one")],
+) -> None:
+    """Retire old KEK versions (raise the minimum decryption version). Refused while they still wrap keys."""
+    from pps.ledger.entry import EntryDraft
+
+    with runtime() as rt, rt.db.transaction() as session:
+        counts = rt.datasets.keys_by_kek_version(session)
+        still = {v: n for v, n in counts.items() if v < below}
+        if still:
+            fail(
+                f"data keys are still wrapped under KEK version(s) {sorted(still)}; run `pps keys rotate` first"
+            )
+        rt.ledger.append(
+            session, EntryDraft(action="keys.retire", actor=OPERATOR, detail={"min_decrypt_version": below})
+        )
+        try:  # last, inside the transaction: if it fails, the entry is rolled back with it
+            rt.kms.retire_below(below)
+        except ValueError as exc:
+            fail(str(exc))
+    console.print(f"KEK versions below {below} are retired")
 
 
 # --- demo --------------------------------------------------------------------------------------------

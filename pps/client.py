@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -55,7 +56,8 @@ def _raise_for(response: httpx.Response) -> None:
     cls = _BY_CODE.get(code)
     if cls is None or cls is errors.LedgerIntegrityError:
         raise RemoteError(code, message, response.status_code, details)
-    err = cls(message, details=details)
+    err = cls.__new__(cls)  # subclasses may have richer constructors; the base one is what the wire carries
+    errors.PPSError.__init__(err, message, details=details)
     err.status = response.status_code  # type: ignore[attr-defined]
     raise err
 
@@ -142,6 +144,64 @@ class PPSClient:
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("DELETE", f"/v1/tokens/{token_id}")
+        return result
+
+    # --- datasets ------------------------------------------------------------------------------------
+
+    def create_dataset(self, name: str, schema: dict[str, Any], *, description: str = "") -> dict[str, Any]:
+        body = {"name": name, "description": description, "schema": schema}
+        result: dict[str, Any] = self.request("POST", "/v1/datasets", json=body)
+        return result
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        after = None
+        while True:
+            page = self.request("GET", "/v1/datasets", params={"after": after} if after else {})
+            items.extend(page["items"])
+            after = page["next_after"]
+            if after is None:
+                return items
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/v1/datasets/{dataset_id}")
+        return result
+
+    def upload_version(
+        self, dataset_id: str, content: bytes | Iterable[bytes], *, fmt: str, timeout: float = 600.0
+    ) -> dict[str, Any]:
+        """Upload a new version; ``content`` may be bytes or an iterable of byte chunks (streamed)."""
+        media = {
+            "csv": "text/csv",
+            "ndjson": "application/x-ndjson",
+            "parquet": "application/vnd.apache.parquet",
+        }
+        result: dict[str, Any] = self.request(
+            "POST",
+            f"/v1/datasets/{dataset_id}/versions",
+            params={"format": fmt},
+            content=content,
+            headers={"content-type": media.get(fmt, "application/octet-stream")},
+            timeout=timeout,
+        )
+        return result
+
+    def delete_dataset(self, dataset_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", f"/v1/datasets/{dataset_id}")
+        return result
+
+    def lineage(self, dataset_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request(
+            "GET", f"/v1/datasets/{dataset_id}/lineage", params={"limit": 500}
+        )["items"]
+        return result
+
+    def catalog(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/catalog")
+        return result
+
+    def my_records(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/me/records")
         return result
 
     # --- audit ---------------------------------------------------------------------------------------

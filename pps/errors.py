@@ -39,6 +39,12 @@ class InvalidUSCC(InvalidInput):
     code = "invalid_uscc"
 
 
+class UploadRejected(InvalidInput):
+    """An upload does not fit its schema; nothing was stored. ``details["problems"]`` names the rows."""
+
+    code = "upload_rejected"
+
+
 class PayloadTooLarge(PPSError):
     code = "payload_too_large"
 
@@ -122,6 +128,21 @@ class LedgerIntegrityError(LedgerError):
     def __init__(self, message: str, *, first_bad_index: int | None = None) -> None:
         super().__init__(message, details={"first_bad_index": first_bad_index})
         self.first_bad_index = first_bad_index
+
+
+# --- keys and data -----------------------------------------------------------------------------------
+
+
+class KeyUnavailable(PPSError):
+    """A key needed to open data is missing, retired, or does not fit (wrong binding or tampering)."""
+
+    code = "key_unavailable"
+
+
+class DataIntegrityError(PPSError):
+    """Stored encrypted data does not authenticate: it was changed, swapped or truncated."""
+
+    code = "data_integrity_error"
 
 
 class ServiceUnavailable(PPSError):

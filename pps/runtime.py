@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pps.datasets.service import DatasetService
 from pps.identity.service import IdentityService
 from pps.keys import LEDGER_SIGNING_KEY_FILE, load_or_create_ed25519
+from pps.kms import LocalFileKMS
 from pps.ledger.checkpoint import NoteSigner
 from pps.ledger.store import Ledger
 from pps.settings import Settings
@@ -23,6 +25,8 @@ class Runtime:
     db: Database
     ledger: Ledger
     identity: IdentityService
+    kms: LocalFileKMS
+    datasets: DatasetService
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_schema: bool | None = None) -> Runtime:
@@ -32,7 +36,9 @@ class Runtime:
         key = load_or_create_ed25519(settings.resolved_key_dir / LEDGER_SIGNING_KEY_FILE)
         ledger = Ledger(NoteSigner(settings.ledger_origin, key), settings.ledger_origin)
         identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
-        return cls(settings=settings, db=db, ledger=ledger, identity=identity)
+        kms = LocalFileKMS(settings.resolved_key_dir)
+        datasets = DatasetService(ledger, kms)
+        return cls(settings=settings, db=db, ledger=ledger, identity=identity, kms=kms, datasets=datasets)
 
     def close(self) -> None:
         self.db.dispose()

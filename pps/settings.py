@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         300.0, ge=0, description="publish a checkpoint this often while serving if the log grew; 0 = never"
     )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body accepted (413 above)")
+    max_upload_bytes: int = Field(
+        1 << 30, ge=1024, description="largest dataset upload accepted (the file is held in memory once)"
+    )
     page_size_default: int = Field(50, ge=1)
     page_size_max: int = Field(500, ge=1)
     token_ttl_days: int = Field(90, ge=1, le=3650, description="default lifetime of an issued API token")

@@ -27,7 +27,7 @@ from api.schemas import (
     b64,
 )
 from pps.errors import InvalidInput, InvalidProofRequest, NotFound
-from pps.identity.uscc import validate_uscc
+from pps.identity.uscc import mask_uscc, validate_uscc
 from pps.ledger.checkpoint import Checkpoint
 from pps.ledger.store import EntryFilter, Ledger, StoredEntry
 from pps.runtime import Runtime
@@ -43,6 +43,17 @@ def entry_out(e: StoredEntry) -> EntryOut:
     return EntryOut(
         index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64=b64(e.entry), entry=json.loads(e.entry)
     )
+
+
+def masked_entry_out(e: StoredEntry) -> EntryOut:
+    """An entry for a reader who may not learn which enterprises it touched: USCCs are masked.
+
+    The exact bytes are withheld (they would reveal the USCCs), so such a reader cannot check the leaf hash
+    itself; auditors can.
+    """
+    doc = json.loads(e.entry)
+    doc["subjects"] = [mask_uscc(s) for s in doc.get("subjects", [])]
+    return EntryOut(index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64="", entry=doc)
 
 
 def proven(session: Session, ledger: Ledger, e: StoredEntry, cp: Checkpoint) -> ProvenEntry:

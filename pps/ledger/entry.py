@@ -56,6 +56,10 @@ class ObjectRef:
     kind: str
     id: str
 
+    def __post_init__(self) -> None:
+        if not 0 < len(self.kind) <= 32 or not 0 < len(self.id) <= 64:
+            raise InvalidInput("an object reference needs a kind of 1-32 and an id of 1-64 characters")
+
 
 @dataclass(frozen=True)
 class Release:

@@ -28,6 +28,7 @@ from pps.ledger.entry import EntryDraft, canonical_bytes, entry_document
 from pps.storage.tables import (
     LedgerCheckpoint,
     LedgerEntry,
+    LedgerEntryObject,
     LedgerEntrySubject,
     LedgerHead,
     LedgerNode,
@@ -39,6 +40,7 @@ _NODE_CHUNK = 400  # (level, index) pairs per IN query
 _HEAD = cast(Table, LedgerHead.__table__)
 _ENTRIES = cast(Table, LedgerEntry.__table__)
 _SUBJECTS = cast(Table, LedgerEntrySubject.__table__)
+_OBJECTS = cast(Table, LedgerEntryObject.__table__)
 _NODES = cast(Table, LedgerNode.__table__)
 
 
@@ -86,6 +88,8 @@ class EntryFilter:
     """
 
     involving: tuple[str, str | None] | None = None
+    object: tuple[str, str] | None = None
+    """``(kind, id)``: entries that name this object (e.g. ``("dataset", "ds_...")`` for lineage)"""
     actor_org_id: str | None = None
     action: str | None = None
     subject: str | None = None
@@ -125,6 +129,7 @@ class Ledger:
         ]
         entry_rows: list[dict[str, Any]] = []
         subject_rows: list[dict[str, Any]] = []
+        object_rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
         appended: list[AppendedEntry] = []
         for offset, draft in enumerate(drafts):
@@ -145,6 +150,10 @@ class Ledger:
                 }
             )
             subject_rows.extend({"uscc": s, "idx": index} for s in doc["subjects"])
+            object_rows.extend(
+                {"kind": o["kind"], "object_id": o["id"], "idx": index}
+                for o in {(o["kind"], o["id"]): o for o in doc["objects"]}.values()
+            )
             # push the leaf; merge equal-height subtrees into their parents (each merge is a new stored node)
             level, node_index, h = 0, index, leaf
             node_rows.append({"level": 0, "index": index, "hash": leaf})
@@ -159,6 +168,8 @@ class Ledger:
         conn.execute(_ENTRIES.insert(), entry_rows)
         if subject_rows:
             conn.execute(_SUBJECTS.insert(), subject_rows)
+        if object_rows:
+            conn.execute(_OBJECTS.insert(), object_rows)
         conn.execute(_NODES.insert(), node_rows)
         conn.execute(
             _HEAD.update()
@@ -246,6 +257,10 @@ class Ledger:
         conds = []
         if flt.involving is not None:
             conds.append(_involving(*flt.involving))
+        if flt.object is not None:
+            query = query.join(LedgerEntryObject, LedgerEntryObject.idx == LedgerEntry.idx)
+            conds.append(LedgerEntryObject.kind == flt.object[0])
+            conds.append(LedgerEntryObject.object_id == flt.object[1])
         if flt.subject is not None:
             query = query.join(LedgerEntrySubject, LedgerEntrySubject.idx == LedgerEntry.idx)
             conds.append(LedgerEntrySubject.uscc == flt.subject)

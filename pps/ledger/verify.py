@@ -27,7 +27,14 @@ from pps.ledger import merkle
 from pps.ledger.checkpoint import Checkpoint, NoteVerifier, verify_checkpoint
 from pps.ledger.entry import format_time, is_canonical
 from pps.ledger.store import HEAD_ID, Ledger
-from pps.storage.tables import LedgerCheckpoint, LedgerEntry, LedgerEntrySubject, LedgerHead, LedgerNode
+from pps.storage.tables import (
+    LedgerCheckpoint,
+    LedgerEntry,
+    LedgerEntryObject,
+    LedgerEntrySubject,
+    LedgerHead,
+    LedgerNode,
+)
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``"""
@@ -62,6 +69,14 @@ def _check_entries(session: Session, size: int, progress: Progress) -> list[byte
         )
     ):
         subjects.setdefault(idx, []).append(uscc)
+
+    objects: dict[int, list[tuple[str, str]]] = {}
+    for idx, kind, object_id in session.execute(
+        select(LedgerEntryObject.idx, LedgerEntryObject.kind, LedgerEntryObject.object_id).order_by(
+            LedgerEntryObject.idx, LedgerEntryObject.kind, LedgerEntryObject.object_id
+        )
+    ):
+        objects.setdefault(idx, []).append((kind, object_id))
 
     leaves: list[bytes] = []
     expected = 0
@@ -107,6 +122,9 @@ def _check_entries(session: Session, size: int, progress: Progress) -> list[byte
             raise _bad(f"entry {idx}: indexed columns disagree with the entry", idx)
         if doc.get("subjects", []) != subjects.pop(idx, []):
             raise _bad(f"entry {idx}: subject index disagrees with the entry", idx)
+        named = sorted({(o.get("kind"), o.get("id")) for o in doc.get("objects", [])})
+        if named != objects.pop(idx, []):
+            raise _bad(f"entry {idx}: object index disagrees with the entry", idx)
         leaves.append(leaf)
         expected += 1
         if expected % _BATCH == 0:
@@ -116,6 +134,9 @@ def _check_entries(session: Session, size: int, progress: Progress) -> list[byte
     if subjects:
         first = min(subjects)
         raise _bad(f"subject index names entry {first}, which does not carry those subjects", first)
+    if objects:
+        first = min(objects)
+        raise _bad(f"object index names entry {first}, which does not name those objects", first)
     progress("entries", size, size)
     return leaves
 

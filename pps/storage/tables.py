@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     LargeBinary,
     MetaData,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -158,6 +160,16 @@ class LedgerEntrySubject(Base):
     idx: Mapped[int] = mapped_column(ForeignKey("ledger_entries.idx"), primary_key=True)
 
 
+class LedgerEntryObject(Base):
+    """Which objects an entry names, so lineage (every entry about a dataset) is one indexed query."""
+
+    __tablename__ = "ledger_entry_objects"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idx: Mapped[int] = mapped_column(ForeignKey("ledger_entries.idx"), primary_key=True)
+
+
 class LedgerNode(Base):
     """The hash of the perfect subtree at ``(level, index)``; level 0 holds the leaf hashes."""
 
@@ -177,3 +189,58 @@ class LedgerCheckpoint(Base):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+# --- datasets ----------------------------------------------------------------------------------------
+
+
+class Dataset(Base):
+    """A provider's dataset; its data lives in versions, encrypted column chunk by column chunk."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("provider_org_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(1000))
+    schema_json: Mapped[str] = mapped_column(Text)
+    """the declared schema new versions are validated against"""
+    current_version: Mapped[int | None]
+    created_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+
+
+class DatasetVersion(Base):
+    """One upload. ``wrapped_dek`` is the version's data key wrapped by KEK ``kek_version``; null once shredded."""
+
+    __tablename__ = "dataset_versions"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    schema_json: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    chunk_rows: Mapped[int]
+    chunk_count: Mapped[int]
+    kek_version: Mapped[int | None]
+    wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    shredded_at: Mapped[datetime | None]
+
+
+class DatasetChunk(Base):
+    """An encrypted column chunk (AES-256-GCM under the version's data key, bound to its place by the AAD)."""
+
+    __tablename__ = "dataset_chunks"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["dataset_id", "version"], ["dataset_versions.dataset_id", "dataset_versions.version"]
+        ),
+    )
+
+    dataset_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    column: Mapped[str] = mapped_column(String(63), primary_key=True)
+    chunk: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)

@@ -18,8 +18,17 @@ from tests.conftest import OrgFactory, OrgHandle
 
 ROUTES = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
 ROUTE_IDS = [f"{sorted(r.methods)[0]} {r.path}" for r in ROUTES]
+SMALL_SCHEMA = {
+    "subject_key": "uscc",
+    "columns": [
+        {"name": "uscc", "type": "uscc", "sensitivity": "C1"},
+        {"name": "amount", "type": "float", "sensitivity": "C2"},
+    ],
+}
+SMALL_CSV = b"uscc,amount\n91350100M000100Y43,1.5\n"
 BODIES: dict[str, dict[str, Any]] = {
     "POST /v1/orgs": {"name": "__unique__", "role": "bank"},
+    "POST /v1/datasets": {"name": "__unique__", "schema": SMALL_SCHEMA},
     "POST /v1/orgs/{org_id}/tokens": {"label": "matrix"},
     "POST /v1/orgs/{org_id}/disable": {"reason": "matrix"},
 }
@@ -50,6 +59,11 @@ class Party:
         self.spare_token_id = spare.json()["id"]
         # that issue was made by this organisation, so the entry is its own
         self.own_entry = self.client.get("/v1/audit/mine").json()["items"][-1]["index"]
+        self.dataset_id = "ds_missing"
+        if org.role is Role.data_provider:
+            made = self.client.post("/v1/datasets", json={"name": "own", "schema": SMALL_SCHEMA})
+            assert made.status_code == 201, made.text
+            self.dataset_id = made.json()["id"]
 
     def fill(self, path: str) -> str:
         if path.endswith("/disable"):
@@ -58,6 +72,7 @@ class Party:
             path.replace("{org_id}", self.org.id)
             .replace("{token_id}", self.spare_token_id)
             .replace("{index}", str(self.own_entry))
+            .replace("{dataset_id}", self.dataset_id)
         )
 
 
@@ -71,13 +86,17 @@ def call(client: httpx.Client, route: APIRoute, path: str, n: int) -> httpx.Resp
     key = f"{method} {route.path}"
     body = BODIES.get(key)
     if body is not None and body.get("name") == "__unique__":
-        body = {**body, "name": f"matrix org {n}"}
-    params = {"first": 1, "second": 1} if route.path.endswith("/consistency") else None
+        body = {**body, "name": f"matrix object {n}"}
+    params: dict[str, Any] | None = {"first": 1, "second": 1} if route.path.endswith("/consistency") else None
+    if route.path.endswith("/versions"):
+        return client.request(method, path, content=SMALL_CSV, params={"format": "csv"})
     return client.request(method, path, json=body, params=params)
 
 
 @pytest.mark.slow
 def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx.Client]) -> None:
+    for role in (Role.platform_admin, Role.auditor):  # they read every dataset's metadata by design
+        parties[role].dataset_id = parties[Role.data_provider].dataset_id
     anonymous = http()
     failures = []
     n = 0
@@ -121,8 +140,8 @@ def test_cross_tenant_matrix(parties: dict[Role, Party], runtime: Runtime) -> No
             for owner_role in Role:
                 if owner_role is caller_role:
                     continue
-                if caller_role is Role.auditor and route.path.startswith("/v1/audit/"):
-                    continue  # auditors read every entry by design
+                if caller_role is Role.auditor and route.path.startswith(("/v1/audit/", "/v1/datasets/")):
+                    continue  # auditors read every entry and every dataset's metadata by design
                 n += 1
                 caller, owner = parties[caller_role], parties[owner_role]
                 r = call(caller.client, route, owner.fill(route.path), n)
