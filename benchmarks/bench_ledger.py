@@ -595,7 +595,7 @@ def read_and_hash(session: Session) -> int:
 
 
 def bench_verify_at(rt: Runtime, size: int, first_note: str | None, args: argparse.Namespace) -> VerifyResult:
-    repeats = args.verify_repeats if size >= 500_000 else max(args.verify_repeats, 3)
+    repeats = args.verify_repeats
     verify_times: list[float] = []
     base_times: list[float] = []
     checkpoints = 0
@@ -664,33 +664,47 @@ def parse_sizes(value: str) -> list[int]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Benchmark the PPS audit ledger: appends/s, proof generation, verify_ledger.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Benchmark the PPS audit ledger: appends/s, proof generation, verify_ledger. "
+        "Defaults in brackets are [full run; --quick].",
     )
-    p.add_argument("--sizes", type=parse_sizes, default=None, help="ledger sizes for proofs and verify")
-    p.add_argument("--quick", action="store_true", help="small sizes and counts: a smoke run of ~20 s")
+    p.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=None,
+        help="ledger sizes for proofs and verify [10000,100000,1000000; 1000,10000]",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes and counts: a smoke run of 10-20 s")
     p.add_argument("--skip-postgres", action="store_true", help="do not try PostgreSQL")
-    p.add_argument("--pg-url", default=DEFAULT_PG_URL, help="PostgreSQL database to create schemas in")
-    p.add_argument("--only", choices=("appends", "proofs", "verify"), action="append", help="run only these")
     p.add_argument(
-        "--repeats", type=int, default=None, help="repeats of each append measurement [5; quick 3]"
+        "--pg-url",
+        default=DEFAULT_PG_URL,
+        help=f"PostgreSQL database to create schemas in [{DEFAULT_PG_URL}]",
     )
-    p.add_argument("--single-n", type=int, default=None, help="single appends per repeat [2000; quick 300]")
-    p.add_argument("--batch-size", type=int, default=1000, help="entries per append_many transaction")
     p.add_argument(
-        "--batches", type=int, default=None, help="append_many transactions per repeat [10; quick 3]"
+        "--only",
+        choices=("appends", "proofs", "verify"),
+        action="append",
+        help="run only these sections (repeatable) [all]",
     )
-    p.add_argument("--warmup", type=int, default=200, help="single appends before measuring")
-    p.add_argument("--fill-batch", type=int, default=10_000, help="entries per append_many when filling")
-    p.add_argument("--queries", type=int, default=None, help="random proof queries per size [200; quick 50]")
+    p.add_argument("--repeats", type=int, default=None, help="repeats of each append measurement [5; 3]")
+    p.add_argument("--single-n", type=int, default=None, help="single appends per repeat [2000; 300]")
+    p.add_argument("--batch-size", type=int, default=1000, help="entries per append_many transaction [1000]")
+    p.add_argument("--batches", type=int, default=None, help="append_many transactions per repeat [10; 3]")
+    p.add_argument("--warmup", type=int, default=200, help="single appends before measuring [200; 50]")
     p.add_argument(
-        "--rebuild-repeats", type=int, default=None, help="baseline rebuilds per size [3; quick 1]"
+        "--fill-batch", type=int, default=10_000, help="entries per append_many when filling [10000]"
     )
-    p.add_argument("--verify-repeats", type=int, default=1, help="verify runs at sizes >= 5*10^5 (3 below)")
-    p.add_argument("--check", type=int, default=20, help="proofs per size checked against the rebuilt tree")
-    p.add_argument("--seed", type=int, default=6962)
-    p.add_argument("--workdir", type=Path, default=None, help="where the temporary SQLite files go")
-    p.add_argument("--json", type=Path, default=None, help="also write the raw measurements here")
+    p.add_argument("--queries", type=int, default=None, help="random proof queries per size [200; 50]")
+    p.add_argument("--rebuild-repeats", type=int, default=None, help="baseline rebuilds per size [3; 1]")
+    p.add_argument("--verify-repeats", type=int, default=None, help="verify_ledger runs per size [3; 1]")
+    p.add_argument(
+        "--check", type=int, default=20, help="proofs per size checked against the rebuilt tree [20]"
+    )
+    p.add_argument("--seed", type=int, default=6962, help="seed of the random proof queries [6962]")
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="where the temporary SQLite files go [system temp]"
+    )
+    p.add_argument("--json", type=Path, default=None, help="also write the raw measurements (JSON) here")
     args = p.parse_args(argv)
     quick = args.quick
     defaults = {
@@ -700,6 +714,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "batches": 3 if quick else 10,
         "queries": 50 if quick else 200,
         "rebuild_repeats": 1 if quick else 3,
+        "verify_repeats": 1 if quick else 3,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
