@@ -15,7 +15,7 @@ import pps
 from api import errors
 from api.deps import declared_roles
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from api.routers import audit, datasets, identity, system
+from api.routers import audit, consent, datasets, identity, system
 from pps.runtime import Runtime
 from pps.settings import Settings, get_settings
 
@@ -84,7 +84,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     return app
 
 
-ROUTERS: tuple[APIRouter, ...] = (system.router, identity.router, audit.router, datasets.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    system.router,
+    identity.router,
+    audit.router,
+    datasets.router,
+    consent.router,
+)
 """Every router of the API. Each route must declare exactly one guard (see ``api.deps``)."""
 
 

@@ -79,13 +79,13 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         )
     if malformed:
         return JSONResponse(
-            error_body("malformed_json", "the request body is not valid JSON", {"problems": problems}),
+            error_body(e.MalformedJSON.code, "the request body is not valid JSON", {"problems": problems}),
             status_code=400,
         )
     summary = "; ".join(f"{'.'.join(p['loc'])}: {p['message']}" for p in problems[:5])
     return JSONResponse(
         error_body(
-            "invalid_request", f"the request does not match the schema: {summary}", {"problems": problems}
+            e.InvalidRequest.code, f"the request does not match the schema: {summary}", {"problems": problems}
         ),
         status_code=422,
     )

@@ -4,6 +4,7 @@ one-time token in :class:`TokenIssued`."""
 from __future__ import annotations
 
 import base64
+import json
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pps.datasets.schema import DatasetSchema
 from pps.ledger.checkpoint import Checkpoint
-from pps.storage.tables import ApiToken, Dataset, DatasetVersion, Organization, Role
+from pps.storage.tables import ApiToken, Consent, Dataset, DatasetVersion, Organization, Role
 
 T = TypeVar("T")
 
@@ -245,3 +246,101 @@ class SubjectDataset(BaseModel):
     version: int
     columns: list[CatalogColumn]
     rows: list[dict[str, Any]]
+
+
+# --- consent -----------------------------------------------------------------------------------------
+
+
+class ScopeItemIn(Request):
+    dataset_id: str = Field(max_length=40)
+    fields: list[str] = Field(
+        min_length=1, max_length=500, description='field names; "*" means every C1 field (never C2 or C3)'
+    )
+
+
+class ConsentTerms(Request):
+    purpose: str = Field(max_length=64)
+    scope: list[ScopeItemIn] = Field(min_length=1, max_length=100)
+    operations: list[str] = Field(min_length=1, max_length=5)
+    valid_from: datetime | None = Field(None, description="default: now")
+    valid_until: datetime
+    max_uses: int | None = Field(None, ge=1, le=1_000_000)
+
+
+class ConsentGrant(ConsentTerms):
+    bank_org_id: str = Field(max_length=40)
+
+
+class ConsentRequestIn(ConsentTerms):
+    subject_uscc: str = Field(min_length=18, max_length=18)
+
+
+class ConsentDecision(Request):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ConsentPublic(BaseModel):
+    id: str
+    subject_uscc: str
+    subject_org_id: str
+    bank_org_id: str
+    purpose: str
+    scope: list[dict[str, Any]]
+    operations: list[str]
+    valid_from: datetime
+    valid_until: datetime
+    max_uses: int | None
+    uses: int
+    state: str
+    expired: bool
+    requested_by: str
+    created_at: datetime
+    decided_at: datetime | None
+    revoked_at: datetime | None
+    decision_note: str | None
+    has_receipt: bool
+
+    @classmethod
+    def of(cls, c: Consent, now: datetime) -> ConsentPublic:
+        return cls(
+            id=c.id,
+            subject_uscc=c.subject_uscc,
+            subject_org_id=c.subject_org_id,
+            bank_org_id=c.bank_org_id,
+            purpose=c.purpose,
+            scope=json.loads(c.scope_json),
+            operations=json.loads(c.operations_json),
+            valid_from=c.valid_from,
+            valid_until=c.valid_until,
+            max_uses=c.max_uses,
+            uses=c.uses,
+            state=c.state.value,
+            expired=c.valid_until <= now,
+            requested_by=c.requested_by,
+            created_at=c.created_at,
+            decided_at=c.decided_at,
+            revoked_at=c.revoked_at,
+            decision_note=c.decision_note,
+            has_receipt=c.receipt is not None,
+        )
+
+
+class PolicyCheck(Request):
+    subjects: list[str] = Field(min_length=1, max_length=100_000)
+    fields: dict[str, list[str]] = Field(description="dataset id → field names")
+    operation: str = Field(max_length=16)
+    purpose: str = Field(max_length=64)
+
+
+class DecisionOut(BaseModel):
+    subject: str
+    allowed: bool
+    consent_id: str | None
+    reason: str | None
+    detail: str
+
+
+class PolicyCheckOut(BaseModel):
+    allowed: int
+    denied: dict[str, int]
+    decisions: list[DecisionOut]

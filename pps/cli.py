@@ -52,6 +52,8 @@ keys_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(keys_app, name="keys")
+consent_app = typer.Typer(help="Consent receipts.", no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -558,6 +560,57 @@ def keys_retire(
         except ValueError as exc:
             fail(str(exc))
     console.print(f"KEK versions below {below} are retired")
+
+
+# --- consent -----------------------------------------------------------------------------------------
+
+
+@consent_app.command("verify-receipt")
+def consent_verify_receipt(
+    receipt: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="a receipt file (signed note)")
+    ],
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PPS_RECEIPT_KEY",
+            help="the platform's receipt verifier key (GET /v1/consent/public-key); default: this host's key",
+        ),
+    ] = None,
+) -> None:
+    """Verify a consent receipt offline and show what was granted. Exits 3 if it does not verify."""
+    from pps.consent import verify_receipt
+    from pps.errors import ProofVerificationError
+
+    text = receipt.read_text(encoding="utf-8")
+    with user_errors():
+        if public_key:
+            verifier = NoteVerifier.from_string(public_key)
+        else:
+            with runtime() as rt:
+                verifier = rt.consents.receipt_verifier
+        try:
+            doc = verify_receipt(text, verifier)
+        except ProofVerificationError as exc:
+            fail(f"RECEIPT DOES NOT VERIFY: {exc.message}", code=INTEGRITY_FAILURE_EXIT)
+    table = Table(show_header=False, title=f"consent receipt verified ({verifier.name})")
+    for key in (
+        "consent_id",
+        "subject",
+        "purpose",
+        "operations",
+        "valid_from",
+        "valid_until",
+        "max_uses",
+        "granted_at",
+    ):
+        table.add_row(
+            key, json.dumps(doc[key], ensure_ascii=False) if not isinstance(doc[key], str) else doc[key]
+        )
+    table.add_row("bank", f"{doc['bank']['name']} ({doc['bank']['id']})")
+    for item in doc["scope"]:
+        table.add_row("scope", f"{item['dataset_id']}: {', '.join(item['fields'])}")
+    console.print(table)
 
 
 # --- demo --------------------------------------------------------------------------------------------

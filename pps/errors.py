@@ -33,6 +33,18 @@ class InvalidInput(PPSError):
     code = "invalid_input"
 
 
+class InvalidRequest(InvalidInput):
+    """The request does not match the route's schema (unknown fields, wrong types, missing fields)."""
+
+    code = "invalid_request"
+
+
+class MalformedJSON(InvalidInput):
+    """The request body is not JSON."""
+
+    code = "malformed_json"
+
+
 class InvalidUSCC(InvalidInput):
     """An 18-character unified social credit code fails the GB 32100-2015 format or check character."""
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pps.errors import ConfigurationError
 
 LEDGER_SIGNING_KEY_FILE = "ledger-signing-ed25519.pem"
+RECEIPT_SIGNING_KEY_FILE = "consent-receipt-ed25519.pem"
 
 
 def load_or_create_ed25519(path: Path) -> Ed25519PrivateKey:

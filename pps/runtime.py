@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pps.consent import ConsentService
 from pps.datasets.service import DatasetService
 from pps.identity.service import IdentityService
-from pps.keys import LEDGER_SIGNING_KEY_FILE, load_or_create_ed25519
+from pps.keys import LEDGER_SIGNING_KEY_FILE, RECEIPT_SIGNING_KEY_FILE, load_or_create_ed25519
 from pps.kms import LocalFileKMS
 from pps.ledger.checkpoint import NoteSigner
 from pps.ledger.store import Ledger
+from pps.policy import PolicyEngine
 from pps.settings import Settings
 from pps.storage import migrate
 from pps.storage.db import Database
@@ -27,6 +29,8 @@ class Runtime:
     identity: IdentityService
     kms: LocalFileKMS
     datasets: DatasetService
+    consents: ConsentService
+    policy: PolicyEngine
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_schema: bool | None = None) -> Runtime:
@@ -38,7 +42,18 @@ class Runtime:
         identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
         kms = LocalFileKMS(settings.resolved_key_dir)
         datasets = DatasetService(ledger, kms)
-        return cls(settings=settings, db=db, ledger=ledger, identity=identity, kms=kms, datasets=datasets)
+        receipt_key = load_or_create_ed25519(settings.resolved_key_dir / RECEIPT_SIGNING_KEY_FILE)
+        consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key))
+        return cls(
+            settings=settings,
+            db=db,
+            ledger=ledger,
+            identity=identity,
+            kms=kms,
+            datasets=datasets,
+            consents=consents,
+            policy=PolicyEngine(ledger),
+        )
 
     def close(self) -> None:
         self.db.dispose()

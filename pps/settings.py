@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     ledger_origin: str = Field(
         "pps.local/ledger", description="origin line of the signed checkpoints (names this log)"
     )
+    receipt_issuer: str = Field(
+        "pps.local/consent", description="key name that signs consent receipts (no spaces or '+')"
+    )
     checkpoint_interval_seconds: float = Field(
         300.0, ge=0, description="publish a checkpoint this often while serving if the log grew; 0 = never"
     )

@@ -33,7 +33,7 @@ import rfc8785
 from pps.errors import InvalidInput
 
 ENTRY_VERSION = 1
-MAX_ENTRY_BYTES = 64 * 1024
+MAX_ENTRY_BYTES = 1024 * 1024
 _SAFE_INT = 2**53
 
 

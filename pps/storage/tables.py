@@ -244,3 +244,51 @@ class DatasetChunk(Base):
     column: Mapped[str] = mapped_column(String(63), primary_key=True)
     chunk: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# --- consent -----------------------------------------------------------------------------------------
+
+
+class ConsentState(enum.StrEnum):
+    requested = "requested"
+    active = "active"
+    denied = "denied"
+    revoked = "revoked"
+
+
+class Consent(Base):
+    """A subject's consent for one bank and purpose, over named fields, for named operations, in a window.
+
+    ``scope_json`` is ``[{"dataset_id": ..., "fields": [...]}]`` with every field named explicitly.
+    Expiry is not a state: a consent past ``valid_until`` is simply not valid any more.
+    """
+
+    __tablename__ = "consents"
+    __table_args__ = (
+        Index("ix_consents_bank_org_id_purpose_subject_uscc", "bank_org_id", "purpose", "subject_uscc"),
+        CheckConstraint("valid_until > valid_from", name="window_is_positive"),
+        CheckConstraint("max_uses IS NULL OR max_uses > 0", name="max_uses_positive"),
+        CheckConstraint("uses >= 0 AND (max_uses IS NULL OR uses <= max_uses)", name="uses_within_limit"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    subject_uscc: Mapped[str] = mapped_column(String(18))
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    scope_json: Mapped[str] = mapped_column(Text)
+    operations_json: Mapped[str] = mapped_column(Text)
+    valid_from: Mapped[datetime]
+    valid_until: Mapped[datetime]
+    max_uses: Mapped[int | None]
+    uses: Mapped[int]
+    state: Mapped[ConsentState] = mapped_column(
+        SAEnum(ConsentState, native_enum=False, length=16, validate_strings=True, create_constraint=False)
+    )
+    requested_by: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    decision_note: Mapped[str | None] = mapped_column(String(500))
+    receipt: Mapped[str | None] = mapped_column(Text)
+    """the signed consent receipt (a signed note over canonical JSON), once granted"""

@@ -1,0 +1,236 @@
+"""Consent: subjects grant, approve, deny and revoke; banks request and check; everyone verifies receipts.
+
+A subject sees and acts on its own consents only; a bank sees the consents granted to it (or requested by it);
+platform admins and auditors see all. Other consents answer 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
+
+from api.deps import PUBLIC, Caller, PageLimit, RuntimeDep, allow
+from api.middleware import current_request_id
+from api.schemas import (
+    ConsentDecision,
+    ConsentGrant,
+    ConsentPublic,
+    ConsentRequestIn,
+    DecisionOut,
+    Page,
+    PolicyCheck,
+    PolicyCheckOut,
+)
+from pps.consent import OPERATIONS, PURPOSES
+from pps.errors import InvalidInput, NotFound
+from pps.identity.uscc import validate_uscc
+from pps.ledger.entry import ObjectRef
+from pps.policy import Request as PolicyRequest
+from pps.runtime import Runtime
+from pps.storage.tables import Consent, ConsentState, Organization, Role, utcnow
+
+router = APIRouter(prefix="/v1", tags=["consent"])
+
+Subject = Annotated[Caller, allow(Role.subject)]
+Bank = Annotated[Caller, allow(Role.bank)]
+Party = Annotated[Caller, allow(Role.subject, Role.bank, Role.platform_admin, Role.auditor)]
+AnyRole = Annotated[Caller, allow()]
+
+
+def _visible(rt: Runtime, session: Session, caller: Caller, consent_id: str) -> Consent:
+    consent = rt.consents.get(session, consent_id)
+    mine = (caller.role is Role.subject and consent.subject_org_id == caller.org_id) or (
+        caller.role is Role.bank and consent.bank_org_id == caller.org_id
+    )
+    if not (mine or caller.sees_everything):
+        raise NotFound(f"consent {consent_id} does not exist")
+    return consent
+
+
+def _own(rt: Runtime, session: Session, caller: Caller, consent_id: str) -> Consent:
+    consent = rt.consents.get(session, consent_id)
+    if consent.subject_org_id != caller.org_id:
+        raise NotFound(f"consent {consent_id} does not exist")
+    return consent
+
+
+@router.get("/purposes", summary="the purpose catalogue and the operations consent can cover")
+def purposes(caller: AnyRole) -> dict[str, object]:
+    return {"purposes": PURPOSES, "operations": sorted(OPERATIONS)}
+
+
+@router.post("/consents", status_code=status.HTTP_201_CREATED, summary="grant consent to a bank (a subject)")
+def grant(body: ConsentGrant, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
+    with rt.db.transaction() as session:
+        subject = session.get(Organization, caller.org_id)
+        if subject is None:
+            raise NotFound("your organisation does not exist")
+        consent = rt.consents.grant(
+            session,
+            subject=subject,
+            bank_org_id=body.bank_org_id,
+            purpose=body.purpose,
+            scope=[i.model_dump() for i in body.scope],
+            operations=body.operations,
+            valid_from=body.valid_from,
+            valid_until=body.valid_until,
+            max_uses=body.max_uses,
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
+        return ConsentPublic.of(consent, utcnow())
+
+
+@router.post(
+    "/consent-requests", status_code=status.HTTP_201_CREATED, summary="ask an enterprise for consent"
+)
+def request_consent(body: ConsentRequestIn, caller: Bank, rt: RuntimeDep) -> ConsentPublic:
+    with rt.db.transaction() as session:
+        bank = session.get(Organization, caller.org_id)
+        if bank is None:
+            raise NotFound("your organisation does not exist")
+        consent = rt.consents.request(
+            session,
+            bank=bank,
+            subject_uscc=validate_uscc(body.subject_uscc),
+            purpose=body.purpose,
+            scope=[i.model_dump() for i in body.scope],
+            operations=body.operations,
+            valid_from=body.valid_from,
+            valid_until=body.valid_until,
+            max_uses=body.max_uses,
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
+        return ConsentPublic.of(consent, utcnow())
+
+
+@router.get("/consents", summary="consents: a subject's own, a bank's received, or all (admins, auditors)")
+def list_consents(
+    caller: Party,
+    rt: RuntimeDep,
+    limit: PageLimit,
+    state: ConsentState | None = None,
+    after: Annotated[str | None, Query(max_length=40)] = None,
+) -> Page[ConsentPublic]:
+    with rt.db.transaction(write=False) as session:
+        found = rt.consents.list_consents(
+            session,
+            subject_org_id=caller.org_id if caller.role is Role.subject else None,
+            bank_org_id=caller.org_id if caller.role is Role.bank else None,
+            state=state,
+            after=after,
+            limit=limit,
+        )
+    now = utcnow()
+    return Page(
+        items=[ConsentPublic.of(c, now) for c in found],
+        next_after=found[-1].id if len(found) == limit else None,
+    )
+
+
+@router.get("/consents/{consent_id}", summary="one consent")
+def get_consent(consent_id: str, caller: Party, rt: RuntimeDep) -> ConsentPublic:
+    with rt.db.transaction(write=False) as session:
+        return ConsentPublic.of(_visible(rt, session, caller, consent_id), utcnow())
+
+
+@router.get(
+    "/consents/{consent_id}/receipt",
+    summary="the signed consent receipt (a signed note over canonical JSON)",
+    response_class=PlainTextResponse,
+)
+def receipt(consent_id: str, caller: Party, rt: RuntimeDep) -> PlainTextResponse:
+    with rt.db.transaction(write=False) as session:
+        consent = _visible(rt, session, caller, consent_id)
+        if consent.receipt is None:
+            raise NotFound(f"consent {consent_id} has no receipt: it was never granted")
+        return PlainTextResponse(consent.receipt)
+
+
+@router.get("/consent/public-key", dependencies=[PUBLIC], summary="the key that verifies consent receipts")
+def receipt_key(rt: RuntimeDep) -> dict[str, str]:
+    return {
+        "verifier_key": rt.consents.signer.verifier_key,
+        "public_key_pem": rt.consents.signer.public_key_pem,
+    }
+
+
+@router.post("/consents/{consent_id}/approve", summary="approve a bank's request (the subject)")
+def approve(consent_id: str, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
+    with rt.db.transaction() as session:
+        consent = rt.consents.approve(
+            session,
+            _own(rt, session, caller, consent_id),
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
+        return ConsentPublic.of(consent, utcnow())
+
+
+@router.post("/consents/{consent_id}/deny", summary="deny a bank's request (the subject)")
+def deny(consent_id: str, body: ConsentDecision, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
+    with rt.db.transaction() as session:
+        consent = rt.consents.deny(
+            session,
+            _own(rt, session, caller, consent_id),
+            reason=body.reason,
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
+        return ConsentPublic.of(consent, utcnow())
+
+
+@router.post("/consents/{consent_id}/revoke", summary="withdraw consent, effective at once (the subject)")
+def revoke(consent_id: str, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
+    with rt.db.transaction() as session:
+        consent = rt.consents.revoke(
+            session,
+            _own(rt, session, caller, consent_id),
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
+        return ConsentPublic.of(consent, utcnow())
+
+
+@router.post("/policy/check", summary="which of these subjects may I use, for what, and if not, why (a bank)")
+def policy_check(body: PolicyCheck, caller: Bank, rt: RuntimeDep) -> PolicyCheckOut:
+    if body.operation not in OPERATIONS:
+        raise InvalidInput(f"operation must be one of {', '.join(sorted(OPERATIONS))}")
+    subjects = tuple(dict.fromkeys(validate_uscc(s) for s in body.subjects))
+    req = PolicyRequest(
+        bank_org_id=caller.org_id,
+        subjects=subjects,
+        fields={k: tuple(v) for k, v in body.fields.items()},
+        operation=body.operation,
+        purpose=body.purpose,
+    )
+    with rt.db.transaction() as session:
+        decisions = rt.policy.admit(
+            session,
+            req,
+            job=ObjectRef("policy_check", current_request_id() or "none"),
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
+    denied: dict[str, int] = {}
+    for d in decisions:
+        if d.reason is not None:
+            denied[d.reason.value] = denied.get(d.reason.value, 0) + 1
+    return PolicyCheckOut(
+        allowed=sum(d.allowed for d in decisions),
+        denied=denied,
+        decisions=[
+            DecisionOut(
+                subject=d.subject,
+                allowed=d.allowed,
+                consent_id=d.consent_id,
+                reason=d.reason.value if d.reason else None,
+                detail=d.detail,
+            )
+            for d in decisions
+        ],
+    )
