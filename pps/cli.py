@@ -426,6 +426,47 @@ def audit_export(
 _FORMATS = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".parquet": "parquet"}
 
 
+@data_app.command("synth")
+def data_synth(
+    enterprises: Annotated[int, typer.Option(min=1, max=5_000_000, help="how many enterprises")] = 10_000,
+    seed: Annotated[int, typer.Option(help="random seed (the same seed gives the same data)")] = 1,
+    months: Annotated[int, typer.Option(min=1, max=120, help="months of monthly data")] = 24,
+    start: Annotated[str, typer.Option(help="first month, YYYY-MM")] = "2024-01",
+    out: Annotated[Path, typer.Option(help="directory for <dataset>.csv and <dataset>.schema.json")] = Path(
+        "synth-data"
+    ),
+    labels: Annotated[bool, typer.Option(help="also write labels.csv (what a bank would know)")] = True,
+) -> None:
+    """Generate synthetic platform data: one CSV + schema per provider dataset (and the bank-side labels).
+
+    Upload them as a data provider with `pps data upload <dir>/tax.csv` (the schema is found beside it).
+    """
+    import time
+
+    from models.synth import generate
+
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True
+    ) as bar:
+        task = bar.add_task(f"generating {enterprises:,} enterprises")
+        data = generate(enterprises, seed, months=months, start=start)
+        generated = time.perf_counter() - t0
+        tables = data.tables() if labels else data.provider_tables()
+        for table in tables:
+            bar.update(task, description=f"writing {table.name}.csv")
+            table.write_csv(out)
+    table_out = Table("dataset", "provider", "rows", "key", title=f"synthetic platform data → {out}")
+    for t in tables:
+        table_out.add_row(t.name, t.provider, f"{t.n_rows:,}", " + ".join(t.key_columns))
+    console.print(table_out)
+    default_rate = float(data.labels.columns["defaulted"].mean())
+    console.print(
+        f"{enterprises:,} enterprises, seed {seed}: generated in {generated:.1f} s, written in "
+        f"{time.perf_counter() - t0 - generated:.1f} s; default rate {default_rate:.1%} (labels.csv is bank-side)"
+    )
+
+
 @data_app.command("upload")
 def data_upload(
     file: Annotated[

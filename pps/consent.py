@@ -18,7 +18,6 @@ can verify it offline (``pps consent verify-receipt``); every later use names th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -57,24 +56,10 @@ PURPOSES: dict[str, str] = {
 MAX_VALIDITY = timedelta(days=3 * 366)
 
 
-@dataclass(frozen=True)
-class ScopeItem:
-    dataset_id: str
-    fields: tuple[str, ...]
-
-
 def check_purpose(purpose: str) -> str:
     if purpose not in PURPOSES:
         raise InvalidInput(f"unknown purpose {purpose!r}; the catalogue has: {', '.join(sorted(PURPOSES))}")
     return purpose
-
-
-def parse_scope(consent: Consent) -> list[ScopeItem]:
-    return [ScopeItem(i["dataset_id"], tuple(i["fields"])) for i in json.loads(consent.scope_json)]
-
-
-def parse_operations(consent: Consent) -> frozenset[str]:
-    return frozenset(json.loads(consent.operations_json))
 
 
 class ConsentService:

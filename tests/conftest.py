@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from api.app import create_app
+from api.live import running_server
 from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
 from pps.settings import Settings, get_settings
@@ -107,3 +111,33 @@ class OrgFactory:
 @pytest.fixture
 def make_org(runtime: Runtime) -> OrgFactory:
     return OrgFactory(runtime)
+
+
+# --- the API on a real socket -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(runtime: Runtime) -> FastAPI:
+    return create_app(runtime=runtime)
+
+
+@pytest.fixture
+def base_url(app: FastAPI) -> Iterator[str]:
+    with running_server(app) as url:
+        yield url
+
+
+@pytest.fixture
+def http(base_url: str) -> Callable[..., httpx.Client]:
+    """``http(token)`` → an httpx client for the live server, authenticated with ``token`` if given."""
+    clients: list[httpx.Client] = []
+
+    def make(token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx.Client(base_url=base_url, headers=headers, timeout=30)
+        clients.append(client)
+        return client
+
+    yield make  # type: ignore[misc]
+    for c in clients:
+        c.close()

@@ -33,6 +33,15 @@ COMMANDS = [
     ["audit", "checkpoint"],
     ["audit", "export"],
     ["audit", "public-key"],
+    ["data"],
+    ["data", "synth"],
+    ["data", "upload"],
+    ["keys"],
+    ["keys", "rotate"],
+    ["keys", "retire"],
+    ["keys", "status"],
+    ["consent"],
+    ["consent", "verify-receipt"],
 ]
 
 
