@@ -1,9 +1,11 @@
 """The end-to-end scenario of ``make demo`` on the embedded default (SQLite, in-process).
 
-It grows with the product. Today: bootstrap an operator, onboard data providers, banks, an auditor and
-enterprises over the real HTTP API, show that the role and tenant checks refuse what they must, let an
-enterprise fetch and verify its own access history, let the auditor check checkpoint consistency, verify the
-whole ledger offline, and show that editing one row in the database is caught. Every step is checked; the
+It grows with the product. Today: bootstrap an operator; onboard data providers, banks, an auditor and
+enterprises over the real HTTP API; show that the role and tenant checks refuse what they must; providers
+upload synthetic platform data (validated, encrypted at rest); enterprises grant, revoke, approve and deny
+consent; the policy engine decides per enterprise with reasons; an enterprise reads its own records and
+verifies its access history; the operator rotates the key-encryption key; the auditor checks checkpoint
+consistency; the whole ledger is verified offline; and editing one row in the database is caught. Every step is checked; the
 demo exits non-zero if any check fails.
 """
 
@@ -21,14 +23,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from models.synth import generate
 from pps import errors
+from pps.consent import verify_receipt
 from pps.identity.uscc import ALPHABET, make_uscc
 from pps.ledger.checkpoint import NoteVerifier
 from pps.ledger.entry import OPERATOR
 from pps.ledger.verify import verify_ledger
 from pps.runtime import Runtime
 from pps.settings import Settings
-from pps.storage.tables import Role
+from pps.storage.tables import Role, utcnow
+
+DEMO_ENTERPRISES = 2_000
 
 
 def demo_usccs(n: int, seed: int = 7) -> list[str]:
@@ -98,17 +104,21 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         admin = PPSClient(url, admin_token)
 
         console.rule("[bold]2. Onboard organisations over the API")
+        data = generate(DEMO_ENTERPRISES, seed=11)
+        enterprises = [str(u) for u in data.registry.columns["uscc"][:5]]
         tokens: dict[str, str] = {}
         orgs: dict[str, dict[str, Any]] = {}
         plan: list[tuple[str, str, str | None]] = [
+            ("Suzhou Market Regulation", "data_provider", None),
             ("Suzhou Tax Bureau", "data_provider", None),
             ("State Grid Suzhou", "data_provider", None),
+            ("Suzhou Intermediate Court", "data_provider", None),
             ("Bank A", "bank", None),
             ("Bank B", "bank", None),
             ("Bank C", "bank", None),
             ("PBoC Suzhou audit office", "auditor", None),
         ]
-        plan += [(f"Enterprise {i + 1}", "subject", code) for i, code in enumerate(demo_usccs(5))]
+        plan += [(f"Enterprise {i + 1}", "subject", code) for i, code in enumerate(enterprises)]
         for name, role, uscc in plan:
             org = admin.create_org(name, role, uscc)
             orgs[name] = org
@@ -117,12 +127,12 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         for name, org in orgs.items():
             table.add_row(name, org["role"], org["id"], org["uscc"] or "")
         console.print(table)
-        checks.check("11 organisations onboarded, each with a token", len(orgs) == 11)
+        checks.check(f"{len(plan)} organisations onboarded, each with a token", len(orgs) == len(plan))
 
-        bank_a = PPSClient(url, tokens["Bank A"])
-        bank_c = PPSClient(url, tokens["Bank C"])
-        auditor = PPSClient(url, tokens["PBoC Suzhou audit office"])
-        enterprise = PPSClient(url, tokens["Enterprise 1"])
+        client = {name: PPSClient(url, token) for name, token in tokens.items()}
+        bank_a, bank_c = client["Bank A"], client["Bank C"]
+        auditor = client["PBoC Suzhou audit office"]
+        enterprise = client["Enterprise 1"]
 
         console.rule("[bold]3. Roles and tenants are enforced; bad input changes nothing")
         checks.check("Bank A knows who it is", bank_a.me()["org"]["name"] == "Bank A")
@@ -146,39 +156,183 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         admin.revoke_token(bank_c_token)
         checks.refused("Bank C's revoked token stops working at once", errors.TokenRevoked, bank_c.me)
 
-        console.rule("[bold]4. An enterprise checks who touched its records, with proofs")
+        console.rule(
+            f"[bold]4. Providers upload {DEMO_ENTERPRISES:,} enterprises' data, validated and encrypted"
+        )
+        synth_dir = data_dir / "synth"
+        uploads = {
+            "Suzhou Market Regulation": data.registry,
+            "Suzhou Tax Bureau": data.tax,
+            "State Grid Suzhou": data.utilities,
+            "Suzhou Intermediate Court": data.court,
+        }
+        datasets: dict[str, str] = {}
+        up = Table("provider", "dataset", "rows", "stored as")
+        for provider, tbl in uploads.items():
+            tbl.write_csv(synth_dir)
+            ds = client[provider].create_dataset(tbl.name, tbl.schema, description=f"synthetic {tbl.name}")
+            version = client[provider].upload_version(
+                ds["id"], (synth_dir / f"{tbl.name}.csv").read_bytes(), fmt="csv"
+            )
+            datasets[tbl.name] = ds["id"]
+            up.add_row(
+                provider, tbl.name, f"{version['rows']:,}", f"AES-256-GCM, KEK v{version['kek_version']}"
+            )
+        console.print(up)
+        checks.check("four datasets uploaded and encrypted at rest", len(datasets) == 4)
+        bad_rows = b"uscc,month,taxable_sales,tax_paid\n" + enterprises[0][:17].encode() + b"0,2024-13,x,1\n"
+        checks.refused(
+            "a malformed upload is refused row by row and stores nothing",
+            errors.UploadRejected,
+            lambda: client["Suzhou Tax Bureau"].upload_version(datasets["tax"], bad_rows, fmt="csv"),
+        )
+        checks.refused(
+            "a bank cannot upload data",
+            errors.RoleNotAllowed,
+            lambda: bank_a.upload_version(datasets["tax"], bad_rows, fmt="csv"),
+        )
+        catalogue = bank_a.catalog()
+        checks.check(
+            "Bank A discovers the catalogue: columns, types, classes — no values",
+            {c["name"] for c in catalogue} == set(datasets) and all("rows" in c for c in catalogue),
+        )
+
+        console.rule("[bold]5. Enterprises decide who may use their data, for what")
+        until = (utcnow() + timedelta(days=90)).isoformat()
+        terms = {
+            "purpose": "loan_underwriting",
+            "scope": [
+                {"dataset_id": datasets["tax"], "fields": ["taxable_sales", "tax_paid"]},
+                {"dataset_id": datasets["utilities"], "fields": ["arrears", "electricity_kwh"]},
+            ],
+            "operations": ["psi", "score"],
+            "valid_until": until,
+        }
+        e = [client[f"Enterprise {i + 1}"] for i in range(5)]
+        g1 = e[0].request("POST", "/v1/consents", json={**terms, "bank_org_id": orgs["Bank A"]["id"]})
+        g2 = e[1].request("POST", "/v1/consents", json={**terms, "bank_org_id": orgs["Bank A"]["id"]})
+        e[1].request("POST", f"/v1/consents/{g2['id']}/revoke")
+        r3 = bank_a.request(
+            "POST", "/v1/consent-requests", json={**terms, "subject_uscc": enterprises[2], "max_uses": 12}
+        )
+        e[2].request("POST", f"/v1/consents/{r3['id']}/approve")
+        r4 = bank_a.request("POST", "/v1/consent-requests", json={**terms, "subject_uscc": enterprises[3]})
+        e[3].request("POST", f"/v1/consents/{r4['id']}/deny", json={"reason": "we bank elsewhere"})
+        console.print(
+            "  Enterprise 1 grants Bank A; Enterprise 2 grants and revokes; Enterprise 3 approves Bank A's"
+        )
+        console.print("  request (12 uses); Enterprise 4 denies it; Enterprise 5 does nothing")
+        receipt_key = NoteVerifier.from_string(
+            PPSClient(url).request("GET", "/v1/consent/public-key")["verifier_key"]
+        )
+        receipt = bank_a.request("GET", f"/v1/consents/{g1['id']}/receipt")
+        granted = verify_receipt(receipt, receipt_key)
+        checks.check(
+            "Bank A verifies Enterprise 1's signed consent receipt offline",
+            granted["consent_id"] == g1["id"] and granted["subject"] == enterprises[0],
+        )
+        checks.refused(
+            "a consent for a field that does not exist is refused",
+            errors.InvalidInput,
+            lambda: e[4].request(
+                "POST",
+                "/v1/consents",
+                json={
+                    **terms,
+                    "bank_org_id": orgs["Bank A"]["id"],
+                    "scope": [{"dataset_id": datasets["tax"], "fields": ["profit"]}],
+                },
+            ),
+        )
+        checks.refused(
+            "court case numbers (class C3) can never be granted",
+            errors.InvalidInput,
+            lambda: e[4].request(
+                "POST",
+                "/v1/consents",
+                json={
+                    **terms,
+                    "bank_org_id": orgs["Bank A"]["id"],
+                    "scope": [{"dataset_id": datasets["court"], "fields": ["case_id"]}],
+                },
+            ),
+        )
+
+        console.rule("[bold]6. The policy engine decides, per enterprise, with reasons")
+        check = {
+            "subjects": enterprises,
+            "fields": {datasets["tax"]: ["tax_paid"], datasets["utilities"]: ["arrears"]},
+            "operation": "score",
+            "purpose": "loan_underwriting",
+        }
+        decided = bank_a.request("POST", "/v1/policy/check", json=check)
+        pol = Table("enterprise", "allowed", "reason / consent")
+        for i, d in enumerate(decided["decisions"]):
+            pol.add_row(
+                f"Enterprise {i + 1}",
+                "yes" if d["allowed"] else "no",
+                d["consent_id"] if d["allowed"] else d["reason"],
+            )
+        console.print(pol)
+        checks.check(
+            "Bank A may score Enterprises 1 and 3 only; the others are denied with their reasons",
+            [d["allowed"] for d in decided["decisions"]] == [True, False, True, False, False]
+            and decided["denied"] == {"revoked": 1, "denied": 1, "no_grant": 1},
+        )
+        checks.check(
+            "Bank B, with no consent, may score nobody",
+            client["Bank B"].request("POST", "/v1/policy/check", json=check)["allowed"] == 0,
+        )
+
+        console.rule("[bold]7. An enterprise reads its own records and who touched them, with proofs")
+        own = enterprise.my_records()
+        for d in own:
+            console.print(f"  {d['provider']} / {d['dataset']}: {len(d['rows'])} row(s) about Enterprise 1")
+        checks.check(
+            "Enterprise 1 sees its own rows in every dataset, and no one else's",
+            bool(own) and all(r["uscc"] == enterprises[0] for d in own for r in d["rows"]),
+        )
         pinned = NoteVerifier.from_string(PPSClient(url).public_key()["verifier_key"])
-        mine = enterprise.mine()
-        docs = [PPSClient.verify_proven_entry(item, pinned) for item in mine["items"]]
+        docs = [PPSClient.verify_proven_entry(item, pinned) for item in enterprise.mine()["items"]]
         for doc in docs:
             console.print(
                 f"  entry {doc['index']}: {doc['action']} by {doc['actor']['role']} at {doc['time']}"
             )
+        actions = [d["action"] for d in docs]
         checks.check(
-            "Enterprise 1 sees its onboarding and token entries, each proven against the signed checkpoint",
-            [d["action"] for d in docs] == ["org.create", "token.issue"],
+            "its history (onboarding, consent, Bank A's policy check, its self-query) is proven against the checkpoint",
+            actions[:2] == ["org.create", "token.issue"]
+            and {"consent.grant", "policy.admit", "subject.self_query"} <= set(actions),
         )
 
-        console.rule("[bold]5. The auditor checks that history only grows")
+        console.rule("[bold]8. The operator rotates the key-encryption key")
+        new_kek = rt.kms.rotate()
+        with rt.db.transaction() as session:
+            rewrapped, _ = rt.datasets.rewrap_all(session, actor=OPERATOR)
+        checks.check(
+            f"KEK v{new_kek}: {rewrapped} data keys re-wrapped, no data re-encrypted, still readable",
+            rewrapped == 4 and len(enterprise.my_records()) == len(own),
+        )
+
+        console.rule("[bold]9. The auditor checks that history only grows")
         first = auditor.checkpoint()
         saved_note = first["note"]
-        (data_dir / "auditor-checkpoint.note").write_text(saved_note)
-        bank_b = PPSClient(url, tokens["Bank B"])
-        bank_b.issue_token(orgs["Bank B"]["id"], label="rotation")
+        (data_dir / "auditor-checkpoint.note").write_text(saved_note, encoding="utf-8")
+        client["Bank B"].issue_token(orgs["Bank B"]["id"], label="rotation")
         second = auditor.checkpoint()
         auditor.verify_consistency(saved_note, second["note"], pinned)
         checks.check(
             f"checkpoint {second['tree_size']} is consistent with saved checkpoint {first['tree_size']}",
             second["tree_size"] > first["tree_size"],
         )
-        token_entries = auditor.entries(action="token.*", limit=500)["items"]
+        consent_entries = auditor.entries(action="consent.*", limit=500)["items"]
         checks.check(
-            "the auditor filters the ledger (token.*)",
-            len(token_entries) == 14,
-            f"{len(token_entries)} entries",
+            "the auditor filters the ledger: every consent step is there",
+            len(consent_entries) == 7,
+            f"{len(consent_entries)} consent entries",
         )
 
-    console.rule("[bold]6. Offline verification of the whole ledger")
+    console.rule("[bold]10. Offline verification of the whole ledger")
     with rt.db.transaction(write=False) as session:
         report = verify_ledger(session, rt.ledger, against=saved_note)
     checks.check(
@@ -187,7 +341,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         f"{report.tree_size} entries, root {report.root_hash.hex()[:16]}…",
     )
 
-    console.rule("[bold]7. Tampering is caught")
+    console.rule("[bold]11. Tampering is caught")
     tampered_dir = data_dir / "tampered"
     tampered_dir.mkdir(exist_ok=True)
     src_path = settings.resolved_database_url.removeprefix("sqlite:///")
