@@ -2,8 +2,8 @@
 
 Rows are read one at a time (Parquet: one row group at a time), converted to the declared column types and
 collected into chunks of ``chunk_rows`` rows. Nothing is kept of a chunk once it has been handed on, so the
-memory an upload needs is one chunk plus the set of row keys seen (8 bytes of hash per row, to find
-duplicates) — not the file.
+memory an upload needs is one chunk plus 12 bytes per row (an 8-byte hash of its key and its row number, in
+compact arrays, to find duplicate keys once all rows are read) — not a second copy of the file.
 
 Every problem is reported with the row it is on (row 1 is the CSV header or the first NDJSON line; for
 Parquet, row 1 is the first data row), up to :data:`MAX_REPORTED` of them; after the first problem no more
@@ -19,10 +19,13 @@ import io
 import json
 import math
 import re
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, Any
+
+import numpy as np
 
 from pps.datasets.schema import ColumnSpec, ColumnType, DatasetSchema
 from pps.errors import InvalidUSCC, UploadRejected
@@ -169,7 +172,8 @@ class Chunker:
     problems: list[RowProblem] = field(default_factory=list)
     problem_count: int = 0
     rows: int = 0
-    _seen: set[int] = field(default_factory=set)
+    _digests: array[int] = field(default_factory=lambda: array("Q"))
+    _row_numbers: array[int] = field(default_factory=lambda: array("L"))
     _buffer: dict[str, list[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -207,12 +211,8 @@ class Chunker:
                 self.problem(row, name, "key columns must not be empty")
                 return None
         key = "\x1f".join(str(typed[k]) for k in self._keys).encode()
-        digest = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
-        if digest in self._seen:
-            shown = ", ".join(f"{k}={typed[k]}" for k in self._keys)
-            self.problem(row, None, f"duplicate key ({shown})")
-            return None
-        self._seen.add(digest)
+        self._digests.append(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
+        self._row_numbers.append(row)
         self.rows += 1
         if self.problem_count:
             return None  # keep validating to report every problem, but stop producing chunks
@@ -244,7 +244,22 @@ class Chunker:
         if self.problem_count:
             raise rejected(self.problems, self.problem_count)
 
+    def _check_duplicates(self) -> None:
+        digests = np.frombuffer(self._digests, dtype=np.uint64)
+        if len(digests) < 2:
+            return
+        order = np.argsort(digests, kind="stable")
+        same = np.flatnonzero(digests[order][1:] == digests[order][:-1])
+        rows = np.frombuffer(
+            self._row_numbers, dtype=np.uint32 if self._row_numbers.itemsize == 4 else np.uint64
+        )
+        dupes = sorted((int(rows[order[i + 1]]), int(rows[order[i]])) for i in same)
+        keys = ", ".join(self._keys)
+        for row, first in dupes:
+            self.problem(row, None, f"duplicate key: the same ({keys}) as row {first}")
+
     def finish(self) -> None:
+        self._check_duplicates()
         if self.problem_count:
             raise rejected(self.problems, self.problem_count)
         if self.rows == 0:
