@@ -60,7 +60,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from pps.identity.uscc import ALPHABET, WEIGHTS
+from models.uscc import ALPHABET, WEIGHTS
 
 Array = npt.NDArray[Any]
 """A column or intermediate array (float64, int64, bool, datetime64[D] or object holding ``str``)."""

@@ -7,11 +7,12 @@ organisation code (9) and a check character. Characters come from ``0-9`` and th
 
 from __future__ import annotations
 
+from models.uscc import ALPHABET, WEIGHTS
 from pps.errors import InvalidUSCC
 
-ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+__all__ = ["ALPHABET", "WEIGHTS", "check_character", "make_uscc", "mask_uscc", "validate_uscc"]
+
 _VALUE = {c: i for i, c in enumerate(ALPHABET)}
-WEIGHTS = tuple(pow(3, i, 31) for i in range(17))  # 1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, ...
 
 
 def check_character(first17: str) -> str:
