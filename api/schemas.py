@@ -10,6 +10,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pps.consent import Terms
 from pps.datasets.schema import DatasetSchema
 from pps.ledger.checkpoint import Checkpoint
 from pps.storage.tables import ApiToken, Consent, Dataset, DatasetVersion, Organization, Role
@@ -265,6 +266,16 @@ class ConsentTerms(Request):
     valid_from: datetime | None = Field(None, description="default: now")
     valid_until: datetime
     max_uses: int | None = Field(None, ge=1, le=1_000_000)
+
+    def terms(self) -> Terms:
+        return Terms(
+            purpose=self.purpose,
+            scope=[i.model_dump() for i in self.scope],
+            operations=self.operations,
+            valid_until=self.valid_until,
+            valid_from=self.valid_from,
+            max_uses=self.max_uses,
+        )
 
 
 class ConsentGrant(ConsentTerms):

@@ -30,7 +30,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-console = Console()
+console = Console(width=120)
 
 
 def make_csv(rows: int) -> tuple[bytes, dict[str, object]]:

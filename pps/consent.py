@@ -18,6 +18,7 @@ can verify it offline (``pps consent verify-receipt``); every later use names th
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -54,6 +55,20 @@ PURPOSES: dict[str, str] = {
 """The purpose catalogue: every computation names one of these."""
 
 MAX_VALIDITY = timedelta(days=3 * 366)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What a consent covers; checked by :class:`ConsentService` before anything is stored."""
+
+    purpose: str
+    scope: list[dict[str, Any]]
+    """``[{"dataset_id": ..., "fields": [...]}]``; ``"*"`` stands for every C1 field"""
+    operations: list[str]
+    valid_until: datetime
+    valid_from: datetime | None = None
+    """default: now"""
+    max_uses: int | None = None
 
 
 def check_purpose(purpose: str) -> str:
@@ -154,31 +169,14 @@ class ConsentService:
         *,
         subject: Organization,
         bank_org_id: str,
-        purpose: str,
-        scope: list[dict[str, Any]],
-        operations: list[str],
-        valid_from: datetime | None,
-        valid_until: datetime,
-        max_uses: int | None,
+        terms: Terms,
         actor: Actor,
         request_id: str | None = None,
         now: datetime | None = None,
     ) -> Consent:
         """The subject grants consent directly."""
         now = now or utcnow()
-        consent = self._new(
-            session,
-            subject=subject,
-            bank_org_id=bank_org_id,
-            purpose=purpose,
-            scope=scope,
-            operations=operations,
-            valid_from=valid_from or now,
-            valid_until=valid_until,
-            max_uses=max_uses,
-            requested_by="subject",
-            now=now,
-        )
+        consent = self._new(session, subject, bank_org_id, terms, requested_by="subject", now=now)
         return self._activate(session, consent, actor=actor, request_id=request_id, now=now)
 
     def request(
@@ -187,12 +185,7 @@ class ConsentService:
         *,
         bank: Organization,
         subject_uscc: str,
-        purpose: str,
-        scope: list[dict[str, Any]],
-        operations: list[str],
-        valid_from: datetime | None,
-        valid_until: datetime,
-        max_uses: int | None,
+        terms: Terms,
         actor: Actor,
         request_id: str | None = None,
         now: datetime | None = None,
@@ -204,52 +197,38 @@ class ConsentService:
         ).scalar_one_or_none()
         if subject is None or subject.disabled_at is not None:
             raise InvalidInput(f"no enterprise with USCC {subject_uscc} is on the platform")
-        consent = self._new(
-            session,
-            subject=subject,
-            bank_org_id=bank.id,
-            purpose=purpose,
-            scope=scope,
-            operations=operations,
-            valid_from=valid_from or now,
-            valid_until=valid_until,
-            max_uses=max_uses,
-            requested_by="bank",
-            now=now,
-        )
+        consent = self._new(session, subject, bank.id, terms, requested_by="bank", now=now)
         self.ledger.append(session, self._draft("consent.request", consent, actor, request_id), now=now)
         return consent
 
     def _new(
         self,
         session: Session,
-        *,
         subject: Organization,
         bank_org_id: str,
-        purpose: str,
-        scope: list[dict[str, Any]],
-        operations: list[str],
-        valid_from: datetime,
-        valid_until: datetime,
-        max_uses: int | None,
+        terms: Terms,
+        *,
         requested_by: str,
         now: datetime,
     ) -> Consent:
         if subject.role is not Role.subject or subject.uscc is None:
             raise InvalidInput("only an enterprise (a subject organisation) can give consent")
         self._bank(session, bank_org_id)
-        ops = self._check_terms(purpose, operations, valid_from, valid_until, max_uses, now)
+        valid_from = terms.valid_from or now
+        ops = self._check_terms(
+            terms.purpose, terms.operations, valid_from, terms.valid_until, terms.max_uses, now
+        )
         consent = Consent(
             id=new_id("cns"),
             subject_org_id=subject.id,
             subject_uscc=subject.uscc,
             bank_org_id=bank_org_id,
-            purpose=purpose,
-            scope_json=json.dumps(self._resolve_scope(session, scope)),
+            purpose=terms.purpose,
+            scope_json=json.dumps(self._resolve_scope(session, terms.scope)),
             operations_json=json.dumps(ops),
             valid_from=valid_from,
-            valid_until=valid_until,
-            max_uses=max_uses,
+            valid_until=terms.valid_until,
+            max_uses=terms.max_uses,
             uses=0,
             state=ConsentState.requested,
             requested_by=requested_by,

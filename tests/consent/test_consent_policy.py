@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pps.consent import verify_receipt
+from pps.consent import Terms, verify_receipt
 from pps.datasets.schema import DatasetSchema
 from pps.errors import Conflict, InvalidInput, ProofVerificationError
 from pps.ledger.entry import OPERATOR, Actor, ObjectRef
@@ -49,7 +49,6 @@ class World:
     def grant(self, subject: OrgHandle, **overrides: Any) -> Consent:
         now = utcnow()
         terms: dict[str, Any] = {
-            "bank_org_id": self.bank.id,
             "purpose": "loan_underwriting",
             "scope": [{"dataset_id": self.ds, "fields": ["tax_paid", "headcount", "*"]}],
             "operations": ["score", "psi"],
@@ -57,13 +56,15 @@ class World:
             "valid_until": now + timedelta(days=30),
             "max_uses": None,
         }
+        bank = overrides.pop("bank_org_id", self.bank.id)
         terms.update(overrides)
         with self.rt.db.transaction() as s:
             return self.rt.consents.grant(
                 s,
-                subject=s.get(Organization, subject.id),
+                subject=s.get(Organization, subject.id),  # type: ignore[arg-type]
+                bank_org_id=bank,
+                terms=Terms(**terms),
                 actor=Actor(subject.id, "subject"),
-                **terms,  # type: ignore[arg-type]
             )
 
     def request(self, fields: tuple[str, ...] = ("tax_paid",), operation: str = "score") -> Request:
@@ -175,26 +176,27 @@ def test_request_approve_deny_and_receipts(world: World, runtime: Runtime) -> No
         bank = sess.get(Organization, world.bank.id)
         asked = runtime.consents.request(
             sess,
-            bank=bank,
-            subject_uscc=subject.uscc,
-            purpose="post_loan_monitoring",  # type: ignore[arg-type]
-            scope=[{"dataset_id": world.ds, "fields": ["tax_paid"]}],
-            operations=["score"],
-            valid_from=None,
-            valid_until=utcnow() + timedelta(days=90),
-            max_uses=12,
+            bank=bank,  # type: ignore[arg-type]
+            subject_uscc=subject.uscc,  # type: ignore[arg-type]
+            terms=Terms(
+                "post_loan_monitoring",
+                [{"dataset_id": world.ds, "fields": ["tax_paid"]}],
+                ["score"],
+                utcnow() + timedelta(days=90),
+                max_uses=12,
+            ),
             actor=Actor(world.bank.id, "bank"),
         )
         asked2 = runtime.consents.request(
             sess,
-            bank=bank,
-            subject_uscc=subject.uscc,
-            purpose="risk_statistics",  # type: ignore[arg-type]
-            scope=[{"dataset_id": world.ds, "fields": ["headcount"]}],
-            operations=["aggregate"],
-            valid_from=None,
-            valid_until=utcnow() + timedelta(days=90),
-            max_uses=None,
+            bank=bank,  # type: ignore[arg-type]
+            subject_uscc=subject.uscc,  # type: ignore[arg-type]
+            terms=Terms(
+                "risk_statistics",
+                [{"dataset_id": world.ds, "fields": ["headcount"]}],
+                ["aggregate"],
+                utcnow() + timedelta(days=90),
+            ),
             actor=Actor(world.bank.id, "bank"),
         )
     assert asked.state.value == "requested" and asked.receipt is None
