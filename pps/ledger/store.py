@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from pps.errors import InvalidProofRequest, LedgerIntegrityError, NotFound
@@ -36,7 +36,7 @@ from pps.storage.tables import (
 )
 
 HEAD_ID = 1
-_NODE_CHUNK = 400  # (level, index) pairs per IN query
+_NODE_CHUNK = 100  # (level, index) pairs per query
 _HEAD = cast(Table, LedgerHead.__table__)
 _ENTRIES = cast(Table, LedgerEntry.__table__)
 _SUBJECTS = cast(Table, LedgerEntrySubject.__table__)
@@ -54,6 +54,18 @@ def _involving(org_id: str, uscc: str | None) -> ColumnElement[bool]:
         .exists()
     )
     return or_(by_actor, touching)
+
+
+_LOCK_HEAD = select(_HEAD.c.size, _HEAD.c.frontier).where(_HEAD.c.id == HEAD_ID).with_for_update()
+_ADVANCE_HEAD = (
+    _HEAD.update()
+    .where(_HEAD.c.id == HEAD_ID)
+    .values(size=bindparam("new_size"), frontier=bindparam("new_frontier"))
+)
+_INSERT_ENTRIES = _ENTRIES.insert()
+_INSERT_SUBJECTS = _SUBJECTS.insert()
+_INSERT_OBJECTS = _OBJECTS.insert()
+_INSERT_NODES = _NODES.insert()
 
 
 def _split_frontier(size: int, blob: bytes) -> list[bytes]:
@@ -165,25 +177,19 @@ class Ledger:
             stack.append((level, node_index, h))
             appended.append(AppendedEntry(index, leaf, data))
         conn = session.connection()
-        conn.execute(_ENTRIES.insert(), entry_rows)
+        conn.execute(_INSERT_ENTRIES, entry_rows)
         if subject_rows:
-            conn.execute(_SUBJECTS.insert(), subject_rows)
+            conn.execute(_INSERT_SUBJECTS, subject_rows)
         if object_rows:
-            conn.execute(_OBJECTS.insert(), object_rows)
-        conn.execute(_NODES.insert(), node_rows)
+            conn.execute(_INSERT_OBJECTS, object_rows)
+        conn.execute(_INSERT_NODES, node_rows)
         conn.execute(
-            _HEAD.update()
-            .where(_HEAD.c.id == HEAD_ID)
-            .values(size=size + len(drafts), frontier=b"".join(h for _, _, h in stack))
+            _ADVANCE_HEAD, {"new_size": size + len(drafts), "new_frontier": b"".join(h for _, _, h in stack)}
         )
         return appended
 
     def _lock_head(self, session: Session) -> tuple[int, list[bytes]]:
-        row = (
-            session.connection()
-            .execute(select(_HEAD.c.size, _HEAD.c.frontier).where(_HEAD.c.id == HEAD_ID).with_for_update())
-            .one_or_none()
-        )
+        row = session.connection().execute(_LOCK_HEAD).one_or_none()
         if row is None:
             raise LedgerIntegrityError("the ledger head row is missing; run `pps db upgrade`")
         return row.size, _split_frontier(row.size, bytes(row.frontier))
@@ -191,14 +197,13 @@ class Ledger:
     def _nodes(self, session: Session, coords: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
         wanted = sorted(set(coords))
         found: dict[merkle.NodeId, bytes] = {}
+        conn = session.connection()
         for start in range(0, len(wanted), _NODE_CHUNK):
             chunk = wanted[start : start + _NODE_CHUNK]
-            rows = session.execute(
-                select(LedgerNode.level, LedgerNode.index, LedgerNode.hash).where(
-                    tuple_(LedgerNode.level, LedgerNode.index).in_(chunk)
-                )
-            )
-            found.update({(level, index): h for level, index, h in rows})
+            # an OR of primary-key equalities: SQLite answers a row-value IN (...) with a full scan
+            match = or_(*(and_(_NODES.c.level == level, _NODES.c.index == index) for level, index in chunk))
+            rows = conn.execute(select(_NODES.c.level, _NODES.c.index, _NODES.c.hash).where(match))
+            found.update({(level, index): bytes(h) for level, index, h in rows})
         missing = [c for c in wanted if c not in found]
         if missing:
             level, index = missing[0]
