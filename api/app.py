@@ -15,7 +15,7 @@ import pps
 from api import errors
 from api.deps import declared_roles
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from api.routers import audit, consent, datasets, identity, system
+from api.routers import audit, consent, datasets, identity, jobs, system
 from pps.runtime import Runtime
 from pps.settings import Settings, get_settings
 
@@ -23,9 +23,13 @@ log = logging.getLogger("pps.api")
 
 
 async def _publish_periodically(rt: Runtime, interval: float) -> None:
-    """Publish a checkpoint every ``interval`` seconds whenever the ledger has grown."""
+    """Every ``interval`` seconds: publish a checkpoint if the ledger has grown; purge expired job results."""
 
     def publish_if_grown() -> None:
+        with rt.db.transaction() as session:
+            purged = rt.jobs.purge_expired(session)
+        if purged:
+            log.info("purged the results of %d expired job(s)", purged)
         with rt.db.transaction(write=False) as session:
             latest = rt.ledger.latest_checkpoint(session)
             if latest is not None and latest.tree_size == rt.ledger.size(session):
@@ -49,6 +53,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = None
+        interrupted, requeued = await run_in_threadpool(rt.jobs.recover)
+        if interrupted or requeued:
+            log.warning("jobs after restart: %d interrupted (failed), %d queued again", interrupted, requeued)
         if rt.settings.checkpoint_interval_seconds > 0:
             task = asyncio.create_task(_publish_periodically(rt, rt.settings.checkpoint_interval_seconds))
         try:
@@ -90,6 +97,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
     datasets.router,
     consent.router,
+    jobs.router,
 )
 """Every router of the API. Each route must declare exactly one guard (see ``api.deps``)."""
 

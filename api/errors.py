@@ -32,6 +32,7 @@ STATUS: dict[type[e.PPSError], int] = {
     e.AuthenticationError: 401,
     e.Forbidden: 403,
     e.NotFound: 404,
+    e.Gone: 410,
     e.Conflict: 409,
     e.ProofVerificationError: 422,
     e.LedgerIntegrityError: 500,

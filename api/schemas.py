@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pps.consent import Terms
 from pps.datasets.schema import DatasetSchema
 from pps.ledger.checkpoint import Checkpoint
-from pps.storage.tables import ApiToken, Consent, Dataset, DatasetVersion, Organization, Role
+from pps.storage.tables import ApiToken, Consent, Dataset, DatasetVersion, Job, Organization, Role
 
 T = TypeVar("T")
 
@@ -355,3 +355,42 @@ class PolicyCheckOut(BaseModel):
     allowed: int
     denied: dict[str, int]
     decisions: list[DecisionOut]
+
+
+# --- jobs --------------------------------------------------------------------------------------------
+
+
+class JobPublic(BaseModel):
+    id: str
+    kind: str
+    owner_org_id: str
+    purpose: str | None
+    state: str
+    progress: dict[str, int]
+    params: dict[str, Any]
+    summary: dict[str, Any] | None
+    error: dict[str, str] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    expires_at: datetime
+    result_available: bool
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            owner_org_id=job.owner_org_id,
+            purpose=job.purpose,
+            state=job.state.value,
+            progress={"done": job.progress_done, "total": job.progress_total},
+            params=json.loads(job.params_json),
+            summary=json.loads(job.summary_json) if job.summary_json else None,
+            error={"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            expires_at=job.expires_at,
+            result_available=job.state.value == "succeeded" and job.result_deleted_at is None,
+        )

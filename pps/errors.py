@@ -107,6 +107,12 @@ class NotFound(PPSError):
     code = "not_found"
 
 
+class Gone(PPSError):
+    """The object existed but what was asked for is no longer there (an expired or deleted job result)."""
+
+    code = "gone"
+
+
 class Conflict(PPSError):
     """The request contradicts the current state (a duplicate, a second bootstrap, ...)."""
 
@@ -155,6 +161,12 @@ class DataIntegrityError(PPSError):
     """Stored encrypted data does not authenticate: it was changed, swapped or truncated."""
 
     code = "data_integrity_error"
+
+
+class JobCancelled(PPSError):
+    """Raised inside a running job when its cancellation was requested."""
+
+    code = "job_cancelled"
 
 
 class ServiceUnavailable(PPSError):

@@ -7,10 +7,12 @@ that every entry point runs the same wiring.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pps.consent import ConsentService
 from pps.datasets.service import DatasetService
 from pps.identity.service import IdentityService
+from pps.jobs import JobService
 from pps.keys import LEDGER_SIGNING_KEY_FILE, RECEIPT_SIGNING_KEY_FILE, load_or_create_ed25519
 from pps.kms import LocalFileKMS
 from pps.ledger.checkpoint import NoteSigner
@@ -31,6 +33,7 @@ class Runtime:
     datasets: DatasetService
     consents: ConsentService
     policy: PolicyEngine
+    jobs: JobService
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_schema: bool | None = None) -> Runtime:
@@ -53,7 +56,14 @@ class Runtime:
             datasets=datasets,
             consents=consents,
             policy=PolicyEngine(ledger),
+            jobs=JobService(
+                db,
+                ledger,
+                workers=settings.job_workers,
+                result_ttl=timedelta(hours=settings.job_result_ttl_hours),
+            ),
         )
 
     def close(self) -> None:
+        self.jobs.shutdown(wait=True)
         self.db.dispose()

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     page_size_default: int = Field(50, ge=1)
     page_size_max: int = Field(500, ge=1)
     token_ttl_days: int = Field(90, ge=1, le=3650, description="default lifetime of an issued API token")
+    job_workers: int = Field(2, ge=1, le=64, description="threads that run jobs in this process")
+    job_result_ttl_hours: float = Field(168.0, gt=0, description="how long a job's result is kept")
     auto_migrate: bool = Field(True, description="apply Alembic migrations when the service starts")
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
 

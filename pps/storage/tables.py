@@ -292,3 +292,59 @@ class Consent(Base):
     decision_note: Mapped[str | None] = mapped_column(String(500))
     receipt: Mapped[str | None] = mapped_column(Text)
     """the signed consent receipt (a signed note over canonical JSON), once granted"""
+
+
+# --- jobs --------------------------------------------------------------------------------------------
+
+
+class JobState(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_JOB_STATES = frozenset({JobState.succeeded, JobState.failed, JobState.cancelled})
+
+
+class Job(Base):
+    """A persisted computation: accepted (stored) before it runs, and always ending in a terminal state."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_owner_org_id_created_at", "owner_org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    owner_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[JobState] = mapped_column(
+        SAEnum(JobState, native_enum=False, length=16, validate_strings=True, create_constraint=False),
+        index=True,
+    )
+    params_json: Mapped[str] = mapped_column(Text)
+    """what the job computes, as the service fixed it (never secrets or raw records)"""
+    progress_done: Mapped[int] = mapped_column(BigInteger)
+    progress_total: Mapped[int] = mapped_column(BigInteger)
+    cancel_requested: Mapped[bool]
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(String(1000))
+    summary_json: Mapped[str | None] = mapped_column(Text)
+    """what the requester may know about the outcome (counts, subjects not served and why)"""
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime]
+    result_deleted_at: Mapped[datetime | None]
+
+
+class JobBlob(Base):
+    """Bytes that belong to a job: its input (``role='input'``) and, once released, its result."""
+
+    __tablename__ = "job_blobs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)

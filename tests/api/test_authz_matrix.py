@@ -12,6 +12,8 @@ from fastapi.routing import APIRoute
 
 from api.app import ROUTERS
 from api.deps import declared_roles
+from pps.jobs import JobContext, JobOutcome
+from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from pps.storage.tables import Role
 from tests.conftest import OrgFactory, OrgHandle
@@ -70,6 +72,7 @@ class Party:
 
     consents: dict[str, str]
     bodies: dict[str, Any]
+    jobs: dict[str, str]
 
     def fill(self, path: str, method: str = "GET") -> str:
         if method == "DELETE" and "{dataset_id}" in path:
@@ -77,6 +80,8 @@ class Party:
         if "{consent_id}" in path:
             action = "/" + path.rsplit("/", 1)[1] if path.endswith(("/revoke", "/approve", "/deny")) else ""
             path = path.replace("{consent_id}", self.consents[action])
+        if "{job_id}" in path:
+            path = path.replace("{job_id}", self.jobs["/cancel" if path.endswith("/cancel") else ""])
         if path.endswith("/disable"):
             return path.replace("{org_id}", self.disposable.id)
         return (
@@ -87,10 +92,27 @@ class Party:
         )
 
 
+def _matrix_job(ctx: JobContext) -> JobOutcome:
+    return JobOutcome(result=b"done", media_type="text/plain", finalize=lambda _s: {"ok": 1})
+
+
+def _job(runtime: Runtime, org: OrgHandle, *, run: bool) -> str:
+    with runtime.db.transaction() as s:
+        job_id = runtime.jobs.submit(
+            s, kind="matrix", actor=Actor(org.id, org.role.value), purpose=None, params={}
+        ).id
+    if run:
+        runtime.jobs.run(job_id)
+    return job_id
+
+
 @pytest.fixture
-def parties(make_org: OrgFactory, http: Callable[..., httpx.Client]) -> dict[Role, Party]:
+def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Runtime) -> dict[Role, Party]:
     made = {role: Party(make_org(role), http, make_org(Role.bank)) for role in Role}
     subject, bank = made[Role.subject], made[Role.bank]
+    runtime.jobs.register("matrix", _matrix_job)
+    for party in made.values():
+        party.jobs = {"": _job(runtime, party.org, run=True), "/cancel": _job(runtime, party.org, run=False)}
     terms = consent_terms(made)
     active = [
         subject.client.post("/v1/consents", json={**terms, "bank_org_id": bank.org.id}) for _ in range(2)
@@ -148,9 +170,10 @@ def call(client: httpx.Client, route: APIRoute, path: str, n: int, bodies: dict[
 
 @pytest.mark.slow
 def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx.Client]) -> None:
-    for role in (Role.platform_admin, Role.auditor):  # they read every dataset's metadata by design
+    for role in (Role.platform_admin, Role.auditor):  # they read every dataset's and job's metadata by design
         parties[role].dataset_id = parties[Role.data_provider].dataset_id
         parties[role].disposable_dataset_id = parties[Role.data_provider].disposable_dataset_id
+        parties[role].jobs = parties[Role.bank].jobs
     anonymous = http()
     failures = []
     n = 0
@@ -197,6 +220,8 @@ def test_cross_tenant_matrix(parties: dict[Role, Party], runtime: Runtime) -> No
                     continue
                 if caller_role is Role.auditor and route.path.startswith(("/v1/audit/", "/v1/datasets/")):
                     continue  # auditors read every entry and every dataset's metadata by design
+                if caller_role is Role.auditor and route.path == "/v1/jobs/{job_id}":
+                    continue  # and every job's metadata (never results)
                 n += 1
                 caller, owner = parties[caller_role], parties[owner_role]
                 r = call(caller.client, route, owner.fill(route.path), n, owner.bodies)
