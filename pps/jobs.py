@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +42,26 @@ from pps.storage.tables import TERMINAL_JOB_STATES, Job, JobBlob, JobState, new_
 log = logging.getLogger("pps.jobs")
 
 PROGRESS_INTERVAL_S = 0.5
+RUNNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _runner_alive(runner: str | None) -> bool:
+    if not runner or ":" not in runner:
+        return False
+    host, _, pid = runner.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another host's worker: not ours to judge
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False  # this process is starting up: whatever it "ran" before is gone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -108,9 +130,14 @@ class JobService:
                 self._pool = None
 
     def recover(self) -> tuple[int, int]:
-        """After a restart: fail what was running (it cannot resume), queue again what was queued."""
+        """After a (re)start: fail the jobs whose process died (they cannot resume), queue the queued ones.
+
+        A running job counts as dead if its runner is this host and that process no longer exists (or no
+        runner was recorded); jobs run by live processes — other API workers — are left alone.
+        """
         with self.db.transaction() as s:
-            interrupted = list(s.execute(select(Job).where(Job.state == JobState.running)).scalars())
+            running = list(s.execute(select(Job).where(Job.state == JobState.running)).scalars())
+            interrupted = [j for j in running if not _runner_alive(j.runner)]
             for job in interrupted:
                 self._finish(
                     s,
@@ -185,7 +212,7 @@ class JobService:
     def run(self, job_id: str) -> None:
         """Run one job to a terminal state (called on an executor thread, or directly in tests)."""
         with self.db.transaction() as s:
-            job = s.get(Job, job_id)
+            job = s.get(Job, job_id, with_for_update=True)  # two workers may pick up the same queued job
             if job is None or job.state is not JobState.queued:
                 return
             if job.cancel_requested:
@@ -193,6 +220,7 @@ class JobService:
                 return
             job.state = JobState.running
             job.started_at = utcnow()
+            job.runner = RUNNER
             blob = s.get(JobBlob, (job_id, "input"))
             ctx = JobContext(
                 job_id=job.id,

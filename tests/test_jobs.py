@@ -162,6 +162,20 @@ def test_after_a_crash_running_jobs_fail_and_queued_ones_run(jobs_rt: Runtime, m
     assert state(jobs_rt, was_queued).state is JobState.succeeded
 
 
+def test_recovery_leaves_jobs_of_live_workers_alone(jobs_rt: Runtime, make_org: OrgFactory) -> None:
+    import socket
+
+    bank = make_org(Role.bank)
+    live, dead = submit(jobs_rt, bank), submit(jobs_rt, bank)
+    host = socket.gethostname()
+    with jobs_rt.db.transaction() as s:  # pid 1 always exists; 2**22 + 7 does not
+        s.execute(update(Job).where(Job.id == live).values(state=JobState.running, runner=f"{host}:1"))
+        s.execute(update(Job).where(Job.id == dead).values(state=JobState.running, runner=f"{host}:{2**22 + 7}"))
+    assert jobs_rt.jobs.recover() == (1, 0)
+    assert state(jobs_rt, live).state is JobState.running
+    assert state(jobs_rt, dead).error_code == "interrupted"
+
+
 def test_jobs_over_the_api(jobs_rt: Runtime, make_org: OrgFactory, http: Callable[..., httpx.Client]) -> None:
     bank, other_bank = make_org(Role.bank), make_org(Role.bank)
     admin = make_org(Role.platform_admin)

@@ -327,6 +327,8 @@ class Job(Base):
     progress_done: Mapped[int] = mapped_column(BigInteger)
     progress_total: Mapped[int] = mapped_column(BigInteger)
     cancel_requested: Mapped[bool]
+    runner: Mapped[str | None] = mapped_column(String(100))
+    """``host:pid`` of the process running it, so a restart can tell its own dead jobs from live ones"""
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(String(1000))
     summary_json: Mapped[str | None] = mapped_column(Text)

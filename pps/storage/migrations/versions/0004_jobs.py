@@ -31,6 +31,7 @@ def upgrade() -> None:
     sa.Column('progress_done', sa.BigInteger(), nullable=False),
     sa.Column('progress_total', sa.BigInteger(), nullable=False),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
+    sa.Column('runner', sa.String(length=100), nullable=True),
     sa.Column('error_code', sa.String(length=64), nullable=True),
     sa.Column('error_message', sa.String(length=1000), nullable=True),
     sa.Column('summary_json', sa.Text(), nullable=True),
