@@ -129,3 +129,7 @@ def declared_roles(route: APIRoute) -> frozenset[Role] | None:
             found.append(dep.call.roles)
         stack.extend(dep.dependencies)
     return found[0] if len(found) == 1 else None
+
+
+MAX_INDEX = 2**63 - 1
+"""Largest value a BIGINT column holds: bigger ids and cursors are refused at the door (422)."""

@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pps.consent import Terms
 from pps.datasets.schema import DatasetSchema
@@ -263,8 +263,8 @@ class ConsentTerms(Request):
     purpose: str = Field(max_length=64)
     scope: list[ScopeItemIn] = Field(min_length=1, max_length=100)
     operations: list[str] = Field(min_length=1, max_length=5)
-    valid_from: datetime | None = Field(None, description="default: now")
-    valid_until: datetime
+    valid_from: AwareDatetime | None = Field(None, description="default: now; with a timezone")
+    valid_until: AwareDatetime = Field(description="with a timezone, e.g. 2027-01-01T00:00:00Z")
     max_uses: int | None = Field(None, ge=1, le=1_000_000)
 
     def terms(self) -> Terms:

@@ -302,7 +302,7 @@ def audit_verify(
                 console=err_console,
                 transient=True,
             ) as bar,
-            rt.db.transaction(write=False) as session,
+            rt.db.transaction(write=False, snapshot=True) as session,
         ):
             tasks: dict[str, Any] = {}
 
@@ -365,7 +365,10 @@ def audit_export(
         with rt.db.transaction() as session:
             cp = rt.ledger.publish_checkpoint(session)
         try:
-            with partial.open("w", encoding="utf-8") as fh, rt.db.transaction(write=False) as session:
+            with (
+                partial.open("w", encoding="utf-8") as fh,
+                rt.db.transaction(write=False, snapshot=True) as session,
+            ):
                 header = {
                     "format": "pps-audit-export/1",
                     "origin": rt.ledger.origin,

@@ -136,6 +136,8 @@ class ConsentService:
         now: datetime,
     ) -> list[str]:
         check_purpose(purpose)
+        if valid_from.tzinfo is None or valid_until.tzinfo is None:
+            raise InvalidInput("validity times need a timezone, e.g. 2027-01-01T00:00:00Z")
         ops = sorted(set(operations))
         unknown = [o for o in ops if o not in OPERATIONS]
         if unknown or not ops:

@@ -139,7 +139,9 @@ def _check_one(consent: _Grant, req: Request, now: datetime) -> tuple[DenyReason
     if req.operation not in consent.operations:
         return DenyReason.operation_not_covered, f"operation {req.operation} is not granted"
     for dataset_id, fields in req.fields.items():
-        missing = sorted(set(fields) - consent.scope.get(dataset_id, frozenset()))
+        if dataset_id not in consent.scope:
+            return DenyReason.field_not_covered, f"dataset {dataset_id} is not in the consent's scope"
+        missing = sorted(set(fields) - consent.scope[dataset_id])
         if missing:
             return DenyReason.field_not_covered, f"{dataset_id}: {', '.join(missing)} not granted"
     if consent.max_uses is not None and consent.uses >= consent.max_uses:
@@ -171,8 +173,8 @@ class PolicyEngine:
         """Per-subject decisions, in the order of ``req.subjects``. Reads only; spends nothing."""
         now = now or utcnow()
         check_purpose(req.purpose)
-        if not req.fields:
-            raise InvalidInput("a request must name the fields it uses")
+        if not req.fields or any(not fields for fields in req.fields.values()):
+            raise InvalidInput("a request must name, for every dataset it uses, the fields it uses")
         c3 = self._c3_fields(session, req.fields)
         if c3:
             return [
@@ -282,8 +284,9 @@ class PolicyEngine:
         re-evaluated under the row lock, so concurrent releases never spend more uses than granted.
         """
         spent: set[str] = set()
-        for start in range(0, len(consent_ids), 500):
-            chunk = consent_ids[start : start + 500]
+        ordered = sorted(set(consent_ids))  # one lock order for every release: no deadlocks between them
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
             result = session.execute(
                 update(Consent)
                 .where(

@@ -170,7 +170,9 @@ def test_recovery_leaves_jobs_of_live_workers_alone(jobs_rt: Runtime, make_org: 
     host = socket.gethostname()
     with jobs_rt.db.transaction() as s:  # pid 1 always exists; 2**22 + 7 does not
         s.execute(update(Job).where(Job.id == live).values(state=JobState.running, runner=f"{host}:1"))
-        s.execute(update(Job).where(Job.id == dead).values(state=JobState.running, runner=f"{host}:{2**22 + 7}"))
+        s.execute(
+            update(Job).where(Job.id == dead).values(state=JobState.running, runner=f"{host}:{2**22 + 7}")
+        )
     assert jobs_rt.jobs.recover() == (1, 0)
     assert state(jobs_rt, live).state is JobState.running
     assert state(jobs_rt, dead).error_code == "interrupted"

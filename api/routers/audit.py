@@ -8,14 +8,14 @@ are standard base64, as in the transparency-dev test vectors; ``docs/audit.md`` 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.orm import Session
 
-from api.deps import PUBLIC, Caller, PageLimit, RuntimeDep, allow
+from api.deps import MAX_INDEX, PUBLIC, Caller, PageLimit, RuntimeDep, allow
 from api.schemas import (
     CheckpointOut,
     ConsistencyOut,
@@ -111,7 +111,7 @@ def checkpoints(
     caller: Reader,
     rt: RuntimeDep,
     limit: PageLimit,
-    after: Annotated[int | None, Query(ge=0, description="tree size to continue after")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_INDEX, description="tree size to continue after")] = None,
 ) -> Page[CheckpointOut]:
     with rt.db.transaction(write=False) as session:
         cps = rt.ledger.checkpoints(session, after_size=after, limit=limit)
@@ -131,11 +131,16 @@ def entries(
     purpose: Annotated[str | None, Query(max_length=64)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    after: Annotated[int | None, Query(ge=-1, description="index to continue after")] = None,
+    after: Annotated[int | None, Query(ge=-1, le=MAX_INDEX, description="index to continue after")] = None,
 ) -> Page[EntryOut]:
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise InvalidInput(f"{name} needs a timezone, e.g. 2026-11-25T00:00:00Z")
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise InvalidInput(f"{name} is out of range") from None
     flt = EntryFilter(
         actor_org_id=actor,
         action=action,
@@ -153,7 +158,7 @@ def entries(
 
 @router.get("/entries/{index}", summary="one entry with its inclusion proof")
 def entry(
-    index: int,
+    index: Annotated[int, Path(le=MAX_INDEX)],
     caller: AnyRole,
     rt: RuntimeDep,
     tree_size: Annotated[
@@ -192,8 +197,8 @@ def entry(
 def consistency(
     caller: AnyRole,
     rt: RuntimeDep,
-    first: Annotated[int, Query(ge=1)],
-    second: Annotated[int, Query(ge=1)],
+    first: Annotated[int, Query(ge=1, le=MAX_INDEX)],
+    second: Annotated[int, Query(ge=1, le=MAX_INDEX)],
 ) -> ConsistencyOut:
     with rt.db.transaction(write=False) as session:
         proof = rt.ledger.consistency_proof(session, first, second)
@@ -205,7 +210,7 @@ def mine(
     caller: AnyRole,
     rt: RuntimeDep,
     limit: PageLimit,
-    after: Annotated[int | None, Query(ge=-1)] = None,
+    after: Annotated[int | None, Query(ge=-1, le=MAX_INDEX)] = None,
 ) -> MineOut:
     flt = EntryFilter(involving=(caller.org_id, caller.uscc))
     cp = _current_checkpoint(rt)

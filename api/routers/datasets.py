@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Caller, PageLimit, RuntimeDep, allow
+from api.deps import MAX_INDEX, Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.routers.audit import entry_out, masked_entry_out
 from api.schemas import (
@@ -38,7 +38,7 @@ router = APIRouter(prefix="/v1", tags=["datasets"])
 Provider = Annotated[Caller, allow(Role.data_provider)]
 MetaReader = Annotated[Caller, allow(Role.data_provider, Role.platform_admin, Role.auditor)]
 Subject = Annotated[Caller, allow(Role.subject)]
-CatalogReader = Annotated[Caller, allow(Role.bank, Role.data_provider, Role.platform_admin, Role.auditor)]
+CatalogReader = Annotated[Caller, allow(Role.bank, Role.platform_admin, Role.auditor)]
 
 UPLOAD_PATH = r"/v1/datasets/[^/]+/versions"
 
@@ -144,7 +144,7 @@ def lineage(
     caller: MetaReader,
     rt: RuntimeDep,
     limit: PageLimit,
-    after: Annotated[int | None, Query(ge=-1)] = None,
+    after: Annotated[int | None, Query(ge=-1, le=MAX_INDEX)] = None,
 ) -> Page[EntryOut]:
     with rt.db.transaction(write=False) as session:
         ds = rt.datasets.get(session, dataset_id, include_deleted=True)

@@ -79,6 +79,10 @@ def _text(v: Any, from_text: bool) -> str:
         raise _Bad(f"expected text, got {type(v).__name__}")
     if len(v) > MAX_TEXT:
         raise _Bad(f"text longer than {MAX_TEXT} characters")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Bad("text is not valid Unicode (a lone surrogate)") from None
     return v
 
 
@@ -109,7 +113,10 @@ def _float(v: Any, from_text: bool) -> float:
             raise _Bad(f"{v!r} is not a number") from None
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise _Bad(f"expected a number, got {type(v).__name__}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        raise _Bad("number out of range") from None
     if not math.isfinite(f):
         raise _Bad("numbers must be finite (no NaN or infinity)")
     return f
@@ -270,7 +277,9 @@ class Chunker:
 
 
 def _csv_rows(stream: IO[bytes], chunker: Chunker) -> Iterator[dict[str, list[Any]]]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
+    text = io.TextIOWrapper(
+        stream, encoding="utf-8-sig", errors="strict", newline=""
+    )  # a BOM is not a column
     reader = csv.reader(text, strict=True)
     try:
         header = next(reader)
@@ -299,6 +308,9 @@ def _ndjson_rows(stream: IO[bytes], chunker: Chunker) -> Iterator[dict[str, list
             continue
         try:
             record = json.loads(line)
+        except RecursionError:
+            chunker.problem(row, None, "JSON nested too deeply")
+            continue
         except (ValueError, UnicodeDecodeError) as exc:
             chunker.problem(row, None, f"not a JSON object: {exc}")
             continue

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,10 +69,17 @@ class Database:
         self._write = sessionmaker(write_engine, expire_on_commit=False)
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Session]:
-        """A session whose work commits at the end of the block, or rolls back on any exception."""
+    def transaction(self, *, write: bool = True, snapshot: bool = False) -> Iterator[Session]:
+        """A session whose work commits at the end of the block, or rolls back on any exception.
+
+        ``snapshot=True`` (read-only work that reads many tables, like verifying the ledger) makes every
+        statement see the same snapshot: PostgreSQL's default READ COMMITTED takes a new one per statement.
+        A SQLite read transaction already sees one snapshot from its first read.
+        """
         factory = self._write if write else self._read
         with factory() as session, session.begin():
+            if snapshot and not self.is_sqlite:
+                session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
             yield session
 
     def dispose(self) -> None:

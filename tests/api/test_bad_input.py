@@ -150,6 +150,17 @@ class TestRefusedRequestsChangeNothing:
         expect(http(admin.token).get("/v1/nothing-here"), 404, "not_found")
         expect(http(admin.token).put("/v1/orgs"), 405, "method_not_allowed")
 
+    def test_out_of_range_numbers_and_times(
+        self, http: Callable[..., httpx.Client], admin: OrgHandle
+    ) -> None:
+        c = http(admin.token)
+        expect(c.get("/v1/audit/entries/" + "9" * 25), 422, "invalid_request")
+        expect(c.get("/v1/audit/entries", params={"after": 10**30}), 422, "invalid_request")
+        expect(
+            c.get("/v1/audit/entries", params={"since": "0001-01-01T00:00:00+01:00"}), 422, "invalid_input"
+        )
+        expect(c.get("/v1/audit/consistency", params={"first": 1, "second": 10**20}), 422, "invalid_request")
+
     def test_unknown_ids(self, http: Callable[..., httpx.Client], admin: OrgHandle) -> None:
         c = http(admin.token)
         expect(c.get("/v1/orgs/org_missing"), 404, "not_found")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -228,3 +229,18 @@ def test_codec_round_trips(ctype: ColumnType, ints: list[Any], floats: list[Any]
         for i in range(len(col))
     ]
     assert [g if col.valid[i] else None for i, g in enumerate(got)] == values
+
+
+def test_hostile_json_records(runtime: Runtime, dataset: Dataset) -> None:
+    rows = tax_rows(3)
+    data = to_ndjson(rows).splitlines(keepends=True)
+    data[0] = re.sub(rb'"tax_paid": [0-9.]+', b'"tax_paid": ' + b"9" * 400, data[0])  # overflows a float
+    data[1] = data[1].replace(b'"note": "', rb'"note": "\ud800')  # a lone surrogate in JSON
+    data[2] = b"[" * 200_000 + b"]" * 200_000 + b"\n"
+    err = bad(runtime, dataset, b"".join(data), UploadFormat.ndjson)
+    assert problems(err) == [(1, "tax_paid"), (2, "note"), (3, None)]
+
+
+def test_a_csv_with_a_byte_order_mark(runtime: Runtime, dataset: Dataset) -> None:
+    version = upload(runtime, dataset, b"\xef\xbb\xbf" + to_csv(tax_rows(2)), UploadFormat.csv)
+    assert version.row_count == 6

@@ -219,3 +219,28 @@ def test_concurrent_appends_never_share_an_index_or_corrupt_the_root(runtime: Ru
         report = verify_ledger(s, runtime.ledger)
     assert report.tree_size == expected
     assert report.checkpoints_checked >= 1
+
+
+@pytest.mark.slow
+def test_verify_sees_one_snapshot_while_the_service_writes(runtime: Runtime) -> None:
+    """On PostgreSQL, READ COMMITTED would show verify a ledger that grows between its queries."""
+    with runtime.db.transaction() as s:
+        runtime.ledger.append_many(s, [draft(i) for i in range(3000)])
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            with runtime.db.transaction() as s:
+                runtime.ledger.append(s, draft(i))
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(3):
+            with runtime.db.transaction(write=False, snapshot=True) as s:
+                verify_ledger(s, runtime.ledger)
+    finally:
+        stop.set()
+        thread.join()
