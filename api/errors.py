@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -132,8 +133,30 @@ class UnhandledErrorMiddleware:
             await response(scope, receive, send)
 
 
+def _database_busy(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OperationalError)
+    text = str(exc.orig).lower() if exc.orig is not None else ""
+    if "locked" in text or "busy" in text or "deadlock" in text or "could not serialize" in text:
+        return JSONResponse(
+            error_body(
+                "busy", "the database is busy with another write; nothing was changed — retry shortly"
+            ),
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
+    log.error("database error in request %s: %s", current_request_id(), exc)
+    return JSONResponse(
+        error_body(
+            "database_unavailable", "the database could not complete the request; nothing was changed"
+        ),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers. The app must also wrap itself in :class:`UnhandledErrorMiddleware`."""
     app.add_exception_handler(e.PPSError, _pps_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_busy)

@@ -242,7 +242,9 @@ class PPSClient:
         """Check a proven entry end to end and return the entry document.
 
         The checkpoint must carry a valid signature by ``verifier``; the entry bytes must hash to the leaf
-        hash; the inclusion proof must lead from that leaf to the checkpoint's root. Raises
+        hash; the inclusion proof must lead from that leaf to the checkpoint's root. A redacted entry (an
+        enterprise's view of a batch entry, without its bytes) is checked for its presence in the log only,
+        and comes back with ``"redacted": True``. Raises
         :class:`~pps.errors.ProofVerificationError` otherwise.
         """
         if not proven.get("checkpoint"):
@@ -252,11 +254,18 @@ class PPSClient:
         cp = verify_checkpoint(proven["checkpoint"]["note"], verifier, origin=verifier.name)
         if cp.tree_size != proven["tree_size"]:
             raise errors.ProofVerificationError("the proof is for another tree size than the checkpoint")
+        proof = [b64d(p) for p in proven["inclusion_proof"]]
+        if not proven["entry_b64"]:  # a redacted entry: only its presence in the signed log can be checked
+            merkle.verify_inclusion(
+                proven["index"], cp.tree_size, b64d(proven["leaf_hash"]), proof, cp.root_hash
+            )
+            redacted: dict[str, Any] = dict(proven["entry"])
+            redacted["redacted"] = True
+            return redacted
         data = b64d(proven["entry_b64"])
         leaf = merkle.leaf_hash(data)
         if leaf != b64d(proven["leaf_hash"]):
             raise errors.ProofVerificationError("the entry bytes do not hash to the given leaf hash")
-        proof = [b64d(p) for p in proven["inclusion_proof"]]
         merkle.verify_inclusion(proven["index"], cp.tree_size, leaf, proof, cp.root_hash)
         doc: dict[str, Any] = json.loads(data)
         if doc.get("index") != proven["index"]:

@@ -80,7 +80,15 @@ def run_demo(data_dir: Path, console: Console) -> bool:
 
     t0 = time.perf_counter()
     shutil.rmtree(data_dir, ignore_errors=True)
-    settings = Settings(data_dir=data_dir, environment="development", checkpoint_interval_seconds=0)
+    # the demo never touches a configured deployment: its own SQLite file and keys, whatever PPS_* says
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        database_url=f"sqlite:///{(data_dir / 'pps.db').as_posix()}",
+        key_dir=data_dir / "keys",
+        environment="development",
+        checkpoint_interval_seconds=0,
+    )
     rt = Runtime.build(settings)
     checks = Checks(console)
 
@@ -358,7 +366,14 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         ).rowcount
     console.print(f"  edited entry {victim} directly in a copy of the database ({changed} row)")
     rt_tampered = Runtime.build(
-        Settings(data_dir=tampered_dir, key_dir=settings.resolved_key_dir, checkpoint_interval_seconds=0)
+        Settings(
+            _env_file=None,
+            data_dir=tampered_dir,
+            database_url=f"sqlite:///{(tampered_dir / 'pps.db').as_posix()}",
+            key_dir=settings.resolved_key_dir,
+            environment="development",
+            checkpoint_interval_seconds=0,
+        )
     )
     try:
         with rt_tampered.db.transaction(write=False) as session:

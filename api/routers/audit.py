@@ -56,10 +56,35 @@ def masked_entry_out(e: StoredEntry) -> EntryOut:
     return EntryOut(index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64="", entry=doc)
 
 
-def proven(session: Session, ledger: Ledger, e: StoredEntry, cp: Checkpoint) -> ProvenEntry:
+REDACTED_KEEP = ("v", "index", "time", "actor", "action", "objects", "purpose", "released", "request_id")
+
+
+def entry_for(e: StoredEntry, caller: Caller) -> EntryOut:
+    """An entry as ``caller`` may see it.
+
+    Auditors and admins, the entry's own actor, and an enterprise that is the entry's only subject get the
+    exact bytes. An enterprise named in an entry together with others (a bank's batch request) gets a
+    redacted view — its own USCC, what was done, by whom, why, and what was released to whom, but not the
+    other enterprises, the consent ids or the counts — with the leaf hash and proof but not the bytes, so it
+    can check that the entry is in the signed log but not re-hash it (auditors can).
+    """
+    doc = json.loads(e.entry)
+    own_action = doc.get("actor", {}).get("org") == caller.org_id
+    only_subject = caller.uscc is not None and doc.get("subjects") == [caller.uscc]
+    if caller.sees_everything or own_action or only_subject or caller.uscc is None:
+        return EntryOut(index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64=b64(e.entry), entry=doc)
+    redacted = {k: doc[k] for k in REDACTED_KEEP if k in doc}
+    redacted.update(subjects=[caller.uscc], consent_ids=[], detail={}, redacted=True)
+    return EntryOut(index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64="", entry=redacted)
+
+
+def proven(
+    session: Session, ledger: Ledger, e: StoredEntry, cp: Checkpoint, caller: Caller | None = None
+) -> ProvenEntry:
     proof = ledger.inclusion_proof(session, e.index, cp.tree_size)
+    shown = entry_for(e, caller) if caller is not None else entry_out(e)
     return ProvenEntry(
-        **entry_out(e).model_dump(),
+        **shown.model_dump(),
         tree_size=cp.tree_size,
         inclusion_proof=[b64(p) for p in proof],
         checkpoint=CheckpointOut.of(cp),
@@ -183,14 +208,14 @@ def entry(
             except NotFound:
                 cp_out = None
             return ProvenEntry(
-                **entry_out(stored).model_dump(),
+                **entry_for(stored, caller).model_dump(),
                 tree_size=tree_size,
                 inclusion_proof=[b64(p) for p in proof],
                 checkpoint=cp_out,
             )
     cp = _current_checkpoint(rt)
     with rt.db.transaction(write=False) as session:
-        return proven(session, rt.ledger, stored, cp)
+        return proven(session, rt.ledger, stored, cp, caller)
 
 
 @router.get("/consistency", summary="consistency proof between two tree sizes")
@@ -218,7 +243,7 @@ def mine(
         found = [
             e for e in rt.ledger.entries(session, flt, after=after, limit=limit) if e.index < cp.tree_size
         ]
-        items = [proven(session, rt.ledger, e, cp) for e in found]
+        items = [proven(session, rt.ledger, e, cp, caller) for e in found]
     return MineOut(
         checkpoint=CheckpointOut.of(cp),
         items=items,

@@ -185,11 +185,12 @@ def catalog(caller: CatalogReader, rt: RuntimeDep) -> list[CatalogDataset]:
 def my_records(caller: Subject, rt: RuntimeDep) -> list[SubjectDataset]:
     if caller.uscc is None:  # subjects always carry one (a database constraint)
         raise NotFound("this organisation has no USCC")
-    with rt.db.transaction() as session:
+    with rt.db.transaction(write=False) as session:  # decrypting happens outside the write lock
         found = rt.datasets.records_of(session, caller.uscc)
         providers = {
             o.id: o.name for o in session.query(Organization).filter(Organization.role == Role.data_provider)
         }
+    with rt.db.transaction() as session:  # no entry, no answer: the rows are returned only after this commits
         rt.ledger.append(
             session,
             EntryDraft(

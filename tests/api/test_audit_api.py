@@ -160,3 +160,31 @@ def test_a_subjects_own_actions_are_in_its_history(world: dict[str, PPSClient], 
     actions = [d["action"] for d in docs]
     assert actions == ["org.create", "token.issue", "token.issue", "token.revoke"]
     assert all(me["org"]["uscc"] in d["subjects"] for d in docs)  # revocations name the subject too
+
+
+def test_an_enterprise_sees_a_banks_batch_request_redacted(
+    world: dict[str, PPSClient], base_url: str, runtime: Runtime
+) -> None:
+    """A batch entry names many enterprises; each sees only itself in it (and the proof that it exists)."""
+    s1 = world["subject1"].me()["org"]["uscc"]
+    s2 = world["subject2"].me()["org"]["uscc"]
+    with runtime.db.transaction() as s:
+        runtime.ledger.append(
+            s,
+            EntryDraft(
+                action="policy.admit",
+                actor=Actor("org_bank", "bank"),
+                subjects=(s1, s2),
+                consent_ids=("cns_a", "cns_b"),
+                purpose="loan_underwriting",
+                detail={"allowed": 1, "denied": {"no_grant": 1}},
+            ),
+        )
+    key = pinned(base_url)
+    item = world["subject1"].mine()["items"][-1]
+    doc = PPSClient.verify_proven_entry(item, key)
+    assert doc["redacted"] and doc["subjects"] == [s1] and doc["consent_ids"] == [] and doc["detail"] == {}
+    assert s2 not in str(item) and "cns_b" not in str(item)
+    assert world["subject1"].entry(item["index"])["entry_b64"] == ""
+    full = world["auditor"].entry(item["index"])
+    assert PPSClient.verify_proven_entry(full, key)["subjects"] == sorted([s1, s2])

@@ -219,3 +219,29 @@ def test_health_and_readiness(http: Callable[..., httpx.Client]) -> None:
     ready = http().get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "schema": "ok"}
+
+
+def test_a_busy_database_is_a_503_that_changes_nothing(
+    runtime: Runtime, http: Callable[..., httpx.Client], admin: OrgHandle, tmp_path: object
+) -> None:
+    """SQLite: another writer holds the lock past the busy timeout; the request fails cleanly, 503."""
+    import sqlite3
+
+    if not runtime.db.is_sqlite:
+        pytest.skip("SQLite's database-wide write lock")
+    runtime.db.engine.dispose()
+    from pps.storage.db import Database
+
+    fast = Database(runtime.settings.resolved_database_url, busy_timeout_ms=200)
+    runtime.db.engine, runtime.db._read, runtime.db._write = fast.engine, fast._read, fast._write
+    before = state(runtime)
+    holder = sqlite3.connect(runtime.settings.resolved_database_url.removeprefix("sqlite:///"))
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        r = http(admin.token).post("/v1/orgs", json={"name": "Blocked bank", "role": "bank"})
+    finally:
+        holder.rollback()
+        holder.close()
+    err = expect(r, 503, "busy")
+    assert "retry" in str(err["message"]) and r.headers["retry-after"] == "2"
+    assert state(runtime) == before
