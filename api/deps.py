@@ -45,7 +45,7 @@ class Caller:
 
     @property
     def actor(self) -> Actor:
-        return Actor(org_id=self.org_id, role=self.role.value, via="api")
+        return Actor(org_id=self.org_id, role=self.role.value, via="api", token_id=self.token_id)
 
     @property
     def sees_everything(self) -> bool:

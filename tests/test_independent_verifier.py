@@ -251,7 +251,11 @@ def check_entry(data: bytes, index: int) -> dict[str, Any]:
     t = doc["time"]
     if not (isinstance(t, str) and len(t) == 27 and t[10] == "T" and t[19] == "." and t[-1] == "Z"):
         raise Rejected(f"time {t!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
-    if set(doc["actor"]) != {"org", "role", "via"} or doc["actor"]["via"] not in ("api", "cli"):
+    if set(doc["actor"]) != {"org", "role", "via", "token"} or doc["actor"]["via"] not in (
+        "api",
+        "cli",
+        "job",
+    ):
         raise Rejected("malformed actor")
     for name in ("subjects", "consent_ids"):
         if doc[name] != sorted(set(doc[name])):
@@ -412,7 +416,9 @@ def test_every_exported_entry_verifies(produced: Produced) -> None:
     assert sorted(entries) == list(range(cp.size))  # an unfiltered export holds every index below N
     actions = [entries[i]["action"] for i in range(cp.size)]
     assert actions == ["org.create", "token.issue"] * 3 + ["token.revoke"]
-    assert all(e["actor"] == {"org": None, "role": "operator", "via": "cli"} for e in entries.values())
+    assert all(
+        e["actor"] == {"org": None, "role": "operator", "via": "cli", "token": None} for e in entries.values()
+    )
     subject_create = entries[4]
     assert subject_create["subjects"] == [produced.subject_uscc]
     assert subject_create["detail"] == {"name": SUBJECT_NAME, "role": "subject"}

@@ -186,9 +186,10 @@ class IdentityService:
                 actor=actor,
                 objects=(ObjectRef("token", token.id), ObjectRef("org", org.id)),
                 subjects=(org.uscc,) if org.uscc else (),
-                released=(Release(to=org.id, what=f"api_token:{token.id}"),),
+                # the secret goes to whoever asked for it: the organisation itself, or an admin acting for it
+                released=(Release(to=actor.org_id or "operator", what=f"api_token:{token.id}"),),
                 request_id=request_id,
-                detail={"label": token.label, "expires_at": format_time(token.expires_at)},
+                detail={"label": token.label, "expires_at": format_time(token.expires_at), "for_org": org.id},
             ),
             now=now,
         )

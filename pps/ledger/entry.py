@@ -6,7 +6,8 @@ An entry is a JSON object, serialised with the JSON Canonicalization Scheme (RFC
 ``v``            format version, 1
 ``index``        position in the log (0-based)
 ``time``         RFC 3339 UTC time with microseconds, e.g. ``2026-11-25T21:00:00.123456Z``
-``actor``        ``{"org": <org id or null>, "role": <role or "operator">, "via": "api" | "cli"}``
+``actor``        ``{"org": <org id or null>, "role": <role or "operator">, "via": "api" | "cli" | "job",
+                 "token": <id of the API token used, or null>}``
 ``action``       dotted verb, e.g. ``org.create``, ``token.issue``, ``token.revoke``
 ``objects``      ``[{"kind": ..., "id": ...}]`` the objects acted on
 ``subjects``     sorted USCCs of the enterprises whose data or identity was touched
@@ -42,9 +43,11 @@ class Actor:
     org_id: str | None
     role: str
     via: str = "api"
+    token_id: str | None = None
+    """the API token that authenticated the request, so an action is traceable to one credential"""
 
     def as_json(self) -> dict[str, Any]:
-        return {"org": self.org_id, "role": self.role, "via": self.via}
+        return {"org": self.org_id, "role": self.role, "via": self.via, "token": self.token_id}
 
 
 OPERATOR = Actor(org_id=None, role="operator", via="cli")

@@ -49,7 +49,9 @@ def test_appends_get_dense_indices_and_canonical_bytes(runtime: Runtime) -> None
         a = runtime.ledger.append(s, draft(0))
         b = runtime.ledger.append_many(s, [draft(1), draft(2)])
     assert [a.index, *(x.index for x in b)] == [0, 1, 2]
-    assert a.entry.startswith(b'{"action":"test.other","actor":{"org":"org_bank","role":"bank","via":"api"}')
+    assert a.entry.startswith(
+        b'{"action":"test.other","actor":{"org":"org_bank","role":"bank","token":null,"via":"api"}'
+    )
     assert b'"consent_ids":["c1","c2"]' in a.entry  # sorted, so the same access always hashes the same way
     assert a.leaf_hash == merkle.leaf_hash(a.entry)
 
