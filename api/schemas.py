@@ -293,7 +293,6 @@ class ConsentDecision(Request):
 class ConsentPublic(BaseModel):
     id: str
     subject_uscc: str
-    subject_org_id: str
     bank_org_id: str
     purpose: str
     scope: list[dict[str, Any]]
@@ -316,7 +315,6 @@ class ConsentPublic(BaseModel):
         return cls(
             id=c.id,
             subject_uscc=c.subject_uscc,
-            subject_org_id=c.subject_org_id,
             bank_org_id=c.bank_org_id,
             purpose=c.purpose,
             scope=json.loads(c.scope_json),

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from pps.datasets.schema import DatasetSchema, Sensitivity
 from pps.errors import Conflict, InvalidInput, NotFound
+from pps.identity.uscc import validate_uscc
 from pps.ledger.checkpoint import NoteSigner, NoteVerifier
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, format_time
 from pps.ledger.store import Ledger
@@ -178,7 +179,9 @@ class ConsentService:
     ) -> Consent:
         """The subject grants consent directly."""
         now = now or utcnow()
-        consent = self._new(session, subject, bank_org_id, terms, requested_by="subject", now=now)
+        if subject.role is not Role.subject or subject.uscc is None:
+            raise InvalidInput("only an enterprise (a subject organisation) can give consent")
+        consent = self._new(session, subject.uscc, bank_org_id, terms, requested_by="subject", now=now)
         return self._activate(session, consent, actor=actor, request_id=request_id, now=now)
 
     def request(
@@ -192,29 +195,26 @@ class ConsentService:
         request_id: str | None = None,
         now: datetime | None = None,
     ) -> Consent:
-        """A bank asks a subject for consent; the subject approves or denies it."""
+        """A bank asks an enterprise for consent; the enterprise approves or denies it.
+
+        The answer is the same whether or not the enterprise has joined the platform (it sees the request when
+        it does), so a request cannot be used to find out who is on the platform.
+        """
         now = now or utcnow()
-        subject = session.execute(
-            select(Organization).where(Organization.uscc == subject_uscc, Organization.role == Role.subject)
-        ).scalar_one_or_none()
-        if subject is None or subject.disabled_at is not None:
-            raise InvalidInput(f"no enterprise with USCC {subject_uscc} is on the platform")
-        consent = self._new(session, subject, bank.id, terms, requested_by="bank", now=now)
+        consent = self._new(session, subject_uscc, bank.id, terms, requested_by="bank", now=now)
         self.ledger.append(session, self._draft("consent.request", consent, actor, request_id), now=now)
         return consent
 
     def _new(
         self,
         session: Session,
-        subject: Organization,
+        subject_uscc: str,
         bank_org_id: str,
         terms: Terms,
         *,
         requested_by: str,
         now: datetime,
     ) -> Consent:
-        if subject.role is not Role.subject or subject.uscc is None:
-            raise InvalidInput("only an enterprise (a subject organisation) can give consent")
         self._bank(session, bank_org_id)
         valid_from = terms.valid_from or now
         ops = self._check_terms(
@@ -222,8 +222,7 @@ class ConsentService:
         )
         consent = Consent(
             id=new_id("cns"),
-            subject_org_id=subject.id,
-            subject_uscc=subject.uscc,
+            subject_uscc=validate_uscc(subject_uscc),
             bank_org_id=bank_org_id,
             purpose=terms.purpose,
             scope_json=json.dumps(self._resolve_scope(session, terms.scope)),
@@ -346,6 +345,31 @@ class ConsentService:
             },
         )
 
+    def close_for_org(
+        self, session: Session, org: Organization, actor: Actor, request_id: str | None = None
+    ) -> None:
+        """An offboarded subject or bank: its active consents are revoked and pending requests denied."""
+        if org.role is Role.subject and org.uscc:
+            whose = Consent.subject_uscc == org.uscc
+        elif org.role is Role.bank:
+            whose = Consent.bank_org_id == org.id
+        else:
+            return
+        open_ = session.execute(
+            select(Consent).where(whose, Consent.state.in_([ConsentState.active, ConsentState.requested]))
+        ).scalars()
+        for consent in list(open_):
+            if consent.state is ConsentState.active:
+                self.revoke(session, consent, actor=actor, request_id=request_id)
+            else:
+                self.deny(
+                    session,
+                    consent,
+                    reason=f"organisation {org.id} was offboarded",
+                    actor=actor,
+                    request_id=request_id,
+                )
+
     # --- reads ---------------------------------------------------------------------------------------
 
     def get(self, session: Session, consent_id: str) -> Consent:
@@ -358,15 +382,15 @@ class ConsentService:
         self,
         session: Session,
         *,
-        subject_org_id: str | None = None,
+        subject_uscc: str | None = None,
         bank_org_id: str | None = None,
         state: ConsentState | None = None,
         after: str | None = None,
         limit: int = 50,
     ) -> list[Consent]:
         query = select(Consent).order_by(Consent.id).limit(limit)
-        if subject_org_id is not None:
-            query = query.where(Consent.subject_org_id == subject_org_id)
+        if subject_uscc is not None:
+            query = query.where(Consent.subject_uscc == subject_uscc)
         if bank_org_id is not None:
             query = query.where(Consent.bank_org_id == bank_org_id)
         if state is not None:

@@ -47,6 +47,7 @@ class Runtime:
         datasets = DatasetService(ledger, kms)
         receipt_key = load_or_create_ed25519(settings.resolved_key_dir / RECEIPT_SIGNING_KEY_FILE)
         consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key))
+        identity.on_disable.append(consents.close_for_org)
         return cls(
             settings=settings,
             db=db,

@@ -42,7 +42,7 @@ AnyRole = Annotated[Caller, allow()]
 
 def _visible(rt: Runtime, session: Session, caller: Caller, consent_id: str) -> Consent:
     consent = rt.consents.get(session, consent_id)
-    mine = (caller.role is Role.subject and consent.subject_org_id == caller.org_id) or (
+    mine = (caller.role is Role.subject and consent.subject_uscc == caller.uscc) or (
         caller.role is Role.bank and consent.bank_org_id == caller.org_id
     )
     if not (mine or caller.sees_everything):
@@ -52,7 +52,7 @@ def _visible(rt: Runtime, session: Session, caller: Caller, consent_id: str) -> 
 
 def _own(rt: Runtime, session: Session, caller: Caller, consent_id: str) -> Consent:
     consent = rt.consents.get(session, consent_id)
-    if consent.subject_org_id != caller.org_id:
+    if caller.uscc is None or consent.subject_uscc != caller.uscc:
         raise NotFound(f"consent {consent_id} does not exist")
     return consent
 
@@ -109,7 +109,7 @@ def list_consents(
     with rt.db.transaction(write=False) as session:
         found = rt.consents.list_consents(
             session,
-            subject_org_id=caller.org_id if caller.role is Role.subject else None,
+            subject_uscc=caller.uscc if caller.role is Role.subject else None,
             bank_org_id=caller.org_id if caller.role is Role.bank else None,
             state=state,
             after=after,

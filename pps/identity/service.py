@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -42,10 +43,15 @@ class IssuedToken:
     """The token to hand to the organisation. It is not stored and cannot be shown again."""
 
 
+OnDisable = Callable[[Session, Organization, Actor, str | None], None]
+
+
 class IdentityService:
     def __init__(self, ledger: Ledger, secret_key: bytes) -> None:
         self.ledger = ledger
         self._key = secret_key
+        self.on_disable: list[OnDisable] = []
+        """what else ends when an organisation is offboarded (its consents), in the same transaction"""
 
     def hash_token(self, token: str) -> bytes:
         return hmac.new(self._key, token.encode(), hashlib.sha256).digest()
@@ -126,6 +132,8 @@ class IdentityService:
             ),
             now=now,
         )
+        for hook in self.on_disable:
+            hook(session, org, actor, request_id)
         return org
 
     def get_org(self, session: Session, org_id: str) -> Organization:

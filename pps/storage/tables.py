@@ -266,14 +266,15 @@ class Consent(Base):
     __tablename__ = "consents"
     __table_args__ = (
         Index("ix_consents_bank_org_id_purpose_subject_uscc", "bank_org_id", "purpose", "subject_uscc"),
+        Index("ix_consents_subject_uscc", "subject_uscc"),
         CheckConstraint("valid_until > valid_from", name="window_is_positive"),
         CheckConstraint("max_uses IS NULL OR max_uses > 0", name="max_uses_positive"),
         CheckConstraint("uses >= 0 AND (max_uses IS NULL OR uses <= max_uses)", name="uses_within_limit"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    subject_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     subject_uscc: Mapped[str] = mapped_column(String(18))
+    """the enterprise, by its USCC: a bank may ask an enterprise that has not joined yet (and cannot tell)"""
     bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     purpose: Mapped[str] = mapped_column(String(64))
     scope_json: Mapped[str] = mapped_column(Text)

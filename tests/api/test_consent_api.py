@@ -168,3 +168,31 @@ def test_a_bank_cannot_grant_consent_and_cannot_see_anothers(
         with pytest.raises(NotFound):
             c["s2"].request("POST", f"/v1/consents/{granted['id']}/{action}")
     assert c["auditor"].request("GET", f"/v1/consents/{granted['id']}")["id"] == granted["id"]
+
+
+def test_offboarding_closes_the_organisations_consents(
+    c: dict[str, PPSClient], orgs: dict[str, OrgHandle], ds: str, make_org: OrgFactory, base_url: str
+) -> None:
+    granted = c["s1"].request("POST", "/v1/consents", json={**terms(ds), "bank_org_id": orgs["bank_a"].id})
+    asked = c["bank_a"].request(
+        "POST", "/v1/consent-requests", json={**terms(ds), "subject_uscc": orgs["s2"].uscc}
+    )
+    admin = PPSClient(base_url, make_org(Role.platform_admin).token)
+    admin.disable_org(orgs["bank_a"].id, "licence withdrawn")
+    assert c["auditor"].request("GET", f"/v1/consents/{granted['id']}")["state"] == "revoked"
+    assert c["auditor"].request("GET", f"/v1/consents/{asked['id']}")["state"] == "denied"
+
+
+def test_a_request_does_not_tell_whether_an_enterprise_is_on_the_platform(
+    c: dict[str, PPSClient], orgs: dict[str, OrgHandle], ds: str, make_org: OrgFactory, base_url: str
+) -> None:
+    from tests.helpers import uscc_for
+
+    newcomer = uscc_for(4242)
+    on = c["bank_a"].request("POST", "/v1/consent-requests", json={**terms(ds), "subject_uscc": orgs["s1"].uscc})
+    off = c["bank_a"].request("POST", "/v1/consent-requests", json={**terms(ds), "subject_uscc": newcomer})
+    assert on["state"] == off["state"] == "requested" and set(on) == set(off)
+    joined = PPSClient(base_url, make_org(Role.subject, uscc=newcomer).token)  # the enterprise joins later
+    pending = joined.request("GET", "/v1/consents", params={"state": "requested"})["items"]
+    assert [p["id"] for p in pending] == [off["id"]]
+    assert joined.request("POST", f"/v1/consents/{off['id']}/approve")["state"] == "active"
