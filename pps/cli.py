@@ -590,6 +590,7 @@ def keys_retire(
     from pps.ledger.entry import EntryDraft
 
     with runtime() as rt, rt.db.transaction() as session:
+        rt.datasets.lock_data_keys(session)
         counts = rt.datasets.keys_by_kek_version(session)
         still = {v: n for v, n in counts.items() if v < below}
         if still:

@@ -36,11 +36,28 @@ def load_or_create_ed25519(path: Path) -> Ed25519PrivateKey:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # O_EXCL: two processes starting at once must not overwrite each other's fresh key
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if not create_exclusive(path, pem):  # another process made one first: use that
         return load_or_create_ed25519(path)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
     return key
+
+
+def create_exclusive(path: Path, content: bytes) -> bool:
+    """Write ``content`` to ``path`` (mode 0600) only if it does not exist; readers never see it half-written.
+
+    The bytes go to a private temporary file first, which is then hard-linked into place: ``link`` fails if
+    ``path`` exists, so of two processes racing, exactly one wins and the other reads a complete file.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)

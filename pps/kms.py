@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pps.errors import ConfigurationError, KeyUnavailable
+from pps.keys import create_exclusive
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -67,7 +68,10 @@ class LocalFileKMS:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._keys: dict[int, bytes] = {}
         if not self._versions():
-            self._create(1)
+            try:
+                self._create(1)
+            except FileExistsError:  # another process created it first
+                pass
 
     # --- state ---------------------------------------------------------------------------------------
 
@@ -111,10 +115,8 @@ class LocalFileKMS:
         return self._keys[version]
 
     def _create(self, version: int) -> None:
-        path = self.dir / f"v{version:04d}.key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(KEY_BYTES))
+        if not create_exclusive(self.dir / f"v{version:04d}.key", secrets.token_bytes(KEY_BYTES)):
+            raise FileExistsError(version)
 
     # --- operations ----------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import IO, Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -156,6 +156,8 @@ class DatasetService:
         """Validate and store a new version in the caller's transaction; nothing is stored if it is refused."""
         if ds.deleted_at is not None:
             raise Conflict(f"dataset {ds.id} was deleted")
+        # one upload per dataset at a time: the version number is max + 1
+        session.execute(select(Dataset.id).where(Dataset.id == ds.id).with_for_update())
         schema = DatasetSchema.model_validate_json(ds.schema_json)
         now = now or utcnow()
         number = (
@@ -365,6 +367,15 @@ class DatasetService:
             ),
         )
         return count, target
+
+    def lock_data_keys(self, session: Session) -> None:
+        """Wait for uploads in flight and keep new ones out until the caller commits (PostgreSQL).
+
+        A retirement must count *every* wrapped data key, including one an upload is about to commit.
+        SQLite needs nothing: a write transaction already excludes every other writer.
+        """
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("LOCK TABLE dataset_versions IN SHARE MODE"))
 
     def keys_by_kek_version(self, session: Session) -> dict[int, int]:
         rows = session.execute(

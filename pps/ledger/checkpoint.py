@@ -135,6 +135,7 @@ class NoteVerifier:
         body, sig_block = note[: sep + 1], note[sep + 2 :]
         if not sig_block.endswith("\n"):
             raise ProofVerificationError("malformed note: signature block must end with a newline")
+        verified = False
         for line in sig_block[:-1].split("\n"):
             if not line.startswith(SIGNATURE_PREFIX):
                 raise ProofVerificationError(f"malformed signature line: {line!r}")
@@ -145,12 +146,14 @@ class NoteVerifier:
                 raise ProofVerificationError(f"malformed signature line: {line!r}") from None
             if name != self.name or len(raw) != 68 or raw[:4] != self.key_id:
                 continue  # another signer's line: not ours to judge
-            try:
+            try:  # every line that claims our key must verify, not just the first
                 self.public_key.verify(raw[4:], body.encode())
             except InvalidSignature:
                 raise ProofVerificationError(f"signature by {self.name} does not verify") from None
-            return body
-        raise ProofVerificationError(f"note carries no signature by {self.name}+{self.key_id.hex()}")
+            verified = True
+        if not verified:
+            raise ProofVerificationError(f"note carries no signature by {self.name}+{self.key_id.hex()}")
+        return body
 
 
 def parse_checkpoint_body(body: str) -> tuple[str, int, bytes]:

@@ -242,6 +242,8 @@ def verify_ledger(
             raise _bad(f"checkpoint row at size {row.tree_size} disagrees with its signed note", None)
         if cp.tree_size > size:
             raise _bad(f"signed checkpoint at size {cp.tree_size} exceeds the ledger size {size}", size)
+        if cp.tree_size == 0 and cp.root_hash != merkle.EMPTY_ROOT:
+            raise _bad("the checkpoint at size 0 does not carry the empty tree's root", None)
         if cp.tree_size and _root_at(levels, cp.tree_size) != cp.root_hash:
             raise _bad(
                 f"the entries no longer hash to the root signed at size {cp.tree_size}: an entry in "

@@ -33,6 +33,9 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute(
+            "PRAGMA secure_delete = ON"
+        )  # deleted (shredded) pages are overwritten, not left behind
         cursor.close()
 
     @event.listens_for(engine, "begin")
