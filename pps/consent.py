@@ -253,6 +253,8 @@ class ConsentService:
         now = now or utcnow()
         if consent.valid_until <= now:
             raise Conflict(f"consent request {consent.id} has expired; the bank must ask again")
+        self._bank(session, consent.bank_org_id)  # the bank may have been offboarded since it asked
+        self._resolve_scope(session, json.loads(consent.scope_json))  # and the datasets deleted
         return self._activate(session, consent, actor=actor, request_id=request_id, now=now)
 
     def deny(
