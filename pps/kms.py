@@ -14,6 +14,7 @@ retire a version that still wraps a key. A hardware KMS or a cloud KMS can repla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -68,10 +69,8 @@ class LocalFileKMS:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._keys: dict[int, bytes] = {}
         if not self._versions():
-            try:
+            with contextlib.suppress(FileExistsError):  # another process created it first
                 self._create(1)
-            except FileExistsError:  # another process created it first
-                pass
 
     # --- state ---------------------------------------------------------------------------------------
 
