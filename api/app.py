@@ -15,7 +15,7 @@ import pps
 from api import errors
 from api.deps import declared_roles
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from api.routers import audit, consent, datasets, identity, jobs, system
+from api.routers import audit, consent, datasets, identity, jobs, psi, system
 from pps.runtime import Runtime
 from pps.settings import Settings, get_settings
 
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=rt.settings.max_body_bytes,
-        overrides={datasets.UPLOAD_PATH: rt.settings.max_upload_bytes},
+        overrides={datasets.UPLOAD_PATH: rt.settings.max_upload_bytes, "/v1/psi": rt.settings.max_upload_bytes},
     )
     app.add_middleware(RequestIdMiddleware)
     for router in ROUTERS:
@@ -98,6 +98,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     datasets.router,
     consent.router,
     jobs.router,
+    psi.router,
 )
 """Every router of the API. Each route must declare exactly one guard (see ``api.deps``)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -203,6 +204,58 @@ class PPSClient:
     def my_records(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", "/v1/me/records")
         return result
+
+    # --- jobs and PSI --------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/v1/jobs/{job_id}")
+        return result
+
+    def wait(self, job_id: str, *, timeout: float = 300.0, poll: float = 0.2) -> dict[str, Any]:
+        """Poll a job until it ends; raise the job's error if it failed or was cancelled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["state"] == "succeeded":
+                return job
+            if job["state"] in ("failed", "cancelled"):
+                err = job.get("error") or {"code": "job_cancelled", "message": "the job was cancelled"}
+                raise RemoteError(err["code"], err["message"], 409, {"job": job_id})
+            if time.monotonic() > deadline:
+                raise RemoteError("timeout", f"job {job_id} did not finish in {timeout} s", 0)
+            time.sleep(poll)
+
+    def job_result(self, job_id: str) -> bytes:
+        response = self._http.get(f"/v1/jobs/{job_id}/result")
+        _raise_for(response)
+        return response.content
+
+    def psi(
+        self,
+        customers: Iterable[str],
+        *,
+        purpose: str,
+        reveal_intersection: bool = True,
+        timeout: float = 300.0,
+    ) -> Any:
+        """Which of ``customers`` consented to this bank for ``purpose`` (or only how many).
+
+        Runs the client half locally: only blinded points leave; the answer is computed here. Returns a
+        :class:`protocols.psi.PSIResult`.
+        """
+        from pps.psi_service import unpack_result
+        from protocols.psi import PSIClient
+
+        client = PSIClient(list(customers), reveal_intersection=reveal_intersection)
+        body = {
+            "purpose": purpose,
+            "reveal": "intersection" if reveal_intersection else "size",
+            "request": base64.b64encode(client.create_request()).decode(),
+        }
+        job = self.request("POST", "/v1/psi", json=body)
+        self.wait(job["id"], timeout=timeout)
+        setup, response = unpack_result(self.job_result(job["id"]))
+        return client.finish(setup, response)
 
     # --- audit ---------------------------------------------------------------------------------------
 

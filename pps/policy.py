@@ -173,7 +173,7 @@ class PolicyEngine:
         """Per-subject decisions, in the order of ``req.subjects``. Reads only; spends nothing."""
         now = now or utcnow()
         check_purpose(req.purpose)
-        if not req.fields or any(not fields for fields in req.fields.values()):
+        if any(not fields for fields in req.fields.values()) or (not req.fields and req.operation != "psi"):
             raise InvalidInput("a request must name, for every dataset it uses, the fields it uses")
         c3 = self._c3_fields(session, req.fields)
         if c3:
@@ -219,6 +219,40 @@ class PolicyEngine:
                     )
                 )
         return decisions
+
+    def consented_subjects(
+        self, session: Session, *, bank_org_id: str, purpose: str, operation: str, now: datetime | None = None
+    ) -> list[Decision]:
+        """Every subject whose consent allows ``operation`` for this bank and purpose now (e.g. PSI's set)."""
+        candidates = sorted(
+            set(
+                session.execute(
+                    select(Consent.subject_uscc).where(
+                        Consent.bank_org_id == bank_org_id, Consent.purpose == purpose
+                    )
+                ).scalars()
+            )
+        )
+        req = Request(bank_org_id, tuple(candidates), {}, operation, purpose)
+        return [d for d in self.decide(session, req, now=now) if d.allowed]
+
+    def record(
+        self,
+        session: Session,
+        action: str,
+        req: Request,
+        decisions: Iterable[Decision],
+        *,
+        job: ObjectRef,
+        actor: Actor,
+        what: str | None = None,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Write decisions to the ledger (for operations that release without spending uses, like PSI)."""
+        self._record(
+            session, action, req, decisions, job=job, actor=actor, request_id=request_id, now=now, what=what
+        )
 
     def admit(
         self,

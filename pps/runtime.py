@@ -18,9 +18,11 @@ from pps.kms import LocalFileKMS
 from pps.ledger.checkpoint import NoteSigner
 from pps.ledger.store import Ledger
 from pps.policy import PolicyEngine
+from pps.psi_service import PSIService
 from pps.settings import Settings
 from pps.storage import migrate
 from pps.storage.db import Database
+from protocols.psi import PSIParams, SetupCache
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Runtime:
     consents: ConsentService
     policy: PolicyEngine
     jobs: JobService
+    psi: PSIService
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_schema: bool | None = None) -> Runtime:
@@ -48,6 +51,21 @@ class Runtime:
         receipt_key = load_or_create_ed25519(settings.resolved_key_dir / RECEIPT_SIGNING_KEY_FILE)
         consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key))
         identity.on_disable.append(consents.close_for_org)
+        jobs = JobService(
+            db,
+            ledger,
+            workers=settings.job_workers,
+            result_ttl=timedelta(hours=settings.job_result_ttl_hours),
+        )
+        policy = PolicyEngine(ledger)
+        psi = PSIService(
+            db,
+            policy,
+            jobs,
+            SetupCache(),
+            PSIParams(fpr=settings.psi_fpr, max_client_items=settings.psi_max_client_items),
+            workers=settings.psi_workers,
+        )
         return cls(
             settings=settings,
             db=db,
@@ -56,13 +74,9 @@ class Runtime:
             kms=kms,
             datasets=datasets,
             consents=consents,
-            policy=PolicyEngine(ledger),
-            jobs=JobService(
-                db,
-                ledger,
-                workers=settings.job_workers,
-                result_ttl=timedelta(hours=settings.job_result_ttl_hours),
-            ),
+            policy=policy,
+            jobs=jobs,
+            psi=psi,
         )
 
     def close(self) -> None:

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     token_ttl_days: int = Field(90, ge=1, le=3650, description="default lifetime of an issued API token")
     job_workers: int = Field(2, ge=1, le=64, description="threads that run jobs in this process")
     job_result_ttl_hours: float = Field(168.0, gt=0, description="how long a job's result is kept")
+    psi_workers: int | None = Field(
+        None, ge=1, le=64, description="processes that prepare a PSI setup in parallel (default: the cores)"
+    )
+    psi_fpr: float = Field(1e-6, gt=0, lt=0.01, description="false-positive bound of a PSI answer")
+    psi_max_client_items: int = Field(100_000, ge=1, le=1_000_000, description="largest customer list")
     auto_migrate: bool = Field(True, description="apply Alembic migrations when the service starts")
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
 

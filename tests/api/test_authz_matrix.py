@@ -135,6 +135,7 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
             "POST /v1/consents": {**terms, "bank_org_id": bank.org.id},
             "POST /v1/consent-requests": {**terms, "subject_uscc": subject.org.uscc},
             "POST /v1/consents/{consent_id}/deny": {"reason": "not now"},
+            "POST /v1/psi": {"purpose": "loan_underwriting", "reveal": "size", "request": _psi_request()},
             "POST /v1/policy/check": {
                 "subjects": [subject.org.uscc],
                 "fields": {made[Role.data_provider].dataset_id: ["amount"]},
@@ -143,6 +144,14 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
             },
         }
     return made
+
+
+def _psi_request() -> str:
+    import base64
+
+    from protocols.psi import PSIClient
+
+    return base64.b64encode(PSIClient(["91350100M000100Y43"], reveal_intersection=False).create_request()).decode()
 
 
 def consent_terms(made: dict[Role, Party]) -> dict[str, Any]:
@@ -184,7 +193,7 @@ def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx
             n += 1
             r = call(party.client, route, party.fill(route.path, sorted(route.methods)[0]), n, party.bodies)
             allowed = not roles or role in roles
-            if allowed and r.status_code not in (200, 201):
+            if allowed and r.status_code not in (200, 201, 202):
                 failures.append(
                     f"{role.value} → {route.path}: expected success, got {r.status_code} {r.text}"
                 )

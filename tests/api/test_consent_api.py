@@ -189,7 +189,9 @@ def test_a_request_does_not_tell_whether_an_enterprise_is_on_the_platform(
     from tests.helpers import uscc_for
 
     newcomer = uscc_for(4242)
-    on = c["bank_a"].request("POST", "/v1/consent-requests", json={**terms(ds), "subject_uscc": orgs["s1"].uscc})
+    on = c["bank_a"].request(
+        "POST", "/v1/consent-requests", json={**terms(ds), "subject_uscc": orgs["s1"].uscc}
+    )
     off = c["bank_a"].request("POST", "/v1/consent-requests", json={**terms(ds), "subject_uscc": newcomer})
     assert on["state"] == off["state"] == "requested" and set(on) == set(off)
     joined = PPSClient(base_url, make_org(Role.subject, uscc=newcomer).token)  # the enterprise joins later

@@ -1,0 +1,56 @@
+"""PSI: a bank submits its encrypted customer list; the answer comes back as a job result.
+
+The bank runs the client half (``protocols.psi.PSIClient`` or ``pps.client.PPSClient.psi``); the request
+holds only its customers' USCCs blinded under a fresh key. The server set is formed from consent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, status
+from pydantic import Field
+
+from api.deps import Caller, RuntimeDep, allow
+from api.middleware import current_request_id
+from api.schemas import JobPublic, Request
+from pps.errors import InvalidInput
+from pps.storage.tables import Role
+
+router = APIRouter(prefix="/v1", tags=["psi"])
+
+Bank = Annotated[Caller, allow(Role.bank)]
+
+
+class PSIRequestIn(Request):
+    purpose: str = Field(max_length=64)
+    reveal: Literal["intersection", "size"] = Field(
+        description="learn the matching customers, or only how many"
+    )
+    request: str = Field(max_length=50_000_000, description="the PSI REQUEST message, base64")
+
+
+@router.post(
+    "/psi",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="which of my customers consented to me (PSI), as a job",
+)
+def submit_psi(body: PSIRequestIn, caller: Bank, rt: RuntimeDep) -> JobPublic:
+    try:
+        request = base64.b64decode(body.request, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("request must be base64") from None
+    with rt.db.transaction() as session:
+        job = rt.psi.submit(
+            session,
+            actor=caller.actor,
+            purpose=body.purpose,
+            reveal_intersection=body.reveal == "intersection",
+            request=request,
+            request_id=current_request_id(),
+        )
+        out = JobPublic.of(job)
+    rt.jobs.enqueue(job.id)
+    return out
