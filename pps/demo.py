@@ -88,6 +88,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         key_dir=data_dir / "keys",
         environment="development",
         checkpoint_interval_seconds=0,
+        psi_workers=1,  # a 2-subject set: no worker processes needed
     )
     rt = Runtime.build(settings)
     checks = Checks(console)
@@ -266,7 +267,9 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             ),
         )
 
-        console.rule("[bold]6. The policy engine decides, per enterprise, with reasons")
+        console.rule(
+            "[bold]6. The policy engine decides, per enterprise, with reasons; PSI finds the consented"
+        )
         check = {
             "subjects": enterprises,
             "fields": {datasets["tax"]: ["tax_paid"], datasets["utilities"]: ["arrears"]},
@@ -290,6 +293,16 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         checks.check(
             "Bank B, with no consent, may score nobody",
             client["Bank B"].request("POST", "/v1/policy/check", json=check)["allowed"] == 0,
+        )
+        applicants = [*enterprises, *demo_usccs(3, seed=5)]  # three applicants are not on the platform
+        found = bank_a.psi(applicants, purpose="loan_underwriting")
+        console.print(
+            f"  PSI: Bank A's {len(applicants)} applicants against the {found.server_set_size} enterprises that "
+            f"consented to it: {found.size} match"
+        )
+        checks.check(
+            "PSI: Bank A learns exactly which applicants consented to it (Enterprises 1 and 3), nothing more",
+            found.intersection == {enterprises[0], enterprises[2]} and found.server_set_size == 2,
         )
 
         console.rule("[bold]7. An enterprise reads its own records and who touched them, with proofs")
