@@ -32,8 +32,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+## the benchmarks (about 10 minutes; figures in docs/benchmarks.md)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ledger.py
+	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_psi.py
 
 clean:
 	rm -rf $(VENV) .pps-demo .pytest_cache .mypy_cache .ruff_cache
