@@ -155,7 +155,10 @@ def verify_checkpoint(note: str, key: VerifierKey) -> Checkpoint:
     leading_zero = len(size_text) > 1 and size_text[0] == "0"
     if not size_text or any(c not in "0123456789" for c in size_text) or leading_zero:
         raise Rejected(f"tree size {size_text!r} is not a decimal number")
-    return Checkpoint(origin, int(size_text), hash32(b64d(root_text), "root"))
+    size, root = int(size_text), hash32(b64d(root_text), "root")
+    if size == 0 and root != sha256(b""):
+        raise Rejected("a checkpoint of size 0 must carry the empty tree's root")
+    return Checkpoint(origin, size, root)
 
 
 # --- §4 inclusion, §5 consistency (RFC 9162 §2.1.3.2 and §2.1.4.2) ------------------------------------
@@ -584,6 +587,17 @@ def test_rejects_a_checkpoint_signed_with_another_key(produced: Produced) -> Non
     lines[0] = json.dumps({**header, "checkpoint": forged}, ensure_ascii=False)
     with pytest.raises(Rejected, match="no signature by"):
         verify_export(_join(lines), produced.pinned_key)
+
+
+def test_size_zero_checkpoint_must_carry_the_empty_root() -> None:
+    """§6.1: the empty tree's root is SHA-256(""); a signed size-0 checkpoint with another root is refused."""
+    key = Ed25519PrivateKey.generate()
+    vkey = parse_verifier_key(_verifier_key_string("pps.local/ledger", key))
+    empty = f"pps.local/ledger\n0\n{_b64(sha256(b''))}\n"
+    assert verify_checkpoint(_sign_note(empty, vkey.name, key, vkey.key_id), vkey).size == 0
+    other = f"pps.local/ledger\n0\n{_b64(sha256(b'x'))}\n"
+    with pytest.raises(Rejected, match="empty tree"):
+        verify_checkpoint(_sign_note(other, vkey.name, key, vkey.key_id), vkey)
 
 
 # --- the verifier against external references (docs/audit.md §10) ------------------------------------
