@@ -80,7 +80,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=rt.settings.max_body_bytes,
-        overrides={datasets.UPLOAD_PATH: rt.settings.max_upload_bytes, "/v1/psi": rt.settings.max_upload_bytes},
+        overrides={
+            datasets.UPLOAD_PATH: rt.settings.max_upload_bytes,
+            "/v1/psi": rt.settings.max_upload_bytes,
+        },
     )
     app.add_middleware(RequestIdMiddleware)
     for router in ROUTERS:

@@ -140,5 +140,5 @@ class PSIService:
             result=pack_result(server.setup_message(), response),
             media_type=MEDIA_TYPE,
             finalize=finalize,
-            released_what=f"psi:{ctx.params['reveal']}",
+            released_what=str(ctx.params["reveal"]),  # the job entry reads "psi:<mode>"
         )

@@ -45,18 +45,23 @@ def entry_out(e: StoredEntry) -> EntryOut:
     )
 
 
-def masked_entry_out(e: StoredEntry) -> EntryOut:
-    """An entry for a reader who may not learn which enterprises it touched: USCCs are masked.
+REDACTED_KEEP = ("v", "index", "time", "actor", "action", "objects", "purpose", "released", "request_id")
 
-    The exact bytes are withheld (they would reveal the USCCs), so such a reader cannot check the leaf hash
-    itself; auditors can.
+
+def masked_entry_out(e: StoredEntry, caller: Caller) -> EntryOut:
+    """An entry for an organisation that may see that it happened but not whom it touched (a provider's
+    lineage): entries it made itself are whole; in others, USCCs are masked and consent ids and details
+    (counts, fields) are withheld. The exact bytes are withheld too (they would reveal the USCCs), so such a
+    reader cannot check the leaf hash itself; auditors can.
     """
     doc = json.loads(e.entry)
-    doc["subjects"] = [mask_uscc(s) for s in doc.get("subjects", [])]
-    return EntryOut(index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64="", entry=doc)
-
-
-REDACTED_KEEP = ("v", "index", "time", "actor", "action", "objects", "purpose", "released", "request_id")
+    if doc.get("actor", {}).get("org") == caller.org_id:
+        return entry_out(e)
+    shown = {k: doc[k] for k in REDACTED_KEEP if k in doc}
+    shown.update(
+        subjects=[mask_uscc(s) for s in doc.get("subjects", [])], consent_ids=[], detail={}, redacted=True
+    )
+    return EntryOut(index=e.index, leaf_hash=b64(e.leaf_hash), entry_b64="", entry=shown)
 
 
 def entry_for(e: StoredEntry, caller: Caller) -> EntryOut:
@@ -188,7 +193,11 @@ def entry(
     rt: RuntimeDep,
     tree_size: Annotated[
         int | None,
-        Query(ge=1, description="prove inclusion in the tree of this size (default: the current checkpoint)"),
+        Query(
+            ge=1,
+            le=MAX_INDEX,
+            description="prove inclusion in the tree of this size (default: the current checkpoint)",
+        ),
     ] = None,
 ) -> ProvenEntry:
     if index < 0:

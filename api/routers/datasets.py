@@ -151,7 +151,7 @@ def lineage(
         if caller.role is Role.data_provider and ds.provider_org_id != caller.org_id:
             raise NotFound(f"dataset {dataset_id} does not exist")
         found = rt.ledger.entries(session, EntryFilter(object=("dataset", ds.id)), after=after, limit=limit)
-    items = [entry_out(e) if caller.sees_everything else masked_entry_out(e) for e in found]
+    items = [entry_out(e) if caller.sees_everything else masked_entry_out(e, caller) for e in found]
     return Page(items=items, next_after=found[-1].index if len(found) == limit else None)
 
 
