@@ -151,7 +151,9 @@ def _psi_request() -> str:
 
     from protocols.psi import PSIClient
 
-    return base64.b64encode(PSIClient(["91350100M000100Y43"], reveal_intersection=False).create_request()).decode()
+    return base64.b64encode(
+        PSIClient(["91350100M000100Y43"], reveal_intersection=False).create_request()
+    ).decode()
 
 
 def consent_terms(made: dict[Role, Party]) -> dict[str, Any]:
