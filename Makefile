@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_ledger.py
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_psi.py
+	$(PY) benchmarks/bench_scoring.py
 
 clean:
 	rm -rf $(VENV) .pps-demo .pytest_cache .mypy_cache .ruff_cache
