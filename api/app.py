@@ -15,7 +15,7 @@ import pps
 from api import errors
 from api.deps import declared_roles
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from api.routers import audit, consent, datasets, identity, jobs, psi, system
+from api.routers import aggregates, audit, consent, datasets, identity, jobs, psi, scoring, system
 from pps.runtime import Runtime
 from pps.settings import Settings, get_settings
 
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         overrides={
             datasets.UPLOAD_PATH: rt.settings.max_upload_bytes,
             "/v1/psi": rt.settings.max_upload_bytes,
+            scoring.SCORING_PATH: rt.settings.max_scoring_body_bytes,
         },
     )
     app.add_middleware(RequestIdMiddleware)
@@ -102,6 +103,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     consent.router,
     jobs.router,
     psi.router,
+    aggregates.router,
+    scoring.router,
 )
 """Every router of the API. Each route must declare exactly one guard (see ``api.deps``)."""
 

@@ -39,6 +39,7 @@ STATUS: dict[type[e.PPSError], int] = {
     e.LedgerIntegrityError: 500,
     e.ConfigurationError: 500,
     e.ServiceUnavailable: 503,
+    e.RateLimited: 429,
 }
 
 
@@ -62,6 +63,8 @@ def _pps_error(_request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.error("request %s failed: %s", current_request_id(), exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 429 and exc.details and "retry_after_s" in exc.details:
+        headers = {"Retry-After": str(max(1, int(float(exc.details["retry_after_s"]) + 0.999)))}
     return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status, headers=headers)
 
 

@@ -221,3 +221,94 @@ def _slope(i: Array, x: Array, y: Array, n: int, min_points: int = 6) -> Array:
     denominator = k * sxx - sx * sx
     ok = (k >= min_points) & (denominator > 1e-12)
     return np.where(ok, (k * sxy - sx * sy) / np.where(ok, denominator, 1.0), 0.0)
+
+
+# --- lineage: which source fields each feature reads ------------------------------------------------------------
+
+FEATURE_INPUTS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
+    "company_age_years": {"registry": ("registered_on",)},
+    "size_class_ordinal": {"registry": ("size_class",)},
+    "individual_business": {},
+    "log_registered_capital": {"registry": ("registered_capital",)},
+    "tax_months_filed": {"tax": ("month",)},
+    "tax_filing_ratio": {"tax": ("month",), "registry": ("registered_on",)},
+    "tax_months_since_last_filing": {"tax": ("month",)},
+    "log_sales_mean_last6": {"tax": ("month", "taxable_sales")},
+    "log_tax_mean_last6": {"tax": ("month", "tax_paid")},
+    "sales_trend": {"tax": ("month", "taxable_sales")},
+    "sales_yoy_change": {"tax": ("month", "taxable_sales")},
+    "si_registered": {"social_insurance": ("month",)},
+    "log_headcount_last": {"social_insurance": ("month", "headcount")},
+    "headcount_change": {"social_insurance": ("month", "headcount")},
+    "log_contribution_per_head": {"social_insurance": ("headcount", "contributions")},
+    "log_electricity_mean_last6": {"utilities": ("month", "electricity_kwh")},
+    "electricity_trend": {"utilities": ("month", "electricity_kwh")},
+    "log_max_arrears": {"utilities": ("arrears",)},
+    "arrears_months": {"utilities": ("arrears",)},
+    "log_arrears_last": {"utilities": ("month", "arrears")},
+    "procurement_count": {"procurement": ("award_id",)},
+    "log_procurement_total": {"procurement": ("amount",)},
+    "court_cases_defendant": {"court": ("role",)},
+    "enforcement_cases_defendant": {"court": ("role", "case_type")},
+    "open_cases_defendant": {"court": ("role", "status")},
+    "log_court_amount_defendant": {"court": ("role", "amount")},
+    "court_cases_plaintiff": {"court": ("role",)},
+    **{f"industry_{i.letter.lower()}": {"registry": ("industry",)} for i in INDUSTRIES},
+}
+"""Feature name -> {source dataset name: the fields of it the feature reads}. The subject key is read by every
+feature and is not listed; a period or record column is listed where the feature reads it (dates, presence)."""
+
+_COUNTS = {
+    "size_class_ordinal",
+    "tax_months_filed",
+    "tax_months_since_last_filing",
+    "arrears_months",
+    "procurement_count",
+    "court_cases_defendant",
+    "enforcement_cases_defendant",
+    "open_cases_defendant",
+    "court_cases_plaintiff",
+}
+FEATURE_KINDS: Final[dict[str, str]] = {
+    name: (
+        "binary"
+        if name.startswith("industry_") or name in {"individual_business", "si_registered"}
+        else "count"
+        if name in _COUNTS
+        else "continuous"
+    )
+    for name in FEATURES
+}
+"""Feature name -> ``binary`` (0/1), ``count`` (a non-negative integer) or ``continuous``."""
+
+FEATURE_RESOLUTION: Final[dict[str, float]] = {
+    name: (0.0 if FEATURE_KINDS[name] != "continuous" else 0.25 if name == "company_age_years" else 0.05)
+    for name in FEATURES
+}
+"""The grid a released feature is rounded to before it enters any computation a bank can read back (0: exact).
+
+An encrypted model cannot be inspected, so a crafted one can read a feature back through its scores; the
+resolution bounds what it reads: ``log1p`` amounts to 0.05 (about 5 %), years to a quarter."""
+
+FEATURE_UNITS: Final[dict[str, str]] = {
+    name: (
+        "years"
+        if name == "company_age_years"
+        else "months"
+        if name in {"tax_months_filed", "tax_months_since_last_filing", "arrears_months"}
+        else "log1p(CNY 10k)"
+        if name == "log_registered_capital"
+        else "log1p(CNY)"
+        if name.startswith("log_") and name not in {"log_headcount_last", "log_electricity_mean_last6"}
+        else "log1p(persons)"
+        if name == "log_headcount_last"
+        else "log1p(kWh)"
+        if name == "log_electricity_mean_last6"
+        else "per year (log)"
+        if name.endswith("_trend")
+        else ""
+    )
+    for name in FEATURES
+}
+
+assert set(FEATURE_INPUTS) == set(FEATURES)

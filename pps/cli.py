@@ -43,6 +43,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(org_app, name="org")
 admin_app.add_typer(token_app, name="token")
+budget_app = typer.Typer(help="Banks' privacy budgets (epsilon) for aggregate queries.", no_args_is_help=True)
+admin_app.add_typer(budget_app, name="budget")
 app.add_typer(audit_app, name="audit")
 data_app = typer.Typer(
     help="Datasets: generate synthetic platform data, upload as a data provider.", no_args_is_help=True
@@ -52,6 +54,8 @@ keys_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(keys_app, name="keys")
+bank_app = typer.Typer(help="A bank's side: encrypted scoring with its own key.", no_args_is_help=True)
+app.add_typer(bank_app, name="bank")
 consent_app = typer.Typer(help="Consent receipts.", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
 
@@ -226,6 +230,28 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="token id (tok_...
     with runtime() as rt, rt.db.transaction() as session:
         token = rt.identity.revoke_token(session, rt.identity.get_token(session, token_id), actor=OPERATOR)
         console.print(f"revoked {token.id} of {token.org_id}")
+
+
+# --- privacy budgets (aggregate queries) -------------------------------------------------------------
+
+
+@budget_app.command("set")
+def budget_set(
+    org_id: Annotated[str, typer.Argument(help="the bank's organisation id (org_...)")],
+    epsilon: Annotated[float, typer.Argument(help="the bank's total epsilon (spent so far stays spent)")],
+) -> None:
+    """Set a bank's total privacy budget for aggregate queries (written to the ledger)."""
+    with runtime() as rt, rt.db.transaction() as session:
+        b = rt.aggregates.set_budget(session, org_id, epsilon, actor=OPERATOR)
+    console.print(f"{b.bank_org_id}: total epsilon {b.total:g}, spent {b.spent:g}, remaining {b.remaining:g}")
+
+
+@budget_app.command("show")
+def budget_show(org_id: Annotated[str, typer.Argument(help="the bank's organisation id (org_...)")]) -> None:
+    """Show a bank's privacy budget."""
+    with runtime() as rt, rt.db.transaction(write=False) as session:
+        b = rt.aggregates.budget(session, org_id)
+    console.print(f"{b.bank_org_id}: total epsilon {b.total:g}, spent {b.spent:g}, remaining {b.remaining:g}")
 
 
 # --- audit -------------------------------------------------------------------------------------------
@@ -547,6 +573,132 @@ def data_upload(
     summary.add_row("rows", f"{version['rows']:,}")
     summary.add_row("bytes", f"{size:,}")
     summary.add_row("encrypted under KEK version", str(version["kek_version"]))
+    console.print(summary)
+
+
+# --- bank: encrypted scoring ---------------------------------------------------------------------------
+
+
+def _load_model_file(path: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read the model file {path}: {exc}")
+    if not isinstance(spec, dict) or spec.get("kind", "logistic") not in ("logistic", "scorecard"):
+        fail('the model file must be a JSON object with "kind": "logistic" or "scorecard"')
+    return spec
+
+
+@bank_app.command("score")
+def bank_score(
+    model_file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help='model JSON: {"kind": "logistic", "weights": {feature: w}, "bias": b, "preprocess": {...}} or '
+            '{"kind": "scorecard", "base_points": p, "features": [{"name", "edges", "points"}]}',
+        ),
+    ],
+    purpose: Annotated[str, typer.Option(help="the purpose the enterprises consented to")],
+    subjects: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="USCCs to score, one per line (default: all consented)"
+        ),
+    ] = None,
+    key: Annotated[
+        Path, typer.Option(help="your CKKS secret key file (created, mode 600, if missing); never sent")
+    ] = Path("bank-scoring.key"),
+    out: Annotated[Path, typer.Option(help="CSV of the scores and of who was not scored and why")] = Path(
+        "scores.csv"
+    ),
+    url: Annotated[str, typer.Option(envvar="PPS_URL", help="the PPS service")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="PPS_TOKEN", help="a bank's API token")] = "",
+) -> None:
+    """Score enterprises with your model, encrypted under your own key: the service never sees the model or
+    the scores. The model is encrypted here, the job's progress is shown, and the result decrypted here."""
+    import csv
+    import os
+    import time
+
+    from pps.client import PPSClient
+    from protocols.he_scoring import BankScoringKey, Scorecard, ScorecardFeature
+
+    if not token:
+        fail("give a bank's token with --token or PPS_TOKEN")
+    spec = _load_model_file(model_file)
+    listed = None
+    if subjects is not None:
+        listed = [line.strip() for line in subjects.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not listed:
+            fail(f"{subjects} lists no USCC")
+    if key.exists():
+        bank_key = BankScoringKey.from_secret_context_bytes(key.read_bytes())
+    else:
+        bank_key = BankScoringKey.create()
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(bank_key.secret_context_bytes())
+        err_console.print(f"created a new scoring key in {key} (keep it; it is the only way to read results)")
+    try:
+        if spec.get("kind", "logistic") == "logistic":
+            model = bank_key.encrypt_model(
+                {str(k): float(v) for k, v in dict(spec["weights"]).items()}, float(spec.get("bias", 0.0))
+            )
+        else:
+            card = Scorecard(
+                tuple(
+                    ScorecardFeature(
+                        f["name"], tuple(f["edges"]), tuple(f["points"]), f.get("missing_points")
+                    )
+                    for f in spec["features"]
+                ),
+                base_points=float(spec.get("base_points", 0.0)),
+            )
+            model = bank_key.encrypt_scorecard(card)
+    except (KeyError, TypeError, ValueError) as exc:
+        fail(f"the model file is not a valid {spec.get('kind', 'logistic')} model: {exc}")
+    with user_errors(), PPSClient(url, token) as client:
+        job = client.submit_scoring(
+            bank_key, model, purpose=purpose, subjects=listed, preprocess=spec.get("preprocess")
+        )
+        with Progress(
+            TextColumn("scoring (job {task.description})"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(job["id"], total=None)
+            while True:
+                state = client.job(job["id"])
+                progress = state["progress"]
+                bar.update(task, completed=progress["done"], total=progress["total"] or None)
+                if state["state"] not in ("queued", "running"):
+                    break
+                time.sleep(0.2)
+        client.wait(job["id"])  # raises the job's error if it failed
+        result = client.scoring_result(job["id"], bank_key, model)
+    values = result.as_dict()
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            ["uscc", "probability" if result.probabilities is not None else "points", "not_scored"]
+        )
+        for code in result.subjects:
+            writer.writerow([code, f"{values[code]:.6f}", ""])
+        for item in result.not_scored:
+            writer.writerow([item["subject"], "", item["reason"]])
+    reasons: dict[str, int] = {}
+    for item in result.not_scored:
+        reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+    summary = Table(show_header=False, title="scored")
+    summary.add_row("job", job["id"])
+    summary.add_row("scored", f"{len(result.subjects):,}")
+    summary.add_row("not scored", ", ".join(f"{n:,} {r}" for r, n in sorted(reasons.items())) or "none")
+    summary.add_row("written to", str(out))
     console.print(summary)
 
 

@@ -15,6 +15,7 @@ import base64
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -65,6 +66,27 @@ def _raise_for(response: httpx.Response) -> None:
 
 def b64d(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
+
+
+@dataclass(frozen=True)
+class ScoringResult:
+    """A decrypted scoring result: one score per scored subject, and who was not scored and why."""
+
+    subjects: list[str]
+    raw: Any
+    """numpy array: logits (logistic) or points (scorecard), in the order of ``subjects``; None if none"""
+    probabilities: Any
+    """numpy array of sigmoid(raw) for a logistic model, else None"""
+    not_scored: list[dict[str, str]]
+    """``{"subject", "reason", "detail"}`` per subject not scored"""
+    header: dict[str, Any]
+
+    def as_dict(self) -> dict[str, float]:
+        """subject -> probability (logistic) or points (scorecard)."""
+        values = self.probabilities if self.probabilities is not None else self.raw
+        if values is None:
+            return {}
+        return {s: float(v) for s, v in zip(self.subjects, values, strict=True)}
 
 
 class PPSClient:
@@ -256,6 +278,120 @@ class PPSClient:
         self.wait(job["id"], timeout=timeout)
         setup, response = unpack_result(self.job_result(job["id"]))
         return client.finish(setup, response)
+
+    # --- encrypted scoring ---------------------------------------------------------------------------
+
+    def features(self) -> list[dict[str, Any]]:
+        """The platform features a model may read (names, kinds, units, resolution, the fields they read)."""
+        result: list[dict[str, Any]] = self.request("GET", "/v1/features")
+        return result
+
+    def submit_scoring(
+        self,
+        key: Any,
+        model: Any,
+        *,
+        purpose: str,
+        subjects: Iterable[str] | None = None,
+        preprocess: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Queue a scoring job: ``key`` is the bank's :class:`protocols.he_scoring.BankScoringKey` (only its
+        public context is sent), ``model`` the encrypted model from ``key.encrypt_model`` /
+        ``key.encrypt_scorecard``; ``subjects`` None scores every subject that consented to you."""
+        body = {
+            "purpose": purpose,
+            "subjects": "all_consented" if subjects is None else list(subjects),
+            "context": base64.b64encode(key.public_context_bytes()).decode(),
+            "model": base64.b64encode(model.to_bytes()).decode(),
+            "preprocess": preprocess or {},
+        }
+        result: dict[str, Any] = self.request("POST", "/v1/scoring", json=body)
+        return result
+
+    def scoring_result(self, job_id: str, key: Any, model: Any = None) -> ScoringResult:
+        """Fetch a finished scoring job's result and decrypt it with the bank's key."""
+        from pps.scoring_service import unpack_result
+
+        header, result = unpack_result(self.job_result(job_id))
+        subjects = list(header["subjects"])
+        raw: Any = None
+        probabilities: Any = None
+        if result:
+            scores = key.decrypt_scores(result, model=model)
+            if len(scores.raw) != len(subjects):
+                raise RemoteError(
+                    "invalid_result", "the result holds another number of scores than subjects", 0
+                )
+            raw, probabilities = scores.raw, scores.probabilities
+        return ScoringResult(subjects, raw, probabilities, list(header["not_scored"]), header)
+
+    def score(
+        self,
+        key: Any,
+        model: Any,
+        *,
+        purpose: str,
+        subjects: Iterable[str] | None = None,
+        preprocess: dict[str, dict[str, Any]] | None = None,
+        timeout: float = 600.0,
+    ) -> ScoringResult:
+        """Score ``subjects`` with an encrypted model and decrypt the answer here: submit, wait, fetch."""
+        job = self.submit_scoring(key, model, purpose=purpose, subjects=subjects, preprocess=preprocess)
+        self.wait(job["id"], timeout=timeout)
+        return self.scoring_result(job["id"], key, model)
+
+    # --- aggregate queries ---------------------------------------------------------------------------
+
+    def aggregate(
+        self,
+        statistic: str,
+        *,
+        purpose: str,
+        epsilon: float,
+        scope: str = "consented",
+        dataset: str | None = None,
+        field: str | None = None,
+        months: tuple[str, str] | None = None,
+        cohort: dict[str, list[str]] | None = None,
+        group_by: list[str] | None = None,
+        bounds: tuple[float, float] | None = None,
+        bins: int | None = None,
+    ) -> dict[str, Any]:
+        """Cohort statistics under output controls (``docs/protocols.md``): count, sum, mean or histogram.
+
+        ``dataset`` is a source name (``tax``, ...) or a dataset id; ``bounds`` clamp each enterprise's
+        contribution (required for sum, mean, histogram). Cells below the minimum cohort size are left out;
+        refusals raise :class:`~pps.errors.Refused` / :class:`~pps.errors.BudgetExhausted`.
+        """
+        body: dict[str, Any] = {
+            "statistic": statistic,
+            "scope": scope,
+            "purpose": purpose,
+            "epsilon": epsilon,
+            "dataset": dataset,
+            "field": field,
+            "cohort": cohort or {},
+            "group_by": group_by or [],
+            "bins": bins,
+        }
+        if months is not None:
+            body["months"] = {"from": months[0], "to": months[1]}
+        if bounds is not None:
+            body["bounds"] = {"lower": bounds[0], "upper": bounds[1]}
+        result: dict[str, Any] = self.request("POST", "/v1/aggregates", json=body)
+        return result
+
+    def budget(self) -> dict[str, Any]:
+        """This bank's privacy budget: total, spent and remaining epsilon."""
+        result: dict[str, Any] = self.request("GET", "/v1/aggregates/budget")
+        return result
+
+    def set_platform_aggregates(self, dataset_id: str, enabled: bool) -> dict[str, Any]:
+        """As the dataset's provider: allow (or stop) platform-wide aggregates over its C2 fields."""
+        result: dict[str, Any] = self.request(
+            "PATCH", f"/v1/datasets/{dataset_id}/aggregates", json={"platform_aggregates": enabled}
+        )
+        return result
 
     # --- audit ---------------------------------------------------------------------------------------
 

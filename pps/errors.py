@@ -119,6 +119,30 @@ class Conflict(PPSError):
     code = "conflict"
 
 
+# --- output controls ---------------------------------------------------------------------------------
+
+
+class RateLimited(PPSError):
+    """Too many requests of a kind in a window; ``details["retry_after_s"]`` says when to try again."""
+
+    code = "rate_limited"
+
+
+class Refused(Forbidden):
+    """An output control refused to answer (too small a cohort, differencing, an exhausted budget).
+
+    The caller may make the request; this *answer* would disclose too much. The message names the control.
+    """
+
+    code = "refused"
+
+
+class BudgetExhausted(Refused):
+    """The bank's privacy-loss budget (epsilon) cannot cover this query."""
+
+    code = "budget_exhausted"
+
+
 # --- ledger ------------------------------------------------------------------------------------------
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pps.aggregates import AggregateService
 from pps.consent import ConsentService
 from pps.datasets.service import DatasetService
+from pps.feature_store import FeatureStore
 from pps.identity.service import IdentityService
 from pps.jobs import JobService
 from pps.keys import LEDGER_SIGNING_KEY_FILE, RECEIPT_SIGNING_KEY_FILE, load_or_create_ed25519
@@ -19,6 +21,7 @@ from pps.ledger.checkpoint import NoteSigner
 from pps.ledger.store import Ledger
 from pps.policy import PolicyEngine
 from pps.psi_service import PSIService
+from pps.scoring_service import ScoringService
 from pps.settings import Settings
 from pps.storage import migrate
 from pps.storage.db import Database
@@ -33,10 +36,13 @@ class Runtime:
     identity: IdentityService
     kms: LocalFileKMS
     datasets: DatasetService
+    features: FeatureStore
     consents: ConsentService
     policy: PolicyEngine
     jobs: JobService
     psi: PSIService
+    scoring: ScoringService
+    aggregates: AggregateService
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_schema: bool | None = None) -> Runtime:
@@ -66,6 +72,27 @@ class Runtime:
             PSIParams(fpr=settings.psi_fpr, max_client_items=settings.psi_max_client_items),
             workers=settings.psi_workers,
         )
+        features = FeatureStore(datasets)
+        scoring = ScoringService(
+            db,
+            policy,
+            jobs,
+            features,
+            max_subjects=settings.scoring_max_subjects,
+            jobs_per_hour=settings.scoring_jobs_per_hour,
+            noise_std=settings.scoring_noise_std,
+        )
+        aggregates = AggregateService(
+            db,
+            ledger,
+            policy,
+            datasets,
+            secret_key=settings.secret_key.get_secret_value().encode(),
+            min_cohort_size=settings.aggregate_min_cohort_size,
+            max_epsilon=settings.aggregate_max_epsilon,
+            default_budget=settings.aggregate_default_budget,
+            cache_versions=settings.aggregate_cache_versions,
+        )
         return cls(
             settings=settings,
             db=db,
@@ -73,10 +100,13 @@ class Runtime:
             identity=identity,
             kms=kms,
             datasets=datasets,
+            features=features,
             consents=consents,
             policy=policy,
             jobs=jobs,
             psi=psi,
+            scoring=scoring,
+            aggregates=aggregates,
         )
 
     def close(self) -> None:

@@ -63,6 +63,34 @@ class Settings(BaseSettings):
     )
     psi_fpr: float = Field(1e-6, gt=0, lt=0.01, description="false-positive bound of a PSI answer")
     psi_max_client_items: int = Field(100_000, ge=1, le=1_000_000, description="largest customer list")
+    scoring_max_subjects: int = Field(
+        1_000_000, ge=1, le=10_000_000, description="most subjects one scoring job may name"
+    )
+    scoring_jobs_per_hour: int = Field(60, ge=1, description="scoring jobs a bank may submit per hour")
+    scoring_noise_std: float = Field(
+        2.0**-16, ge=0, le=1.0, description="std of the noise added to every released score (score units)"
+    )
+    max_scoring_body_bytes: int = Field(
+        256 << 20,
+        ge=1 << 20,
+        description="largest scoring request (public context + encrypted model, base64)",
+    )
+    # aggregate queries (pps.aggregates)
+    aggregate_min_cohort_size: int = Field(
+        10,
+        ge=1,
+        le=100_000,
+        description="smallest cohort an aggregate answer shows; smaller ones are suppressed",
+    )
+    aggregate_max_epsilon: float = Field(
+        1.0, gt=0, le=10, description="largest epsilon one aggregate query may spend"
+    )
+    aggregate_default_budget: float = Field(
+        1.0, ge=0, le=1_000_000, description="total epsilon of a bank until an operator sets its budget"
+    )
+    aggregate_cache_versions: int = Field(
+        8, ge=1, le=256, description="decrypted dataset versions kept in memory for aggregate queries"
+    )
     auto_migrate: bool = Field(True, description="apply Alembic migrations when the service starts")
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
 

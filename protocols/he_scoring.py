@@ -953,7 +953,7 @@ def decode_model(data: bytes, limits: ScoringLimits = DEFAULT_LIMITS) -> Encrypt
         data, MessageType.MODEL, max_bytes=limits.max_model_bytes, max_count=limits.max_model_ciphertexts
     )
     kind_raw = header.get("kind")
-    if kind_raw not in ModelKind._value2member_map_:
+    if not isinstance(kind_raw, str) or kind_raw not in ModelKind._value2member_map_:
         raise InvalidScoringModel(
             f"unknown model kind {kind_raw!r} (expected one of {[k.value for k in ModelKind]})"
         )
@@ -968,7 +968,7 @@ def decode_model(data: bytes, limits: ScoringLimits = DEFAULT_LIMITS) -> Encrypt
             "context_id must be 64 lowercase hex characters (SHA-256 of the public context)"
         )
     features = _check_feature_names(header["features"], limits.max_features)
-    if header["packing"] not in Packing._value2member_map_:
+    if not isinstance(header["packing"], str) or header["packing"] not in Packing._value2member_map_:
         raise InvalidScoringModel(
             f"unknown packing {header['packing']!r} (expected one of {[p.value for p in Packing]})"
         )
@@ -1082,7 +1082,7 @@ def decode_result(
     if set(header) != required:
         raise InvalidCiphertext(f"the RESULT header fields are wrong: {sorted(header)}")
     kind, n, slots, noise = header["kind"], header["n_subjects"], header["slots"], header["noise_std"]
-    if kind not in ModelKind._value2member_map_:
+    if not isinstance(kind, str) or kind not in ModelKind._value2member_map_:
         raise InvalidCiphertext(f"unknown model kind {kind!r} in RESULT")
     for name in ("context_id", "model_digest"):
         if not isinstance(header[name], str) or not _HEX64.match(header[name]):
@@ -1093,7 +1093,7 @@ def decode_result(
         raise InvalidCiphertext("slots in RESULT must be a positive integer")
     if isinstance(noise, bool) or not isinstance(noise, int | float) or not noise >= 0:
         raise InvalidCiphertext("noise_std in RESULT must be a non-negative number")
-    if header["packing"] not in Packing._value2member_map_:
+    if not isinstance(header["packing"], str) or header["packing"] not in Packing._value2member_map_:
         raise InvalidCiphertext(f"unknown packing {header['packing']!r} in RESULT")
     message = ScoreResultMessage(
         ModelKind(kind),

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -209,6 +210,8 @@ class Dataset(Base):
     current_version: Mapped[int | None]
     created_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
+    platform_aggregates: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """the provider's opt-in to platform-wide aggregate queries over its C2 fields (``pps.aggregates``)"""
 
 
 class DatasetVersion(Base):
@@ -351,3 +354,48 @@ class JobBlob(Base):
     role: Mapped[str] = mapped_column(String(16), primary_key=True)
     media_type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# --- aggregate queries (pps.aggregates) --------------------------------------------------------------
+
+
+class PrivacyBudget(Base):
+    """A bank's differential-privacy budget, in micro-epsilon (integers: no float drift in the guard).
+
+    Spending is one guarded ``UPDATE … SET spent = spent + e WHERE spent + e <= total``; the check constraint
+    is the second line of defence.
+    """
+
+    __tablename__ = "privacy_budgets"
+    __table_args__ = (
+        CheckConstraint("spent_micro >= 0 AND spent_micro <= total_micro", name="spent_within_total"),
+    )
+
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    total_micro: Mapped[int] = mapped_column(BigInteger)
+    spent_micro: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class ReleasedCohort(Base):
+    """A cohort (member set) whose statistics were released to a bank, kept to refuse differencing.
+
+    ``members`` is the sorted array of the members' keyed 64-bit hashes (uint64 little-endian); ``digest`` is
+    SHA-256 of those bytes (one row per distinct set and bank); ``size`` lets the check load only the sets
+    whose size is within the minimum cohort size of a new one.
+    """
+
+    __tablename__ = "released_cohorts"
+    __table_args__ = (
+        UniqueConstraint("bank_org_id", "digest"),
+        Index("ix_released_cohorts_bank_org_id_size", "bank_org_id", "size"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    size: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    members: Mapped[bytes] = mapped_column(LargeBinary)
+    query_id: Mapped[str] = mapped_column(String(40))
+    """the first query that released this set"""
+    created_at: Mapped[datetime]

@@ -27,12 +27,20 @@ SMALL_SCHEMA = {
         {"name": "amount", "type": "float", "sensitivity": "C2"},
     ],
 }
+REGISTRY_SCHEMA = {
+    "subject_key": "uscc",
+    "columns": [
+        {"name": "uscc", "type": "uscc", "sensitivity": "C1"},
+        {"name": "industry", "type": "string", "sensitivity": "C1"},
+    ],
+}
 SMALL_CSV = b"uscc,amount\n91350100M000100Y43,1.5\n"
 BODIES: dict[str, dict[str, Any]] = {
     "POST /v1/orgs": {"name": "__unique__", "role": "bank"},
     "POST /v1/datasets": {"name": "__unique__", "schema": SMALL_SCHEMA},
     "POST /v1/orgs/{org_id}/tokens": {"label": "matrix"},
     "POST /v1/orgs/{org_id}/disable": {"reason": "matrix"},
+    "PATCH /v1/datasets/{dataset_id}/aggregates": {"platform_aggregates": True},
 }
 
 
@@ -129,6 +137,17 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
         "/approve": asked[0].json()["id"],
         "/deny": asked[1].json()["id"],
     }
+    registry = made[Role.data_provider].client.post(
+        "/v1/datasets", json={"name": "registry", "schema": REGISTRY_SCHEMA}
+    )
+    assert registry.status_code == 201, registry.text
+    uploaded = made[Role.data_provider].client.post(
+        f"/v1/datasets/{registry.json()['id']}/versions",
+        content=b"uscc,industry\n91350100M000100Y43,C\n",
+        params={"format": "csv"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    scoring = _scoring_body()
     for party in made.values():
         party.consents = consents
         party.bodies = {
@@ -136,6 +155,15 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
             "POST /v1/consent-requests": {**terms, "subject_uscc": subject.org.uscc},
             "POST /v1/consents/{consent_id}/deny": {"reason": "not now"},
             "POST /v1/psi": {"purpose": "loan_underwriting", "reveal": "size", "request": _psi_request()},
+            "POST /v1/aggregates": {
+                "scope": "consented",
+                "purpose": "loan_underwriting",
+                "statistic": "count",
+                "dataset": made[Role.data_provider].dataset_id,
+                "field": "amount",
+                "epsilon": 0.1,
+            },
+            "POST /v1/scoring": scoring,
             "POST /v1/policy/check": {
                 "subjects": [subject.org.uscc],
                 "fields": {made[Role.data_provider].dataset_id: ["amount"]},
@@ -144,6 +172,20 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
             },
         }
     return made
+
+
+def _scoring_body() -> dict[str, Any]:
+    import base64
+
+    from protocols.he_scoring import BankScoringKey
+
+    key = BankScoringKey.create()
+    return {
+        "purpose": "loan_underwriting",
+        "subjects": ["91350100M000100Y43"],
+        "context": base64.b64encode(key.public_context_bytes()).decode(),
+        "model": base64.b64encode(key.encrypt_model({"industry_c": 1.0}, 0.0).to_bytes()).decode(),
+    }
 
 
 def _psi_request() -> str:

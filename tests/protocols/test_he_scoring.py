@@ -822,3 +822,40 @@ def test_checker_failures_become_clear_errors(bank, context, model_bytes, error,
         check_public_context(bank.public_context_bytes(), worker=checker)
     with pytest.raises(InvalidCiphertext, match=match):
         load_model(context, model_bytes, worker=checker)
+
+
+HOSTILE_VALUES = [None, True, 7, -1, 1.5, "x", [], ["logistic"], {}, {"a": 1}, [[1]], "0" * 64]
+
+
+@pytest.mark.parametrize("key", ["kind", "context_id", "features", "packing", "bins"])
+def test_every_hostile_header_value_is_a_clear_refusal(bank, key: str) -> None:
+    """Each header field replaced by values of every JSON type: always a PPS input error, never a crash."""
+    good = bank.encrypt_scorecard(Scorecard((ScorecardFeature("a", (0.0,), (1.0, 2.0)),)))
+    base = {
+        "kind": "scorecard",
+        "context_id": good.context_id,
+        "features": ["a"],
+        "packing": "real",
+        "bins": [{"edges": [0.0], "missing": False}],
+    }
+    for value in HOSTILE_VALUES:
+        frame = he._frame(he.MessageType.MODEL, {**base, key: value}, good.ciphertexts)
+        try:
+            decode_model(frame)
+        except InvalidInput:
+            continue
+    result_base = {
+        "kind": "logistic",
+        "context_id": good.context_id,
+        "model_digest": good.context_id,
+        "n_subjects": 1,
+        "slots": 4096,
+        "packing": "real",
+        "noise_std": 0.0,
+    }
+    for value in HOSTILE_VALUES:
+        head = {**result_base, key: value} if key in result_base else result_base
+        try:
+            he.decode_result(he._frame(he.MessageType.RESULT, head, good.ciphertexts[:1]))
+        except InvalidInput:
+            continue

@@ -1,0 +1,73 @@
+"""The feature store: features computed inside the safe-room from the uploaded datasets, exact lineage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.features import FEATURE_RESOLUTION, FEATURES, enterprise_features
+from pps.errors import InvalidInput
+from pps.runtime import Runtime
+from pps.sources import bind_sources
+from tests.scoring.conftest import Platform
+
+pytestmark = pytest.mark.db
+
+
+def test_features_from_uploaded_datasets_equal_the_reference_at_their_resolution(
+    runtime: Runtime, platform: Platform
+) -> None:
+    usccs, reference = enterprise_features(platform.data)
+    with runtime.db.transaction(write=False) as s:
+        table = runtime.features.table(s)
+    assert table.usccs == tuple(usccs.tolist())
+    for name in FEATURES:
+        step = FEATURE_RESOLUTION[name]
+        got = table.values[name]
+        if step == 0:
+            np.testing.assert_array_equal(got, reference[name], err_msg=name)
+        else:
+            assert np.max(np.abs(got - reference[name])) <= step / 2 + 1e-9, name
+            np.testing.assert_allclose(np.round(got / step), got / step, atol=1e-9, err_msg=name)
+
+
+def test_the_catalogue_names_fields_never_values_and_marks_c3_features(
+    runtime: Runtime, platform: Platform
+) -> None:
+    with runtime.db.transaction(write=False) as s:
+        info = {f.name: f for f in runtime.features.catalogue(s)}
+    assert set(info) == set(FEATURES)
+    court = info["log_court_amount_defendant"]
+    assert not court.available and "C3" in court.reason
+    sales = info["log_sales_mean_last6"]
+    assert sales.available and sales.datasets == {platform.datasets["tax"]: ("taxable_sales",)}
+    assert info["tax_months_filed"].datasets == {platform.datasets["tax"]: ()}  # presence only
+    assert "values" not in sales.as_dict()
+
+
+def test_fields_for_a_model_are_the_union_of_its_features_lineage(
+    runtime: Runtime, platform: Platform
+) -> None:
+    with runtime.db.transaction(write=False) as s:
+        fields = runtime.features.fields_for(s, ["log_sales_mean_last6", "tax_filing_ratio", "industry_c"])
+        assert fields == {
+            platform.datasets["registry"]: ("industry", "registered_on"),
+            platform.datasets["tax"]: ("taxable_sales",),
+        }
+        with pytest.raises(InvalidInput, match="unknown feature"):
+            runtime.features.fields_for(s, ["log_sales_mean_last6", "favourite_colour"])
+        with pytest.raises(InvalidInput, match="C3"):
+            runtime.features.fields_for(s, ["log_court_amount_defendant"])
+
+
+def test_a_new_version_is_a_new_table(runtime: Runtime, platform: Platform) -> None:
+    with runtime.db.transaction(write=False) as s:
+        first = runtime.features.table(s)
+        assert runtime.features.table(s) is first  # cached
+        key = bind_sources(s).key
+    assert first.key == key
+
+
+def test_without_a_registry_no_features(runtime: Runtime) -> None:
+    with runtime.db.transaction(write=False) as s, pytest.raises(InvalidInput, match="registry"):
+        runtime.features.table(s)
