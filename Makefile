@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_psi.py
 	$(PY) benchmarks/bench_scoring.py
+	$(PY) benchmarks/bench_scoring_service.py
+	$(PY) benchmarks/bench_aggregates.py
 
 clean:
 	rm -rf $(VENV) .pps-demo .pytest_cache .mypy_cache .ruff_cache
