@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_scoring_service.py
 	$(PY) benchmarks/bench_aggregates.py
+	$(PY) benchmarks/bench_vertical_lr.py
 
 clean:
 	rm -rf $(VENV) .pps-demo .pytest_cache .mypy_cache .ruff_cache

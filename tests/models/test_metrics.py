@@ -1,0 +1,85 @@
+"""AUC, KS and the curves behind them, against scikit-learn and by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from models import metrics
+
+
+def test_auc_matches_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.normal(size=500) + y, 1)  # many ties
+    assert metrics.auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_roc_curve_matches_sklearn_points() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.normal(size=200), 2)
+    fpr, tpr, thr = sk_roc_curve(y, s, drop_intermediate=False)
+    curve = metrics.roc_curve(y, s)
+    np.testing.assert_allclose(curve.fpr, fpr)
+    np.testing.assert_allclose(curve.tpr, tpr)
+    np.testing.assert_allclose(curve.thresholds[1:], thr[1:])
+    assert curve.thresholds[0] == np.inf
+
+
+def test_ks_by_hand() -> None:
+    y = np.array([0, 0, 1, 0, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9])
+    # thresholds 0.9, 0.8: TPR 2/3, FPR 0 -> gap 2/3 (at 0.4 TPR 2/3, FPR 1/3; at 0.3 TPR 1, FPR 1/3 -> 2/3)
+    assert metrics.ks(y, s) == pytest.approx(2 / 3)
+    curve = metrics.ks_curve(y, s)
+    assert curve.ks == pytest.approx(float(np.max(np.abs(curve.tpr - curve.fpr))))
+    assert curve.ks_threshold in (0.8, 0.3)  # both reach the maximum gap
+    assert len(curve.gap) == len(curve.thresholds) == len(curve.tpr) == len(curve.fpr)
+
+
+def test_perfect_and_inverted_scores() -> None:
+    y = np.array([0, 0, 1, 1])
+    assert metrics.auc(y, [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert metrics.auc(y, [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert metrics.ks(y, [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert metrics.auc(y, [0.5, 0.5, 0.5, 0.5]) == 0.5
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.floats(-1e6, 1e6)), min_size=2, max_size=60))
+def test_auc_properties(pairs: list[tuple[int, float]]) -> None:
+    y = np.array([p[0] for p in pairs])
+    s = np.array([p[1] for p in pairs])
+    if y.min() == y.max():
+        with pytest.raises(metrics.InvalidMetricInput):
+            metrics.auc(y, s)
+        return
+    a = metrics.auc(y, s)
+    assert 0.0 <= a <= 1.0
+    assert metrics.auc(y, -s) == pytest.approx(1 - a, abs=1e-9)
+    assert a == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+    assert 0.0 <= metrics.ks(y, s) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("y", "s", "match"),
+    [
+        ([0, 1, 1], [0.1, 0.2], "equal length"),
+        ([[0, 1]], [[0.1, 0.2]], "1-D"),
+        ([0, 1], [0.1, float("nan")], "finite"),
+        ([0, 1], [0.1, float("inf")], "finite"),
+        ([0, 2], [0.1, 0.2], "0 or 1"),
+        ([1, 1], [0.1, 0.2], "both classes"),
+        ([], [], "no samples"),
+    ],
+)
+def test_bad_input(y: list[object], s: list[object], match: str) -> None:
+    with pytest.raises(metrics.InvalidMetricInput, match=match):
+        metrics.auc(y, s)
+    with pytest.raises(ValueError, match=match):
+        metrics.ks(y, s)
