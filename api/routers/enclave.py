@@ -1,0 +1,140 @@
+"""The simulated enclave: quotes for any caller's nonce, and a bank's attested jobs on joint data.
+
+A bank verifies the quote itself (``PPSClient.verify_quote``) before it encrypts anything to the enclave; the
+formats are in ``docs/protocols.md`` ("Simulated enclave").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, Field
+
+from api.deps import Caller, RuntimeDep, allow
+from api.middleware import current_request_id
+from api.schemas import JobPublic, Request
+from enclave_sim.quote import Quote
+from pps.errors import InvalidInput
+from pps.storage.tables import Role
+
+router = APIRouter(prefix="/v1/enclave", tags=["enclave"])
+
+JOBS_PATH = "/v1/enclave/jobs"
+
+Anyone = Annotated[Caller, allow()]
+Bank = Annotated[Caller, allow(Role.bank)]
+HEX64 = r"^[0-9a-fA-F]{64}$"
+
+
+class QuoteOut(BaseModel):
+    quote: str = Field(description="the quote, base64 (184 bytes; format in docs/protocols.md)")
+    quote_hash: str = Field(description="hex SHA-256 of the quote: provisioning binds to it")
+    measurement: str
+    isv_svn: int
+    debug: bool
+    enclave_key: str = Field(description="hex X25519 public key of the enclave instance")
+    vendor_key: str = Field(
+        description="hex Ed25519 vendor attestation key, for information only: pin the one you got out of band"
+    )
+
+
+class ProvisionedIn(Request):
+    enc: str = Field(max_length=64, description="HPKE encapsulated key, base64 (32 bytes)")
+    ciphertext: str = Field(description="HPKE ciphertext of the PEPV envelope, base64")
+
+
+class OutputIn(Request):
+    release: list[Literal["metrics", "scores", "model"]] = Field(min_length=1, max_length=3)
+    recipient_key: str | None = Field(
+        None, pattern=HEX64, description="hex X25519 public key that scores and the model are encrypted to"
+    )
+
+
+class GBDTParams(Request):
+    max_iter: int = 100
+    max_leaf_nodes: int = 31
+    min_samples_leaf: int = 20
+    test_percent: int = 30
+    seed: int = 0
+
+
+class EnclaveJobIn(Request):
+    job: Literal["gbdt"] = "gbdt"
+    purpose: str = Field(max_length=64)
+    subjects: list[Annotated[str, Field(max_length=18)]] | Literal["all_consented"]
+    features: list[Annotated[str, Field(max_length=64)]] = Field(
+        min_length=1, max_length=64, description="platform features to join (GET /v1/features)"
+    )
+    quote_hash: str = Field(pattern=HEX64, description="the quote the rows were encrypted for")
+    rows: ProvisionedIn
+    output: OutputIn
+    params: GBDTParams = Field(default_factory=GBDTParams)
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{what} must be base64") from None
+
+
+@router.get("/quote", summary="an attestation quote of the enclave for your nonce")
+def enclave_quote(
+    caller: Anyone,
+    rt: RuntimeDep,
+    nonce: Annotated[str, Query(pattern=HEX64, description="32 random bytes of your choice, hex")],
+) -> QuoteOut:
+    raw = rt.enclave.quote(bytes.fromhex(nonce))
+    with rt.db.transaction() as session:  # the quote leaves only once its issue is on the record
+        rt.enclave.record_quote(session, raw, actor=caller.actor, request_id=current_request_id())
+    q = Quote.parse(raw)
+    return QuoteOut(
+        quote=base64.b64encode(raw).decode(),
+        quote_hash=q.quote_hash.hex(),
+        measurement=q.measurement.hex(),
+        isv_svn=q.isv_svn,
+        debug=q.debug,
+        enclave_key=q.enclave_key.hex(),
+        vendor_key=rt.enclave.vendor_public_bytes().hex(),
+    )
+
+
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="train gradient-boosted trees on your encrypted rows joined with consented platform features",
+)
+def submit_enclave_job(body: EnclaveJobIn, caller: Bank, rt: RuntimeDep) -> JobPublic:
+    enc, ct = _b64(body.rows.enc, "rows.enc"), _b64(body.rows.ciphertext, "rows.ciphertext")
+    if len(enc) != 32:
+        raise InvalidInput("rows.enc must be 32 bytes (an X25519 encapsulated key)")
+    checked = rt.enclave.check_gbdt(
+        purpose=body.purpose,
+        subjects=None if body.subjects == "all_consented" else list(body.subjects),
+        features=body.features,
+        params=body.params.model_dump(),
+        release=body.output.release,
+        recipient_key=body.output.recipient_key.lower() if body.output.recipient_key else None,
+    )
+    quote_hash = bytes.fromhex(body.quote_hash)
+    handle, receipt = rt.enclave.provision(checked, quote_hash=quote_hash, ciphertext=enc + ct)
+    try:
+        with rt.db.transaction() as session:
+            job = rt.enclave.submit(
+                session,
+                checked,
+                handle=handle,
+                receipt=receipt,
+                quote_hash=quote_hash,
+                actor=caller.actor,
+                request_id=current_request_id(),
+            )
+            out = JobPublic.of(job)
+    except BaseException:
+        rt.enclave.drop(handle)  # no job, no entry: the enclave forgets the rows
+        raise
+    rt.jobs.enqueue(job.id)
+    return out

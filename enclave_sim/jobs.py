@@ -1,0 +1,312 @@
+"""Jobs that run inside the enclave, and the interface a new one implements.
+
+A job is a class with:
+
+* ``kind`` — its name (``"gbdt"``);
+* ``party_slots`` — inputs a party provisions, HPKE-encrypted to the enclave (:mod:`enclave_sim.crypto`);
+  ``owner_slot`` — the one of them whose header carries the output policy;
+* ``host_slots`` — inputs the host supplies in the clear (data the host holds anyway, e.g. platform features
+  it read under its own policy checks);
+* ``outputs`` — every output it can produce; ``plain_outputs`` — those that may leave unencrypted (aggregate
+  figures);
+* ``__init__(inputs, params)``, optional ``step(message) -> message`` rounds (an interactive protocol, e.g. the
+  key-holding coordinator of vertical logistic regression: it would hold its Paillier secret key here, answer
+  each round's encrypted gradients with masked decryptions, and release the model under the output policy),
+  and ``finish() -> {output name: JSON value}``.
+
+The job never releases anything itself: :class:`enclave_sim.core.EnclaveCore` takes what ``finish`` returns,
+refuses any output the job did not declare, drops those the owner's output policy does not allow, and
+encrypts the non-plain ones to the owner's key. A job cannot widen its own release.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from enclave_sim.errors import EnclaveJobError, EnclaveProtocolError, ProvisioningError
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class EnclaveJob(ABC):
+    kind: ClassVar[str]
+    party_slots: ClassVar[tuple[str, ...]]
+    owner_slot: ClassVar[str]
+    host_slots: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[frozenset[str]]
+    plain_outputs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, inputs: Mapping[str, bytes], params: Mapping[str, Any]) -> None:
+        self.inputs = inputs
+        self.params = params
+
+    def step(self, message: bytes) -> bytes:
+        """One round of an interactive job; one-shot jobs have none."""
+        raise EnclaveProtocolError(f"job {self.kind} is not interactive")
+
+    @abstractmethod
+    def finish(self) -> dict[str, Any]:
+        """Compute and return candidate outputs by name (JSON values); the core decides what leaves."""
+
+
+# --- column tables (the shape both parties' data takes) ------------------------------------------------------
+
+MAX_FEATURES = 256
+MAX_ROWS = 1_000_000
+
+
+def parse_table(
+    data: bytes, *, what: str, labelled: bool
+) -> tuple[list[str], dict[str, FloatArray], FloatArray | None]:
+    """``{"keys": [...], "features": {name: [number | null, ...]}, "labels": [0|1, ...]}`` (labels only for
+    the labelled party). Returns keys, features (NaN for null) and labels."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise ProvisioningError(f"{what}: not JSON") from None
+    allowed = {"keys", "features", "labels"} if labelled else {"keys", "features"}
+    if not isinstance(doc, dict) or not set(doc) <= allowed or "keys" not in doc or "features" not in doc:
+        raise ProvisioningError(f"{what}: must be an object with {', '.join(sorted(allowed))}")
+    keys, features = doc["keys"], doc["features"]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(keys) > MAX_ROWS:
+        raise ProvisioningError(f"{what}: keys must be a list of at most {MAX_ROWS} strings")
+    if len(set(keys)) != len(keys):
+        raise ProvisioningError(f"{what}: keys must be distinct")
+    if not isinstance(features, dict) or len(features) > MAX_FEATURES:
+        raise ProvisioningError(f"{what}: features must be an object of at most {MAX_FEATURES} columns")
+    cols: dict[str, FloatArray] = {}
+    for name, values in features.items():
+        if not isinstance(values, list) or len(values) != len(keys):
+            raise ProvisioningError(f"{what}: feature {name!r} must have one value per key")
+        try:
+            col = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ProvisioningError(f"{what}: feature {name!r} must hold numbers or null") from None
+        if np.isinf(col).any():
+            raise ProvisioningError(f"{what}: feature {name!r} holds an infinite value")
+        cols[name] = col
+    labels = None
+    if labelled:
+        raw = doc.get("labels")
+        if (
+            not isinstance(raw, list)
+            or len(raw) != len(keys)
+            or any(v not in (0, 1) or isinstance(v, bool) for v in raw)
+        ):
+            raise ProvisioningError(f"{what}: labels must be one 0 or 1 per key")
+        labels = np.asarray(raw, dtype=np.float64)
+    return keys, cols, labels
+
+
+def table_bytes(
+    keys: Sequence[str], features: Mapping[str, Sequence[float | None]], labels: Sequence[int] | None = None
+) -> bytes:
+    """The JSON a party or the host provisions (the inverse of :func:`parse_table`)."""
+    doc: dict[str, Any] = {
+        "keys": list(keys),
+        "features": {
+            k: [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in vs]
+            for k, vs in features.items()
+        },
+    }
+    if labels is not None:
+        doc["labels"] = [int(v) for v in labels]
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+# --- metrics (local, small) ----------------------------------------------------------------------------------
+
+
+def auc_ks(y: FloatArray, p: FloatArray) -> tuple[float, float]:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(y, p)
+    return float(roc_auc_score(y, p)), float(np.max(tpr - fpr))
+
+
+# --- gradient-boosted trees ----------------------------------------------------------------------------------
+
+GBDT_DEFAULTS: dict[str, int] = {
+    "max_iter": 100,
+    "max_leaf_nodes": 31,
+    "min_samples_leaf": 20,
+    "test_percent": 30,
+    "seed": 0,
+}
+GBDT_LIMITS: dict[str, tuple[int, int]] = {
+    "max_iter": (1, 10_000),
+    "max_leaf_nodes": (2, 256),
+    "min_samples_leaf": (1, 10_000),
+    "test_percent": (10, 50),
+    "seed": (0, 2**31 - 1),
+}
+MIN_JOINED_ROWS = 50
+"""Fewer joined rows and nothing is trained (figures over a handful of enterprises say too much)."""
+LEARNING_RATE = 0.1
+
+
+def check_gbdt_params(params: Mapping[str, Any]) -> dict[str, int]:
+    unknown = sorted(set(params) - set(GBDT_DEFAULTS))
+    if unknown:
+        raise EnclaveJobError(f"unknown gbdt parameter(s): {', '.join(unknown)}")
+    out = dict(GBDT_DEFAULTS)
+    for name, value in params.items():
+        low, high = GBDT_LIMITS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise EnclaveJobError(f"gbdt parameter {name} must be an integer in [{low}, {high}]")
+        out[name] = value
+    return out
+
+
+def joined_design(
+    bank: tuple[list[str], dict[str, FloatArray], FloatArray | None],
+    platform: tuple[list[str], dict[str, FloatArray], FloatArray | None],
+) -> tuple[list[str], list[str], FloatArray, FloatArray]:
+    """Inner join on the key, in the bank's row order: (keys, column names, X, y). Columns are the bank's
+    features (``bank.<name>``, in the order given) then the platform's (``platform.<name>``)."""
+    bkeys, bcols, labels = bank
+    pkeys, pcols, _ = platform
+    assert labels is not None
+    where = {k: i for i, k in enumerate(pkeys)}
+    bi = [i for i, k in enumerate(bkeys) if k in where]
+    pi = [where[bkeys[i]] for i in bi]
+    names = [f"bank.{n}" for n in bcols] + [f"platform.{n}" for n in pcols]
+    columns = [bcols[n][bi] for n in bcols] + [pcols[n][pi] for n in pcols]
+    x = np.column_stack(columns) if columns else np.empty((len(bi), 0))
+    return [bkeys[i] for i in bi], names, x, labels[bi]
+
+
+def train_gbdt(
+    x: FloatArray, y: FloatArray, params: Mapping[str, int]
+) -> tuple[Any, dict[str, Any], FloatArray]:
+    """Split (stratified), train, evaluate on the held-out part; ``(model, metrics, test mask)``.
+
+    The same function runs in the enclave and in a plaintext baseline: the enclave computes on plaintext, so
+    the two agree exactly on the same split.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import train_test_split
+
+    n = len(y)
+    if n < MIN_JOINED_ROWS:
+        raise EnclaveJobError(f"only {n} rows joined; at least {MIN_JOINED_ROWS} are needed")
+    positives = int(y.sum())
+    if positives < 2 or n - positives < 2:
+        raise EnclaveJobError("the joined rows must hold at least two of each label")
+    if x.shape[1] == 0:
+        raise EnclaveJobError("the joined rows have no features")
+    idx = np.arange(n)
+    train_idx, test_idx = train_test_split(
+        idx, test_size=params["test_percent"] / 100, random_state=params["seed"], stratify=y
+    )
+    model = HistGradientBoostingClassifier(
+        max_iter=params["max_iter"],
+        learning_rate=LEARNING_RATE,
+        max_leaf_nodes=params["max_leaf_nodes"],
+        min_samples_leaf=params["min_samples_leaf"],
+        early_stopping=False,
+        random_state=params["seed"],
+    )
+    model.fit(x[train_idx], y[train_idx])
+    p = model.predict_proba(x[test_idx])[:, 1]
+    auc, ks = auc_ks(y[test_idx], p)
+    metrics = {
+        "joined": n,
+        "train": len(train_idx),
+        "test": len(test_idx),
+        "positives": positives,
+        "test_auc": round(auc, 6),
+        "test_ks": round(ks, 6),
+    }
+    mask = np.zeros(n, dtype=bool)
+    mask[test_idx] = True
+    return model, metrics, mask
+
+
+def export_model(model: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The trained trees as data (not a pickle): a bank evaluates them with :func:`predict_exported`."""
+    trees = []
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        trees.append(
+            {
+                "feature": nodes["feature_idx"].astype(int).tolist(),
+                "threshold": [float(t) for t in nodes["num_threshold"]],
+                "missing_left": nodes["missing_go_to_left"].astype(int).tolist(),
+                "left": nodes["left"].astype(int).tolist(),
+                "right": nodes["right"].astype(int).tolist(),
+                "leaf": nodes["is_leaf"].astype(int).tolist(),
+                "value": [float(v) for v in nodes["value"]],
+            }
+        )
+    return {
+        "format": "pps-gbdt-v1",
+        "features": list(names),
+        "baseline": float(np.ravel(model._baseline_prediction)[0]),
+        "trees": trees,
+    }
+
+
+def predict_exported(model: Mapping[str, Any], x: FloatArray) -> FloatArray:
+    """Probabilities of class 1 from an exported model (columns of ``x`` in ``model["features"]`` order)."""
+    if model.get("format") != "pps-gbdt-v1":
+        raise ValueError("not a pps-gbdt-v1 model")
+    x = np.asarray(x, dtype=np.float64)
+    raw = np.full(len(x), float(model["baseline"]))
+    for tree in model["trees"]:
+        feat, thr, mleft = tree["feature"], tree["threshold"], tree["missing_left"]
+        left, right, leaf, value = tree["left"], tree["right"], tree["leaf"], tree["value"]
+        for r in range(len(x)):
+            node = 0
+            while not leaf[node]:
+                v = x[r, feat[node]]
+                go_left = bool(mleft[node]) if math.isnan(v) else v <= thr[node]
+                node = left[node] if go_left else right[node]
+            raw[r] += value[node]
+    out: FloatArray = 1.0 / (1.0 + np.exp(-raw))
+    return out
+
+
+class GBDTJob(EnclaveJob):
+    """Gradient-boosted trees on joint data: the bank's labelled rows joined with the platform's features.
+
+    Inputs: ``bank`` (party; keys, labels, the bank's own features), ``platform`` (host; keys and the platform
+    features of the subjects whose consent allowed it). Outputs: ``metrics`` (plain: row counts, held-out AUC
+    and KS), ``scores`` (every joined row's probability, by key), ``model`` (the trees, :func:`export_model`).
+
+    Who learns what: the host learns nothing of the bank's rows (not even which of its subjects joined, only
+    how many); the bank learns what its output policy releases — a model trained on platform features is a
+    summary of those features, and scores are per-subject functions of them, which is why both need the
+    subjects' consent for operation ``enclave`` and are encrypted to the bank.
+    """
+
+    kind = "gbdt"
+    party_slots = ("bank",)
+    owner_slot = "bank"
+    host_slots = ("platform",)
+    outputs = frozenset({"metrics", "scores", "model"})
+    plain_outputs = frozenset({"metrics"})
+
+    def finish(self) -> dict[str, Any]:
+        params = check_gbdt_params(self.params)
+        bank = parse_table(self.inputs["bank"], what="bank rows", labelled=True)
+        platform = parse_table(self.inputs["platform"], what="platform features", labelled=False)
+        keys, names, x, y = joined_design(bank, platform)
+        model, metrics, _mask = train_gbdt(x, y, params)
+        scores = model.predict_proba(x)[:, 1] if len(keys) else np.empty(0)
+        return {
+            "metrics": {**metrics, "features": names},
+            "scores": {k: round(float(p), 8) for k, p in zip(keys, scores, strict=True)},
+            "model": export_model(model, names),
+        }
+
+
+JOBS: dict[str, type[EnclaveJob]] = {GBDTJob.kind: GBDTJob}
+"""The jobs this enclave build runs (part of its measurement: adding one changes the build)."""
