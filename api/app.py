@@ -15,7 +15,8 @@ import pps
 from api import errors
 from api.deps import declared_roles
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from api.routers import aggregates, audit, consent, datasets, identity, jobs, psi, scoring, system
+from api.routers import aggregates, audit, consent, datasets, enclave, identity, jobs, psi, scoring, system
+from api.routers import objections as objection_routes
 from pps.runtime import Runtime
 from pps.settings import Settings, get_settings
 
@@ -84,6 +85,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             datasets.UPLOAD_PATH: rt.settings.max_upload_bytes,
             "/v1/psi": rt.settings.max_upload_bytes,
             scoring.SCORING_PATH: rt.settings.max_scoring_body_bytes,
+            enclave.JOBS_PATH: rt.settings.max_upload_bytes,
+            objection_routes.OBJECTIONS_PATH: objection_routes.body_limit(
+                rt.settings.objection_evidence_max_bytes
+            ),
         },
     )
     app.add_middleware(RequestIdMiddleware)
@@ -105,6 +110,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     psi.router,
     aggregates.router,
     scoring.router,
+    enclave.router,
+    objection_routes.router,
 )
 """Every router of the API. Each route must declare exactly one guard (see ``api.deps``)."""
 

@@ -36,6 +36,7 @@ STATUS: dict[type[e.PPSError], int] = {
     e.Gone: 410,
     e.Conflict: 409,
     e.ProofVerificationError: 422,
+    e.AttestationError: 422,
     e.LedgerIntegrityError: 500,
     e.ConfigurationError: 500,
     e.ServiceUnavailable: 503,

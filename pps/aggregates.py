@@ -87,6 +87,7 @@ from pps.datasets.service import DatasetService
 from pps.errors import BudgetExhausted, Conflict, DataIntegrityError, InvalidInput, NotFound, Refused
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import Ledger
+from pps.objections import open_disputes
 from pps.policy import PolicyEngine, Request
 from pps.sources import SOURCES, bind_sources
 from pps.storage.db import Database
@@ -235,6 +236,8 @@ class Cell:
     sum: float | None = None
     mean: float | None = None
     histogram: list[int] | None = None
+    disputed_inputs: bool = False
+    """whether a member of the cell has an open objection on a field the query reads (never who)"""
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,7 @@ class Answer:
                         )
                         if v is not None
                     },
+                    "disputed_inputs": c.disputed_inputs,
                 }
                 for c in self.cells
             ],
@@ -654,6 +658,13 @@ class AggregateService:
             total_micro, spent_micro = self._lock_budget(s, bank)
             micro = 0
         released, scales, edges = self._release(spec, cells)
+        disputed = open_disputes(s, None, plan.fields)  # open objections (pps.objections): a flag per cell
+        if disputed and cells:
+            codes = self.frames.codes_of(disputed)
+            released = [
+                dataclasses.replace(c, disputed_inputs=bool(np.isin(cell.members, codes).any()))
+                for c, cell in zip(released, cells, strict=True)
+            ]
         self._remember(s, bank, cells, query_id)
         datasets = (ObjectRef("aggregate", query_id), *(ObjectRef("dataset", d) for d in plan.dataset_ids))
         what = f"aggregate:{spec.statistic}"
@@ -694,6 +705,7 @@ class AggregateService:
                     "epsilon_micro": micro,
                     "budget_remaining_micro": max(0, total_micro - spent_micro),
                     "cells_released": len(cells),
+                    "cells_with_disputed_inputs": sum(c.disputed_inputs for c in released),
                     "min_cohort_size": k,
                     "answer_sha256": digest,
                 },

@@ -254,6 +254,43 @@ def budget_show(org_id: Annotated[str, typer.Argument(help="the bank's organisat
     console.print(f"{b.bank_org_id}: total epsilon {b.total:g}, spent {b.spent:g}, remaining {b.remaining:g}")
 
 
+# --- objections (pps.objections) --------------------------------------------------------------------
+
+
+@admin_app.command("objections")
+def admin_objections(
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="only open objections past their deadline")
+    ] = False,
+    state: Annotated[str | None, typer.Option(help="only this state: open, accepted, rejected")] = None,
+) -> None:
+    """List subjects' objections with their deadlines (overdue ones are for the operator to chase)."""
+    from pps.storage.tables import ObjectionState, utcnow
+
+    if state is not None and state not in set(ObjectionState):
+        fail(f"state must be one of {', '.join(ObjectionState)}")
+    wanted = ObjectionState(state) if state else None
+    now = utcnow()
+    with runtime() as rt, rt.db.transaction(write=False) as session:
+        found = rt.objections.list_objections(
+            session, state=wanted, overdue=True if overdue else None, now=now, limit=100_000
+        )
+        table = Table("id", "subject", "dataset", "provider", "fields", "state", "due", "overdue")
+        for o in found:
+            table.add_row(
+                o.id,
+                o.subject_uscc,
+                o.dataset_id,
+                o.provider_org_id,
+                ", ".join(json.loads(o.fields_json)),
+                o.state.value,
+                o.due_at.isoformat(timespec="seconds"),
+                "OVERDUE" if o.state is ObjectionState.open and o.due_at <= now else "",
+            )
+    console.print(table)
+    console.print(f"{len(found)} objection(s)")
+
+
 # --- audit -------------------------------------------------------------------------------------------
 
 
@@ -710,6 +747,8 @@ def keys_status() -> None:
     """Show KEK versions and how many data keys each wraps."""
     with runtime() as rt, rt.db.transaction(write=False) as session:
         counts = rt.datasets.keys_by_kek_version(session)
+        for v, n in rt.objections.keys_by_kek_version(session).items():
+            counts[v] = counts.get(v, 0) + n
         table = Table("KEK version", "data keys wrapped", "state")
         for v in range(1, rt.kms.current_version + 1):
             state = (
@@ -730,6 +769,7 @@ def keys_rotate() -> None:
         new = rt.kms.rotate()
         with rt.db.transaction() as session:
             count, version = rt.datasets.rewrap_all(session, actor=OPERATOR)
+            count += rt.objections.rewrap_all(session)
     console.print(f"KEK version {new} is current; re-wrapped {count} data key(s) under version {version}")
     console.print("older KEK versions still decrypt until retired: `pps keys retire --below VERSION`")
 
@@ -744,6 +784,8 @@ def keys_retire(
     with runtime() as rt, rt.db.transaction() as session:
         rt.datasets.lock_data_keys(session)
         counts = rt.datasets.keys_by_kek_version(session)
+        for v, n in rt.objections.keys_by_kek_version(session).items():
+            counts[v] = counts.get(v, 0) + n
         still = {v: n for v, n in counts.items() if v < below}
         if still:
             fail(

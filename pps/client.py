@@ -81,6 +81,13 @@ class ScoringResult:
     """``{"subject", "reason", "detail"}`` per subject not scored"""
     header: dict[str, Any]
 
+    @property
+    def disputed(self) -> list[dict[str, Any]]:
+        """``{"subject", "dataset", "fields"}`` for scored subjects with open objections on inputs the model
+        read (the values are as the provider holds them; the subject disputes them)."""
+        found: list[dict[str, Any]] = self.header.get("disputed", [])
+        return found
+
     def as_dict(self) -> dict[str, float]:
         """subject -> probability (logistic) or points (scorecard)."""
         values = self.probabilities if self.probabilities is not None else self.raw
@@ -340,6 +347,126 @@ class PPSClient:
         self.wait(job["id"], timeout=timeout)
         return self.scoring_result(job["id"], key, model)
 
+    # --- the simulated enclave (issue 6) -------------------------------------------------------------
+
+    def enclave_quote(self, nonce: bytes | None = None) -> dict[str, Any]:
+        """A quote of the enclave for ``nonce`` (32 bytes; random if None). Returns the server's answer with
+        ``quote`` as bytes and the ``nonce`` used. Verify it with :meth:`verify_quote` before trusting it."""
+        import os
+
+        nonce = nonce if nonce is not None else os.urandom(32)
+        result: dict[str, Any] = self.request("GET", "/v1/enclave/quote", params={"nonce": nonce.hex()})
+        result["quote"] = b64d(result["quote"])
+        result["nonce"] = nonce
+        return result
+
+    @staticmethod
+    def verify_quote(
+        quote: bytes,
+        *,
+        vendor_key: Any,
+        nonce: bytes,
+        measurements: Iterable[bytes] | None = None,
+        min_svn: int = 1,
+        registry: Any = None,
+    ) -> None:
+        """Verify a quote: signed by the pinned ``vendor_key`` (an Ed25519 public key obtained out of band),
+        a trusted build (``measurements``; default: the build of the ``enclave_sim`` installed here, i.e. the
+        published source), at least ``min_svn``, not debug, answering ``nonce`` (and, with a
+        :class:`enclave_sim.quote.NonceRegistry`, never a nonce seen before). Returns nothing or raises
+        :class:`~pps.errors.AttestationError`."""
+        from enclave_sim import errors as ee
+        from enclave_sim.platform import expected_measurement
+        from enclave_sim.quote import standard_policy, verify_quote
+
+        trusted = list(measurements) if measurements is not None else [expected_measurement()]
+        policy = standard_policy(measurements=trusted, nonce=nonce, min_svn=min_svn, registry=registry)
+        try:
+            verify_quote(quote, policy, vendor_key=vendor_key)
+        except ee.AttestationError as exc:
+            raise errors.AttestationError(exc.message, details={"reason": exc.reason}) from None
+
+    def enclave_gbdt(
+        self,
+        *,
+        purpose: str,
+        keys: list[str],
+        labels: list[int],
+        bank_features: dict[str, list[float | None]],
+        features: list[str],
+        vendor_key: Any,
+        release: Iterable[str] = ("metrics",),
+        subjects: Iterable[str] | None = None,
+        measurements: Iterable[bytes] | None = None,
+        params: dict[str, int] | None = None,
+        timeout: float = 600.0,
+    ) -> dict[str, Any]:
+        """Train gradient-boosted trees in the enclave on this bank's labelled rows (``keys`` are USCCs) joined
+        with the platform ``features`` of consented subjects: verify a fresh quote, encrypt the rows and the
+        output policy to that enclave, submit, wait, check the release came from the enclave, decrypt.
+
+        Returns ``{"job": <job>, "outputs": {"metrics": ..., "scores": ..., "model": ...}}`` with the outputs
+        ``release`` asked for (``metrics`` in the clear; scores and the model encrypted to a key made here).
+        """
+        import os
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        from enclave_sim import crypto
+        from enclave_sim import errors as ee
+        from enclave_sim.jobs import table_bytes
+        from enclave_sim.platform import expected_measurement
+        from enclave_sim.quote import Quote, standard_policy
+
+        got = self.enclave_quote()
+        quote = got["quote"]
+        self.verify_quote(quote, vendor_key=vendor_key, nonce=got["nonce"], measurements=measurements)
+        recipient = X25519PrivateKey.generate()
+        wanted = sorted(set(release))
+        output = crypto.OutputPolicy(
+            tuple(wanted),
+            os.urandom(32),
+            recipient.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            if set(wanted) - {"metrics"}
+            else None,
+        )
+        trusted = list(measurements) if measurements is not None else [expected_measurement()]
+        try:
+            sealed = crypto.encrypt_for_enclave(
+                quote,
+                standard_policy(measurements=trusted, nonce=got["nonce"]),
+                vendor_key=vendor_key,
+                job="gbdt",
+                slot="bank",
+                body=table_bytes(keys, bank_features, labels),
+                output=output,
+            )
+        except ee.AttestationError as exc:
+            raise errors.AttestationError(exc.message, details={"reason": exc.reason}) from None
+        body = {
+            "job": "gbdt",
+            "purpose": purpose,
+            "subjects": "all_consented" if subjects is None else list(subjects),
+            "features": list(features),
+            "quote_hash": Quote.parse(quote).quote_hash.hex(),
+            "rows": {
+                "enc": base64.b64encode(sealed[: crypto.ENC_BYTES]).decode(),
+                "ciphertext": base64.b64encode(sealed[crypto.ENC_BYTES :]).decode(),
+            },
+            "output": output.public(),
+            "params": params or {},
+        }
+        job = self.request("POST", "/v1/enclave/jobs", json=body)
+        done = self.wait(job["id"], timeout=timeout)
+        try:
+            opened = crypto.open_release(
+                self.job_result(job["id"]), result_key=output.result_key, recipient=recipient
+            )
+        except ee.ProvisioningError as exc:
+            raise RemoteError("invalid_result", exc.message, 0) from None
+        return {"job": done, "outputs": opened["outputs"], "measurement": opened["measurement"]}
+
     # --- aggregate queries ---------------------------------------------------------------------------
 
     def aggregate(
@@ -392,6 +519,75 @@ class PPSClient:
             "PATCH", f"/v1/datasets/{dataset_id}/aggregates", json={"platform_aggregates": enabled}
         )
         return result
+
+    # --- objections and corrections (pps.objections) ------------------------------------------------
+
+    def file_objection(
+        self,
+        dataset_id: str,
+        fields: list[str],
+        reason: str,
+        *,
+        record_key: str | None = None,
+        evidence: bytes | None = None,
+        evidence_type: str | None = None,
+    ) -> dict[str, Any]:
+        """A subject disputes ``fields`` of its record (``record_key``: the period or record key value, if the
+        dataset has one) with a reason and optionally an evidence file (``evidence_type``: application/pdf,
+        image/png or image/jpeg)."""
+        body: dict[str, Any] = {"dataset_id": dataset_id, "fields": fields, "reason": reason}
+        if record_key is not None:
+            body["record_key"] = record_key
+        if evidence is not None:
+            if evidence_type is None:
+                raise ValueError("evidence_type is required with evidence")
+            body["evidence"] = {"media_type": evidence_type, "content": base64.b64encode(evidence).decode()}
+        result: dict[str, Any] = self.request("POST", "/v1/objections", json=body)
+        return result
+
+    def objections(self, *, state: str | None = None, overdue: bool | None = None) -> list[dict[str, Any]]:
+        """The objections the caller may see (following pages)."""
+        return self._all_pages("/v1/objections", {"state": state, "overdue": overdue})
+
+    def objection(self, objection_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/v1/objections/{objection_id}")
+        return result
+
+    def objection_evidence(self, objection_id: str) -> bytes:
+        response = self._http.get(f"/v1/objections/{objection_id}/evidence")
+        _raise_for(response)
+        return response.content
+
+    def accept_objection(
+        self, objection_id: str, corrected: dict[str, Any], *, note: str | None = None
+    ) -> dict[str, Any]:
+        """The provider accepts with corrected values for the disputed fields (a new dataset version)."""
+        body: dict[str, Any] = {"corrected": corrected}
+        if note is not None:
+            body["note"] = note
+        result: dict[str, Any] = self.request("POST", f"/v1/objections/{objection_id}/accept", json=body)
+        return result
+
+    def reject_objection(self, objection_id: str, reason: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/objections/{objection_id}/reject", json={"reason": reason}
+        )
+        return result
+
+    def corrections(self) -> list[dict[str, Any]]:
+        """A bank's correction notices: released results that used a value later corrected (following pages)."""
+        return self._all_pages("/v1/corrections", {})
+
+    def _all_pages(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        after = None
+        while True:
+            query = {k: v for k, v in {**params, "after": after}.items() if v is not None}
+            page = self.request("GET", path, params=query)
+            items.extend(page["items"])
+            after = page.get("next_after")
+            if after is None:
+                return items
 
     # --- audit ---------------------------------------------------------------------------------------
 

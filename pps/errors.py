@@ -195,3 +195,48 @@ class JobCancelled(PPSError):
 
 class ServiceUnavailable(PPSError):
     code = "service_unavailable"
+
+
+# --- the simulated enclave (issue 6; enclave_sim's own errors are mapped onto these in pps) ----------------
+
+
+class AttestationError(PPSError):
+    """An enclave's quote is malformed, signed by a key the verifier does not pin, or fails its policy
+    (measurement, security version, debug, nonce, replay, age); ``details["reason"]`` says which."""
+
+    code = "attestation_failed"
+
+
+class ProvisioningFailed(InvalidInput):
+    """Data provisioned to the enclave does not open there (another enclave instance or quote, tampering)
+    or does not have the shape the job expects; nothing was stored."""
+
+    code = "provisioning_failed"
+
+
+class OutputPolicyViolation(Refused):
+    """An enclave job would have released something its owner's output policy does not allow."""
+
+    code = "output_policy_violation"
+
+
+class EnclaveJobFailed(InvalidInput):
+    """A job inside the enclave could not run on the data given (too few rows, one class, bad parameters)."""
+
+    code = "enclave_job_failed"
+
+
+class EnclaveUnavailable(ServiceUnavailable):
+    """The enclave process stopped (or restarted) and lost what it held; nothing was released."""
+
+    code = "enclave_unavailable"
+
+
+# --- objections (pps.objections) -----------------------------------------------------------------------
+
+
+class EvidenceRejected(InvalidInput):
+    """An objection's evidence file is not an accepted type, does not match its declared type, is malformed,
+    too large, or carries active content; nothing was stored."""
+
+    code = "evidence_rejected"

@@ -1,4 +1,5 @@
-"""Key material on disk: the ledger's checkpoint signing key (Ed25519).
+"""Key material on disk: the ledger's checkpoint signing key (Ed25519), the consent receipt key and the
+simulated enclave's vendor attestation key and platform secret.
 
 Keys live under ``PPS_KEY_DIR`` (default ``<data_dir>/keys``), one PEM file per key, created on first use with
 mode 0600. Losing the signing key does not lose the ledger (entries and nodes are in the database), but
@@ -19,6 +20,10 @@ from pps.errors import ConfigurationError
 
 LEDGER_SIGNING_KEY_FILE = "ledger-signing-ed25519.pem"
 RECEIPT_SIGNING_KEY_FILE = "consent-receipt-ed25519.pem"
+ENCLAVE_VENDOR_KEY_FILE = "enclave-vendor-attestation-ed25519.pem"
+"""The simulated enclave vendor's attestation key (on real hardware it is the vendor's, not on this host)."""
+ENCLAVE_PLATFORM_SECRET_FILE = "enclave-platform-secret.bin"  # noqa: S105 - a file name
+"""The simulated platform's fused secret, from which sealing keys are derived (32 random bytes)."""
 
 
 def load_or_create_ed25519(path: Path) -> Ed25519PrivateKey:
@@ -61,3 +66,16 @@ def create_exclusive(path: Path, content: bytes) -> bool:
         return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def load_or_create_secret(path: Path, size: int = 32) -> bytes:
+    """Load a random secret from a file, creating it (mode 0600) with ``size`` random bytes if missing."""
+    if path.exists():
+        data = path.read_bytes()
+        if len(data) != size:
+            raise ConfigurationError(f"{path} must hold exactly {size} bytes, it holds {len(data)}")
+        return data
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not create_exclusive(path, os.urandom(size)):
+        return load_or_create_secret(path, size)
+    return path.read_bytes()

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from enclave_sim.platform import EnclaveConfig
 from pps.aggregates import AggregateService
 from pps.consent import ConsentService
 from pps.datasets.service import DatasetService
+from pps.enclave_service import EnclaveService
 from pps.feature_store import FeatureStore
 from pps.identity.service import IdentityService
 from pps.jobs import JobService
@@ -19,6 +21,7 @@ from pps.keys import LEDGER_SIGNING_KEY_FILE, RECEIPT_SIGNING_KEY_FILE, load_or_
 from pps.kms import LocalFileKMS
 from pps.ledger.checkpoint import NoteSigner
 from pps.ledger.store import Ledger
+from pps.objections import ObjectionService
 from pps.policy import PolicyEngine
 from pps.psi_service import PSIService
 from pps.scoring_service import ScoringService
@@ -43,6 +46,8 @@ class Runtime:
     psi: PSIService
     scoring: ScoringService
     aggregates: AggregateService
+    enclave: EnclaveService
+    objections: ObjectionService
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_schema: bool | None = None) -> Runtime:
@@ -93,6 +98,23 @@ class Runtime:
             default_budget=settings.aggregate_default_budget,
             cache_versions=settings.aggregate_cache_versions,
         )
+        enclave = EnclaveService(
+            db,
+            ledger,
+            policy,
+            jobs,
+            features,
+            settings.resolved_key_dir,
+            config=EnclaveConfig(debug=settings.enclave_unsafe_debug),
+            call_timeout_s=settings.enclave_call_timeout_s,
+        )
+        objections = ObjectionService(
+            ledger,
+            kms,
+            datasets,
+            response_days=settings.objection_response_days,
+            evidence_max_bytes=settings.objection_evidence_max_bytes,
+        )
         return cls(
             settings=settings,
             db=db,
@@ -107,8 +129,11 @@ class Runtime:
             psi=psi,
             scoring=scoring,
             aggregates=aggregates,
+            enclave=enclave,
+            objections=objections,
         )
 
     def close(self) -> None:
         self.jobs.shutdown(wait=True)
+        self.enclave.close()
         self.db.dispose()

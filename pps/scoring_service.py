@@ -56,6 +56,7 @@ from pps.feature_store import FeatureStore, FeatureTable
 from pps.identity.uscc import validate_uscc
 from pps.jobs import JobContext, JobOutcome, JobService
 from pps.ledger.entry import Actor, ObjectRef
+from pps.objections import open_disputes
 from pps.policy import Decision, PolicyEngine, Request
 from pps.sources import bind_sources
 from pps.storage.db import Database
@@ -532,6 +533,12 @@ class ScoringService:
                         if kept
                         else None
                     )
+            # open objections on inputs the model reads (pps.objections): who, where, which — no values
+            disputed = [
+                {"subject": s_, "dataset": d, "fields": f}
+                for s_, by in open_disputes(session, scored, fields).items()
+                for d, f in by.items()
+            ]
             header = {
                 "subjects": scored,
                 "not_scored": [{"subject": k, **v} for k, v in sorted(not_scored.items())],
@@ -541,6 +548,7 @@ class ScoringService:
                 "model_digest": prepared.model.digest,
                 "context_id": prepared.context.context_id,
                 "feature_window": {"first_month": table.window[0], "months": table.window[1]},
+                "disputed": disputed,
             }
             outcome.result = pack_result(header, final.to_bytes() if final is not None else b"")
             lap("release_s")
@@ -555,6 +563,7 @@ class ScoringService:
                 "ciphertexts": len(final.ciphertexts) if final is not None else 0,
                 "result_bytes": len(outcome.result),
                 "timings": timings,
+                "disputed": len({d["subject"] for d in disputed}),
             }
 
         outcome.finalize = finalize

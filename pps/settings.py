@@ -91,6 +91,22 @@ class Settings(BaseSettings):
     aggregate_cache_versions: int = Field(
         8, ge=1, le=256, description="decrypted dataset versions kept in memory for aggregate queries"
     )
+    # the simulated enclave (pps.enclave_service)
+    enclave_unsafe_debug: bool = Field(
+        False, description="UNSAFE: run the enclave in debug mode; verifiers refuse its quotes (tests only)"
+    )
+    enclave_call_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="longest an enclave operation (a training job) may take before it is stopped",
+    )
+    # objections and corrections (pps.objections)
+    objection_response_days: int = Field(
+        15, ge=1, le=365, description="days a provider has to accept or reject an objection"
+    )
+    objection_evidence_max_bytes: int = Field(
+        2 << 20, ge=1024, le=64 << 20, description="largest evidence file (PDF, PNG, JPEG) of an objection"
+    )
     auto_migrate: bool = Field(True, description="apply Alembic migrations when the service starts")
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
 

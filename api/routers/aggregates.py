@@ -85,6 +85,9 @@ class CellOut(BaseModel):
     sum: float | None = None
     mean: float | None = None
     histogram: list[int] | None = None
+    disputed_inputs: bool = Field(
+        False, description="a member has an open objection on a field this query reads (never who)"
+    )
 
 
 class AggregateAnswerOut(BaseModel):

@@ -71,6 +71,10 @@ class _Bad(Exception):
     pass
 
 
+ConversionError = _Bad
+"""What a converter in :data:`CONVERTERS` raises for a value of the wrong type (its message says why)."""
+
+
 # --- converters: (raw value, from_text) -> typed value or None ------------------------------------------
 
 

@@ -8,7 +8,7 @@ the ledger keeps the record that it existed, who uploaded it and when.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pps.datasets import codec
-from pps.datasets.ingest import Chunker, UploadFormat, read_chunks
+from pps.datasets.ingest import CONVERTERS, Chunker, ConversionError, UploadFormat, read_chunks
 from pps.datasets.schema import DatasetSchema
 from pps.errors import Conflict, DataIntegrityError, InvalidInput, NotFound
 from pps.kms import KeyEncryptionKeys, WrappedKey, new_data_key
@@ -36,6 +36,24 @@ class SubjectRecords:
     version: int
     schema: DatasetSchema
     rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """Where one record is in a version: its row, the chunk holding it and the row's position in that chunk."""
+
+    row: int
+    chunk: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What :meth:`DatasetService.correct` made: the new version and the fields whose value changed."""
+
+    version: DatasetVersion
+    previous: int
+    changed: tuple[str, ...]
 
 
 class DatasetService:
@@ -308,6 +326,166 @@ class DatasetService:
             found.append(SubjectRecords(ds, version.version, schema, rows_out))
         return found
 
+    # --- single records and corrections (pps.objections) ---------------------------------------------
+
+    def locate(
+        self, session: Session, version: DatasetVersion, uscc: str, key: str | None
+    ) -> RecordRef | None:
+        """Where the record ``(uscc, key)`` is in ``version`` (``key``: the period or record key value, None for
+        a dataset keyed by the subject alone), or None."""
+        schema = DatasetSchema.model_validate_json(version.schema_json)
+        extra = schema.period_key or schema.record_key
+        if (extra is None) != (key is None):
+            return None
+        dek = self._dek(version)
+        subjects = self._chunks(session, version, schema.subject_key, dek, range(version.chunk_count))
+        for index, part in enumerate(subjects):
+            hits = [int(h) for h in np.nonzero(part.values == uscc)[0]]
+            if hits and extra is not None:
+                keys = self._chunks(session, version, extra, dek, [index])[0]
+                hits = [h for h in hits if keys.valid[h] and keys.values[h] == key]
+            if hits:
+                return RecordRef(index * version.chunk_rows + hits[0], index, hits[0])
+        return None
+
+    def record(self, session: Session, version: DatasetVersion, where: RecordRef) -> dict[str, Any]:
+        """The values of one located record (for its subject's own view and for comparing a correction)."""
+        schema = DatasetSchema.model_validate_json(version.schema_json)
+        dek = self._dek(version)
+        return {
+            c.name: _py(self._chunks(session, version, c.name, dek, [where.chunk])[0], where.offset)
+            for c in schema.columns
+        }
+
+    def correct(
+        self,
+        session: Session,
+        ds: Dataset,
+        *,
+        uscc: str,
+        key: str | None,
+        values: Mapping[str, Any],
+        actor: Actor,
+        objects: Sequence[ObjectRef] = (),
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Correction:
+        """A new version: the current one with one record's fields replaced by ``values``, under a new data key.
+
+        Every chunk is opened with the old data key and sealed again under the new one (with the new version
+        in its associated data); only the chunks holding the record are decoded and changed. The old versions
+        stay as they are. ``values`` are checked against the schema's types (``InvalidInput`` naming the
+        field); key fields cannot be changed; a correction that changes nothing is refused. Nothing is written
+        unless everything checks; the caller's transaction holds the new version and its ledger entry.
+        """
+        if ds.deleted_at is not None:
+            raise NotFound(f"dataset {ds.id} was deleted")
+        session.execute(select(Dataset.id).where(Dataset.id == ds.id).with_for_update())
+        session.refresh(ds)
+        old = self.current(session, ds)
+        if old is None or old.wrapped_dek is None:
+            raise Conflict(f"dataset {ds.id} has no readable current version to correct")
+        schema = DatasetSchema.model_validate_json(old.schema_json)
+        typed = check_values(schema, values)
+        where = self.locate(session, old, uscc, key)
+        if where is None:
+            raise Conflict(
+                f"the record is not in the current version {old.version} of dataset {ds.id} (replaced since?)"
+            )
+        before = self.record(session, old, where)
+        changed = tuple(sorted(name for name, v in typed.items() if before[name] != v))
+        if not changed:
+            raise InvalidInput("the corrected values equal the current ones: nothing would change")
+        now = now or utcnow()
+        number = (
+            session.execute(
+                select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == ds.id)
+            ).scalar_one()
+            or 0
+        ) + 1
+        old_dek = self._dek(old)
+        dek = new_data_key()
+        wrapped = self.kms.wrap(dek, codec.dek_aad(ds.id, number))
+        version = DatasetVersion(
+            dataset_id=ds.id,
+            version=number,
+            schema_json=old.schema_json,
+            format="correction",
+            row_count=old.row_count,
+            chunk_rows=old.chunk_rows,
+            chunk_count=old.chunk_count,
+            kek_version=wrapped.kek_version,
+            wrapped_dek=wrapped.blob,
+            created_at=now,
+        )
+        session.add(version)
+        session.flush()
+        types = {c.name: c.type for c in schema.columns}
+        conn = session.connection()
+        for column in types:
+            rows = session.execute(
+                select(DatasetChunk.chunk, DatasetChunk.ciphertext)
+                .where(
+                    DatasetChunk.dataset_id == ds.id,
+                    DatasetChunk.version == old.version,
+                    DatasetChunk.column == column,
+                )
+                .order_by(DatasetChunk.chunk)
+            ).all()
+            if [r.chunk for r in rows] != list(range(old.chunk_count)):
+                raise DataIntegrityError(f"chunks of {ds.id}@{old.version} column {column} are missing")
+            sealed = []
+            for index, blob in rows:
+                n = min(old.chunk_rows, old.row_count - index * old.chunk_rows)
+                plain = codec.open_sealed(
+                    old_dek, codec.chunk_aad(ds.id, old.version, column, index, n), bytes(blob)
+                )
+                if index == where.chunk and column in typed:
+                    part = codec.decode(plain)
+                    patched = [_py(part, i) for i in range(n)]
+                    patched[where.offset] = typed[column]
+                    plain = codec.encode(types[column], patched)
+                sealed.append(
+                    {
+                        "dataset_id": ds.id,
+                        "version": number,
+                        "column": column,
+                        "chunk": index,
+                        "ciphertext": codec.seal(
+                            dek, codec.chunk_aad(ds.id, number, column, index, n), plain
+                        ),
+                    }
+                )
+            if sealed:
+                conn.execute(insert(DatasetChunk), sealed)
+        ds.current_version = number
+        session.flush()
+        self.ledger.append(
+            session,
+            EntryDraft(
+                action="dataset.correct",
+                actor=actor,
+                objects=(
+                    ObjectRef("dataset", ds.id),
+                    ObjectRef("dataset_version", f"{ds.id}@{old.version}"),
+                    ObjectRef("dataset_version", f"{ds.id}@{number}"),
+                    *objects,
+                ),
+                subjects=(uscc,),
+                request_id=request_id,
+                detail={
+                    "from_version": old.version,
+                    "version": number,
+                    "rows": old.row_count,
+                    "rows_changed": 1,
+                    "fields": list(changed),
+                    "kek_version": wrapped.kek_version,
+                },
+            ),
+            now=now,
+        )
+        return Correction(version, old.version, changed)
+
     # --- shredding and keys --------------------------------------------------------------------------
 
     def delete(
@@ -394,3 +572,30 @@ def _py(col: codec.Column, i: int) -> Any:
         return None
     v = col.values[i]
     return v.item() if isinstance(v, np.generic) else v
+
+
+def check_values(schema: DatasetSchema, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check values for non-key fields against the schema's types (JSON values: no text conversion).
+
+    ``None`` clears a value. Raises :class:`InvalidInput` naming the first field that is unknown, a key or of
+    the wrong type.
+    """
+    if not values:
+        raise InvalidInput("give at least one field and its value")
+    keys = set(schema.key_columns)
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            ctype = schema.column(name).type
+        except KeyError:
+            raise InvalidInput(f"the dataset has no field {name!r}") from None
+        if name in keys:
+            raise InvalidInput(f"{name!r} is a key field: it identifies the record and cannot be corrected")
+        if value is None:
+            out[name] = None
+            continue
+        try:
+            out[name] = CONVERTERS[ctype](value, False)
+        except ConversionError as exc:
+            raise InvalidInput(f"{name}: {exc} (the field is of type {ctype.value})") from None
+    return out

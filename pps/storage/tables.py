@@ -399,3 +399,92 @@ class ReleasedCohort(Base):
     query_id: Mapped[str] = mapped_column(String(40))
     """the first query that released this set"""
     created_at: Mapped[datetime]
+
+
+# --- objections and corrections (pps.objections) -----------------------------------------------------
+
+
+class ObjectionState(enum.StrEnum):
+    open = "open"
+    accepted = "accepted"
+    rejected = "rejected"
+
+
+class Objection(Base):
+    """A subject's dispute of fields of one of its records in a provider's dataset.
+
+    What the subject wrote (the record key value and the reason) and the provider's note are sealed under the
+    objection's own data key (``wrapped_dek``, wrapped by the KMS like a dataset version's): they may quote
+    values. The disputed field *names* stay in the clear so that open disputes can be matched cheaply.
+    """
+
+    __tablename__ = "objections"
+    __table_args__ = (
+        Index("ix_objections_subject_uscc_state", "subject_uscc", "state"),
+        Index("ix_objections_provider_org_id_state", "provider_org_id", "state"),
+        Index("ix_objections_dataset_id_state", "dataset_id", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_uscc: Mapped[str] = mapped_column(String(18))
+    subject_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    provider_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    filed_version: Mapped[int]
+    """the dataset version the objection was filed against"""
+    fields_json: Mapped[str] = mapped_column(Text)
+    """sorted JSON list of the disputed (non-key) field names"""
+    state: Mapped[ObjectionState] = mapped_column(
+        SAEnum(ObjectionState, native_enum=False, length=16, validate_strings=True, create_constraint=False)
+    )
+    kek_version: Mapped[int]
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    """AES-256-GCM of canonical JSON ``{"record_key", "reason", "note"}`` under the objection's data key"""
+    has_evidence: Mapped[bool]
+    due_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    corrected_version: Mapped[int | None]
+    """the dataset version an acceptance produced"""
+    corrected_fields_json: Mapped[str | None] = mapped_column(Text)
+    """the disputed fields whose value the acceptance changed (names only, never values)"""
+
+
+class ObjectionEvidence(Base):
+    """A subject's evidence file (PDF, PNG or JPEG), sealed under its objection's data key."""
+
+    __tablename__ = "objection_evidence"
+
+    objection_id: Mapped[str] = mapped_column(ForeignKey("objections.id"), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(32))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CorrectionNotice(Base):
+    """A bank was released a result (``ledger_index``: its ``policy.release`` entry) computed with a value that
+    an accepted objection later corrected: which result, which subject, which fields — never the value."""
+
+    __tablename__ = "correction_notices"
+    __table_args__ = (
+        UniqueConstraint("objection_id", "ledger_index"),
+        Index("ix_correction_notices_bank_org_id_id", "bank_org_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    objection_id: Mapped[str] = mapped_column(ForeignKey("objections.id"))
+    subject_uscc: Mapped[str] = mapped_column(String(18))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    fields_json: Mapped[str] = mapped_column(Text)
+    result_kind: Mapped[str] = mapped_column(String(32))
+    result_id: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    ledger_index: Mapped[int] = mapped_column(BigInteger)
+    released_at: Mapped[datetime]
+    old_version: Mapped[int]
+    new_version: Mapped[int]
+    created_at: Mapped[datetime]

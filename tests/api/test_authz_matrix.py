@@ -79,6 +79,7 @@ class Party:
             self.dataset_id, self.disposable_dataset_id = ids
 
     consents: dict[str, str]
+    objections: dict[str, str]
     bodies: dict[str, Any]
     jobs: dict[str, str]
 
@@ -88,6 +89,9 @@ class Party:
         if "{consent_id}" in path:
             action = "/" + path.rsplit("/", 1)[1] if path.endswith(("/revoke", "/approve", "/deny")) else ""
             path = path.replace("{consent_id}", self.consents[action])
+        if "{objection_id}" in path:
+            action = "/" + path.rsplit("/", 1)[1] if path.endswith(("/accept", "/reject")) else ""
+            path = path.replace("{objection_id}", self.objections[action])
         if "{job_id}" in path:
             path = path.replace("{job_id}", self.jobs["/cancel" if path.endswith("/cancel") else ""])
         if path.endswith("/disable"):
@@ -148,8 +152,11 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
     )
     assert uploaded.status_code == 201, uploaded.text
     scoring = _scoring_body()
+    objected, objections = _objections(made)
+    enclave_job = _enclave_job_body(runtime)
     for party in made.values():
         party.consents = consents
+        party.objections = objections
         party.bodies = {
             "POST /v1/consents": {**terms, "bank_org_id": bank.org.id},
             "POST /v1/consent-requests": {**terms, "subject_uscc": subject.org.uscc},
@@ -164,6 +171,10 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
                 "epsilon": 0.1,
             },
             "POST /v1/scoring": scoring,
+            "POST /v1/objections": {"dataset_id": objected, "fields": ["f3"], "reason": "matrix"},
+            "POST /v1/objections/{objection_id}/accept": {"corrected": {"f1": 2.0}},
+            "POST /v1/objections/{objection_id}/reject": {"reason": "matrix"},
+            "POST /v1/enclave/jobs": enclave_job,
             "POST /v1/policy/check": {
                 "subjects": [subject.org.uscc],
                 "fields": {made[Role.data_provider].dataset_id: ["amount"]},
@@ -186,6 +197,74 @@ def _scoring_body() -> dict[str, Any]:
         "context": base64.b64encode(key.public_context_bytes()).decode(),
         "model": base64.b64encode(key.encrypt_model({"industry_c": 1.0}, 0.0).to_bytes()).decode(),
     }
+
+
+def _enclave_job_body(runtime: Runtime) -> dict[str, Any]:
+    """A valid GBDT submission: rows encrypted to a verified quote (the job itself fails later: no data)."""
+    import base64
+    import os
+
+    from enclave_sim import crypto
+    from enclave_sim.platform import expected_measurement
+    from enclave_sim.quote import Quote, standard_policy
+
+    nonce = os.urandom(32)
+    quote = runtime.enclave.quote(nonce)
+    sealed = crypto.encrypt_for_enclave(
+        quote,
+        standard_policy(measurements=[expected_measurement()], nonce=nonce),
+        vendor_key=runtime.enclave.vendor_public_key,
+        job="gbdt",
+        slot="bank",
+        body=b'{"keys": [], "features": {}, "labels": []}',
+        output=crypto.OutputPolicy(("metrics",), os.urandom(32)),
+    )
+    return {
+        "purpose": "loan_underwriting",
+        "subjects": "all_consented",
+        "features": ["industry_c"],
+        "quote_hash": Quote.parse(quote).quote_hash.hex(),
+        "rows": {
+            "enc": base64.b64encode(sealed[:32]).decode(),
+            "ciphertext": base64.b64encode(sealed[32:]).decode(),
+        },
+        "output": {"release": ["metrics"]},
+    }
+
+
+OBJECTED_SCHEMA = {
+    "subject_key": "uscc",
+    "columns": [
+        {"name": "uscc", "type": "uscc", "sensitivity": "C1"},
+        *({"name": f, "type": "float", "sensitivity": "C2"} for f in ("amount", "f1", "f2", "f3")),
+    ],
+}
+
+
+def _objections(made: dict[Role, Party]) -> tuple[str, dict[str, str]]:
+    """A dataset with the subject's record, and its objections: one with evidence, one to accept, one to reject."""
+    import base64
+
+    from tests.objections.files import png
+
+    provider, subject = made[Role.data_provider].client, made[Role.subject]
+    ds = provider.post("/v1/datasets", json={"name": "objected", "schema": OBJECTED_SCHEMA})
+    assert ds.status_code == 201, ds.text
+    up = provider.post(
+        f"/v1/datasets/{ds.json()['id']}/versions",
+        content=f"uscc,amount,f1,f2,f3\n{subject.org.uscc},1,1,1,1\n".encode(),
+        params={"format": "csv"},
+    )
+    assert up.status_code == 201, up.text
+    ids = {}
+    for action, field in (("", "amount"), ("/accept", "f1"), ("/reject", "f2")):
+        body: dict[str, Any] = {"dataset_id": ds.json()["id"], "fields": [field], "reason": "matrix"}
+        if not action:
+            body["evidence"] = {"media_type": "image/png", "content": base64.b64encode(png()).decode()}
+        filed = subject.client.post("/v1/objections", json=body)
+        assert filed.status_code == 201, filed.text
+        ids[action] = filed.json()["id"]
+    return ds.json()["id"], ids
 
 
 def _psi_request() -> str:
@@ -216,6 +295,8 @@ def call(client: httpx.Client, route: APIRoute, path: str, n: int, bodies: dict[
     if body is not None and body.get("name") == "__unique__":
         body = {**body, "name": f"matrix object {n}"}
     params: dict[str, Any] | None = {"first": 1, "second": 1} if route.path.endswith("/consistency") else None
+    if route.path == "/v1/enclave/quote":
+        params = {"nonce": "ab" * 32}
     if route.path.endswith("/versions"):
         return client.request(method, path, content=SMALL_CSV, params={"format": "csv"})
     return client.request(method, path, json=body, params=params)
@@ -251,8 +332,11 @@ def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx
     assert failures == []
 
 
-OBJECT_ROUTES = [r for r in ROUTES if "{" in r.path and "{consent_id}" not in r.path]
-# consents have two parties (subject and bank); tests/api/test_consent_api.py has their tenant matrix
+OBJECT_ROUTES = [
+    r for r in ROUTES if "{" in r.path and "{consent_id}" not in r.path and "{objection_id}" not in r.path
+]
+# consents have two parties (subject and bank); tests/api/test_consent_api.py has their tenant matrix;
+# objections have two too (subject and provider): tests/objections/test_refusals.py has theirs
 
 
 @pytest.mark.slow
