@@ -209,3 +209,31 @@ class EnclaveHost:
 
     def unseal(self, label: str, blob: bytes) -> bytes:
         return base64.b64decode(self.call("unseal", label=label, blob=_b64(blob))["data"])
+
+
+class RemoteCoordinator:
+    """The vertical-LR coordinator as guest and host see it when it runs in an enclave: the same four calls as
+    :class:`protocols.vertical_lr.Coordinator`, each one a ``step`` of the enclave's ``vlr_coordinator`` job
+    (provisioned first by the guest under a verified quote)."""
+
+    def __init__(self, enclave: EnclaveHost, handle: str) -> None:
+        self.enclave = enclave
+        self.handle = handle
+        self.decryptions = 0
+        """messages sent for decryption (the job's own summary counts the values decrypted)"""
+
+    def _step(self, op: int, body: bytes = b"") -> bytes:
+        return self.enclave.step(self.handle, params={}, message=bytes([op]) + body)
+
+    def public_key_message(self) -> bytes:
+        return self._step(1)
+
+    def receive_setup(self, data: bytes) -> None:
+        self._step(2, data)
+
+    def decrypt(self, data: bytes) -> bytes:
+        self.decryptions += 1
+        return self._step(3, data)
+
+    def receive_epoch_end(self, data: bytes) -> None:
+        self._step(4, data)

@@ -42,10 +42,14 @@ MODULES: tuple[str, ...] = (
     "enclave_sim.errors",
     "enclave_sim.quote",
     "enclave_sim.crypto",
+    "protocols.paillier_fast",
+    "protocols.vertical_lr",
     "enclave_sim.jobs",
     "enclave_sim.core",
 )
-"""The enclave's code, in load (and measurement) order."""
+"""The enclave's code, in load (and measurement) order. ``enclave_sim.*`` modules are read from the code
+directory, the others (the vertical-LR coordinator's protocol code) from the sibling package directory
+beside it (``<code root>/../protocols``)."""
 MEASUREMENT_CONTEXT = b"PPS-ENCLAVE-MEASUREMENT-v1\x00"
 SEAL_INFO = b"PPS-ENCLAVE-SEAL-v1"
 CODE_ROOT = Path(__file__).resolve().parent
@@ -78,7 +82,9 @@ def read_sources(code_root: Path | None = None) -> list[tuple[str, Path, bytes]]
     root = code_root or CODE_ROOT
     out = []
     for name in MODULES:
-        path = root / (name.split(".", 1)[1] + ".py")
+        package, module = name.split(".", 1)
+        base = root if package == "enclave_sim" else root.parent / package
+        path = base / (module + ".py")
         out.append((name, path, path.read_bytes()))
     return out
 
@@ -141,8 +147,8 @@ class _Platform:
 
 def _load(sources: list[tuple[str, Path, bytes]]) -> None:
     """Execute the measured bytes as the enclave's modules."""
-    package = sys.modules["enclave_sim"]
     for name, path, src in sources:
+        package = importlib.import_module(name.rsplit(".", 1)[0])
         # the parent's main module may have imported a copy while spawn prepared this process: the measured
         # copy replaces it, and every later import (the enclave's own) resolves to the measured one
         sys.modules.pop(name, None)

@@ -122,6 +122,7 @@ def test_a_bank_pinning_the_old_build_refuses_to_provision_a_changed_one(
 ) -> None:
     code = tmp_path / "enclave_sim"
     shutil.copytree(CODE_ROOT, code)
+    shutil.copytree(CODE_ROOT.parent / "protocols", tmp_path / "protocols")  # the coordinator's measured code
     with (code / "jobs.py").open("a") as fh:
         fh.write("\nLEAK = True  # a changed enclave\n")
     changed = EnclaveHost(vendor_key=vendor, platform_secret=platform_secret, code_root=code)

@@ -139,6 +139,9 @@ def test_a_changed_enclave_module_or_config_changes_the_measurement(tmp_path: Pa
 
     code = tmp_path / "enclave_sim"
     shutil.copytree(platform.CODE_ROOT, code)
+    shutil.copytree(
+        platform.CODE_ROOT.parent / "protocols", tmp_path / "protocols"
+    )  # the coordinator's measured code
     assert expected_measurement(code_root=code) == MEASUREMENT
     with (code / "jobs.py").open("a") as fh:
         fh.write("\n# one changed line\n")
@@ -150,3 +153,14 @@ def test_a_changed_enclave_module_or_config_changes_the_measurement(tmp_path: Pa
         fh.write("\n# host code is not the enclave's\n")
     shutil.copy(platform.CODE_ROOT / "jobs.py", code / "jobs.py")
     assert expected_measurement(code_root=code) == MEASUREMENT
+
+
+def test_the_coordinators_protocol_code_is_part_of_the_measurement(tmp_path: Path) -> None:
+    import enclave_sim.platform as platform
+
+    code = tmp_path / "enclave_sim"
+    shutil.copytree(platform.CODE_ROOT, code)
+    shutil.copytree(platform.CODE_ROOT.parent / "protocols", tmp_path / "protocols")
+    with (tmp_path / "protocols" / "vertical_lr.py").open("a") as fh:
+        fh.write("\n# a coordinator that would keep what it decrypts\n")
+    assert expected_measurement(code_root=code) != MEASUREMENT
