@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from pps.errors import InvalidProofRequest, LedgerIntegrityError, NotFound
@@ -66,6 +66,23 @@ _INSERT_ENTRIES = _ENTRIES.insert()
 _INSERT_SUBJECTS = _SUBJECTS.insert()
 _INSERT_OBJECTS = _OBJECTS.insert()
 _INSERT_NODES = _NODES.insert()
+
+
+_SUBJECT_INSERT_SQL = {
+    "qmark": "INSERT INTO ledger_entry_subjects (uscc, idx) VALUES (?, ?)",
+    "format": "INSERT INTO ledger_entry_subjects (uscc, idx) VALUES (%s, %s)",
+    "pyformat": "INSERT INTO ledger_entry_subjects (uscc, idx) VALUES (%s, %s)",
+}
+
+
+def _insert_subject_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """The subject index of a batch (10^5 rows for a large portfolio's two entries): as the driver's own
+    ``executemany`` over tuples, without SQLAlchemy compiling parameters per row (about a third of the time)."""
+    sql = _SUBJECT_INSERT_SQL.get(conn.dialect.paramstyle)
+    if sql is None:  # pragma: no cover - the supported drivers are covered above
+        conn.execute(_INSERT_SUBJECTS, rows)
+        return
+    conn.exec_driver_sql(sql, [(r["uscc"], r["idx"]) for r in rows])
 
 
 def _split_frontier(size: int, blob: bytes) -> list[bytes]:
@@ -179,7 +196,7 @@ class Ledger:
         conn = session.connection()
         conn.execute(_INSERT_ENTRIES, entry_rows)
         if subject_rows:
-            conn.execute(_INSERT_SUBJECTS, subject_rows)
+            _insert_subject_rows(conn, subject_rows)
         if object_rows:
             conn.execute(_INSERT_OBJECTS, object_rows)
         conn.execute(_INSERT_NODES, node_rows)
