@@ -376,8 +376,14 @@ class EnclaveService:
             )
         job_ref = ObjectRef("job", ctx.job_id)
         try:
-            with self.db.transaction() as s:
+            with self.db.transaction(write=False) as s:  # a cold feature table takes seconds: no write lock
                 binding = bind_sources(s)
+                table = self.features.table(s, binding)
+            with self.db.transaction() as s:
+                if bind_sources(s).key != binding.key:
+                    raise InvalidInput(
+                        "a dataset behind the features got a new version as the job started; submit it again"
+                    )
                 fields = self.features.fields_for(s, names, binding)
                 if fields != {k: tuple(v) for k, v in params["fields"].items()}:
                     raise InvalidInput("the datasets behind the features changed; submit the job again")
@@ -386,7 +392,6 @@ class EnclaveService:
                 decisions = (
                     self.policy.admit(s, request, job=job_ref, actor=SERVICE) if wanted else list[Decision]()
                 )
-                table = self.features.table(s, binding)
             allowed = {d.subject: d for d in decisions if d.allowed}
             found, rows, no_data = table.rows(list(allowed))
             matrix = table.matrix(names, rows)

@@ -471,8 +471,17 @@ class ScoringService:
             timings[stage] = round(timings.get(stage, 0.0) + now - clock, 4)
             clock = now
 
-        with self.db.transaction() as s:
+        with self.db.transaction(write=False) as s:
+            # the first use of a set of dataset versions computes the feature table (seconds at 10^5):
+            # outside the write transaction, so other writers are not held up meanwhile
             binding = bind_sources(s)
+            table = self.features.table(s, binding)
+        lap("features_s")
+        with self.db.transaction() as s:
+            if bind_sources(s).key != binding.key:
+                raise InvalidInput(
+                    "a dataset behind the features got a new version as the job started; submit it again"
+                )
             fields = self.features.fields_for(s, names, binding)
             if fields != {k: tuple(v) for k, v in params["fields"].items()}:
                 # a dataset was replaced or rebound since submission: the consent check must use today's
@@ -483,8 +492,6 @@ class ScoringService:
                 self.policy.admit(s, request, job=job_ref, actor=service) if wanted else list[Decision]()
             )
             lap("admission_s")
-            table = self.features.table(s, binding)
-            lap("features_s")
         allowed = [d.subject for d in decisions if d.allowed]
         by_subject = {d.subject: d for d in decisions if d.allowed}
         found, rows, no_data = table.rows(allowed)

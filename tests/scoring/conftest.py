@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.synth import PlatformData, generate
+from models.synth import PlatformData, Table, generate
 from pps.consent import Terms
 from pps.datasets.ingest import UploadFormat
 from pps.datasets.schema import DatasetSchema
@@ -36,8 +37,13 @@ class Platform:
 
 
 def upload_platform(rt: Runtime, make_org: OrgFactory, data: PlatformData, tmp: Path) -> Platform:
+    return Platform(data, upload_tables(rt, make_org, data.provider_tables(), tmp))
+
+
+def upload_tables(rt: Runtime, make_org: OrgFactory, tables: Sequence[Table], tmp: Path) -> dict[str, str]:
+    """Each table uploaded by its own provider; returns table name -> dataset id."""
     datasets = {}
-    for table in data.provider_tables():
+    for table in tables:
         provider = make_org(Role.data_provider, f"provider of {table.name}")
         table.write_csv(tmp)
         with rt.db.transaction() as s:
@@ -57,7 +63,7 @@ def upload_platform(rt: Runtime, make_org: OrgFactory, data: PlatformData, tmp: 
                 actor=OPERATOR,
             )
             datasets[table.name] = ds.id
-    return Platform(data, datasets)
+    return datasets
 
 
 @pytest.fixture(scope="session")

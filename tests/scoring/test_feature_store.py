@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from models.features import FEATURE_RESOLUTION, FEATURES, enterprise_features
+from models.synth import PlatformData
 from pps.errors import InvalidInput
 from pps.runtime import Runtime
 from pps.sources import bind_sources
-from tests.scoring.conftest import Platform
+from tests.conftest import OrgFactory
+from tests.helpers import uscc_for
+from tests.scoring.conftest import Platform, upload_tables
 
 pytestmark = pytest.mark.db
 
@@ -71,3 +77,28 @@ def test_a_new_version_is_a_new_table(runtime: Runtime, platform: Platform) -> N
 def test_without_a_registry_no_features(runtime: Runtime) -> None:
     with runtime.db.transaction(write=False) as s, pytest.raises(InvalidInput, match="registry"):
         runtime.features.table(s)
+
+
+def test_missing_sources_make_their_features_unavailable_and_foreign_rows_are_ignored(
+    runtime: Runtime, make_org: OrgFactory, synth_data: PlatformData, tmp_path: Path
+) -> None:
+    """Only the registry and tax uploaded (as in the demo); the tax table also holds an enterprise that is not
+    in the registry: features from the absent sources are unavailable with a reason, the rest are computed,
+    and the stray rows change nothing."""
+    registry, tax = synth_data.registry, synth_data.tax
+    stray = {k: np.concatenate([v, v[:3]]) for k, v in tax.columns.items()}
+    stray["uscc"] = np.concatenate([tax.columns["uscc"], np.array([uscc_for(990_001)] * 3, dtype=object)])
+    stray["month"] = np.concatenate(
+        [tax.columns["month"], np.array(["2024-01", "2024-02", "2024-03"], dtype=object)]
+    )
+    partial = dataclasses.replace(synth_data, tax=dataclasses.replace(tax, columns=stray))
+    upload_tables(runtime, make_org, [partial.registry, partial.tax], tmp_path)
+    with runtime.db.transaction(write=False) as s:
+        info = {f.name: f for f in runtime.features.catalogue(s)}
+        table = runtime.features.table(s)
+    assert not info["log_headcount_last"].available
+    assert "social_insurance" in info["log_headcount_last"].reason
+    assert info["log_sales_mean_last6"].available and info["company_age_years"].available
+    assert uscc_for(990_001) not in table.position and len(table.usccs) == len(registry)
+    _, reference = enterprise_features(synth_data)
+    np.testing.assert_array_equal(table.values["tax_months_filed"], reference["tax_months_filed"])
