@@ -379,6 +379,41 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             bool(stats["cells"]) and bank_a.budget()["spent_epsilon"] >= 0.5,
         )
 
+        console.rule("[bold]6c. Enterprise 1 disputes a tax record; the bureau corrects it; Bank A is told")
+        tax = next(d for d in enterprise.my_records() if d["dataset"] == "tax")
+        row = max(tax["rows"], key=lambda r: r["month"])  # its latest filing
+        filed = enterprise.file_objection(
+            datasets["tax"],
+            ["taxable_sales"],
+            "an amended return raised these sales; the bureau still holds the first filing",
+            record_key=row["month"],
+        )
+        console.print(
+            f"  Enterprise 1 disputes its taxable sales of {row['taxable_sales']:,.0f} for {row['month']} "
+            f"(the bureau must answer by {filed['due_at'][:10]})"
+        )
+        again = bank_a.score(key, model, purpose="loan_underwriting", subjects=[enterprises[0]])
+        checks.check(
+            "while the objection is open, Bank A's new score says which input is disputed (never its value)",
+            any(d["subject"] == enterprises[0] for d in again.disputed),
+        )
+        bureau = client["Suzhou Tax Bureau"]
+        amended = round(float(row["taxable_sales"]) * 1.25 + 1.0, 2)
+        bureau.accept_objection(
+            bureau.objections(state="open")[0]["id"], {"taxable_sales": amended}, note="amended return"
+        )
+        corrected = next(d for d in enterprise.my_records() if d["dataset"] == "tax")
+        fixed = next(r for r in corrected["rows"] if r["month"] == row["month"])
+        notices = bank_a.corrections()
+        console.print(
+            f"  The bureau accepts: a new version of the tax dataset; Bank A has {len(notices)} correction "
+            "notice(s) for results built on the old value"
+        )
+        checks.check(
+            "the correction makes a new dataset version and Bank A is told which results to redo",
+            fixed["taxable_sales"] == amended and any(n["subject_uscc"] == enterprises[0] for n in notices),
+        )
+
         console.rule("[bold]7. An enterprise reads its own records and who touched them, with proofs")
         own = enterprise.my_records()
         for d in own:
@@ -403,10 +438,12 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         console.rule("[bold]8. The operator rotates the key-encryption key")
         new_kek = rt.kms.rotate()
         with rt.db.transaction() as session:
+            versions = sum(rt.datasets.keys_by_kek_version(session).values())
             rewrapped, _ = rt.datasets.rewrap_all(session, actor=OPERATOR)
         checks.check(
-            f"KEK v{new_kek}: {rewrapped} data keys re-wrapped, no data re-encrypted, still readable",
-            rewrapped == 4 and len(enterprise.my_records()) == len(own),
+            f"KEK v{new_kek}: all {rewrapped} data keys (4 datasets, tax in 2 versions) re-wrapped, no data "
+            "re-encrypted, still readable",
+            rewrapped == versions == 5 and len(enterprise.my_records()) == len(own),
         )
 
         console.rule("[bold]9. The auditor checks that history only grows")
