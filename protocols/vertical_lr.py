@@ -116,6 +116,7 @@ import math
 import secrets
 import struct
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -478,7 +479,7 @@ class Stage(enum.Enum):
     DONE = "done"
 
 
-class _Trainer:
+class _Trainer(ABC):
     """What guest and host share: key, session, schedule, weights, masks, obfuscators, timings."""
 
     party: Party
@@ -563,9 +564,9 @@ class _Trainer:
         self._xq = pf.quantize(self.x, config.feature_frac_bits)
         self._batches = batches_for(config, self.n_rows, 0)
 
+    @abstractmethod
     def obfuscators_per_epoch(self) -> int:
         """Obfuscators this party uses per epoch (what :meth:`prefill_obfuscators` computes ahead)."""
-        raise NotImplementedError
 
     def obfuscators_missing(self, epochs: int = 1) -> int:
         """How many obfuscators :meth:`prefill_obfuscators` would compute for ``epochs`` epochs."""
