@@ -41,7 +41,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enclave_sim import errors as ee
@@ -60,7 +59,7 @@ from pps.errors import (
     PPSError,
     ProvisioningFailed,
 )
-from pps.feature_store import FeatureStore
+from pps.feature_store import FeatureStore, admit_on_features
 from pps.identity.uscc import validate_uscc
 from pps.jobs import JobContext, JobOutcome, JobService
 from pps.keys import (
@@ -71,10 +70,9 @@ from pps.keys import (
 )
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import Ledger
-from pps.policy import Decision, PolicyEngine, Request
-from pps.sources import bind_sources
+from pps.policy import PolicyEngine, Request
 from pps.storage.db import Database
-from pps.storage.tables import Consent, Job, new_id
+from pps.storage.tables import Job, new_id
 
 log = logging.getLogger("pps.enclave")
 
@@ -355,12 +353,6 @@ class EnclaveService:
 
     # --- the job --------------------------------------------------------------------------------------
 
-    def _candidates(self, session: Session, bank: str, purpose: str) -> tuple[str, ...]:
-        rows = session.execute(
-            select(Consent.subject_uscc).where(Consent.bank_org_id == bank, Consent.purpose == purpose)
-        ).scalars()
-        return tuple(sorted(set(rows)))
-
     def _run(self, ctx: JobContext) -> JobOutcome:
         if ctx.purpose is None or ctx.input is None:
             raise InvalidInput("an enclave job needs a purpose and its request")
@@ -376,22 +368,20 @@ class EnclaveService:
             )
         job_ref = ObjectRef("job", ctx.job_id)
         try:
-            with self.db.transaction(write=False) as s:  # a cold feature table takes seconds: no write lock
-                binding = bind_sources(s)
-                table = self.features.table(s, binding)
-            with self.db.transaction() as s:
-                if bind_sources(s).key != binding.key:
-                    raise InvalidInput(
-                        "a dataset behind the features got a new version as the job started; submit it again"
-                    )
-                fields = self.features.fields_for(s, names, binding)
-                if fields != {k: tuple(v) for k, v in params["fields"].items()}:
-                    raise InvalidInput("the datasets behind the features changed; submit the job again")
-                wanted = tuple(listed) if listed is not None else self._candidates(s, bank, purpose)
-                request = Request(bank, wanted, fields, "enclave", purpose)
-                decisions = (
-                    self.policy.admit(s, request, job=job_ref, actor=SERVICE) if wanted else list[Decision]()
-                )
+            admission = admit_on_features(
+                self.db,
+                self.features,
+                self.policy,
+                bank=bank,
+                purpose=purpose,
+                operation="enclave",
+                names=names,
+                submitted_fields=params["fields"],
+                subjects=listed,
+                job=job_ref,
+                actor=SERVICE,
+            )
+            table, fields, decisions = admission.table, admission.fields, admission.decisions
             allowed = {d.subject: d for d in decisions if d.allowed}
             found, rows, no_data = table.rows(list(allowed))
             matrix = table.matrix(names, rows)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,10 @@ from models.synth import SIZE_CLASSES, PlatformData, Table
 from pps.datasets.schema import Sensitivity
 from pps.datasets.service import DatasetService
 from pps.errors import DataIntegrityError, InvalidInput
+from pps.ledger.entry import Actor, ObjectRef
+from pps.policy import Decision, PolicyEngine, Request
 from pps.sources import SourceBinding, bind_sources
+from pps.storage.db import Database
 from pps.storage.tables import DatasetVersion
 
 FloatArray = npt.NDArray[np.float64]
@@ -314,3 +317,54 @@ class FeatureStore:
             values=values,
             window=(first_m, span),
         )
+
+
+@dataclass(frozen=True)
+class Admission:
+    table: FeatureTable
+    fields: dict[str, tuple[str, ...]]
+    decisions: list[Decision]
+
+
+def admit_on_features(
+    db: Database,
+    features: FeatureStore,
+    policy: PolicyEngine,
+    *,
+    bank: str,
+    purpose: str,
+    operation: str,
+    names: Sequence[str],
+    submitted_fields: Mapping[str, Sequence[str]],
+    subjects: Sequence[str] | None,
+    job: ObjectRef,
+    actor: Actor,
+    after_table: Callable[[], None] | None = None,
+) -> Admission:
+    """The admission step of a job that computes on features (scoring, enclave jobs).
+
+    The feature table is read first, outside any write transaction (the first use of a set of dataset
+    versions computes it: seconds at 10^5 enterprises). Then, in one write transaction, the sources must be
+    the ones the table was built from and the fields the job was submitted with, and the policy engine
+    decides and records ``operation`` for ``subjects`` (``None``: every subject with a consent for this bank
+    and purpose) over exactly those fields.
+    """
+    with db.transaction(write=False) as s:
+        binding = bind_sources(s)
+        table = features.table(s, binding)
+    if after_table is not None:
+        after_table()
+    with db.transaction() as s:
+        if bind_sources(s).key != binding.key:
+            raise InvalidInput(
+                "a dataset behind the features got a new version as the job started; submit it again"
+            )
+        fields = features.fields_for(s, names, binding)
+        if fields != {k: tuple(v) for k, v in submitted_fields.items()}:
+            raise InvalidInput(
+                "the datasets behind the features changed since submission; submit the job again"
+            )
+        wanted = tuple(subjects) if subjects is not None else policy.candidates(s, bank, purpose)
+        request = Request(bank, wanted, fields, operation, purpose)
+        decisions = policy.admit(s, request, job=job, actor=actor) if wanted else []
+    return Admission(table, fields, decisions)

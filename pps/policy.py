@@ -291,20 +291,26 @@ class PolicyEngine:
                 decisions.append(Decision(subject, False, reason=best[1], detail=best[2]))
         return decisions
 
+    def candidates(self, session: Session, bank_org_id: str, purpose: str) -> tuple[str, ...]:
+        """Every subject with a consent of any state for this bank and purpose, sorted: "all consented" is
+        this set, decided subject by subject."""
+        return tuple(
+            sorted(
+                set(
+                    session.execute(
+                        select(Consent.subject_uscc).where(
+                            Consent.bank_org_id == bank_org_id, Consent.purpose == purpose
+                        )
+                    ).scalars()
+                )
+            )
+        )
+
     def consented_subjects(
         self, session: Session, *, bank_org_id: str, purpose: str, operation: str, now: datetime | None = None
     ) -> list[Decision]:
         """Every subject whose consent allows ``operation`` for this bank and purpose now (e.g. PSI's set)."""
-        candidates = sorted(
-            set(
-                session.execute(
-                    select(Consent.subject_uscc).where(
-                        Consent.bank_org_id == bank_org_id, Consent.purpose == purpose
-                    )
-                ).scalars()
-            )
-        )
-        req = Request(bank_org_id, tuple(candidates), {}, operation, purpose)
+        req = Request(bank_org_id, self.candidates(session, bank_org_id, purpose), {}, operation, purpose)
         return [d for d in self.decide(session, req, now=now) if d.allowed]
 
     def record(

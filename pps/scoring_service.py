@@ -52,15 +52,14 @@ from sqlalchemy.orm import Session
 from models.features import FEATURE_RESOLUTION
 from pps.consent import check_purpose
 from pps.errors import InvalidInput, RateLimited
-from pps.feature_store import FeatureStore, FeatureTable
+from pps.feature_store import FeatureStore, FeatureTable, admit_on_features
 from pps.identity.uscc import validate_uscc
 from pps.jobs import JobContext, JobOutcome, JobService
 from pps.ledger.entry import Actor, ObjectRef
 from pps.objections import open_disputes
-from pps.policy import Decision, PolicyEngine, Request
-from pps.sources import bind_sources
+from pps.policy import PolicyEngine, Request
 from pps.storage.db import Database
-from pps.storage.tables import Consent, Job, utcnow
+from pps.storage.tables import Job, utcnow
 from protocols.he_scoring import (
     DEFAULT_LIMITS,
     DEFAULT_SCORE_NOISE_STD,
@@ -366,19 +365,6 @@ class ScoringService:
         ctx = check_public_context(context, self.limits)  # after a restart: check the stored bytes again
         return _Prepared(ctx, load_model(ctx, model, self.limits))
 
-    def _candidates(self, session: Session, bank: str, purpose: str) -> tuple[str, ...]:
-        return tuple(
-            sorted(
-                set(
-                    session.execute(
-                        select(Consent.subject_uscc).where(
-                            Consent.bank_org_id == bank, Consent.purpose == purpose
-                        )
-                    ).scalars()
-                )
-            )
-        )
-
     def _encode(
         self,
         prepared: _Prepared,
@@ -471,27 +457,22 @@ class ScoringService:
             timings[stage] = round(timings.get(stage, 0.0) + now - clock, 4)
             clock = now
 
-        with self.db.transaction(write=False) as s:
-            # the first use of a set of dataset versions computes the feature table (seconds at 10^5):
-            # outside the write transaction, so other writers are not held up meanwhile
-            binding = bind_sources(s)
-            table = self.features.table(s, binding)
-        lap("features_s")
-        with self.db.transaction() as s:
-            if bind_sources(s).key != binding.key:
-                raise InvalidInput(
-                    "a dataset behind the features got a new version as the job started; submit it again"
-                )
-            fields = self.features.fields_for(s, names, binding)
-            if fields != {k: tuple(v) for k, v in params["fields"].items()}:
-                # a dataset was replaced or rebound since submission: the consent check must use today's
-                raise InvalidInput("the datasets behind the model's features changed; submit the job again")
-            wanted = tuple(listed) if listed is not None else self._candidates(s, bank, purpose)
-            request = Request(bank, wanted, fields, "score", purpose)
-            decisions = (
-                self.policy.admit(s, request, job=job_ref, actor=service) if wanted else list[Decision]()
-            )
-            lap("admission_s")
+        admission = admit_on_features(
+            self.db,
+            self.features,
+            self.policy,
+            bank=bank,
+            purpose=purpose,
+            operation="score",
+            names=names,
+            submitted_fields=params["fields"],
+            subjects=listed,
+            job=job_ref,
+            actor=service,
+            after_table=lambda: lap("features_s"),
+        )
+        lap("admission_s")
+        table, fields, decisions = admission.table, admission.fields, admission.decisions
         allowed = [d.subject for d in decisions if d.allowed]
         by_subject = {d.subject: d for d in decisions if d.allowed}
         found, rows, no_data = table.rows(allowed)
