@@ -3,7 +3,6 @@ objection tests; a bank with consents; and the enterprises the flow is about."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -13,8 +12,6 @@ from sqlalchemy import func, select
 
 from models.synth import PlatformData, generate
 from pps.consent import Terms
-from pps.datasets.ingest import UploadFormat
-from pps.datasets.schema import DatasetSchema
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from pps.storage.tables import (
@@ -28,6 +25,7 @@ from pps.storage.tables import (
 )
 from protocols.he_scoring import BankScoringKey
 from tests.conftest import OrgFactory, OrgHandle
+from tests.scoring.conftest import upload_tables
 
 PURPOSE = "loan_underwriting"
 N_ENTERPRISES = 120
@@ -75,27 +73,8 @@ def consent(rt: Runtime, bank_id: str, usccs: list[str], scope: list[dict[str, o
 
 @pytest.fixture
 def flow(runtime: Runtime, make_org: OrgFactory, small_data: PlatformData, tmp_path: Path) -> Flow:
-    providers, datasets = {}, {}
-    for table in small_data.provider_tables():
-        provider = make_org(Role.data_provider, f"provider of {table.name}")
-        table.write_csv(tmp_path)
-        with runtime.db.transaction() as s:
-            ds = runtime.datasets.create(
-                s,
-                provider_org_id=provider.id,
-                name=table.name,
-                description="",
-                schema=DatasetSchema.model_validate(table.schema),
-                actor=OPERATOR,
-            )
-            runtime.datasets.upload(
-                s,
-                ds,
-                stream=io.BytesIO((tmp_path / f"{table.name}.csv").read_bytes()),
-                fmt=UploadFormat.csv,
-                actor=OPERATOR,
-            )
-        providers[table.name], datasets[table.name] = provider, ds.id
+    providers: dict[str, OrgHandle] = {}
+    datasets = upload_tables(runtime, make_org, small_data.provider_tables(), tmp_path, providers)
     usccs = small_data.registry.columns["uscc"].tolist()
     subject = make_org(Role.subject, "Enterprise 0", uscc=usccs[0])
     other = make_org(Role.subject, "Enterprise 1", uscc=usccs[1])

@@ -40,11 +40,19 @@ def upload_platform(rt: Runtime, make_org: OrgFactory, data: PlatformData, tmp: 
     return Platform(data, upload_tables(rt, make_org, data.provider_tables(), tmp))
 
 
-def upload_tables(rt: Runtime, make_org: OrgFactory, tables: Sequence[Table], tmp: Path) -> dict[str, str]:
-    """Each table uploaded by its own provider; returns table name -> dataset id."""
+def upload_tables(
+    rt: Runtime,
+    make_org: OrgFactory,
+    tables: Sequence[Table],
+    tmp: Path,
+    providers: dict[str, OrgHandle] | None = None,
+) -> dict[str, str]:
+    """Each table uploaded by its own provider (put in ``providers`` if given); returns name -> dataset id."""
     datasets = {}
     for table in tables:
         provider = make_org(Role.data_provider, f"provider of {table.name}")
+        if providers is not None:
+            providers[table.name] = provider
         table.write_csv(tmp)
         with rt.db.transaction() as s:
             ds = rt.datasets.create(
