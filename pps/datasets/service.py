@@ -178,12 +178,7 @@ class DatasetService:
         session.execute(select(Dataset.id).where(Dataset.id == ds.id).with_for_update())
         schema = DatasetSchema.model_validate_json(ds.schema_json)
         now = now or utcnow()
-        number = (
-            session.execute(
-                select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == ds.id)
-            ).scalar_one()
-            or 0
-        ) + 1
+        number = self._next_version(session, ds.id)
         dek = new_data_key()
         wrapped = self.kms.wrap(dek, codec.dek_aad(ds.id, number))
         version = DatasetVersion(
@@ -256,6 +251,13 @@ class DatasetService:
             WrappedKey(version.kek_version, version.wrapped_dek),
             codec.dek_aad(version.dataset_id, version.version),
         )
+
+    def _next_version(self, session: Session, dataset_id: str) -> int:
+        """max + 1; the caller holds the dataset row's lock, so two new versions never get one number."""
+        latest = session.execute(
+            select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset_id)
+        ).scalar_one()
+        return int(latest or 0) + 1
 
     def read_columns(
         self, session: Session, version: DatasetVersion, columns: Iterable[str]
@@ -397,12 +399,7 @@ class DatasetService:
         if not changed:
             raise InvalidInput("the corrected values equal the current ones: nothing would change")
         now = now or utcnow()
-        number = (
-            session.execute(
-                select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == ds.id)
-            ).scalar_one()
-            or 0
-        ) + 1
+        number = self._next_version(session, ds.id)
         old_dek = self._dek(old)
         dek = new_data_key()
         wrapped = self.kms.wrap(dek, codec.dek_aad(ds.id, number))
