@@ -8,14 +8,19 @@ is the probability that a random positive outscores a random negative, counting 
   ``(0, 0)`` at threshold ``+inf`` to ``(1, 1)``);
 * :func:`auc` -> the area under it (trapezoids);
 * :func:`ks` -> ``max |TPR - FPR|`` over thresholds; :func:`ks_curve` -> :class:`KSCurve` with both
-  cumulative rates and their gap per threshold, and the threshold where the gap is largest.
+  cumulative rates and their gap per threshold, and the threshold where the gap is largest;
+* :func:`evaluate` -> :class:`Evaluation`: what a model registry keeps of a held-out evaluation (AUC, KS,
+  the confusion matrix at a cut-off, and both curves thinned to at most :data:`CURVE_POINTS` points), as
+  JSON-ready numbers — never the labels or the scores themselves.
 
 Bad input (shapes, NaN/inf scores, labels other than 0/1, a single class) raises :class:`InvalidMetricInput`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -101,3 +106,162 @@ def ks_curve(y_true: Any, scores: Any) -> KSCurve:
 def ks(y_true: Any, scores: Any) -> float:
     """The Kolmogorov-Smirnov statistic ``max |TPR - FPR|`` over thresholds."""
     return ks_curve(y_true, scores).ks
+
+
+CURVE_POINTS = 201
+"""The most points an :class:`Evaluation` keeps per curve (enough to draw it; too few to rebuild the data)."""
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts at a cut-off: a score ``>= cutoff`` predicts the positive class (default)."""
+
+    cutoff: float
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return (self.tp + self.tn) / (self.tp + self.fp + self.tn + self.fn)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A held-out evaluation of a binary risk model.
+
+    ``roc`` holds ``(fpr, tpr)`` points from ``(0, 0)`` to ``(1, 1)``; ``ks_points`` holds ``(share, tpr,
+    fpr)``: the share of the population scored at or above each threshold, with both cumulative rates (the
+    credit-risk team's KS chart). Both are thinned to at most :data:`CURVE_POINTS` points, keeping the ends and
+    the KS point.
+    """
+
+    n: int
+    positives: int
+    auc: float
+    ks: float
+    ks_share: float
+    confusion: Confusion
+    roc: tuple[tuple[float, float], ...]
+    ks_points: tuple[tuple[float, float, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        c = self.confusion
+        doc["confusion"].update(precision=c.precision, recall=c.recall, accuracy=c.accuracy)
+        doc["roc"] = [list(p) for p in self.roc]
+        doc["ks_points"] = [list(p) for p in self.ks_points]
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Evaluation:
+        """Read an evaluation back, checking every number (it may come from a client)."""
+        if not isinstance(doc, dict):
+            raise InvalidMetricInput("an evaluation must be an object")
+        try:
+            n, pos = _count(doc["n"], "n"), _count(doc["positives"], "positives")
+            c = doc["confusion"]
+            confusion = Confusion(
+                _unit(c["cutoff"], "confusion.cutoff", lo=-math.inf, hi=math.inf),
+                *(_count(c[k], f"confusion.{k}") for k in ("tp", "fp", "tn", "fn")),
+            )
+            roc = tuple((_unit(p[0], "roc"), _unit(p[1], "roc")) for p in doc["roc"])
+            ks_points = tuple(
+                (_unit(p[0], "ks_points"), _unit(p[1], "ks_points"), _unit(p[2], "ks_points"))
+                for p in doc["ks_points"]
+            )
+            out = cls(
+                n,
+                pos,
+                _unit(doc["auc"], "auc"),
+                _unit(doc["ks"], "ks"),
+                _unit(doc["ks_share"], "ks_share"),
+                confusion,
+                roc,
+                ks_points,
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            raise InvalidMetricInput(
+                f"an evaluation needs n, positives, auc, ks, ks_share, confusion, roc and ks_points ({exc!r})"
+            ) from None
+        if not 0 < pos < n:
+            raise InvalidMetricInput("positives must be between 1 and n - 1")
+        if (
+            confusion.tp + confusion.fp + confusion.tn + confusion.fn != n
+            or confusion.tp + confusion.fn != pos
+        ):
+            raise InvalidMetricInput("the confusion counts must add up to n and positives")
+        if not 2 <= len(roc) <= CURVE_POINTS or not 2 <= len(ks_points) <= CURVE_POINTS:
+            raise InvalidMetricInput(f"each curve needs 2 to {CURVE_POINTS} points")
+        for curve in (roc, ks_points):
+            for k in range(len(curve[0])):
+                column = [p[k] for p in curve]
+                if any(b < a for a, b in itertools.pairwise(column)):
+                    raise InvalidMetricInput("curve points must be in increasing order")
+        return out
+
+
+def _count(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise InvalidMetricInput(f"{name} must be a count")
+    return v
+
+
+def _unit(v: Any, name: str, lo: float = 0.0, hi: float = 1.0) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not lo <= v <= hi:
+        raise InvalidMetricInput(f"{name} must be a finite number in [{lo}, {hi}]")
+    return float(v)
+
+
+def _thin(length: int, keep: int) -> np.ndarray:
+    """At most :data:`CURVE_POINTS` indices from ``range(length)``: evenly spread, the ends and ``keep``."""
+    if length <= CURVE_POINTS:
+        return np.arange(length)
+    return np.unique(np.r_[np.linspace(0, length - 1, CURVE_POINTS - 1).round().astype(int), keep])
+
+
+def _clip(a: Any) -> np.ndarray:
+    """Into [0, 1] (float rounding at the ends of the curves)."""
+    return np.asarray(np.clip(a, 0.0, 1.0))
+
+
+def evaluate(y_true: Any, scores: Any, cutoff: float = 0.5) -> Evaluation:
+    """AUC, KS, the confusion matrix at ``cutoff`` and both curves, for the registry and the report."""
+    if not math.isfinite(cutoff):
+        raise InvalidMetricInput("the cut-off must be finite")
+    y, s = _check(y_true, scores)
+    curve = ks_curve(y, s)
+    n, pos = int(y.size), int(y.sum())
+    predicted = s >= cutoff
+    tp = int(np.sum(predicted & (y == 1)))
+    fp = int(np.sum(predicted & (y == 0)))
+    confusion = Confusion(float(cutoff), tp, fp, n - pos - fp, pos - tp)
+    share = (curve.tpr * pos + curve.fpr * (n - pos)) / n
+    k = int(np.argmax(curve.gap))
+    idx = _thin(len(share), k)
+    return Evaluation(
+        n=n,
+        positives=pos,
+        auc=auc(y, s),
+        ks=curve.ks,
+        ks_share=float(_clip(share[k])),
+        confusion=confusion,
+        roc=tuple(zip(_clip(curve.fpr[idx]).tolist(), _clip(curve.tpr[idx]).tolist(), strict=True)),
+        ks_points=tuple(
+            zip(
+                _clip(share[idx]).tolist(),
+                _clip(curve.tpr[idx]).tolist(),
+                _clip(curve.fpr[idx]).tolist(),
+                strict=True,
+            )
+        ),
+    )
