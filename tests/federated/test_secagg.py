@@ -1,0 +1,300 @@
+"""Secure aggregation (protocols.secagg): the sum is right, drop-outs are survived, bad input is refused,
+and what the server sees does not reveal a single update."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pps.errors import InvalidInput
+from protocols.secagg import (
+    MODULUS,
+    SHAMIR_PRIME,
+    InvalidSecAggMessage,
+    MsgType,
+    RoundInfo,
+    SecAggAborted,
+    SecAggClient,
+    SecAggParams,
+    SecAggServer,
+    SecAggStageError,
+    Stage,
+    clip_l2,
+    dequantise,
+    quantise,
+    shamir_combine,
+    shamir_split,
+)
+
+DIM = 50
+
+
+def make_round(
+    n: int = 5, t: int = 3, dim: int = DIM, round_no: int = 1, clip: float = 10.0
+) -> tuple[SecAggServer, dict[int, SecAggClient]]:
+    info = RoundInfo("fed_test", round_no, SecAggParams(n=n, threshold=t, dim=dim, clip_norm=clip))
+    return SecAggServer(info), {i: SecAggClient(info, i) for i in range(1, n + 1)}
+
+
+def run_to(
+    srv: SecAggServer,
+    cl: dict[int, SecAggClient],
+    stage: Stage,
+    xs: dict[int, np.ndarray],
+    ws: dict[int, int],
+    drop: dict[Stage, set[int]] | None = None,
+) -> None:
+    """Drive the round up to (not into) ``stage``; ``drop[s]``: banks that do not send at stage s or later."""
+    drop = drop or {}
+    out: set[int] = set()
+    for s in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK):
+        if s == stage:
+            return
+        out |= drop.get(s, set())
+        for i, c in cl.items():
+            if i in out:
+                continue
+            if s is Stage.ADVERTISE_KEYS:
+                srv.receive(c.advertise_keys())
+            elif s is Stage.SHARE_KEYS:
+                srv.receive(c.share_keys(srv.outbox(i)))
+            elif s is Stage.MASKED_INPUT:
+                srv.receive(c.masked_input(srv.outbox(i), xs[i], ws[i]))
+            else:
+                srv.receive(c.unmask(srv.outbox(i)))
+        srv.close_stage()
+
+
+def inputs(n: int, seed: int = 0, dim: int = DIM) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    rng = np.random.default_rng(seed)
+    return {i: rng.normal(size=dim) for i in range(1, n + 1)}, {
+        i: int(rng.integers(1, 5000)) for i in range(1, n + 1)
+    }
+
+
+def expected(xs: dict[int, np.ndarray], ws: dict[int, int], who: set[int], clip: float = 10.0) -> np.ndarray:
+    return sum((ws[i] * clip_l2(xs[i], clip) for i in who), np.zeros(DIM))
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [
+        {},
+        {
+            Stage.MASKED_INPUT: {2}
+        },  # shared keys, then left: its pairwise masks are removed via its key shares
+        {Stage.SHARE_KEYS: {5}, Stage.MASKED_INPUT: {1}},
+        {Stage.UNMASK: {3, 4}},  # sent its input, then left: still counted, 3 unmaskers suffice
+    ],
+)
+def test_the_sum_is_the_weighted_sum_of_the_banks_that_sent_inputs(drop: dict[Stage, set[int]]) -> None:
+    srv, cl = make_round()
+    xs, ws = inputs(5)
+    run_to(srv, cl, Stage.DONE, xs, ws, drop)
+    total, weight = srv.aggregate()
+    senders = set(cl) - drop.get(Stage.SHARE_KEYS, set()) - drop.get(Stage.MASKED_INPUT, set())
+    assert srv.u3 == senders
+    assert weight == sum(ws[i] for i in senders)
+    # stochastic rounding: each coordinate is off by less than one quantum per bank
+    quantum = 10.0 / srv.params.levels
+    assert np.max(np.abs(total - expected(xs, ws, senders))) <= quantum * sum(ws[i] for i in senders)
+
+
+def test_stochastic_rounding_is_unbiased_and_the_weight_travels_along() -> None:
+    p = SecAggParams(n=2, threshold=2, dim=1, clip_norm=1.0, levels=4)
+    rng = np.random.default_rng(1)
+    vals = [dequantise(quantise([0.3], 1, p, rng), p)[0][0] for _ in range(4000)]
+    assert abs(np.mean(vals) - 0.3) < 0.01
+    assert set(np.round(vals, 6)) == {0.25, 0.5}
+    assert dequantise(quantise([0.3], 7, p, rng), p)[1] == 7
+
+
+def test_updates_are_clipped_to_the_norm() -> None:
+    p = SecAggParams(n=2, threshold=2, dim=3, clip_norm=1.0)
+    total, _ = dequantise(quantise([30.0, 40.0, 0.0], 1, p), p)
+    assert np.linalg.norm(total) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_below_threshold_the_round_aborts_at_any_stage() -> None:
+    srv, cl = make_round()
+    xs, ws = inputs(5)
+    with pytest.raises(SecAggAborted, match="threshold is 3"):
+        run_to(srv, cl, Stage.DONE, xs, ws, {Stage.MASKED_INPUT: {1, 2, 3}})
+    srv, cl = make_round()
+    with pytest.raises(SecAggAborted, match="UNMASK"):
+        run_to(srv, cl, Stage.DONE, xs, ws, {Stage.UNMASK: {1, 2, 3}})
+    assert srv.stage is Stage.UNMASK  # not done: no aggregate can be asked for
+    with pytest.raises(SecAggStageError, match="not done"):
+        srv.aggregate()
+
+
+def test_unmasking_with_threshold_minus_one_shares_fails_and_reveals_nothing() -> None:
+    secret = int.from_bytes(bytes(range(32)), "big")
+    shares = shamir_split(secret, 3, [1, 2, 3, 4, 5])
+    assert shamir_combine({x: shares[x] for x in (2, 4, 5)}, 3) == secret
+    with pytest.raises(SecAggAborted):
+        shamir_combine({x: shares[x] for x in (1, 2)}, 3)
+    # a degree-2 polynomial through any 2 points and *any* value at 0 exists: 2 shares fit every secret.
+    # Interpolating them as if the threshold were 2 gives a field element unrelated to the secret.
+    assert shamir_combine({x: shares[x] for x in (1, 2)}, 2) != secret
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**256 - 1), st.integers(2, 6), st.data())
+def test_shamir_round_trips(secret: int, t: int, data: st.DataObject) -> None:
+    n = data.draw(st.integers(t, 8))
+    shares = shamir_split(secret, t, list(range(1, n + 1)))
+    pick = data.draw(st.lists(st.sampled_from(sorted(shares)), min_size=t, max_size=n, unique=True))
+    assert shamir_combine({x: shares[x] for x in pick}, t) == secret
+
+
+def test_a_masked_input_looks_uniform_to_the_server() -> None:
+    """A chi-square test on the top bits of one bank's masked vector, whose input is all zeros."""
+    dim = 20_000
+    srv, cl = make_round(n=3, t=2, dim=dim)
+    xs = {i: np.zeros(dim) for i in cl}
+    run_to(srv, cl, Stage.UNMASK, xs, dict.fromkeys(cl, 1))
+    y = srv.masked[1][:-1]
+    buckets = np.bincount((y >> np.uint64(56)).astype(np.int64), minlength=64)  # 6 top bits of 62
+    chi2 = float(np.sum((buckets - dim / 64) ** 2 / (dim / 64)))
+    assert chi2 < 120  # 63 degrees of freedom: p < 1e-5 above ~120
+    # ... and it is not the input: the quantised zero vector is all zeros but for the weight
+    assert np.count_nonzero(y) > dim - 5
+
+
+def test_the_server_cannot_unmask_a_survivor_with_only_its_self_mask_shares() -> None:
+    """The server gets b-shares for survivors and key-shares for the dropped only: removing the self mask of
+    one survivor leaves its pairwise masks in place, so its input stays hidden."""
+    srv, cl = make_round(n=3, t=2)
+    xs, ws = inputs(3)
+    run_to(srv, cl, Stage.DONE, xs, ws)
+    um = srv.unmasks[1]
+    assert set(um.sk_shares) == set()  # nobody dropped: no mask key was revealed
+    from protocols.secagg import _commit, self_mask  # the server's own knowledge
+
+    b = shamir_combine({i: m.b_shares[1] for i, m in srv.unmasks.items()}, 2).to_bytes(32, "big")
+    assert _commit(srv.info.session, b) == srv.shares[1].commitment
+    partial = (srv.masked[1] - self_mask(b, srv.info.session, DIM + 1)) & np.uint64(MODULUS - 1)
+    with pytest.raises(InvalidSecAggMessage):
+        dequantise(partial, srv.params)  # still masked: far out of the range of any real update
+
+
+# --- bad input -------------------------------------------------------------------------------------------
+
+
+def advertised() -> tuple[SecAggServer, dict[int, SecAggClient], dict[int, np.ndarray], dict[int, int]]:
+    srv, cl = make_round()
+    xs, ws = inputs(5)
+    run_to(srv, cl, Stage.MASKED_INPUT, xs, ws)
+    return srv, cl, xs, ws
+
+
+def test_wrong_shape_nan_and_inf_are_refused_before_anything_is_sent() -> None:
+    srv, cl, xs, ws = advertised()
+    c = cl[1]
+    for bad in (
+        np.zeros(DIM + 1),
+        np.zeros((DIM, 1)),
+        np.r_[np.zeros(DIM - 1), np.nan],
+        np.r_[np.zeros(DIM - 1), np.inf],
+    ):
+        with pytest.raises(InvalidSecAggMessage):
+            c.masked_input(srv.outbox(1), bad, 1)
+    with pytest.raises(InvalidSecAggMessage, match="weight"):
+        c.masked_input(srv.outbox(1), xs[1], 0)
+    assert c.stage is Stage.MASKED_INPUT  # nothing changed: it can still send a good one
+    srv.receive(c.masked_input(srv.outbox(1), xs[1], ws[1]))
+
+
+def _masked_frame(srv: SecAggServer, sender: int, values: np.ndarray) -> bytes:
+    from protocols.secagg import encode_frame
+
+    body = struct.pack(">I", len(values)) + values.astype(">u8").tobytes()
+    return encode_frame(srv.info, MsgType.MASKED_INPUT, sender, body)
+
+
+def test_out_of_range_field_elements_and_wrong_lengths_are_refused() -> None:
+    srv, _, _, _ = advertised()
+    bad = np.zeros(DIM + 1, dtype=np.uint64)
+    bad[3] = np.uint64(MODULUS)
+    with pytest.raises(InvalidSecAggMessage, match="outside the field"):
+        srv.receive(_masked_frame(srv, 1, bad))
+    with pytest.raises(InvalidSecAggMessage, match="expected"):
+        srv.receive(_masked_frame(srv, 1, np.zeros(DIM, dtype=np.uint64)))
+    with pytest.raises(InvalidSecAggMessage, match="truncated"):
+        srv.receive(_masked_frame(srv, 1, np.zeros(DIM + 1, dtype=np.uint64))[:-3])
+    assert srv.masked == {}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error"),
+    [
+        (lambda f: b"XXXX" + f[4:], InvalidSecAggMessage),
+        (lambda f: f[:4] + b"\x09" + f[5:], InvalidSecAggMessage),
+        (lambda f: f[:5] + b"\x63" + f[6:], InvalidSecAggMessage),
+        (lambda f: f[:10], InvalidSecAggMessage),
+        (lambda f: f + b"\x00", InvalidSecAggMessage),
+        (lambda f: f[:6] + struct.pack(">I", 2) + f[10:], SecAggStageError),  # claims another round
+        (lambda f: f[:10] + bytes(32) + f[42:], SecAggStageError),  # another federation's session
+        (lambda f: f[:42] + struct.pack(">H", 9) + f[44:], SecAggStageError),  # a bank not in the round
+    ],
+)
+def test_malformed_frames_get_clear_errors(mutate: object, error: type[Exception]) -> None:
+    srv, cl = make_round()
+    frame = cl[1].advertise_keys()
+    with pytest.raises(error):
+        srv.receive(mutate(frame))  # type: ignore[operator]
+    assert srv.adverts == {}
+    srv.receive(frame)
+
+
+def test_replays_of_an_earlier_round_or_stage_are_refused() -> None:
+    _srv1, cl1 = make_round(round_no=1)
+    old = cl1[1].advertise_keys()
+    srv2, cl2 = make_round(round_no=2)
+    with pytest.raises(SecAggStageError, match="round 1, the current round is 2"):
+        srv2.receive(old)
+    frame = cl2[1].advertise_keys()
+    srv2.receive(frame)
+    with pytest.raises(SecAggStageError, match="already sent"):
+        srv2.receive(frame)
+    for i in range(2, 6):
+        srv2.receive(cl2[i].advertise_keys())
+    srv2.close_stage()
+    with pytest.raises(SecAggStageError, match="not accepted now"):
+        srv2.receive(frame)
+
+
+def test_a_bank_that_dropped_cannot_come_back_later_in_the_round() -> None:
+    srv, cl = make_round()
+    xs, ws = inputs(5)
+    run_to(srv, cl, Stage.MASKED_INPUT, xs, ws, {Stage.SHARE_KEYS: {4}})
+    with pytest.raises(SecAggStageError):
+        srv.outbox(4)
+    other = SecAggClient(srv.info, 4)
+    fake = _masked_frame(srv, 4, np.zeros(DIM + 1, dtype=np.uint64))
+    with pytest.raises(SecAggStageError, match="not among the banks"):
+        srv.receive(fake)
+    assert other.stage is Stage.ADVERTISE_KEYS
+
+
+def test_a_tampered_share_ciphertext_does_not_authenticate() -> None:
+    srv, cl, xs, ws = advertised()
+    inbox = bytearray(srv.outbox(2))
+    inbox[-1] ^= 1
+    with pytest.raises(InvalidSecAggMessage, match="does not authenticate"):
+        cl[2].masked_input(bytes(inbox), xs[2], ws[2])
+
+
+def test_parameters_are_checked_at_the_door() -> None:
+    with pytest.raises(InvalidInput, match="majority"):
+        SecAggParams(n=4, threshold=2, dim=1, clip_norm=1.0)
+    with pytest.raises(InvalidInput, match="wrap"):
+        SecAggParams(n=10, threshold=6, dim=1, clip_norm=1.0, levels=1 << 30, max_weight=1 << 30)
+    with pytest.raises(InvalidInput, match="clip_norm"):
+        SecAggParams(n=2, threshold=2, dim=1, clip_norm=float("nan"))
+    assert SHAMIR_PRIME > 2**256
