@@ -1,0 +1,390 @@
+"""Sealed datasets, the enclave's half: a CKKS key pair born here, and decryption of result-shaped ciphertexts only.
+
+The enclave generates a CKKS key pair (TenSEAL/SEAL) and keeps the secret key in its memory; it leaves only
+*sealed* (:func:`enclave_sim.crypto.seal`, bound to this build's measurement). What it publishes:
+
+* the **public context** — encryption parameters and the public key, nothing else (TenSEAL's serialisation;
+  its SHA-256 hex is the **context id**). Providers encrypt their columns and banks their weights under it;
+  it cannot decrypt;
+* the **evaluation context** — the same plus relinearisation and Galois keys (public material), which the host
+  needs to multiply ciphertexts and to sum slots;
+* quotes whose *report data* binds the context: the quoted nonce is
+  ``SHA-256("PPS-SEALED-CONTEXT-v1" || 0x00 || context id (32 bytes) || verifier nonce)``
+  (:func:`report_nonce`), so a verifier that checks the quote against its own nonce and the context id it
+  received knows that this attested build holds the secret key of exactly that public context.
+
+Operations (registered in :class:`enclave_sim.core.EnclaveCore`)::
+
+    he_keygen    params {poly_modulus_degree, coeff_mod_bit_sizes, scale_bits}
+                 -> context_id, public_context, eval_context, sealed
+    he_load      context_id, sealed                  -> context_id      (after a restart)
+    he_quote     context_id, nonce                   -> quote           (report data binds the context)
+    he_aggregate context_id, epsilon, min_cohort, items [{name, ciphertext, count, lower, upper}]
+                 -> results {name: {sum, count, mean, sum_scale, count_scale}}
+    he_scores    context_id, bind, recipient_key, noise_std, blocks [{ciphertext, slots [int]}]
+                 -> encrypted (HPKE to recipient_key), released
+
+**Only result shapes are decrypted, and only results leave.** ``he_aggregate`` decrypts a ciphertext and
+refuses it unless every slot holds the same value (what a rotate-and-sum over all slots produces); a feature
+column, masked or not, has differing slots and is refused — its values never leave the enclave. It then
+applies the output controls inside: a cohort below ``min_cohort`` is refused, the sum and the count get
+Laplace noise (OpenDP) calibrated to the provider's clipping bounds and ``epsilon``. ``he_scores`` accepts
+only ciphertexts that went through a multiplication (one level below a fresh encryption: a column as
+uploaded is refused), releases only the slots the request lists (the consented subjects), adds Gaussian noise
+of at least :data:`MIN_SCORE_NOISE_STD` to each and encrypts them with HPKE to the bank's key — the host
+carries the result but cannot read it.
+
+Who learns what, and under which assumptions: the enclave (attested build) sees the aggregates and the
+listed subjects' scores before noise; the host sees ciphertexts, sizes, cohort counts it built itself, and
+the noisy aggregates it releases; the bank sees noisy scores of its consented subjects. What the enclave
+cannot check: that the host built the cohort masks from consent, that a "score" ciphertext was made with the
+bank's weights (the host could multiply a column by an encryption of 1 — the listed subjects' values would
+then reach the *bank's* key, noised, as a crafted model would anyway), and that the recipient key is the
+bank's (it reaches the enclave through the host). Those are the residual risks of ``docs/security.md``.
+
+Hostile ciphertexts are loaded by SEAL in here; one that crashes the native code ends the enclave process
+(the host starts a new one, which loads the sealed key again), never a release.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import opendp.prelude as dp
+import tenseal as ts
+import tenseal.sealapi as sealapi
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from enclave_sim.crypto import SUITE, canonical, seal, unseal
+from enclave_sim.errors import EnclaveProtocolError, OutputPolicyViolation, ProvisioningError
+from enclave_sim.quote import NONCE_BYTES
+
+dp.enable_features("contrib")
+
+REPORT_CONTEXT = b"PPS-SEALED-CONTEXT-v1\x00"
+SCORES_INFO = b"PPS-SEALED-SCORES-v1\x00"
+SEAL_LABEL = "pps-sealed-ckks:"
+ALLOWED_POLY_MODULUS_DEGREES = (8192, 16384)
+MIN_SCALE_BITS, MAX_SCALE_BITS = 30, 50
+MAX_CONTEXTS = 4
+MAX_AGGREGATES = 32
+MAX_SCORE_BLOCKS = 512
+MAX_SCORES = 200_000
+MIN_SCORE_NOISE_STD = 2.0**-16
+MAX_SCORE_NOISE_STD = 1.0e3
+MIN_EPSILON, MAX_EPSILON = 1e-3, 10.0
+UNIFORM_TOLERANCE = 1e-4
+"""Relative spread (to ``max(1, |value|)``) allowed between the slots of an aggregate ciphertext (CKKS noise)."""
+MAX_BIND = 128
+
+
+class Platform(Protocol):
+    measurement: bytes
+    seal_key: bytes
+
+    def quote(self, enclave_key: bytes, nonce: bytes) -> bytes: ...
+
+
+def report_nonce(context_id: str, nonce: bytes) -> bytes:
+    """The nonce a context quote carries: binds the verifier's ``nonce`` and the context id (hex SHA-256)."""
+    cid = bytes.fromhex(context_id)
+    if len(cid) != 32 or len(nonce) != NONCE_BYTES:
+        raise ValueError("a context id is 32 bytes and a nonce 32 bytes")
+    return hashlib.sha256(REPORT_CONTEXT + cid + nonce).digest()
+
+
+def scores_info(bind: str) -> bytes:
+    """HPKE info of a score release: bound to the job it answers."""
+    return SCORES_INFO + bind.encode()
+
+
+def public_context_bytes(context: ts.Context) -> bytes:
+    """The public context of a TenSEAL context: parameters and public key only."""
+    raw: bytes = context.serialize(
+        save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+    )
+    return raw
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _bytes(msg: dict[str, Any], name: str) -> bytes:
+    value = msg.get(name)
+    if not isinstance(value, str):
+        raise EnclaveProtocolError(f"{name} must be base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise EnclaveProtocolError(f"{name} must be base64") from None
+
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise EnclaveProtocolError(f"{name} must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _float(value: Any, name: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise EnclaveProtocolError(f"{name} must be a finite number")
+    if not lo <= float(value) <= hi:
+        raise EnclaveProtocolError(f"{name} must be in [{lo:g}, {hi:g}]")
+    return float(value)
+
+
+class SealedHE:
+    """The enclave's CKKS keys and the two decrypting operations. Holds secret keys in memory only."""
+
+    def __init__(self, platform: Platform, enclave_key: bytes) -> None:
+        self.platform = platform
+        self.enclave_key = enclave_key
+        self._keys: dict[str, ts.Context] = {}
+
+    def ops(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {
+            "he_keygen": self._keygen,
+            "he_load": self._load,
+            "he_quote": self._quote,
+            "he_aggregate": self._aggregate,
+            "he_scores": self._scores,
+        }
+
+    # --- keys ---------------------------------------------------------------------------------------------
+
+    def _remember(self, context_id: str, context: ts.Context) -> None:
+        self._keys.pop(context_id, None)
+        self._keys[context_id] = context
+        while len(self._keys) > MAX_CONTEXTS:
+            self._keys.pop(next(iter(self._keys)))
+
+    def _context(self, msg: dict[str, Any]) -> tuple[str, ts.Context]:
+        cid = msg.get("context_id")
+        if not isinstance(cid, str) or len(cid) != 64:
+            raise EnclaveProtocolError("context_id must be 64 hex characters")
+        ctx = self._keys.get(cid)
+        if ctx is None:
+            raise ProvisioningError(
+                f"this enclave instance holds no key for context {cid[:16]}: load it first"
+            )
+        return cid, ctx
+
+    def _keygen(self, msg: dict[str, Any]) -> dict[str, Any]:
+        params = msg.get("params")
+        if not isinstance(params, dict) or set(params) != {
+            "poly_modulus_degree",
+            "coeff_mod_bit_sizes",
+            "scale_bits",
+        }:
+            raise EnclaveProtocolError(
+                "params must be {poly_modulus_degree, coeff_mod_bit_sizes, scale_bits}"
+            )
+        n = params["poly_modulus_degree"]
+        if n not in ALLOWED_POLY_MODULUS_DEGREES:
+            raise EnclaveProtocolError(
+                f"poly_modulus_degree must be one of {list(ALLOWED_POLY_MODULUS_DEGREES)}"
+            )
+        bits = params["coeff_mod_bit_sizes"]
+        if not isinstance(bits, list) or not 3 <= len(bits) <= 8:
+            raise EnclaveProtocolError("coeff_mod_bit_sizes must list 3 to 8 prime sizes")
+        bits = [_int(b, "a prime size", 20, 60) for b in bits]
+        scale_bits = _int(params["scale_bits"], "scale_bits", MIN_SCALE_BITS, MAX_SCALE_BITS)
+        try:  # SEAL refuses parameters below 128-bit security (its tc128 table)
+            ctx = ts.context(ts.SCHEME_TYPE.CKKS, n, coeff_mod_bit_sizes=bits)
+        except ValueError as exc:
+            raise EnclaveProtocolError(f"SEAL refused the parameters: {exc}") from None
+        ctx.global_scale = 2.0**scale_bits
+        ctx.generate_relin_keys()
+        ctx.generate_galois_keys()
+        public = public_context_bytes(ctx)
+        cid = hashlib.sha256(public).hexdigest()
+        evaluation: bytes = ctx.serialize(
+            save_public_key=True, save_secret_key=False, save_galois_keys=True, save_relin_keys=True
+        )
+        secret: bytes = ctx.serialize(
+            save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
+        )
+        p = self.platform
+        blob = seal(p.seal_key, p.measurement, SEAL_LABEL + cid, secret)
+        self._remember(cid, ctx)
+        return {
+            "context_id": cid,
+            "public_context": _b64(public),
+            "eval_context": _b64(evaluation),
+            "eval_sha256": hashlib.sha256(evaluation).hexdigest(),
+            "sealed": _b64(blob),
+        }
+
+    def _load(self, msg: dict[str, Any]) -> dict[str, Any]:
+        cid = msg.get("context_id")
+        if not isinstance(cid, str) or len(cid) != 64:
+            raise EnclaveProtocolError("context_id must be 64 hex characters")
+        p = self.platform
+        secret = unseal(p.seal_key, p.measurement, SEAL_LABEL + cid, _bytes(msg, "sealed"))
+        ctx = ts.context_from(secret)
+        if hashlib.sha256(public_context_bytes(ctx)).hexdigest() != cid:
+            raise ProvisioningError("the sealed key is not the one of this context id")
+        ctx.generate_relin_keys()
+        ctx.generate_galois_keys()
+        self._remember(cid, ctx)
+        return {"context_id": cid}
+
+    def _quote(self, msg: dict[str, Any]) -> dict[str, Any]:
+        cid, _ = self._context(msg)
+        nonce = _bytes(msg, "nonce")
+        if len(nonce) != NONCE_BYTES:
+            raise EnclaveProtocolError(f"a nonce is {NONCE_BYTES} bytes")
+        return {"quote": _b64(self.platform.quote(self.enclave_key, report_nonce(cid, nonce)))}
+
+    # --- decryption of results ----------------------------------------------------------------------------
+
+    def _vector(self, ctx: ts.Context, data: bytes, what: str) -> ts.CKKSVector:
+        try:
+            vec = ts.ckks_vector_from(ctx, data)
+            ct = vec.ciphertext()
+        except Exception:
+            raise ProvisioningError(f"{what} is not a CKKS vector under this context") from None
+        if len(ct) != 1:
+            raise ProvisioningError(f"{what} must be one ciphertext")
+        return vec
+
+    def _slots(self, ctx: ts.Context, vec: ts.CKKSVector) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Every slot of the ciphertext (TenSEAL's ``decrypt`` would show only the first ``size``)."""
+        sc = ctx.seal_context().data
+        plain = sealapi.Plaintext()
+        sealapi.Decryptor(sc, ctx.secret_key().data).decrypt(vec.ciphertext()[0], plain)
+        return np.asarray(sealapi.CKKSEncoder(sc).decode_double(plain), dtype=np.float64)
+
+    def _level(self, ctx: ts.Context, vec: ts.CKKSVector) -> int:
+        data = ctx.seal_context().data.get_context_data(vec.ciphertext()[0].parms_id())
+        if data is None:
+            raise ProvisioningError("the ciphertext's parameters are not this context's")
+        return int(data.chain_index())
+
+    def _aggregate(self, msg: dict[str, Any]) -> dict[str, Any]:
+        _, ctx = self._context(msg)
+        epsilon = _float(msg.get("epsilon"), "epsilon", MIN_EPSILON, MAX_EPSILON)
+        min_cohort = _int(msg.get("min_cohort"), "min_cohort", 1, 1 << 40)
+        items = msg.get("items")
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_AGGREGATES:
+            raise EnclaveProtocolError(f"items must list 1 to {MAX_AGGREGATES} aggregates")
+        slots = ctx.seal_context().data.first_context_data().parms().poly_modulus_degree() // 2
+        results: dict[str, Any] = {}
+        checked = []
+        for i, item in enumerate(items):  # every check before any noise is drawn or anything is released
+            if not isinstance(item, dict) or set(item) != {"name", "ciphertext", "count", "lower", "upper"}:
+                raise EnclaveProtocolError("an aggregate item is {name, ciphertext, count, lower, upper}")
+            name = item["name"]
+            if not isinstance(name, str) or not 0 < len(name) <= 128 or name in results:
+                raise EnclaveProtocolError("aggregate names are distinct strings of 1-128 characters")
+            count = _int(item["count"], "count", 0, 1 << 40)
+            lower = _float(item["lower"], "lower", -1e15, 1e15)
+            upper = _float(item["upper"], "upper", lower, 1e15)
+            if count < min_cohort:
+                raise OutputPolicyViolation(
+                    f"aggregate {name!r}: a cohort of {count} is below the minimum of {min_cohort}; nothing released"
+                )
+            vec = self._vector(ctx, _bytes(item, "ciphertext"), f"aggregate {i}")
+            values = self._slots(ctx, vec)
+            if values.size != slots:
+                raise OutputPolicyViolation(f"aggregate {name!r} does not span all {slots} slots")
+            centre = float(np.median(values))
+            if float(np.max(np.abs(values - centre))) > UNIFORM_TOLERANCE * max(1.0, abs(centre)):
+                raise OutputPolicyViolation(
+                    f"aggregate {name!r} is not result-shaped: its slots differ (a column, not a sum); "
+                    "nothing was decrypted out of the enclave"
+                )
+            checked.append((name, centre, count, lower, upper))
+            results[name] = None
+        half = epsilon / 2
+        for name, total, count, lower, upper in checked:
+            sensitivity = max(abs(lower), abs(upper), upper - lower if lower < 0 < upper else 0.0)
+            sum_scale = max(sensitivity, 1e-12) / half
+            count_scale = 1.0 / half
+            noisy_sum = dp.m.make_laplace(
+                dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), sum_scale
+            )(float(total))
+            noisy_count = max(
+                0,
+                int(
+                    dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), count_scale)(count)
+                ),
+            )
+            results[name] = {
+                "sum": float(noisy_sum),
+                "count": noisy_count,
+                "mean": min(max(float(noisy_sum) / max(noisy_count, 1), lower), upper),
+                "sum_scale": sum_scale,
+                "count_scale": count_scale,
+            }
+        return {"results": results}
+
+    def _scores(self, msg: dict[str, Any]) -> dict[str, Any]:
+        _, ctx = self._context(msg)
+        bind = msg.get("bind")
+        if not isinstance(bind, str) or not 0 < len(bind) <= MAX_BIND:
+            raise EnclaveProtocolError(f"bind must be a string of 1-{MAX_BIND} characters")
+        try:
+            recipient = X25519PublicKey.from_public_bytes(bytes.fromhex(str(msg.get("recipient_key"))))
+        except ValueError:
+            raise EnclaveProtocolError("recipient_key must be a hex X25519 public key") from None
+        noise_std = _float(msg.get("noise_std"), "noise_std", MIN_SCORE_NOISE_STD, MAX_SCORE_NOISE_STD)
+        blocks = msg.get("blocks")
+        if not isinstance(blocks, list) or not 0 < len(blocks) <= MAX_SCORE_BLOCKS:
+            raise EnclaveProtocolError(f"blocks must list 1 to {MAX_SCORE_BLOCKS} score blocks")
+        first = ctx.seal_context().data.first_context_data()
+        slots = first.parms().poly_modulus_degree() // 2
+        top = int(first.chain_index())
+        total = 0
+        picked: list[tuple[ts.CKKSVector, list[int]]] = []
+        for i, block in enumerate(blocks):
+            if not isinstance(block, dict) or set(block) != {"ciphertext", "slots"}:
+                raise EnclaveProtocolError("a score block is {ciphertext, slots}")
+            wanted = block["slots"]
+            if (
+                not isinstance(wanted, list)
+                or not wanted
+                or len(set(wanted)) != len(wanted)
+                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < slots for s in wanted)
+            ):
+                raise EnclaveProtocolError(f"block {i}: slots must list distinct integers in [0, {slots})")
+            total += len(wanted)
+            if total > MAX_SCORES:
+                raise OutputPolicyViolation(f"at most {MAX_SCORES} scores per call")
+            vec = self._vector(ctx, _bytes(block, "ciphertext"), f"score block {i}")
+            if self._level(ctx, vec) >= top:
+                raise OutputPolicyViolation(
+                    f"score block {i} is a fresh ciphertext at the top level, not a product of weights and "
+                    "features: it could be a feature column, and is not decrypted"
+                )
+            picked.append((vec, wanted))
+        rng = np.random.default_rng(int.from_bytes(os.urandom(32), "big"))
+        scores: list[float] = []
+        for vec, wanted in picked:
+            values = self._slots(ctx, vec)
+            chosen = values[wanted] + rng.normal(0.0, noise_std, len(wanted))
+            if not np.isfinite(chosen).all():
+                raise OutputPolicyViolation("a score is not a finite number")
+            scores.extend(float(v) for v in chosen)
+        body = canonical({"bind": bind, "noise_std": noise_std, "scores": scores})
+        encrypted = SUITE.encrypt(body, recipient, info=scores_info(bind))
+        return {"encrypted": _b64(encrypted), "released": len(scores)}
+
+
+def open_scores(encrypted: bytes, key: Any, *, bind: str) -> list[float]:
+    """The bank's side: decrypt a score release (HPKE, bound to ``bind``) with its X25519 private key."""
+    try:
+        doc = json.loads(SUITE.decrypt(encrypted, key, info=scores_info(bind)))
+    except Exception:
+        raise ProvisioningError("the score release does not decrypt under this key for this job") from None
+    if not isinstance(doc, dict) or doc.get("bind") != bind or not isinstance(doc.get("scores"), list):
+        raise ProvisioningError("the score release is not for this job")
+    return [float(v) for v in doc["scores"]]
