@@ -41,6 +41,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring_service.py
 	$(PY) benchmarks/bench_aggregates.py
 	$(PY) benchmarks/bench_vertical_lr.py
+	$(PY) benchmarks/bench_secagg.py
+	$(PY) benchmarks/bench_sealed.py
+	$(PY) benchmarks/bench_scaleout.py
 
 clean:
 	rm -rf $(VENV) .pps-demo .pytest_cache .mypy_cache .ruff_cache

@@ -12,11 +12,15 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 import pps
-from api import errors
+from api import errors, web
 from api.deps import declared_roles
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.routers import aggregates, audit, consent, datasets, enclave, identity, jobs, psi, scoring, system
+from api.routers import federated as federated_routes
+from api.routers import models as model_routes
 from api.routers import objections as objection_routes
+from api.routers import sealed as sealed_routes
+from api.routers import training as training_routes
 from pps.runtime import Runtime
 from pps.settings import Settings, get_settings
 
@@ -86,6 +90,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             "/v1/psi": rt.settings.max_upload_bytes,
             scoring.SCORING_PATH: rt.settings.max_scoring_body_bytes,
             enclave.JOBS_PATH: rt.settings.max_upload_bytes,
+            sealed_routes.UPLOAD_PATH: rt.settings.max_upload_bytes,
+            sealed_routes.SCORING_PATH: rt.settings.max_upload_bytes,
             objection_routes.OBJECTIONS_PATH: objection_routes.body_limit(
                 rt.settings.objection_evidence_max_bytes
             ),
@@ -97,6 +103,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if isinstance(route, APIRoute):
                 _declare_roles(route)
         app.include_router(router)
+    web.install(app)  # the role pages under /ui: not API routes, guarded by the API routes they call
     return app
 
 
@@ -112,6 +119,10 @@ ROUTERS: tuple[APIRouter, ...] = (
     scoring.router,
     enclave.router,
     objection_routes.router,
+    model_routes.router,
+    training_routes.router,
+    federated_routes.router,
+    sealed_routes.router,
 )
 """Every router of the API. Each route must declare exactly one guard (see ``api.deps``)."""
 

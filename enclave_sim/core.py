@@ -12,6 +12,7 @@ in here). The operations::
     run       handle, params, output         -> release (the job's outputs under its output policy)
     drop      handle                         -> forget a handle's inputs
     seal      label, data                    -> blob;    unseal label, blob -> data
+    he_*                                     -> sealed datasets' CKKS keys (:mod:`enclave_sim.sealed`)
 
 Bytes travel base64-encoded. A failure replies ``{"ok": false, "code", "message"}`` and changes nothing but
 the failing handle (which is dropped).
@@ -39,6 +40,7 @@ from enclave_sim.crypto import OutputPolicy, canonical, decrypt_provisioned, pac
 from enclave_sim.errors import EnclaveError, EnclaveProtocolError, OutputPolicyViolation, ProvisioningError
 from enclave_sim.jobs import JOBS, EnclaveJob
 from enclave_sim.quote import NONCE_BYTES
+from enclave_sim.sealed import SealedHE
 
 MAX_HANDLES = 32
 """Jobs with data provisioned but not yet run; the oldest is dropped beyond this."""
@@ -129,6 +131,7 @@ class EnclaveCore:
             "seal": self._seal,
             "unseal": self._unseal,
         }
+        self._ops.update(SealedHE(platform, self.enclave_key).ops())  # sealed datasets' CKKS keys
 
     # --- the one entry point ---------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ MODULES: tuple[str, ...] = (
     "protocols.paillier_fast",
     "protocols.vertical_lr",
     "enclave_sim.jobs",
+    "enclave_sim.sealed",
     "enclave_sim.core",
 )
 """The enclave's code, in load (and measurement) order. ``enclave_sim.*`` modules are read from the code

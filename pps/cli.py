@@ -739,6 +739,176 @@ def bank_score(
     console.print(summary)
 
 
+@bank_app.command("train-vertical")
+def bank_train_vertical(
+    data: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="CSV of your customers: a uscc column, a 0/1 label, your own features",
+        ),
+    ],
+    label: Annotated[str, typer.Option(help="the label column (1 = default)")],
+    features: Annotated[str, typer.Option(help="your feature columns, comma-separated")],
+    platform_features: Annotated[
+        str, typer.Option(help="platform features to train with, comma-separated (see GET /v1/features)")
+    ],
+    purpose: Annotated[
+        str, typer.Option(help="the purpose the enterprises consented to")
+    ] = "joint_model_training",
+    name: Annotated[str, typer.Option(help="the model's name in the registry")] = "vertical LR",
+    vendor_key: Annotated[
+        str,
+        typer.Option(envvar="PPS_ENCLAVE_VENDOR_KEY", help="the enclave vendor's Ed25519 key (hex), pinned"),
+    ] = "",
+    epochs: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    batch_size: Annotated[int, typer.Option(min=8)] = 256,
+    learning_rate: Annotated[float, typer.Option(min=1e-6)] = 0.1,
+    key_bits: Annotated[
+        int, typer.Option(hidden=True, help="the coordinator's key size (1024: tests only)")
+    ] = 2048,
+    out: Annotated[Path, typer.Option(help="where to keep your half of the model (JSON)")] = Path(
+        "vertical-model.json"
+    ),
+    url: Annotated[str, typer.Option(envvar="PPS_URL", help="the PPS service")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="PPS_TOKEN", help="a bank's API token")] = "",
+) -> None:
+    """Train a logistic regression on your labels and features joined with the platform's, without either side
+    seeing the other's data: PSI alignment on consent to train, the key-holding coordinator in the attested
+    enclave, your half kept here. Progress per mini-batch; the model is registered with the platform."""
+    import csv
+    import json
+
+    import numpy as np
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from pps.client import PPSClient
+    from protocols import vertical_lr as vl
+
+    if not token:
+        fail("give a bank's token with --token or PPS_TOKEN")
+    try:
+        pinned = Ed25519PublicKey.from_public_bytes(bytes.fromhex(vendor_key))
+    except ValueError:
+        fail("give the enclave vendor's key (64 hex characters) with --vendor-key or PPS_ENCLAVE_VENDOR_KEY")
+    own = [f.strip() for f in features.split(",") if f.strip()]
+    names = [f.strip() for f in platform_features.split(",") if f.strip()]
+    with data.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    try:
+        customers = [r["uscc"].strip() for r in rows]
+        y = np.array([int(r[label]) for r in rows])
+        x = np.array([[float(r[f]) for f in own] for r in rows]).reshape(len(rows), len(own))
+    except (KeyError, ValueError) as exc:
+        fail(f"{data}: needs a uscc column, a 0/1 {label!r} column and numeric {own}: {exc}")
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    try:
+        config = vl.VerticalLRConfig(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, l2=1e-3
+        )
+    except vl.VerticalLRError as exc:
+        fail(str(exc))
+    with (
+        user_errors(),
+        PPSClient(url, token, timeout=120) as client,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar,
+    ):
+        task = bar.add_task("aligning (PSI) and starting", total=None)
+
+        def on_batch(epoch: int, batches: int) -> None:
+            bar.update(
+                task, description=f"training: epoch {epoch + 1}/{epochs}", completed=epoch, total=epochs
+            )
+
+        result = client.train_vertical(
+            name=name,
+            purpose=purpose,
+            customers=customers,
+            features=(x - mean) / scale,
+            labels=y,
+            platform_features=names,
+            vendor_key=pinned,
+            config=config,
+            key_bits=key_bits,
+            on_batch=on_batch,
+        )
+    g = result.guest_model
+    doc = {
+        "model_id": result.model["id"],
+        "kind": "vertical_lr",
+        "features": own,
+        "preprocess": {"mean": mean.tolist(), "scale": scale.tolist()},
+        "weights": g.weights.tolist(),
+        "intercept": g.intercept,
+        "platform_features": names,
+    }
+    out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    summary = Table(show_header=False, title="vertical training")
+    summary.add_row("model", result.model["id"])
+    summary.add_row(
+        "rows", f"{len(result.subjects):,} of {len(customers):,} customers (PSI on consent to train)"
+    )
+    summary.add_row("left out", ", ".join(f"{n:,} {r}" for r, n in sorted(result.excluded.items())) or "none")
+    summary.add_row("epochs", f"{result.epochs}" + (" (stopped early)" if result.stopped_early else ""))
+    summary.add_row("final loss", f"{result.losses[-1]:.5f}" if result.losses else "-")
+    summary.add_row("time", f"{result.seconds:.1f} s")
+    summary.add_row("your half", str(out))
+    console.print(summary)
+
+
+@bank_app.command("models")
+def bank_models(
+    url: Annotated[str, typer.Option(envvar="PPS_URL", help="the PPS service")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="PPS_TOKEN", help="a bank's API token")] = "",
+) -> None:
+    """Your models in the registry, with their held-out AUC and KS."""
+    from pps.client import PPSClient
+
+    with user_errors(), PPSClient(url, token) as client:
+        models = client.models()
+    if not models:
+        console.print("no models yet: train one with `pps bank train-vertical` (or a federation)")
+        return
+    table = Table("name", "kind", "AUC", "KS", "registered")
+    table.add_column("id", no_wrap=True)
+    for m in models:
+        metrics = m.get("metrics") or {}
+        table.add_row(
+            m["name"],
+            m["kind"],
+            f"{metrics['auc']:.4f}" if metrics else "-",
+            f"{metrics['ks']:.4f}" if metrics else "-",
+            m["created_at"][:10],
+            m["id"],
+        )
+    console.print(table)
+
+
+@bank_app.command("report")
+def bank_report(
+    model_id: Annotated[str, typer.Argument(help="the model (mdl_...)")],
+    out: Annotated[Path, typer.Option(help="where to write the HTML page")] = Path("model-report.html"),
+    url: Annotated[str, typer.Option(envvar="PPS_URL", help="the PPS service")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="PPS_TOKEN", help="a bank's API token")] = "",
+) -> None:
+    """Save a model's evaluation page (ROC and KS curves) to open in a browser."""
+    from pps.client import PPSClient
+
+    with user_errors(), PPSClient(url, token) as client:
+        page = client.model_report_html(model_id)
+    out.write_text(page, encoding="utf-8")
+    console.print(f"wrote {out} ({len(page):,} bytes)")
+
+
 # --- keys --------------------------------------------------------------------------------------------
 
 

@@ -266,8 +266,11 @@ class PPSClient:
         purpose: str,
         reveal_intersection: bool = True,
         timeout: float = 300.0,
+        operation: str = "psi",
     ) -> Any:
         """Which of ``customers`` consented to this bank for ``purpose`` (or only how many).
+
+        ``operation="train"``: which consented to *training* (row alignment for :meth:`train_vertical`).
 
         Runs the client half locally: only blinded points leave; the answer is computed here. Returns a
         :class:`protocols.psi.PSIResult`.
@@ -280,11 +283,46 @@ class PPSClient:
             "purpose": purpose,
             "reveal": "intersection" if reveal_intersection else "size",
             "request": base64.b64encode(client.create_request()).decode(),
+            "operation": operation,
         }
         job = self.request("POST", "/v1/psi", json=body)
         self.wait(job["id"], timeout=timeout)
         setup, response = unpack_result(self.job_result(job["id"]))
         return client.finish(setup, response)
+
+    # --- vertical training (pps.vertical_client) -----------------------------------------------------
+
+    def train_vertical(self, **kwargs: Any) -> Any:
+        """Train a vertical LR model with the platform's features; see :func:`pps.vertical_client.train_vertical`."""
+        from pps.vertical_client import train_vertical
+
+        return train_vertical(self, **kwargs)
+
+    def vertical_scores(self, model_id: str, guest_model: Any, **kwargs: Any) -> Any:
+        """Score applicants with both halves; see :func:`pps.vertical_client.vertical_scores`."""
+        from pps.vertical_client import vertical_scores
+
+        return vertical_scores(self, model_id, guest_model, **kwargs)
+
+    def models(self) -> list[dict[str, Any]]:
+        """My models in the registry (every model for auditors)."""
+        result: list[dict[str, Any]] = self.request("GET", "/v1/models")
+        return result
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/v1/models/{model_id}")
+        return result
+
+    def post_evaluation(self, model_id: str, evaluation: Any) -> dict[str, Any]:
+        """Post a held-out :class:`models.metrics.Evaluation` (computed here, where the labels are)."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/models/{model_id}/evaluation", json={"evaluation": evaluation.to_dict()}
+        )
+        return result
+
+    def model_report_html(self, model_id: str) -> str:
+        text: str = self.request("GET", f"/v1/models/{model_id}/report.html")
+        return text
 
     # --- encrypted scoring ---------------------------------------------------------------------------
 
@@ -468,6 +506,131 @@ class PPSClient:
         return {"job": done, "outputs": opened["outputs"], "measurement": opened["measurement"]}
 
     # --- aggregate queries ---------------------------------------------------------------------------
+
+    # --- sealed datasets (pps.sealed) -------------------------------------------------------------------------
+
+    def sealed_context(
+        self, *, vendor_key: Any, measurements: Iterable[bytes] | None = None, nonce: bytes | None = None
+    ) -> dict[str, Any]:
+        """Fetch the enclave's public CKKS context with a quote and verify both: the context id is the hash of
+        the context, and the quote (pinned ``vendor_key``, trusted build, fresh, not debug) answers a nonce
+        that binds this context id to a nonce chosen here. Returns ``{"context_id", "public_context", "params"}``;
+        raises :class:`~pps.errors.AttestationError` if anything does not hold."""
+        import hashlib
+        import os
+
+        from enclave_sim.sealed import report_nonce
+
+        nonce = nonce if nonce is not None else os.urandom(32)
+        got = self.request("GET", "/v1/sealed/context", params={"nonce": nonce.hex()})
+        public = b64d(got["public_context"])
+        context_id = hashlib.sha256(public).hexdigest()
+        if context_id != got["context_id"]:
+            raise errors.AttestationError(
+                "the context id is not the SHA-256 of the public context", details={"reason": "context"}
+            )
+        self.verify_quote(
+            b64d(got["quote"]),
+            vendor_key=vendor_key,
+            nonce=report_nonce(context_id, nonce),
+            measurements=measurements,
+        )
+        return {"context_id": context_id, "public_context": public, "params": got["params"]}
+
+    def upload_sealed(
+        self,
+        name: str,
+        *,
+        context: dict[str, Any],
+        subjects: list[str],
+        columns: dict[str, Iterable[float]],
+        bounds: dict[str, tuple[float, float]],
+        attributes: dict[str, list[str]] | None = None,
+    ) -> dict[str, Any]:
+        """Encrypt ``columns`` (one value per subject, clipped to ``bounds``) under the verified ``context``
+        (from :meth:`sealed_context`) and upload them with the plaintext ``subjects`` and C1 ``attributes``."""
+        sealed = encrypt_sealed_columns(context["public_context"], columns, bounds)
+        body = {
+            "name": name,
+            "context_id": context["context_id"],
+            "subjects": subjects,
+            "attributes": attributes or {},
+            "columns": {
+                c: {
+                    "lower": bounds[c][0],
+                    "upper": bounds[c][1],
+                    "blocks": [base64.b64encode(b).decode() for b in blocks],
+                }
+                for c, blocks in sealed.items()
+            },
+        }
+        result: dict[str, Any] = self.request("POST", "/v1/sealed/datasets", json=body)
+        return result
+
+    def sealed_aggregate(
+        self,
+        *,
+        purpose: str,
+        dataset_id: str,
+        column: str,
+        epsilon: float,
+        where: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A noisy sum, count and mean of a sealed column over the consented cohort matching ``where``."""
+        body = {
+            "purpose": purpose,
+            "dataset_id": dataset_id,
+            "column": column,
+            "epsilon": epsilon,
+            "where": where or {},
+        }
+        result: dict[str, Any] = self.request("POST", "/v1/sealed/aggregates", json=body)
+        return result
+
+    def sealed_score(
+        self,
+        *,
+        context: dict[str, Any],
+        purpose: str,
+        dataset_id: str,
+        subjects: list[str],
+        weights: dict[str, float],
+    ) -> dict[str, Any]:
+        """Score ``subjects`` with ``weights`` (column -> weight) over a sealed dataset: the weights are
+        encrypted here under the enclave's verified ``context`` (nobody outside the enclave can read them, this
+        bank included), the scores come back HPKE-encrypted to a key made here. Returns
+        ``{"query_id", "scores": {uscc: score}, "not_used"}`` (scores carry the enclave's small noise)."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        from enclave_sim.sealed import open_scores
+
+        encrypted = encrypt_sealed_weights(context["public_context"], weights)
+        key = X25519PrivateKey.generate()
+        body = {
+            "purpose": purpose,
+            "dataset_id": dataset_id,
+            "subjects": subjects,
+            "weights": {k: base64.b64encode(v).decode() for k, v in encrypted.items()},
+            "recipient_key": key.public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            .hex(),
+        }
+        got = self.request("POST", "/v1/sealed/scoring", json=body)
+        try:
+            scores = open_scores(b64d(got["encrypted"]), key, bind=got["query_id"])
+        except Exception as exc:
+            raise errors.ProvisioningFailed(f"the score release does not open: {exc}") from None
+        return {
+            "query_id": got["query_id"],
+            "scores": dict(zip(got["subjects"], scores, strict=True)),
+            "not_used": got["not_used"],
+        }
+
+    def rotate_sealed_key(self) -> dict[str, Any]:
+        """Platform admin: rotate the enclave's HE key (datasets under the old one then need re-upload)."""
+        result: dict[str, Any] = self.request("POST", "/v1/sealed/rotate", json={"confirm": True})
+        return result
 
     def aggregate(
         self,
@@ -670,3 +833,170 @@ class PPSClient:
         proof = [b64d(p) for p in self.consistency(old.tree_size, new.tree_size)["proof"]]
         merkle.verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof)
         return old, new
+
+
+class FederatedClient:
+    """A bank's side of horizontal federated training (``/v1/federations``) over a :class:`PPSClient`.
+
+    The secure-aggregation secrets of a round (two X25519 keys, the self-mask seed, the peers' shares) live in
+    this object only; they never go to the server. If the object is lost mid-round, the bank has dropped out
+    of that round (the others finish it without it, as long as the threshold holds).
+
+    >>> fc = FederatedClient(PPSClient(url, token))
+    >>> fed = fc.create(name="sme-pd", participants=[me, b, c], kind="horizontal_lr",
+    ...                 feature_schema=names, rounds=10, threshold=2)
+    >>> fc.train(fed["id"], x_train, y_train)   # blocks until done or aborted
+    """
+
+    def __init__(self, client: PPSClient) -> None:
+        self.client = client
+        self._rounds: dict[str, tuple[int, Any]] = {}
+
+    def create(self, **fields: Any) -> dict[str, Any]:
+        out: dict[str, Any] = self.client.request("POST", "/v1/federations", json=fields)
+        return out
+
+    def list(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.client.request("GET", "/v1/federations")
+        return out
+
+    def federation(self, federation_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.client.request("GET", f"/v1/federations/{federation_id}")
+        return out
+
+    def accept(self, federation_id: str, purpose: str = "joint_model_training") -> dict[str, Any]:
+        out: dict[str, Any] = self.client.request(
+            "POST", f"/v1/federations/{federation_id}/accept", json={"purpose": purpose}
+        )
+        return out
+
+    def advance(self, federation_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.client.request("POST", f"/v1/federations/{federation_id}/advance", json={})
+        return out
+
+    def post_message(self, federation_id: str, frame: bytes) -> dict[str, Any]:
+        out: dict[str, Any] = self.client.request(
+            "POST",
+            f"/v1/federations/{federation_id}/messages",
+            json={"message": base64.b64encode(frame).decode()},
+        )
+        return out
+
+    @staticmethod
+    def model(view: dict[str, Any]) -> Any:
+        """The federation's current global model as a :mod:`models.fl` estimator."""
+        from models.fl import make_model
+        from pps.federated import MODEL_KINDS, model_hyper
+
+        m = make_model(
+            MODEL_KINDS[view["kind"]],
+            len(view["feature_schema"]),
+            **model_hyper(view["kind"], view["config"], view["local_epochs"]),
+        )
+        return m.set_flat(view["global_weights"])
+
+    def step(self, federation_id: str, x: Any, y: Any) -> dict[str, Any]:
+        """Take this bank's next action in the current round, if there is one now; return the federation.
+
+        Advertise keys → share keys → train locally from the round's global model and post the masked update
+        (weighted by this bank's sample count) → post unmasking shares. Returns at once when waiting for others.
+        """
+        from protocols.secagg import RoundInfo, SecAggClient, SecAggParams
+
+        view = self.federation(federation_id)
+        rnd = view.get("round")
+        if view["state"] != "running" or rnd is None or rnd.get("posted"):
+            return view
+        r, phase = rnd["round_no"], rnd["phase"]
+        if phase == "advertise_keys":
+            params = SecAggParams(
+                n=len(view["participants"]),
+                threshold=view["threshold"],
+                dim=view["n_params"],
+                clip_norm=view["config"]["clip_norm"],
+            )
+            sa = SecAggClient(RoundInfo(federation_id, r, params), view["my_position"])
+            self._rounds[federation_id] = (r, sa)
+            return self.post_message(federation_id, sa.advertise_keys())
+        held = self._rounds.get(federation_id)
+        if held is None or held[0] != r or view.get("inbox") is None:
+            return view  # this bank is out of this round (it lost its secrets or dropped out earlier)
+        sa, inbox = held[1], b64d(view["inbox"])
+        if phase == "share_keys":
+            return self.post_message(federation_id, sa.share_keys(inbox))
+        if phase == "masked_input":
+            model = self.model(view)
+            start = model.get_flat()
+            delta = model.fit(x, y).get_flat() - start
+            weight = min(len(y), sa.info.params.max_weight)
+            return self.post_message(federation_id, sa.masked_input(inbox, delta, weight))
+        if phase == "unmask":
+            out = self.post_message(federation_id, sa.unmask(inbox))
+            self._rounds.pop(federation_id, None)
+            return out
+        return view
+
+    def train(
+        self, federation_id: str, x: Any, y: Any, *, poll: float = 0.2, timeout: float = 3600.0
+    ) -> dict[str, Any]:
+        """Take part until the federation is done or aborted (or ``timeout`` seconds pass)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.step(federation_id, x, y)
+            if view["state"] in ("done", "aborted"):
+                return view
+            if time.monotonic() > deadline:
+                raise errors.ServiceUnavailable(f"federation {federation_id} did not finish in {timeout} s")
+            time.sleep(poll)
+
+
+def _sealed_context(public_context: bytes) -> tuple[Any, int]:
+    import tenseal as ts
+
+    ctx = ts.context_from(public_context)
+    if ctx.has_secret_key() or not ctx.is_public():
+        raise errors.InvalidInput(
+            "a sealed-dataset context must be public (the enclave keeps the secret key)"
+        )
+    slots = ctx.seal_context().data.first_context_data().parms().poly_modulus_degree() // 2
+    return ctx, int(slots)
+
+
+def encrypt_sealed_columns(
+    public_context: bytes, columns: dict[str, Iterable[float]], bounds: dict[str, tuple[float, float]]
+) -> dict[str, list[bytes]]:
+    """The provider's side of a sealed upload: each column clipped to its ``bounds`` and encrypted
+    column-major under the enclave's public context — one CKKS vector per block of N/2 subjects (slot ``r`` of
+    block ``b`` holds subject ``b * N/2 + r``; the last block padded with zeros). Missing values are refused:
+    impute before sealing."""
+    import numpy as np
+    import tenseal as ts
+
+    ctx, slots = _sealed_context(public_context)
+    out: dict[str, list[bytes]] = {}
+    for name, values in columns.items():
+        if name not in bounds:
+            raise errors.InvalidInput(f"column {name!r} needs bounds (lower, upper)")
+        lower, upper = bounds[name]
+        x = np.asarray(list(values), dtype=np.float64)
+        if not np.isfinite(x).all():
+            raise errors.InvalidInput(
+                f"column {name!r} holds missing or infinite values: impute before sealing"
+            )
+        x = np.clip(x, lower, upper)
+        n_blocks = -(-len(x) // slots)
+        padded = np.zeros(n_blocks * slots)
+        padded[: len(x)] = x
+        out[name] = [
+            ts.ckks_vector(ctx, padded[b * slots : (b + 1) * slots].tolist()).serialize()
+            for b in range(n_blocks)
+        ]
+    return out
+
+
+def encrypt_sealed_weights(public_context: bytes, weights: dict[str, float]) -> dict[str, bytes]:
+    """A bank's weights under the enclave's public context, each replicated across all slots."""
+    import tenseal as ts
+
+    ctx, slots = _sealed_context(public_context)
+    return {k: ts.ckks_vector(ctx, [float(w)] * slots).serialize() for k, w in weights.items()}

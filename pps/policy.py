@@ -235,7 +235,10 @@ class PolicyEngine:
         """Per-subject decisions, in the order of ``req.subjects``. Reads only; spends nothing."""
         now = now or utcnow()
         check_purpose(req.purpose)
-        if not req.fields and req.operation != "psi":
+        if not req.fields and req.operation not in (
+            "psi",
+            "train",
+        ):  # PSI (also train alignment) reads no field
             raise InvalidInput("a request must name, for every dataset it uses, the fields it uses")
         c3 = self._c3_fields(session, req.fields)
         if c3:

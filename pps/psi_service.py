@@ -12,6 +12,9 @@ The bank runs the client half (``protocols.psi.PSIClient``, or any client that s
 4. the release is a ledger entry naming every subject in the server set and their consents, so each of them
    sees that the bank ran a PSI over a set that contained it (redacted to itself).
 
+With ``operation="train"`` the same job aligns rows for a vertical training (:mod:`pps.vertical_training`):
+the server set is then the subjects whose consent allows *training* for this bank and purpose.
+
 PSI spends no consent *uses*: the safe-room cannot know whose records matched. What the bank and the
 safe-room learn is stated in ``protocols.psi``.
 """
@@ -36,6 +39,7 @@ from protocols.psi import PSIParams, PSIServer, ServerSet, SetupCache, decode_re
 RESULT_MAGIC = b"PPSR"
 _RESULT_HEAD = struct.Struct("!4sI")
 MEDIA_TYPE = "application/vnd.pps.psi-result"
+PSI_OPERATIONS = frozenset({"psi", "train"})
 
 
 def pack_result(setup: bytes, response: bytes) -> bytes:
@@ -73,9 +77,15 @@ class PSIService:
         reveal_intersection: bool,
         request: bytes,
         request_id: str | None = None,
+        operation: str = "psi",
     ) -> Job:
-        """Check the request at the door and queue the job (enqueue it after the commit)."""
+        """Check the request at the door and queue the job (enqueue it after the commit).
+
+        ``operation`` is the consent operation that forms the server set: ``psi`` (which customers consented
+        to me) or ``train`` (alignment for a vertical training)."""
         check_purpose(purpose)
+        if operation not in PSI_OPERATIONS:
+            raise InvalidInput(f"operation must be one of {sorted(PSI_OPERATIONS)}")
         msg = decode_request(request)  # InvalidPSIMessage for garbage, before anything is stored
         if msg.reveal_intersection != reveal_intersection:
             raise InvalidInput("the request message and the requested mode (intersection or size) disagree")
@@ -89,6 +99,7 @@ class PSIService:
             params={
                 "reveal": "intersection" if reveal_intersection else "size",
                 "client_set_size": len(msg.points),
+                **({} if operation == "psi" else {"operation": operation}),
             },
             input_blob=request,
             input_media_type="application/vnd.pps.psi-request",
@@ -100,13 +111,17 @@ class PSIService:
             raise InvalidInput("a PSI job needs a purpose and a request")
         bank, purpose = ctx.owner_org_id, ctx.purpose
         reveal = ctx.params["reveal"] == "intersection"
+        operation = str(ctx.params.get("operation", "psi"))
+        cache_key = purpose if operation == "psi" else f"{purpose}#{operation}"
         with self.db.transaction(write=False) as s:
-            admitted = self.policy.consented_subjects(s, bank_org_id=bank, purpose=purpose, operation="psi")
+            admitted = self.policy.consented_subjects(
+                s, bank_org_id=bank, purpose=purpose, operation=operation
+            )
         subjects = tuple(d.subject for d in admitted)
         ctx.progress(1, 3)
         server_set = ServerSet.of(subjects)
         setup, outcome = self.cache.get_or_prepare(
-            bank, purpose, server_set, self.params, workers=self.workers
+            bank, cache_key, server_set, self.params, workers=self.workers
         )
         ctx.progress(2, 3)
         server = PSIServer(setup, reveal_intersection=reveal)
@@ -115,15 +130,15 @@ class PSIService:
 
         def finalize(session: Session) -> dict[str, Any]:
             now_allowed = self.policy.consented_subjects(
-                session, bank_org_id=bank, purpose=purpose, operation="psi"
+                session, bank_org_id=bank, purpose=purpose, operation=operation
             )
             if {d.subject for d in now_allowed} != set(subjects):
-                self.cache.invalidate(bank, purpose)
+                self.cache.invalidate(bank, cache_key)
                 raise Conflict("consent changed while the PSI ran; nothing was released — submit it again")
             self.policy.record(
                 session,
                 "policy.release",
-                Request(bank, subjects, {}, "psi", purpose),
+                Request(bank, subjects, {}, operation, purpose),
                 now_allowed,
                 job=ObjectRef("job", ctx.job_id),
                 actor=Actor(None, "service", "job"),

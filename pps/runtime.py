@@ -14,20 +14,25 @@ from pps.aggregates import AggregateService
 from pps.consent import ConsentService
 from pps.datasets.service import DatasetService
 from pps.enclave_service import EnclaveService
+from pps.executor import Executor, executor_from_settings
 from pps.feature_store import FeatureStore
+from pps.federated import FederatedService
 from pps.identity.service import IdentityService
 from pps.jobs import JobService
 from pps.keys import LEDGER_SIGNING_KEY_FILE, RECEIPT_SIGNING_KEY_FILE, load_or_create_ed25519
 from pps.kms import LocalFileKMS
 from pps.ledger.checkpoint import NoteSigner
 from pps.ledger.store import Ledger
+from pps.model_registry import ModelRegistry
 from pps.objections import ObjectionService
 from pps.policy import PolicyEngine
 from pps.psi_service import PSIService
 from pps.scoring_service import ScoringService
+from pps.sealed import SealedService
 from pps.settings import Settings
 from pps.storage import migrate
 from pps.storage.db import Database
+from pps.vertical_training import VerticalTrainingService
 from protocols.psi import PSIParams, SetupCache
 
 
@@ -48,6 +53,11 @@ class Runtime:
     aggregates: AggregateService
     enclave: EnclaveService
     objections: ObjectionService
+    executor: Executor
+    models: ModelRegistry
+    training: VerticalTrainingService
+    federated: FederatedService
+    sealed: SealedService
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_schema: bool | None = None) -> Runtime:
@@ -69,11 +79,13 @@ class Runtime:
             result_ttl=timedelta(hours=settings.job_result_ttl_hours),
         )
         policy = PolicyEngine(ledger)
+        executor = executor_from_settings(settings)
         psi = PSIService(
             db,
             policy,
             jobs,
-            SetupCache(),
+            # the in-process default keeps PSI's own process pool (PPS_PSI_WORKERS); a pool or Ray takes over
+            SetupCache(executor=None if executor.in_process else executor),
             PSIParams(fpr=settings.psi_fpr, max_client_items=settings.psi_max_client_items),
             workers=settings.psi_workers,
         )
@@ -86,6 +98,7 @@ class Runtime:
             max_subjects=settings.scoring_max_subjects,
             jobs_per_hour=settings.scoring_jobs_per_hour,
             noise_std=settings.scoring_noise_std,
+            executor=executor,
         )
         aggregates = AggregateService(
             db,
@@ -115,6 +128,10 @@ class Runtime:
             response_days=settings.objection_response_days,
             evidence_max_bytes=settings.objection_evidence_max_bytes,
         )
+        models = ModelRegistry(ledger, kms)
+        training = VerticalTrainingService(db, ledger, policy, features, enclave, models)
+        federated = FederatedService(db, ledger, registry=models)
+        sealed = SealedService(db, ledger, policy, enclave, datasets, aggregates)
         return cls(
             settings=settings,
             db=db,
@@ -131,9 +148,16 @@ class Runtime:
             aggregates=aggregates,
             enclave=enclave,
             objections=objections,
+            executor=executor,
+            models=models,
+            training=training,
+            federated=federated,
+            sealed=sealed,
         )
 
     def close(self) -> None:
+        self.training.close()
         self.jobs.shutdown(wait=True)
         self.enclave.close()
+        self.executor.close()
         self.db.dispose()

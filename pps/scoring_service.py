@@ -16,7 +16,11 @@ a job:
 3. **Evaluation**: the features of the admitted subjects (at their catalogue resolution, then the bank's
    preprocessing) are encoded once per (dataset versions, subjects, design, preprocessing) and cached, and the
    encrypted model is evaluated over them, with calibrated noise and re-randomisation
-   (:func:`protocols.he_scoring.score`), in chunks that report progress.
+   (:func:`protocols.he_scoring.score`), in chunks that report progress, on the executor chosen by the
+   settings (:mod:`pps.executor`: in this process, a local process pool, or Ray). Out-of-process workers get
+   the public context and encrypted model once each (and check them again), then feature rows per chunk; the
+   in-process executor scores the cached encoded columns. Workers only compute: the release below is the
+   coordinating process's.
 4. **Release** (in the transaction that stores the result): the policy engine decides again and spends one use
    of each consent relied on. A subject denied now — revoked, expired, or its last use taken by another job —
    is taken out and the remaining subjects are scored afresh, so its score is never released.
@@ -40,8 +44,8 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -52,6 +56,7 @@ from sqlalchemy.orm import Session
 from models.features import FEATURE_RESOLUTION
 from pps.consent import check_purpose
 from pps.errors import InvalidInput, RateLimited
+from pps.executor import Executor, LocalExecutor, Shared
 from pps.feature_store import FeatureStore, FeatureTable, admit_on_features
 from pps.identity.uscc import validate_uscc
 from pps.jobs import JobContext, JobOutcome, JobService
@@ -64,10 +69,12 @@ from protocols.he_scoring import (
     DEFAULT_LIMITS,
     DEFAULT_SCORE_NOISE_STD,
     EncodedColumns,
+    EncryptedModelMessage,
     LoadedModel,
     PublicScoringContext,
     ScoreResultMessage,
     ScoringLimits,
+    SlotLayout,
     check_public_context,
     encode_features,
     load_model,
@@ -86,7 +93,7 @@ MAX_PREPROCESS_ABS = 1e12
 MAX_PREPARED = 32
 """Checked contexts and models kept in memory between submission and the job's start (else re-checked)."""
 BLOCKS_PER_CHUNK = 8
-"""Progress is reported (and cancellation checked) every this many result ciphertexts."""
+"""Result ciphertexts per executor chunk: progress is reported (and cancellation checked) per chunk."""
 
 
 def _canonical(value: object) -> bytes:
@@ -217,6 +224,102 @@ def apply_preprocess(x: np.ndarray[Any, Any], names: Sequence[str], spec: Mappin
     return out
 
 
+# --- evaluation in chunks, on an executor -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ScoringPayload:
+    """What each out-of-process worker receives once per job: public context, encrypted model, settings."""
+
+    context: bytes
+    model: EncryptedModelMessage
+    noise_std: float
+    limits: ScoringLimits
+
+
+@dataclass(frozen=True)
+class _ScoringState:
+    context: PublicScoringContext
+    model: LoadedModel
+    noise_std: float
+    limits: ScoringLimits
+
+
+def _build_scoring_state(payload: _ScoringPayload) -> _ScoringState:
+    """In a worker, once per job: check the context and load the model again (defence in depth)."""
+    ctx = check_public_context(payload.context, payload.limits)
+    return _ScoringState(
+        ctx, load_model(ctx, payload.model, payload.limits), payload.noise_std, payload.limits
+    )
+
+
+def score_chunk(state: _ScoringState, chunk: EncodedColumns | np.ndarray[Any, Any]) -> ScoreResultMessage:
+    """One chunk: encoded columns (in-process) or preprocessed feature rows (a worker encodes them)."""
+    return score(state.context, state.model, chunk, noise_std=state.noise_std, limits=state.limits)
+
+
+def _chunks(inputs: EncodedColumns | np.ndarray[Any, Any], per_ciphertext: int) -> Iterator[Any]:
+    if isinstance(inputs, EncodedColumns):
+        blocks = inputs.blocks
+        for start in range(0, len(blocks), BLOCKS_PER_CHUNK):
+            chunk = blocks[start : start + BLOCKS_PER_CHUNK]
+            yield EncodedColumns(
+                design_id=inputs.design_id,
+                parms_id=inputs.parms_id,
+                scale=inputs.scale,
+                slots=inputs.slots,
+                packing=inputs.packing,
+                n_subjects=min(len(chunk) * per_ciphertext, inputs.n_subjects - start * per_ciphertext),
+                blocks=chunk,
+            )
+    else:
+        rows = BLOCKS_PER_CHUNK * per_ciphertext
+        for start in range(0, inputs.shape[0], rows):
+            yield inputs[start : start + rows]
+
+
+def evaluate_in_chunks(
+    executor: Executor,
+    context: PublicScoringContext,
+    model: LoadedModel,
+    inputs: EncodedColumns | np.ndarray[Any, Any],
+    *,
+    noise_std: float,
+    limits: ScoringLimits = DEFAULT_LIMITS,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ScoreResultMessage:
+    """Evaluate ``model`` over ``inputs`` (encoded columns, or the preprocessed feature matrix for executors
+    out of this process) in chunks of :data:`BLOCKS_PER_CHUNK` result ciphertexts on ``executor``."""
+    n = inputs.n_subjects if isinstance(inputs, EncodedColumns) else int(inputs.shape[0])
+    per = SlotLayout(n, context.slots, model.packing).per_ciphertext
+    total = -(-n // (BLOCKS_PER_CHUNK * per))
+    key = hashlib.sha256(
+        _canonical([context.context_id, model.digest, repr(noise_std), repr(limits)])
+    ).hexdigest()
+    shared = Shared(
+        key,
+        _ScoringPayload(context.context_bytes, model.message, noise_std, limits),
+        _build_scoring_state,
+        local=_ScoringState(context, model, noise_std, limits),
+    )
+    parts = list(
+        executor.map_chunks(
+            score_chunk, _chunks(inputs, per), shared=shared, total=total, on_progress=on_progress
+        )
+    )
+    first = parts[0]
+    return ScoreResultMessage(
+        kind=first.kind,
+        context_id=first.context_id,
+        model_digest=first.model_digest,
+        n_subjects=n,
+        slots=first.slots,
+        packing=first.packing,
+        noise_std=first.noise_std,
+        ciphertexts=tuple(c for p in parts for c in p.ciphertexts),
+    )
+
+
 # --- the service ---------------------------------------------------------------------------------------------
 
 
@@ -250,6 +353,7 @@ class ScoringService:
     jobs_per_hour: int = 60
     noise_std: float = DEFAULT_SCORE_NOISE_STD
     encoded_cache_size: int = 4
+    executor: Executor = field(default_factory=LocalExecutor)
 
     def __post_init__(self) -> None:
         self.jobs.register(KIND, self._run)
@@ -372,9 +476,11 @@ class ScoringService:
         subjects: Sequence[str],
         rows: Sequence[int],
         spec: Mapping[str, Preprocess],
-    ) -> EncodedColumns:
+    ) -> EncodedColumns | np.ndarray[Any, Any]:
         model = prepared.model
         names = model.required_features
+        if not self.executor.in_process:  # workers encode their own chunks
+            return apply_preprocess(table.matrix(names, rows), names, spec)  # type: ignore[no-any-return]
         digest = hashlib.sha256("\n".join(subjects).encode()).hexdigest()
         key = (
             table.key,
@@ -401,41 +507,16 @@ class ScoringService:
         return encoded
 
     def _evaluate(
-        self, prepared: _Prepared, encoded: EncodedColumns, ctx: JobContext | None
+        self, prepared: _Prepared, encoded: EncodedColumns | np.ndarray[Any, Any], ctx: JobContext | None
     ) -> ScoreResultMessage:
-        per = BLOCKS_PER_CHUNK
-        blocks = encoded.blocks
-        parts: list[ScoreResultMessage] = []
-        for start in range(0, len(blocks), per):
-            chunk = blocks[start : start + per]
-            n_chunk = min(
-                len(chunk) * encoded.layout.per_ciphertext,
-                encoded.n_subjects - start * encoded.layout.per_ciphertext,
-            )
-            part = EncodedColumns(
-                design_id=encoded.design_id,
-                parms_id=encoded.parms_id,
-                scale=encoded.scale,
-                slots=encoded.slots,
-                packing=encoded.packing,
-                n_subjects=n_chunk,
-                blocks=chunk,
-            )
-            parts.append(
-                score(prepared.context, prepared.model, part, noise_std=self.noise_std, limits=self.limits)
-            )
-            if ctx is not None:
-                ctx.progress(min(start + per, len(blocks)), len(blocks))
-        first = parts[0]
-        return ScoreResultMessage(
-            kind=first.kind,
-            context_id=first.context_id,
-            model_digest=first.model_digest,
-            n_subjects=encoded.n_subjects,
-            slots=first.slots,
-            packing=first.packing,
-            noise_std=first.noise_std,
-            ciphertexts=tuple(c for p in parts for c in p.ciphertexts),
+        return evaluate_in_chunks(
+            self.executor,
+            prepared.context,
+            prepared.model,
+            encoded,
+            noise_std=self.noise_std,
+            limits=self.limits,
+            on_progress=ctx.progress if ctx is not None else None,
         )
 
     def _run(self, ctx: JobContext) -> JobOutcome:

@@ -40,6 +40,23 @@ class Settings(BaseSettings):
         description="server secret: keys the HMAC under which API tokens are stored",
     )
     executor: Literal["local", "ray"] = Field("local", description="where heavy jobs run")
+    # execution backends (pps.executor)
+    executor_workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="workers of the executor: local: 1 = in this process (default), more = a process pool; "
+        "ray: actors per job (default: the cluster's CPUs)",
+    )
+    executor_max_retries: int = Field(
+        2, ge=0, le=10, description="times a chunk whose worker died is run again before its job fails"
+    )
+    ray_address: str | None = Field(
+        None,
+        pattern=r"^(auto|ray://[A-Za-z0-9.\-]+:[0-9]{1,5}|[A-Za-z0-9.\-]+:[0-9]{1,5})$",
+        description="PPS_EXECUTOR=ray: 'auto' joins this node's cluster, 'ray://head:10001' connects as a "
+        "client; unset starts a local Ray instance (one machine)",
+    )
     ledger_origin: str = Field(
         "pps.local/ledger", description="origin line of the signed checkpoints (names this log)"
     )

@@ -63,7 +63,9 @@ Setup cost, sharding and the cache (reuse of the server key)
 Encrypting ``S`` dominates: ~60-90 µs per element, ~60-90 s for 10^6 on one core. :func:`prepare_setup`
 splits ``S`` into ``k`` shards and encrypts them in ``k`` spawned worker processes under *one* server key
 (the client's single ``REQUEST`` is re-encrypted once; it is tested against every shard). The secret key
-travels to the workers over the local pipe and nowhere else. :class:`SetupCache` keeps a
+travels to the workers over the local pipe and nowhere else — or, when an executor is given
+(:mod:`pps.executor`; a Ray cluster), once per worker through that executor, whose nodes are inside the
+safe-room's trust boundary. :class:`SetupCache` keeps a
 :class:`PreparedSetup` (server key + ``SETUP``) per (bank, purpose), valid only for the exact server set
 (its digest) and parameters it was made for; a changed consent set gives another digest and the entry is
 dropped (``SET_CHANGED``). Reusing ``s`` across queries has a price, which is why the cache lifetime is
@@ -99,10 +101,8 @@ import secrets
 import struct
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from multiprocessing import get_context
 from typing import Any, Final
 
 import numpy as np
@@ -110,6 +110,7 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from private_set_intersection import python as _psi
 
 from pps.errors import InvalidInput, InvalidUSCC
+from pps.executor import Executor, LocalExecutor, Shared
 from pps.identity.uscc import validate_uscc
 
 __all__ = [
@@ -526,6 +527,16 @@ def _make_shard(server_key: bytes, items: list[str], fpr: float, max_client_item
     return bytes(setup.SerializeToString())
 
 
+def _shard_state(payload: tuple[bytes, float, int, int]) -> tuple[bytes, float, int, int]:
+    return payload
+
+
+def _shard_chunk(state: tuple[bytes, float, int, int], items: list[str]) -> bytes:
+    """An executor chunk: one shard, under the server key the worker received once."""
+    server_key, fpr, max_client_items, kind = state
+    return _make_shard(server_key, items, fpr, max_client_items, kind)
+
+
 def default_workers() -> int:
     """Cores this process may use."""
     try:
@@ -541,6 +552,7 @@ def prepare_setup(
     shards: int | None = None,
     workers: int | None = None,
     now: datetime | None = None,
+    executor: Executor | None = None,
 ) -> PreparedSetup:
     """Make a fresh server key and the SETUP for ``server_set``: the expensive, cacheable half.
 
@@ -548,14 +560,17 @@ def prepare_setup(
     spawned processes; with one worker everything runs in this process. The client pays one decryption of
     its set per GCS shard, so more shards than cores only costs the client. RAW shards are merged into one.
     Spawned workers import the caller's ``__main__`` module, which must therefore be import-safe (the usual
-    ``if __name__ == "__main__":`` guard); servers, pytest and Ray workers are.
+    ``if __name__ == "__main__":`` guard); servers, pytest and Ray workers are. With ``executor`` (a local
+    pool or Ray, :mod:`pps.executor`) the shards run on its workers instead (``workers`` defaults to its
+    worker count), the server key shipped once per worker.
     """
     if not isinstance(server_set, ServerSet):
         raise TypeError(
             f"server_set must be a ServerSet (use ServerSet.of(items)), got {type(server_set).__name__}"
         )
     params = params or PSIParams()
-    workers = default_workers() if workers is None else workers
+    if workers is None:
+        workers = executor.workers if executor is not None else default_workers()
     shards = workers if shards is None else shards
     for name, value in (("workers", workers), ("shards", shards)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SHARDS:
@@ -577,12 +592,14 @@ def prepare_setup(
     # A secret, uniformly random partition: the client must not be able to tell which shard an item is in.
     order = np.random.default_rng(secrets.randbits(128)).permutation(n).tolist()
     parts = [[server_set.items[i] for i in order[j::k]] for j in range(k)]
-    args = [(server_key, part, fpr_shard, params.max_client_items, int(params.structure)) for part in parts]
-    if workers == 1 or k == 1:
-        blobs = [_make_shard(*a) for a in args]
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, k), mp_context=get_context("spawn")) as pool:
-            blobs = list(pool.map(_make_shard, *zip(*args, strict=True)))
+    if executor is None:
+        executor = LocalExecutor(1 if k == 1 else min(workers, k))
+    shared = Shared(
+        secrets.token_hex(16),  # names this setup's state; says nothing of the key
+        (server_key, fpr_shard, params.max_client_items, int(params.structure)),
+        _shard_state,
+    )
+    blobs = list(executor.map_chunks(_shard_chunk, parts, shared=shared))
     if params.structure is SetupStructure.RAW and len(blobs) > 1:
         merged = _psi.ServerSetup()
         points: list[bytes] = []
@@ -864,6 +881,7 @@ class SetupCache:
         max_age: timedelta = DEFAULT_SETUP_MAX_AGE,
         max_uses: int = DEFAULT_SETUP_MAX_USES,
         max_entries: int = 32,
+        executor: Executor | None = None,
     ) -> None:
         if not timedelta(0) < max_age <= MAX_SETUP_AGE:
             raise ValueError(f"max_age must be in (0, {MAX_SETUP_AGE}], got {max_age}")
@@ -873,6 +891,8 @@ class SetupCache:
         self.max_age = max_age
         self.max_uses = max_uses
         self.max_entries = max_entries
+        self.executor = executor
+        """Where setups are prepared (:mod:`pps.executor`); None: this process and its own spawned pool."""
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._lock = threading.Lock()
         self._preparing: dict[tuple[str, str], threading.Lock] = {}
@@ -957,7 +977,9 @@ class SetupCache:
             found = self.lookup_at_time(bank_id, purpose, server_set, params, now)
             if found.setup is not None:
                 return found.setup, found.outcome
-            setup = prepare_setup(server_set, params, workers=workers, shards=shards, now=now)
+            setup = prepare_setup(
+                server_set, params, workers=workers, shards=shards, now=now, executor=self.executor
+            )
             self.store(bank_id, purpose, setup, uses=1)
             return setup, found.outcome
 

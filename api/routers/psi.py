@@ -30,6 +30,11 @@ class PSIRequestIn(Request):
         description="learn the matching customers, or only how many"
     )
     request: str = Field(max_length=50_000_000, description="the PSI REQUEST message, base64")
+    operation: Literal["psi", "train"] = Field(
+        "psi",
+        description="the consent operation that forms the server set: psi, or train (row alignment for a "
+        "vertical training)",
+    )
 
 
 @router.post(
@@ -50,6 +55,7 @@ def submit_psi(body: PSIRequestIn, caller: Bank, rt: RuntimeDep) -> JobPublic:
             reveal_intersection=body.reveal == "intersection",
             request=request,
             request_id=current_request_id(),
+            operation=body.operation,
         )
         out = JobPublic.of(job)
     rt.jobs.enqueue(job.id)

@@ -488,3 +488,261 @@ class CorrectionNotice(Base):
     old_version: Mapped[int]
     new_version: Mapped[int]
     created_at: Mapped[datetime]
+
+
+# --- the model registry (pps.model_registry) and vertical training sessions (pps.vertical_training) -------------
+
+
+class ModelState(enum.StrEnum):
+    active = "active"
+    retired = "retired"
+
+
+class RegisteredModel(Base):
+    """A trained model: who owns it, what it reads, how it was trained (counts and consent ids, never records),
+    its held-out evaluation, and the ledger entries that made it. Its parameters are :class:`ModelArtifact` rows."""
+
+    __tablename__ = "models"
+    __table_args__ = (Index("ix_models_created_by_created_at", "created_by", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    owners_json: Mapped[str] = mapped_column(Text)
+    """sorted JSON list of the organisations that own (and may list and use) the model"""
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    features_json: Mapped[str] = mapped_column(Text)
+    training_json: Mapped[str] = mapped_column(Text)
+    evaluation_json: Mapped[str | None] = mapped_column(Text)
+    evaluated_by: Mapped[str | None] = mapped_column(String(40))
+    ledger_json: Mapped[str] = mapped_column(Text)
+    """JSON list of the ledger indices of the training and the registration"""
+    state: Mapped[ModelState] = mapped_column(
+        SAEnum(ModelState, native_enum=False, length=16, validate_strings=True, create_constraint=False)
+    )
+    created_at: Mapped[datetime]
+
+
+class ModelArtifact(Base):
+    """A part of a model's parameters, sealed at rest under its own data key. ``holder`` is the organisation that
+    may fetch it, or ``platform`` for a part that never leaves the safe-room (a vertical model's host half)."""
+
+    __tablename__ = "model_artifacts"
+
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kek_version: Mapped[int]
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class TrainingState(enum.StrEnum):
+    training = "training"
+    finished = "finished"
+    failed = "failed"
+
+
+class VerticalTraining(Base):
+    """A vertical-LR session between a bank (guest), the safe-room (host) and the enclave's coordinator. The host's
+    live state is in the serving process; this row is what survives it (a restart fails the session cleanly)."""
+
+    __tablename__ = "vertical_trainings"
+    __table_args__ = (Index("ix_vertical_trainings_bank_org_id_created_at", "bank_org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(64))
+    features_json: Mapped[str] = mapped_column(Text)
+    rows: Mapped[int]
+    state: Mapped[TrainingState] = mapped_column(
+        SAEnum(TrainingState, native_enum=False, length=16, validate_strings=True, create_constraint=False)
+    )
+    epochs_done: Mapped[int]
+    enclave_handle: Mapped[str] = mapped_column(String(40))
+    enclave_instance: Mapped[int]
+    quote_hash: Mapped[str] = mapped_column(String(64))
+    admission_index: Mapped[int] = mapped_column(BigInteger)
+    model_id: Mapped[str | None] = mapped_column(String(40))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+# --- web sessions (api.web) --------------------------------------------------------------------------
+
+
+class WebSession(Base):
+    """A browser session of the role pages, opened by logging in with an API token.
+
+    The cookie carries a random session id; only its SHA-256 is stored, and never the API token itself
+    (``token_id`` names it, so revoking the token or disabling the organisation ends the session too).
+    ``csrf_token`` is the synchronizer token every state-changing form must echo.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+# --- horizontal federated training (pps.federated) ---------------------------------------------------
+
+
+class FederationState(enum.StrEnum):
+    inviting = "inviting"
+    running = "running"
+    done = "done"
+    aborted = "aborted"
+
+
+class RoundPhase(enum.StrEnum):
+    advertise_keys = "advertise_keys"
+    share_keys = "share_keys"
+    masked_input = "masked_input"
+    unmask = "unmask"
+    done = "done"
+    aborted = "aborted"
+
+
+class Federation(Base):
+    """A horizontal training of one model by several banks over their own portfolios (secure aggregation)."""
+
+    __tablename__ = "federations"
+    __table_args__ = (Index("ix_federations_initiator_org_id_id", "initiator_org_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    initiator_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))
+    feature_schema_json: Mapped[str] = mapped_column(Text)
+    config_json: Mapped[str] = mapped_column(Text)
+    """canonical JSON of the training and secure-aggregation parameters (learning rate, clip norm, ...)"""
+    n_params: Mapped[int]
+    rounds: Mapped[int]
+    threshold: Mapped[int]
+    local_epochs: Mapped[int]
+    state: Mapped[FederationState] = mapped_column(
+        SAEnum(FederationState, native_enum=False, length=16, validate_strings=True, create_constraint=False)
+    )
+    current_round: Mapped[int]
+    """0 while inviting; the round in progress (or the last one) afterwards"""
+    model_id: Mapped[str | None] = mapped_column(String(64))
+    """the registered model, once training is done"""
+    abort_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
+class FederationParticipant(Base):
+    """A bank invited to a federation: its position (1..n) in secure aggregation and its acceptance."""
+
+    __tablename__ = "federation_participants"
+    __table_args__ = (
+        UniqueConstraint("federation_id", "position"),
+        Index("ix_federation_participants_bank_org_id", "bank_org_id"),
+    )
+
+    federation_id: Mapped[str] = mapped_column(ForeignKey("federations.id"), primary_key=True)
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    position: Mapped[int]
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    accepted_at: Mapped[datetime | None]
+    evaluation_json: Mapped[str | None] = mapped_column(Text)
+    """metrics the bank computed on its own held-out data for the final model (never its data)"""
+
+
+class FederationRound(Base):
+    """One FedAvg round: its secure-aggregation phase, the global model it started from, its result."""
+
+    __tablename__ = "federation_rounds"
+
+    federation_id: Mapped[str] = mapped_column(ForeignKey("federations.id"), primary_key=True)
+    round_no: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    phase: Mapped[RoundPhase] = mapped_column(
+        SAEnum(RoundPhase, native_enum=False, length=16, validate_strings=True, create_constraint=False)
+    )
+    global_weights: Mapped[bytes] = mapped_column(LargeBinary)
+    """float64 little-endian: the model every bank trains from in this round"""
+    result_weights: Mapped[bytes | None] = mapped_column(LargeBinary)
+    total_weight: Mapped[int | None] = mapped_column(BigInteger)
+    survivors_json: Mapped[str | None] = mapped_column(Text)
+    abort_reason: Mapped[str | None] = mapped_column(Text)
+    phase_deadline: Mapped[datetime]
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
+class FederationMessage(Base):
+    """A bank's secure-aggregation message of one stage of one round, as received (validated) bytes."""
+
+    __tablename__ = "federation_messages"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["federation_id", "round_no"], ["federation_rounds.federation_id", "federation_rounds.round_no"]
+        ),
+    )
+
+    federation_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    round_no: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    stage: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    ledger_index: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class SealedContext(Base):
+    """A CKKS key pair the enclave generated for sealed datasets (``pps.sealed``): its public parts, and the
+    secret key sealed to the enclave's build (only that build on this platform opens ``sealed_secret``)."""
+
+    __tablename__ = "sealed_contexts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """the context id: hex SHA-256 of ``public_context``"""
+    state: Mapped[str] = mapped_column(String(16))
+    """``active`` (uploads accepted) or ``retired`` (rotated away: its datasets need re-upload)"""
+    params_json: Mapped[str] = mapped_column(Text)
+    public_context: Mapped[bytes] = mapped_column(LargeBinary)
+    eval_context: Mapped[bytes] = mapped_column(LargeBinary)
+    """public key, relinearisation and Galois keys: what the host computes with"""
+    sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    measurement: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+
+
+class SealedDataset(Base):
+    """A provider's dataset held under homomorphic encryption: subject keys and C1 attributes in the clear,
+    every other column as CKKS ciphertexts under ``context_id`` (column-major, one per column and block)."""
+
+    __tablename__ = "sealed_datasets"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    context_id: Mapped[str] = mapped_column(ForeignKey("sealed_contexts.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    """``ready`` or ``needs_reupload`` (its context was rotated away)"""
+    n_subjects: Mapped[int]
+    block_size: Mapped[int]
+    subjects_json: Mapped[str] = mapped_column(Text)
+    attributes_json: Mapped[str] = mapped_column(Text)
+    columns_json: Mapped[str] = mapped_column(Text)
+    """``{column: {"lower": ..., "upper": ...}}``: the clipping bounds the provider encrypted under"""
+    uploaded_at: Mapped[datetime]
+
+
+class SealedBlock(Base):
+    """One ciphertext of a sealed dataset: one column for one block of subjects."""
+
+    __tablename__ = "sealed_blocks"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("sealed_datasets.dataset_id"), primary_key=True)
+    column: Mapped[str] = mapped_column(String(64), primary_key=True)
+    block: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)

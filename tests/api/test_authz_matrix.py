@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from api.app import ROUTERS
 from api.deps import declared_roles
+from models.synth import generate
 from pps.jobs import JobContext, JobOutcome
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
@@ -82,6 +84,9 @@ class Party:
     objections: dict[str, str]
     bodies: dict[str, Any]
     jobs: dict[str, str]
+    federations: dict[str, str]
+    models: dict[str, str]
+    trainings: dict[str, str]
 
     def fill(self, path: str, method: str = "GET") -> str:
         if method == "DELETE" and "{dataset_id}" in path:
@@ -92,6 +97,16 @@ class Party:
         if "{objection_id}" in path:
             action = "/" + path.rsplit("/", 1)[1] if path.endswith(("/accept", "/reject")) else ""
             path = path.replace("{objection_id}", self.objections[action])
+        if "{federation_id}" in path:
+            action = (
+                "/" + path.rsplit("/", 1)[1] if path.endswith(("/accept", "/messages", "/advance")) else ""
+            )
+            path = path.replace("{federation_id}", self.federations[action])
+        if "{model_id}" in path:
+            path = path.replace("{model_id}", self.models.get("", "mdl_missing"))
+        if "{training_id}" in path:
+            action = "/" + path.rsplit("/", 1)[1] if path.endswith(("/exchange", "/finish")) else ""
+            path = path.replace("{training_id}", self.trainings.get(action, "vlr_missing"))
         if "{job_id}" in path:
             path = path.replace("{job_id}", self.jobs["/cancel" if path.endswith("/cancel") else ""])
         if path.endswith("/disable"):
@@ -119,7 +134,9 @@ def _job(runtime: Runtime, org: OrgHandle, *, run: bool) -> str:
 
 
 @pytest.fixture
-def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Runtime) -> dict[Role, Party]:
+def parties(
+    make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Runtime, tmp_path: Path
+) -> dict[Role, Party]:
     made = {role: Party(make_org(role), http, make_org(Role.bank)) for role in Role}
     subject, bank = made[Role.subject], made[Role.bank]
     runtime.jobs.register("matrix", _matrix_job)
@@ -141,22 +158,31 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
         "/approve": asked[0].json()["id"],
         "/deny": asked[1].json()["id"],
     }
+    # a small synthetic registry (every column the feature store reads), for the jobs and models below
+    synthetic = generate(12, 7).registry
     registry = made[Role.data_provider].client.post(
-        "/v1/datasets", json={"name": "registry", "schema": REGISTRY_SCHEMA}
+        "/v1/datasets", json={"name": "registry", "schema": synthetic.schema}
     )
     assert registry.status_code == 201, registry.text
+    synthetic.write_csv(tmp_path)
     uploaded = made[Role.data_provider].client.post(
         f"/v1/datasets/{registry.json()['id']}/versions",
-        content=b"uscc,industry\n91350100M000100Y43,C\n",
+        content=(tmp_path / f"{synthetic.name}.csv").read_bytes(),
         params={"format": "csv"},
     )
     assert uploaded.status_code == 201, uploaded.text
     scoring = _scoring_body()
     objected, objections = _objections(made)
     enclave_job = _enclave_job_body(runtime)
+    sealed = _sealed_bodies(runtime, made, terms)
+    federations, frame = _federations(runtime, made)
+    models, trainings, model_bodies = _models(runtime, made, synthetic.columns["uscc"].tolist())
     for party in made.values():
+        party.federations = federations if party is bank else dict.fromkeys(federations, "fed_missing")
         party.consents = consents
         party.objections = objections
+        party.models = models if party is bank else {}
+        party.trainings = trainings if party is bank else {}
         party.bodies = {
             "POST /v1/consents": {**terms, "bank_org_id": bank.org.id},
             "POST /v1/consent-requests": {**terms, "subject_uscc": subject.org.uscc},
@@ -171,10 +197,23 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
                 "epsilon": 0.1,
             },
             "POST /v1/scoring": scoring,
+            "POST /v1/federations": {
+                "name": "matrix",
+                "participants": [bank.org.id, bank.disposable.id],
+                "kind": "horizontal_lr",
+                "feature_schema": ["f1", "f2"],
+                "rounds": 1,
+                "threshold": 2,
+            },
+            "POST /v1/federations/{federation_id}/accept": {"purpose": "joint_model_training"},
+            "POST /v1/federations/{federation_id}/messages": {"message": frame},
+            "POST /v1/federations/{federation_id}/advance": {},
             "POST /v1/objections": {"dataset_id": objected, "fields": ["f3"], "reason": "matrix"},
             "POST /v1/objections/{objection_id}/accept": {"corrected": {"f1": 2.0}},
             "POST /v1/objections/{objection_id}/reject": {"reason": "matrix"},
             "POST /v1/enclave/jobs": enclave_job,
+            **model_bodies,
+            **sealed,
             "POST /v1/policy/check": {
                 "subjects": [subject.org.uscc],
                 "fields": {made[Role.data_provider].dataset_id: ["amount"]},
@@ -183,6 +222,138 @@ def parties(make_org: OrgFactory, http: Callable[..., httpx.Client], runtime: Ru
             },
         }
     return made
+
+
+def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, str], str]:
+    """The bank's federations: one it is invited to, two running at advertise-keys (it initiated both), and
+    its first secure-aggregation message for one of them."""
+    import base64
+
+    from pps.federated import FederationSpec
+    from protocols.secagg import RoundInfo, SecAggClient, SecAggParams
+
+    bank, other = made[Role.bank].org, made[Role.data_provider].disposable
+
+    def start(initiator: OrgHandle, invitee: OrgHandle, *, accept: bool) -> str:
+        spec = FederationSpec(
+            name="matrix",
+            participants=(initiator.id, invitee.id),
+            kind="horizontal_lr",
+            feature_schema=("f",),
+            rounds=1,
+            threshold=2,
+        )
+        with runtime.db.transaction() as s:
+            fed_id = runtime.federated.create(s, spec, actor=Actor(initiator.id, "bank")).id
+            if accept:
+                runtime.federated.accept(
+                    s, fed_id, purpose="joint_model_training", actor=Actor(invitee.id, "bank")
+                )
+        return fed_id
+
+    feds = {
+        "/accept": start(other, bank, accept=False),
+        "/messages": start(bank, other, accept=True),
+        "/advance": start(bank, other, accept=True),
+    }
+    feds[""] = feds["/messages"]
+    with runtime.db.transaction(write=False) as s:
+        position = runtime.federated.view(s, feds["/messages"], bank.id)["my_position"]
+    info = RoundInfo(feds["/messages"], 1, SecAggParams(n=2, threshold=2, dim=2, clip_norm=5.0))
+    frame = base64.b64encode(SecAggClient(info, position).advertise_keys()).decode()
+    return feds, frame
+
+
+def _models(
+    runtime: Runtime, made: dict[Role, Party], usccs: list[str]
+) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+    """The bank's model (its own part and the platform's), and its vertical trainings: one trained to its end
+    (to finish), one set up (its next frame ready); the bodies of the model and training routes."""
+    import base64
+    from datetime import timedelta
+
+    import numpy as np
+
+    from models.metrics import evaluate
+    from pps.client import PPSClient
+    from pps.consent import Terms
+    from pps.sources import bind_sources
+    from pps.storage.tables import Organization, utcnow
+    from pps.vertical_client import run_guest, start_body, start_vertical
+    from pps.vertical_training import pack_frames
+    from protocols import paillier_fast as pf
+    from protocols import vertical_lr as vl
+
+    bank = made[Role.bank]
+    purpose = "joint_model_training"
+    with runtime.db.transaction(write=False) as s:
+        registry_id = bind_sources(s).bound["registry"].dataset_id
+    with runtime.db.transaction() as s:
+        org = s.get(Organization, bank.org.id)
+        assert org is not None
+        for u in usccs:
+            terms = Terms(
+                purpose=purpose,
+                scope=[{"dataset_id": registry_id, "fields": ["*"]}],
+                operations=["train", "score"],
+                valid_until=utcnow() + timedelta(days=30),
+            )
+            c = runtime.consents.request(
+                s, bank=org, subject_uscc=u, terms=terms, actor=Actor(None, "subject")
+            )
+            runtime.consents.approve(s, c, actor=Actor(None, "subject"))
+        fields = runtime.features.fields_for(s, ["industry_c"])
+        model = runtime.models.register(
+            s,
+            kind="vertical_lr",
+            name="matrix",
+            owners=[bank.org.id],
+            feature_schema=["platform:industry_c"],
+            training={"rows": 12},
+            artifacts={
+                "platform": {
+                    "features": ["industry_c"],
+                    "weights": [0.5],
+                    "mean": [0.0],
+                    "scale": [1.0],
+                    "fields": {k: list(v) for k, v in fields.items()},
+                },
+                bank.org.id: {"weights": [1.0], "intercept": 0.0},
+            },
+            ledger_indices=[],
+            actor=Actor(bank.org.id, "bank"),
+        )
+    runtime.training.min_rows = 4
+    cfg = vl.VerticalLRConfig(epochs=1, batch_size=None, early_stopping=False)
+    x, y = np.arange(12.0)[:, None], np.array([0, 1] * 6)
+    args = {
+        "name": "matrix",
+        "purpose": purpose,
+        "subjects": usccs,
+        "platform_features": ["industry_c"],
+        "vendor_key": runtime.enclave.vendor_public_key,
+        "key_bits": 1024,
+    }
+    with PPSClient(str(bank.client.base_url), bank.org.token) as client:
+        done = start_vertical(client, **args)
+        run_guest(client, done, vl.Guest(x, y), cfg)
+        pending = start_vertical(client, **args)
+        guest = vl.Guest(x, y)
+        guest.receive_public_key(base64.b64decode(pending["public_key"]))
+        body = start_body(client, **args)
+    public, _ = pf.generate_keypair(2048)
+    bodies = {
+        "POST /v1/training/vertical": body,
+        "POST /v1/training/vertical/{training_id}/exchange": pack_frames([guest.setup(cfg)]),
+        "POST /v1/models/{model_id}/evaluation": {"evaluation": evaluate(y, x[:, 0]).to_dict()},
+        "POST /v1/models/{model_id}/contributions": {
+            "purpose": purpose,
+            "subjects": usccs[:3],
+            "public_key": base64.b64encode(public.to_bytes()).decode(),
+        },
+    }
+    trainings = {"": done["id"], "/finish": done["id"], "/exchange": pending["id"]}
+    return {"": model.id}, trainings, bodies
 
 
 def _scoring_body() -> dict[str, Any]:
@@ -229,6 +400,76 @@ def _enclave_job_body(runtime: Runtime) -> dict[str, Any]:
             "ciphertext": base64.b64encode(sealed[32:]).decode(),
         },
         "output": {"release": ["metrics"]},
+    }
+
+
+def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, Any]) -> dict[str, Any]:
+    """A sealed dataset holding the subject, its consent to the bank, and valid sealed-dataset requests."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from pps.client import encrypt_sealed_columns, encrypt_sealed_weights
+    from pps.sealed import SealedColumn
+
+    provider, subject, bank = made[Role.data_provider], made[Role.subject], made[Role.bank]
+    runtime.sealed.min_cohort = 1  # one subject in the matrix's world
+    ctx = runtime.sealed.ensure_context()
+    blocks = encrypt_sealed_columns(ctx.public_context, {"amount": [1.0]}, {"amount": (0.0, 10.0)})["amount"]
+    with runtime.db.transaction() as s:
+        sealed = runtime.sealed.upload(
+            s,
+            provider_org_id=provider.org.id,
+            name="sealed matrix",
+            context_id=ctx.id,
+            subjects=[str(subject.org.uscc)],
+            attributes={},
+            columns={"amount": SealedColumn(0.0, 10.0, tuple(blocks))},
+            actor=Actor(provider.org.id, "data_provider"),
+        )
+        dataset_id = sealed.dataset_id
+    granted = subject.client.post(
+        "/v1/consents",
+        json={
+            **terms,
+            "bank_org_id": bank.org.id,
+            "scope": [{"dataset_id": dataset_id, "fields": ["amount"]}],
+            "operations": ["aggregate", "score"],
+        },
+    )
+    assert granted.status_code == 201, granted.text
+    weight = encrypt_sealed_weights(ctx.public_context, {"amount": 0.5})["amount"]
+    recipient = X25519PrivateKey.generate().public_key()
+    return {
+        "POST /v1/sealed/datasets": {
+            "name": "__unique__",
+            "context_id": ctx.id,
+            "subjects": [subject.org.uscc],
+            "columns": {
+                "amount": {
+                    "lower": 0.0,
+                    "upper": 10.0,
+                    "blocks": [base64.b64encode(b).decode() for b in blocks],
+                }
+            },
+        },
+        "POST /v1/sealed/aggregates": {
+            "purpose": "loan_underwriting",
+            "dataset_id": dataset_id,
+            "column": "amount",
+            "epsilon": 0.01,
+        },
+        "POST /v1/sealed/scoring": {
+            "purpose": "loan_underwriting",
+            "dataset_id": dataset_id,
+            "subjects": [subject.org.uscc],
+            "weights": {"amount": base64.b64encode(weight).decode()},
+            "recipient_key": recipient.public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            ).hex(),
+        },
+        "POST /v1/sealed/rotate": {"confirm": True},
     }
 
 
@@ -292,13 +533,16 @@ def call(client: httpx.Client, route: APIRoute, path: str, n: int, bodies: dict[
     method = sorted(route.methods)[0]
     key = f"{method} {route.path}"
     body = BODIES.get(key, bodies.get(key))
+    if isinstance(body, bytes):
+        return client.request(method, path, content=body)
     if body is not None and body.get("name") == "__unique__":
         body = {**body, "name": f"matrix object {n}"}
     params: dict[str, Any] | None = {"first": 1, "second": 1} if route.path.endswith("/consistency") else None
-    if route.path == "/v1/enclave/quote":
+    if route.path in ("/v1/enclave/quote", "/v1/sealed/context"):
         params = {"nonce": "ab" * 32}
     if route.path.endswith("/versions"):
         return client.request(method, path, content=SMALL_CSV, params={"format": "csv"})
+
     return client.request(method, path, json=body, params=params)
 
 
@@ -308,6 +552,8 @@ def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx
         parties[role].dataset_id = parties[Role.data_provider].dataset_id
         parties[role].disposable_dataset_id = parties[Role.data_provider].disposable_dataset_id
         parties[role].jobs = parties[Role.bank].jobs
+        parties[role].models = parties[Role.bank].models  # and every model's and training's description
+        parties[role].trainings = parties[Role.bank].trainings
     anonymous = http()
     failures = []
     n = 0
@@ -359,6 +605,13 @@ def test_cross_tenant_matrix(parties: dict[Role, Party], runtime: Runtime) -> No
                     continue  # auditors read every entry and every dataset's metadata by design
                 if caller_role is Role.auditor and route.path == "/v1/jobs/{job_id}":
                     continue  # and every job's metadata (never results)
+                if caller_role is Role.auditor and route.path in (
+                    "/v1/models/{model_id}",
+                    "/v1/models/{model_id}/report",
+                    "/v1/models/{model_id}/report.html",
+                    "/v1/training/vertical/{training_id}",
+                ):
+                    continue  # and every model's and training's description (never parameters)
                 n += 1
                 caller, owner = parties[caller_role], parties[owner_role]
                 r = call(caller.client, route, owner.fill(route.path), n, owner.bodies)
