@@ -12,25 +12,26 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no screen here; must precede pyplot
-
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from models.metrics import Evaluation
 
 
-def _svg(fig: Any) -> str:
+def _figure(width: float, height: float) -> tuple[Figure, Any]:
+    """A figure outside pyplot: no global backend switched, no global state (safe in the API's threads)."""
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
+def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]  # drop the XML prologue: the SVG is inlined
 
 
 def roc_svg(ev: Evaluation) -> str:
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = _figure(4.6, 4.2)
     fpr, tpr = zip(*ev.roc, strict=True)
     ax.plot(fpr, tpr, color="#1f5fa8", lw=2, label=f"model (AUC {ev.auc:.3f})")
     ax.plot([0, 1], [0, 1], color="#999999", lw=1, ls="--", label="random (AUC 0.5)")
@@ -43,7 +44,7 @@ def roc_svg(ev: Evaluation) -> str:
 
 
 def ks_svg(ev: Evaluation) -> str:
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = _figure(4.6, 4.2)
     share, tpr, fpr = zip(*ev.ks_points, strict=True)
     ax.plot(share, tpr, color="#b22222", lw=2, label="defaults (cumulative)")
     ax.plot(share, fpr, color="#2e7d32", lw=2, label="non-defaults (cumulative)")
@@ -66,7 +67,7 @@ def ks_svg(ev: Evaluation) -> str:
 
 def compare_svg(evaluations: Mapping[str, Evaluation], title: str = "ROC") -> str:
     """Several models' ROC curves on one chart (AUC in the legend)."""
-    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    fig, ax = _figure(5.6, 4.6)
     for name, ev in evaluations.items():
         fpr, tpr = zip(*ev.roc, strict=True)
         ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {ev.auc:.3f})")
