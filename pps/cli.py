@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -863,6 +863,144 @@ def bank_train_vertical(
     summary.add_row("time", f"{result.seconds:.1f} s")
     summary.add_row("your half", str(out))
     console.print(summary)
+
+
+def _portfolio(data: Path, label: str, features: list[str]) -> tuple[Any, Any]:
+    """A bank's own labelled rows from a CSV (the columns of the federation's feature schema and the label)."""
+    import csv
+
+    import numpy as np
+
+    with data.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    try:
+        y = np.array([int(r[label]) for r in rows], dtype=np.float64)
+        x = np.array([[float(r[f]) for f in features] for r in rows], dtype=np.float64)
+    except (KeyError, ValueError) as exc:
+        fail(f"{data}: needs a 0/1 {label!r} column and numeric columns {features}: {exc}")
+    if not rows:
+        fail(f"{data} has no rows")
+    return x.reshape(len(rows), len(features)), y
+
+
+def _federate(client: Any, federation_id: str, x: Any, y: Any, poll: float) -> dict[str, Any]:
+    """Take part until the federation ends, with a progress bar over its rounds."""
+    import time
+
+    view: dict[str, Any] = client.federation(federation_id)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("waiting for the other banks", total=view["rounds"])
+        while view["state"] not in ("done", "aborted"):
+            view = client.step(federation_id, x, y)
+            rnd = view.get("round") or {}
+            if view["state"] == "running" and rnd:
+                bar.update(
+                    task,
+                    description=f"round {view['current_round']}/{view['rounds']}: {rnd['phase'].replace('_', ' ')}",
+                    completed=view["current_round"] - 1,
+                )
+            time.sleep(poll)
+        bar.update(task, completed=view["rounds"] if view["state"] == "done" else view["current_round"])
+    return view
+
+
+def _federation_summary(view: dict[str, Any], x: Any, y: Any) -> None:
+    from models.metrics import InvalidMetricInput, auc
+
+    summary = Table(show_header=False, title=f"federation {view['id']}")
+    summary.add_row("state", view["state"])
+    summary.add_row("rounds", f"{view['current_round']} of {view['rounds']}")
+    summary.add_row("banks", str(len(view["participants"])))
+    if view["state"] == "done":
+        from pps.client import FederatedClient
+
+        model = FederatedClient.model(view)
+        with suppress(InvalidMetricInput):
+            summary.add_row("AUC on your own rows", f"{auc(y, model.predict_proba(x)[:, 1]):.4f}")
+        summary.add_row("model", str(view.get("model_id")))
+    console.print(summary)
+    if view["state"] != "done":
+        fail(
+            f"the federation was {view['state']}: {view.get('abort_reason') or 'fewer banks than the threshold remained'}"
+        )
+
+
+@bank_app.command("federate")
+def bank_federate(
+    data: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV of your own labelled portfolio")
+    ],
+    label: Annotated[str, typer.Option(help="the label column (1 = default)")],
+    features: Annotated[str, typer.Option(help="the shared feature schema: column names, comma-separated")],
+    banks: Annotated[str, typer.Option(help="the other banks' organisation ids, comma-separated")],
+    name: Annotated[str, typer.Option(help="the model's name")] = "horizontal LR",
+    rounds: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    threshold: Annotated[
+        int | None, typer.Option(help="fewest banks a round may finish with (default: a majority)")
+    ] = None,
+    local_epochs: Annotated[int, typer.Option(min=1, max=100)] = 1,
+    poll: Annotated[float, typer.Option(hidden=True)] = 0.5,
+    url: Annotated[str, typer.Option(envvar="PPS_URL", help="the PPS service")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="PPS_TOKEN", help="a bank's API token")] = "",
+) -> None:
+    """Start a horizontal training with other banks over your own portfolios (secure aggregation: the safe-room
+    learns only the weighted sum of the updates) and take part until it ends. The others join with
+    `pps bank join`."""
+    from pps.client import FederatedClient, PPSClient
+
+    names = [f.strip() for f in features.split(",") if f.strip()]
+    others = [b.strip() for b in banks.split(",") if b.strip()]
+    x, y = _portfolio(data, label, names)
+    with user_errors(), PPSClient(url, token, timeout=120) as client:
+        me = client.me()["org"]["id"]
+        n = len(others) + 1
+        fc = FederatedClient(client)
+        fed = fc.create(
+            name=name,
+            participants=[me, *others],
+            kind="horizontal_lr",
+            feature_schema=names,
+            rounds=rounds,
+            threshold=threshold or n // 2 + 1,
+            local_epochs=local_epochs,
+        )
+        err_console.print(
+            f"federation {fed['id']} created; the other banks join with: pps bank join {fed['id']} ..."
+        )
+        view = _federate(fc, fed["id"], x, y, poll)
+    _federation_summary(view, x, y)
+
+
+@bank_app.command("join")
+def bank_join(
+    federation_id: Annotated[str, typer.Argument(help="the federation (fed_...) another bank started")],
+    data: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV of your own labelled portfolio")
+    ],
+    label: Annotated[str, typer.Option(help="the label column (1 = default)")],
+    poll: Annotated[float, typer.Option(hidden=True)] = 0.5,
+    url: Annotated[str, typer.Option(envvar="PPS_URL", help="the PPS service")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="PPS_TOKEN", help="a bank's API token")] = "",
+) -> None:
+    """Join a horizontal training you were invited to (purpose joint_model_training) and take part until it
+    ends; your rows stay here, only masked updates leave."""
+    from pps.client import FederatedClient, PPSClient
+
+    with user_errors(), PPSClient(url, token, timeout=120) as client:
+        fc = FederatedClient(client)
+        view = fc.federation(federation_id)
+        x, y = _portfolio(data, label, list(view["feature_schema"]))
+        if view["state"] == "inviting":
+            fc.accept(federation_id)
+        view = _federate(fc, federation_id, x, y, poll)
+    _federation_summary(view, x, y)
 
 
 @bank_app.command("models")
