@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring_service.py
 	$(PY) benchmarks/bench_aggregates.py
 	$(PY) benchmarks/bench_vertical_lr.py
+	$(PY) benchmarks/bench_vertical_service.py
 	$(PY) benchmarks/bench_secagg.py
 	$(PY) benchmarks/bench_sealed.py
 	$(PY) benchmarks/bench_scaleout.py

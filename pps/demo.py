@@ -379,6 +379,16 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             "a differentially private count by industry is answered and the budget spent",
             bool(stats["cells"]) and bank_a.budget()["spent_epsilon"] >= 0.5,
         )
+        spent = bank_a.budget()["spent_epsilon"]
+        tiny = bank_a.aggregate(
+            "count", scope="consented", purpose="loan_underwriting", epsilon=0.1, cohort={"industry": ["C"]}
+        )
+        checks.check(
+            "a cohort below the minimum size (Bank A's consented manufacturers) is suppressed: nothing released, "
+            "no budget spent",
+            tiny["cells"] == [] and bank_a.budget()["spent_epsilon"] == spent,
+            f"minimum cohort {tiny['min_cohort_size']}",
+        )
 
         console.rule("[bold]6c. Enterprise 1 disputes a tax record; the bureau corrects it; Bank A is told")
         tax = next(d for d in enterprise.my_records() if d["dataset"] == "tax")
