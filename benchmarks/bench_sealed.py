@@ -43,8 +43,15 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
+from enclave_sim.crypto import OutputPolicy  # noqa: E402
 from enclave_sim.host import EnclaveHost  # noqa: E402
-from enclave_sim.sealed import MIN_SCORE_NOISE_STD, open_scores  # noqa: E402
+from enclave_sim.quote import Quote, standard_policy  # noqa: E402
+from enclave_sim.sealed import (  # noqa: E402
+    MIN_SCORE_NOISE_STD,
+    encrypt_score_request,
+    open_scores,
+    report_nonce,
+)
 from pps import dp  # noqa: E402
 from pps.client import encrypt_sealed_columns, encrypt_sealed_weights  # noqa: E402
 from pps.sealed import DEFAULT_PARAMS  # noqa: E402
@@ -78,13 +85,15 @@ def main() -> None:
     weights = {k: float(w) for k, w in zip(names, rng.normal(0, 0.5, f), strict=True)}
     mask = rng.uniform(0, 1, n) < 0.6
 
-    host = EnclaveHost(vendor_key=Ed25519PrivateKey.generate(), platform_secret=os.urandom(32))
+    vendor = Ed25519PrivateKey.generate()
+    host = EnclaveHost(vendor_key=vendor, platform_secret=os.urandom(32))
     host.start()
     try:
         t = time.perf_counter()
         keys = host.call("he_keygen", params=DEFAULT_PARAMS)
         keygen = time.perf_counter() - t
         public = base64.b64decode(keys["public_context"])
+        cid = str(keys["context_id"])
         evaluation = ts.context_from(base64.b64decode(keys["eval_context"]))
         t = time.perf_counter()
         columns = encrypt_sealed_columns(
@@ -94,9 +103,8 @@ def main() -> None:
         slots = DEFAULT_PARAMS["poly_modulus_degree"] // 2
         n_blocks = -(-n // slots)
         bank = X25519PrivateKey.generate()
-        recipient = (
-            bank.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-        )
+        recipient = bank.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        subjects = [f"s{i}" for i in range(n)]  # the enclave binds the list; USCCs are checked by the service
 
         def sealed_score() -> None:
             enc = encrypt_sealed_weights(public, weights)
@@ -109,16 +117,46 @@ def main() -> None:
                     acc = term if acc is None else acc + term
                 assert acc is not None
                 used = min(slots, n - b * slots)
-                blocks.append({"ciphertext": _b64(acc.serialize()), "slots": list(range(used))})
+                blocks.append(
+                    {
+                        "ciphertext": _b64(acc.serialize()),
+                        "slots": list(range(used)),
+                        "subjects": subjects[b * slots : b * slots + used],
+                    }
+                )
+            nonce = os.urandom(32)
+            quote = base64.b64decode(host.call("he_quote", context_id=cid, nonce=_b64(nonce))["quote"])
+            output = OutputPolicy(("scores",), os.urandom(32), recipient)
+            provision = encrypt_score_request(
+                quote,
+                standard_policy(measurements=[host.measurement], nonce=report_nonce(cid, nonce)),
+                vendor_key=vendor.public_key(),
+                output=output,
+                context_id=cid,
+                dataset_id="bench",
+                subjects=subjects,
+            )
+            quote_hash = Quote.parse(quote).quote_hash
             got = host.call(
                 "he_scores",
-                context_id=keys["context_id"],
-                bind="bench",
-                recipient_key=recipient,
+                context_id=cid,
+                query_id="bench",
+                dataset_id="bench",
+                subjects=subjects,
                 noise_std=MIN_SCORE_NOISE_STD,
+                quote_hash=quote_hash.hex(),
+                provision=_b64(provision),
                 blocks=blocks,
             )
-            scores = open_scores(base64.b64decode(got["encrypted"]), bank, bind="bench")
+            scores = open_scores(
+                base64.b64decode(got["release"]),
+                bank,
+                result_key=output.result_key,
+                quote_hash=quote_hash,
+                query_id="bench",
+                dataset_id="bench",
+                subjects=subjects,
+            )
             assert len(scores) == n
 
         key = he.BankScoringKey.create()

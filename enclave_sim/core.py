@@ -12,7 +12,8 @@ in here). The operations::
     run       handle, params, output         -> release (the job's outputs under its output policy)
     drop      handle                         -> forget a handle's inputs
     seal      label, data                    -> blob;    unseal label, blob -> data
-    he_*                                     -> sealed datasets' CKKS keys (:mod:`enclave_sim.sealed`)
+    he_*                                     -> sealed datasets' CKKS keys (:mod:`enclave_sim.sealed`); a
+                                                bank's score request is provisioned under a quote, as above
 
 Bytes travel base64-encoded. A failure replies ``{"ok": false, "code", "message"}`` and changes nothing but
 the failing handle (which is dropped).
@@ -36,7 +37,15 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from enclave_sim.crypto import OutputPolicy, canonical, decrypt_provisioned, pack_release, seal, unseal
+from enclave_sim.crypto import (
+    OutputPolicy,
+    Provisioned,
+    canonical,
+    decrypt_provisioned,
+    pack_release,
+    seal,
+    unseal,
+)
 from enclave_sim.errors import EnclaveError, EnclaveProtocolError, OutputPolicyViolation, ProvisioningError
 from enclave_sim.jobs import JOBS, EnclaveJob
 from enclave_sim.quote import NONCE_BYTES
@@ -131,7 +140,8 @@ class EnclaveCore:
             "seal": self._seal,
             "unseal": self._unseal,
         }
-        self._ops.update(SealedHE(platform, self.enclave_key).ops())  # sealed datasets' CKKS keys
+        # sealed datasets' CKKS keys; a bank's score request arrives provisioned like a job's rows
+        self._ops.update(SealedHE(platform, self._issue_quote, self._open_once).ops())
 
     # --- the one entry point ---------------------------------------------------------------------------------
 
@@ -175,15 +185,33 @@ class EnclaveCore:
             "jobs": sorted(self.jobs),
         }
 
-    def _quote(self, msg: dict[str, Any]) -> dict[str, Any]:
-        nonce = _bytes(msg, "nonce")
-        if len(nonce) != NONCE_BYTES:
-            raise EnclaveProtocolError(f"a nonce is {NONCE_BYTES} bytes")
+    def _issue_quote(self, nonce: bytes) -> bytes:
+        """A quote over ``nonce`` (the report data), remembered so that parties can provision to it."""
         quote = self.platform.quote(self.enclave_key, nonce)
         self._quotes[hashlib.sha256(quote).digest()] = None
         while len(self._quotes) > MAX_QUOTES:
             self._quotes.popitem(last=False)
-        return {"quote": _b64(quote)}
+        return quote
+
+    def _quote(self, msg: dict[str, Any]) -> dict[str, Any]:
+        nonce = _bytes(msg, "nonce")
+        if len(nonce) != NONCE_BYTES:
+            raise EnclaveProtocolError(f"a nonce is {NONCE_BYTES} bytes")
+        return {"quote": _b64(self._issue_quote(nonce))}
+
+    def _open_once(self, quote_hash: bytes, ciphertext: bytes, job: str, slot: str) -> Provisioned:
+        """Open a party's ciphertext provisioned for ``job`` and ``slot`` under a quote this instance issued;
+        the quote is then forgotten, so the same provisioning cannot be used twice."""
+        if quote_hash not in self._quotes:
+            raise ProvisioningError(
+                "the quote this data was encrypted for was not issued by this enclave instance, or was used "
+                "already (it restarted, or the quote is too old): fetch a new quote and provision again"
+            )
+        got = decrypt_provisioned(ciphertext, self._key, quote_hash=quote_hash, slot=slot)
+        if got.job != job:
+            raise ProvisioningError(f"the data was provisioned for job {got.job!r}, not {job!r}")
+        self._quotes.pop(quote_hash, None)
+        return got
 
     def _slot_for(self, msg: dict[str, Any], *, party: bool) -> tuple[str, _Handle, str]:
         handle = _text(msg, "handle")

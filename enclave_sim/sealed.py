@@ -21,8 +21,9 @@ Operations (registered in :class:`enclave_sim.core.EnclaveCore`)::
     he_quote     context_id, nonce                   -> quote           (report data binds the context)
     he_aggregate context_id, epsilon, min_cohort, items [{name, ciphertext, count, lower, upper}]
                  -> results {name: {sum, count, mean, sum_scale, count_scale}}
-    he_scores    context_id, bind, recipient_key, noise_std, blocks [{ciphertext, slots [int]}]
-                 -> encrypted (HPKE to recipient_key), released
+    he_scores    context_id, query_id, dataset_id, subjects [asked], noise_std, quote_hash, provision,
+                 blocks [{ciphertext, slots [int], subjects [str]}]
+                 -> release (the format of :func:`enclave_sim.crypto.pack_release`), released, output
 
 **Only result shapes are decrypted, and only results leave.** ``he_aggregate`` decrypts a ciphertext and
 refuses it unless every slot holds the same value (what a rotate-and-sum over all slots produces); a feature
@@ -30,17 +31,30 @@ column, masked or not, has differing slots and is refused — its values never l
 applies the output controls inside: a cohort below ``min_cohort`` is refused, the sum and the count get
 Laplace noise (OpenDP) calibrated to the provider's clipping bounds and ``epsilon``. ``he_scores`` accepts
 only ciphertexts that went through a multiplication (one level below a fresh encryption: a column as
-uploaded is refused), releases only the slots the request lists (the consented subjects), adds Gaussian noise
-of at least :data:`MIN_SCORE_NOISE_STD` to each and encrypts them with HPKE to the bank's key — the host
-carries the result but cannot read it.
+uploaded is refused), releases only the slots the request lists, adds Gaussian noise of at least
+:data:`MIN_SCORE_NOISE_STD` to each and encrypts them to the bank — the host carries the result but cannot
+read it.
+
+**The recipient key never comes from the host.** A bank that wants scores verifies a fresh context quote
+(:func:`report_nonce`) and provisions to that quote (:func:`enclave_sim.crypto.encrypt_for_enclave`, job
+:data:`SCORES_JOB`, slot ``bank``) its output policy — release ``scores``, its X25519 recipient key, a 32-byte
+result key — and the body :func:`score_request`: the context id, the dataset id and the SHA-256 of the list of
+subjects it asks for. ``he_scores`` opens that provisioning once (the quote is forgotten after), refuses a
+request that names a recipient key of its own, checks that the host's context, dataset and asked subjects are
+the ones the bank bound and that every released subject is one of them, and releases ``{"query_id",
+"context_id", "dataset_id", "subjects_sha256", "subjects", "noise_std"}`` in the clear with the scores HPKE-
+encrypted to the provisioned key, the whole tagged with HMAC under the result key (:func:`open_scores`
+checks it). A host that swaps the key, alters the provisioning, reuses it or points it at another dataset or
+other subjects gets a refusal, not scores.
 
 Who learns what, and under which assumptions: the enclave (attested build) sees the aggregates and the
 listed subjects' scores before noise; the host sees ciphertexts, sizes, cohort counts it built itself, and
 the noisy aggregates it releases; the bank sees noisy scores of its consented subjects. What the enclave
 cannot check: that the host built the cohort masks from consent, that a "score" ciphertext was made with the
 bank's weights (the host could multiply a column by an encryption of 1 — the listed subjects' values would
-then reach the *bank's* key, noised, as a crafted model would anyway), and that the recipient key is the
-bank's (it reaches the enclave through the host). Those are the residual risks of ``docs/security.md``.
+then reach the *bank's* key, noised, as a crafted model would anyway), which slot holds which subject, and
+who a provisioning party is: the enclave knows no bank identities, so an operator that provisions a request of
+its own, as if it were a bank, is not told apart. Those are the residual risks of ``docs/security.md``.
 
 Hostile ciphertexts are loaded by SEAL in here; one that crashes the native code ends the enclave process
 (the host starts a new one, which loads the sealed key again), never a release.
@@ -53,23 +67,36 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import opendp.prelude as dp
 import tenseal as ts
 import tenseal.sealapi as sealapi
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from enclave_sim.crypto import SUITE, canonical, seal, unseal
+from enclave_sim.crypto import (
+    OutputPolicy,
+    Provisioned,
+    canonical,
+    encrypt_for_enclave,
+    open_release,
+    pack_release,
+    seal,
+    unseal,
+)
 from enclave_sim.errors import EnclaveProtocolError, OutputPolicyViolation, ProvisioningError
-from enclave_sim.quote import NONCE_BYTES
+from enclave_sim.quote import NONCE_BYTES, QuotePolicy
 
 dp.enable_features("contrib")
 
 REPORT_CONTEXT = b"PPS-SEALED-CONTEXT-v1\x00"
-SCORES_INFO = b"PPS-SEALED-SCORES-v1\x00"
+SCORES_JOB = "sealed.scores"
+"""The provisioning job name of a score request (:func:`enclave_sim.crypto.encrypt_for_enclave`, slot ``bank``)."""
+SCORES_SLOT = "bank"
+SCORES_OUTPUT = "scores"
 SEAL_LABEL = "pps-sealed-ckks:"
 ALLOWED_POLY_MODULUS_DEGREES = (8192, 16384)
 MIN_SCALE_BITS, MAX_SCALE_BITS = 30, 50
@@ -83,13 +110,32 @@ MIN_EPSILON, MAX_EPSILON = 1e-3, 10.0
 UNIFORM_TOLERANCE = 1e-4
 """Relative spread (to ``max(1, |value|)``) allowed between the slots of an aggregate ciphertext (CKKS noise)."""
 MAX_BIND = 128
+MAX_PROVISION = 4096
+"""Bytes of a bank's provisioned score request (enc || ciphertext): a small header and body."""
+SCORES_FIELDS = frozenset(
+    {
+        "op",
+        "context_id",
+        "query_id",
+        "dataset_id",
+        "subjects",
+        "noise_std",
+        "quote_hash",
+        "provision",
+        "blocks",
+    }
+)
 
 
 class Platform(Protocol):
     measurement: bytes
     seal_key: bytes
 
-    def quote(self, enclave_key: bytes, nonce: bytes) -> bytes: ...
+
+IssueQuote = Callable[[bytes], bytes]
+"""The enclave core's quoting: a quote for report data, remembered for provisioning."""
+OpenProvisioned = Callable[[bytes, bytes, str, str], Provisioned]
+"""The enclave core's provisioning: ``(quote_hash, ciphertext, job, slot)`` -> opened, once per quote."""
 
 
 def report_nonce(context_id: str, nonce: bytes) -> bytes:
@@ -100,9 +146,21 @@ def report_nonce(context_id: str, nonce: bytes) -> bytes:
     return hashlib.sha256(REPORT_CONTEXT + cid + nonce).digest()
 
 
-def scores_info(bind: str) -> bytes:
-    """HPKE info of a score release: bound to the job it answers."""
-    return SCORES_INFO + bind.encode()
+def subjects_digest(subjects: Sequence[str]) -> str:
+    """Hex SHA-256 of the canonical JSON list of the subjects a bank asked to score, in its order."""
+    return hashlib.sha256(canonical(list(subjects))).hexdigest()
+
+
+def score_request(*, context_id: str, dataset_id: str, subjects: Sequence[str]) -> bytes:
+    """The body a bank provisions with its output policy: what its score release must answer."""
+    return canonical(
+        {
+            "v": 1,
+            "context_id": context_id,
+            "dataset_id": dataset_id,
+            "subjects_sha256": subjects_digest(subjects),
+        }
+    )
 
 
 def public_context_bytes(context: ts.Context) -> bytes:
@@ -141,12 +199,41 @@ def _float(value: Any, name: str, lo: float, hi: float) -> float:
     return float(value)
 
 
+def encrypt_score_request(
+    quote: bytes,
+    policy: QuotePolicy,
+    *,
+    vendor_key: Ed25519PublicKey,
+    output: OutputPolicy,
+    context_id: str,
+    dataset_id: str,
+    subjects: Sequence[str],
+) -> bytes:
+    """The bank's side: verify the context ``quote`` (``policy``: trusted builds and the report nonce, see
+    :func:`report_nonce`), then encrypt the score request — ``output`` (release ``scores``, the bank's recipient
+    key, its result key) and :func:`score_request` — to that enclave instance and quote."""
+    if output.release != (SCORES_OUTPUT,) or output.recipient_key is None:
+        raise ValueError(f"a score request releases exactly {SCORES_OUTPUT!r} to a recipient key")
+    return encrypt_for_enclave(
+        quote,
+        policy,
+        vendor_key=vendor_key,
+        job=SCORES_JOB,
+        slot=SCORES_SLOT,
+        body=score_request(context_id=context_id, dataset_id=dataset_id, subjects=subjects),
+        output=output,
+    )
+
+
 class SealedHE:
     """The enclave's CKKS keys and the two decrypting operations. Holds secret keys in memory only."""
 
-    def __init__(self, platform: Platform, enclave_key: bytes) -> None:
+    def __init__(
+        self, platform: Platform, issue_quote: IssueQuote, open_provisioned: OpenProvisioned
+    ) -> None:
         self.platform = platform
-        self.enclave_key = enclave_key
+        self._issue_quote = issue_quote
+        self._open_provisioned = open_provisioned
         self._keys: dict[str, ts.Context] = {}
 
     def ops(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
@@ -242,7 +329,7 @@ class SealedHE:
         nonce = _bytes(msg, "nonce")
         if len(nonce) != NONCE_BYTES:
             raise EnclaveProtocolError(f"a nonce is {NONCE_BYTES} bytes")
-        return {"quote": _b64(self.platform.quote(self.enclave_key, report_nonce(cid, nonce)))}
+        return {"quote": _b64(self._issue_quote(report_nonce(cid, nonce)))}
 
     # --- decryption of results ----------------------------------------------------------------------------
 
@@ -327,15 +414,64 @@ class SealedHE:
             }
         return {"results": results}
 
-    def _scores(self, msg: dict[str, Any]) -> dict[str, Any]:
-        _, ctx = self._context(msg)
-        bind = msg.get("bind")
-        if not isinstance(bind, str) or not 0 < len(bind) <= MAX_BIND:
-            raise EnclaveProtocolError(f"bind must be a string of 1-{MAX_BIND} characters")
+    def _score_request(self, msg: dict[str, Any], context_id: str) -> tuple[OutputPolicy, bytes, list[str]]:
+        """The bank's provisioned request: its output policy (recipient key, result key) and what it binds.
+
+        The recipient key comes only from here — encrypted by the bank to this enclave instance under a quote
+        it verified — never from the host."""
+        if "recipient_key" in msg:
+            raise ProvisioningError(
+                "the host named a recipient key: scores are encrypted only to the key the bank provisioned "
+                "under a quote; nothing was decrypted"
+            )
+        extra = sorted(set(msg) - SCORES_FIELDS)
+        if extra:
+            raise EnclaveProtocolError(f"he_scores takes no field(s) {extra}")
+        query_id = msg.get("query_id")
+        if not isinstance(query_id, str) or not 0 < len(query_id) <= MAX_BIND:
+            raise EnclaveProtocolError(f"query_id must be a string of 1-{MAX_BIND} characters")
+        dataset_id = msg.get("dataset_id")
+        if not isinstance(dataset_id, str) or not 0 < len(dataset_id) <= MAX_BIND:
+            raise EnclaveProtocolError(f"dataset_id must be a string of 1-{MAX_BIND} characters")
+        asked = msg.get("subjects")
+        if (
+            not isinstance(asked, list)
+            or not 0 < len(asked) <= MAX_SCORES
+            or not all(isinstance(u, str) and 0 < len(u) <= 64 for u in asked)
+        ):
+            raise EnclaveProtocolError(f"subjects must list 1 to {MAX_SCORES} subject keys")
         try:
-            recipient = X25519PublicKey.from_public_bytes(bytes.fromhex(str(msg.get("recipient_key"))))
+            quote_hash = bytes.fromhex(str(msg.get("quote_hash")))
         except ValueError:
-            raise EnclaveProtocolError("recipient_key must be a hex X25519 public key") from None
+            raise EnclaveProtocolError("quote_hash must be hex") from None
+        if len(quote_hash) != 32:
+            raise EnclaveProtocolError("quote_hash is 32 bytes")
+        ciphertext = _bytes(msg, "provision")
+        if len(ciphertext) > MAX_PROVISION:
+            raise EnclaveProtocolError(f"a provisioned score request is at most {MAX_PROVISION} bytes")
+        got = self._open_provisioned(quote_hash, ciphertext, SCORES_JOB, SCORES_SLOT)
+        policy = got.output
+        if policy is None or policy.release != (SCORES_OUTPUT,) or policy.recipient_key is None:
+            raise ProvisioningError(
+                f"a score request's output policy releases exactly {SCORES_OUTPUT!r} to a recipient key"
+            )
+        try:
+            bound = json.loads(got.body)
+        except ValueError:
+            raise ProvisioningError("the provisioned score request is not JSON") from None
+        if not isinstance(bound, dict) or bound != json.loads(
+            score_request(context_id=context_id, dataset_id=dataset_id, subjects=asked)
+        ):
+            raise ProvisioningError(
+                "the bank's provisioned request binds another context, dataset or list of subjects than the one "
+                "the host asks to release; nothing was decrypted"
+            )
+        return policy, quote_hash, asked
+
+    def _scores(self, msg: dict[str, Any]) -> dict[str, Any]:
+        cid, ctx = self._context(msg)
+        policy, quote_hash, asked = self._score_request(msg, cid)
+        allowed = set(asked)
         noise_std = _float(msg.get("noise_std"), "noise_std", MIN_SCORE_NOISE_STD, MAX_SCORE_NOISE_STD)
         blocks = msg.get("blocks")
         if not isinstance(blocks, list) or not 0 < len(blocks) <= MAX_SCORE_BLOCKS:
@@ -343,12 +479,13 @@ class SealedHE:
         first = ctx.seal_context().data.first_context_data()
         slots = first.parms().poly_modulus_degree() // 2
         top = int(first.chain_index())
-        total = 0
+        released: list[str] = []
+        seen: set[str] = set()
         picked: list[tuple[ts.CKKSVector, list[int]]] = []
         for i, block in enumerate(blocks):
-            if not isinstance(block, dict) or set(block) != {"ciphertext", "slots"}:
-                raise EnclaveProtocolError("a score block is {ciphertext, slots}")
-            wanted = block["slots"]
+            if not isinstance(block, dict) or set(block) != {"ciphertext", "slots", "subjects"}:
+                raise EnclaveProtocolError("a score block is {ciphertext, slots, subjects}")
+            wanted, who = block["slots"], block["subjects"]
             if (
                 not isinstance(wanted, list)
                 or not wanted
@@ -356,8 +493,16 @@ class SealedHE:
                 or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < slots for s in wanted)
             ):
                 raise EnclaveProtocolError(f"block {i}: slots must list distinct integers in [0, {slots})")
-            total += len(wanted)
-            if total > MAX_SCORES:
+            if not isinstance(who, list) or len(who) != len(wanted):
+                raise EnclaveProtocolError(f"block {i}: subjects must name the subject of each slot")
+            for u in who:
+                if not isinstance(u, str) or u not in allowed or u in seen:
+                    raise OutputPolicyViolation(
+                        f"block {i} releases a subject the bank did not ask for (or twice); nothing was decrypted"
+                    )
+                seen.add(u)
+            released.extend(who)
+            if len(released) > MAX_SCORES:
                 raise OutputPolicyViolation(f"at most {MAX_SCORES} scores per call")
             vec = self._vector(ctx, _bytes(block, "ciphertext"), f"score block {i}")
             if self._level(ctx, vec) >= top:
@@ -374,17 +519,50 @@ class SealedHE:
             if not np.isfinite(chosen).all():
                 raise OutputPolicyViolation("a score is not a finite number")
             scores.extend(float(v) for v in chosen)
-        body = canonical({"bind": bind, "noise_std": noise_std, "scores": scores})
-        encrypted = SUITE.encrypt(body, recipient, info=scores_info(bind))
-        return {"encrypted": _b64(encrypted), "released": len(scores)}
+        release = pack_release(
+            job=SCORES_JOB,
+            measurement=self.platform.measurement,
+            quote_hash=quote_hash,
+            policy=policy,
+            plain={
+                "query_id": str(msg["query_id"]),
+                "context_id": cid,
+                "dataset_id": str(msg["dataset_id"]),
+                "subjects_sha256": subjects_digest(asked),
+                "subjects": released,
+                "noise_std": noise_std,
+            },
+            secret={SCORES_OUTPUT: scores},
+        )
+        return {"release": _b64(release), "released": len(scores), "output": policy.public()}
 
 
-def open_scores(encrypted: bytes, key: Any, *, bind: str) -> list[float]:
-    """The bank's side: decrypt a score release (HPKE, bound to ``bind``) with its X25519 private key."""
-    try:
-        doc = json.loads(SUITE.decrypt(encrypted, key, info=scores_info(bind)))
-    except Exception:
-        raise ProvisioningError("the score release does not decrypt under this key for this job") from None
-    if not isinstance(doc, dict) or doc.get("bind") != bind or not isinstance(doc.get("scores"), list):
-        raise ProvisioningError("the score release is not for this job")
-    return [float(v) for v in doc["scores"]]
+def open_scores(
+    release: bytes,
+    key: X25519PrivateKey,
+    *,
+    result_key: bytes,
+    quote_hash: bytes,
+    query_id: str,
+    dataset_id: str,
+    subjects: Sequence[str],
+) -> dict[str, float]:
+    """The bank's side: check that a score release came unaltered from the enclave it provisioned (the tag under
+    its ``result_key``, the quote it verified), answers its query (``query_id``, ``dataset_id``, the list of
+    ``subjects`` it asked for), then decrypt it with its X25519 key. Returns ``{subject: noisy score}``."""
+    opened = open_release(release, result_key=result_key, recipient=key)
+    out = opened["outputs"]
+    if opened["job"] != SCORES_JOB or opened["quote_hash"] != quote_hash.hex():
+        raise ProvisioningError("the release answers another job or another quote")
+    if (
+        out.get("query_id") != query_id
+        or out.get("dataset_id") != dataset_id
+        or out.get("subjects_sha256") != subjects_digest(subjects)
+    ):
+        raise ProvisioningError("the score release is not for this query")
+    who, scores = out.get("subjects"), out.get(SCORES_OUTPUT)
+    if not isinstance(who, list) or not isinstance(scores, list) or len(who) != len(scores):
+        raise ProvisioningError("the score release does not pair subjects with scores")
+    if not set(who) <= set(subjects) or len(set(who)) != len(who):
+        raise ProvisioningError("the score release names subjects this query did not ask for")
+    return {str(u): float(v) for u, v in zip(who, scores, strict=True)}

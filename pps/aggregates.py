@@ -482,8 +482,9 @@ class AggregateService:
             return Budget.of_micro(bank_org_id, self.default_budget_micro, 0)
         return Budget.of_micro(bank_org_id, row.total_micro, row.spent_micro)
 
-    def _lock_budget(self, session: Session, bank_org_id: str) -> tuple[int, int]:
-        """Create the bank's budget row if needed and lock it until the transaction ends."""
+    def lock_budget(self, session: Session, bank_org_id: str) -> tuple[int, int]:
+        """Create the bank's budget row if needed and lock it until the transaction ends (this serialises the
+        bank's releases: the differencing control sees them all). Used by sealed aggregates too."""
         values = {
             "bank_org_id": bank_org_id,
             "total_micro": self.default_budget_micro,
@@ -501,7 +502,7 @@ class AggregateService:
         ).one()
         return int(row.total_micro), int(row.spent_micro)
 
-    def _spend(self, session: Session, bank_org_id: str, micro: int) -> tuple[int, int] | None:
+    def spend_budget(self, session: Session, bank_org_id: str, micro: int) -> tuple[int, int] | None:
         """Spend ``micro`` of the bank's budget if it covers it; returns (total, spent) or None."""
         row = session.execute(
             update(PrivacyBudget)
@@ -531,7 +532,7 @@ class AggregateService:
         if not math.isfinite(total_epsilon) or not 0 <= total_epsilon <= 1e6:
             raise InvalidInput("a budget is an epsilon between 0 and 1000000")
         total = round(total_epsilon * MICRO)
-        before, spent = self._lock_budget(session, bank_org_id)
+        before, spent = self.lock_budget(session, bank_org_id)
         if total < spent:
             raise InvalidInput(
                 f"{bank_org_id} has already spent {spent / MICRO:g}; the total cannot be lower "
@@ -635,7 +636,7 @@ class AggregateService:
         bank = actor.org_id
         assert bank is not None
         k = self.min_cohort_size
-        self._lock_budget(s, bank)  # serialises this bank's queries: the differencing check sees them all
+        self.lock_budget(s, bank)  # serialises this bank's queries: the differencing check sees them all
         plan = self._plan(s, spec)
         self._check_classes(s, spec, plan)
         allowed: dict[int, str] | None = None
@@ -644,7 +645,7 @@ class AggregateService:
         cells = [c for c in self._cells(s, spec, plan, allowed) if len(c.members) >= k]
         if cells:
             self._check_differencing(s, bank, cells, k)
-            spent = self._spend(s, bank, micro)
+            spent = self.spend_budget(s, bank, micro)
             if spent is None:
                 left = self.budget(s, bank)
                 raise BudgetExhausted(
@@ -655,7 +656,7 @@ class AggregateService:
                 )
             total_micro, spent_micro = spent
         else:
-            total_micro, spent_micro = self._lock_budget(s, bank)
+            total_micro, spent_micro = self.lock_budget(s, bank)
             micro = 0
         released, scales, edges = self._release(spec, cells)
         disputed = open_disputes(s, None, plan.fields)  # open objections (pps.objections): a flag per cell
@@ -895,6 +896,26 @@ class AggregateService:
             group = {a: str(uniques[j][where[j]]) for j, a in enumerate(spec.group_by)}
             cells.append(_CellData(group, codes[idx], contributions[idx]))
         return cells
+
+    # --- the differencing control, for other aggregate paths (sealed datasets) --------------------------
+
+    def member_codes(self, usccs: Iterable[str]) -> U64:
+        """A cohort's member set in the form the differencing control keeps: sorted keyed codes."""
+        return np.sort(self.frames.codes_of(usccs))
+
+    def check_differencing(self, session: Session, bank_org_id: str, cohorts: Sequence[U64]) -> None:
+        """Raise :class:`Refused` (control ``differencing``) if a cohort (sorted member codes, from
+        :meth:`member_codes`) differs from one already released to the bank, or from another of ``cohorts``, by
+        at least one and fewer than ``min_cohort_size`` members. Call it after :meth:`lock_budget`."""
+        cells = [_CellData({}, c, np.zeros(0, dtype=np.float64)) for c in cohorts]
+        self._check_differencing(session, bank_org_id, cells, self.min_cohort_size)
+
+    def remember_cohorts(
+        self, session: Session, bank_org_id: str, cohorts: Sequence[U64], query_id: str
+    ) -> None:
+        """Keep released cohorts for the differencing control (in the transaction that releases them)."""
+        cells = [_CellData({}, c, np.zeros(0, dtype=np.float64)) for c in cohorts]
+        self._remember(session, bank_org_id, cells, query_id)
 
     def _check_differencing(self, s: Session, bank: str, cells: Sequence[_CellData], k: int) -> None:
         if k <= 1:

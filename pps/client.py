@@ -515,7 +515,8 @@ class PPSClient:
         """Fetch the enclave's public CKKS context with a quote and verify both: the context id is the hash of
         the context, and the quote (pinned ``vendor_key``, trusted build, fresh, not debug) answers a nonce
         that binds this context id to a nonce chosen here. Returns ``{"context_id", "public_context", "params"}``;
-        raises :class:`~pps.errors.AttestationError` if anything does not hold."""
+        raises :class:`~pps.errors.AttestationError` if anything does not hold. The verified ``quote`` and the
+        ``report_nonce`` it answers come with it (a bank provisions its score request to them)."""
         import hashlib
         import os
 
@@ -529,13 +530,17 @@ class PPSClient:
             raise errors.AttestationError(
                 "the context id is not the SHA-256 of the public context", details={"reason": "context"}
             )
+        quote = b64d(got["quote"])
         self.verify_quote(
-            b64d(got["quote"]),
-            vendor_key=vendor_key,
-            nonce=report_nonce(context_id, nonce),
-            measurements=measurements,
+            quote, vendor_key=vendor_key, nonce=report_nonce(context_id, nonce), measurements=measurements
         )
-        return {"context_id": context_id, "public_context": public, "params": got["params"]}
+        return {
+            "context_id": context_id,
+            "public_context": public,
+            "params": got["params"],
+            "quote": quote,
+            "report_nonce": report_nonce(context_id, nonce),
+        }
 
     def upload_sealed(
         self,
@@ -590,42 +595,78 @@ class PPSClient:
     def sealed_score(
         self,
         *,
-        context: dict[str, Any],
+        vendor_key: Any,
         purpose: str,
         dataset_id: str,
         subjects: list[str],
         weights: dict[str, float],
+        measurements: Iterable[bytes] | None = None,
     ) -> dict[str, Any]:
-        """Score ``subjects`` with ``weights`` (column -> weight) over a sealed dataset: the weights are
-        encrypted here under the enclave's verified ``context`` (nobody outside the enclave can read them, this
-        bank included), the scores come back HPKE-encrypted to a key made here. Returns
-        ``{"query_id", "scores": {uscc: score}, "not_used"}`` (scores carry the enclave's small noise)."""
+        """Score ``subjects`` with ``weights`` (column -> weight) over a sealed dataset. Verifies a fresh context
+        quote (pinned ``vendor_key``, trusted ``measurements``), encrypts the weights under that context (nobody
+        outside the enclave can read them, this bank included) and provisions to that quote its score request:
+        a recipient key and a result key made here, bound to the context, the dataset and ``subjects``. The
+        enclave releases scores only to that key; the release is checked (it came from the enclave, for this
+        query) and decrypted here. Returns ``{"query_id", "scores": {uscc: score}, "not_used"}`` (scores carry
+        the enclave's small noise)."""
+        import os
+
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-        from enclave_sim.sealed import open_scores
+        from enclave_sim import crypto
+        from enclave_sim import errors as ee
+        from enclave_sim.platform import expected_measurement
+        from enclave_sim.quote import Quote, standard_policy
+        from enclave_sim.sealed import SCORES_OUTPUT, encrypt_score_request, open_scores
 
+        trusted = list(measurements) if measurements is not None else [expected_measurement()]
+        context = self.sealed_context(vendor_key=vendor_key, measurements=trusted)
         encrypted = encrypt_sealed_weights(context["public_context"], weights)
         key = X25519PrivateKey.generate()
+        output = crypto.OutputPolicy(
+            (SCORES_OUTPUT,),
+            os.urandom(32),
+            key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
+        )
+        quote = context["quote"]
+        try:
+            provision = encrypt_score_request(
+                quote,
+                standard_policy(measurements=trusted, nonce=context["report_nonce"]),
+                vendor_key=vendor_key,
+                output=output,
+                context_id=context["context_id"],
+                dataset_id=dataset_id,
+                subjects=subjects,
+            )
+        except ee.AttestationError as exc:
+            raise errors.AttestationError(exc.message, details={"reason": exc.reason}) from None
+        quote_hash = Quote.parse(quote).quote_hash
         body = {
             "purpose": purpose,
             "dataset_id": dataset_id,
             "subjects": subjects,
             "weights": {k: base64.b64encode(v).decode() for k, v in encrypted.items()},
-            "recipient_key": key.public_key()
-            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-            .hex(),
+            "quote_hash": quote_hash.hex(),
+            "provision": base64.b64encode(provision).decode(),
         }
         got = self.request("POST", "/v1/sealed/scoring", json=body)
         try:
-            scores = open_scores(b64d(got["encrypted"]), key, bind=got["query_id"])
-        except Exception as exc:
-            raise errors.ProvisioningFailed(f"the score release does not open: {exc}") from None
-        return {
-            "query_id": got["query_id"],
-            "scores": dict(zip(got["subjects"], scores, strict=True)),
-            "not_used": got["not_used"],
-        }
+            scores = open_scores(
+                b64d(got["release"]),
+                key,
+                result_key=output.result_key,
+                quote_hash=quote_hash,
+                query_id=got["query_id"],
+                dataset_id=dataset_id,
+                subjects=subjects,
+            )
+        except ee.ProvisioningError as exc:
+            raise errors.ProvisioningFailed(f"the score release does not open: {exc.message}") from None
+        if list(scores) != list(got["subjects"]):
+            raise errors.ProvisioningFailed("the server's list of scored subjects is not the enclave's")
+        return {"query_id": got["query_id"], "scores": scores, "not_used": got["not_used"]}
 
     def rotate_sealed_key(self) -> dict[str, Any]:
         """Platform admin: rotate the enclave's HE key (datasets under the old one then need re-upload)."""

@@ -13,13 +13,18 @@ Protocol (the enclave's half is :mod:`enclave_sim.sealed`)::
                                      shape, level, scale or ring (SEAL checks it in an isolated worker),
                                      all before anything is stored
     bank: POST /v1/sealed/aggregates -> aggregate(): consent (admit) + C1 filters -> plaintext 0/1 mask;
+                                     differencing control (the aggregates' released cohorts);
                                      sum_b mask_b * X_b, rotate-and-sum ----- he_aggregate -> checks the
                                      ciphertext is a sum (all slots equal), min cohort, OpenDP noise
-                                     consent again (release), budget spent, ledger
-    bank: POST /v1/sealed/scoring --> score(): weights W_j encrypted by the bank under the same public context;
-                                     per block: sum_j W_j * X_j,b (ciphertext x ciphertext) -- he_scores ->
-                                     decrypts only the listed consented slots, adds noise, HPKE to the bank
-                                     consent again (release), ledger; the bank opens it with its X25519 key
+                                     budget row locked, differencing again, consent again (release),
+                                     budget spent, cohort remembered, ledger
+    bank: fresh context quote, verified; weights W_j encrypted under the public context; its score request
+          (recipient key, result key; context, dataset, subjects digest) provisioned to that quote
+    bank: POST /v1/sealed/scoring --> score(): per block: sum_j W_j * X_j,b (ciphertext x ciphertext)
+                                     ------------------------------------ he_scores -> opens the bank's
+                                     request once, checks what it binds, decrypts only the listed slots,
+                                     adds noise, releases to the provisioned key (tagged)
+                                     consent again (release), ledger; the bank checks and opens it
 
 Who learns what, under which assumptions
 ----------------------------------------
@@ -37,11 +42,13 @@ Who learns what, under which assumptions
   the enclave's public context, so it cannot read them back either (nor can anyone else outside the enclave).
 * **The enclave learns** the decrypted aggregates and the listed subjects' scores; it never decrypts a
   column: ``he_aggregate`` refuses a ciphertext whose slots differ, ``he_scores`` one at the top level.
-* **Residual risks.** The enclave cannot tell how the host built a mask or a score ciphertext, nor whether the
-  recipient key is the bank's (it travels through the host): a malicious operator could get a single
-  subject's noised value released as an "aggregate" of a claimed large cohort (the DP noise, calibrated to
-  the clipping bounds, still bounds what one release says about one subject) or could direct a score
-  release to its own key. ``docs/security.md`` discusses them.
+* **The recipient key** of a score release reaches the enclave only inside the bank's provisioned request;
+  the host cannot substitute it (the enclave refuses), nor reuse the request for another dataset or subjects.
+* **Residual risks.** The enclave cannot tell how the host built a mask or a score ciphertext, nor who a
+  provisioning party is: a malicious operator could get a single subject's noised value released as an
+  "aggregate" of a claimed large cohort (the DP noise, calibrated to the clipping bounds, still bounds what
+  one release says about one subject), or pose as a bank with a request and key of its own.
+  ``docs/security.md`` discusses them.
 
 Rotation (:meth:`SealedService.rotate`) is explicit: a new key pair gets a new context id, the old one is
 retired (uploads under it refused), every dataset under it is marked ``needs_reupload``, and the ledger
@@ -67,12 +74,21 @@ from sqlalchemy.orm import Session
 from enclave_sim import errors as ee
 from enclave_sim.host import EnclaveHost
 from enclave_sim.quote import NONCE_BYTES, Quote
+from enclave_sim.sealed import MAX_PROVISION
 from pps.aggregates import AggregateService
 from pps.consent import check_purpose
 from pps.datasets.schema import DatasetSchema
 from pps.datasets.service import DatasetService
 from pps.enclave_service import EnclaveService
-from pps.errors import Conflict, InvalidInput, NotFound, OutputPolicyViolation, PayloadTooLarge
+from pps.errors import (
+    BudgetExhausted,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OutputPolicyViolation,
+    PayloadTooLarge,
+    Refused,
+)
 from pps.identity.uscc import validate_uscc
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import Ledger
@@ -330,7 +346,7 @@ class SealedService:
                     f"{what} {i}: {len(blob)} bytes is more than a ciphertext of this context"
                 )
             try:
-                vec = hs._decode_ckks_vector(blob)
+                vec = hs.decode_ckks_vector(blob)
             except ValueError as exc:
                 raise InvalidSealedData(f"{what} {i} is not a TenSEAL CKKS vector: {exc}") from None
             if vec.size != sizes[i]:
@@ -340,7 +356,7 @@ class SealedService:
                     f"{what} {i} has scale 2^{np.log2(max(vec.scale, 1)):.1f}, not the context's"
                 )
             seal_blobs.append(vec.seal_bytes)
-        reports = hs._isolated(
+        reports = hs.run_isolated(
             None,
             "check_ciphertexts",
             {"poly_modulus_degree": ctx.poly_modulus_degree, "primes": list(ctx.primes)},
@@ -557,6 +573,18 @@ class SealedService:
                 f"only {len(chosen)} consented subjects match; the minimum cohort is {self.min_cohort}: "
                 "nothing was computed or released"
             )
+        cohort = tuple(subjects[i] for i in chosen)
+        codes = self.aggregates.member_codes(cohort)
+
+        def refused(exc: Refused) -> None:
+            self._refused(exc, bank=bank, ref=ref, purpose=purpose, actor=actor, request_id=request_id)
+
+        try:  # refuse before anything is decrypted; decided again under the budget lock at release
+            with self.db.transaction(write=False) as s:
+                self.aggregates.check_differencing(s, bank, [codes])
+        except Refused as exc:
+            refused(exc)
+            raise
         ctx = self._eval_context(row)
         total = None
         for b, blob in enumerate(blocks):
@@ -588,48 +616,53 @@ class SealedService:
                 }
             ],
         )["results"][column]
-        cohort = tuple(subjects[i] for i in chosen)
         what = f"sealed.aggregate:{dataset_id}:{column}"
-        with self.db.transaction() as s:
-            final = self.policy.release(
-                s,
-                Request(bank, cohort, {dataset_id: (column,)}, "aggregate", purpose),
-                job=ref,
-                what=what,
-                actor=actor,
-                request_id=request_id,
-                admitted=[allowed[u] for u in cohort],
-            )
-            lost = [d for d in final if not d.allowed]
-            if lost:
-                raise Conflict(
-                    f"the consent of {len(lost)} subject(s) changed while the query ran; nothing was released — "
-                    "ask again"
-                )
-            micro = round(epsilon * MICRO)
-            self.aggregates._lock_budget(s, bank)
-            if self.aggregates._spend(s, bank, micro) is None:
-                from pps.errors import BudgetExhausted
-
-                raise BudgetExhausted("this query's epsilon exceeds your remaining privacy budget")
-            self.ledger.append(
-                s,
-                EntryDraft(
-                    action="sealed.aggregate",
+        try:
+            with self.db.transaction() as s:
+                # the bank's budget row first (as ordinary aggregates lock it): serialises its releases, so the
+                # differencing control sees every cohort released before this one
+                self.aggregates.lock_budget(s, bank)
+                self.aggregates.check_differencing(s, bank, [codes])
+                final = self.policy.release(
+                    s,
+                    Request(bank, cohort, {dataset_id: (column,)}, "aggregate", purpose),
+                    job=ref,
+                    what=what,
                     actor=actor,
-                    objects=(ref, ObjectRef("dataset", dataset_id), ObjectRef("sealed_context", row.id)),
-                    purpose=purpose,
                     request_id=request_id,
-                    released=(Release(to=bank, what=what),),
-                    detail={
-                        "column": column,
-                        "where": dict(sorted(where.items())),
-                        "cohort": len(cohort),
-                        "epsilon_micro": micro,
-                        "measurement": str(host.hello["measurement"]),
-                    },
-                ),
-            )
+                    admitted=[allowed[u] for u in cohort],
+                )
+                lost = [d for d in final if not d.allowed]
+                if lost:
+                    raise Conflict(
+                        f"the consent of {len(lost)} subject(s) changed while the query ran; nothing was released — "
+                        "ask again"
+                    )
+                micro = round(epsilon * MICRO)
+                if self.aggregates.spend_budget(s, bank, micro) is None:
+                    raise BudgetExhausted("this query's epsilon exceeds your remaining privacy budget")
+                self.aggregates.remember_cohorts(s, bank, [codes], qid)
+                self.ledger.append(
+                    s,
+                    EntryDraft(
+                        action="sealed.aggregate",
+                        actor=actor,
+                        objects=(ref, ObjectRef("dataset", dataset_id), ObjectRef("sealed_context", row.id)),
+                        purpose=purpose,
+                        request_id=request_id,
+                        released=(Release(to=bank, what=what),),
+                        detail={
+                            "column": column,
+                            "where": dict(sorted(where.items())),
+                            "cohort": len(cohort),
+                            "epsilon_micro": micro,
+                            "measurement": str(host.hello["measurement"]),
+                        },
+                    ),
+                )
+        except Refused as exc:
+            refused(exc)
+            raise
         return {
             "query_id": qid,
             "dataset_id": dataset_id,
@@ -641,6 +674,28 @@ class SealedService:
             "epsilon": epsilon,
         }
 
+    def _refused(
+        self, exc: Refused, *, bank: str, ref: ObjectRef, purpose: str, actor: Actor, request_id: str | None
+    ) -> None:
+        """Record a refusal by an output control (``sealed.refused``) after its transaction rolled back."""
+        with self.db.transaction() as s:
+            self.ledger.append(
+                s,
+                EntryDraft(
+                    action="sealed.refused",
+                    actor=actor,
+                    objects=(ref,),
+                    purpose=purpose,
+                    request_id=request_id,
+                    detail={
+                        "bank": bank,
+                        "control": str(exc.details.get("control", "unknown")),
+                        "reason": exc.message,
+                    },
+                ),
+            )
+        exc.details.setdefault("query_id", ref.id)
+
     # --- scoring --------------------------------------------------------------------------------------
 
     def score(
@@ -651,20 +706,25 @@ class SealedService:
         dataset_id: str,
         subjects: Sequence[str],
         weights: Mapping[str, bytes],
-        recipient_key: str,
+        quote_hash: str,
+        provision: bytes,
         actor: Actor,
         request_id: str | None = None,
     ) -> dict[str, Any]:
-        """Encrypted scores ``sum_j w_j x_j`` of the consented ``subjects``, HPKE-encrypted to ``recipient_key``
-        by the enclave (with noise). ``weights`` are CKKS vectors under the enclave's public context, each
-        value replicated across all slots."""
+        """Encrypted scores ``sum_j w_j x_j`` of the consented ``subjects`` (with noise), released by the enclave
+        to the recipient key the bank provisioned: ``provision`` is the bank's score request (output policy and
+        :func:`enclave_sim.sealed.score_request`) encrypted to the context quote ``quote_hash`` it verified.
+        ``weights`` are CKKS vectors under the enclave's public context, each value replicated across all
+        slots. The host never names a recipient key."""
         check_purpose(purpose)
         if not subjects or len(subjects) > MAX_SUBJECTS or len(set(subjects)) != len(subjects):
             raise InvalidInput(f"name 1 to {MAX_SUBJECTS:,} distinct subjects")
         for s_ in subjects:
             validate_uscc(s_)
-        if not re.fullmatch(r"[0-9a-f]{64}", recipient_key):
-            raise InvalidInput("recipient_key must be a hex X25519 public key (64 hex characters)")
+        if not re.fullmatch(r"[0-9a-f]{64}", quote_hash):
+            raise InvalidInput("quote_hash must be the hex SHA-256 of the context quote (64 hex characters)")
+        if not 0 < len(provision) <= MAX_PROVISION:
+            raise PayloadTooLarge(f"provision must be 1 to {MAX_PROVISION} bytes (enc || ciphertext)")
         if not weights or len(weights) > MAX_COLUMNS:
             raise InvalidInput(f"give 1 to {MAX_COLUMNS} encrypted weights")
         qid = new_id("sq")
@@ -705,29 +765,34 @@ class SealedService:
             by_block.setdefault(index[u] // per, []).append(index[u] % per)
         with self.db.transaction(write=False) as s:
             columns = {n: self._blocks(s, dataset_id, n) for n in names}
-        payload = []
+        payload: list[dict[str, Any]] = []
+        released_order: list[str] = []  # the enclave's release lists scores block by block, as in ``payload``
         for b, slots in sorted(by_block.items()):
             acc = None
             for j, n in enumerate(names):
                 term = w[j] * ts.ckks_vector_from(evalctx, columns[n][b])
                 acc = term if acc is None else acc + term
             assert acc is not None
-            payload.append({"ciphertext": base64.b64encode(acc.serialize()).decode(), "slots": slots})
-        # the enclave's release lists scores block by block, in the order of ``payload``
-        released_order = [
-            all_subjects[b * per + slot] for b, slots in sorted(by_block.items()) for slot in slots
-        ]
+            who = [all_subjects[b * per + slot] for slot in slots]
+            released_order.extend(who)
+            payload.append(
+                {"ciphertext": base64.b64encode(acc.serialize()).decode(), "slots": slots, "subjects": who}
+            )
         host = self._host_for(row)
         got = self._call(
             host,
             "he_scores",
             context_id=row.id,
-            bind=qid,
-            recipient_key=recipient_key,
+            query_id=qid,
+            dataset_id=dataset_id,
+            subjects=list(subjects),
             noise_std=self.score_noise_std,
+            quote_hash=quote_hash,
+            provision=base64.b64encode(provision).decode(),
             blocks=payload,
         )
-        encrypted = base64.b64decode(got["encrypted"])
+        release = base64.b64decode(got["release"])
+        recipient = got["output"]["recipient_key"]
         what = f"sealed.score:{dataset_id}:{','.join(names)}"
         with self.db.transaction() as s:
             final = self.policy.release(
@@ -758,8 +823,9 @@ class SealedService:
                         "weights": list(names),
                         "subjects_scored": len(released_order),
                         "not_used": dict(sorted(denied.items())),
-                        "recipient_key": recipient_key,
-                        "release_sha256": hashlib.sha256(encrypted).hexdigest(),
+                        "recipient_key": str(recipient),
+                        "quote_hash": quote_hash,
+                        "release_sha256": hashlib.sha256(release).hexdigest(),
                         "measurement": str(host.hello["measurement"]),
                     },
                 ),
@@ -767,6 +833,6 @@ class SealedService:
         return {
             "query_id": qid,
             "subjects": released_order,
-            "encrypted": encrypted,
+            "release": release,
             "not_used": denied,
         }

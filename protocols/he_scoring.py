@@ -181,6 +181,7 @@ __all__ = [
     "DEFAULT_SCORE_NOISE_STD",
     "ISOLATED_OPERATIONS",
     "BankScoringKey",
+    "CKKSVectorBlob",
     "ContextHasSecretKey",
     "DecryptedScores",
     "EncodedColumns",
@@ -206,11 +207,13 @@ __all__ = [
     "WeakParameters",
     "check_public_context",
     "context_id_of",
+    "decode_ckks_vector",
     "decode_model",
     "decode_result",
     "design_matrix",
     "encode_features",
     "load_model",
+    "run_isolated",
     "score",
     "shutdown_checker",
 ]
@@ -479,13 +482,17 @@ def _encode_ckks_vector(seal_ciphertext: bytes, size: int, scale: float) -> byte
 
 
 @dataclass(frozen=True)
-class _VectorBlob:
+class CKKSVectorBlob:
+    """A TenSEAL CKKS vector as parsed without SEAL: its meaningful slots, SEAL ciphertext bytes and scale."""
+
     size: int
     seal_bytes: bytes
     scale: float
 
 
-def _decode_ckks_vector(blob: bytes) -> _VectorBlob:
+def decode_ckks_vector(blob: bytes) -> CKKSVectorBlob:
+    """Parse a serialised TenSEAL CKKS vector (protobuf) without loading it into SEAL; ``ValueError`` if it is
+    not one. The SEAL ciphertext inside is still unchecked: check it with :func:`run_isolated`."""
     fields = _proto_fields(blob, {1: 0, 2: 2, 3: 1})
     sizes: list[int] = []
     for number, value in fields:
@@ -507,7 +514,11 @@ def _decode_ckks_vector(blob: bytes) -> _VectorBlob:
     scale = struct.unpack("<d", scale_raw)[0] if isinstance(scale_raw, bytes) else 0.0
     ciphertext = ciphertexts[0]
     assert isinstance(ciphertext, bytes)
-    return _VectorBlob(size=sizes[0], seal_bytes=ciphertext, scale=scale)
+    return CKKSVectorBlob(size=sizes[0], seal_bytes=ciphertext, scale=scale)
+
+
+_decode_ckks_vector = decode_ckks_vector
+"""The former private name, still used by ``tests/protocols/test_he_scoring.py``."""
 
 
 @dataclass(frozen=True)
@@ -1311,7 +1322,7 @@ class BankScoringKey:
         for i, blob in enumerate(message.ciphertexts):
             used, used_slots = layout.used(i), layout.used_slots(i)
             try:
-                vector = _decode_ckks_vector(blob)
+                vector = decode_ckks_vector(blob)
                 if vector.size != used_slots:
                     raise InvalidCiphertext(
                         f"result ciphertext {i} says {vector.size} used slots, expected {used_slots}"
@@ -1362,7 +1373,7 @@ def shutdown_checker() -> None:
             _checker = None
 
 
-def _isolated(
+def run_isolated(
     worker: IsolatedWorker | None,
     op: str,
     args: Mapping[str, Any],
@@ -1372,6 +1383,8 @@ def _isolated(
     error: type[InvalidInput],
     what: str,
 ) -> Any:
+    """Run ``op`` of the isolated SEAL checker (``worker``, or this module's default one) over untrusted
+    ``blobs``; a refusal, a time-out or a crash of the checker becomes ``error`` naming ``what``."""
     checker = worker or _default_checker()
     try:
         return checker.call(op, args, blobs, timeout_s=timeout_s)
@@ -1455,7 +1468,7 @@ def check_public_context(
             f"the public context of {len(raw)} bytes exceeds the limit of {limits.max_context_bytes}"
         )
     parts = _parse_context(raw)
-    report = _isolated(
+    report = run_isolated(
         worker,
         "check_context",
         {},
@@ -1567,11 +1580,11 @@ def load_model(
         raise ScoringLimitExceeded(
             f"the model needs {message.design.n_ciphertexts} ciphertexts; the limit is {limits.max_model_ciphertexts}"
         )
-    vectors: list[_VectorBlob] = []
+    vectors: list[CKKSVectorBlob] = []
     max_bytes = context.max_ciphertext_bytes()
     for i, blob in enumerate(message.ciphertexts):
         try:
-            vector = _decode_ckks_vector(blob)
+            vector = decode_ckks_vector(blob)
         except _ProtoError as exc:
             raise InvalidCiphertext(f"model ciphertext {i} is not a TenSEAL CKKSVector: {exc}") from None
         if vector.size != context.slots:
@@ -1584,7 +1597,7 @@ def load_model(
                 f"model ciphertext {i} has {len(vector.seal_bytes)} bytes; at most {max_bytes}"
             )
         vectors.append(vector)
-    reports = _isolated(
+    reports = run_isolated(
         worker,
         "check_ciphertexts",
         {"poly_modulus_degree": context.poly_modulus_degree, "primes": list(context.primes)},

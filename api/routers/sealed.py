@@ -89,13 +89,24 @@ class SealedScoringIn(Request):
     weights: dict[Name, str] = Field(
         min_length=1, max_length=64, description="column -> CKKS vector (the weight in every slot), base64"
     )
-    recipient_key: str = Field(pattern=HEX64, description="hex X25519 key the enclave encrypts the scores to")
+    quote_hash: str = Field(
+        pattern=HEX64, description="hex SHA-256 of the context quote (GET /v1/sealed/context) you verified"
+    )
+    provision: str = Field(
+        max_length=8192,
+        description="your score request encrypted to that quote (enc || ciphertext, base64): output policy "
+        "with your X25519 recipient key and result key, bound to the context, dataset and subjects; the "
+        "enclave releases scores only to that key",
+    )
 
 
 class SealedScoringOut(BaseModel):
     query_id: str
     subjects: list[str] = Field(description="the subjects scored, in the order of the encrypted scores")
-    encrypted: str = Field(description="HPKE (X25519, HKDF-SHA256, AES-256-GCM) to recipient_key, base64")
+    release: str = Field(
+        description="the enclave's release document, base64: scores HPKE-encrypted to your provisioned key, "
+        "tagged with your result key"
+    )
     not_used: dict[str, int]
 
 
@@ -169,14 +180,15 @@ def sealed_scoring(body: SealedScoringIn, caller: Bank, rt: RuntimeDep) -> Seale
         dataset_id=body.dataset_id,
         subjects=body.subjects,
         weights={k: _b64(v, f"weights.{k}") for k, v in body.weights.items()},
-        recipient_key=body.recipient_key,
+        quote_hash=body.quote_hash,
+        provision=_b64(body.provision, "provision"),
         actor=caller.actor,
         request_id=current_request_id(),
     )
     return SealedScoringOut(
         query_id=got["query_id"],
         subjects=got["subjects"],
-        encrypted=base64.b64encode(got["encrypted"]).decode(),
+        release=base64.b64encode(got["release"]).decode(),
         not_used=got["not_used"],
     )
 

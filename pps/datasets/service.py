@@ -25,7 +25,7 @@ from pps.errors import Conflict, DataIntegrityError, InvalidInput, NotFound
 from pps.kms import KeyEncryptionKeys, WrappedKey, new_data_key
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
-from pps.storage.tables import Dataset, DatasetChunk, DatasetVersion, new_id, utcnow
+from pps.storage.tables import Dataset, DatasetChunk, DatasetVersion, SealedDataset, new_id, utcnow
 
 CHUNK_ROWS = 65_536
 
@@ -174,6 +174,11 @@ class DatasetService:
         """Validate and store a new version in the caller's transaction; nothing is stored if it is refused."""
         if ds.deleted_at is not None:
             raise Conflict(f"dataset {ds.id} was deleted")
+        if session.get(SealedDataset, ds.id) is not None:  # pps.sealed: the provider keeps plaintext away
+            raise Conflict(
+                f"dataset {ds.id} is sealed: it takes only columns encrypted under the enclave's context "
+                "(POST /v1/sealed/datasets), never a plaintext upload"
+            )
         # one upload per dataset at a time: the version number is max + 1
         session.execute(select(Dataset.id).where(Dataset.id == ds.id).with_for_update())
         schema = DatasetSchema.model_validate_json(ds.schema_json)

@@ -406,10 +406,15 @@ def _enclave_job_body(runtime: Runtime) -> dict[str, Any]:
 def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, Any]) -> dict[str, Any]:
     """A sealed dataset holding the subject, its consent to the bank, and valid sealed-dataset requests."""
     import base64
+    import os
 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+    from enclave_sim.crypto import OutputPolicy
+    from enclave_sim.platform import expected_measurement
+    from enclave_sim.quote import Quote, standard_policy
+    from enclave_sim.sealed import encrypt_score_request, report_nonce
     from pps.client import encrypt_sealed_columns, encrypt_sealed_weights
     from pps.sealed import SealedColumn
 
@@ -440,7 +445,23 @@ def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, A
     )
     assert granted.status_code == 201, granted.text
     weight = encrypt_sealed_weights(ctx.public_context, {"amount": 0.5})["amount"]
-    recipient = X25519PrivateKey.generate().public_key()
+    nonce = os.urandom(32)  # the bank's score request, provisioned to a context quote it verified
+    quote = runtime.sealed.context_quote(nonce, actor=Actor(bank.org.id, "bank"))["quote"]
+    provision = encrypt_score_request(
+        quote,
+        standard_policy(measurements=[expected_measurement()], nonce=report_nonce(ctx.id, nonce)),
+        vendor_key=runtime.enclave.vendor_public_key,
+        output=OutputPolicy(
+            ("scores",),
+            os.urandom(32),
+            X25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
+        ),
+        context_id=ctx.id,
+        dataset_id=dataset_id,
+        subjects=[str(subject.org.uscc)],
+    )
     return {
         "POST /v1/sealed/datasets": {
             "name": "__unique__",
@@ -465,9 +486,8 @@ def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, A
             "dataset_id": dataset_id,
             "subjects": [subject.org.uscc],
             "weights": {"amount": base64.b64encode(weight).decode()},
-            "recipient_key": recipient.public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            ).hex(),
+            "quote_hash": Quote.parse(quote).quote_hash.hex(),
+            "provision": base64.b64encode(provision).decode(),
         },
         "POST /v1/sealed/rotate": {"confirm": True},
     }

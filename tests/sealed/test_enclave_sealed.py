@@ -15,11 +15,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from enclave_sim.crypto import OutputPolicy, encrypt_for_enclave
 from enclave_sim.errors import EnclaveProtocolError, OutputPolicyViolation, ProvisioningError, SealingError
 from enclave_sim.host import EnclaveHost
 from enclave_sim.platform import MODULES, expected_measurement
 from enclave_sim.quote import Quote, standard_policy, verify_quote
-from enclave_sim.sealed import MIN_SCORE_NOISE_STD, open_scores, report_nonce
+from enclave_sim.sealed import (
+    MIN_SCORE_NOISE_STD,
+    SCORES_JOB,
+    encrypt_score_request,
+    open_scores,
+    report_nonce,
+    score_request,
+)
 from protocols.he_scoring import check_public_context
 
 pytestmark = pytest.mark.slow
@@ -77,6 +85,72 @@ def _aggregate(host: EnclaveHost, keys: dict[str, Any], ct: bytes, count: int, *
     return result
 
 
+def _raw(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _bank_request(
+    host: EnclaveHost,
+    keys: dict[str, Any],
+    vendor: Ed25519PrivateKey,
+    subjects: list[str],
+    *,
+    dataset_id: str = "ds1",
+) -> dict[str, Any]:
+    """What a bank does: verify a fresh context quote, provision its recipient key and the query's binding."""
+    nonce = os.urandom(32)
+    quote = base64.b64decode(host.call("he_quote", context_id=keys["id"], nonce=b64(nonce))["quote"])
+    key = X25519PrivateKey.generate()
+    output = OutputPolicy(("scores",), os.urandom(32), _raw(key))
+    provision = encrypt_score_request(
+        quote,
+        standard_policy(measurements=[expected_measurement()], nonce=report_nonce(keys["id"], nonce)),
+        vendor_key=vendor.public_key(),
+        output=output,
+        context_id=keys["id"],
+        dataset_id=dataset_id,
+        subjects=subjects,
+    )
+    return {
+        "key": key,
+        "output": output,
+        "quote": quote,
+        "quote_hash": Quote.parse(quote).quote_hash,
+        "provision": provision,
+        "subjects": subjects,
+        "dataset_id": dataset_id,
+    }
+
+
+def _he_scores(
+    host: EnclaveHost,
+    keys: dict[str, Any],
+    req: dict[str, Any],
+    blocks: list[dict[str, Any]],
+    **override: Any,
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "context_id": keys["id"],
+        "query_id": "q1",
+        "dataset_id": req["dataset_id"],
+        "subjects": req["subjects"],
+        "noise_std": MIN_SCORE_NOISE_STD,
+        "quote_hash": req["quote_hash"].hex(),
+        "provision": b64(req["provision"]),
+        "blocks": blocks,
+    }
+    fields.update(override)
+    return host.call("he_scores", **fields)
+
+
+def _product(keys: dict[str, Any], x: np.ndarray[Any, Any], weight: float) -> bytes:
+    w = ts.ckks_vector(keys["pub"], [weight] * SLOTS).serialize()
+    out: bytes = (
+        ts.ckks_vector_from(keys["eval"], w) * ts.ckks_vector_from(keys["eval"], _column(keys, x))
+    ).serialize()
+    return out
+
+
 def test_the_sealed_module_is_measured() -> None:
     assert MODULES.index("enclave_sim.sealed") < MODULES.index("enclave_sim.core")
 
@@ -122,7 +196,9 @@ def test_an_aggregate_is_decrypted_with_noise_and_controls(host: EnclaveHost, ke
         _aggregate(host, keys, _sum(keys, _column(keys, x), mask), 3)
 
 
-def test_the_enclave_refuses_to_decrypt_a_feature_column(host: EnclaveHost, keys: dict[str, Any]) -> None:
+def test_the_enclave_refuses_to_decrypt_a_feature_column(
+    host: EnclaveHost, keys: dict[str, Any], vendor: Ed25519PrivateKey
+) -> None:
     x = np.random.default_rng(2).uniform(0, 1, SLOTS)
     column = _column(keys, x)
     with pytest.raises(OutputPolicyViolation, match="not result-shaped"):
@@ -130,54 +206,98 @@ def test_the_enclave_refuses_to_decrypt_a_feature_column(host: EnclaveHost, keys
     masked = (ts.ckks_vector_from(keys["eval"], column) * ([1.0] * SLOTS)).serialize()
     with pytest.raises(OutputPolicyViolation, match="not result-shaped"):
         _aggregate(host, keys, masked, SLOTS)  # masked but not summed: still per-subject values
-    recipient = X25519PrivateKey.generate().public_key()
+    req = _bank_request(host, keys, vendor, ["a", "b", "c"])
     with pytest.raises(OutputPolicyViolation, match="fresh ciphertext"):
-        host.call(
-            "he_scores",
-            context_id=keys["id"],
-            bind="q1",
-            recipient_key=recipient.public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            ).hex(),
-            noise_std=MIN_SCORE_NOISE_STD,
-            blocks=[{"ciphertext": b64(column), "slots": [0, 1, 2]}],
+        _he_scores(
+            host, keys, req, [{"ciphertext": b64(column), "slots": [0, 1, 2], "subjects": ["a", "b", "c"]}]
         )
 
 
 def test_scores_leave_only_for_listed_slots_encrypted_to_the_bank(
-    host: EnclaveHost, keys: dict[str, Any]
+    host: EnclaveHost, keys: dict[str, Any], vendor: Ed25519PrivateKey
 ) -> None:
     x = np.random.default_rng(3).uniform(-1, 1, SLOTS)
-    w = ts.ckks_vector(keys["pub"], [0.75] * SLOTS).serialize()
-    product = (
-        ts.ckks_vector_from(keys["eval"], w) * ts.ckks_vector_from(keys["eval"], _column(keys, x))
-    ).serialize()
-    key = X25519PrivateKey.generate()
-    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-    reply = host.call(
-        "he_scores",
-        context_id=keys["id"],
-        bind="q2",
-        recipient_key=pub,
-        noise_std=MIN_SCORE_NOISE_STD,
-        blocks=[{"ciphertext": b64(product), "slots": [5, 0, 4095]}],
+    product = _product(keys, x, 0.75)
+    asked = ["s5", "s0", "s4095", "s7"]
+    req = _bank_request(host, keys, vendor, asked)
+    reply = _he_scores(
+        host, keys, req, [{"ciphertext": b64(product), "slots": [5, 0, 4095], "subjects": asked[:3]}]
     )
-    assert reply["released"] == 3 and set(reply) == {"encrypted", "released"}
-    scores = open_scores(base64.b64decode(reply["encrypted"]), key, bind="q2")
-    assert np.allclose(scores, 0.75 * x[[5, 0, 4095]], atol=1e-3)
+    assert reply["released"] == 3 and set(reply) == {"release", "released", "output"}
+    assert reply["output"] == req["output"].public()  # the host learns which key, never the result key
+    release = base64.b64decode(reply["release"])
+    opened = open_scores(
+        release,
+        req["key"],
+        result_key=req["output"].result_key,
+        quote_hash=req["quote_hash"],
+        query_id="q1",
+        dataset_id="ds1",
+        subjects=asked,
+    )
+    assert list(opened) == asked[:3]
+    assert np.allclose(list(opened.values()), 0.75 * x[[5, 0, 4095]], atol=1e-3)
+    common = {"quote_hash": req["quote_hash"], "dataset_id": "ds1", "subjects": asked}
     with pytest.raises(ProvisioningError):  # bound to its query: not replayable as another's
-        open_scores(base64.b64decode(reply["encrypted"]), key, bind="q3")
-    with pytest.raises(ProvisioningError):
-        open_scores(base64.b64decode(reply["encrypted"]), X25519PrivateKey.generate(), bind="q2")
-    with pytest.raises(EnclaveProtocolError, match="noise_std"):  # the extraction defence has a floor
-        host.call(
-            "he_scores",
-            context_id=keys["id"],
-            bind="q2",
-            recipient_key=pub,
-            noise_std=0.0,
-            blocks=[{"ciphertext": b64(product), "slots": [5]}],
+        open_scores(release, req["key"], result_key=req["output"].result_key, query_id="q3", **common)
+    with pytest.raises(ProvisioningError):  # only the bank's key opens it
+        open_scores(
+            release, X25519PrivateKey.generate(), result_key=req["output"].result_key, query_id="q1", **common
         )
+    with pytest.raises(ProvisioningError):  # and only the enclave could have tagged it
+        open_scores(release, req["key"], result_key=os.urandom(32), query_id="q1", **common)
+    again = _bank_request(host, keys, vendor, asked)
+    with pytest.raises(EnclaveProtocolError, match="noise_std"):  # the extraction defence has a floor
+        _he_scores(
+            host, keys, again, [{"ciphertext": b64(product), "slots": [5], "subjects": ["s5"]}], noise_std=0.0
+        )
+
+
+def test_a_host_substituting_the_recipient_key_gets_a_refusal(
+    host: EnclaveHost, keys: dict[str, Any], vendor: Ed25519PrivateKey
+) -> None:
+    """The host (operator) carries the bank's request; whatever it changes, it gets a refusal, not scores."""
+    x = np.random.default_rng(4).uniform(-1, 1, SLOTS)
+    block = {"ciphertext": b64(_product(keys, x, 1.0)), "slots": [0, 1], "subjects": ["s0", "s1"]}
+    mine = X25519PrivateKey.generate()
+    req = _bank_request(host, keys, vendor, ["s0", "s1"])
+    with pytest.raises(ProvisioningError, match="named a recipient key"):  # its own key beside the bank's
+        _he_scores(host, keys, req, [block], recipient_key=_raw(mine).hex())
+    with pytest.raises(EnclaveProtocolError, match="no field"):  # or under another name
+        _he_scores(host, keys, req, [block], recipient=_raw(mine).hex())
+    for i in (0, 40, len(req["provision"]) - 1):  # an altered provisioning (the key is inside) does not open
+        tampered = bytearray(req["provision"])
+        tampered[i] ^= 1
+        with pytest.raises(ProvisioningError, match="does not decrypt"):
+            _he_scores(host, keys, req, [block], provision=b64(bytes(tampered)))
+    with pytest.raises(ProvisioningError, match="another context, dataset or list of subjects"):
+        _he_scores(host, keys, req, [block], dataset_id="another dataset")
+    req = _bank_request(host, keys, vendor, ["s0", "s1"])
+    with pytest.raises(ProvisioningError, match="another context, dataset or list of subjects"):
+        _he_scores(host, keys, req, [block], subjects=["s0", "s1", "s2"])
+    req = _bank_request(host, keys, vendor, ["s0", "s1"])
+    wider = {**block, "slots": [0, 1, 2], "subjects": ["s0", "s1", "s2"]}
+    with pytest.raises(OutputPolicyViolation, match="did not ask for"):  # a subject the bank did not list
+        _he_scores(host, keys, req, [wider])
+    nonce = os.urandom(32)
+    quote = base64.b64decode(host.call("he_quote", context_id=keys["id"], nonce=b64(nonce))["quote"])
+    req = {**req, "quote_hash": Quote.parse(quote).quote_hash}
+    bound = score_request(context_id=keys["id"], dataset_id="ds1", subjects=["s0", "s1"])
+    no_key = encrypt_for_enclave(  # a request without a recipient key (so the host's would be used)
+        quote,
+        standard_policy(measurements=[expected_measurement()], nonce=report_nonce(keys["id"], nonce)),
+        vendor_key=vendor.public_key(),
+        job=SCORES_JOB,
+        slot="bank",
+        body=bound,
+        output=OutputPolicy(("scores",), os.urandom(32)),
+    )
+    with pytest.raises(ProvisioningError, match="recipient key"):
+        _he_scores(host, keys, req, [block], provision=b64(no_key))
+    req = _bank_request(host, keys, vendor, ["s0", "s1"])
+    _he_scores(host, keys, req, [block])  # the genuine request, once
+    with pytest.raises(ProvisioningError, match="used already"):  # and not twice
+        _he_scores(host, keys, req, [block], query_id="q2")
 
 
 def test_a_ciphertext_under_another_context_is_refused(host: EnclaveHost, keys: dict[str, Any]) -> None:

@@ -156,11 +156,10 @@ def test_aggregates_and_scoring_over_a_sealed_dataset(
         assert abs(got["count"] - len(cohort)) < 25 * got["noise"]["count"]
         assert got["sum"] != pytest.approx(true, abs=1e-6)  # noised inside the enclave
 
-        context = bank.sealed_context(vendor_key=world["vendor"])
         stranger = uscc_for(123_456)
         asked = world["consented"][:12] + world["revoked"][:2] + [stranger]
         scored = bank.sealed_score(
-            context=context,
+            vendor_key=world["vendor"],
             purpose=PURPOSE,
             dataset_id=world["dataset_id"],
             subjects=asked,
@@ -178,10 +177,9 @@ def test_aggregates_and_scoring_over_a_sealed_dataset(
 
 def test_consent_refusals(runtime: Runtime, base_url: str, world: dict[str, Any]) -> None:
     with PPSClient(base_url, world["other"].token, timeout=120) as other:  # no consent for this bank
-        context = other.sealed_context(vendor_key=world["vendor"])
         with pytest.raises(PPSError) as exc:
             other.sealed_score(
-                context=context,
+                vendor_key=world["vendor"],
                 purpose=PURPOSE,
                 dataset_id=world["dataset_id"],
                 subjects=world["consented"][:3],
@@ -223,7 +221,7 @@ def test_a_consent_revoked_during_the_computation_stops_the_release(
     with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
         with pytest.raises(PPSError) as exc:
             bank.sealed_score(
-                context=bank.sealed_context(vendor_key=world["vendor"]),
+                vendor_key=world["vendor"],
                 purpose=PURPOSE,
                 dataset_id=world["dataset_id"],
                 subjects=world["consented"][:5],
@@ -333,3 +331,87 @@ def test_rotating_the_he_key_is_an_audited_migration(
         )
     assert again["context_id"] == rotated["context_id"] and again["state"] == "ready"
     assert "sealed.rotate" in _actions(runtime)
+
+
+def test_a_host_substituting_the_recipient_key_gets_a_refusal(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    """A malicious host rewrites what it hands the enclave: its own key, or more subjects than the bank asked
+    for. The enclave releases only to the key the bank provisioned under its quote, for what it bound."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    operator_key = (
+        X25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        .hex()
+    )
+    real_call = runtime.sealed._call
+    attacks = {
+        "its own recipient key": lambda f: {**f, "recipient_key": operator_key},
+        "subjects the bank did not ask for": lambda f: {
+            **f,
+            "subjects": [*f["subjects"], world["consented"][-1]],
+        },
+    }
+    for name, rewrite in attacks.items():
+        replies: list[dict[str, Any]] = []
+
+        def malicious(host: Any, op: str, rewrite: Any = rewrite, **fields: Any) -> dict[str, Any]:
+            reply = real_call(host, op, **(rewrite(fields) if op == "he_scores" else fields))
+            replies.append(reply)
+            return reply
+
+        runtime.sealed._call = malicious  # type: ignore[method-assign]
+        before = _actions(runtime).count("sealed.score")
+        with (
+            PPSClient(base_url, world["bank"].token, timeout=120) as bank,
+            pytest.raises(PPSError) as exc,
+        ):
+            bank.sealed_score(
+                vendor_key=world["vendor"],
+                purpose=PURPOSE,
+                dataset_id=world["dataset_id"],
+                subjects=world["consented"][:3],
+                weights={"sales": 1.0},
+            )
+        assert exc.value.code == "provisioning_failed", (name, str(exc.value))
+        assert not any("release" in r for r in replies), name  # the enclave released nothing to anyone
+        assert _actions(runtime).count("sealed.score") == before, name
+    runtime.sealed._call = real_call  # type: ignore[method-assign]
+
+
+def test_a_plaintext_upload_into_a_sealed_dataset_is_refused(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    before = _state(runtime)
+    csv = ("uscc,sales,arrears,industry\n" + f"{world['subjects'][0]},1.0,0.0,A\n").encode()
+    with PPSClient(base_url, world["provider"].token, timeout=120) as p, pytest.raises(PPSError) as exc:
+        p.upload_version(world["dataset_id"], csv, fmt="csv")
+    assert exc.value.code == "conflict" and "sealed" in str(exc.value)
+    assert _state(runtime) == before
+    with runtime.db.transaction(write=False) as s:
+        ds = s.get(Dataset, world["dataset_id"])
+        assert ds is not None and ds.current_version is None
+
+
+def test_sealed_aggregates_are_under_the_differencing_control(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    """The aggregates' exact differencing refusal, over the same per-bank record of released cohorts."""
+    ask = {"purpose": PURPOSE, "dataset_id": world["dataset_id"], "column": "sales", "epsilon": 0.2}
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        bank.sealed_aggregate(**ask)
+        bank.sealed_aggregate(**ask)  # the same cohort again differs by none: answered
+        spent = bank.budget()["spent_epsilon"]
+        _revoke(runtime, [world["consent_ids"][world["consented"][0]]])  # now one fewer: it would single out
+        before = _state(runtime)[:3]
+        with pytest.raises(PPSError) as exc:
+            bank.sealed_aggregate(**ask)
+        assert exc.value.code == "refused" and "differencing" in str(exc.value)
+        assert bank.budget()["spent_epsilon"] == pytest.approx(spent)  # nothing spent, nothing released
+        assert _state(runtime)[:3] == before
+        bank.sealed_aggregate(**ask, where={"industry": "A"})  # differs by at least the minimum: answered
+    actions = _actions(runtime)
+    assert actions.count("sealed.refused") == 1 and actions.count("sealed.aggregate") == 3
