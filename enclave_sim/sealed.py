@@ -71,7 +71,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-import opendp.prelude as dp
 import tenseal as ts
 import tenseal.sealapi as sealapi
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -89,8 +88,6 @@ from enclave_sim.crypto import (
 )
 from enclave_sim.errors import EnclaveProtocolError, OutputPolicyViolation, ProvisioningError
 from enclave_sim.quote import NONCE_BYTES, QuotePolicy
-
-dp.enable_features("contrib")
 
 REPORT_CONTEXT = b"PPS-SEALED-CONTEXT-v1\x00"
 SCORES_JOB = "sealed.scores"
@@ -392,6 +389,9 @@ class SealedHE:
             checked.append((name, centre, count, lower, upper))
             results[name] = None
         half = epsilon / 2
+        import opendp.prelude as dp  # loaded when an aggregate is released, not at start-up
+
+        dp.enable_features("contrib")
         for name, total, count, lower, upper in checked:
             sensitivity = max(abs(lower), abs(upper), upper - lower if lower < 0 < upper else 0.0)
             sum_scale = max(sensitivity, 1e-12) / half

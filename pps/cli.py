@@ -105,7 +105,15 @@ def serve(
     console.print(
         f"PPS serving on http://{host}:{port} (database: {_redacted(settings.resolved_database_url)})"
     )
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        timeout_worker_healthcheck=60,  # a busy 2-core host starts a worker in more than uvicorn's 5 s
+    )
 
 
 def _redacted(url: str) -> str:

@@ -23,14 +23,22 @@ Post-processing (free): counts are rounded up to 0, a mean is clamped into [L, U
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import opendp.prelude as dp
 
-dp.enable_features("contrib")
+
+@functools.cache
+def _dp() -> Any:
+    """OpenDP, imported on first use: it pulls in heavy modules every ``pps`` command would otherwise pay for."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    return dp
+
 
 MECHANISM = "laplace"
 """Discrete Laplace for counts, continuous (OpenDP's float) Laplace for sums."""
@@ -48,15 +56,15 @@ class Noisy:
 
 
 def _then_sum() -> Any:
-    return dp.t.then_sum()  # type: ignore[no-untyped-call]
+    return _dp().t.then_sum()
 
 
 def _then_find_bin(edges: list[float]) -> Any:
-    return dp.t.then_find_bin(edges=edges)  # type: ignore[no-untyped-call]
+    return _dp().t.then_find_bin(edges=edges)
 
 
 def _space() -> tuple[Any, Any]:
-    return dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.symmetric_distance()
+    return _dp().vector_domain(_dp().atom_domain(T=float, nan=False)), _dp().symmetric_distance()
 
 
 def _check(meas: Any, epsilon: float) -> Any:
@@ -70,7 +78,7 @@ def _with_scale(transformation: Any, epsilon: float) -> tuple[Any, float]:
     """Append Laplace noise at the scale that makes the whole pipeline cost ``epsilon``."""
     sensitivity = float(transformation.map(1))
     scale = max(sensitivity, 1e-300) / epsilon * _SLACK
-    return _check(transformation >> dp.m.then_laplace(scale=scale), epsilon), scale
+    return _check(transformation >> _dp().m.then_laplace(scale=scale), epsilon), scale
 
 
 def _checked_input(values: FloatArray) -> FloatArray:
@@ -82,22 +90,22 @@ def _checked_input(values: FloatArray) -> FloatArray:
 
 def count(values: FloatArray, epsilon: float) -> Noisy:
     """How many subjects (rows of ``values``), with discrete Laplace noise."""
-    meas, scale = _with_scale(_space() >> dp.t.then_count(), epsilon)
+    meas, scale = _with_scale(_space() >> _dp().t.then_count(), epsilon)
     return Noisy(max(0, int(meas(_checked_input(values)))), scale)
 
 
 def total(values: FloatArray, lower: float, upper: float, epsilon: float) -> Noisy:
     """The sum of the contributions clamped to ``[lower, upper]``, with Laplace noise."""
-    meas, scale = _with_scale(_space() >> dp.t.then_clamp((lower, upper)) >> _then_sum(), epsilon)
+    meas, scale = _with_scale(_space() >> _dp().t.then_clamp((lower, upper)) >> _then_sum(), epsilon)
     return Noisy(float(meas(_checked_input(values))), scale)
 
 
 def mean(values: FloatArray, lower: float, upper: float, epsilon: float) -> tuple[float, Noisy, Noisy]:
     """(mean, count, sum): noisy sum / noisy count, each at ε/2, composed (OpenDP checks the total)."""
     half = epsilon / 2
-    count_meas, count_scale = _with_scale(_space() >> dp.t.then_count(), half)
-    sum_meas, sum_scale = _with_scale(_space() >> dp.t.then_clamp((lower, upper)) >> _then_sum(), half)
-    both = _check(dp.c.make_composition([count_meas, sum_meas]), epsilon)
+    count_meas, count_scale = _with_scale(_space() >> _dp().t.then_count(), half)
+    sum_meas, sum_scale = _with_scale(_space() >> _dp().t.then_clamp((lower, upper)) >> _then_sum(), half)
+    both = _check(_dp().c.make_composition([count_meas, sum_meas]), epsilon)
     noisy_count, noisy_sum = both(_checked_input(values))
     n = max(0, int(noisy_count))
     m = min(max(float(noisy_sum) / max(n, 1), lower), upper)
@@ -114,9 +122,9 @@ def histogram(values: FloatArray, lower: float, upper: float, bins: int, epsilon
     inner = bin_edges(lower, upper, bins)[1:-1]  # OpenDP's find_bin: k inner edges → k + 1 bins
     transformation = (
         _space()
-        >> dp.t.then_clamp((lower, upper))
+        >> _dp().t.then_clamp((lower, upper))
         >> _then_find_bin(inner)
-        >> dp.t.then_count_by_categories(categories=list(range(bins)), null_category=False)
+        >> _dp().t.then_count_by_categories(categories=list(range(bins)), null_category=False)
     )
     meas, scale = _with_scale(transformation, epsilon)
     return Noisy([max(0, int(c)) for c in meas(_checked_input(values))], scale)

@@ -45,7 +45,6 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.fl import make_model
 from pps.consent import check_purpose
 from pps.errors import Forbidden, InvalidInput, NotFound
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
@@ -359,6 +358,10 @@ class FederatedService:
             spec_kind = MODEL_KINDS[fed.kind]
             config = json.loads(fed.config_json)
             k = len(json.loads(fed.feature_schema_json))
+            from models.fl import (
+                make_model,
+            )  # scikit-learn: imported when a federation starts, not at start-up
+
             initial = make_model(spec_kind, k, **model_hyper(fed.kind, config, fed.local_epochs)).get_flat()
             self._start_round(session, fed, 1, initial, actor=actor, request_id=request_id)
         return fed
