@@ -43,7 +43,7 @@ def roc_svg(ev: Evaluation) -> str:
     return _svg(fig)
 
 
-def ks_svg(ev: Evaluation) -> str:
+def ks_svg(ev: Evaluation, title: str = "Kolmogorov-Smirnov") -> str:
     fig, ax = _figure(4.6, 4.2)
     share, tpr, fpr = zip(*ev.ks_points, strict=True)
     ax.plot(share, tpr, color="#b22222", lw=2, label="defaults (cumulative)")
@@ -58,7 +58,7 @@ def ks_svg(ev: Evaluation) -> str:
         ylim=(0, 1.01),
         xlabel="share of applicants, highest risk first",
         ylabel="cumulative share",
-        title="Kolmogorov-Smirnov",
+        title=title,
     )
     ax.legend(loc="lower right", frameon=False)
     ax.grid(alpha=0.3)

@@ -550,6 +550,8 @@ def run_demo(data_dir: Path, console: Console) -> bool:
     summary.add_row("verifier key", rt.ledger.signer.verifier_key)
     summary.add_row("data directory", str(data_dir))
     summary.add_row("time", f"{elapsed:.1f} s")
+    for name, value in figures.rows.items():
+        summary.add_row(name, value)
     report_path = data_dir / "report.html"
     summary.add_row("HTML report", str(report_path))
     console.print(summary)

@@ -416,8 +416,8 @@ def write_report(
         },
     }
     plots = "".join(f"<figure>{compare_svg(evs, title)}</figure>" for title, evs in groups.items() if evs)
-    first = next(iter(figures.evaluations.values()), None)
-    ks_plot = f"<figure>{ks_svg(first)}</figure>" if first is not None else ""
+    first = next(iter(figures.evaluations.items()), None)
+    ks_plot = f"<figure>{ks_svg(first[1], f'KS: {first[0]}')}</figure>" if first is not None else ""
     passed = sum(ok for _, ok, _ in checks)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>PPS demo report</title>
