@@ -424,6 +424,42 @@ class PPSClient:
         except ee.AttestationError as exc:
             raise errors.AttestationError(exc.message, details={"reason": exc.reason}) from None
 
+    def provision_to_enclave(
+        self,
+        *,
+        job: str,
+        slot: str,
+        body: bytes,
+        output: Any,
+        vendor_key: Any,
+        measurements: Iterable[bytes] | None = None,
+    ) -> tuple[bytes, bytes]:
+        """Verify a fresh quote of a trusted build (``measurements``; default: the ``enclave_sim`` installed here)
+        and encrypt ``body`` and the ``output`` policy to that enclave for ``job``'s ``slot`` (HPKE). Returns
+        ``(quote, sealed)``; only that enclave instance can open ``sealed``."""
+        from enclave_sim import crypto
+        from enclave_sim import errors as ee
+        from enclave_sim.platform import expected_measurement
+        from enclave_sim.quote import standard_policy
+
+        got = self.enclave_quote()
+        quote: bytes = got["quote"]
+        self.verify_quote(quote, vendor_key=vendor_key, nonce=got["nonce"], measurements=measurements)
+        trusted = list(measurements) if measurements is not None else [expected_measurement()]
+        try:
+            sealed = crypto.encrypt_for_enclave(
+                quote,
+                standard_policy(measurements=trusted, nonce=got["nonce"]),
+                vendor_key=vendor_key,
+                job=job,
+                slot=slot,
+                body=body,
+                output=output,
+            )
+        except ee.AttestationError as exc:
+            raise errors.AttestationError(exc.message, details={"reason": exc.reason}) from None
+        return quote, sealed
+
     def enclave_gbdt(
         self,
         *,
@@ -454,12 +490,8 @@ class PPSClient:
         from enclave_sim import crypto
         from enclave_sim import errors as ee
         from enclave_sim.jobs import table_bytes
-        from enclave_sim.platform import expected_measurement
-        from enclave_sim.quote import Quote, standard_policy
+        from enclave_sim.quote import Quote
 
-        got = self.enclave_quote()
-        quote = got["quote"]
-        self.verify_quote(quote, vendor_key=vendor_key, nonce=got["nonce"], measurements=measurements)
         recipient = X25519PrivateKey.generate()
         wanted = sorted(set(release))
         output = crypto.OutputPolicy(
@@ -469,19 +501,14 @@ class PPSClient:
             if set(wanted) - {"metrics"}
             else None,
         )
-        trusted = list(measurements) if measurements is not None else [expected_measurement()]
-        try:
-            sealed = crypto.encrypt_for_enclave(
-                quote,
-                standard_policy(measurements=trusted, nonce=got["nonce"]),
-                vendor_key=vendor_key,
-                job="gbdt",
-                slot="bank",
-                body=table_bytes(keys, bank_features, labels),
-                output=output,
-            )
-        except ee.AttestationError as exc:
-            raise errors.AttestationError(exc.message, details={"reason": exc.reason}) from None
+        quote, sealed = self.provision_to_enclave(
+            job="gbdt",
+            slot="bank",
+            body=table_bytes(keys, bank_features, labels),
+            output=output,
+            vendor_key=vendor_key,
+            measurements=measurements,
+        )
         body = {
             "job": "gbdt",
             "purpose": purpose,

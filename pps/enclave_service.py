@@ -381,9 +381,9 @@ class EnclaveService:
                 job=job_ref,
                 actor=SERVICE,
             )
-            table, fields, decisions = admission.table, admission.fields, admission.decisions
-            allowed = {d.subject: d for d in decisions if d.allowed}
-            found, rows, no_data = table.rows(list(allowed))
+            table, fields = admission.table, admission.fields
+            usable = admission.usable()
+            allowed, found, rows, denied = usable.allowed, usable.subjects, usable.rows, usable.left_out
             matrix = table.matrix(names, rows)
             platform = table_bytes(found, {n: matrix[:, j].tolist() for j, n in enumerate(names)})
             ctx.progress(1, 3)
@@ -396,12 +396,6 @@ class EnclaveService:
             self.drop(handle)
             raise
         digest = hashlib.sha256(release).hexdigest()
-        denied: dict[str, int] = {}
-        for d in decisions:
-            if not d.allowed and d.reason is not None:
-                denied[d.reason.value] = denied.get(d.reason.value, 0) + 1
-        if no_data:
-            denied["no_data"] = len(no_data)
         what = f"enclave.gbdt:{','.join(params['release'])}"
 
         def finalize(session: Session) -> dict[str, Any]:

@@ -320,10 +320,35 @@ class FeatureStore:
 
 
 @dataclass(frozen=True)
+class Usable:
+    """The admitted subjects a computation can use: allowed and with a registry record."""
+
+    allowed: dict[str, Decision]
+    subjects: list[str]
+    rows: list[int]
+    left_out: dict[str, int]
+    """subjects left out, counted by reason: a denial's reason, or ``no_data`` (no registry record)"""
+
+
+@dataclass(frozen=True)
 class Admission:
     table: FeatureTable
     fields: dict[str, tuple[str, ...]]
     decisions: list[Decision]
+
+    def usable(self, order: Sequence[str] | None = None) -> Usable:
+        """The allowed subjects that have features, in ``order`` if given (else the decisions' order), their
+        rows in the feature table, and how many were left out and why."""
+        allowed = {d.subject: d for d in self.decisions if d.allowed}
+        wanted = [s for s in order if s in allowed] if order is not None else list(allowed)
+        found, rows, no_data = self.table.rows(wanted)
+        left_out: dict[str, int] = {}
+        for d in self.decisions:
+            if not d.allowed and d.reason is not None:
+                left_out[d.reason.value] = left_out.get(d.reason.value, 0) + 1
+        if no_data:
+            left_out["no_data"] = len(no_data)
+        return Usable(allowed, found, rows, left_out)
 
 
 def admit_on_features(

@@ -69,26 +69,16 @@ def start_body(
 ) -> dict[str, Any]:
     """The body of ``POST /v1/training/vertical``: a fresh quote verified, the coordinator's set-up encrypted to it."""
     from enclave_sim import crypto
-    from enclave_sim import errors as ee
-    from enclave_sim.platform import expected_measurement
-    from enclave_sim.quote import Quote, standard_policy
+    from enclave_sim.quote import Quote
 
-    got = client.enclave_quote()
-    quote = got["quote"]
-    client.verify_quote(quote, vendor_key=vendor_key, nonce=got["nonce"], measurements=measurements)
-    trusted = list(measurements) if measurements is not None else [expected_measurement()]
-    try:
-        sealed = crypto.encrypt_for_enclave(
-            quote,
-            standard_policy(measurements=trusted, nonce=got["nonce"]),
-            vendor_key=vendor_key,
-            job="vlr_coordinator",
-            slot="guest",
-            body=f'{{"key_bits": {int(key_bits)}}}'.encode(),
-            output=crypto.OutputPolicy(("summary",), os.urandom(32)),
-        )
-    except ee.AttestationError as exc:
-        raise errors.AttestationError(exc.message, details={"reason": exc.reason}) from None
+    quote, sealed = client.provision_to_enclave(
+        job="vlr_coordinator",
+        slot="guest",
+        body=f'{{"key_bits": {int(key_bits)}}}'.encode(),
+        output=crypto.OutputPolicy(("summary",), os.urandom(32)),
+        vendor_key=vendor_key,
+        measurements=measurements,
+    )
     return {
         "name": name,
         "purpose": purpose,

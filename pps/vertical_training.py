@@ -224,14 +224,8 @@ class VerticalTrainingService:
                 job=_ref(training_id),
                 actor=actor,
             )
-            allowed = {d.subject: d for d in admission.decisions if d.allowed}
-            found, rows, no_data = admission.table.rows([u for u in subjects if u in allowed])
-            excluded: dict[str, int] = {}
-            for d in admission.decisions:
-                if not d.allowed and d.reason is not None:
-                    excluded[d.reason.value] = excluded.get(d.reason.value, 0) + 1
-            if no_data:
-                excluded["no_data"] = len(no_data)
+            usable = admission.usable(subjects)
+            allowed, found, rows, excluded = usable.allowed, usable.subjects, usable.rows, usable.left_out
             if len(found) < self.min_rows:
                 raise InvalidInput(
                     f"only {len(found)} of the {len(subjects)} subjects can be used ({excluded}); a training needs "
@@ -550,14 +544,8 @@ class VerticalTrainingService:
             job=ref,
             actor=actor,
         )
-        allowed = {d.subject: d for d in admission.decisions if d.allowed}
-        found, rows, no_data = admission.table.rows([s_ for s_ in subjects if s_ in allowed])
-        excluded: dict[str, int] = {}
-        for d in admission.decisions:
-            if not d.allowed and d.reason is not None:
-                excluded[d.reason.value] = excluded.get(d.reason.value, 0) + 1
-        if no_data:
-            excluded["no_data"] = len(no_data)
+        usable = admission.usable(subjects)
+        allowed, found, rows, excluded = usable.allowed, usable.subjects, usable.rows, usable.left_out
         if not found:
             return b"", [], excluded
         x = (admission.table.matrix(list(names), rows) - np.asarray(part["mean"])) / np.asarray(part["scale"])
