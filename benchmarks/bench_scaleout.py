@@ -15,15 +15,22 @@ What is measured (each scoring configuration ``--repeats`` times, medians report
   bank's encrypted 20-feature logistic model, with noise and re-randomisation. Every result is decrypted by
   the bank's key and compared with plaintext numpy. Admission, ledger and release (the coordinator's part,
   see docs/benchmarks.md section 6b) are not in this figure.
+* **Warm workers.** Each backend's executor is created once and kept for all its runs, as the runtime keeps
+  it: the first (one-chunk) job on it starts the workers and is reported as the **cold start**; every timed
+  job after that runs on warm workers, which still receive, check and build the job's state (the bank's
+  context and model) once per worker and drop it at the end of the job.
 * **Per-chunk cost** (seconds of one worker per chunk) = (job time - time of a one-chunk job) / (chunks - 1) x
-  workers; **start-up per job** = the one-chunk job less one chunk (pool spawn / actor start, the worker's own
-  check of the context and model); the **overhead of the Ray path per chunk** is the 1-actor per-chunk cost
-  minus the in-process one (likewise for the process pool).
+  workers; **start-up per job** = the one-chunk job less one chunk (on warm workers: shipping and building
+  the job's state in each worker, the worker's own check of the context and model, dropping it at the end);
+  the **overhead of the Ray path per chunk** is the 1-actor per-chunk cost minus the in-process one (likewise
+  for the process pool).
+* **The executor's own cost per chunk**: 16 chunks that do nothing but travel (a scoring-sized chunk of
+  features in, 1 MB out) on warm workers; wall-clock milliseconds per chunk, median of 3.
 * **Peak memory** of the job: the summed RSS of this process and all its descendants (pool workers, Ray's
   raylet, GCS and workers, the isolated checkers), sampled every 50 ms; shared pages count once per process,
   so this is an upper bound.
-* **PSI setup of N items** (``prepare_setup`` with an executor): in-process (1 worker), process pool and Ray
-  with 2 workers (one run each: a minute per run at 10^6).
+* **PSI setup of N items** (``prepare_setup`` with an executor): in-process (1 worker), warm process pool and
+  Ray with 2 workers (one run each: a minute per run at 10^6; the workers are started before the timing).
 * **Projection to more nodes** from the measured per-chunk costs, with its assumptions printed beside it.
 
 The machine has 2 cores and is shared with other sessions: absolute figures may be pessimistic, and "2
@@ -41,8 +48,9 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,12 +98,37 @@ def _tree_rss_bytes(root: int) -> int:
     return total
 
 
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system, with reaped children) of ``root`` and every live descendant (from /proc)."""
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        cpu[pid] = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += cpu.get(pid, 0)
+        stack.extend(children.get(pid, ()))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class PeakRSS:
     """Samples the process tree's RSS in a thread while a block runs."""
 
     def __init__(self, interval_s: float = 0.05) -> None:
         self.interval_s = interval_s
         self.peak = 0
+        self.cpu_start = 0.0
+        self.cpu = 0.0
+        """CPU seconds the process tree spent in the block (the sampler's own included, on every backend)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -106,6 +139,7 @@ class PeakRSS:
 
     def __enter__(self) -> PeakRSS:
         self.peak = _tree_rss_bytes(os.getpid())
+        self.cpu_start = _tree_cpu_seconds(os.getpid())
         self._thread.start()
         return self
 
@@ -113,6 +147,7 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+        self.cpu = _tree_cpu_seconds(os.getpid()) - self.cpu_start
 
 
 # --- scoring ---------------------------------------------------------------------------------------------------
@@ -125,7 +160,9 @@ class ScoringRow:
     chunks: int
     times: list[float] = field(default_factory=list)
     startup: list[float] = field(default_factory=list)
+    cold: float = 0.0
     peak_rss: int = 0
+    cpu: list[float] = field(default_factory=list)
     max_error: float = 0.0
 
     @property
@@ -172,30 +209,74 @@ def bench_scoring(
         executor = make()
         row = ScoringRow(label, executor.workers, chunks)
         try:
+            row.cold, _ = timed(  # the first job starts the workers; the timed runs find them warm
+                partial(evaluate_in_chunks, executor, context, model, one_chunk, noise_std=NOISE_STD)
+            )
             for r in range(repeats):
                 startup, _ = timed(
-                    lambda ex=executor: evaluate_in_chunks(ex, context, model, one_chunk, noise_std=NOISE_STD)
+                    partial(evaluate_in_chunks, executor, context, model, one_chunk, noise_std=NOISE_STD)
                 )
                 with PeakRSS() as peak:
                     seconds, result = timed(
-                        lambda ex=executor: evaluate_in_chunks(ex, context, model, x, noise_std=NOISE_STD)
+                        partial(evaluate_in_chunks, executor, context, model, x, noise_std=NOISE_STD)
                     )
                 row.startup.append(startup)
                 row.times.append(seconds)
                 row.peak_rss = max(row.peak_rss, peak.peak)
+                row.cpu.append(peak.cpu)
                 if r == 0:
                     raw = key.decrypt_scores(result, model=message).raw
                     row.max_error = float(np.max(np.abs(raw - expected)))
                     assert row.max_error < 1e-2, row.max_error
                 console.print(
                     f"  scoring {label:<22} run {r + 1}: {seconds:6.2f} s (start-up {startup:5.2f} s), "
-                    f"peak tree RSS {peak.peak / GIB:5.2f} GiB"
+                    f"peak tree RSS {peak.peak / GIB:5.2f} GiB, CPU {peak.cpu:5.2f} s"
                 )
         finally:
             executor.close()
         rows.append(row)
     info = {"per_ciphertext": per, "rows_per_chunk": BLOCKS_PER_CHUNK * per, "x_bytes": x.nbytes}
     return rows, info
+
+
+# --- the executor's own cost per chunk -------------------------------------------------------------------------
+
+RESULT_BYTES = 1 << 20
+"""About what a scoring chunk returns (8 result ciphertexts)."""
+
+
+def _echo_chunk(_state: None, chunk: np.ndarray) -> bytes:
+    """No work: a chunk of features in, a result-sized blob out (what the executor itself costs)."""
+    return bytes(RESULT_BYTES) if chunk.size else b""
+
+
+def _drain(results: Iterator[bytes]) -> int:
+    return sum(len(r) for r in results)
+
+
+def bench_overhead(
+    backends: list[tuple[str, Callable[[], Executor]]], rows: int, features: int, chunks: int
+) -> list[tuple[str, int, float]]:
+    """Milliseconds per chunk of a job whose chunks do nothing but travel (scoring-sized in and out), on
+    warm workers: the pure executor overhead (pickling, pipe / object store, scheduling), median of 3."""
+    x = np.random.default_rng(1).normal(size=(rows, features))
+    out = []
+    for label, make in backends:
+        executor = make()
+        try:
+            list(executor.map_chunks(_echo_chunk, [x[:1]] * executor.workers))  # warm up
+            times = []
+            for _ in range(3):
+                seconds, _ = timed(partial(_drain, executor.map_chunks(_echo_chunk, [x] * chunks)))
+                times.append(seconds)
+        finally:
+            executor.close()
+        per = 1000 * statistics.median(times) / chunks
+        console.print(
+            f"  overhead {label:<22} {per:6.1f} ms per chunk (wall clock, {executor.workers} workers)"
+        )
+        out.append((label, executor.workers, per))
+    return out
 
 
 # --- PSI setup -----------------------------------------------------------------------------------------------
@@ -214,15 +295,20 @@ def bench_psi(
     for label, make in backends:
         executor = make()
         try:
+            list(executor.map_chunks(_warm_up, range(executor.workers)))  # start the workers, untimed
             with PeakRSS() as peak:
-                seconds, setup = timed(
-                    lambda ex=executor: prepare_setup(server_set, PSIParams(), executor=ex)
-                )
+                seconds, setup = timed(partial(prepare_setup, server_set, PSIParams(), executor=executor))
         finally:
             executor.close()
-        console.print(f"  PSI setup {label:<20} {seconds:6.1f} s, {setup.shard_count} shards")
+        console.print(
+            f"  PSI setup {label:<20} {seconds:6.1f} s, {setup.shard_count} shards, CPU {peak.cpu:6.1f} s"
+        )
         out.append((label, executor.workers, seconds, peak.peak))
     return out
+
+
+def _warm_up(_state: None, x: int) -> int:
+    return x
 
 
 # --- report --------------------------------------------------------------------------------------------------
@@ -243,8 +329,10 @@ def report(
         "enterprises/s",
         "speed-up vs 1 worker",
         "vs in-process",
-        "start-up s",
+        "cold start s",
+        "start-up s (warm)",
         "per chunk ms",
+        "CPU s (tree)",
         "peak tree RSS",
         "max |error|",
     ):
@@ -261,8 +349,10 @@ def report(
             f"{n / r.median:,.0f}",
             speed,
             vs_inline,
+            f"{r.cold:.2f}",
             f"{r.startup_median:.2f}",
             f"{1000 * r.per_chunk:.1f}",
+            f"{statistics.median(r.cpu):.2f}",
             f"{r.peak_rss / GIB:.2f} GiB",
             f"{r.max_error:.1e}",
         )
@@ -312,14 +402,17 @@ def project(base: ScoringRow, ray1: ScoringRow, ray2: ScoringRow, info: dict[str
         for total in (n, 10 * n, 100 * n):
             chunks = -(-total // info["rows_per_chunk"])
             waves = -(-chunks // workers)
-            cells.append(f"{startup + waves * (compute + overhead + transfer):.1f} s")
+            # every chunk's features leave the coordinator: its link carries them one after the other
+            egress = chunks * transfer
+            cells.append(f"{startup + max(waves * (compute + overhead + transfer), egress):.1f} s")
         t.add_row(str(nodes), str(workers), *cells)
     console.print(t)
     console.print(
         f"  assumptions: per-chunk compute {1000 * compute:.0f} ms (measured in-process on this machine's core), "
         f"Ray overhead {1000 * overhead:.0f} ms per chunk (measured with 1 actor), "
-        f"{chunk_bytes / 1e6:.1f} MB of features per chunk over a dedicated 10 Gbit/s link "
-        f"({1000 * transfer:.0f} ms), start-up {startup:.1f} s per job (actors start in parallel); chunks are "
+        f"{chunk_bytes / 1e6:.1f} MB of features per chunk over the coordinator's 10 Gbit/s link "
+        f"({1000 * transfer:.0f} ms; the link sends one chunk at a time, so a job needs at least chunks x that), "
+        f"start-up {startup:.2f} s per job on warm actors; chunks are "
         "independent and equal, so a job cannot use more workers than it has chunks; the coordinator's serial part (admission, ledger, release: seconds per 10^5 "
         "enterprises on SQLite, docs/benchmarks.md 6b) is not included and bounds the speed-up (Amdahl)."
     )
@@ -335,6 +428,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per scoring configuration (medians)")
     parser.add_argument("--psi-n", type=int, default=1_000_000, help="PSI server set size")
     parser.add_argument("--skip-psi", action="store_true", help="no PSI setup runs")
+    parser.add_argument("--psi-all", action="store_true", help="PSI also on a pool of 1 process")
     parser.add_argument("--skip-ray", action="store_true", help="local backends only")
     args = parser.parse_args()
     if args.quick:
@@ -358,6 +452,7 @@ def main() -> None:
             ("ray (2 actors)", lambda: RayExecutor(workers=2)),
         ]
     rows, info = bench_scoring(backends, args.n, args.features, args.repeats)
+    bench_overhead(backends, info["rows_per_chunk"], args.features, 16)
     psi = []
     if not args.skip_psi:
         psi_backends: list[tuple[str, Callable[[], Executor]]] = [
@@ -366,6 +461,8 @@ def main() -> None:
         ]
         if not args.skip_ray:
             psi_backends.append(("ray (2 actors)", lambda: RayExecutor(workers=2)))
+        if args.psi_all:
+            psi_backends[1:1] = [("pool (1 process)", lambda: LocalExecutor(1, processes=True))]
         psi = bench_psi(psi_backends, args.psi_n)
     report(rows, info, psi, args.n, args.psi_n)
     console.print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

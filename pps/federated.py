@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from pps.consent import check_purpose
 from pps.errors import Forbidden, InvalidInput, NotFound
+from pps.executor import Executor
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
 from pps.storage.db import Database
@@ -198,10 +199,19 @@ def _weights(data: bytes) -> np.ndarray[Any, Any]:
 
 
 class FederatedService:
-    def __init__(self, db: Database, ledger: Ledger, *, registry: Registry | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ledger: Ledger,
+        *,
+        registry: Registry | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         self.db = db
         self.ledger = ledger
         self.registry = registry
+        self.executor = executor
+        """where unmasking expands the banks' masks (``None`` or in-process: here)"""
         self.clock: Callable[[], datetime] = utcnow
 
     # --- lookups -------------------------------------------------------------------------------------------
@@ -504,7 +514,9 @@ class FederatedService:
         try:
             stage = srv.close_stage()
             if stage is Stage.DONE:
-                total, weight = srv.aggregate()
+                total, weight = srv.aggregate(
+                    executor=None if self.executor is None or self.executor.in_process else self.executor
+                )
         except (SecAggAborted, InvalidSecAggMessage) as exc:
             self._abort(session, fed, rnd, exc.message, actor=actor, request_id=request_id)
             return

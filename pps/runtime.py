@@ -129,8 +129,8 @@ class Runtime:
             evidence_max_bytes=settings.objection_evidence_max_bytes,
         )
         models = ModelRegistry(ledger, kms)
-        training = VerticalTrainingService(db, ledger, policy, features, enclave, models)
-        federated = FederatedService(db, ledger, registry=models)
+        training = VerticalTrainingService(db, ledger, policy, features, enclave, models, executor=executor)
+        federated = FederatedService(db, ledger, registry=models, executor=executor)
         sealed = SealedService(db, ledger, policy, enclave, datasets, aggregates)
         return cls(
             settings=settings,

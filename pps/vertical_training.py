@@ -59,6 +59,7 @@ from enclave_sim.jobs import VerticalLRCoordinatorJob
 from pps.consent import check_purpose
 from pps.enclave_service import SERVICE, EnclaveService, pps_error
 from pps.errors import Conflict, InvalidInput, NotFound, RateLimited
+from pps.executor import Executor
 from pps.feature_store import FeatureStore, admit_on_features
 from pps.identity.uscc import validate_uscc
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
@@ -149,6 +150,8 @@ class VerticalTrainingService:
     features: FeatureStore
     enclave: EnclaveService
     models: ModelRegistry
+    executor: Executor | None = None
+    """where the host's encrypted gradients run over row blocks (``None`` or in-process: here)"""
     min_rows: int = MIN_ROWS
     """the fewest aligned rows a training may use (fewer rows: each row weighs more in what leaks)"""
     _live: dict[str, _Live] = field(default_factory=dict)
@@ -234,7 +237,8 @@ class VerticalTrainingService:
             x = admission.table.matrix(list(names), rows)
             mean, scale = x.mean(axis=0), x.std(axis=0)
             scale[scale == 0] = 1.0
-            host = vl.Host((x - mean) / scale)
+            fan_out = None if self.executor is None or self.executor.in_process else self.executor
+            host = vl.Host((x - mean) / scale, executor=fan_out)
             coordinator = RemoteCoordinator(host_enclave, training_id)
             try:
                 pk_msg = coordinator.public_key_message()

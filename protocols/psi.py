@@ -65,11 +65,11 @@ splits ``S`` into ``k`` shards and encrypts them in ``k`` spawned worker process
 (the client's single ``REQUEST`` is re-encrypted once; it is tested against every shard). The secret key
 travels to the workers over the local pipe and nowhere else — or, when an executor is given
 (:mod:`pps.executor`; a Ray cluster), once per worker through that executor, whose nodes are inside the
-safe-room's trust boundary. :class:`SetupCache` keeps a
-:class:`PreparedSetup` (server key + ``SETUP``) per (bank, purpose), valid only for the exact server set
-(its digest) and parameters it was made for; a changed consent set gives another digest and the entry is
-dropped (``SET_CHANGED``). Reusing ``s`` across queries has a price, which is why the cache lifetime is
-bounded (``max_age`` <= :data:`MAX_SETUP_AGE`, ``max_uses``):
+safe-room's trust boundary, and every worker drops it when the setup is made (warm workers keep no key).
+:class:`SetupCache` keeps a :class:`PreparedSetup` (server key + ``SETUP``) per (bank, purpose), valid only
+for the exact server set (its digest) and parameters it was made for; a changed consent set gives another
+digest and the entry is dropped (``SET_CHANGED``). Reusing ``s`` across queries has a price, which is why
+the cache lifetime is bounded (``max_age`` <= :data:`MAX_SETUP_AGE`, ``max_uses``):
 
 * The client's decrypted response items ``H(y)^s`` are deterministic for the key's lifetime, so a bank can
   link its items across its repeated queries: in size-only mode, one small query pins down which of the
@@ -592,6 +592,7 @@ def prepare_setup(
     # A secret, uniformly random partition: the client must not be able to tell which shard an item is in.
     order = np.random.default_rng(secrets.randbits(128)).permutation(n).tolist()
     parts = [[server_set.items[i] for i in order[j::k]] for j in range(k)]
+    own = executor is None  # a pool of our own, stopped when the setup is made
     if executor is None:
         executor = LocalExecutor(1 if k == 1 else min(workers, k))
     shared = Shared(
@@ -599,7 +600,11 @@ def prepare_setup(
         (server_key, fpr_shard, params.max_client_items, int(params.structure)),
         _shard_state,
     )
-    blobs = list(executor.map_chunks(_shard_chunk, parts, shared=shared))
+    try:
+        blobs = list(executor.map_chunks(_shard_chunk, parts, shared=shared))
+    finally:
+        if own:
+            executor.close()
     if params.structure is SetupStructure.RAW and len(blobs) > 1:
         merged = _psi.ServerSetup()
         points: list[bytes] = []

@@ -68,7 +68,7 @@ import secrets
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +80,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pps.errors import Conflict, InvalidInput
+
+if TYPE_CHECKING:
+    from pps.executor import Executor
 
 U64 = npt.NDArray[np.uint64]
 F64 = npt.NDArray[np.float64]
@@ -639,8 +642,13 @@ class SecAggServer:
             return encode_frame(self.info, MsgType.SURVIVORS, SERVER + 1, body)
         raise SecAggStageError(f"nothing to fetch at stage {self.stage.name}")
 
-    def aggregate(self) -> tuple[F64, int]:
-        """Unmask and decode: ``(sum w_i x_i, sum w_i)`` over U3. Call after the UNMASK stage is closed."""
+    def aggregate(self, *, executor: Executor | None = None) -> tuple[F64, int]:
+        """Unmask and decode: ``(sum w_i x_i, sum w_i)`` over U3. Call after the UNMASK stage is closed.
+
+        The seeds are rebuilt and checked here; expanding them (one PRG stream per surviving bank's self-mask,
+        one per dropped bank and survivor) may run on ``executor``'s workers (:mod:`pps.executor`), one chunk
+        per bank. The seeds are secrets: those workers are inside the server's trust boundary. The sum is the
+        same either way (addition mod 2^64)."""
         if self.stage is not Stage.DONE:
             raise SecAggStageError(f"the round is at stage {self.stage.name}, not done")
         p, session = self.params, self.info.session
@@ -648,12 +656,13 @@ class SecAggServer:
         for y in self.masked.values():
             total += y
         t = p.threshold
+        masks: list[_MaskJob] = []
         for j in sorted(self.u3):
             b = shamir_combine({i: m.b_shares[j] for i, m in self.unmasks.items()}, t)
             b_bytes = b.to_bytes(KEY_BYTES, "big") if b < 1 << 256 else b""
             if _commit(session, b_bytes) != self.shares[j].commitment:
                 raise InvalidSecAggMessage(f"the self-mask seed of bank {j} does not match its commitment")
-            total -= self_mask(b_bytes, session, p.dim + 1)
+            masks.append(("self", b_bytes, ()))
         for j in sorted(self.u2 - self.u3):
             s = shamir_combine({i: m.sk_shares[j] for i, m in self.unmasks.items()}, t)
             if s >= 1 << 256:
@@ -661,14 +670,44 @@ class SecAggServer:
             sk = X25519PrivateKey.from_private_bytes(s.to_bytes(KEY_BYTES, "big"))
             if _pub(sk) != self.adverts[j].s_pk:
                 raise InvalidSecAggMessage(f"the mask key of bank {j} does not match its public key")
-            for k in sorted(self.u3):
-                m = pairwise_mask(sk, _load_pub(self.adverts[k].s_pk, "s_pk"), session, p.dim + 1)
-                # bank k added +m if k < j and -m if k > j; undo it
-                if k < j:
-                    total -= m
-                else:
-                    total += m
+            # bank k added +m if k < j and -m if k > j; undo it
+            peers = tuple((self.adverts[k].s_pk, k < j) for k in sorted(self.u3))
+            masks.append(("pairwise", _priv_bytes(sk), peers))
+        if executor is None or executor.in_process:
+            deltas: Iterable[U64] = (_unmask_delta((session, p.dim + 1), job) for job in masks)
+        else:
+            from pps.executor import Shared
+
+            shared = Shared("secagg-unmask", (session, p.dim + 1), _round_state)
+            deltas = executor.map_chunks(_unmask_delta, masks, shared=shared)
+        for delta in deltas:
+            total += delta
         return dequantise(total & _MASK, p)
+
+
+_MaskJob = tuple[str, bytes, tuple[tuple[bytes, bool], ...]]
+"""``("self", seed, ())``, or ``("pairwise", mask key of a dropped bank, ((s_pk, survivor < dropped), ...))``."""
+
+
+def _round_state(payload: tuple[bytes, int]) -> tuple[bytes, int]:
+    return payload
+
+
+def _unmask_delta(round_: tuple[bytes, int], job: _MaskJob) -> U64:
+    """What to add to the masked sum to remove one bank's masks (one executor chunk)."""
+    session, dim = round_
+    kind, seed, peers = job
+    if kind == "self":
+        return np.zeros(dim, dtype=np.uint64) - self_mask(seed, session, dim)
+    sk = X25519PrivateKey.from_private_bytes(seed)
+    delta = np.zeros(dim, dtype=np.uint64)
+    for s_pk, subtract in peers:
+        m = pairwise_mask(sk, _load_pub(s_pk, "s_pk"), session, dim)
+        if subtract:
+            delta -= m
+        else:
+            delta += m
+    return delta
 
 
 # --- client --------------------------------------------------------------------------------------------------

@@ -119,13 +119,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gmpy2 import mpz
 
 from protocols import paillier_fast as pf
 from protocols.paillier_fast import ObfuscatorKind, PrivateKey, PublicKey
+
+if TYPE_CHECKING:  # an executor of pps.executor (a process pool, Ray) may be passed; nothing else of pps
+    from pps.executor import Executor
 
 MAGIC = b"PPVL"
 VERSION = 1
@@ -483,6 +486,8 @@ class _Trainer(ABC):
     """What guest and host share: key, session, schedule, weights, masks, obfuscators, timings."""
 
     party: Party
+    executor: Executor | None = None
+    """Where gradient row blocks and obfuscators are computed (:mod:`pps.executor`); None: this process."""
 
     def __init__(self, features: Any, name: str) -> None:
         self.x = check_features(features, name)
@@ -575,10 +580,11 @@ class _Trainer(ABC):
         return max(0, self.obfuscators_per_epoch() * epochs - len(self.pool))
 
     def prefill_obfuscators(self, epochs: int = 1, workers: int = 1) -> int:
-        """Compute the obfuscators for ``epochs`` epochs ahead of training (in ``workers`` processes)."""
+        """Compute the obfuscators for ``epochs`` epochs ahead of training (in ``workers`` processes, or on
+        this party's executor if it has one)."""
         count = self.obfuscators_missing(epochs)
         assert self.pool is not None
-        self.pool.fill(count, workers)
+        self.pool.fill(count, workers, executor=self.executor)
         return count
 
     def _masked(self, values: list[mpz]) -> list[mpz]:
@@ -614,8 +620,9 @@ class Host(_Trainer):
 
     party = Party.HOST
 
-    def __init__(self, features: Any) -> None:
+    def __init__(self, features: Any, *, executor: Executor | None = None) -> None:
         super().__init__(features, "host features")
+        self.executor = executor
         self._uh_cts: list[mpz] = []
 
     def receive_setup(self, data: bytes) -> bytes:
@@ -675,7 +682,9 @@ class Host(_Trainer):
             raise InvalidMessage(f"RESIDUALS: {len(msg.values)} values for a batch of {len(rows)}")
         assert self.public_key is not None
         t0 = time.perf_counter()
-        grads = pf.encrypted_column_dots(self.public_key, list(msg.values), self._xq[rows])
+        grads = pf.encrypted_column_dots(
+            self.public_key, list(msg.values), self._xq[rows], executor=self.executor
+        )
         self._time("encrypted gradient", t0)
         t0 = time.perf_counter()
         out = self._message(MessageType.MASKED_GRADIENT, self._masked(grads))
@@ -722,8 +731,9 @@ class Guest(_Trainer):
 
     party = Party.GUEST
 
-    def __init__(self, features: Any, labels: Any) -> None:
+    def __init__(self, features: Any, labels: Any, *, executor: Executor | None = None) -> None:
         super().__init__(features, "guest features")
+        self.executor = executor
         self.y = check_labels(labels, self.n_rows)
         self.intercept = 0.0
         self.losses: list[float] = []
@@ -790,7 +800,10 @@ class Guest(_Trainer):
         t0 = time.perf_counter()
         n2 = pk.nsquare
         total = pf.product(d4, n2)
-        grads = [*pf.encrypted_column_dots(pk, d4, self._xq[rows], total=total), total]
+        grads = [
+            *pf.encrypted_column_dots(pk, d4, self._xq[rows], total=total, executor=self.executor),
+            total,
+        ]
         self._time("encrypted gradient", t0)
         if with_loss:
             t0 = time.perf_counter()
@@ -1057,8 +1070,8 @@ def train_vertical_lr(
     guest.receive_setup_ack(wire(h, g, host.receive_setup(wire(g, h, setup))))
     if prefill_workers > 0:
         t = clock()
-        if prefill_workers == 1:
-            host.prefill_obfuscators(config.epochs)
+        if prefill_workers == 1 or host.executor is not None or guest.executor is not None:
+            host.prefill_obfuscators(config.epochs)  # on each side's executor, if it has one
             guest.prefill_obfuscators(config.epochs)
         else:  # one process pool for both sides (in a deployment each side fills its own)
             assert host.pool is not None

@@ -77,3 +77,18 @@ def hold(state: str, x: int) -> int:
     (Path(state) / f"pid-{os.getpid()}").touch()
     time.sleep(60)
     return x
+
+
+def held_keys(_state: Any, x: int) -> tuple[int, list[str]]:
+    """The keys of the job state the worker running this chunk holds (its own job's, and nothing else)."""
+    from pps import executor
+
+    return x, sorted(executor._WORKER_STATES)
+
+
+def fail_on_three_slowly(_state: Any, x: int) -> int:
+    """Chunk 3 fails; the others take a moment, so the other worker is busy when it does."""
+    if x == 3:
+        raise ValueError("chunk three is malformed")
+    time.sleep(0.2)
+    return x
