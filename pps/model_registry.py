@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from models.metrics import Evaluation, InvalidMetricInput
 from pps.datasets import codec
-from pps.errors import InvalidInput, NotFound
+from pps.errors import Conflict, InvalidInput, NotFound
 from pps.kms import KeyEncryptionKeys, WrappedKey, new_data_key
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
@@ -323,6 +323,11 @@ class ModelRegistry:
         row = self._row(session, model_id)
         if actor.org_id not in json.loads(row.owners_json):
             raise NotFound(f"no model {model_id}")
+        if row.evaluated_by is not None and row.evaluated_by != actor.org_id:
+            raise Conflict(
+                f"model {model_id} was evaluated by {row.evaluated_by}; a co-owner does not overwrite another "
+                "owner's evaluation (keep yours, or agree on who evaluates)"
+            )
         try:
             ev = evaluation if isinstance(evaluation, Evaluation) else Evaluation.from_dict(evaluation)
         except InvalidMetricInput as exc:

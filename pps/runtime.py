@@ -129,7 +129,16 @@ class Runtime:
             evidence_max_bytes=settings.objection_evidence_max_bytes,
         )
         models = ModelRegistry(ledger, kms)
-        training = VerticalTrainingService(db, ledger, policy, features, enclave, models, executor=executor)
+        training = VerticalTrainingService(
+            db,
+            ledger,
+            policy,
+            features,
+            enclave,
+            models,
+            executor=executor,
+            unsafe_small_keys=settings.unsafe_small_paillier_keys,
+        )
         federated = FederatedService(db, ledger, registry=models, executor=executor)
         sealed = SealedService(db, ledger, policy, enclave, datasets, aggregates)
         return cls(

@@ -203,6 +203,7 @@ def start_sandbox(
         environment="development",
         checkpoint_interval_seconds=0,
         psi_workers=1,  # small sets: prepare PSI in-process, no worker processes
+        unsafe_small_paillier_keys=True,  # the notebooks train with 1024-bit keys to stay short
     )
     rt = Runtime.build(settings)
     stack = ExitStack()

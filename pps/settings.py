@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     enclave_unsafe_debug: bool = Field(
         False, description="UNSAFE: run the enclave in debug mode; verifiers refuse its quotes (tests only)"
     )
+    unsafe_small_paillier_keys: bool = Field(
+        False,
+        description="UNSAFE: let a vertical training's coordinator use a Paillier key under 2048 bits "
+        "(fast tests and notebooks only)",
+    )
     enclave_call_timeout_s: float = Field(
         1800.0,
         gt=0,

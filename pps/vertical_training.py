@@ -42,10 +42,12 @@ A session's live state (the host's weights and the enclave's key) is in the serv
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +79,10 @@ OPERATION = "train"
 KIND = "vertical_lr"
 MIN_ROWS = 50
 MAX_ROWS = 200_000
-MAX_LIVE_SESSIONS = 4
+MAX_LIVE_SESSIONS = 8
+MAX_LIVE_PER_BANK = 2
+IDLE_TIMEOUT_S = 900.0
+MIN_KEY_BITS = 2048
 MAX_CONTRIBUTIONS = 10_000
 FRAMES_MAGIC = b"PPVB"
 MEDIA_TYPE = "application/vnd.pps.vlr-frames"
@@ -136,6 +141,13 @@ class _Live:
     output: dict[str, Any]
     lock: threading.Lock = field(default_factory=threading.Lock)
     guest_features: int = 0
+    guest_width: int = 0
+    """values in the bank's MASKED_GRADIENT: its features, the intercept, and the loss if computed"""
+    pending: tuple[int, int] | None = None
+    """(epoch, batch) whose RESIDUALS the host has answered and whose bank gradient is still to decrypt"""
+    last: tuple[bytes, list[bytes]] | None = None
+    """the last exchange: the request's digest and the answer (a retried request gets the same answer)"""
+    used_at: float = field(default_factory=time.monotonic)
 
 
 def _ref(training_id: str) -> ObjectRef:
@@ -154,8 +166,39 @@ class VerticalTrainingService:
     """where the host's encrypted gradients run over row blocks (``None`` or in-process: here)"""
     min_rows: int = MIN_ROWS
     """the fewest aligned rows a training may use (fewer rows: each row weighs more in what leaks)"""
+    max_per_bank: int = MAX_LIVE_PER_BANK
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    unsafe_small_keys: bool = False
+    """accept a coordinator key under 2048 bits (tests only: PPS_UNSAFE_SMALL_PAILLIER_KEYS)"""
     _live: dict[str, _Live] = field(default_factory=dict)
+    _reserved: dict[str, str] = field(default_factory=dict)
+    """training id -> bank, for sessions being started (they count against the limits)"""
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _reap(self) -> None:
+        """Fail the sessions nobody touched for ``idle_timeout_s``: they hold an enclave handle and a slot."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [tid for tid, live in self._live.items() if now - live.used_at > self.idle_timeout_s]
+        for tid in idle:
+            self._fail(tid, f"idle for more than {self.idle_timeout_s:.0f} s; start again")
+
+    def _reserve(self, training_id: str, bank: str) -> None:
+        self._reap()
+        with self._lock:
+            banks = [live.bank for live in self._live.values()] + list(self._reserved.values())
+            if len(banks) >= MAX_LIVE_SESSIONS:
+                raise RateLimited(
+                    f"{MAX_LIVE_SESSIONS} trainings are running; try again later",
+                    details={"retry_after_s": 60},
+                )
+            if banks.count(bank) >= self.max_per_bank:
+                raise RateLimited(
+                    f"you have {self.max_per_bank} trainings running: finish or cancel one "
+                    "(DELETE /v1/training/vertical/{id})",
+                    details={"retry_after_s": 60},
+                )
+            self._reserved[training_id] = bank
 
     # --- start ----------------------------------------------------------------------------------------
 
@@ -192,13 +235,41 @@ class VerticalTrainingService:
             raise InvalidInput("quote_hash must be the 32-byte hash of the quote the bank verified")
         with self.db.transaction(write=False) as s:
             fields = self.features.fields_for(s, list(names))
-        with self._lock:
-            if len(self._live) >= MAX_LIVE_SESSIONS:
-                raise RateLimited(
-                    f"{MAX_LIVE_SESSIONS} trainings are running; finish one or try again later",
-                    details={"retry_after_s": 60},
-                )
         training_id = new_id("vlr")
+        self._reserve(training_id, bank)
+        try:
+            return self._start(
+                training_id,
+                actor=actor,
+                bank=bank,
+                name=name,
+                purpose=purpose,
+                subjects=subjects,
+                names=names,
+                fields=fields,
+                quote_hash=quote_hash,
+                ciphertext=ciphertext,
+                request_id=request_id,
+            )
+        finally:
+            with self._lock:
+                self._reserved.pop(training_id, None)
+
+    def _start(
+        self,
+        training_id: str,
+        *,
+        actor: Actor,
+        bank: str,
+        name: str,
+        purpose: str,
+        subjects: Sequence[str],
+        names: tuple[str, ...],
+        fields: dict[str, tuple[str, ...]],
+        quote_hash: bytes,
+        ciphertext: bytes,
+        request_id: str | None,
+    ) -> Started:
         host_enclave = self.enclave.host()
         try:
             receipt = host_enclave.provision(
@@ -214,6 +285,17 @@ class VerticalTrainingService:
             output = dict(receipt["output"])
             if output.get("release") != ["summary"]:
                 raise InvalidInput("the coordinator's output policy must release its summary only")
+            coordinator = RemoteCoordinator(host_enclave, training_id)
+            try:
+                pk_msg = coordinator.public_key_message()
+            except ee.EnclaveError as exc:
+                raise pps_error(exc) from None
+            bits = pf.PublicKey.from_bytes(vl.decode_message(pk_msg, None).body).bits
+            if bits < MIN_KEY_BITS and not self.unsafe_small_keys:
+                raise InvalidInput(
+                    f"the coordinator's Paillier key has {bits} bits; at least {MIN_KEY_BITS} are required: "
+                    'provision it with {"key_bits": 2048} or more'
+                )
             admission = admit_on_features(
                 self.db,
                 self.features,
@@ -239,11 +321,6 @@ class VerticalTrainingService:
             scale[scale == 0] = 1.0
             fan_out = None if self.executor is None or self.executor.in_process else self.executor
             host = vl.Host((x - mean) / scale, executor=fan_out)
-            coordinator = RemoteCoordinator(host_enclave, training_id)
-            try:
-                pk_msg = coordinator.public_key_message()
-            except ee.EnclaveError as exc:
-                raise pps_error(exc) from None
             host.receive_public_key(pk_msg)
             now = utcnow()
             with self.db.transaction() as s:
@@ -315,6 +392,7 @@ class VerticalTrainingService:
         return row
 
     def _session(self, training_id: str, actor: Actor) -> _Live:
+        self._reap()
         with self.db.transaction(write=False) as s:
             row = self.get(s, training_id, org_id=actor.org_id, sees_everything=False)
             state, error = row.state, row.error
@@ -353,9 +431,14 @@ class VerticalTrainingService:
     def exchange(self, training_id: str, frames: Sequence[bytes], *, actor: Actor) -> list[bytes]:
         """Feed the bank's frames to host and coordinator, in order; answer the frames for the bank."""
         live = self._session(training_id, actor)
+        digest = hashlib.sha256(b"".join(hashlib.sha256(f).digest() for f in frames)).digest()
         out: list[bytes] = []
         epochs_before = live.host.epoch
         with live.lock:
+            live.used_at = time.monotonic()
+            if live.last is not None and live.last[0] == digest:
+                return list(live.last[1])  # the answer to a retried request, whose first answer was lost
+            changed = False
             for frame in frames:
                 if len(frame) < 7:
                     raise InvalidInput("a frame too short to be a vertical-LR message")
@@ -367,13 +450,18 @@ class VerticalTrainingService:
                     raise InvalidInput("the bank sends guest messages only")
                 try:
                     out.extend(self._dispatch(live, kind, frame))
+                    changed = True
                 except vl.VerticalLRError as exc:
+                    if changed:  # earlier frames of this request moved the session on: it cannot resume
+                        self._fail(training_id, f"a refused frame after others were applied: {exc}")
+                        raise InvalidInput(f"training {training_id}: {exc}; the session was ended") from None
                     raise InvalidInput(f"training {training_id}: {exc}") from None
                 except ee.EnclaveError as exc:
                     self._fail(training_id, f"the enclave failed: {exc.message}")
                     raise pps_error(exc) from None
             if live.host.stage is vl.Stage.READY_FORWARD:
                 out.append(live.host.forward())
+            live.last = (digest, list(out))
             done = live.host.done
             epochs = live.host.epoch + (1 if done else 0)
         if epochs != epochs_before or done:
@@ -388,20 +476,42 @@ class VerticalTrainingService:
         if kind is vl.MessageType.SETUP:
             if host.stage is not vl.Stage.AWAITING_SETUP:
                 raise vl.ProtocolStateError("SETUP: the session is already set up")
-            body = json.loads(vl.decode_message(frame, host.public_key).body)
-            ack = host.receive_setup(frame)  # checks row counts and batch sizes first
+            ack = host.receive_setup(frame)  # checks the body, row counts and batch sizes first
             coordinator.receive_setup(frame)
+            assert host.config is not None
+            body = json.loads(vl.decode_message(frame, host.public_key).body)
             live.guest_features = int(body["n_features"])
+            live.guest_width = live.guest_features + 1 + int(host.config.compute_loss)
             return [ack]
         if kind is vl.MessageType.RESIDUALS:
+            if live.pending is not None:
+                raise vl.ProtocolStateError(
+                    "RESIDUALS: send your MASKED_GRADIENT of the previous batch first"
+                )
+            at = (host.epoch, host.batch)
             masked = host.receive_residuals(frame)
             host.receive_decrypted(coordinator.decrypt(masked))
+            live.pending = at
             return []
         if kind is vl.MessageType.MASKED_GRADIENT:
-            if host.stage not in (vl.Stage.READY_FORWARD, vl.Stage.AWAITING_EPOCH_END):
-                raise vl.ProtocolStateError("MASKED_GRADIENT before the host's gradient of this batch")
-            return [coordinator.decrypt(frame)]
+            # exactly one bank gradient per batch, of the batch the host just answered, of the declared width:
+            # anything else would make the coordinator decrypt ciphertexts of the bank's choosing
+            msg = vl.decode_message(frame, host.public_key)
+            if live.pending is None or (msg.epoch, msg.batch) != live.pending:
+                raise vl.ProtocolStateError(
+                    f"MASKED_GRADIENT for epoch {msg.epoch} batch {msg.batch}: the host expects one only for the "
+                    f"batch it answered last ({live.pending})"
+                )
+            if len(msg.values) != live.guest_width:
+                raise vl.InvalidMessage(
+                    f"MASKED_GRADIENT: {len(msg.values)} values, the SETUP declared {live.guest_width}"
+                )
+            answer = coordinator.decrypt(frame)
+            live.pending = None
+            return [answer]
         if kind is vl.MessageType.EPOCH_END:
+            if live.pending is not None:
+                raise vl.ProtocolStateError("EPOCH_END: send your MASKED_GRADIENT of the last batch first")
             host.receive_epoch_end(frame)
             coordinator.receive_epoch_end(frame)
             return []
@@ -418,12 +528,8 @@ class VerticalTrainingService:
                     f"training {training_id} has not finished ({live.host.epoch} epochs so far): send EPOCH_END "
                     "with the stop flag, or train to the last epoch"
                 )
-            try:
-                _release, plain = self.enclave.host().run(live.handle, params={}, output=live.output)
-            except ee.EnclaveError as exc:
-                self._fail(training_id, f"the enclave failed: {exc.message}")
-                raise pps_error(exc) from None
-            summary = dict(plain.get("summary", {}))
+            # registered first, the enclave job ended after: a failed transaction (a busy database) leaves the
+            # session as it was, to finish again
             model = live.host.model()
             ref = _ref(training_id)
             try:
@@ -454,8 +560,8 @@ class VerticalTrainingService:
                             "rows": len(live.subjects),
                             "host_features": len(live.names),
                             "guest_features": live.guest_features,
-                            "epochs": int(summary.get("epochs", row.epochs_done)),
-                            "decryptions": int(summary.get("decryptions", 0)),
+                            "epochs": row.epochs_done,
+                            "decryption_requests": live.coordinator.decryptions,
                             "consents": list(live.consent_ids),
                             "training": training_id,
                             "coordinator": "enclave",
@@ -494,10 +600,27 @@ class VerticalTrainingService:
             except Conflict as exc:
                 self._fail(training_id, exc.message)
                 raise
+            try:  # end the coordinator's job: its summary is its own count of what it decrypted
+                _release, plain = self.enclave.host().run(live.handle, params={}, output=live.output)
+                log.info("training %s: the coordinator's summary %s", training_id, plain.get("summary"))
+            except ee.EnclaveError as exc:
+                log.warning(
+                    "training %s: the coordinator's job did not end cleanly: %s", training_id, exc.message
+                )
         with self._lock:
             self._live.pop(training_id, None)
         self.enclave.drop(live.handle)
         return record
+
+    def cancel(self, training_id: str, *, actor: Actor) -> VerticalTraining:
+        """The bank ends a running training: the enclave job and the host's state are dropped; nothing is
+        registered (a ``training.fail`` entry says it was cancelled)."""
+        self._session(training_id, actor)
+        self._fail(training_id, "cancelled by the bank")
+        with self.db.transaction(write=False) as s:
+            row = self.get(s, training_id, org_id=actor.org_id, sees_everything=False)
+            s.expunge(row)
+        return row
 
     # --- scoring with the host half -------------------------------------------------------------------
 

@@ -915,6 +915,7 @@ class Coordinator:
         self.config: VerticalLRConfig | None = None
         self._seen: set[tuple[Party, int, int]] = set()
         self._widths: dict[Party, int] = {}
+        self._n_rows = 0
         self.decryptions = 0
         self.epochs_done = 0
         self.seconds: dict[str, float] = {}
@@ -943,7 +944,11 @@ class Coordinator:
             raise ProtocolStateError(f"coordinator: expected SETUP from the guest while {self.stage.value}")
         if msg.key_id != _key_id(self.public_key):
             raise InvalidMessage("SETUP: under another key")
-        self.config = VerticalLRConfig.from_json(json.dumps(_setup_body(msg)["config"]).encode())
+        body = _setup_body(msg)
+        self.config = VerticalLRConfig.from_json(json.dumps(body["config"]).encode())
+        self._n_rows = int(body["n_rows"])
+        # the guest's gradient: its features, the intercept, and the loss if computed (fixed by its SETUP)
+        self._widths[Party.GUEST] = int(body["n_features"]) + 1 + int(self.config.compute_loss)
         self.session = msg.session
         self.stage = Stage.TRAINING
 
@@ -959,6 +964,11 @@ class Coordinator:
         if msg.epoch != self.epochs_done:
             raise ProtocolStateError(
                 f"coordinator: MASKED_GRADIENT for epoch {msg.epoch}, now {self.epochs_done}"
+            )
+        assert self.config is not None
+        if msg.batch >= len(batches_for(self.config, self._n_rows, msg.epoch)):
+            raise ProtocolStateError(
+                f"coordinator: MASKED_GRADIENT for batch {msg.batch}, past the epoch's last"
             )
         slot = (msg.sender, msg.epoch, msg.batch)
         if slot in self._seen:

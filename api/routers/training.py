@@ -148,6 +148,11 @@ async def exchange(training_id: str, request: Request, caller: Bank, rt: Runtime
     return Response(pack_frames(out), media_type=MEDIA_TYPE)
 
 
+@router.delete("/training/vertical/{training_id}", summary="cancel a running training: nothing is registered")
+def cancel_vertical(training_id: str, caller: Bank, rt: RuntimeDep) -> TrainingPublic:
+    return TrainingPublic.of(rt.training.cancel(training_id, actor=caller.actor))
+
+
 @router.post("/training/vertical/{training_id}/finish", summary="end the training and register the model")
 def finish_vertical(training_id: str, caller: Bank, rt: RuntimeDep) -> dict[str, object]:
     record = rt.training.finish(training_id, actor=caller.actor, request_id=current_request_id())

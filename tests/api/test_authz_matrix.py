@@ -106,6 +106,7 @@ class Party:
             path = path.replace("{model_id}", self.models.get("", "mdl_missing"))
         if "{training_id}" in path:
             action = "/" + path.rsplit("/", 1)[1] if path.endswith(("/exchange", "/finish")) else ""
+            action = "/cancel" if method == "DELETE" else action
             path = path.replace("{training_id}", self.trainings.get(action, "vlr_missing"))
         if "{job_id}" in path:
             path = path.replace("{job_id}", self.jobs["/cancel" if path.endswith("/cancel") else ""])
@@ -324,6 +325,9 @@ def _models(
             actor=Actor(bank.org.id, "bank"),
         )
     runtime.training.min_rows = 4
+    runtime.training.max_per_bank = (
+        4  # one finished, one exchanging, one to cancel, one started by the matrix
+    )
     cfg = vl.VerticalLRConfig(epochs=1, batch_size=None, early_stopping=False)
     x, y = np.arange(12.0)[:, None], np.array([0, 1] * 6)
     args = {
@@ -338,6 +342,7 @@ def _models(
         done = start_vertical(client, **args)
         run_guest(client, done, vl.Guest(x, y), cfg)
         pending = start_vertical(client, **args)
+        to_cancel = start_vertical(client, **args)
         guest = vl.Guest(x, y)
         guest.receive_public_key(base64.b64decode(pending["public_key"]))
         body = start_body(client, **args)
@@ -352,7 +357,12 @@ def _models(
             "public_key": base64.b64encode(public.to_bytes()).decode(),
         },
     }
-    trainings = {"": done["id"], "/finish": done["id"], "/exchange": pending["id"]}
+    trainings = {
+        "": done["id"],
+        "/finish": done["id"],
+        "/exchange": pending["id"],
+        "/cancel": to_cancel["id"],
+    }
     return {"": model.id}, trainings, bodies
 
 

@@ -246,16 +246,17 @@ def test_bad_frames_and_strangers_change_nothing(
             bad = [
                 b"garbage",
                 pack_frames([b"\x00" * 10]),
-                kw["content"],  # a replayed SETUP
                 pack_frames(
                     [vl.Message(vl.MessageType.FORWARD, vl.Party.HOST, bytes(16), bytes(16)).to_bytes()]
                 ),
             ]
+            headers = {"content-type": "application/vnd.pps.vlr-frames"}
             for body in bad:
-                r = real_post(
-                    self, url, content=body, headers={"content-type": "application/vnd.pps.vlr-frames"}
-                )
+                r = real_post(self, url, content=body, headers=headers)
                 assert r.status_code == 422, r.text
+            # a replayed SETUP (a retry whose answer was lost) gets the same answer; it is not applied twice
+            r = real_post(self, url, content=kw["content"], headers=headers)
+            assert r.status_code == 200 and r.content == response.content
             with httpx.Client(
                 base_url=base_url, headers={"authorization": f"Bearer {world['other'].token}"}
             ) as o:
@@ -383,3 +384,155 @@ def test_the_cli_trains_keeps_the_bank_half_and_lists_the_model(
     # a wrong vendor key: refused before anything is sent to the enclave
     bad = CliRunner().invoke(app, [*args[:-6], "--vendor-key", "00" * 32, "--out", str(out), *common])
     assert bad.exit_code != 0
+
+
+def _guest_message(
+    guest: vl.Guest, kind: vl.MessageType, values: list[Any], *, epoch: int, batch: int
+) -> bytes:
+    """A frame as a (malicious) bank could build it: its own session and key, any epoch, batch and values."""
+    from protocols import vertical_lr
+
+    assert guest.public_key is not None
+    return vl.Message(
+        kind,
+        vl.Party.GUEST,
+        guest.session,
+        vertical_lr._key_id(guest.public_key),
+        epoch,
+        batch,
+        0,
+        b"",
+        tuple(values),
+    ).to_bytes(guest.public_key)
+
+
+def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    """One bank gradient per batch, of the batch just answered, of the width its SETUP declared: a frame that
+    carries the host's encrypted partial scores (or anything else) is refused before the enclave sees it."""
+    import base64
+
+    from pps.vertical_client import _post_frames, start_vertical
+
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        started = start_vertical(
+            bank,
+            name="probe",
+            purpose=PURPOSE,
+            subjects=world["train"],
+            platform_features=FEATURES,
+            vendor_key=runtime.enclave.vendor_public_key,
+            key_bits=1024,
+        )
+        pos = {c: i for i, c in enumerate(world["customers"])}
+        idx = [pos[c] for c in started["subjects"]]
+        guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
+        path = f"/v1/training/vertical/{started['id']}/exchange"
+        guest.receive_public_key(base64.b64decode(started["public_key"]))
+        ack, forward = _post_frames(bank, path, [guest.setup(CONFIG)])
+        guest.receive_setup_ack(ack)
+        host_scores = list(vl.decode_message(forward, guest.public_key).values[:3])  # [[x_h w_h]] of 3 rows
+        residuals = guest.receive_forward(forward)
+        gradient = guest.masked_gradient()
+        fake = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, host_scores, epoch=0, batch=1000)
+        # the host's ciphertexts dressed as a gradient of a batch that does not exist: refused, nothing changed
+        with pytest.raises(PPSError) as e:
+            _post_frames(bank, path, [fake])
+        assert e.value.status == 422
+        # a second gradient after the honest one: refused; the honest frames were applied, so the session ends
+        with pytest.raises(PPSError) as e:
+            _post_frames(bank, path, [residuals, gradient, fake])
+        assert e.value.status == 422 and "the session was ended" in str(e.value)
+        assert bank.request("GET", f"/v1/training/vertical/{started['id']}")["state"] == "failed"
+        # and in a fresh session, the right batch with the wrong width (the host's scores) is refused too
+        again = start_vertical(
+            bank,
+            name="probe again",
+            purpose=PURPOSE,
+            subjects=world["train"],
+            platform_features=FEATURES,
+            vendor_key=runtime.enclave.vendor_public_key,
+            key_bits=1024,
+        )
+        guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
+        path = f"/v1/training/vertical/{again['id']}/exchange"
+        guest.receive_public_key(base64.b64decode(again["public_key"]))
+        ack, forward = _post_frames(bank, path, [guest.setup(CONFIG)])
+        guest.receive_setup_ack(ack)
+        scores = list(vl.decode_message(forward, guest.public_key).values[:3])
+        residuals = guest.receive_forward(forward)
+        wide = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, scores, epoch=0, batch=0)
+        with pytest.raises(PPSError) as e:
+            _post_frames(bank, path, [residuals, wide])
+        assert e.value.status == 422 and "the SETUP declared" in str(e.value)
+    with runtime.db.transaction(write=False) as s:
+        assert s.execute(select(RegisteredModel)).first() is None
+
+
+def test_sessions_are_limited_per_bank_cancelled_reaped_and_retried(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    import base64
+
+    from pps.vertical_client import _post_frames, start_vertical
+
+    args = {
+        "name": "limits",
+        "purpose": PURPOSE,
+        "subjects": world["train"],
+        "platform_features": FEATURES,
+        "vendor_key": runtime.enclave.vendor_public_key,
+        "key_bits": 1024,
+    }
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        first, second = start_vertical(bank, **args), start_vertical(bank, **args)
+        with pytest.raises(PPSError) as e:
+            start_vertical(bank, **args)
+        assert e.value.status == 429 and "DELETE" in str(e.value)
+        bank.request("DELETE", f"/v1/training/vertical/{first['id']}")  # frees a slot
+        third = start_vertical(bank, **args)
+        # a retried exchange (its first answer lost) gets the same answer, not a protocol error
+        pos = {c: i for i, c in enumerate(world["customers"])}
+        idx = [pos[c] for c in third["subjects"]]
+        guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
+        guest.receive_public_key(base64.b64decode(third["public_key"]))
+        setup = guest.setup(CONFIG)
+        path = f"/v1/training/vertical/{third['id']}/exchange"
+        assert _post_frames(bank, path, [setup]) == _post_frames(bank, path, [setup])
+        # a SETUP whose body is not JSON is a clear error, not a crash
+        broken = bytearray(setup)
+        broken[-10:] = b"\xff" * 10
+        with pytest.raises(PPSError) as e:
+            _post_frames(bank, f"/v1/training/vertical/{second['id']}/exchange", [bytes(broken)])
+        assert e.value.status == 422
+        # sessions nobody touches are failed and their slots freed
+        runtime.training.idle_timeout_s = 0.0
+        fourth = start_vertical(bank, **args)
+        runtime.training.idle_timeout_s = 900.0
+        states = {t["id"]: t["state"] for t in bank.request("GET", "/v1/training/vertical")}
+        assert states[second["id"]] == states[third["id"]] == "failed" and states[fourth["id"]] == "training"
+
+
+def test_a_coordinator_key_under_2048_bits_is_refused_unless_unsafe(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    from pps.vertical_client import start_vertical
+
+    runtime.training.unsafe_small_keys = False
+    try:
+        with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+            with pytest.raises(PPSError) as e:
+                start_vertical(
+                    bank,
+                    name="small key",
+                    purpose=PURPOSE,
+                    subjects=world["train"],
+                    platform_features=FEATURES,
+                    vendor_key=runtime.enclave.vendor_public_key,
+                    key_bits=1024,
+                )
+            assert e.value.status == 422 and "2048" in str(e.value)
+            assert bank.request("GET", "/v1/training/vertical") == []  # refused before admission: no row
+    finally:
+        runtime.training.unsafe_small_keys = True
