@@ -256,6 +256,7 @@ def check_entry(data: bytes, index: int) -> dict[str, Any]:
         raise Rejected(f"time {t!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
     if set(doc["actor"]) != {"org", "role", "via", "token"} or doc["actor"]["via"] not in (
         "api",
+        "web",
         "cli",
         "job",
     ):

@@ -6,7 +6,7 @@ own tokens. Another organisation's ids are answered with 404, as if they did not
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -15,6 +15,7 @@ from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import Me, OrgCreate, OrgDisable, OrgPublic, Page, TokenIssue, TokenIssued, TokenPublic
 from pps.errors import NotFound
+from pps.runtime import Runtime
 from pps.storage.tables import Role, utcnow
 
 router = APIRouter(prefix="/v1", tags=["identity"])
@@ -84,12 +85,32 @@ def disable_org(org_id: str, body: OrgDisable, caller: Admin, rt: RuntimeDep) ->
     summary="issue an API token (shown once)",
 )
 def issue_token(org_id: str, body: TokenIssue, caller: AnyRole, rt: RuntimeDep) -> TokenIssued:
+    return issue_token_until(org_id, body, caller, rt, expires_by=None)
+
+
+def issue_token_until(
+    org_id: str, body: TokenIssue, caller: Caller, rt: Runtime, *, expires_by: datetime | None
+) -> TokenIssued:
+    """:func:`issue_token`, the new token expiring no later than ``expires_by`` if given.
+
+    Not a route: the web pages call it behind :func:`issue_token`'s guard, capping a token minted from a
+    browser session at the expiry of the token that session was opened with.
+    """
     _own_or_admin(caller, org_id)
     ttl = timedelta(days=body.ttl_days or rt.settings.token_ttl_days)
     with rt.db.transaction() as session:
         org = rt.identity.get_org(session, org_id)
+        now = utcnow()
+        if expires_by is not None:
+            ttl = min(ttl, expires_by - now)
         issued = rt.identity.issue_token(
-            session, org=org, label=body.label, ttl=ttl, actor=caller.actor, request_id=current_request_id()
+            session,
+            org=org,
+            label=body.label,
+            ttl=ttl,
+            actor=caller.actor,
+            request_id=current_request_id(),
+            now=now,
         )
         public = TokenPublic.of(issued.token, utcnow())
         return TokenIssued(**public.model_dump(), token=issued.secret)

@@ -4,7 +4,11 @@ Threats and answers:
 
 * a stolen cookie is a session, not a credential: it names a server-side row (by SHA-256 of a random id),
   expires after :data:`SESSION_TTL` (or with its API token), and ends at log-out; the API token itself is
-  checked once at log-in and never stored in the browser or the database;
+  checked at log-in and never stored in the browser or the database;
+* nor can a cookie be turned into a credential: a page issues an API token only after the person types a
+  valid API token of the session's organisation again (:func:`reauthenticate`), and the new token expires no
+  later than the token the session was opened with (:attr:`Web.token_expires_at`);
+* the ledger tells page actions apart: their actor says ``via: "web"`` (:class:`PageCaller`);
 * cross-site requests: the cookie is ``SameSite=Strict`` and ``HttpOnly`` (``Secure`` over https), and every
   state-changing form carries a synchronizer token bound to the session, compared in constant time;
 * a page does no more than the API: each page action calls the API route's own function, after the role
@@ -18,7 +22,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -38,6 +42,7 @@ from api.routers import aggregates, audit, consent, datasets, identity, jobs
 from api.routers import models as model_routes
 from pps.errors import AuthenticationError, Forbidden, InvalidInput, PayloadTooLarge, PPSError
 from pps.identity.service import MAX_TOKEN_LENGTH
+from pps.ledger.entry import Actor
 from pps.storage.tables import ApiToken, Organization, Role, WebSession, utcnow
 
 from .i18n import LANGS, translate
@@ -76,6 +81,12 @@ class CSRFRefused(Forbidden):
     code = "csrf_refused"
 
 
+class ReauthenticationFailed(Forbidden):
+    """An action that mints a credential, without a valid API token of the session's organisation typed again."""
+
+    code = "reauthentication_failed"
+
+
 def session_key(session_id: str) -> bytes:
     return hashlib.sha256(session_id.encode()).digest()
 
@@ -84,13 +95,27 @@ def session_key(session_id: str) -> bytes:
 
 
 @dataclass(frozen=True)
+class PageCaller(Caller):
+    """The caller of a page: the API's :class:`Caller`, whose ledger entries say ``via: "web"``."""
+
+    @property
+    def actor(self) -> Actor:
+        return replace(super().actor, via="web")
+
+
+@dataclass(frozen=True)
 class Web:
-    """A logged-in page request: who calls, the session's CSRF token, the label language."""
+    """A logged-in page request: who calls, the session's CSRF token, the label language.
+
+    ``token_expires_at`` is when the API token the session was opened with expires: no token issued from
+    a page outlives it.
+    """
 
     caller: Caller
     csrf: str
     lang: str
     request: Request
+    token_expires_at: datetime
 
     def t(self, key: str) -> str:
         return translate(key, self.lang)
@@ -148,10 +173,16 @@ def web(request: Request, rt: RuntimeDep) -> Web:
             and token.expires_at > now
             and org.disabled_at is None
         )
-        if not usable or org is None:
+        if not usable or org is None or token is None:
             raise LoginRequired("the token behind this session was revoked or expired; log in again")
-        caller = Caller(org_id=org.id, name=org.name, role=org.role, uscc=org.uscc, token_id=row.token_id)
-        return Web(caller=caller, csrf=row.csrf_token, lang=lang_of(request), request=request)
+        caller = PageCaller(org_id=org.id, name=org.name, role=org.role, uscc=org.uscc, token_id=row.token_id)
+        return Web(
+            caller=caller,
+            csrf=row.csrf_token,
+            lang=lang_of(request),
+            request=request,
+            token_expires_at=token.expires_at,
+        )
 
 
 WebDep = Annotated[Web, Depends(web)]
@@ -234,11 +265,16 @@ def allowed(page: Web, endpoint: Callable[..., Any]) -> bool:
     return not roles or page.caller.role in roles
 
 
-def call(page: Web, endpoint: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Call an API route function as ``page``'s caller, after that route's role guard."""
+def guard(page: Web, endpoint: Callable[..., Any]) -> None:
+    """Apply the role guard of the API route served by ``endpoint`` to ``page``'s caller."""
     roles = api_roles(endpoint)
     if roles:
         RoleGuard(roles)(page.caller)
+
+
+def call(page: Web, endpoint: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Call an API route function as ``page``'s caller, after that route's role guard."""
+    guard(page, endpoint)
     return endpoint(*args, **kwargs)
 
 
@@ -325,6 +361,27 @@ def safe_next(target: str | None) -> str | None:
     if target and target.startswith(PREFIX + "/") and "//" not in target and "\\" not in target:
         return target
     return None
+
+
+def reauthenticate(page: Web, rt: RuntimeDep, token_text: str) -> None:
+    """Raise :class:`ReauthenticationFailed` unless ``token_text`` is a usable API token of the session's
+    organisation: the one the session was opened with, or another of the same organisation.
+
+    Asked before a page mints a credential, so that a stolen session cookie alone cannot.
+    """
+    token_text = token_text.strip()
+    if not token_text:
+        raise ReauthenticationFailed("enter your current API token to confirm it is you")
+    if len(token_text) > MAX_TOKEN_LENGTH:
+        raise ReauthenticationFailed("that is not a PPS API token")
+    try:
+        with rt.db.transaction(write=False) as session:
+            org, token = rt.identity.authenticate(session, token_text)
+            same_org = token.id == page.caller.token_id or org.id == page.caller.org_id
+    except AuthenticationError as exc:
+        raise ReauthenticationFailed(f"the API token you entered was not accepted: {exc.message}") from None
+    if not same_org:
+        raise ReauthenticationFailed("the API token you entered belongs to another organisation")
 
 
 def check_token_shape(token: str) -> str:

@@ -119,6 +119,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "请立即复制此令牌：它只显示一次。",
     ),
     "token_revoked": ("Token revoked.", "令牌已撤销。"),
+    "current_token": ("Your current API token (to confirm it is you)", "您当前的 API 令牌（确认身份）"),
+    "reauth_hint": (
+        "A new token is issued only after you enter a valid API token of your organisation again, and it "
+        "expires no later than the token you logged in with:",
+        "只有再次输入贵机构有效的 API 令牌后才会签发新令牌；新令牌的到期时间不晚于您登录所用令牌的到期时间：",
+    ),
     "create_org": ("Onboard an organisation", "新增机构"),
     "name": ("Name", "名称"),
     "role": ("Role", "角色"),

@@ -59,9 +59,11 @@ from .core import (
     call,
     check_token_shape,
     close_session,
+    guard,
     one,
     open_session,
     read_form,
+    reauthenticate,
     redirect,
     render,
     require,
@@ -651,6 +653,7 @@ def _org_page(page: Web, rt: RuntimeDep, org_id: str, issued: Any = None, status
         tokens=sorted(tokens, key=lambda t: t.created_at, reverse=True),
         issued=issued,
         default_ttl=rt.settings.token_ttl_days,
+        expires_by=page.token_expires_at,
     )
 
 
@@ -663,11 +666,18 @@ def org_page(org_id: Annotated[str, Path(max_length=40)], page: WebDep, rt: Runt
 def org_issue_token(
     org_id: Annotated[str, Path(max_length=40)], page: WebDep, rt: RuntimeDep, form: FormDep
 ) -> Response:
+    """Issue a token, only after re-authentication: a session cookie alone must not yield a credential.
+
+    The person types a valid API token of the session's organisation again, and the new token expires no
+    later than the token the session was opened with, so a page never extends a credential's lifetime.
+    """
+    guard(page, identity.issue_token)
+    reauthenticate(page, rt, one(form, "current_token"))
     ttl = one(form, "ttl_days")
     body = TokenIssue.model_validate(
         {"label": one(form, "label"), "ttl_days": int(ttl) if ttl.isdigit() else (ttl or None)}
     )
-    issued = call(page, identity.issue_token, org_id, body, page.caller, rt)
+    issued = identity.issue_token_until(org_id, body, page.caller, rt, expires_by=page.token_expires_at)
     return _org_page(page, rt, org_id, issued=issued, status_code=201)
 
 

@@ -6,7 +6,7 @@ An entry is a JSON object, serialised with the JSON Canonicalization Scheme (RFC
 ``v``            format version, 1
 ``index``        position in the log (0-based)
 ``time``         RFC 3339 UTC time with microseconds, e.g. ``2026-11-25T21:00:00.123456Z``
-``actor``        ``{"org": <org id or null>, "role": <role or "operator">, "via": "api" | "cli" | "job",
+``actor``        ``{"org": <org id or null>, "role": <role or "operator">, "via": "api" | "web" | "cli" | "job",
                  "token": <id of the API token used, or null>}``
 ``action``       dotted verb, e.g. ``org.create``, ``token.issue``, ``token.revoke``
 ``objects``      ``[{"kind": ..., "id": ...}]`` the objects acted on

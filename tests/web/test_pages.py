@@ -479,7 +479,12 @@ def test_the_operator_onboards_issues_and_revokes_tokens(
     assert "Bank C" in org_page.text and "Nothing here yet." in org_page.text
     issued = client.post(
         made.headers["location"] + "/tokens",
-        data={"csrf": csrf_of(org_page.text), "label": "ops", "ttl_days": "3"},
+        data={
+            "csrf": csrf_of(org_page.text),
+            "label": "ops",
+            "ttl_days": "3",
+            "current_token": world.admin.token,
+        },
     )
     assert issued.status_code == 201
     secret = re.search(r'id="issued-token">(pps_[^<]+)<', issued.text)

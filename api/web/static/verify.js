@@ -116,4 +116,6 @@
     const button = ev.target.closest("button.verify");
     if (button) onClick(button);
   });
+  // the buttons come disabled: a click before this script has run would otherwise do nothing
+  for (const button of document.querySelectorAll("button.verify")) button.disabled = false;
 })();
