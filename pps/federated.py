@@ -8,15 +8,20 @@ declaring the purpose ``joint_model_training``; when all have, round 1 starts.
 Each round runs :mod:`protocols.secagg` (advertise keys → share keys → masked input → unmask → done): every
 bank fetches the round's global model and what it needs for the current phase (``GET``), trains locally on its
 own portfolio and posts its messages. The service validates each message (:class:`protocols.secagg.SecAggServer`
-is the one validation point), stores it, and closes a phase when every bank still in it has posted — or, after
-the phase deadline (or earlier, by the initiator), with the banks heard from: those are the drop-outs. Below the
-threshold the round and the federation are **aborted** (never averaged over a partial set); after the unmask
-phase the weighted sum is decoded and ``global += sum(w_i * delta_i) / sum(w_i)``.
+is the one validation point), stores it, and closes a phase when every bank still in it has posted — or, once
+the phase deadline has passed, on any participant's ``advance``, with the banks heard from: the others are the
+drop-outs. Nobody, the initiator included, may close a phase early while a bank still in it has not posted:
+whoever closes a phase chooses the survivors. With fewer than ``max(threshold, 3)`` banks left the round and the
+federation are **aborted** (never averaged over a partial set, and never over two banks, either of which could
+solve the aggregate for the other's update); after the unmask phase the weighted sum is decoded and
+``global += sum(w_i * delta_i) / sum(w_i)``.
 
 Persistence: the federation, its participants, each round (phase, the global model it started from, its
 result) and every accepted message are rows; the server's protocol state is rebuilt from the stored messages on
 every request, so a restarted server continues the round where it was (or aborts it once its deadline has
-passed with too few banks). A phase is closed and the aggregate computed inside one transaction.
+passed with too few banks). A phase is closed and the aggregate computed inside one transaction. A participant's
+view (``GET``) reads only the small key and share messages it needs; the masked inputs (``8 * (n_params + 1)``
+bytes per bank) are read only when a bank posts a message or a phase is closed (the state is replayed then).
 
 Consent: horizontal training uses the banks' *own* portfolios and labels, so no platform data and no subject
 consent is involved; each bank declares the purpose ``joint_model_training`` and only participants can see or
@@ -25,7 +30,9 @@ act on a federation (others get ``NotFound``).
 Who learns what: the safe-room learns per round which banks took part and dropped out, the total sample count,
 and the weighted mean update (hence the global models) — not any bank's update (see :mod:`protocols.secagg`
 for the assumptions: semi-honest server, collusion with fewer than ``threshold`` banks). The participating
-banks learn the global models. The clients' secrets never reach the server.
+banks learn the global models, each round's survivors (hence their number, at least 3) and total weight: a bank
+that subtracts its own contribution learns the weighted sum of at least two other banks' updates, never one
+bank's (unless it colludes with all survivors but one). The clients' secrets never reach the server.
 
 Ledger: ``federation.create``, ``federation.accept`` (each participation), ``federation.round.start``,
 ``federation.round.submit`` (each message: round, stage, size), ``federation.round.done`` (survivors,
@@ -65,6 +72,7 @@ from pps.storage.tables import (
     utcnow,
 )
 from protocols.secagg import (
+    MIN_SURVIVORS,
     STAGE_OF,
     InvalidSecAggMessage,
     RoundInfo,
@@ -75,6 +83,7 @@ from protocols.secagg import (
     Stage,
     decode_frame,
     peek_type,
+    survivors_frame,
 )
 
 PURPOSE: Final = "joint_model_training"
@@ -126,9 +135,13 @@ class FederationSpec:
             raise InvalidInput(f"kind must be one of {', '.join(MODEL_KINDS)}")
         if (
             len(set(self.participants)) != len(self.participants)
-            or not 2 <= len(self.participants) <= MAX_PARTICIPANTS
+            or not MIN_SURVIVORS <= len(self.participants) <= MAX_PARTICIPANTS
         ):
-            raise InvalidInput(f"participants must be 2 to {MAX_PARTICIPANTS} distinct bank organisation ids")
+            raise InvalidInput(
+                f"participants must be {MIN_SURVIVORS} to {MAX_PARTICIPANTS} distinct bank organisation ids: "
+                f"a round is averaged over at least {MIN_SURVIVORS} banks, so that no bank can solve the result "
+                "for another's update"
+            )
         names = self.feature_schema
         if not 1 <= len(names) <= MAX_FEATURES or len(set(names)) != len(names):
             raise InvalidInput(f"feature_schema must list 1 to {MAX_FEATURES} distinct feature names")
@@ -251,22 +264,47 @@ class FederatedService:
             return None
         return session.get(FederationRound, (fed.id, fed.current_round))
 
-    def _server(self, session: Session, fed: Federation, rnd: FederationRound) -> SecAggServer:
-        """Rebuild the protocol state of a round from the stored messages (after a restart too)."""
+    def _server(
+        self, session: Session, fed: Federation, rnd: FederationRound, *, before: Stage | None = None
+    ) -> SecAggServer:
+        """Rebuild the protocol state of a round from the stored messages (after a restart too).
+
+        By default up to the round's current stage, with the messages received in it so far; with ``before``,
+        only the stages before that one, each closed (and no message of a later stage is read)."""
         srv = SecAggServer(self._info(fed, rnd.round_no))
         target = STAGE_OF_PHASE.get(rnd.phase, Stage.DONE)
+        last = min(int(target), int(Stage.UNMASK)) if before is None else min(int(before), int(target)) - 1
         stored = session.scalars(
             select(FederationMessage)
-            .where(FederationMessage.federation_id == fed.id, FederationMessage.round_no == rnd.round_no)
+            .where(
+                FederationMessage.federation_id == fed.id,
+                FederationMessage.round_no == rnd.round_no,
+                FederationMessage.stage <= last,
+            )
             .order_by(FederationMessage.stage, FederationMessage.created_at, FederationMessage.bank_org_id)
         ).all()
-        for stage in range(min(int(target), int(Stage.UNMASK)) + 1):
+        for stage in range(last + 1):
             for m in stored:
                 if m.stage == stage:
                     srv.receive(m.payload)
             if stage < target:
                 srv.close_stage()
         return srv
+
+    def _senders(self, session: Session, fed: Federation, rnd: FederationRound) -> dict[Stage, set[int]]:
+        """The positions of the banks that posted each stage's message in this round (no payload is read).
+
+        A stage takes messages only while it is open, so for a closed stage these are the banks it closed with."""
+        position = {org: pos for pos, org in enumerate(self._order(fed), start=1)}
+        rows = session.execute(
+            select(FederationMessage.stage, FederationMessage.bank_org_id).where(
+                FederationMessage.federation_id == fed.id, FederationMessage.round_no == rnd.round_no
+            )
+        ).all()
+        out: dict[Stage, set[int]] = {stage: set() for stage in Stage}
+        for stage, org in rows:
+            out[Stage(stage)].add(position[org])
+        return out
 
     # --- create and accept -----------------------------------------------------------------------------------
 
@@ -469,15 +507,29 @@ class FederatedService:
     ) -> Federation:
         """Close the current phase with the banks heard from (the others are drop-outs).
 
-        The initiator may do so at any time (it runs the federation's clock); any participant once the phase's
-        deadline has passed. Below the threshold the round is aborted.
+        Any participant may, once the phase's deadline has passed. Before it, a phase closes by itself when every
+        bank still in it has posted, and the initiator may close it only then: whoever closes a phase early
+        chooses the survivors, and closing it on the initiator and one other bank would hand the initiator that
+        bank's update. With fewer than ``max(threshold, 3)`` banks left the round is aborted.
         """
         assert actor.org_id is not None
         fed, _ = self._load(session, fed_id, actor.org_id, lock=True)
         rnd = self._running_round(session, fed)
-        if actor.org_id != fed.initiator_org_id and not self._overdue(rnd):
-            raise Forbidden("only the initiating bank may close a phase before its deadline")
-        self._close(session, fed, rnd, self._server(session, fed, rnd), actor=actor, request_id=request_id)
+        srv = self._server(session, fed, rnd)
+        if not self._overdue(rnd):
+            missing = sorted(self._expected(srv) - srv.received())
+            if missing:
+                order = self._order(fed)
+                raise SecAggStageError(
+                    f"the {rnd.phase.value} phase is open until its deadline "
+                    f"{rnd.phase_deadline.isoformat()}: bank(s) {', '.join(order[i - 1] for i in missing)} still "
+                    "in the round have not posted; it closes by itself when they have, and after the deadline "
+                    "any participant may close it without them",
+                    details={"phase": rnd.phase.value, "waiting_for": [order[i - 1] for i in missing]},
+                )
+            if actor.org_id != fed.initiator_org_id:
+                raise Forbidden("only the initiating bank may close a phase before its deadline")
+        self._close(session, fed, rnd, srv, actor=actor, request_id=request_id)
         return fed
 
     def _running_round(self, session: Session, fed: Federation) -> FederationRound:
@@ -706,19 +758,30 @@ class FederatedService:
         }
         final = rnd.result_weights if rnd.result_weights is not None else rnd.global_weights
         out["global_weights"] = [float(v) for v in _weights(final)]
-        if rnd.phase in (RoundPhase.share_keys, RoundPhase.masked_input, RoundPhase.unmask):
-            srv = self._server(session, fed, rnd)
-            posted = part.position in srv.received()
-            out["round"]["posted"] = posted
-            try:
-                out["inbox"] = srv.outbox(part.position)
-            except SecAggStageError:
-                out["inbox"] = None  # this bank dropped out of the round earlier
-        elif rnd.phase is RoundPhase.advertise_keys:
-            out["round"]["posted"] = (
-                session.get(
-                    FederationMessage, (fed.id, rnd.round_no, int(Stage.ADVERTISE_KEYS), part.bank_org_id)
-                )
-                is not None
-            )
+        stage = STAGE_OF_PHASE.get(rnd.phase) if rnd.phase is not RoundPhase.done else None
+        if stage is not None:
+            senders = self._senders(session, fed, rnd)
+            out["round"]["posted"] = part.position in senders[stage]
+            out["inbox"] = self._inbox(session, fed, rnd, stage, part.position, senders)
         return out
+
+    def _inbox(
+        self,
+        session: Session,
+        fed: Federation,
+        rnd: FederationRound,
+        stage: Stage,
+        position: int,
+        senders: dict[Stage, set[int]],
+    ) -> bytes | None:
+        """What bank ``position`` needs for ``stage``, built without reading any masked input."""
+        if stage is Stage.ADVERTISE_KEYS:
+            return None
+        if stage is Stage.UNMASK:  # U2 and U3: who posted shares and masked inputs
+            info = self._info(fed, rnd.round_no)
+            return survivors_frame(info, senders[Stage.SHARE_KEYS], senders[Stage.MASKED_INPUT])
+        srv = self._server(session, fed, rnd, before=stage)  # the advertised keys, or those and the shares
+        try:
+            return srv.outbox(position)
+        except SecAggStageError:
+            return None  # this bank dropped out of the round earlier

@@ -2,8 +2,10 @@
 
 ``n`` banks (clients, numbered ``1..n`` by the order of their organisation ids) each hold a float update
 vector ``x_i`` (the change of the global model after local training) and a weight ``w_i`` (its sample count).
-The safe-room (server) learns ``sum_i w_i * clip(x_i)`` and ``sum_i w_i`` over the banks that finish the round,
-and nothing else about any ``x_i``.
+The safe-room (server) learns ``sum_i w_i * clip(x_i)`` and ``sum_i w_i`` over the banks that finish the round
+(the survivors ``U3``), and nothing else about any ``x_i``. A round never finishes with fewer than
+``max(threshold, 3)`` survivors (:attr:`SecAggParams.min_survivors`): with two, either survivor could subtract its
+own weighted update from the published aggregate and obtain the other's exactly.
 
 Stages and messages (each a bytes frame, see :func:`encode_frame`)
 ------------------------------------------------------------------
@@ -24,7 +26,9 @@ Stages and messages (each a bytes frame, see :func:`encode_frame`)
    ``t`` responses the server rebuilds the self masks of the survivors and the mask keys of the dropped (checked
    against their advertised ``s_pk``), removes them and decodes the sum.
 
-At every stage, if fewer than ``threshold`` banks remain, the round aborts with :class:`SecAggAborted`.
+At every stage, if fewer than ``min_survivors = max(threshold, 3)`` banks remain (at the unmask stage: fewer than
+``threshold`` unmask responses, which is all that Shamir needs), the round aborts with :class:`SecAggAborted` and
+nothing is aggregated. A round therefore needs at least 3 banks.
 
 Quantisation: the client clips ``x_i`` to L2 norm ``clip_norm`` (so each coordinate lies in
 ``[-clip_norm, clip_norm]``), scales to ``[-levels, levels]`` with unbiased stochastic rounding, multiplies by its
@@ -45,12 +49,17 @@ Who learns what (semi-honest model: everyone follows the protocol but tries to l
 ---------------------------------------------------------------------------------------------------------
 * The **server** sees public keys, encrypted shares (opaque to it), masked inputs (each uniformly distributed
   on its own), the sets ``U1..U4`` and the unmasking shares; it learns ``sum w_i q_i`` and ``sum w_i`` over ``U3``
-  (hence the total sample count and the weighted mean update) — not any single update, as long as at least two
-  banks are in ``U3``. Dropped banks' (``U2 \\ U3``) inputs are never revealed: only their mask keys are.
-* A **bank** learns the public keys and the survivor set, and the final aggregate if the service gives it the
-  new global model (it does), hence the others' weighted mean update; nothing about any single other bank.
+  (hence the total sample count and the weighted mean update) — not any single update: ``U3`` has at least
+  ``min_survivors >= 3`` banks. Dropped banks' (``U2 \\ U3``) inputs are never revealed: only their mask keys are.
+* A **bank** learns the public keys and the survivor set (its size is published), and the final aggregate if the
+  service gives it the new global model and total weight (it does). Subtracting its own contribution leaves the
+  weighted sum of the *other* survivors, at least two banks: nothing about any single other bank — unless it
+  colludes with all survivors but one (see below). Whoever decides when a stage closes chooses the survivors; the
+  service (:mod:`pps.federated`) lets no bank close a stage before its deadline while a bank still in it has not
+  posted.
 * **Collusion**: the server together with up to ``threshold - 1`` banks learns nothing beyond the sum of the
-  other banks' inputs (and what the colluding banks know); ``threshold`` colluding shares rebuild secrets, so
+  other survivors' inputs (and what the colluding banks know): if the colluders are all survivors but one, that
+  is the one's update, the inherent limit of any exact aggregate; ``threshold`` colluding shares rebuild secrets, so
   ``threshold > n / 2`` is required, which also keeps a semi-honest server from obtaining both shares of one bank.
 * Not covered: a *malicious* server that tells different banks different survivor sets (Bonawitz's
   consistency-check round with signatures), malicious banks that send out-of-range inputs (the sum is then
@@ -98,6 +107,8 @@ KEY_BYTES: Final = 32
 MAGIC: Final = b"PSAG"
 VERSION: Final = 1
 MAX_CLIENTS: Final = 1000
+MIN_SURVIVORS: Final = 3
+"""fewest banks whose updates an aggregate may sum: with two, each could solve for the other's update"""
 MAX_DIM: Final = 1 << 22
 _HEADER = struct.Struct(">4sBBI32sH")  # magic, version, type, round, session, sender
 _DOMAIN = b"pps-secagg/v1"
@@ -120,7 +131,8 @@ class SecAggStageError(Conflict):
 
 
 class SecAggAborted(Conflict):
-    """Fewer banks than the threshold remain: the round cannot complete and is aborted (nothing is averaged)."""
+    """Fewer banks than the threshold (or than :data:`MIN_SURVIVORS`) remain: the round cannot complete and is
+    aborted (nothing is averaged)."""
 
     code = "secagg_aborted"
 
@@ -173,8 +185,11 @@ class SecAggParams:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {v!r}")
-        if not 2 <= self.n <= MAX_CLIENTS:
-            raise InvalidInput(f"a round needs 2 to {MAX_CLIENTS} banks, got {self.n}")
+        if not MIN_SURVIVORS <= self.n <= MAX_CLIENTS:
+            raise InvalidInput(
+                f"a round needs {MIN_SURVIVORS} to {MAX_CLIENTS} banks, got {self.n}: with two, each bank could "
+                "solve the aggregate for the other's update"
+            )
         if not self.n // 2 + 1 <= self.threshold <= self.n:
             raise InvalidInput(
                 f"threshold must be a majority of the {self.n} banks ({self.n // 2 + 1}..{self.n}), got "
@@ -190,6 +205,11 @@ class SecAggParams:
             raise InvalidInput(f"clip_norm must be a positive finite number, got {self.clip_norm!r}")
         if self.n * self.max_weight * self.levels >= HALF:
             raise InvalidInput("n * max_weight * levels must stay below 2^61 so that the sum cannot wrap")
+
+    @property
+    def min_survivors(self) -> int:
+        """Fewest banks a round may keep at each stage up to the masked inputs (and so sum over)."""
+        return max(self.threshold, MIN_SURVIVORS)
 
 
 def session_id(federation_id: str, round_no: int) -> bytes:
@@ -601,15 +621,34 @@ class SecAggServer:
         return set(by_stage.get(self.stage, {}))
 
     def close_stage(self) -> Stage:
-        """End the current stage with the banks heard from; raises :class:`SecAggAborted` below the threshold."""
+        """End the current stage with the banks heard from; raises :class:`SecAggAborted` below
+        :attr:`SecAggParams.min_survivors` (at the unmask stage: below the threshold, all Shamir needs)."""
         if self.stage is Stage.DONE:
             raise SecAggStageError("the round is already done")
         got = self.received()
-        if len(got) < self.params.threshold:
+        p = self.params
+        if self.stage is Stage.UNMASK and len(got) < p.threshold:
             raise SecAggAborted(
-                f"only {len(got)} of {self.params.n} banks completed stage {self.stage.name}; the threshold is "
-                f"{self.params.threshold}: the round is aborted and nothing is aggregated",
-                details={"stage": self.stage.name, "remaining": len(got), "threshold": self.params.threshold},
+                f"only {len(got)} of {p.n} banks completed stage {self.stage.name}; the threshold is "
+                f"{p.threshold}: the round is aborted and nothing is aggregated",
+                details={"stage": self.stage.name, "remaining": len(got), "threshold": p.threshold},
+            )
+        if self.stage is not Stage.UNMASK and len(got) < p.min_survivors:
+            why = (
+                f"the threshold is {p.threshold}"
+                if p.min_survivors == p.threshold
+                else f"an aggregate needs at least {MIN_SURVIVORS} banks, so that no bank can solve it for "
+                "another's update"
+            )
+            raise SecAggAborted(
+                f"only {len(got)} of {p.n} banks completed stage {self.stage.name}; {why}: the round is "
+                "aborted and nothing is aggregated",
+                details={
+                    "stage": self.stage.name,
+                    "remaining": len(got),
+                    "threshold": p.threshold,
+                    "min_survivors": p.min_survivors,
+                },
             )
         if self.stage is Stage.ADVERTISE_KEYS:
             self.u1 = got
@@ -638,8 +677,7 @@ class SecAggServer:
             body = struct.pack(">H", len(parts)) + b"".join(parts)
             return encode_frame(self.info, MsgType.SHARES, SERVER + 1, body)
         if self.stage is Stage.UNMASK:
-            body = _ids_body(self.u2) + _ids_body(self.u3)
-            return encode_frame(self.info, MsgType.SURVIVORS, SERVER + 1, body)
+            return survivors_frame(self.info, self.u2, self.u3)
         raise SecAggStageError(f"nothing to fetch at stage {self.stage.name}")
 
     def aggregate(self, *, executor: Executor | None = None) -> tuple[F64, int]:
@@ -652,6 +690,8 @@ class SecAggServer:
         if self.stage is not Stage.DONE:
             raise SecAggStageError(f"the round is at stage {self.stage.name}, not done")
         p, session = self.params, self.info.session
+        if len(self.u3) < p.min_survivors:  # close_stage aborts first; never release a sum of fewer
+            raise SecAggAborted(f"only {len(self.u3)} survivors; an aggregate needs {p.min_survivors}")
         total = np.zeros(p.dim + 1, dtype=np.uint64)
         for y in self.masked.values():
             total += y
@@ -683,6 +723,13 @@ class SecAggServer:
         for delta in deltas:
             total += delta
         return dequantise(total & _MASK, p)
+
+
+def survivors_frame(info: RoundInfo, u2: Iterable[int], u3: Iterable[int]) -> bytes:
+    """The ``SURVIVORS`` frame of the unmask stage: the banks that shared keys (U2) and sent inputs (U3).
+
+    It depends on those sets only, so a service can build it without holding the masked inputs."""
+    return encode_frame(info, MsgType.SURVIVORS, SERVER + 1, _ids_body(u2) + _ids_body(u3))
 
 
 _MaskJob = tuple[str, bytes, tuple[tuple[bytes, bool], ...]]
@@ -755,9 +802,9 @@ class SecAggClient:
         r.end()
         if self.index not in self._keys or self._keys[self.index].c_pk != _pub(self._c_sk):
             raise InvalidSecAggMessage("KEYS does not list this bank's own keys")
-        if len(self._keys) < p.threshold:
+        if len(self._keys) < p.min_survivors:
             raise SecAggAborted(
-                f"only {len(self._keys)} banks advertised keys; the threshold is {p.threshold}"
+                f"only {len(self._keys)} banks advertised keys; a round needs {p.min_survivors}"
             )
         self._advance(Stage.SHARE_KEYS)
         xs = sorted(self._keys)
@@ -804,8 +851,8 @@ class SecAggClient:
             )
         r.end()
         u2 = set(got) | {self.index}
-        if len(u2) < p.threshold:
-            raise SecAggAborted(f"only {len(u2)} banks shared keys; the threshold is {p.threshold}")
+        if len(u2) < p.min_survivors:
+            raise SecAggAborted(f"only {len(u2)} banks shared keys; a round needs {p.min_survivors}")
         self._advance(Stage.MASKED_INPUT)
         self._peer_shares.update(got)
         self._u2 = u2
@@ -829,8 +876,8 @@ class SecAggClient:
         r.end()
         if u2 != self._u2 or not u3 <= u2 or self.index not in u3:
             raise InvalidSecAggMessage("SURVIVORS does not fit the banks that shared keys with this bank")
-        if len(u3) < p.threshold:
-            raise SecAggAborted(f"only {len(u3)} banks sent masked inputs; the threshold is {p.threshold}")
+        if len(u3) < p.min_survivors:  # a bank does not help unmask a sum that would reveal another's update
+            raise SecAggAborted(f"only {len(u3)} banks sent masked inputs; a round needs {p.min_survivors}")
         self._advance(Stage.UNMASK)
         parts = []
         for j in sorted(u2):

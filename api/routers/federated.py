@@ -4,7 +4,8 @@ A bank creates a federation (``POST /v1/federations``), the other participants a
 (``POST /v1/federations/{id}/accept``, purpose ``joint_model_training``), then each round every bank reads the
 round's state and its inbox (``GET /v1/federations/{id}``) and posts its secure-aggregation messages
 (``POST /v1/federations/{id}/messages``, base64 frames). ``POST /v1/federations/{id}/advance`` closes the
-current phase with the banks heard from (the initiator at any time, others after the deadline). The protocol,
+current phase with the banks heard from: once the phase's deadline has passed (before it, only when every bank
+still in the round has posted); a round ends without an aggregate if fewer than three banks remain. The protocol,
 its messages and who learns what: :mod:`protocols.secagg`, :mod:`pps.federated` and ``docs/protocols.md``.
 Only participants see a federation; everyone else gets 404.
 """

@@ -200,7 +200,7 @@ def parties(
             "POST /v1/scoring": scoring,
             "POST /v1/federations": {
                 "name": "matrix",
-                "participants": [bank.org.id, bank.disposable.id],
+                "participants": [bank.org.id, bank.disposable.id, made[Role.auditor].disposable.id],
                 "kind": "horizontal_lr",
                 "feature_schema": ["f1", "f2"],
                 "rounds": 1,
@@ -234,18 +234,21 @@ def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, s
     from protocols.secagg import RoundInfo, SecAggClient, SecAggParams
 
     bank, other = made[Role.bank].org, made[Role.data_provider].disposable
+    third = made[Role.subject].disposable  # a round needs at least three banks
 
-    def start(initiator: OrgHandle, invitee: OrgHandle, *, accept: bool) -> str:
+    def start(initiator: OrgHandle, invitee: OrgHandle, *, accept: bool, timeout: int = 600) -> str:
         spec = FederationSpec(
             name="matrix",
-            participants=(initiator.id, invitee.id),
+            participants=(initiator.id, invitee.id, third.id),
             kind="horizontal_lr",
             feature_schema=("f",),
             rounds=1,
             threshold=2,
+            phase_timeout_s=timeout,
         )
         with runtime.db.transaction() as s:
             fed_id = runtime.federated.create(s, spec, actor=Actor(initiator.id, "bank")).id
+            runtime.federated.accept(s, fed_id, purpose="joint_model_training", actor=Actor(third.id, "bank"))
             if accept:
                 runtime.federated.accept(
                     s, fed_id, purpose="joint_model_training", actor=Actor(invitee.id, "bank")
@@ -255,12 +258,13 @@ def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, s
     feds = {
         "/accept": start(other, bank, accept=False),
         "/messages": start(bank, other, accept=True),
-        "/advance": start(bank, other, accept=True),
+        # its phase deadline passes while the matrix runs: then any participant may close the phase
+        "/advance": start(bank, other, accept=True, timeout=1),
     }
     feds[""] = feds["/messages"]
     with runtime.db.transaction(write=False) as s:
         position = runtime.federated.view(s, feds["/messages"], bank.id)["my_position"]
-    info = RoundInfo(feds["/messages"], 1, SecAggParams(n=2, threshold=2, dim=2, clip_norm=5.0))
+    info = RoundInfo(feds["/messages"], 1, SecAggParams(n=3, threshold=2, dim=2, clip_norm=5.0))
     frame = base64.b64encode(SecAggClient(info, position).advertise_keys()).decode()
     return feds, frame
 

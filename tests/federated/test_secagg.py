@@ -105,7 +105,7 @@ def test_the_sum_is_the_weighted_sum_of_the_banks_that_sent_inputs(drop: dict[St
 
 
 def test_stochastic_rounding_is_unbiased_and_the_weight_travels_along() -> None:
-    p = SecAggParams(n=2, threshold=2, dim=1, clip_norm=1.0, levels=4)
+    p = SecAggParams(n=3, threshold=2, dim=1, clip_norm=1.0, levels=4)
     rng = np.random.default_rng(1)
     vals = [dequantise(quantise([0.3], 1, p, rng), p)[0][0] for _ in range(4000)]
     assert abs(np.mean(vals) - 0.3) < 0.01
@@ -114,7 +114,7 @@ def test_stochastic_rounding_is_unbiased_and_the_weight_travels_along() -> None:
 
 
 def test_updates_are_clipped_to_the_norm() -> None:
-    p = SecAggParams(n=2, threshold=2, dim=3, clip_norm=1.0)
+    p = SecAggParams(n=3, threshold=2, dim=3, clip_norm=1.0)
     total, _ = dequantise(quantise([30.0, 40.0, 0.0], 1, p), p)
     assert np.linalg.norm(total) == pytest.approx(1.0, abs=1e-5)
 
@@ -130,6 +130,45 @@ def test_below_threshold_the_round_aborts_at_any_stage() -> None:
     assert srv.stage is Stage.UNMASK  # not done: no aggregate can be asked for
     with pytest.raises(SecAggStageError, match="not done"):
         srv.aggregate()
+
+
+@pytest.mark.parametrize("stage", [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT])
+def test_no_aggregate_over_two_banks_even_when_the_threshold_allows_it(stage: Stage) -> None:
+    """n=3, t=2: a round left with two banks aborts. Otherwise either survivor, knowing its own weighted update,
+    would subtract it from the published sum and get the other's exactly."""
+    srv, cl = make_round(n=3, t=2)
+    xs, ws = inputs(3)
+    with pytest.raises(SecAggAborted, match="at least 3 banks") as err:
+        run_to(srv, cl, Stage.DONE, xs, ws, {stage: {3}})
+    assert err.value.details["min_survivors"] == 3 and err.value.details["remaining"] == 2
+    assert srv.stage is stage  # the stage was not closed: no survivor set, no aggregate
+    with pytest.raises(SecAggStageError, match="not done"):
+        srv.aggregate()
+
+
+def test_three_survivors_finish_even_if_one_leaves_before_unmasking() -> None:
+    """Unmasking needs only ``threshold`` responses; the sum is over the three survivors."""
+    srv, cl = make_round(n=3, t=2)
+    xs, ws = inputs(3)
+    run_to(srv, cl, Stage.DONE, xs, ws, {Stage.UNMASK: {3}})
+    total, weight = srv.aggregate()
+    assert srv.u3 == {1, 2, 3} and weight == sum(ws.values())
+    quantum = 10.0 / srv.params.levels
+    assert np.max(np.abs(total - expected(xs, ws, {1, 2, 3}))) <= quantum * weight
+
+
+def test_a_bank_refuses_to_help_unmask_a_sum_of_two() -> None:
+    """A server that announces two survivors gets no unmasking shares from them (defence in depth)."""
+    from protocols.secagg import survivors_frame
+
+    srv, cl = make_round(n=3, t=2)
+    xs, ws = inputs(3)
+    run_to(srv, cl, Stage.UNMASK, xs, ws)
+    forged = survivors_frame(srv.info, {1, 2, 3}, {1, 2})
+    with pytest.raises(SecAggAborted, match="a round needs 3"):
+        cl[1].unmask(forged)
+    assert cl[1].stage is Stage.UNMASK  # nothing was sent; the genuine frame still works
+    srv.receive(cl[1].unmask(srv.outbox(1)))
 
 
 def test_unmasking_with_threshold_minus_one_shares_fails_and_reveals_nothing() -> None:
@@ -296,5 +335,9 @@ def test_parameters_are_checked_at_the_door() -> None:
     with pytest.raises(InvalidInput, match="wrap"):
         SecAggParams(n=10, threshold=6, dim=1, clip_norm=1.0, levels=1 << 30, max_weight=1 << 30)
     with pytest.raises(InvalidInput, match="clip_norm"):
-        SecAggParams(n=2, threshold=2, dim=1, clip_norm=float("nan"))
+        SecAggParams(n=3, threshold=2, dim=1, clip_norm=float("nan"))
+    with pytest.raises(
+        InvalidInput, match="3 to 1000 banks"
+    ):  # two banks would each learn the other's update
+        SecAggParams(n=2, threshold=2, dim=1, clip_norm=1.0)
     assert SHAMIR_PRIME > 2**256

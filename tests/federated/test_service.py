@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,8 +20,8 @@ from pps.client import FederatedClient, PPSClient
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
 from pps.settings import Settings
-from pps.storage.tables import Role
-from protocols.secagg import SecAggAborted, SecAggStageError
+from pps.storage.tables import FederationMessage, FederationRound, Role, utcnow
+from protocols.secagg import SecAggAborted, SecAggStageError, Stage
 from tests.conftest import OrgFactory, OrgHandle
 
 pytestmark = pytest.mark.db
@@ -29,6 +30,11 @@ pytestmark = pytest.mark.db
 @pytest.fixture(scope="module")
 def split() -> Any:
     return non_iid_banks(1500, banks=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def split4() -> Any:
+    return non_iid_banks(2000, banks=4, seed=3)
 
 
 @pytest.fixture
@@ -42,6 +48,25 @@ def clients(banks: list[OrgHandle], base_url: str) -> Iterator[list[FederatedCli
     yield made
     for c in made:
         c.client.close()
+
+
+@pytest.fixture
+def banks4(banks: list[OrgHandle], make_org: OrgFactory) -> list[OrgHandle]:
+    return [*banks, make_org(Role.bank)]
+
+
+@pytest.fixture
+def clients4(
+    clients: list[FederatedClient], banks4: list[OrgHandle], base_url: str
+) -> Iterator[list[FederatedClient]]:
+    fourth = FederatedClient(PPSClient(base_url, banks4[3].token))
+    yield [*clients, fourth]
+    fourth.client.close()
+
+
+def past_the_deadline(rt: Runtime) -> None:
+    """The service's clock moves past any phase deadline (the default timeout is 600 s)."""
+    rt.federated.clock = lambda: utcnow() + timedelta(hours=1)
 
 
 def create(fc: FederatedClient, banks: list[OrgHandle], split: Any, **over: Any) -> dict[str, Any]:
@@ -84,46 +109,135 @@ def entries(rt: Runtime, fed_id: str) -> list[dict[str, Any]]:
     return [json.loads(e.entry) for e in found]
 
 
-def test_three_banks_train_with_one_dropping_out_mid_round(
-    clients: list[FederatedClient], banks: list[OrgHandle], split: Any, runtime: Runtime
+def test_four_banks_train_with_one_dropping_out_mid_round(
+    clients4: list[FederatedClient], banks4: list[OrgHandle], split4: Any, runtime: Runtime
 ) -> None:
-    fed_id = started(clients, banks, split)
+    clients, banks, split = clients4, banks4, split4
+    fed_id = started(clients, banks, split, threshold=3)
     start = np.array(clients[0].federation(fed_id)["global_weights"])
     step_all(clients, fed_id, split)  # keys advertised
     step_all(clients, fed_id, split)  # shares sent
     assert clients[0].federation(fed_id)["round"]["phase"] == "masked_input"
-    views = step_all(clients, fed_id, split, skip={2})  # bank 3 goes away before sending its update
+    views = step_all(clients, fed_id, split, skip={3})  # bank 4 goes away before sending its update
     assert views[-1]["round"]["phase"] == "masked_input"
-    with pytest.raises(errors.Forbidden, match="initiating bank"):
-        clients[1].advance(fed_id)
-    assert clients[0].advance(fed_id)["round"]["phase"] == "unmask"
-    step_all(clients, fed_id, split, skip={2})
+    # before the deadline nobody, the initiator included, closes the phase without bank 4
+    for c in clients[:2]:
+        with pytest.raises(SecAggStageError, match="have not posted") as err:
+            c.advance(fed_id)
+        assert err.value.details["waiting_for"] == [banks[3].id]
+    saved = runtime.federated.clock
+    past_the_deadline(runtime)
+    assert clients[1].advance(fed_id)["round"]["phase"] == "unmask"  # after it, any participant may
+    runtime.federated.clock = saved
+    step_all(clients, fed_id, split, skip={3})
     view = clients[0].federation(fed_id)
     assert view["current_round"] == 2 and view["round"]["phase"] == "advertise_keys"
-    # round 1's result is the weighted mean of banks 1 and 2's local updates (up to quantisation)
+    # round 1's result is the weighted mean of banks 1 to 3's local updates (up to quantisation)
     deltas, weights = [], []
-    for i in (0, 1):
+    for i in (0, 1, 2):
         b = split.banks[i]
         m = FederatedClient.model({**view, "global_weights": start.tolist()})
         deltas.append(m.fit(b.x_train, b.y_train).get_flat() - start)
         weights.append(len(b.y_train))
     want = start + sum(w * d for w, d in zip(weights, deltas, strict=True)) / sum(weights)
     assert np.allclose(view["global_weights"], want, atol=1e-4)
-    # round 2: bank 3 is back with fresh keys
+    # round 2: bank 4 is back with fresh keys
     for _ in range(4):
         views = step_all(clients, fed_id, split)
-    done = clients[2].federation(fed_id)
+    done = clients[3].federation(fed_id)
     assert done["state"] == "done" and done["model_id"] is not None
     actions = [e["action"] for e in entries(runtime, fed_id)]
-    assert actions.count("federation.round.done") == 2 and actions.count("federation.accept") == 2
-    assert actions.count("federation.round.submit") == 3 + 3 + 2 + 2 + 4 * 3
+    assert actions.count("federation.round.done") == 2 and actions.count("federation.accept") == 3
+    assert actions.count("federation.round.submit") == 4 + 4 + 3 + 3 + 4 * 4
     first = next(e for e in entries(runtime, fed_id) if e["action"] == "federation.round.done")
-    assert first["detail"]["dropped"] == [
-        sorted(b.id for b in banks)[sorted(b.id for b in banks).index(banks[2].id)]
-    ]
+    assert first["detail"]["dropped"] == [banks[3].id]
     assert first["detail"]["total_weight"] == sum(weights)
     model = clients[0].client.request("GET", f"/v1/models/{done['model_id']}")
     assert model["kind"] == "horizontal_lr"
+
+
+def test_the_initiator_cannot_learn_a_bank_update_by_closing_on_two_survivors(
+    clients: list[FederatedClient], banks: list[OrgHandle], split: Any, runtime: Runtime
+) -> None:
+    """n=3, t=2. If the initiator could close the masked-input phase as soon as it and one victim had posted,
+    the round would publish the new global model and total weight of the two: the initiator, knowing its own
+    weight and update, would solve for the victim's. Early closing is refused, and after the deadline (the
+    same outcome through natural drop-outs) the round aborts and publishes nothing."""
+    fed_id = started(clients, banks, split, rounds=1)
+    start = clients[0].federation(fed_id)["global_weights"]
+    step_all(clients, fed_id, split)
+    step_all(clients, fed_id, split)
+    step_all(clients, fed_id, split, skip={2})  # the initiator and its victim have posted their updates
+    with pytest.raises(SecAggStageError, match="open until its deadline"):
+        clients[0].advance(fed_id)
+    assert clients[0].federation(fed_id)["round"]["phase"] == "masked_input"
+    past_the_deadline(runtime)
+    view = clients[1].advance(fed_id)
+    assert view["state"] == "aborted" and view["round"]["phase"] == "aborted"
+    assert "at least 3 banks" in view["abort_reason"]
+    assert view["round"]["total_weight"] is None and view["round"]["survivors"] is None
+    assert view["global_weights"] == start and view["model_id"] is None
+    with runtime.db.transaction(write=False) as s:
+        rnd = s.get(FederationRound, (fed_id, 1))
+        assert rnd is not None and rnd.result_weights is None and rnd.total_weight is None
+    actions = [e["action"] for e in entries(runtime, fed_id)]
+    assert "federation.round.aborted" in actions and "federation.round.done" not in actions
+
+
+def test_the_view_builds_each_inbox_without_reading_masked_inputs(
+    clients: list[FederatedClient],
+    banks: list[OrgHandle],
+    split: Any,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A participant polling the round reads the keys and shares it needs, never the (large) masked inputs;
+    its inbox is the one the full protocol state would give."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    import protocols.secagg
+
+    fed_id = started(clients, banks, split, rounds=1)
+    step_all(clients, fed_id, split)
+    step_all(clients, fed_id, split)
+    step_all(clients, fed_id, split, skip={2})  # masked inputs from banks 1 and 2: the phase stays open
+    fed = runtime.federated
+    loaded: list[int] = []
+
+    def on_load(_: Session, obj: object) -> None:
+        if isinstance(obj, FederationMessage):
+            loaded.append(obj.stage)
+
+    for phase in ("masked_input", "unmask"):
+        with runtime.db.transaction(write=False) as s:
+            f, part = fed._load(s, fed_id, banks[0].id)
+            rnd = fed._round(s, f)
+            assert rnd is not None and rnd.phase.value == phase
+            full = fed._server(s, f, rnd).outbox(part.position)
+        real = protocols.secagg._parse_masked
+        monkeypatch.setattr(
+            protocols.secagg, "_parse_masked", lambda *a: pytest.fail("parsed a masked input")
+        )
+        event.listen(Session, "loaded_as_persistent", on_load)
+        try:
+            with runtime.db.transaction(write=False) as s:
+                views = {b.id: fed.view(s, fed_id, b.id) for b in banks}
+        finally:
+            event.remove(Session, "loaded_as_persistent", on_load)
+            monkeypatch.setattr(protocols.secagg, "_parse_masked", real)
+        # keys and shares for SHARES; nothing but who posted what for SURVIVORS
+        assert set(loaded) == (
+            {int(Stage.ADVERTISE_KEYS), int(Stage.SHARE_KEYS)} if phase == "masked_input" else set()
+        )
+        loaded.clear()
+        assert views[banks[0].id]["inbox"] == full
+        if phase == "masked_input":
+            assert [views[b.id]["round"]["posted"] for b in banks] == [True, True, False]
+            clients[2].step(fed_id, split.banks[2].x_train, split.banks[2].y_train)  # the phase closes
+        else:
+            assert not any(views[b.id]["round"]["posted"] for b in banks)
+            assert all(views[b.id]["inbox"] == full for b in banks)
 
 
 def test_a_restarted_server_continues_the_round(
@@ -157,9 +271,12 @@ def test_a_restart_with_too_few_banks_left_aborts_cleanly_and_averages_nothing(
     try:
         with running_server(create_app(runtime=rt2)) as url:
             fc = FederatedClient(PPSClient(url, banks[0].token))
+            with pytest.raises(SecAggStageError, match="open until its deadline"):
+                fc.advance(fed_id)
+            past_the_deadline(rt2)
             view = fc.advance(fed_id)
             assert view["state"] == "aborted" and view["round"]["phase"] == "aborted"
-            assert "threshold is 2" in view["abort_reason"]
+            assert "only 1 of 3 banks" in view["abort_reason"]
             assert view["model_id"] is None
             late = clients[1].step(fed_id, split.banks[1].x_train, split.banks[1].y_train)
             assert late["state"] == "aborted"  # a late bank is told, and sends nothing
@@ -246,9 +363,11 @@ def test_creation_checks_participants_and_threshold(
     with pytest.raises(errors.InvalidInput, match="not an active bank"):
         create(clients[0], [*banks[:2], provider], split)
     with pytest.raises(errors.InvalidInput, match="initiating bank"):
-        create(clients[0], banks[1:], split)
+        create(clients[0], [*banks[1:], make_org(Role.bank)], split)
     with pytest.raises(errors.InvalidInput, match="majority"):
         create(clients[0], [*banks, make_org(Role.bank)], split, threshold=2)
+    with pytest.raises(errors.InvalidInput, match="3 to 50 distinct"):  # two banks would learn each other's
+        create(clients[0], banks[:2], split)
     fed = create(clients[0], banks, split)
     with pytest.raises(errors.InvalidInput, match="purpose"):
         clients[1].accept(fed["id"], purpose="loan_underwriting")
