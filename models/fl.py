@@ -17,6 +17,7 @@ Features are standardised with statistics of a separate reference sample (anothe
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -50,7 +51,7 @@ def _check_xy(x: Any, y: Any | None, n_features: int) -> tuple[F64, F64 | None]:
     return xa, ya
 
 
-class _FedModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class _FedModel(ClassifierMixin, BaseEstimator, ABC):  # type: ignore[misc]
     """Shared minibatch SGD loop; subclasses give the parameter layout, forward and gradient."""
 
     n_features: int
@@ -61,14 +62,17 @@ class _FedModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     seed: int
     _w: F64
 
+    @abstractmethod
     def _init_flat(self) -> F64:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The initial flat parameter vector."""
 
+    @abstractmethod
     def _scores(self, x: F64, w: F64) -> F64:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Logits of the rows ``x`` under parameters ``w``."""
 
+    @abstractmethod
     def _grad(self, x: F64, y: F64, w: F64) -> F64:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The mean loss gradient over ``(x, y)`` at ``w`` (without the L2 term)."""
 
     def _ensure(self) -> None:
         if not hasattr(self, "_w"):
