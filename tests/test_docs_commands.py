@@ -406,8 +406,15 @@ def placeholder_value(placeholder: str, s: Session) -> str:
 def start_server(command: str, s: Session) -> Result:
     """``pps serve`` / ``make serve`` in the background on a free port of 127.0.0.1; waits until ready."""
     if command.startswith("make "):
-        recipe = subprocess.run(["make", "-n", "serve"], cwd=REPO, capture_output=True, text=True, check=True)
-        command = recipe.stdout.strip().splitlines()[-1]
+        recipe = subprocess.run(
+            ["make", "--no-print-directory", "-n", "serve"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )  # (inside `make test`, make would otherwise print its directory changes)
+        lines = [line for line in recipe.stdout.splitlines() if line.strip() and not line.startswith("make")]
+        command = lines[-1]
         assert re.search(r"\bpps serve\b", command), f"`make serve` runs {command!r}, not `pps serve`"
     command = command.rstrip("& ").replace("--host 0.0.0.0", "--host 127.0.0.1")
     port = free_port()
