@@ -17,7 +17,9 @@ Both paths on the same synthetic matrix, each timing repeated ``--repeats`` time
   them;
 * **aggregate, ordinary**: a cohort sum over plaintext values with OpenDP's Laplace (:func:`pps.dp.total`);
 * **aggregate, sealed**: the cohort mask multiplied into each encrypted block, blocks added, rotate-and-sum,
-  then the enclave decrypts the one result, checks its shape and adds OpenDP noise.
+  then the enclave decrypts the one result, checks its shape and adds OpenDP noise;
+* **exact integer aggregate** (an integer column, 0..1000): ordinary as above; sealed under the enclave's BFV
+  pair (the same steps, BFV vectors, an exact sum before the enclave's integer noise).
 
 The database, consent checks and ledger entries are the same on both paths and are left out. The one-off
 costs of the sealed path (key generation in the enclave, the provider's encryption) are printed apart.
@@ -53,7 +55,11 @@ from enclave_sim.sealed import (  # noqa: E402
     report_nonce,
 )
 from pps import dp  # noqa: E402
-from pps.client import encrypt_sealed_columns, encrypt_sealed_weights  # noqa: E402
+from pps.client import (  # noqa: E402
+    encrypt_sealed_columns,
+    encrypt_sealed_integer_columns,
+    encrypt_sealed_weights,
+)
 from pps.sealed import DEFAULT_PARAMS  # noqa: E402
 from protocols import he_scoring as he  # noqa: E402
 
@@ -93,8 +99,15 @@ def main() -> None:
         keys = host.call("he_keygen", params=DEFAULT_PARAMS)
         keygen = time.perf_counter() - t
         public = base64.b64decode(keys["public_context"])
-        cid = str(keys["context_id"])
+        cid, bid = str(keys["context_id"]), str(keys["bfv_context_id"])
         evaluation = ts.context_from(base64.b64decode(keys["eval_context"]))
+        bfv_evaluation = ts.context_from(base64.b64decode(keys["bfv_eval_context"]))
+        counts = rng.integers(0, 1001, n)
+        t = time.perf_counter()
+        integers = encrypt_sealed_integer_columns(
+            base64.b64decode(keys["bfv_public_context"]), {"c": counts.tolist()}, {"c": (0, 1000)}
+        )["c"]
+        encrypt_int = time.perf_counter() - t
         t = time.perf_counter()
         columns = encrypt_sealed_columns(
             public, {k: x[:, j] for j, k in enumerate(names)}, dict.fromkeys(names, (-8.0, 8.0))
@@ -129,7 +142,7 @@ def main() -> None:
             output = OutputPolicy(("scores",), os.urandom(32), recipient)
             provision = encrypt_score_request(
                 quote,
-                standard_policy(measurements=[host.measurement], nonce=report_nonce(cid, nonce)),
+                standard_policy(measurements=[host.measurement], nonce=report_nonce(cid, nonce, bid)),
                 vendor_key=vendor.public_key(),
                 output=output,
                 context_id=cid,
@@ -197,10 +210,41 @@ def main() -> None:
             dp.total(np.clip(x[mask, 0], -8.0, 8.0), -8.0, 8.0, 1.0)
             dp.count(x[mask, 0], 1.0)
 
+        def exact_aggregate() -> None:
+            total = None
+            for b in range(n_blocks):
+                m = np.zeros(slots, dtype=np.int64)
+                part = mask[b * slots : (b + 1) * slots]
+                m[: len(part)] = part
+                term = ts.bfv_vector_from(bfv_evaluation, integers[b]) * m.tolist()
+                total = term if total is None else total + term
+            assert total is not None
+            host.call(
+                "he_aggregate",
+                context_id=cid,
+                epsilon=1.0,
+                min_cohort=10,
+                items=[
+                    {
+                        "name": "sum",
+                        "ciphertext": _b64(total.sum().serialize()),
+                        "count": int(mask.sum()),
+                        "lower": 0,
+                        "upper": 1000,
+                        "scheme": "bfv",
+                    }
+                ],
+            )
+
+        def ordinary_int_aggregate() -> None:
+            dp.total(counts[mask].astype(float), 0.0, 1000.0, 1.0)
+            dp.count(counts[mask], 1.0)
+
         rows = []
         for what, ordinary, sealed in (
             ("scoring", ordinary_score, sealed_score),
             ("aggregate (sum + count)", ordinary_aggregate, sealed_aggregate),
+            ("exact integer aggregate (BFV)", ordinary_int_aggregate, exact_aggregate),
         ):
             ordinary()
             sealed()  # warm-up
@@ -212,7 +256,8 @@ def main() -> None:
         f"sealed vs ordinary, {n:,} enterprises x {f} features, {n_blocks} blocks of {slots}, median of {repeats}"
     )
     print(
-        f"one-off: enclave key generation {keygen:.2f} s; provider encryption {encrypt:.2f} s ({n * f / encrypt:,.0f} values/s)"
+        f"one-off: enclave key generation (CKKS + BFV) {keygen:.2f} s; provider encryption {encrypt:.2f} s "
+        f"({n * f / encrypt:,.0f} values/s); one integer column under BFV {encrypt_int:.2f} s"
     )
     print("| operation | ordinary (enterprises/s) | sealed (enterprises/s) | sealed / ordinary time |")
     print("|---|---:|---:|---:|")

@@ -1,33 +1,42 @@
-"""Sealed datasets, the enclave's half: a CKKS key pair born here, and decryption of result-shaped ciphertexts only.
+"""Sealed datasets, the enclave's half: CKKS and BFV key pairs born here, and decryption of result-shaped
+ciphertexts only.
 
-The enclave generates a CKKS key pair (TenSEAL/SEAL) and keeps the secret key in its memory; it leaves only
-*sealed* (:func:`enclave_sim.crypto.seal`, bound to this build's measurement). What it publishes:
+The enclave generates a CKKS key pair (TenSEAL/SEAL) and, next to it, a BFV key pair for exact integer columns
+(same N, SEAL's 128-bit default coefficient modulus, a batching prime plain modulus: :data:`DEFAULT_PLAIN_MODULUS_BITS`),
+and keeps the secret keys in its memory; they leave only *sealed* (:func:`enclave_sim.crypto.seal`, bound to this
+build's measurement; the BFV one under a label naming both context ids). What it publishes:
 
 * the **public context** — encryption parameters and the public key, nothing else (TenSEAL's serialisation;
   its SHA-256 hex is the **context id**). Providers encrypt their columns and banks their weights under it;
   it cannot decrypt;
 * the **evaluation context** — the same plus relinearisation and Galois keys (public material), which the host
   needs to multiply ciphertexts and to sum slots;
-* quotes whose *report data* binds the context: the quoted nonce is
-  ``SHA-256("PPS-SEALED-CONTEXT-v1" || 0x00 || context id (32 bytes) || verifier nonce)``
-  (:func:`report_nonce`), so a verifier that checks the quote against its own nonce and the context id it
-  received knows that this attested build holds the secret key of exactly that public context.
+* the **public BFV context** and its id (SHA-256 hex), and the BFV evaluation context (Galois keys);
+* quotes whose *report data* binds both contexts: the quoted nonce is
+  ``SHA-256("PPS-SEALED-CONTEXT-v2" || 0x00 || context id || BFV context id || verifier nonce)``
+  (:func:`report_nonce`; ``v1`` without the BFV id for a key loaded without a BFV pair), so a verifier that checks
+  the quote against its own nonce and the context ids it received knows that this attested build holds the
+  secret keys of exactly those public contexts.
 
 Operations (registered in :class:`enclave_sim.core.EnclaveCore`)::
 
-    he_keygen    params {poly_modulus_degree, coeff_mod_bit_sizes, scale_bits}
-                 -> context_id, public_context, eval_context, sealed
-    he_load      context_id, sealed                  -> context_id      (after a restart)
-    he_quote     context_id, nonce                   -> quote           (report data binds the context)
-    he_aggregate context_id, epsilon, min_cohort, items [{name, ciphertext, count, lower, upper}]
-                 -> results {name: {sum, count, mean, sum_scale, count_scale}}
+    he_keygen    params {poly_modulus_degree, coeff_mod_bit_sizes, scale_bits[, plain_modulus_bits]}
+                 -> context_id, public_context, eval_context, sealed,
+                    bfv_context_id, bfv_public_context, bfv_eval_context, bfv_sealed, plain_modulus
+    he_load      context_id, sealed[, bfv_context_id, bfv_sealed] -> context_id, bfv_context_id (after a restart)
+    he_quote     context_id, nonce                   -> quote           (report data binds both contexts)
+    he_aggregate context_id, epsilon, min_cohort, items [{name, ciphertext, count, lower, upper[, scheme]}]
+                 -> results {name: {sum, count, mean, sum_scale, count_scale, scheme}}
     he_scores    context_id, query_id, dataset_id, subjects [asked], noise_std, quote_hash, provision,
                  blocks [{ciphertext, slots [int], subjects [str]}]
                  -> release (the format of :func:`enclave_sim.crypto.pack_release`), released, output
 
 **Only result shapes are decrypted, and only results leave.** ``he_aggregate`` decrypts a ciphertext and
 refuses it unless every slot holds the same value (what a rotate-and-sum over all slots produces); a feature
-column, masked or not, has differing slots and is refused — its values never leave the enclave. It then
+column, masked or not, has differing slots and is refused — its values never leave the enclave. An item of
+``scheme`` ``"bfv"`` (an exact integer column) is decrypted under the BFV key and must hold one value in every
+slot of each of the two batching rows; its integer bounds times the count must stay below half the plain modulus
+(else the sum could have wrapped); its exact sum gets discrete Laplace noise. It then
 applies the output controls inside: a cohort below ``min_cohort`` is refused, the sum and the count get
 Laplace noise (OpenDP) calibrated to the provider's clipping bounds and ``epsilon``. ``he_scores`` accepts
 only ciphertexts that went through a multiplication (one level below a fresh encryption: a column as
@@ -90,11 +99,20 @@ from enclave_sim.errors import EnclaveProtocolError, OutputPolicyViolation, Prov
 from enclave_sim.quote import NONCE_BYTES, QuotePolicy
 
 REPORT_CONTEXT = b"PPS-SEALED-CONTEXT-v1\x00"
+REPORT_CONTEXTS = b"PPS-SEALED-CONTEXT-v2\x00"
+"""The label of a quote that binds both key pairs: the CKKS context id, then the BFV one."""
 SCORES_JOB = "sealed.scores"
 """The provisioning job name of a score request (:func:`enclave_sim.crypto.encrypt_for_enclave`, slot ``bank``)."""
 SCORES_SLOT = "bank"
 SCORES_OUTPUT = "scores"
 SEAL_LABEL = "pps-sealed-ckks:"
+BFV_SEAL_LABEL = "pps-sealed-bfv:"
+MIN_PLAIN_MODULUS_BITS, MAX_PLAIN_MODULUS_BITS = 20, 50
+DEFAULT_PLAIN_MODULUS_BITS = 40
+"""BFV plain modulus: the batching-friendly prime (``t = 1 mod 2N``) of this many bits, 1099511480321 for N = 8192
+at 40 bits: exact sums up to ``(t - 1) / 2`` ~ 5.5e11 in magnitude. SEAL's default 128-bit coefficient modulus
+for N = 8192 (218 bits) leaves ~126 bits of noise budget fresh and ~70 after the host's mask product and
+rotate-and-sum (measured), so decryption is exact. 50 bits still leaves ~50."""
 ALLOWED_POLY_MODULUS_DEGREES = (8192, 16384)
 MIN_SCALE_BITS, MAX_SCALE_BITS = 30, 50
 MAX_CONTEXTS = 4
@@ -135,12 +153,20 @@ OpenProvisioned = Callable[[bytes, bytes, str, str], Provisioned]
 """The enclave core's provisioning: ``(quote_hash, ciphertext, job, slot)`` -> opened, once per quote."""
 
 
-def report_nonce(context_id: str, nonce: bytes) -> bytes:
-    """The nonce a context quote carries: binds the verifier's ``nonce`` and the context id (hex SHA-256)."""
+def report_nonce(context_id: str, nonce: bytes, bfv_context_id: str | None = None) -> bytes:
+    """The nonce a context quote carries: binds the verifier's ``nonce`` and the context id (hex SHA-256 of the
+    public CKKS context) — and, when the enclave holds a BFV key pair next to it, the BFV context id too:
+    ``SHA-256("PPS-SEALED-CONTEXT-v2" || 0x00 || CKKS id || BFV id || nonce)``. A quote for one pair does not
+    verify for the other, nor for the CKKS context alone."""
     cid = bytes.fromhex(context_id)
     if len(cid) != 32 or len(nonce) != NONCE_BYTES:
         raise ValueError("a context id is 32 bytes and a nonce 32 bytes")
-    return hashlib.sha256(REPORT_CONTEXT + cid + nonce).digest()
+    if bfv_context_id is None:
+        return hashlib.sha256(REPORT_CONTEXT + cid + nonce).digest()
+    bid = bytes.fromhex(bfv_context_id)
+    if len(bid) != 32:
+        raise ValueError("a BFV context id is 32 bytes")
+    return hashlib.sha256(REPORT_CONTEXTS + cid + bid + nonce).digest()
 
 
 def subjects_digest(subjects: Sequence[str]) -> str:
@@ -222,6 +248,34 @@ def encrypt_score_request(
     )
 
 
+def plain_modulus_of(context: ts.Context) -> int:
+    """The plain modulus ``t`` of a BFV context (TenSEAL does not expose SEAL's ``Modulus``): a batch encoding
+    of -1 in every slot is the constant polynomial ``t - 1``."""
+    sc = context.seal_context().data
+    encoder = sealapi.BatchEncoder(sc)
+    plain = sealapi.Plaintext()
+    encoder.encode([-1] * encoder.slot_count(), plain)
+    return int(plain[0]) + 1
+
+
+def laplace_float(value: float, scale: float) -> float:
+    """OpenDP's Laplace mechanism over floats (a real sum)."""
+    import opendp.prelude as dp  # loaded when an aggregate is released, not at start-up
+
+    dp.enable_features("contrib")
+    m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale)
+    return float(m(float(value)))
+
+
+def laplace_int(value: int, scale: float) -> int:
+    """OpenDP's discrete Laplace mechanism over 64-bit integers (a count, an exact integer sum)."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    m = dp.m.make_laplace(dp.atom_domain(T="i64"), dp.absolute_distance(T="i64"), scale)
+    return int(m(int(value)))
+
+
 class SealedHE:
     """The enclave's CKKS keys and the two decrypting operations. Holds secret keys in memory only."""
 
@@ -232,6 +286,8 @@ class SealedHE:
         self._issue_quote = issue_quote
         self._open_provisioned = open_provisioned
         self._keys: dict[str, ts.Context] = {}
+        self._bfv: dict[str, tuple[str, ts.Context]] = {}
+        """CKKS context id -> (BFV context id, BFV context with its secret key): the exact-integer pair"""
 
     def ops(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         return {
@@ -244,11 +300,24 @@ class SealedHE:
 
     # --- keys ---------------------------------------------------------------------------------------------
 
-    def _remember(self, context_id: str, context: ts.Context) -> None:
+    def _remember(self, context_id: str, context: ts.Context, bfv: tuple[str, ts.Context] | None) -> None:
         self._keys.pop(context_id, None)
+        self._bfv.pop(context_id, None)
         self._keys[context_id] = context
+        if bfv is not None:
+            self._bfv[context_id] = bfv
         while len(self._keys) > MAX_CONTEXTS:
-            self._keys.pop(next(iter(self._keys)))
+            old = next(iter(self._keys))
+            self._keys.pop(old)
+            self._bfv.pop(old, None)
+
+    def _bfv_context(self, context_id: str) -> tuple[str, ts.Context]:
+        got = self._bfv.get(context_id)
+        if got is None:
+            raise ProvisioningError(
+                f"context {context_id[:16]} has no BFV key pair (made before exact integer columns): rotate"
+            )
+        return got
 
     def _context(self, msg: dict[str, Any]) -> tuple[str, ts.Context]:
         cid = msg.get("context_id")
@@ -263,13 +332,10 @@ class SealedHE:
 
     def _keygen(self, msg: dict[str, Any]) -> dict[str, Any]:
         params = msg.get("params")
-        if not isinstance(params, dict) or set(params) != {
-            "poly_modulus_degree",
-            "coeff_mod_bit_sizes",
-            "scale_bits",
-        }:
+        required = {"poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits"}
+        if not isinstance(params, dict) or not required <= set(params) <= required | {"plain_modulus_bits"}:
             raise EnclaveProtocolError(
-                "params must be {poly_modulus_degree, coeff_mod_bit_sizes, scale_bits}"
+                "params must be {poly_modulus_degree, coeff_mod_bit_sizes, scale_bits[, plain_modulus_bits]}"
             )
         n = params["poly_modulus_degree"]
         if n not in ALLOWED_POLY_MODULUS_DEGREES:
@@ -285,9 +351,26 @@ class SealedHE:
             ctx = ts.context(ts.SCHEME_TYPE.CKKS, n, coeff_mod_bit_sizes=bits)
         except ValueError as exc:
             raise EnclaveProtocolError(f"SEAL refused the parameters: {exc}") from None
+        t_bits = _int(
+            params.get("plain_modulus_bits", DEFAULT_PLAIN_MODULUS_BITS),
+            "plain_modulus_bits",
+            MIN_PLAIN_MODULUS_BITS,
+            MAX_PLAIN_MODULUS_BITS,
+        )
         ctx.global_scale = 2.0**scale_bits
         ctx.generate_relin_keys()
         ctx.generate_galois_keys()
+        plain_modulus = int(sealapi.PlainModulus.Batching(n, t_bits).value())
+        bfv = ts.context(ts.SCHEME_TYPE.BFV, n, plain_modulus=plain_modulus)  # SEAL's 128-bit default chain
+        bfv.generate_galois_keys()
+        bfv_public = public_context_bytes(bfv)
+        bid = hashlib.sha256(bfv_public).hexdigest()
+        bfv_eval: bytes = bfv.serialize(
+            save_public_key=True, save_secret_key=False, save_galois_keys=True, save_relin_keys=False
+        )
+        bfv_secret: bytes = bfv.serialize(
+            save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
+        )
         public = public_context_bytes(ctx)
         cid = hashlib.sha256(public).hexdigest()
         evaluation: bytes = ctx.serialize(
@@ -298,13 +381,19 @@ class SealedHE:
         )
         p = self.platform
         blob = seal(p.seal_key, p.measurement, SEAL_LABEL + cid, secret)
-        self._remember(cid, ctx)
+        bfv_blob = seal(p.seal_key, p.measurement, BFV_SEAL_LABEL + cid + ":" + bid, bfv_secret)
+        self._remember(cid, ctx, (bid, bfv))
         return {
             "context_id": cid,
             "public_context": _b64(public),
             "eval_context": _b64(evaluation),
             "eval_sha256": hashlib.sha256(evaluation).hexdigest(),
             "sealed": _b64(blob),
+            "bfv_context_id": bid,
+            "bfv_public_context": _b64(bfv_public),
+            "bfv_eval_context": _b64(bfv_eval),
+            "bfv_sealed": _b64(bfv_blob),
+            "plain_modulus": plain_modulus,
         }
 
     def _load(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -318,15 +407,30 @@ class SealedHE:
             raise ProvisioningError("the sealed key is not the one of this context id")
         ctx.generate_relin_keys()
         ctx.generate_galois_keys()
-        self._remember(cid, ctx)
-        return {"context_id": cid}
+        bfv = None
+        bid = msg.get("bfv_context_id")
+        if bid is not None:  # the BFV pair sealed with (and bound to) this CKKS context id
+            if not isinstance(bid, str) or len(bid) != 64:
+                raise EnclaveProtocolError("bfv_context_id must be 64 hex characters")
+            bsecret = unseal(
+                p.seal_key, p.measurement, BFV_SEAL_LABEL + cid + ":" + bid, _bytes(msg, "bfv_sealed")
+            )
+            bctx = ts.context_from(bsecret)
+            if hashlib.sha256(public_context_bytes(bctx)).hexdigest() != bid:
+                raise ProvisioningError("the sealed BFV key is not the one of this BFV context id")
+            bctx.generate_galois_keys()
+            bfv = (bid, bctx)
+        self._remember(cid, ctx, bfv)
+        return {"context_id": cid, "bfv_context_id": bid}
 
     def _quote(self, msg: dict[str, Any]) -> dict[str, Any]:
         cid, _ = self._context(msg)
         nonce = _bytes(msg, "nonce")
         if len(nonce) != NONCE_BYTES:
             raise EnclaveProtocolError(f"a nonce is {NONCE_BYTES} bytes")
-        return {"quote": _b64(self._issue_quote(report_nonce(cid, nonce)))}
+        bfv = self._bfv.get(cid)
+        bid = bfv[0] if bfv is not None else None  # both pairs bound whenever this enclave holds both
+        return {"quote": _b64(self._issue_quote(report_nonce(cid, nonce, bid))), "bfv_context_id": bid}
 
     # --- decryption of results ----------------------------------------------------------------------------
 
@@ -353,8 +457,25 @@ class SealedHE:
             raise ProvisioningError("the ciphertext's parameters are not this context's")
         return int(data.chain_index())
 
+    def _bfv_slots(self, ctx: ts.Context, data: bytes, what: str) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Every slot (both rows of N/2) of one BFV ciphertext under ``ctx``, as signed integers mod t."""
+        try:
+            vec = ts.bfv_vector_from(ctx, data)
+            ct = vec.ciphertext()
+        except Exception:
+            raise ProvisioningError(f"{what} is not a BFV vector under this context") from None
+        if len(ct) != 1:
+            raise ProvisioningError(f"{what} must be one ciphertext")
+        sc = ctx.seal_context().data
+        decryptor = sealapi.Decryptor(sc, ctx.secret_key().data)
+        if decryptor.invariant_noise_budget(ct[0]) <= 0:
+            raise OutputPolicyViolation(f"{what} has no noise budget left: its value would be wrong")
+        plain = sealapi.Plaintext()
+        decryptor.decrypt(ct[0], plain)
+        return np.asarray(sealapi.BatchEncoder(sc).decode_int64(plain), dtype=np.int64)
+
     def _aggregate(self, msg: dict[str, Any]) -> dict[str, Any]:
-        _, ctx = self._context(msg)
+        cid, ctx = self._context(msg)
         epsilon = _float(msg.get("epsilon"), "epsilon", MIN_EPSILON, MAX_EPSILON)
         min_cohort = _int(msg.get("min_cohort"), "min_cohort", 1, 1 << 40)
         items = msg.get("items")
@@ -362,13 +483,21 @@ class SealedHE:
             raise EnclaveProtocolError(f"items must list 1 to {MAX_AGGREGATES} aggregates")
         slots = ctx.seal_context().data.first_context_data().parms().poly_modulus_degree() // 2
         results: dict[str, Any] = {}
-        checked = []
+        checked: list[tuple[str, float | int, int, float, float, bool]] = []
+        keys = {"name", "ciphertext", "count", "lower", "upper"}
         for i, item in enumerate(items):  # every check before any noise is drawn or anything is released
-            if not isinstance(item, dict) or set(item) != {"name", "ciphertext", "count", "lower", "upper"}:
-                raise EnclaveProtocolError("an aggregate item is {name, ciphertext, count, lower, upper}")
+            if not isinstance(item, dict) or not keys <= set(item) <= keys | {"scheme"}:
+                raise EnclaveProtocolError(
+                    "an aggregate item is {name, ciphertext, count, lower, upper[, scheme]}"
+                )
             name = item["name"]
             if not isinstance(name, str) or not 0 < len(name) <= 128 or name in results:
                 raise EnclaveProtocolError("aggregate names are distinct strings of 1-128 characters")
+            scheme = item.get("scheme", "ckks")
+            if scheme not in ("ckks", "bfv"):
+                raise EnclaveProtocolError(
+                    "an aggregate's scheme is 'ckks' (reals) or 'bfv' (exact integers)"
+                )
             count = _int(item["count"], "count", 0, 1 << 40)
             lower = _float(item["lower"], "lower", -1e15, 1e15)
             upper = _float(item["upper"], "upper", lower, 1e15)
@@ -376,43 +505,67 @@ class SealedHE:
                 raise OutputPolicyViolation(
                     f"aggregate {name!r}: a cohort of {count} is below the minimum of {min_cohort}; nothing released"
                 )
-            vec = self._vector(ctx, _bytes(item, "ciphertext"), f"aggregate {i}")
-            values = self._slots(ctx, vec)
-            if values.size != slots:
-                raise OutputPolicyViolation(f"aggregate {name!r} does not span all {slots} slots")
-            centre = float(np.median(values))
-            if float(np.max(np.abs(values - centre))) > UNIFORM_TOLERANCE * max(1.0, abs(centre)):
-                raise OutputPolicyViolation(
-                    f"aggregate {name!r} is not result-shaped: its slots differ (a column, not a sum); "
-                    "nothing was decrypted out of the enclave"
-                )
-            checked.append((name, centre, count, lower, upper))
+            total: float | int
+            if scheme == "bfv":
+                total = self._exact_total(cid, item, name, i, count, lower, upper)
+            else:
+                vec = self._vector(ctx, _bytes(item, "ciphertext"), f"aggregate {i}")
+                values = self._slots(ctx, vec)
+                if values.size != slots:
+                    raise OutputPolicyViolation(f"aggregate {name!r} does not span all {slots} slots")
+                centre = float(np.median(values))
+                if float(np.max(np.abs(values - centre))) > UNIFORM_TOLERANCE * max(1.0, abs(centre)):
+                    raise OutputPolicyViolation(
+                        f"aggregate {name!r} is not result-shaped: its slots differ (a column, not a sum); "
+                        "nothing was decrypted out of the enclave"
+                    )
+                total = centre
+            checked.append((name, total, count, lower, upper, scheme == "bfv"))
             results[name] = None
         half = epsilon / 2
-        import opendp.prelude as dp  # loaded when an aggregate is released, not at start-up
-
-        dp.enable_features("contrib")
-        for name, total, count, lower, upper in checked:
+        for name, total, count, lower, upper, exact in checked:
             sensitivity = max(abs(lower), abs(upper), upper - lower if lower < 0 < upper else 0.0)
             sum_scale = max(sensitivity, 1e-12) / half
             count_scale = 1.0 / half
-            noisy_sum = dp.m.make_laplace(
-                dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), sum_scale
-            )(float(total))
-            noisy_count = max(
-                0,
-                int(
-                    dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), count_scale)(count)
-                ),
+            noisy_sum: float | int = (
+                laplace_int(int(total), sum_scale) if exact else laplace_float(float(total), sum_scale)
             )
+            noisy_count = max(0, laplace_int(count, count_scale))
             results[name] = {
-                "sum": float(noisy_sum),
+                "sum": noisy_sum,
                 "count": noisy_count,
                 "mean": min(max(float(noisy_sum) / max(noisy_count, 1), lower), upper),
                 "sum_scale": sum_scale,
                 "count_scale": count_scale,
+                "scheme": "bfv" if exact else "ckks",
             }
         return {"results": results}
+
+    def _exact_total(
+        self, cid: str, item: dict[str, Any], name: str, i: int, count: int, lower: float, upper: float
+    ) -> int:
+        """The exact integer sum in a BFV aggregate ciphertext, refused unless it is result-shaped: every slot of
+        the first row (the N/2 slots a column occupies) holds one value, the second row one value too (TenSEAL's
+        sum rotates within rows; the host never puts data there). The bounds must be integers whose sum over
+        ``count`` subjects cannot wrap modulo the plain modulus ``t``."""
+        _, bctx = self._bfv_context(cid)
+        if lower != math.floor(lower) or upper != math.floor(upper):
+            raise EnclaveProtocolError(f"aggregate {name!r}: an exact integer column has integer bounds")
+        values = self._bfv_slots(bctx, _bytes(item, "ciphertext"), f"aggregate {i}")
+        half_row = values.size // 2
+        first, second = values[:half_row], values[half_row:]
+        if values.size < 2 or np.any(first != first[0]) or np.any(second != second[0]):
+            raise OutputPolicyViolation(
+                f"aggregate {name!r} is not result-shaped: its slots differ (a column, not a sum); "
+                "nothing was decrypted out of the enclave"
+            )
+        t = plain_modulus_of(bctx)
+        if max(abs(lower), abs(upper)) * max(count, 1) > (t - 1) // 2:
+            raise OutputPolicyViolation(
+                f"aggregate {name!r}: {count} values in [{lower:g}, {upper:g}] could wrap modulo the plain "
+                f"modulus {t}; nothing released"
+            )
+        return int(first[0])
 
     def _score_request(self, msg: dict[str, Any], context_id: str) -> tuple[OutputPolicy, bytes, list[str]]:
         """The bank's provisioned request: its output policy (recipient key, result key) and what it binds.

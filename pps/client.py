@@ -539,11 +539,13 @@ class PPSClient:
     def sealed_context(
         self, *, vendor_key: Any, measurements: Iterable[bytes] | None = None, nonce: bytes | None = None
     ) -> dict[str, Any]:
-        """Fetch the enclave's public CKKS context with a quote and verify both: the context id is the hash of
-        the context, and the quote (pinned ``vendor_key``, trusted build, fresh, not debug) answers a nonce
-        that binds this context id to a nonce chosen here. Returns ``{"context_id", "public_context", "params"}``;
-        raises :class:`~pps.errors.AttestationError` if anything does not hold. The verified ``quote`` and the
-        ``report_nonce`` it answers come with it (a bank provisions its score request to them)."""
+        """Fetch the enclave's public CKKS context (and BFV context, for exact integer columns) with a quote and
+        verify them: each context id is the hash of its context, and the quote (pinned ``vendor_key``, trusted
+        build, fresh, not debug) answers a nonce that binds both context ids to a nonce chosen here. Returns
+        ``{"context_id", "public_context", "bfv_context_id", "bfv_public_context", "params"}`` (the BFV pair is
+        ``None`` for a context made before BFV); raises :class:`~pps.errors.AttestationError` if anything does
+        not hold. The verified ``quote`` and the ``report_nonce`` it answers come with it (a bank provisions its
+        score request to them)."""
         import hashlib
         import os
 
@@ -557,16 +559,24 @@ class PPSClient:
             raise errors.AttestationError(
                 "the context id is not the SHA-256 of the public context", details={"reason": "context"}
             )
+        bfv_public = b64d(got["bfv_public_context"]) if got.get("bfv_public_context") is not None else None
+        bfv_id = hashlib.sha256(bfv_public).hexdigest() if bfv_public is not None else None
+        if bfv_id != got.get("bfv_context_id"):
+            raise errors.AttestationError(
+                "the BFV context id is not the SHA-256 of the public BFV context",
+                details={"reason": "context"},
+            )
         quote = b64d(got["quote"])
-        self.verify_quote(
-            quote, vendor_key=vendor_key, nonce=report_nonce(context_id, nonce), measurements=measurements
-        )
+        bound = report_nonce(context_id, nonce, bfv_id)
+        self.verify_quote(quote, vendor_key=vendor_key, nonce=bound, measurements=measurements)
         return {
             "context_id": context_id,
             "public_context": public,
+            "bfv_context_id": bfv_id,
+            "bfv_public_context": bfv_public,
             "params": got["params"],
             "quote": quote,
-            "report_nonce": report_nonce(context_id, nonce),
+            "report_nonce": bound,
         }
 
     def upload_sealed(
@@ -578,10 +588,30 @@ class PPSClient:
         columns: dict[str, Iterable[float]],
         bounds: dict[str, tuple[float, float]],
         attributes: dict[str, list[str]] | None = None,
+        integer_columns: Iterable[str] = (),
     ) -> dict[str, Any]:
         """Encrypt ``columns`` (one value per subject, clipped to ``bounds``) under the verified ``context``
-        (from :meth:`sealed_context`) and upload them with the plaintext ``subjects`` and C1 ``attributes``."""
-        sealed = encrypt_sealed_columns(context["public_context"], columns, bounds)
+        (from :meth:`sealed_context`) and upload them with the plaintext ``subjects`` and C1 ``attributes``.
+        Columns named in ``integer_columns`` (counts, months, case numbers) are encrypted exactly under the BFV
+        context instead: their values must already be integers in ``[lower, upper]`` (refused otherwise, not
+        clipped), and their sums then come back exact before noise."""
+        exact = set(integer_columns)
+        unknown = sorted(exact - set(columns))
+        if unknown:
+            raise errors.InvalidInput(f"integer_columns names columns not given: {unknown}")
+        sealed = encrypt_sealed_columns(
+            context["public_context"], {c: v for c, v in columns.items() if c not in exact}, bounds
+        )
+        if exact:
+            if context.get("bfv_public_context") is None:
+                raise errors.InvalidInput(
+                    "this sealed context has no BFV pair for integer columns (the enclave's key predates it)"
+                )
+            sealed.update(
+                encrypt_sealed_integer_columns(
+                    context["bfv_public_context"], {c: columns[c] for c in exact}, bounds
+                )
+            )
         body = {
             "name": name,
             "context_id": context["context_id"],
@@ -591,6 +621,7 @@ class PPSClient:
                 c: {
                     "lower": bounds[c][0],
                     "upper": bounds[c][1],
+                    "type": "integer" if c in exact else "real",
                     "blocks": [base64.b64encode(b).decode() for b in blocks],
                 }
                 for c, blocks in sealed.items()
@@ -608,7 +639,8 @@ class PPSClient:
         epsilon: float,
         where: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """A noisy sum, count and mean of a sealed column over the consented cohort matching ``where``."""
+        """A noisy sum, count and mean of a sealed column over the consented cohort matching ``where`` (for an
+        integer column the enclave's sum is exact before the noise: ``"exact": true``)."""
         body = {
             "purpose": purpose,
             "dataset_id": dataset_id,
@@ -1057,6 +1089,50 @@ def encrypt_sealed_columns(
         padded[: len(x)] = x
         out[name] = [
             ts.ckks_vector(ctx, padded[b * slots : (b + 1) * slots].tolist()).serialize()
+            for b in range(n_blocks)
+        ]
+    return out
+
+
+def encrypt_sealed_integer_columns(
+    bfv_public_context: bytes, columns: dict[str, Iterable[float]], bounds: dict[str, tuple[float, float]]
+) -> dict[str, list[bytes]]:
+    """The provider's side of an exact integer column: each value must be an integer in its column's ``bounds``
+    (integers too) — refused otherwise, never clipped or rounded silently — and the column's worst-case sum
+    (subjects x the larger bound) must stay below half the BFV plain modulus, so it cannot wrap. Encrypted
+    column-major under the enclave's public BFV context in blocks of N/2 subjects, as :func:`encrypt_sealed_columns`
+    does (slot ``r`` of block ``b`` holds subject ``b * N/2 + r``; the last block padded with zeros)."""
+    import numpy as np
+    import tenseal as ts
+
+    from enclave_sim.sealed import plain_modulus_of
+
+    ctx, slots = _sealed_context(bfv_public_context)
+    t = plain_modulus_of(ctx)
+    out: dict[str, list[bytes]] = {}
+    for name, values in columns.items():
+        if name not in bounds:
+            raise errors.InvalidInput(f"column {name!r} needs bounds (lower, upper)")
+        lower, upper = bounds[name]
+        if lower != int(lower) or upper != int(upper) or not lower < upper:
+            raise errors.InvalidInput(f"integer column {name!r}: bounds are integers, lower < upper")
+        x = np.asarray(list(values), dtype=np.float64)
+        if not np.isfinite(x).all() or (x != np.round(x)).any():
+            raise errors.InvalidInput(f"integer column {name!r} holds a value that is not an integer")
+        if (x < lower).any() or (x > upper).any():
+            raise errors.InvalidInput(
+                f"integer column {name!r} holds values outside [{int(lower)}, {int(upper)}]: declare wider bounds"
+            )
+        if len(x) * max(abs(int(lower)), abs(int(upper))) > (t - 1) // 2:
+            raise errors.InvalidInput(
+                f"integer column {name!r}: {len(x)} values in [{int(lower)}, {int(upper)}] could sum past the "
+                f"plain modulus {t}; narrow the bounds"
+            )
+        n_blocks = -(-len(x) // slots)
+        padded = np.zeros(n_blocks * slots, dtype=np.int64)
+        padded[: len(x)] = x.astype(np.int64)
+        out[name] = [
+            ts.bfv_vector(ctx, padded[b * slots : (b + 1) * slots].tolist()).serialize()
             for b in range(n_blocks)
         ]
     return out

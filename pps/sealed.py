@@ -4,14 +4,15 @@ Protocol (the enclave's half is :mod:`enclave_sim.sealed`)::
 
     provider                         safe-room host (this service)                 enclave
     --------                         -----------------------------                 -------
-                                     ensure_context() ---------- he_keygen ------> CKKS key pair; secret sealed
+                                     ensure_context() ---------- he_keygen ------> CKKS + BFV key pairs; sealed
     GET /v1/sealed/context?nonce --> context_quote() ----------- he_quote -------> quote, nonce' = H(ctx id, nonce)
-    verify quote (measurement, freshness, nonce' binds SHA-256(public context))
+    verify quote (measurement, freshness, nonce' binds SHA-256 of the public CKKS and BFV contexts)
     clip each column to [lower, upper], encrypt column-major: one ciphertext per column and block of N/2
-    subjects (slot r of block b = subject b*N/2 + r)
+    subjects (slot r of block b = subject b*N/2 + r); a column declared integer: values checked to be integers
+    in [lower, upper] (refused otherwise), the sum bound checked against the plain modulus, BFV vectors
     POST /v1/sealed/datasets ------> upload(): refuses a stale/foreign context id, a ciphertext of the wrong
-                                     shape, level, scale or ring (SEAL checks it in an isolated worker),
-                                     all before anything is stored
+                                     shape, level, scale, ring or scheme (SEAL checks it in an isolated
+                                     worker), all before anything is stored
     bank: POST /v1/sealed/aggregates -> aggregate(): consent (admit) + C1 filters -> plaintext 0/1 mask;
                                      differencing control (the aggregates' released cohorts);
                                      sum_b mask_b * X_b, rotate-and-sum ----- he_aggregate -> checks the
@@ -50,7 +51,11 @@ Who learns what, under which assumptions
   one release says about one subject), or pose as a bank with a request and key of its own.
   ``docs/security.md`` discusses them.
 
-Rotation (:meth:`SealedService.rotate`) is explicit: a new key pair gets a new context id, the old one is
+Integer columns: BFV, exact. A column the provider declares integer is sealed under the enclave's BFV pair and
+its aggregates are exact before the enclave's (discrete) noise; scoring refuses it (weights are reals, CKKS only).
+A context made before BFV (``bfv_context_id`` null) takes no integer columns: rotate.
+
+Rotation (:meth:`SealedService.rotate`) is explicit: new key pairs (CKKS and BFV) get new context ids, the old one is
 retired (uploads under it refused), every dataset under it is marked ``needs_reupload``, and the ledger
 records it — nothing is re-encrypted silently (the host cannot: it has no key).
 """
@@ -74,7 +79,7 @@ from sqlalchemy.orm import Session
 from enclave_sim import errors as ee
 from enclave_sim.host import EnclaveHost
 from enclave_sim.quote import NONCE_BYTES, Quote
-from enclave_sim.sealed import MAX_PROVISION
+from enclave_sim.sealed import DEFAULT_PLAIN_MODULUS_BITS, MAX_PROVISION, plain_modulus_of
 from pps.aggregates import AggregateService
 from pps.consent import check_purpose
 from pps.datasets.schema import DatasetSchema
@@ -96,13 +101,18 @@ from pps.policy import PolicyEngine, Request
 from pps.storage.db import Database
 from pps.storage.tables import Dataset, SealedBlock, SealedContext, SealedDataset, new_id, utcnow
 from protocols import he_scoring as hs
+from protocols.he_isolation import IsolatedWorker
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "poly_modulus_degree": 8192,
     "coeff_mod_bit_sizes": [60, 40, 40, 60],
     "scale_bits": 40,
+    "plain_modulus_bits": DEFAULT_PLAIN_MODULUS_BITS,
 }
-"""One multiplication deep (weight x feature, or mask x feature) with 100 bits left after it: sums up to 2^59."""
+"""CKKS: one multiplication deep (weight x feature, or mask x feature) with 100 bits left after it: sums up to
+2^59. BFV (exact integer columns): the same N, SEAL's 128-bit default coefficient modulus, and a 40-bit batching
+prime as plain modulus (t = 1099511480321): exact sums up to (t - 1) / 2 ~ 5.5e11 in magnitude, which upload
+enforces (subjects x the larger bound)."""
 MAX_SUBJECTS = 200_000
 MAX_COLUMNS = 64
 MAX_ATTRIBUTE_VALUE = 64
@@ -137,6 +147,62 @@ class SealedColumn:
     lower: float
     upper: float
     blocks: tuple[bytes, ...]
+    integer: bool = False
+    """declared integer: BFV vectors (exact), integer bounds; otherwise CKKS vectors (reals)"""
+
+
+BFV_MAX_CIPHERTEXT_BYTES = 16384 * 2 * 8 * 8 + 4096
+"""A BFV vector of the sealed context at most: two polynomials of N <= 16384 coefficients over at most 8 primes."""
+_checker_lock = threading.Lock()
+_checker: IsolatedWorker | None = None
+_checked_contexts: dict[str, Any] = {}
+
+
+def _bfv_checker() -> IsolatedWorker:
+    global _checker
+    with _checker_lock:
+        if _checker is None:
+            _checker = IsolatedWorker(__name__)
+        return _checker
+
+
+def _isolated_check_bfv(args: dict[str, Any], blobs: list[bytes]) -> list[dict[str, Any]]:
+    """In the isolated checker: load the public BFV context ``blobs[0]``, then each BFV vector ``blobs[1:]``
+    under it (SEAL checks the ciphertext is valid for these parameters: ring, primes, plain modulus), and
+    describe it."""
+    key = hashlib.sha256(blobs[0]).hexdigest()
+    ctx = _checked_contexts.get(key)
+    if ctx is None:
+        _checked_contexts.clear()
+        ctx = _checked_contexts[key] = ts.context_from(blobs[0])
+    sc = ctx.seal_context().data
+    top = int(sc.first_context_data().chain_index())
+    reports = []
+    for i, blob in enumerate(blobs[1:]):
+        try:
+            vec = ts.bfv_vector_from(ctx, blob)
+            cts = vec.ciphertext()
+        except Exception as exc:
+            raise ValueError(f"ciphertext {i}: {exc}") from None
+        if len(cts) != 1:
+            raise ValueError(f"ciphertext {i}: a block is one ciphertext")
+        ct = cts[0]
+        data = sc.get_context_data(ct.parms_id())
+        reports.append(
+            {
+                "slots": int(vec.size()),
+                "size": int(ct.size()),
+                "ntt_form": bool(ct.is_ntt_form()),
+                "transparent": bool(ct.is_transparent()),
+                "chain_index": int(data.chain_index()) if data is not None else -1,
+                "top": top,
+            }
+        )
+    return reports
+
+
+ISOLATED_OPERATIONS = {"check_bfv_ciphertexts": _isolated_check_bfv}
+"""What :class:`protocols.he_isolation.IsolatedWorker` runs in the checker process for this module."""
 
 
 @dataclass
@@ -185,9 +251,16 @@ class SealedService:
             measurement=str(host.hello["measurement"]),
             created_at=utcnow(),
             retired_at=None,
+            bfv_context_id=str(got["bfv_context_id"]),
+            bfv_public_context=base64.b64decode(got["bfv_public_context"]),
+            bfv_eval_context=base64.b64decode(got["bfv_eval_context"]),
+            bfv_sealed_secret=base64.b64decode(got["bfv_sealed"]),
         )
         if hs.context_id_of(row.public_context) != row.id:
             raise InvalidInput("the enclave's context id is not the hash of its public context")
+        assert row.bfv_public_context is not None
+        if hashlib.sha256(row.bfv_public_context).hexdigest() != row.bfv_context_id:
+            raise InvalidInput("the enclave's BFV context id is not the hash of its public BFV context")
         self._loaded[row.id] = host.starts
         return row
 
@@ -206,6 +279,10 @@ class SealedService:
                     "scale_bits": int(self.params["scale_bits"]),
                     "public_context_sha256": row.id,
                     "eval_context_sha256": hashlib.sha256(row.eval_context).hexdigest(),
+                    "bfv_context_id": row.bfv_context_id,
+                    "plain_modulus_bits": int(
+                        self.params.get("plain_modulus_bits", DEFAULT_PLAIN_MODULUS_BITS)
+                    ),
                     **extra,
                 },
             ),
@@ -283,8 +360,18 @@ class SealedService:
         with self._lock:
             host = self.enclave.host()
             if self._loaded.get(row.id) != host.starts:
+                bfv: dict[str, Any] = {}
+                if row.bfv_context_id is not None and row.bfv_sealed_secret is not None:
+                    bfv = {
+                        "bfv_context_id": row.bfv_context_id,
+                        "bfv_sealed": base64.b64encode(row.bfv_sealed_secret).decode(),
+                    }
                 self._call(
-                    host, "he_load", context_id=row.id, sealed=base64.b64encode(row.sealed_secret).decode()
+                    host,
+                    "he_load",
+                    context_id=row.id,
+                    sealed=base64.b64encode(row.sealed_secret).decode(),
+                    **bfv,
                 )
                 self._loaded[row.id] = host.starts
             return host
@@ -302,6 +389,23 @@ class SealedService:
             if ctx is None:
                 ctx = self._eval[row.id] = ts.context_from(row.eval_context)
             return ctx
+
+    def _bfv_eval_context(self, row: SealedContext) -> Any:
+        """The BFV pair's public key and Galois keys (what the host sums with); refused for a pre-BFV context."""
+        if row.bfv_context_id is None or row.bfv_eval_context is None:
+            raise StaleContext(
+                f"context {row.id[:16]}... has no BFV key pair for exact integer columns (it predates them): "
+                "rotate the enclave's key, then encrypt under the new context"
+            )
+        with self._lock:
+            ctx = self._eval.get(row.bfv_context_id)
+            if ctx is None:
+                ctx = self._eval[row.bfv_context_id] = ts.context_from(row.bfv_eval_context)
+            return ctx
+
+    def plain_modulus(self, row: SealedContext) -> int:
+        """The BFV plain modulus ``t`` of ``row``'s BFV pair: integer sums must stay within ``(t - 1) / 2``."""
+        return plain_modulus_of(self._bfv_eval_context(row))
 
     def context_quote(self, nonce: bytes, *, actor: Actor, request_id: str | None = None) -> dict[str, Any]:
         """The active public context and a quote whose report data binds its hash and ``nonce`` (32 bytes)."""
@@ -321,12 +425,19 @@ class SealedService:
                     actor=actor,
                     objects=(ObjectRef("sealed_context", row.id), ObjectRef("quote", q.quote_hash.hex())),
                     request_id=request_id,
-                    detail={"context_id": row.id, "measurement": q.measurement.hex(), "nonce": nonce.hex()},
+                    detail={
+                        "context_id": row.id,
+                        "bfv_context_id": row.bfv_context_id,
+                        "measurement": q.measurement.hex(),
+                        "nonce": nonce.hex(),
+                    },
                 ),
             )
         return {
             "context_id": row.id,
             "public_context": row.public_context,
+            "bfv_context_id": row.bfv_context_id,
+            "bfv_public_context": row.bfv_public_context,
             "quote": quote,
             "params": json.loads(row.params_json),
         }
@@ -341,14 +452,19 @@ class SealedService:
         limit = ctx.max_ciphertext_bytes()
         seal_blobs = []
         for i, blob in enumerate(blobs):
+            try:  # a linear walk over bytes already bounded by the request's size limit
+                vec = hs.decode_ckks_vector(blob)
+            except ValueError as exc:
+                raise InvalidSealedData(f"{what} {i} is not a TenSEAL CKKS vector: {exc}") from None
+            if vec.scale == 0.0:
+                raise InvalidSealedData(
+                    f"{what} {i} is not a CKKS vector (it has no scale: a BFV vector?); a column of reals is "
+                    "CKKS, declare exact integer columns integer"
+                )
             if len(blob) > limit:
                 raise PayloadTooLarge(
                     f"{what} {i}: {len(blob)} bytes is more than a ciphertext of this context"
                 )
-            try:
-                vec = hs.decode_ckks_vector(blob)
-            except ValueError as exc:
-                raise InvalidSealedData(f"{what} {i} is not a TenSEAL CKKS vector: {exc}") from None
             if vec.size != sizes[i]:
                 raise InvalidSealedData(f"{what} {i} holds {vec.size} values; expected {sizes[i]}")
             if vec.scale != ctx.global_scale:
@@ -373,6 +489,41 @@ class SealedService:
                 raise InvalidSealedData(f"{what} {i} is at level {r['chain_index']}, not the top level {top}")
             if r["scale"] != ctx.global_scale:
                 raise InvalidSealedData(f"{what} {i} has the wrong scale")
+
+    def _check_bfv(self, row: SealedContext, blobs: Sequence[bytes], size: int, what: str) -> None:
+        """Each blob is one fresh BFV vector of ``size`` slots under ``row``'s BFV pair: a TenSEAL BFV vector
+        (no scale: a CKKS one is refused), loaded by SEAL in the isolated worker under the BFV parameters (ring,
+        primes, plain modulus: another degree or another pair's parameters are refused), two components, the
+        top level."""
+        self._bfv_eval_context(row)  # refuses a context without a BFV pair
+        assert row.bfv_public_context is not None
+        for i, blob in enumerate(blobs):
+            if len(blob) > BFV_MAX_CIPHERTEXT_BYTES:
+                raise PayloadTooLarge(f"{what} {i}: {len(blob)} bytes is more than a BFV ciphertext")
+            try:
+                vec = hs.decode_ckks_vector(blob)  # the same protobuf shape, less the scale
+            except ValueError as exc:
+                raise InvalidSealedData(f"{what} {i} is not a TenSEAL BFV vector: {exc}") from None
+            if vec.scale != 0.0:
+                raise InvalidSealedData(
+                    f"{what} {i} is a CKKS vector; a column declared integer is encrypted under the BFV context"
+                )
+            if vec.size != size:
+                raise InvalidSealedData(f"{what} {i} holds {vec.size} values; expected {size}")
+        reports = hs.run_isolated(
+            _bfv_checker(),
+            "check_bfv_ciphertexts",
+            {},
+            [row.bfv_public_context, *blobs],
+            timeout_s=hs.DEFAULT_LIMITS.check_timeout_s,
+            error=InvalidSealedData,
+            what=f"the {what}s",
+        )
+        for i, r in enumerate(reports):
+            if r["size"] != 2 or r["ntt_form"] or r["transparent"] or r["slots"] != size:
+                raise InvalidSealedData(f"{what} {i} is not a fresh two-component BFV ciphertext")
+            if r["chain_index"] != r["top"]:
+                raise InvalidSealedData(f"{what} {i} is at level {r['chain_index']}, not the top level")
 
     def _context_for_upload(self, session: Session, context_id: str) -> SealedContext:
         row = session.get(SealedContext, context_id) if re.fullmatch(r"[0-9a-f]{64}", context_id) else None
@@ -439,7 +590,18 @@ class SealedService:
                 raise InvalidSealedData(
                     f"column {c!r} has {len(col.blocks)} ciphertexts; {n} subjects in blocks of {per} need {n_blocks}"
                 )
-            self._check_fresh(ctx, col.blocks, sizes, f"column {c!r} ciphertext")
+            if col.integer:
+                if col.lower != int(col.lower) or col.upper != int(col.upper):
+                    raise InvalidSealedData(f"integer column {c!r}: lower and upper are integers")
+                t = self.plain_modulus(row)
+                if n * max(abs(int(col.lower)), abs(int(col.upper))) > (t - 1) // 2:
+                    raise InvalidSealedData(
+                        f"integer column {c!r}: {n} values in [{int(col.lower)}, {int(col.upper)}] could sum past "
+                        f"the plain modulus ({t}) and wrap; narrow the bounds"
+                    )
+                self._check_bfv(row, col.blocks, per, f"column {c!r} ciphertext")
+            else:
+                self._check_fresh(ctx, col.blocks, sizes, f"column {c!r} ciphertext")
         schema = DatasetSchema.model_validate(
             {
                 "subject_key": "uscc",
@@ -447,8 +609,13 @@ class SealedService:
                     {"name": "uscc", "type": "uscc", "sensitivity": "C1"},
                     *({"name": a, "type": "string", "sensitivity": "C1"} for a in attributes),
                     *(
-                        {"name": c, "type": "float", "sensitivity": "C2", "description": "sealed (CKKS)"}
-                        for c in columns
+                        {
+                            "name": c,
+                            "type": "int" if col.integer else "float",
+                            "sensitivity": "C2",
+                            "description": "sealed (BFV, exact)" if col.integer else "sealed (CKKS)",
+                        }
+                        for c, col in columns.items()
                     ),
                 ],
             }
@@ -471,7 +638,10 @@ class SealedService:
             subjects_json=json.dumps(list(subjects)),
             attributes_json=json.dumps({a: list(v) for a, v in attributes.items()}),
             columns_json=json.dumps(
-                {c: {"lower": col.lower, "upper": col.upper} for c, col in columns.items()}
+                {
+                    c: {"lower": col.lower, "upper": col.upper, "type": "integer" if col.integer else "real"}
+                    for c, col in columns.items()
+                }
             ),
             uploaded_at=utcnow(),
         )
@@ -494,6 +664,7 @@ class SealedService:
                     "context_id": row.id,
                     "subjects": n,
                     "columns": sorted(columns),
+                    "integer_columns": sorted(c for c, col in columns.items() if col.integer),
                     "attributes": sorted(attributes),
                     "blocks": n_blocks,
                     "ciphertexts_sha256": digest.hexdigest(),
@@ -585,16 +756,18 @@ class SealedService:
         except Refused as exc:
             refused(exc)
             raise
-        ctx = self._eval_context(row)
+        exact = cols[column].get("type") == "integer"
+        ctx = self._bfv_eval_context(row) if exact else self._eval_context(row)
+        load = ts.bfv_vector_from if exact else ts.ckks_vector_from
         total = None
         for b, blob in enumerate(blocks):
-            mask = np.zeros(per)
+            mask = np.zeros(per, dtype=np.int64 if exact else np.float64)
             for i in chosen:
                 if i // per == b:
-                    mask[i % per] = 1.0
+                    mask[i % per] = 1
             if not mask.any():
                 continue
-            term = ts.ckks_vector_from(ctx, blob) * mask.tolist()
+            term = load(ctx, blob) * mask.tolist()
             total = term if total is None else total + term
         assert total is not None
         reduced = total.sum()
@@ -613,6 +786,7 @@ class SealedService:
                     "count": len(chosen),
                     "lower": lower,
                     "upper": upper,
+                    "scheme": "bfv" if exact else "ckks",
                 }
             ],
         )["results"][column]
@@ -655,6 +829,7 @@ class SealedService:
                             "column": column,
                             "where": dict(sorted(where.items())),
                             "cohort": len(cohort),
+                            "scheme": "bfv" if exact else "ckks",
                             "epsilon_micro": micro,
                             "measurement": str(host.hello["measurement"]),
                         },
@@ -672,6 +847,7 @@ class SealedService:
             "mean": got["mean"],
             "noise": {"sum": got["sum_scale"], "count": got["count_scale"]},
             "epsilon": epsilon,
+            "exact": exact,
         }
 
     def _refused(
@@ -736,6 +912,12 @@ class SealedService:
             missing = [w for w in names if w not in cols]
             if missing:
                 raise InvalidInput(f"sealed dataset {dataset_id} has no encrypted column(s) {missing}")
+            exact = [w for w in names if cols[w].get("type") == "integer"]
+            if exact:
+                raise InvalidInput(
+                    f"column(s) {exact} of sealed dataset {dataset_id} are exact integer (BFV) columns; scoring "
+                    "multiplies by real weights and takes real (CKKS) columns only"
+                )
             row = s.get(SealedContext, sealed.context_id)
             assert row is not None
             s.expunge(row)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field
@@ -43,9 +43,17 @@ class ContextOut(BaseModel):
     public_context: str = Field(
         description="TenSEAL public CKKS context, base64: parameters and public key only"
     )
+    bfv_context_id: str | None = Field(
+        None,
+        description="hex SHA-256 of bfv_public_context (None: a context made before exact integer columns)",
+    )
+    bfv_public_context: str | None = Field(
+        None,
+        description="TenSEAL public BFV context, base64, for columns declared integer: parameters and public key",
+    )
     quote: str = Field(
-        description="enclave quote, base64; its nonce is SHA-256('PPS-SEALED-CONTEXT-v1' 0x00 || context id || "
-        "your nonce)"
+        description="enclave quote, base64; its nonce is SHA-256('PPS-SEALED-CONTEXT-v2' 0x00 || context id || "
+        "BFV context id || your nonce) (without a BFV pair: 'PPS-SEALED-CONTEXT-v1' 0x00 || context id || nonce)"
     )
     params: dict[str, object]
 
@@ -53,7 +61,14 @@ class ContextOut(BaseModel):
 class ColumnIn(Request):
     lower: float = Field(allow_inf_nan=False, description="the provider clipped values to [lower, upper]")
     upper: float = Field(allow_inf_nan=False)
-    blocks: list[str] = Field(min_length=1, max_length=64, description="one CKKS vector per block, base64")
+    type: Literal["real", "integer"] = Field(
+        "real",
+        description="real: CKKS vectors (approximate); integer: BFV vectors under the BFV context, integer "
+        "bounds, exact sums",
+    )
+    blocks: list[str] = Field(
+        min_length=1, max_length=64, description="one CKKS (real) or BFV (integer) vector per block, base64"
+    )
 
 
 class SealedUploadIn(Request):
@@ -116,7 +131,9 @@ class RotateIn(Request):
     )
 
 
-@router.get("/context", summary="the enclave's public CKKS context and a quote binding it to your nonce")
+@router.get(
+    "/context", summary="the enclave's public CKKS and BFV contexts and a quote binding them to your nonce"
+)
 def sealed_context(
     caller: Anyone,
     rt: RuntimeDep,
@@ -126,6 +143,12 @@ def sealed_context(
     return ContextOut(
         context_id=got["context_id"],
         public_context=base64.b64encode(got["public_context"]).decode(),
+        bfv_context_id=got["bfv_context_id"],
+        bfv_public_context=(
+            base64.b64encode(got["bfv_public_context"]).decode()
+            if got["bfv_public_context"] is not None
+            else None
+        ),
         quote=base64.b64encode(got["quote"]).decode(),
         params=got["params"],
     )
@@ -134,7 +157,12 @@ def sealed_context(
 @router.post("/datasets", status_code=status.HTTP_201_CREATED, summary="upload a sealed dataset")
 def upload_sealed(body: SealedUploadIn, caller: Provider, rt: RuntimeDep) -> SealedDatasetOut:
     columns = {
-        name: SealedColumn(c.lower, c.upper, tuple(_b64(b, f"columns.{name}.blocks") for b in c.blocks))
+        name: SealedColumn(
+            c.lower,
+            c.upper,
+            tuple(_b64(b, f"columns.{name}.blocks") for b in c.blocks),
+            integer=c.type == "integer",
+        )
         for name, c in body.columns.items()
     }
     with rt.db.transaction() as session:
@@ -158,7 +186,10 @@ def upload_sealed(body: SealedUploadIn, caller: Provider, rt: RuntimeDep) -> Sea
         )
 
 
-@router.post("/aggregates", summary="a noisy sum / count / mean over a sealed column, consented cohort")
+@router.post(
+    "/aggregates",
+    summary="a noisy sum / count / mean over a sealed column (exact before noise if integer), consented cohort",
+)
 def sealed_aggregate(body: SealedAggregateIn, caller: Bank, rt: RuntimeDep) -> dict[str, object]:
     return rt.sealed.aggregate(
         bank=caller.org_id,

@@ -699,8 +699,9 @@ class FederationMessage(Base):
 
 
 class SealedContext(Base):
-    """A CKKS key pair the enclave generated for sealed datasets (``pps.sealed``): its public parts, and the
-    secret key sealed to the enclave's build (only that build on this platform opens ``sealed_secret``)."""
+    """A CKKS key pair (and a BFV one, for exact integer columns) the enclave generated for sealed datasets
+    (``pps.sealed``): their public parts, and the secret keys sealed to the enclave's build (only that build on
+    this platform opens ``sealed_secret`` and ``bfv_sealed_secret``)."""
 
     __tablename__ = "sealed_contexts"
 
@@ -716,6 +717,13 @@ class SealedContext(Base):
     measurement: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     retired_at: Mapped[datetime | None]
+    bfv_context_id: Mapped[str | None] = mapped_column(String(64))
+    """the BFV pair made with it, for exact integer columns: hex SHA-256 of ``bfv_public_context``; bound with
+    ``id`` into every context quote. ``None`` for a context made before BFV (rotate to get one)"""
+    bfv_public_context: Mapped[bytes | None] = mapped_column(LargeBinary)
+    bfv_eval_context: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """public key and Galois keys of the BFV pair"""
+    bfv_sealed_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class SealedDataset(Base):

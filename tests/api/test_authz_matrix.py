@@ -463,7 +463,9 @@ def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, A
     quote = runtime.sealed.context_quote(nonce, actor=Actor(bank.org.id, "bank"))["quote"]
     provision = encrypt_score_request(
         quote,
-        standard_policy(measurements=[expected_measurement()], nonce=report_nonce(ctx.id, nonce)),
+        standard_policy(
+            measurements=[expected_measurement()], nonce=report_nonce(ctx.id, nonce, ctx.bfv_context_id)
+        ),
         vendor_key=runtime.enclave.vendor_public_key,
         output=OutputPolicy(
             ("scores",),

@@ -59,6 +59,7 @@ def keys(host: EnclaveHost) -> dict[str, Any]:
     public, evaluation = base64.b64decode(got["public_context"]), base64.b64decode(got["eval_context"])
     return {
         "id": got["context_id"],
+        "bfv_id": got["bfv_context_id"],
         "sealed": got["sealed"],
         "public": public,
         "pub": ts.context_from(public),
@@ -104,7 +105,9 @@ def _bank_request(
     output = OutputPolicy(("scores",), os.urandom(32), _raw(key))
     provision = encrypt_score_request(
         quote,
-        standard_policy(measurements=[expected_measurement()], nonce=report_nonce(keys["id"], nonce)),
+        standard_policy(
+            measurements=[expected_measurement()], nonce=report_nonce(keys["id"], nonce, keys["bfv_id"])
+        ),
         vendor_key=vendor.public_key(),
         output=output,
         context_id=keys["id"],
@@ -172,16 +175,20 @@ def test_the_quote_binds_the_context(
 ) -> None:
     nonce = os.urandom(32)
     quote = base64.b64decode(host.call("he_quote", context_id=keys["id"], nonce=b64(nonce))["quote"])
-    policy = standard_policy(measurements=[expected_measurement()], nonce=report_nonce(keys["id"], nonce))
+    bid = keys["bfv_id"]  # the quote binds the CKKS and the BFV context ids together
+    policy = standard_policy(
+        measurements=[expected_measurement()], nonce=report_nonce(keys["id"], nonce, bid)
+    )
     verify_quote(quote, policy, vendor_key=vendor.public_key())
-    assert Quote.parse(quote).nonce == report_nonce(keys["id"], nonce)
+    assert Quote.parse(quote).nonce == report_nonce(keys["id"], nonce, bid)
     other = hashlib.sha256(b"another context").hexdigest()  # a swapped context does not match the quote
-    with pytest.raises(Exception, match="nonce"):
-        verify_quote(
-            quote,
-            standard_policy(measurements=[expected_measurement()], nonce=report_nonce(other, nonce)),
-            vendor_key=vendor.public_key(),
-        )
+    for cid, bfv in ((other, bid), (keys["id"], other), (bid, keys["id"]), (keys["id"], None)):
+        with pytest.raises(Exception, match="nonce"):
+            verify_quote(
+                quote,
+                standard_policy(measurements=[expected_measurement()], nonce=report_nonce(cid, nonce, bfv)),
+                vendor_key=vendor.public_key(),
+            )
 
 
 def test_an_aggregate_is_decrypted_with_noise_and_controls(host: EnclaveHost, keys: dict[str, Any]) -> None:
@@ -285,7 +292,9 @@ def test_a_host_substituting_the_recipient_key_gets_a_refusal(
     bound = score_request(context_id=keys["id"], dataset_id="ds1", subjects=["s0", "s1"])
     no_key = encrypt_for_enclave(  # a request without a recipient key (so the host's would be used)
         quote,
-        standard_policy(measurements=[expected_measurement()], nonce=report_nonce(keys["id"], nonce)),
+        standard_policy(
+            measurements=[expected_measurement()], nonce=report_nonce(keys["id"], nonce, keys["bfv_id"])
+        ),
         vendor_key=vendor.public_key(),
         job=SCORES_JOB,
         slot="bank",
