@@ -63,6 +63,18 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _bar(label: str = "{task.description}") -> Progress:
+    """The progress bar of long commands: label, bar, done/total, elapsed; on stderr, gone when done."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
@@ -365,14 +377,7 @@ def audit_verify(
         if not migrate.is_up_to_date(rt.db.engine):
             fail("the database schema is not current; run `pps db upgrade` first")
         with (
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            ) as bar,
+            _bar() as bar,
             rt.db.transaction(write=False, snapshot=True) as session,
         ):
             tasks: dict[str, Any] = {}
@@ -582,14 +587,7 @@ def data_upload(
     with user_errors(), PPSClient(url, token) as client:
         existing = [d for d in client.list_datasets() if d["name"] == name]
         ds = existing[0] if existing else client.create_dataset(name, declared, description=description)
-        with Progress(
-            TextColumn("uploading {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
+        with _bar("uploading {task.description}") as bar:
             task = bar.add_task(file.name, total=size)
 
             def chunks() -> Iterator[bytes]:
@@ -708,14 +706,7 @@ def bank_score(
         job = client.submit_scoring(
             bank_key, model, purpose=purpose, subjects=listed, preprocess=spec.get("preprocess")
         )
-        with Progress(
-            TextColumn("scoring (job {task.description})"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
+        with _bar("scoring (job {task.description})") as bar:
             task = bar.add_task(job["id"], total=None)
             while True:
                 state = client.job(job["id"])
@@ -821,14 +812,7 @@ def bank_train_vertical(
     with (
         user_errors(),
         PPSClient(url, token, timeout=120) as client,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar,
+        _bar() as bar,
     ):
         task = bar.add_task("aligning (PSI) and starting", total=None)
 
@@ -896,14 +880,7 @@ def _federate(client: Any, federation_id: str, x: Any, y: Any, poll: float) -> d
     import time
 
     view: dict[str, Any] = client.federation(federation_id)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with _bar() as bar:
         task = bar.add_task("waiting for the other banks", total=view["rounds"])
         while view["state"] not in ("done", "aborted"):
             view = client.step(federation_id, x, y)
