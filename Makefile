@@ -17,7 +17,7 @@ install: $(STAMP)
 
 ## the end-to-end scenario on the embedded default (SQLite, in-process)
 demo: $(STAMP)
-	$(VENV)/bin/pps demo
+	$(VENV)/bin/pps-demo
 
 ## the test suite (SQLite; set PPS_TEST_DATABASE_URL to run the storage and ledger suites on PostgreSQL)
 test: $(STAMP)

@@ -21,8 +21,8 @@ from api.routers import models as model_routes
 from api.routers import objections as objection_routes
 from api.routers import sealed as sealed_routes
 from api.routers import training as training_routes
+from pps.infra.settings import Settings, get_settings
 from pps.runtime import Runtime
-from pps.settings import Settings, get_settings
 
 log = logging.getLogger("pps.api")
 

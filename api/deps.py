@@ -20,9 +20,9 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pps.errors import AuthenticationError, InvalidInput, RoleNotAllowed
+from pps.infra.storage.tables import Role
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
-from pps.storage.tables import Role
 
 
 def get_runtime(request: Request) -> Runtime:

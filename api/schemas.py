@@ -10,10 +10,10 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from pps.consent import Terms
-from pps.datasets.schema import DatasetSchema
+from pps.data.datasets.schema import DatasetSchema
+from pps.governance.consent import Terms
+from pps.infra.storage.tables import ApiToken, Consent, Dataset, DatasetVersion, Job, Organization, Role
 from pps.ledger.checkpoint import Checkpoint
-from pps.storage.tables import ApiToken, Consent, Dataset, DatasetVersion, Job, Organization, Role
 
 T = TypeVar("T")
 

@@ -48,12 +48,12 @@ EPS = 0.1
 def build(n: int, tmp: Path) -> tuple[Any, Any, Any, float]:
     """A safe-room with registry + tax for ``n`` enterprises; returns (runtime, bank actor, data, upload s)."""
     from models.synth import generate
-    from pps.datasets.ingest import UploadFormat
-    from pps.datasets.schema import DatasetSchema
+    from pps.data.datasets.ingest import UploadFormat
+    from pps.data.datasets.schema import DatasetSchema
+    from pps.infra.settings import Settings
+    from pps.infra.storage.tables import Role
     from pps.ledger.entry import OPERATOR, Actor
     from pps.runtime import Runtime
-    from pps.settings import Settings
-    from pps.storage.tables import Role
 
     data = generate(n, seed=4, months=24)
     rt = Runtime.build(
@@ -90,7 +90,7 @@ def build(n: int, tmp: Path) -> tuple[Any, Any, Any, float]:
 
 
 def queries() -> dict[str, Any]:
-    from pps.aggregates import AggregateSpec
+    from pps.services.aggregates import AggregateSpec
 
     common: dict[str, Any] = {"scope": "platform", "purpose": "risk_statistics", "epsilon": EPS}
     measure: dict[str, Any] = {"dataset": "tax", "field": "taxable_sales"}

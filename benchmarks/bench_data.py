@@ -54,12 +54,12 @@ def make_csv(rows: int) -> tuple[bytes, dict[str, object]]:
 
 
 def upload_once(data: bytes, schema: dict[str, object]) -> float:
-    from pps.datasets.ingest import UploadFormat
-    from pps.datasets.schema import DatasetSchema
+    from pps.data.datasets.ingest import UploadFormat
+    from pps.data.datasets.schema import DatasetSchema
+    from pps.infra.settings import Settings
+    from pps.infra.storage.tables import Role
     from pps.ledger.entry import OPERATOR
     from pps.runtime import Runtime
-    from pps.settings import Settings
-    from pps.storage.tables import Role
 
     with tempfile.TemporaryDirectory() as tmp:
         rt = Runtime.build(Settings(data_dir=Path(tmp), checkpoint_interval_seconds=0))
@@ -97,7 +97,7 @@ def child_peak(data: bytes, schema: dict[str, object]) -> tuple[float, int]:
                 "hwm = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])",
                 f"sys.path.insert(0, {str(ROOT)!r})",
                 "import benchmarks.bench_data as b",
-                "import pps.runtime, pps.datasets.ingest",
+                "import pps.runtime, pps.data.datasets.ingest",
                 f"data = open({tmp + '/data.csv'!r}, 'rb').read()",
                 f"schema = json.load(open({tmp + '/schema.json'!r}))",
                 "before = hwm()",
@@ -155,13 +155,13 @@ def bench_uploads(sizes: list[int], repeats: int) -> None:
 def bench_policy(subjects: int, repeats: int) -> None:
     from sqlalchemy import select
 
-    from pps.datasets.schema import DatasetSchema
+    from pps.data.datasets.schema import DatasetSchema
+    from pps.governance.policy import Request
     from pps.identity.uscc import ALPHABET, make_uscc
+    from pps.infra.settings import Settings
+    from pps.infra.storage.tables import Consent, ConsentState, Role, new_id, utcnow
     from pps.ledger.entry import OPERATOR, ObjectRef
-    from pps.policy import Request
     from pps.runtime import Runtime
-    from pps.settings import Settings
-    from pps.storage.tables import Consent, ConsentState, Role, new_id, utcnow
 
     schema = {
         "subject_key": "uscc",

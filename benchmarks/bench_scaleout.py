@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Scale-out benchmark (``pps.executor``): encrypted scoring and PSI setup at 10^6 on each execution backend.
+"""Scale-out benchmark (``pps.infra.executor``): encrypted scoring and PSI setup at 10^6 on each execution backend.
 
 Run from the repository root::
 
@@ -8,7 +8,7 @@ Run from the repository root::
 
 What is measured (each scoring configuration ``--repeats`` times, medians reported):
 
-* **Encrypted scoring of N enterprises** through :func:`pps.scoring_service.evaluate_in_chunks` — the code path
+* **Encrypted scoring of N enterprises** through :func:`pps.services.scoring.evaluate_in_chunks` — the code path
   of the scoring job — on: the in-process executor (1 worker), a local process pool (1 and 2 workers), and a
   local Ray instance (``ray.init(num_cpus=2)``, 1 and 2 actors). Chunks hold 8 result ciphertexts (65,536
   enterprises at N=8192 with complex packing); workers encode their chunk's feature rows and evaluate the
@@ -58,9 +58,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from pps.executor import Executor, LocalExecutor, RayExecutor
 from pps.identity.uscc import ALPHABET, make_uscc
-from pps.scoring_service import BLOCKS_PER_CHUNK, evaluate_in_chunks
+from pps.infra.executor import Executor, LocalExecutor, RayExecutor
+from pps.services.scoring import BLOCKS_PER_CHUNK, evaluate_in_chunks
 from protocols.he_scoring import BankScoringKey, SlotLayout, check_public_context, load_model
 from protocols.psi import PSIParams, ServerSet, prepare_setup
 

@@ -43,12 +43,12 @@ from api.app import create_app
 from api.live import running_server
 from models.synth import generate
 from pps.client import PPSClient
-from pps.datasets.ingest import UploadFormat
-from pps.datasets.schema import DatasetSchema
+from pps.data.datasets.ingest import UploadFormat
+from pps.data.datasets.schema import DatasetSchema
+from pps.infra.settings import Settings
+from pps.infra.storage.tables import Consent, ConsentState, Role, new_id, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
-from pps.settings import Settings
-from pps.storage.tables import Consent, ConsentState, Role, new_id, utcnow
 from protocols.he_scoring import BankScoringKey
 
 TARGET_S = 5.0

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of sealed datasets (``pps.sealed``) against the ordinary path, same data, same run.
+"""Benchmark of sealed datasets (``pps.services.sealed``) against the ordinary path, same data, same run.
 
 Run from the repository root::
 
@@ -15,7 +15,7 @@ Both paths on the same synthetic matrix, each timing repeated ``--repeats`` time
   provider's *encrypted* columns (ciphertext x ciphertext, relinearised, rescaled, one ciphertext per block),
   then the real enclave process decrypts every score, adds noise, HPKE-encrypts them to the bank, which opens
   them;
-* **aggregate, ordinary**: a cohort sum over plaintext values with OpenDP's Laplace (:func:`pps.dp.total`);
+* **aggregate, ordinary**: a cohort sum over plaintext values with OpenDP's Laplace (:func:`pps.data.dp.total`);
 * **aggregate, sealed**: the cohort mask multiplied into each encrypted block, blocks added, rotate-and-sum,
   then the enclave decrypts the one result, checks its shape and adds OpenDP noise;
 * **exact integer aggregate** (an integer column, 0..1000): ordinary as above; sealed under the enclave's BFV
@@ -54,13 +54,13 @@ from enclave_sim.sealed import (  # noqa: E402
     open_scores,
     report_nonce,
 )
-from pps import dp  # noqa: E402
 from pps.client import (  # noqa: E402
     encrypt_sealed_columns,
     encrypt_sealed_integer_columns,
     encrypt_sealed_weights,
 )
-from pps.sealed import DEFAULT_PARAMS  # noqa: E402
+from pps.data import dp  # noqa: E402
+from pps.services.sealed import DEFAULT_PARAMS  # noqa: E402
 from protocols import he_scoring as he  # noqa: E402
 
 

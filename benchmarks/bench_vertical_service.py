@@ -40,12 +40,12 @@ from api.live import running_server
 from models.features import FEATURE_KINDS
 from models.synth import generate
 from pps.client import PPSClient
-from pps.datasets.ingest import UploadFormat
-from pps.datasets.schema import DatasetSchema
+from pps.data.datasets.ingest import UploadFormat
+from pps.data.datasets.schema import DatasetSchema
+from pps.infra.settings import Settings
+from pps.infra.storage.tables import Role
 from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
-from pps.settings import Settings
-from pps.storage.tables import Role
 from pps.vertical_client import run_guest, start_vertical
 from protocols import paillier_fast as pf
 from protocols import vertical_lr as vl
@@ -93,7 +93,7 @@ def build(rows: int, tmp: Path) -> tuple[Runtime, dict[str, str], list[str], dic
             )
     usccs = [str(u) for u in data.registry.columns["uscc"].tolist()]
     labels = dict(zip(usccs, (int(v) for v in data.labels.columns["defaulted"].tolist()), strict=True))
-    from pps.demo_training import bulk_consent
+    from demo.training import bulk_consent
 
     with rt.db.transaction() as s:
         names = [

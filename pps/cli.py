@@ -21,13 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pps.errors import LedgerIntegrityError, PPSError
+from pps.infra.settings import get_settings
+from pps.infra.storage import migrate
+from pps.infra.storage.tables import Role
 from pps.ledger.checkpoint import NoteVerifier
 from pps.ledger.entry import OPERATOR
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
-from pps.settings import get_settings
-from pps.storage import migrate
-from pps.storage.tables import Role
 
 app = typer.Typer(
     help="PPS — the data safe-room. Serve the API, manage organisations and tokens, verify the audit ledger.",
@@ -274,7 +274,7 @@ def budget_show(org_id: Annotated[str, typer.Argument(help="the bank's organisat
     console.print(f"{b.bank_org_id}: total epsilon {b.total:g}, spent {b.spent:g}, remaining {b.remaining:g}")
 
 
-# --- objections (pps.objections) --------------------------------------------------------------------
+# --- objections (pps.governance.objections) --------------------------------------------------------------------
 
 
 @admin_app.command("objections")
@@ -285,7 +285,7 @@ def admin_objections(
     state: Annotated[str | None, typer.Option(help="only this state: open, accepted, rejected")] = None,
 ) -> None:
     """List subjects' objections with their deadlines (overdue ones are for the operator to chase)."""
-    from pps.storage.tables import ObjectionState, utcnow
+    from pps.infra.storage.tables import ObjectionState, utcnow
 
     if state is not None and state not in set(ObjectionState):
         fail(f"state must be one of {', '.join(ObjectionState)}")
@@ -1111,8 +1111,8 @@ def consent_verify_receipt(
     ] = None,
 ) -> None:
     """Verify a consent receipt offline and show what was granted. Exits 3 if it does not verify."""
-    from pps.consent import verify_receipt
     from pps.errors import ProofVerificationError
+    from pps.governance.consent import verify_receipt
 
     text = receipt.read_text(encoding="utf-8")
     with user_errors():
@@ -1143,23 +1143,6 @@ def consent_verify_receipt(
     for item in doc["scope"]:
         table.add_row("scope", f"{item['dataset_id']}: {', '.join(item['fields'])}")
     console.print(table)
-
-
-# --- demo --------------------------------------------------------------------------------------------
-
-
-@app.command()
-def demo(
-    data_dir: Annotated[Path, typer.Option(help="fresh directory for the demo's database and keys")] = Path(
-        ".pps-demo"
-    ),
-) -> None:
-    """Run the end-to-end scenario on the embedded default (SQLite, in-process) and check every step."""
-    from pps.demo import run_demo
-
-    ok = run_demo(data_dir, console)
-    if not ok:
-        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -275,7 +275,7 @@ class PPSClient:
         Runs the client half locally: only blinded points leave; the answer is computed here. Returns a
         :class:`protocols.psi.PSIResult`.
         """
-        from pps.psi_service import unpack_result
+        from pps.services.psi import unpack_result
         from protocols.psi import PSIClient
 
         client = PSIClient(list(customers), reveal_intersection=reveal_intersection)
@@ -355,7 +355,7 @@ class PPSClient:
 
     def scoring_result(self, job_id: str, key: Any, model: Any = None) -> ScoringResult:
         """Fetch a finished scoring job's result and decrypt it with the bank's key."""
-        from pps.scoring_service import unpack_result
+        from pps.services.scoring import unpack_result
 
         header, result = unpack_result(self.job_result(job_id))
         subjects = list(header["subjects"])
@@ -534,7 +534,7 @@ class PPSClient:
 
     # --- aggregate queries ---------------------------------------------------------------------------
 
-    # --- sealed datasets (pps.sealed) -------------------------------------------------------------------------
+    # --- sealed datasets (pps.services.sealed) -------------------------------------------------------------------------
 
     def sealed_context(
         self, *, vendor_key: Any, measurements: Iterable[bytes] | None = None, nonce: bytes | None = None
@@ -783,7 +783,7 @@ class PPSClient:
         )
         return result
 
-    # --- objections and corrections (pps.objections) ------------------------------------------------
+    # --- objections and corrections (pps.governance.objections) ------------------------------------------------
 
     def file_objection(
         self,
@@ -986,7 +986,7 @@ class FederatedClient:
     def model(view: dict[str, Any]) -> Any:
         """The federation's current global model as a :mod:`models.fl` estimator."""
         from models.fl import make_model
-        from pps.federated import MODEL_KINDS, model_hyper
+        from pps.services.federated import MODEL_KINDS, model_hyper
 
         m = make_model(
             MODEL_KINDS[view["kind"]],

@@ -232,7 +232,7 @@ class EnclaveUnavailable(ServiceUnavailable):
     code = "enclave_unavailable"
 
 
-# --- objections (pps.objections) -----------------------------------------------------------------------
+# --- objections (pps.governance.objections) -----------------------------------------------------------------------
 
 
 class EvidenceRejected(InvalidInput):

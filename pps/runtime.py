@@ -1,6 +1,6 @@
 """The assembled safe-room: settings, database, ledger and services, built once per process.
 
-The API app, the CLI and the tests all build one :class:`Runtime` from :class:`~pps.settings.Settings`, so
+The API app, the CLI and the tests all build one :class:`Runtime` from :class:`~pps.infra.settings.Settings`, so
 that every entry point runs the same wiring.
 """
 
@@ -10,29 +10,29 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from enclave_sim.platform import EnclaveConfig
-from pps.aggregates import AggregateService
-from pps.consent import ConsentService
-from pps.datasets.service import DatasetService
-from pps.enclave_service import EnclaveService
-from pps.executor import Executor, executor_from_settings
-from pps.feature_store import FeatureStore
-from pps.federated import FederatedService
+from pps.data.datasets.service import DatasetService
+from pps.data.features import FeatureStore
+from pps.governance.consent import ConsentService
+from pps.governance.objections import ObjectionService
+from pps.governance.policy import PolicyEngine
 from pps.identity.service import IdentityService
-from pps.jobs import JobService
-from pps.keys import LEDGER_SIGNING_KEY_FILE, RECEIPT_SIGNING_KEY_FILE, load_or_create_ed25519
-from pps.kms import LocalFileKMS
+from pps.infra.executor import Executor, executor_from_settings
+from pps.infra.jobs import JobService
+from pps.infra.keys import LEDGER_SIGNING_KEY_FILE, RECEIPT_SIGNING_KEY_FILE, load_or_create_ed25519
+from pps.infra.kms import LocalFileKMS
+from pps.infra.settings import Settings
+from pps.infra.storage import migrate
+from pps.infra.storage.db import Database
 from pps.ledger.checkpoint import NoteSigner
 from pps.ledger.store import Ledger
-from pps.model_registry import ModelRegistry
-from pps.objections import ObjectionService
-from pps.policy import PolicyEngine
-from pps.psi_service import PSIService
-from pps.scoring_service import ScoringService
-from pps.sealed import SealedService
-from pps.settings import Settings
-from pps.storage import migrate
-from pps.storage.db import Database
-from pps.vertical_training import VerticalTrainingService
+from pps.services.aggregates import AggregateService
+from pps.services.enclave import EnclaveService
+from pps.services.federated import FederatedService
+from pps.services.psi import PSIService
+from pps.services.registry import ModelRegistry
+from pps.services.scoring import ScoringService
+from pps.services.sealed import SealedService
+from pps.services.vertical import VerticalTrainingService
 from protocols.psi import PSIParams, SetupCache
 
 

@@ -44,7 +44,7 @@ class VerticalTrainingResult:
 
 
 def _post_frames(client: PPSClient, path: str, frames: Sequence[bytes]) -> list[bytes]:
-    from pps.vertical_training import pack_frames, unpack_frames
+    from pps.services.vertical import pack_frames, unpack_frames
 
     response = client._http.post(
         path, content=pack_frames(frames), headers={"content-type": EXCHANGE_MEDIA_TYPE}

@@ -78,8 +78,10 @@ HEADROOM_BITS = 64
 """Encoded magnitudes must stay below ``n / 2^HEADROOM_BITS``, leaving room for sums and products."""
 FIXED_BASE_WINDOW = 8
 
-if TYPE_CHECKING:  # an executor of pps.executor (a process pool, Ray) may be passed; nothing else of pps
-    from pps.executor import Executor
+if (
+    TYPE_CHECKING
+):  # an executor of pps.infra.executor (a process pool, Ray) may be passed; nothing else of pps
+    from pps.infra.executor import Executor
 
 ObfuscatorKind = Literal["full", "short_exponent"]
 _ONE = mpz(1)  # mpz constants: the gmpy2 stubs type ``mpz - int`` as mpc
@@ -355,7 +357,7 @@ class ObfuscatorPool:
 
     def fill(self, count: int, workers: int = 1, *, executor: Executor | None = None) -> None:
         """Compute ``count`` more obfuscators, in ``workers`` processes if more than one, or on ``executor``'s
-        workers (:mod:`pps.executor`; each builds the fixed-base table once per fill, chunks are counts)."""
+        workers (:mod:`pps.infra.executor`; each builds the fixed-base table once per fill, chunks are counts)."""
         import time
 
         if count < 0 or workers < 1:
@@ -424,7 +426,7 @@ def fill_pools(requests: Sequence[tuple[ObfuscatorPool, int]], workers: int, *, 
             pool.stats.precompute_seconds += (time.perf_counter() - start) / len(requests)
 
 
-# --- on an executor (pps.executor: a warm process pool or Ray) -----------------------------------------------------
+# --- on an executor (pps.infra.executor: a warm process pool or Ray) -----------------------------------------------------
 
 OBFUSCATORS_PER_CHUNK = 256
 """Obfuscators per executor chunk (about 0.3 s of one worker at 2048 bits with the short-exponent table)."""
@@ -450,7 +452,7 @@ def _obfuscator_chunk(state: tuple[str, int, mpz, int, list[list[mpz]] | None], 
 
 
 def _fill_on_executor(pool: ObfuscatorPool, count: int, executor: Executor) -> list[mpz]:
-    from pps.executor import Shared
+    from pps.infra.executor import Shared
 
     counts = [min(OBFUSCATORS_PER_CHUNK, count - k) for k in range(0, count, OBFUSCATORS_PER_CHUNK)]
     shared = Shared(
@@ -474,7 +476,7 @@ def _column_dots_on_executor(
 ) -> list[mpz]:
     """Row blocks on the executor's workers, the blocks' per-column ciphertexts multiplied here: the same group
     element as the whole computation (``prod_i c_i^(x_ij)`` mod ``n^2``), so the same ciphertexts."""
-    from pps.executor import Shared
+    from pps.infra.executor import Shared
 
     n2 = public_key.nsquare
     rows = len(ciphertexts)
@@ -591,7 +593,7 @@ def encrypted_column_dots(
 
     ``total`` may pass ``prod_i c_i`` if the caller already has it. The results are deterministic functions
     of the inputs: re-randomise (or mask with a fresh encryption) before they leave. With ``executor`` (a pool
-    or Ray, :mod:`pps.executor`) and more than one worker, row blocks run on its workers; the ciphertexts
+    or Ray, :mod:`pps.infra.executor`) and more than one worker, row blocks run on its workers; the ciphertexts
     returned are the same.
     """
     x = np.asarray(matrix)

@@ -64,7 +64,7 @@ Encrypting ``S`` dominates: ~60-90 µs per element, ~60-90 s for 10^6 on one cor
 splits ``S`` into ``k`` shards and encrypts them in ``k`` spawned worker processes under *one* server key
 (the client's single ``REQUEST`` is re-encrypted once; it is tested against every shard). The secret key
 travels to the workers over the local pipe and nowhere else — or, when an executor is given
-(:mod:`pps.executor`; a Ray cluster), once per worker through that executor, whose nodes are inside the
+(:mod:`pps.infra.executor`; a Ray cluster), once per worker through that executor, whose nodes are inside the
 safe-room's trust boundary, and every worker drops it when the setup is made (warm workers keep no key).
 :class:`SetupCache` keeps a :class:`PreparedSetup` (server key + ``SETUP``) per (bank, purpose), valid only
 for the exact server set (its digest) and parameters it was made for; a changed consent set gives another
@@ -110,8 +110,8 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from private_set_intersection import python as _psi
 
 from pps.errors import InvalidInput, InvalidUSCC
-from pps.executor import Executor, LocalExecutor, Shared
 from pps.identity.uscc import validate_uscc
+from pps.infra.executor import Executor, LocalExecutor, Shared
 
 __all__ = [
     "DEFAULT_FPR",
@@ -561,7 +561,7 @@ def prepare_setup(
     its set per GCS shard, so more shards than cores only costs the client. RAW shards are merged into one.
     Spawned workers import the caller's ``__main__`` module, which must therefore be import-safe (the usual
     ``if __name__ == "__main__":`` guard); servers, pytest and Ray workers are. With ``executor`` (a local
-    pool or Ray, :mod:`pps.executor`) the shards run on its workers instead (``workers`` defaults to its
+    pool or Ray, :mod:`pps.infra.executor`) the shards run on its workers instead (``workers`` defaults to its
     worker count), the server key shipped once per worker.
     """
     if not isinstance(server_set, ServerSet):
@@ -897,7 +897,7 @@ class SetupCache:
         self.max_uses = max_uses
         self.max_entries = max_entries
         self.executor = executor
-        """Where setups are prepared (:mod:`pps.executor`); None: this process and its own spawned pool."""
+        """Where setups are prepared (:mod:`pps.infra.executor`); None: this process and its own spawned pool."""
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._lock = threading.Lock()
         self._preparing: dict[tuple[str, str], threading.Lock] = {}

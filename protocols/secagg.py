@@ -55,7 +55,7 @@ Who learns what (semi-honest model: everyone follows the protocol but tries to l
   service gives it the new global model and total weight (it does). Subtracting its own contribution leaves the
   weighted sum of the *other* survivors, at least two banks: nothing about any single other bank — unless it
   colludes with all survivors but one (see below). Whoever decides when a stage closes chooses the survivors; the
-  service (:mod:`pps.federated`) lets no bank close a stage before its deadline while a bank still in it has not
+  service (:mod:`pps.services.federated`) lets no bank close a stage before its deadline while a bank still in it has not
   posted.
 * **Collusion**: the server together with up to ``threshold - 1`` banks learns nothing beyond the sum of the
   other survivors' inputs (and what the colluding banks know): if the colluders are all survivors but one, that
@@ -91,7 +91,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pps.errors import Conflict, InvalidInput
 
 if TYPE_CHECKING:
-    from pps.executor import Executor
+    from pps.infra.executor import Executor
 
 U64 = npt.NDArray[np.uint64]
 F64 = npt.NDArray[np.float64]
@@ -684,7 +684,7 @@ class SecAggServer:
         """Unmask and decode: ``(sum w_i x_i, sum w_i)`` over U3. Call after the UNMASK stage is closed.
 
         The seeds are rebuilt and checked here; expanding them (one PRG stream per surviving bank's self-mask,
-        one per dropped bank and survivor) may run on ``executor``'s workers (:mod:`pps.executor`), one chunk
+        one per dropped bank and survivor) may run on ``executor``'s workers (:mod:`pps.infra.executor`), one chunk
         per bank. The seeds are secrets: those workers are inside the server's trust boundary. The sum is the
         same either way (addition mod 2^64)."""
         if self.stage is not Stage.DONE:
@@ -716,7 +716,7 @@ class SecAggServer:
         if executor is None or executor.in_process:
             deltas: Iterable[U64] = (_unmask_delta((session, p.dim + 1), job) for job in masks)
         else:
-            from pps.executor import Shared
+            from pps.infra.executor import Shared
 
             shared = Shared("secagg-unmask", (session, p.dim + 1), _round_state)
             deltas = executor.map_chunks(_unmask_delta, masks, shared=shared)

@@ -127,8 +127,10 @@ from gmpy2 import mpz
 from protocols import paillier_fast as pf
 from protocols.paillier_fast import ObfuscatorKind, PrivateKey, PublicKey
 
-if TYPE_CHECKING:  # an executor of pps.executor (a process pool, Ray) may be passed; nothing else of pps
-    from pps.executor import Executor
+if (
+    TYPE_CHECKING
+):  # an executor of pps.infra.executor (a process pool, Ray) may be passed; nothing else of pps
+    from pps.infra.executor import Executor
 
 MAGIC = b"PPVL"
 VERSION = 1
@@ -487,7 +489,7 @@ class _Trainer(ABC):
 
     party: Party
     executor: Executor | None = None
-    """Where gradient row blocks and obfuscators are computed (:mod:`pps.executor`); None: this process."""
+    """Where gradient row blocks and obfuscators are computed (:mod:`pps.infra.executor`); None: this process."""
 
     def __init__(self, features: Any, name: str) -> None:
         self.x = check_features(features, name)

@@ -22,13 +22,13 @@ from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from api.live import running_server
+from pps.infra.settings import Settings, get_settings
+from pps.infra.storage.tables import Role
 from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
-from pps.settings import Settings, get_settings
-from pps.storage.tables import Role
 
-SHARED = Path(os.environ.get("PPS_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-"""The read-only ``shared/`` folder beside the checkout (test vectors); PPS_SHARED_DIR overrides it."""
+VECTORS = Path(__file__).resolve().parent / "vectors"
+"""Test vectors vendored into the repository with their licences (``tests/vectors/*/LICENSE``)."""
 PG_URL = os.environ.get("PPS_TEST_DATABASE_URL")
 
 

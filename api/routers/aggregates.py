@@ -4,7 +4,7 @@
 dataset versions). Small cohorts are suppressed, differencing is refused, every answer carries Laplace noise
 and spends the bank's epsilon budget (``GET /v1/aggregates/budget``). A provider opts its dataset in to
 platform-wide aggregates over its C2 fields with ``PATCH /v1/datasets/{id}/aggregates``. The format, the
-noise and the accounting are in ``docs/protocols.md``; :mod:`pps.aggregates` says who learns what.
+noise and the accounting are in ``docs/protocols.md``; :mod:`pps.services.aggregates` says who learns what.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import Request
-from pps.aggregates import AggregateSpec
 from pps.errors import NotFound
-from pps.storage.tables import Role
+from pps.infra.storage.tables import Role
+from pps.services.aggregates import AggregateSpec
 
 router = APIRouter(prefix="/v1", tags=["aggregates"])
 

@@ -24,13 +24,13 @@ from api.schemas import (
     PolicyCheck,
     PolicyCheckOut,
 )
-from pps.consent import OPERATIONS, PURPOSES
 from pps.errors import InvalidInput, NotFound
+from pps.governance.consent import OPERATIONS, PURPOSES
+from pps.governance.policy import Request as PolicyRequest
 from pps.identity.uscc import validate_uscc
+from pps.infra.storage.tables import Consent, ConsentState, Organization, Role, utcnow
 from pps.ledger.entry import ObjectRef
-from pps.policy import Request as PolicyRequest
 from pps.runtime import Runtime
-from pps.storage.tables import Consent, ConsentState, Organization, Role, utcnow
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 

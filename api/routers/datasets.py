@@ -26,12 +26,12 @@ from api.schemas import (
     SubjectDataset,
     VersionPublic,
 )
-from pps.datasets.ingest import UploadFormat
+from pps.data.datasets.ingest import UploadFormat
 from pps.errors import InvalidInput, NotFound
+from pps.infra.storage.tables import Dataset, Organization, Role
 from pps.ledger.entry import EntryDraft, ObjectRef
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
-from pps.storage.tables import Dataset, Organization, Role
 
 router = APIRouter(prefix="/v1", tags=["datasets"])
 

@@ -18,7 +18,7 @@ from api.middleware import current_request_id
 from api.schemas import JobPublic, Request
 from enclave_sim.quote import Quote
 from pps.errors import InvalidInput
-from pps.storage.tables import Role
+from pps.infra.storage.tables import Role
 
 router = APIRouter(prefix="/v1/enclave", tags=["enclave"])
 

@@ -6,7 +6,7 @@ round's state and its inbox (``GET /v1/federations/{id}``) and posts its secure-
 (``POST /v1/federations/{id}/messages``, base64 frames). ``POST /v1/federations/{id}/advance`` closes the
 current phase with the banks heard from: once the phase's deadline has passed (before it, only when every bank
 still in the round has posted); a round ends without an aggregate if fewer than three banks remain. The protocol,
-its messages and who learns what: :mod:`protocols.secagg`, :mod:`pps.federated` and ``docs/protocols.md``.
+its messages and who learns what: :mod:`protocols.secagg`, :mod:`pps.services.federated` and ``docs/protocols.md``.
 Only participants see a federation; everyone else gets 404.
 """
 
@@ -24,8 +24,8 @@ from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import Request
 from pps.errors import InvalidInput
-from pps.federated import PURPOSE, FederationSpec
-from pps.storage.tables import Role
+from pps.infra.storage.tables import Role
+from pps.services.federated import PURPOSE, FederationSpec
 
 router = APIRouter(prefix="/v1", tags=["federated"])
 

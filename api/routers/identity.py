@@ -15,8 +15,8 @@ from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import Me, OrgCreate, OrgDisable, OrgPublic, Page, TokenIssue, TokenIssued, TokenPublic
 from pps.errors import NotFound
+from pps.infra.storage.tables import Role, utcnow
 from pps.runtime import Runtime
-from pps.storage.tables import Role, utcnow
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 

@@ -14,7 +14,7 @@ from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import JobPublic, Page
 from pps.errors import NotFound
-from pps.storage.tables import Job, Role
+from pps.infra.storage.tables import Job, Role
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

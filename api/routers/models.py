@@ -20,7 +20,7 @@ from api.middleware import current_request_id
 from api.schemas import Request
 from models.report import render_html
 from pps.errors import InvalidInput
-from pps.storage.tables import Role
+from pps.infra.storage.tables import Role
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

@@ -2,7 +2,7 @@
 
 A subject sees and files its own objections; a provider sees and resolves the objections on its own datasets;
 platform admins and auditors see every objection (not the evidence); a bank lists its correction notices.
-Another organisation's objections answer 404. The flow and who learns what: :mod:`pps.objections`.
+Another organisation's objections answer 404. The flow and who learns what: :mod:`pps.governance.objections`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import Page, Request
 from pps.errors import EvidenceRejected, NotFound
-from pps.objections import Evidence, is_overdue
+from pps.governance.objections import Evidence, is_overdue
+from pps.infra.storage.tables import CorrectionNotice, Objection, ObjectionState, Organization, Role, utcnow
 from pps.runtime import Runtime
-from pps.storage.tables import CorrectionNotice, Objection, ObjectionState, Organization, Role, utcnow
 
 router = APIRouter(prefix="/v1", tags=["objections"])
 

@@ -17,7 +17,7 @@ from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import JobPublic, Request
 from pps.errors import InvalidInput
-from pps.storage.tables import Role
+from pps.infra.storage.tables import Role
 
 router = APIRouter(prefix="/v1", tags=["psi"])
 

@@ -17,8 +17,8 @@ from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import JobPublic, Request
 from pps.errors import InvalidInput
-from pps.scoring_service import ALL_CONSENTED
-from pps.storage.tables import Role
+from pps.infra.storage.tables import Role
+from pps.services.scoring import ALL_CONSENTED
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 

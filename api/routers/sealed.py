@@ -1,5 +1,5 @@
 """Sealed datasets: the enclave's public CKKS context (with a quote binding it), provider uploads of encrypted
-columns, and banks' aggregates and encrypted scoring over them. Formats and who learns what: ``pps.sealed``
+columns, and banks' aggregates and encrypted scoring over them. Formats and who learns what: ``pps.services.sealed``
 and ``docs/protocols.md`` ("Sealed datasets")."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import Request
 from pps.errors import InvalidInput
-from pps.sealed import SealedColumn
-from pps.storage.tables import Role
+from pps.infra.storage.tables import Role
+from pps.services.sealed import SealedColumn
 
 router = APIRouter(prefix="/v1/sealed", tags=["sealed"])
 

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import PUBLIC, RuntimeDep
-from pps.storage import migrate
+from pps.infra.storage import migrate
 
 router = APIRouter(tags=["system"])
 

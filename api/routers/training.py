@@ -3,7 +3,7 @@
 ``POST /v1/training/vertical`` starts a session (after PSI alignment with ``operation="train"`` and a verified
 enclave quote); ``POST /v1/training/vertical/{id}/exchange`` carries the protocol's frames (one round trip per
 mini-batch; body and answer ``application/vnd.pps.vlr-frames``); ``POST .../finish`` registers the model.
-:mod:`pps.vertical_training` says who learns what.
+:mod:`pps.services.vertical` says who learns what.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import Request as RequestModel
 from pps.errors import InvalidInput
-from pps.storage.tables import Role, VerticalTraining
-from pps.vertical_training import MEDIA_TYPE, pack_frames, unpack_frames
+from pps.infra.storage.tables import Role, VerticalTraining
+from pps.services.vertical import MEDIA_TYPE, pack_frames, unpack_frames
 
 router = APIRouter(prefix="/v1", tags=["training"])
 

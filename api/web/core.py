@@ -42,8 +42,8 @@ from api.routers import aggregates, audit, consent, datasets, identity, jobs
 from api.routers import models as model_routes
 from pps.errors import AuthenticationError, Forbidden, InvalidInput, PayloadTooLarge, PPSError
 from pps.identity.service import MAX_TOKEN_LENGTH
+from pps.infra.storage.tables import ApiToken, Organization, Role, WebSession, utcnow
 from pps.ledger.entry import Actor
-from pps.storage.tables import ApiToken, Organization, Role, WebSession, utcnow
 
 from .i18n import LANGS, translate
 

@@ -32,12 +32,9 @@ from api.schemas import (
     TokenIssue,
     b64,
 )
-from pps.consent import OPERATIONS, PURPOSES
 from pps.errors import InvalidInput, NotFound, PPSError
-from pps.ledger import merkle
-from pps.ledger.checkpoint import verify_checkpoint
-from pps.ledger.store import EntryFilter
-from pps.storage.tables import (
+from pps.governance.consent import OPERATIONS, PURPOSES
+from pps.infra.storage.tables import (
     TERMINAL_JOB_STATES,
     Consent,
     ConsentState,
@@ -46,6 +43,9 @@ from pps.storage.tables import (
     Role,
     utcnow,
 )
+from pps.ledger import merkle
+from pps.ledger.checkpoint import verify_checkpoint
+from pps.ledger.store import EntryFilter
 
 from .core import (
     COOKIE,

@@ -28,9 +28,9 @@ from pps.errors import (
     TokenRevoked,
 )
 from pps.identity.uscc import validate_uscc
+from pps.infra.storage.tables import ApiToken, Organization, Role, new_id, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release, format_time
 from pps.ledger.store import Ledger
-from pps.storage.tables import ApiToken, Organization, Role, new_id, utcnow
 
 TOKEN_PREFIX = "pps_"  # noqa: S105 - a prefix, not a secret
 MAX_TOKEN_LENGTH = 128

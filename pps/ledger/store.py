@@ -22,10 +22,7 @@ from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, func, 
 from sqlalchemy.orm import Session
 
 from pps.errors import InvalidProofRequest, LedgerIntegrityError, NotFound
-from pps.ledger import merkle
-from pps.ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier
-from pps.ledger.entry import EntryDraft, canonical_bytes, entry_document
-from pps.storage.tables import (
+from pps.infra.storage.tables import (
     LedgerCheckpoint,
     LedgerEntry,
     LedgerEntryObject,
@@ -34,6 +31,9 @@ from pps.storage.tables import (
     LedgerNode,
     utcnow,
 )
+from pps.ledger import merkle
+from pps.ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier
+from pps.ledger.entry import EntryDraft, canonical_bytes, entry_document
 
 HEAD_ID = 1
 _NODE_CHUNK = 100  # (level, index) pairs per query

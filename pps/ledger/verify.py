@@ -25,11 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pps.errors import LedgerIntegrityError, ProofVerificationError
-from pps.ledger import merkle
-from pps.ledger.checkpoint import Checkpoint, NoteVerifier, verify_checkpoint
-from pps.ledger.entry import is_canonical
-from pps.ledger.store import HEAD_ID, Ledger
-from pps.storage.tables import (
+from pps.infra.storage.tables import (
     LedgerCheckpoint,
     LedgerEntry,
     LedgerEntryObject,
@@ -37,6 +33,10 @@ from pps.storage.tables import (
     LedgerHead,
     LedgerNode,
 )
+from pps.ledger import merkle
+from pps.ledger.checkpoint import Checkpoint, NoteVerifier, verify_checkpoint
+from pps.ledger.entry import is_canonical
+from pps.ledger.store import HEAD_ID, Ledger
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``"""

@@ -12,11 +12,11 @@ from api.app import create_app
 from api.live import running_server
 from pps.client import PPSClient
 from pps.errors import NotFound, ProofVerificationError, RoleNotAllowed
+from pps.infra.settings import Settings
+from pps.infra.storage.tables import Role
 from pps.ledger.checkpoint import NoteVerifier, verify_checkpoint
 from pps.ledger.entry import Actor, EntryDraft
 from pps.runtime import Runtime
-from pps.settings import Settings
-from pps.storage.tables import Role
 from tests.conftest import OrgFactory
 
 

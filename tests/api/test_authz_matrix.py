@@ -14,10 +14,10 @@ from fastapi.routing import APIRoute
 from api.app import ROUTERS
 from api.deps import declared_roles
 from models.synth import generate
-from pps.jobs import JobContext, JobOutcome
+from pps.infra.jobs import JobContext, JobOutcome
+from pps.infra.storage.tables import Role
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
-from pps.storage.tables import Role
 from tests.conftest import OrgFactory, OrgHandle
 
 ROUTES = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
@@ -230,7 +230,7 @@ def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, s
     its first secure-aggregation message for one of them."""
     import base64
 
-    from pps.federated import FederationSpec
+    from pps.services.federated import FederationSpec
     from protocols.secagg import RoundInfo, SecAggClient, SecAggParams
 
     bank, other = made[Role.bank].org, made[Role.data_provider].disposable
@@ -281,11 +281,11 @@ def _models(
 
     from models.metrics import evaluate
     from pps.client import PPSClient
-    from pps.consent import Terms
-    from pps.sources import bind_sources
-    from pps.storage.tables import Organization, utcnow
+    from pps.data.sources import bind_sources
+    from pps.governance.consent import Terms
+    from pps.infra.storage.tables import Organization, utcnow
+    from pps.services.vertical import pack_frames
     from pps.vertical_client import run_guest, start_body, start_vertical
-    from pps.vertical_training import pack_frames
     from protocols import paillier_fast as pf
     from protocols import vertical_lr as vl
 
@@ -430,7 +430,7 @@ def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, A
     from enclave_sim.quote import Quote, standard_policy
     from enclave_sim.sealed import encrypt_score_request, report_nonce
     from pps.client import encrypt_sealed_columns, encrypt_sealed_weights
-    from pps.sealed import SealedColumn
+    from pps.services.sealed import SealedColumn
 
     provider, subject, bank = made[Role.data_provider], made[Role.subject], made[Role.bank]
     runtime.sealed.min_cohort = 1  # one subject in the matrix's world
@@ -522,7 +522,7 @@ def _objections(made: dict[Role, Party]) -> tuple[str, dict[str, str]]:
     """A dataset with the subject's record, and its objections: one with evidence, one to accept, one to reject."""
     import base64
 
-    from tests.objections.files import png
+    from tests.pps.governance.objections.files import png
 
     provider, subject = made[Role.data_provider].client, made[Role.subject]
     ds = provider.post("/v1/datasets", json={"name": "objected", "schema": OBJECTED_SCHEMA})
@@ -618,7 +618,7 @@ OBJECT_ROUTES = [
     r for r in ROUTES if "{" in r.path and "{consent_id}" not in r.path and "{objection_id}" not in r.path
 ]
 # consents have two parties (subject and bank); tests/api/test_consent_api.py has their tenant matrix;
-# objections have two too (subject and provider): tests/objections/test_refusals.py has theirs
+# objections have two too (subject and provider): tests/pps/governance/objections/test_refusals.py has theirs
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from pps.infra.storage.tables import ApiToken, Organization, Role, utcnow
 from pps.runtime import Runtime
-from pps.storage.tables import ApiToken, Organization, Role, utcnow
 from tests.conftest import OrgFactory, OrgHandle
 from tests.helpers import uscc_for
 
@@ -230,7 +230,7 @@ def test_a_busy_database_is_a_503_that_changes_nothing(
     if not runtime.db.is_sqlite:
         pytest.skip("SQLite's database-wide write lock")
     runtime.db.engine.dispose()
-    from pps.storage.db import Database
+    from pps.infra.storage.db import Database
 
     fast = Database(runtime.settings.resolved_database_url, busy_timeout_ms=200)
     runtime.db.engine, runtime.db._read, runtime.db._write = fast.engine, fast._read, fast._write

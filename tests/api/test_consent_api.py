@@ -10,9 +10,9 @@ import pytest
 
 from pps.client import PPSClient
 from pps.errors import Conflict, InvalidInput, NotFound, RoleNotAllowed
-from pps.storage.tables import Role
+from pps.infra.storage.tables import Role
 from tests.conftest import OrgFactory, OrgHandle
-from tests.datasets.conftest import TAX_SCHEMA
+from tests.pps.data.datasets.conftest import TAX_SCHEMA
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from api.app import ROUTERS
 from api.deps import declared_roles
 from pps.client import PPSClient
 from pps.errors import Conflict, NotFound, PayloadTooLarge, RoleNotAllowed, UploadRejected
-from pps.storage.tables import Role
+from pps.infra.storage.tables import Role
 from tests.conftest import OrgFactory, OrgHandle
-from tests.datasets.conftest import TAX_SCHEMA, tax_rows, to_csv, to_ndjson, to_parquet
 from tests.helpers import uscc_for
+from tests.pps.data.datasets.conftest import TAX_SCHEMA, tax_rows, to_csv, to_ndjson, to_parquet
 
 SENTINEL = "SENTINEL-4d2b-记录"
 SENTINEL_AMOUNT = 31415926.5

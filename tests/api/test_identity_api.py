@@ -6,9 +6,9 @@ import pytest
 
 from pps.client import PPSClient
 from pps.errors import Conflict, InvalidInput, InvalidToken, NotFound
+from pps.infra.storage.tables import Role
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
-from pps.storage.tables import Role
 from tests.conftest import OrgFactory
 from tests.helpers import uscc_for
 

@@ -118,7 +118,7 @@ def test_schemas_declare_every_column(data: PlatformData) -> None:
 
 
 def test_schemas_fit_the_upload_api(data: PlatformData) -> None:
-    schema_module = pytest.importorskip("pps.datasets.schema")
+    schema_module = pytest.importorskip("pps.data.datasets.schema")
     for table in data.tables():
         parsed = schema_module.DatasetSchema.model_validate(table.schema)
         assert parsed.key_columns == table.key_columns

@@ -1,0 +1,702 @@
+"""Vertical logistic regression as a service: a bank's labels × the platform's features, coordinator in the enclave.
+
+The parties are those of :mod:`protocols.vertical_lr` (read it for who learns what): the **bank** is the guest
+(labels, its own features; it runs :class:`protocols.vertical_lr.Guest` on its own machine, through
+:meth:`pps.client.PPSClient.train_vertical`), the **safe-room** is the host (platform features of consented
+subjects), and the **coordinator** that holds the Paillier private key runs *inside the simulated enclave*
+(``enclave_sim``'s ``vlr_coordinator`` job), so the non-collusion assumption between coordinator and host
+becomes the assumption that the enclave is what its quote says. The safe-room relays the host's masked
+gradients to the enclave itself; the bank's ciphertexts and masked values pass through the safe-room to the
+enclave, which the safe-room cannot read (masked under the bank's masks).
+
+The flow:
+
+1. **Alignment.** The bank runs PSI with ``operation="train"`` (:mod:`pps.services.psi`): the server set is the
+   subjects whose consent lets this bank *train* for the purpose; the bank learns which of its customers are in
+   it, and only that.
+2. **Start** (:meth:`VerticalTrainingService.start`). The bank verifies a fresh enclave quote, encrypts the
+   coordinator's set-up (``{"key_bits": 2048}``, output policy ``summary``) to that enclave and names the
+   aligned subjects in its row order and the platform features. The safe-room provisions the coordinator,
+   admits the subjects (operation ``train``, the features' fields; a ``policy.admit`` entry naming each
+   subject and consent), standardises its columns over the training rows, and answers the rows it will use
+   (subjects without a consent or without a registry record are left out, by reason count) and the
+   coordinator's PUBLIC_KEY. A ``training.start`` entry records the session.
+3. **Exchange** (:meth:`VerticalTrainingService.exchange`): one HTTP round trip per mini-batch. The bank posts
+   ``[RESIDUALS, MASKED_GRADIENT]`` and gets ``[DECRYPTED, FORWARD of the next batch]``; the safe-room feeds
+   RESIDUALS to the host, sends the host's masked gradient to the enclave and applies the answer, and forwards
+   the bank's MASKED_GRADIENT to the enclave. SETUP and EPOCH_END go to host and coordinator alike.
+4. **Finish** (:meth:`VerticalTrainingService.finish`). Once the bank's EPOCH_END stopped training, consent is
+   decided again (a ``policy.release`` entry spending one use per consent): if any subject's consent no longer
+   holds, no model is registered. Otherwise the model is registered (:mod:`pps.services.registry`, kind
+   ``vertical_lr``) with its host half sealed as a ``platform`` part that never leaves; the bank keeps its own
+   half. The enclave job ends, releasing only its summary (decryption and epoch counts).
+5. **Scoring an applicant** (:meth:`VerticalTrainingService.contributions`): the bank sends its own Paillier
+   public key and consented subjects (operation ``score``); the safe-room releases the host half's ``x_h w_h``
+   per subject *encrypted under the bank's key* (:func:`protocols.vertical_lr.host_score_contribution`), never
+   as plaintext. The bank adds its half after decrypting. It thus learns each applicant's ``x_h w_h`` (one
+   number, as any split model must reveal to the party that computes the score), never ``x_h`` or ``w_h``.
+
+A session's live state (the host's weights and the enclave's key) is in the serving process: a restart ends it
+(the next call says so and marks it failed); nothing is registered from a partial run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from enclave_sim import errors as ee
+from enclave_sim.host import RemoteCoordinator
+from enclave_sim.jobs import VerticalLRCoordinatorJob
+from pps.data.features import FeatureStore, admit_on_features
+from pps.errors import Conflict, InvalidInput, NotFound, RateLimited
+from pps.governance.consent import check_purpose
+from pps.governance.policy import PolicyEngine, Request
+from pps.identity.uscc import validate_uscc
+from pps.infra.executor import Executor
+from pps.infra.storage.db import Database
+from pps.infra.storage.tables import TrainingState, VerticalTraining, new_id, utcnow
+from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
+from pps.ledger.store import Ledger
+from pps.services.enclave import SERVICE, EnclaveService, pps_error
+from pps.services.registry import PLATFORM, ModelRecord, ModelRegistry
+from protocols import paillier_fast as pf
+from protocols import vertical_lr as vl
+
+log = logging.getLogger(__name__)
+
+OPERATION = "train"
+KIND = "vertical_lr"
+MIN_ROWS = 50
+MAX_ROWS = 200_000
+MAX_LIVE_SESSIONS = 8
+MAX_LIVE_PER_BANK = 2
+IDLE_TIMEOUT_S = 900.0
+MIN_KEY_BITS = 2048
+MAX_CONTRIBUTIONS = 10_000
+FRAMES_MAGIC = b"PPVB"
+MEDIA_TYPE = "application/vnd.pps.vlr-frames"
+_COUNT = struct.Struct(">4sI")
+_LEN = struct.Struct(">I")
+MAX_FRAMES = 4
+
+
+def pack_frames(frames: Sequence[bytes]) -> bytes:
+    """``"PPVB" | count u32 | (len u32 | frame)*``: the body of an exchange, both ways."""
+    return _COUNT.pack(FRAMES_MAGIC, len(frames)) + b"".join(_LEN.pack(len(f)) + f for f in frames)
+
+
+def unpack_frames(data: bytes) -> list[bytes]:
+    if len(data) < _COUNT.size:
+        raise InvalidInput("not a frame batch: too short")
+    magic, count = _COUNT.unpack_from(data)
+    if magic != FRAMES_MAGIC or count > MAX_FRAMES:
+        raise InvalidInput(f"not a frame batch (magic PPVB, at most {MAX_FRAMES} frames)")
+    out, at = [], _COUNT.size
+    for _ in range(count):
+        if at + _LEN.size > len(data):
+            raise InvalidInput("frame batch truncated")
+        (n,) = _LEN.unpack_from(data, at)
+        at += _LEN.size
+        if at + n > len(data):
+            raise InvalidInput("frame batch truncated")
+        out.append(data[at : at + n])
+        at += n
+    if at != len(data):
+        raise InvalidInput("trailing bytes after the frames")
+    return out
+
+
+@dataclass(frozen=True)
+class Started:
+    training: VerticalTraining
+    rows: tuple[str, ...]
+    excluded: dict[str, int]
+    public_key: bytes
+
+
+@dataclass
+class _Live:
+    bank: str
+    purpose: str
+    names: tuple[str, ...]
+    fields: dict[str, tuple[str, ...]]
+    subjects: tuple[str, ...]
+    consent_ids: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    host: vl.Host
+    coordinator: RemoteCoordinator
+    handle: str
+    output: dict[str, Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    guest_features: int = 0
+    guest_width: int = 0
+    """values in the bank's MASKED_GRADIENT: its features, the intercept, and the loss if computed"""
+    pending: tuple[int, int] | None = None
+    """(epoch, batch) whose RESIDUALS the host has answered and whose bank gradient is still to decrypt"""
+    last: tuple[bytes, list[bytes]] | None = None
+    """the last exchange: the request's digest and the answer (a retried request gets the same answer)"""
+    used_at: float = field(default_factory=time.monotonic)
+
+
+def _ref(training_id: str) -> ObjectRef:
+    return ObjectRef("training", training_id)
+
+
+@dataclass
+class VerticalTrainingService:
+    db: Database
+    ledger: Ledger
+    policy: PolicyEngine
+    features: FeatureStore
+    enclave: EnclaveService
+    models: ModelRegistry
+    executor: Executor | None = None
+    """where the host's encrypted gradients run over row blocks (``None`` or in-process: here)"""
+    min_rows: int = MIN_ROWS
+    """the fewest aligned rows a training may use (fewer rows: each row weighs more in what leaks)"""
+    max_per_bank: int = MAX_LIVE_PER_BANK
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    unsafe_small_keys: bool = False
+    """accept a coordinator key under 2048 bits (tests only: PPS_UNSAFE_SMALL_PAILLIER_KEYS)"""
+    _live: dict[str, _Live] = field(default_factory=dict)
+    _reserved: dict[str, str] = field(default_factory=dict)
+    """training id -> bank, for sessions being started (they count against the limits)"""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _reap(self) -> None:
+        """Fail the sessions nobody touched for ``idle_timeout_s``: they hold an enclave handle and a slot."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [tid for tid, live in self._live.items() if now - live.used_at > self.idle_timeout_s]
+        for tid in idle:
+            self._fail(tid, f"idle for more than {self.idle_timeout_s:.0f} s; start again")
+
+    def _reserve(self, training_id: str, bank: str) -> None:
+        self._reap()
+        with self._lock:
+            banks = [live.bank for live in self._live.values()] + list(self._reserved.values())
+            if len(banks) >= MAX_LIVE_SESSIONS:
+                raise RateLimited(
+                    f"{MAX_LIVE_SESSIONS} trainings are running; try again later",
+                    details={"retry_after_s": 60},
+                )
+            if banks.count(bank) >= self.max_per_bank:
+                raise RateLimited(
+                    f"you have {self.max_per_bank} trainings running: finish or cancel one "
+                    "(DELETE /v1/training/vertical/{id})",
+                    details={"retry_after_s": 60},
+                )
+            self._reserved[training_id] = bank
+
+    # --- start ----------------------------------------------------------------------------------------
+
+    def start(
+        self,
+        *,
+        actor: Actor,
+        name: str,
+        purpose: str,
+        subjects: Sequence[str],
+        features: Sequence[str],
+        quote_hash: bytes,
+        ciphertext: bytes,
+        request_id: str | None = None,
+    ) -> Started:
+        """Provision the coordinator, admit the aligned subjects, build the host; see the module docstring."""
+        bank = actor.org_id
+        assert bank is not None
+        check_purpose(purpose)
+        if not 1 <= len(name.strip()) <= 128:
+            raise InvalidInput("a training needs a name of 1 to 128 characters")
+        if not self.min_rows <= len(subjects) <= MAX_ROWS:
+            raise InvalidInput(
+                f"name {self.min_rows} to {MAX_ROWS:,} aligned subjects (the PSI intersection)"
+            )
+        for subject in subjects:
+            validate_uscc(subject)
+        if len(set(subjects)) != len(subjects):
+            raise InvalidInput("name each subject once, in the bank's row order")
+        names = tuple(features)
+        if not names or len(set(names)) != len(names):
+            raise InvalidInput("name at least one platform feature, each once (GET /v1/features)")
+        if len(quote_hash) != 32:
+            raise InvalidInput("quote_hash must be the 32-byte hash of the quote the bank verified")
+        with self.db.transaction(write=False) as s:
+            fields = self.features.fields_for(s, list(names))
+        training_id = new_id("vlr")
+        self._reserve(training_id, bank)
+        try:
+            return self._start(
+                training_id,
+                actor=actor,
+                bank=bank,
+                name=name,
+                purpose=purpose,
+                subjects=subjects,
+                names=names,
+                fields=fields,
+                quote_hash=quote_hash,
+                ciphertext=ciphertext,
+                request_id=request_id,
+            )
+        finally:
+            with self._lock:
+                self._reserved.pop(training_id, None)
+
+    def _start(
+        self,
+        training_id: str,
+        *,
+        actor: Actor,
+        bank: str,
+        name: str,
+        purpose: str,
+        subjects: Sequence[str],
+        names: tuple[str, ...],
+        fields: dict[str, tuple[str, ...]],
+        quote_hash: bytes,
+        ciphertext: bytes,
+        request_id: str | None,
+    ) -> Started:
+        host_enclave = self.enclave.host()
+        try:
+            receipt = host_enclave.provision(
+                training_id,
+                job=VerticalLRCoordinatorJob.kind,
+                slot="guest",
+                quote_hash=quote_hash,
+                ciphertext=ciphertext,
+            )
+        except ee.EnclaveError as exc:
+            raise pps_error(exc) from None
+        try:
+            output = dict(receipt["output"])
+            if output.get("release") != ["summary"]:
+                raise InvalidInput("the coordinator's output policy must release its summary only")
+            coordinator = RemoteCoordinator(host_enclave, training_id)
+            try:
+                pk_msg = coordinator.public_key_message()
+            except ee.EnclaveError as exc:
+                raise pps_error(exc) from None
+            bits = pf.PublicKey.from_bytes(vl.decode_message(pk_msg, None).body).bits
+            if bits < MIN_KEY_BITS and not self.unsafe_small_keys:
+                raise InvalidInput(
+                    f"the coordinator's Paillier key has {bits} bits; at least {MIN_KEY_BITS} are required: "
+                    'provision it with {"key_bits": 2048} or more'
+                )
+            admission = admit_on_features(
+                self.db,
+                self.features,
+                self.policy,
+                bank=bank,
+                purpose=purpose,
+                operation=OPERATION,
+                names=names,
+                submitted_fields=fields,
+                subjects=list(subjects),
+                job=_ref(training_id),
+                actor=actor,
+            )
+            usable = admission.usable(subjects)
+            allowed, found, rows, excluded = usable.allowed, usable.subjects, usable.rows, usable.left_out
+            if len(found) < self.min_rows:
+                raise InvalidInput(
+                    f"only {len(found)} of the {len(subjects)} subjects can be used ({excluded}); a training needs "
+                    f"at least {self.min_rows} — align again with PSI (operation 'train')"
+                )
+            x = admission.table.matrix(list(names), rows)
+            mean, scale = x.mean(axis=0), x.std(axis=0)
+            scale[scale == 0] = 1.0
+            fan_out = None if self.executor is None or self.executor.in_process else self.executor
+            host = vl.Host((x - mean) / scale, executor=fan_out)
+            host.receive_public_key(pk_msg)
+            now = utcnow()
+            with self.db.transaction() as s:
+                entry = self.ledger.append(
+                    s,
+                    EntryDraft(
+                        action="training.start",
+                        actor=actor,
+                        objects=(_ref(training_id),),
+                        purpose=purpose,
+                        request_id=request_id,
+                        detail={
+                            "kind": KIND,
+                            "rows": len(found),
+                            "features": list(names),
+                            "excluded": excluded,
+                            "quote_hash": quote_hash.hex(),
+                            "measurement": str(host_enclave.hello.get("measurement", "")),
+                        },
+                    ),
+                )
+                row = VerticalTraining(
+                    id=training_id,
+                    bank_org_id=bank,
+                    name=name,
+                    purpose=purpose,
+                    features_json=json.dumps(list(names)),
+                    rows=len(found),
+                    state=TrainingState.training,
+                    epochs_done=0,
+                    enclave_handle=training_id,
+                    enclave_instance=host_enclave.starts,
+                    quote_hash=quote_hash.hex(),
+                    admission_index=entry.index,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(row)
+                s.flush()
+                s.expunge(row)
+        except BaseException:
+            self.enclave.drop(training_id)
+            raise
+        with self._lock:
+            self._live[training_id] = _Live(
+                bank=bank,
+                purpose=purpose,
+                names=names,
+                fields=admission.fields,
+                subjects=tuple(found),
+                consent_ids=tuple(sorted({allowed[u].consent_id or "" for u in found} - {""})),
+                mean=mean,
+                scale=scale,
+                host=host,
+                coordinator=coordinator,
+                handle=training_id,
+                output=output,
+            )
+        return Started(row, tuple(found), excluded, pk_msg)
+
+    # --- the exchange ---------------------------------------------------------------------------------
+
+    def get(
+        self, session: Session, training_id: str, *, org_id: str | None, sees_everything: bool
+    ) -> VerticalTraining:
+        row = session.get(VerticalTraining, training_id)
+        if row is None or (not sees_everything and row.bank_org_id != org_id):
+            raise NotFound(f"no training {training_id}")
+        return row
+
+    def _session(self, training_id: str, actor: Actor) -> _Live:
+        self._reap()
+        with self.db.transaction(write=False) as s:
+            row = self.get(s, training_id, org_id=actor.org_id, sees_everything=False)
+            state, error = row.state, row.error
+        if state is not TrainingState.training:
+            raise Conflict(f"training {training_id} is {state.value}" + (f": {error}" if error else ""))
+        live = self._live.get(training_id)
+        if live is None:
+            self._fail(
+                training_id, "the service restarted during the training; its state is gone — start again"
+            )
+            raise Conflict(
+                f"training {training_id} was interrupted by a restart of the service; start it again"
+            )
+        return live
+
+    def _fail(self, training_id: str, why: str) -> None:
+        with self._lock:
+            self._live.pop(training_id, None)
+        self.enclave.drop(training_id)
+        with self.db.transaction() as s:
+            row = s.get(VerticalTraining, training_id)
+            if row is None or row.state is not TrainingState.training:
+                return
+            row.state, row.error, row.updated_at = TrainingState.failed, why, utcnow()
+            self.ledger.append(
+                s,
+                EntryDraft(
+                    action="training.fail",
+                    actor=SERVICE,
+                    objects=(_ref(training_id),),
+                    purpose=row.purpose,
+                    detail={"kind": KIND, "reason": why[:200], "epochs": row.epochs_done},
+                ),
+            )
+
+    def exchange(self, training_id: str, frames: Sequence[bytes], *, actor: Actor) -> list[bytes]:
+        """Feed the bank's frames to host and coordinator, in order; answer the frames for the bank."""
+        live = self._session(training_id, actor)
+        digest = hashlib.sha256(b"".join(hashlib.sha256(f).digest() for f in frames)).digest()
+        out: list[bytes] = []
+        epochs_before = live.host.epoch
+        with live.lock:
+            live.used_at = time.monotonic()
+            if live.last is not None and live.last[0] == digest:
+                return list(live.last[1])  # the answer to a retried request, whose first answer was lost
+            changed = False
+            for frame in frames:
+                if len(frame) < 7:
+                    raise InvalidInput("a frame too short to be a vertical-LR message")
+                try:
+                    kind, sender = vl.MessageType(frame[5]), vl.Party(frame[6])
+                except ValueError:
+                    raise InvalidInput("not a vertical-LR message (unknown type or sender)") from None
+                if sender is not vl.Party.GUEST:
+                    raise InvalidInput("the bank sends guest messages only")
+                try:
+                    out.extend(self._dispatch(live, kind, frame))
+                    changed = True
+                except vl.VerticalLRError as exc:
+                    if changed:  # earlier frames of this request moved the session on: it cannot resume
+                        self._fail(training_id, f"a refused frame after others were applied: {exc}")
+                        raise InvalidInput(f"training {training_id}: {exc}; the session was ended") from None
+                    raise InvalidInput(f"training {training_id}: {exc}") from None
+                except ee.EnclaveError as exc:
+                    self._fail(training_id, f"the enclave failed: {exc.message}")
+                    raise pps_error(exc) from None
+            if live.host.stage is vl.Stage.READY_FORWARD:
+                out.append(live.host.forward())
+            live.last = (digest, list(out))
+            done = live.host.done
+            epochs = live.host.epoch + (1 if done else 0)
+        if epochs != epochs_before or done:
+            with self.db.transaction() as s:
+                row = s.get(VerticalTraining, training_id)
+                assert row is not None
+                row.epochs_done, row.updated_at = epochs, utcnow()
+        return out
+
+    def _dispatch(self, live: _Live, kind: vl.MessageType, frame: bytes) -> list[bytes]:
+        host, coordinator = live.host, live.coordinator
+        if kind is vl.MessageType.SETUP:
+            if host.stage is not vl.Stage.AWAITING_SETUP:
+                raise vl.ProtocolStateError("SETUP: the session is already set up")
+            ack = host.receive_setup(frame)  # checks the body, row counts and batch sizes first
+            coordinator.receive_setup(frame)
+            assert host.config is not None
+            body = json.loads(vl.decode_message(frame, host.public_key).body)
+            live.guest_features = int(body["n_features"])
+            live.guest_width = live.guest_features + 1 + int(host.config.compute_loss)
+            return [ack]
+        if kind is vl.MessageType.RESIDUALS:
+            if live.pending is not None:
+                raise vl.ProtocolStateError(
+                    "RESIDUALS: send your MASKED_GRADIENT of the previous batch first"
+                )
+            at = (host.epoch, host.batch)
+            masked = host.receive_residuals(frame)
+            host.receive_decrypted(coordinator.decrypt(masked))
+            live.pending = at
+            return []
+        if kind is vl.MessageType.MASKED_GRADIENT:
+            # exactly one bank gradient per batch, of the batch the host just answered, of the declared width:
+            # anything else would make the coordinator decrypt ciphertexts of the bank's choosing
+            msg = vl.decode_message(frame, host.public_key)
+            if live.pending is None or (msg.epoch, msg.batch) != live.pending:
+                raise vl.ProtocolStateError(
+                    f"MASKED_GRADIENT for epoch {msg.epoch} batch {msg.batch}: the host expects one only for the "
+                    f"batch it answered last ({live.pending})"
+                )
+            if len(msg.values) != live.guest_width:
+                raise vl.InvalidMessage(
+                    f"MASKED_GRADIENT: {len(msg.values)} values, the SETUP declared {live.guest_width}"
+                )
+            answer = coordinator.decrypt(frame)
+            live.pending = None
+            return [answer]
+        if kind is vl.MessageType.EPOCH_END:
+            if live.pending is not None:
+                raise vl.ProtocolStateError("EPOCH_END: send your MASKED_GRADIENT of the last batch first")
+            host.receive_epoch_end(frame)
+            coordinator.receive_epoch_end(frame)
+            return []
+        raise vl.ProtocolStateError(f"the bank does not send {kind.name}")
+
+    # --- finish ---------------------------------------------------------------------------------------
+
+    def finish(self, training_id: str, *, actor: Actor, request_id: str | None = None) -> ModelRecord:
+        """Decide consent again and register the model, or register nothing and say why."""
+        live = self._session(training_id, actor)
+        with live.lock:
+            if not live.host.done:
+                raise Conflict(
+                    f"training {training_id} has not finished ({live.host.epoch} epochs so far): send EPOCH_END "
+                    "with the stop flag, or train to the last epoch"
+                )
+            # registered first, the enclave job ended after: a failed transaction (a busy database) leaves the
+            # session as it was, to finish again
+            model = live.host.model()
+            ref = _ref(training_id)
+            try:
+                with self.db.transaction() as s:
+                    row = s.get(VerticalTraining, training_id)
+                    assert row is not None
+                    final = self.policy.release(
+                        s,
+                        Request(live.bank, live.subjects, live.fields, OPERATION, live.purpose),
+                        job=ref,
+                        what=f"model:{KIND}",
+                        actor=SERVICE,
+                        request_id=request_id,
+                    )
+                    lost = [d for d in final if not d.allowed]
+                    if lost:
+                        raise Conflict(
+                            f"the consent of {len(lost)} subject(s) no longer allows training; no model was "
+                            "registered — align again and start a new training"
+                        )
+                    record = self.models.register(
+                        s,
+                        kind=KIND,
+                        name=row.name,
+                        owners=[live.bank],
+                        feature_schema=[f"platform:{n}" for n in live.names],
+                        training={
+                            "rows": len(live.subjects),
+                            "host_features": len(live.names),
+                            "guest_features": live.guest_features,
+                            "epochs": row.epochs_done,
+                            "decryption_requests": live.coordinator.decryptions,
+                            "consents": list(live.consent_ids),
+                            "training": training_id,
+                            "coordinator": "enclave",
+                            "quote_hash": row.quote_hash,
+                        },
+                        artifacts={
+                            PLATFORM: {
+                                "features": list(live.names),
+                                "weights": model.weights.tolist(),
+                                "mean": live.mean.tolist(),
+                                "scale": live.scale.tolist(),
+                                "fields": {k: list(v) for k, v in live.fields.items()},
+                            }
+                        },
+                        ledger_indices=[row.admission_index],
+                        actor=actor,
+                        purpose=live.purpose,
+                        request_id=request_id,
+                    )
+                    self.ledger.append(
+                        s,
+                        EntryDraft(
+                            action="training.finish",
+                            actor=SERVICE,
+                            objects=(ref, ObjectRef("model", record.id)),
+                            purpose=live.purpose,
+                            released=(Release(to=live.bank, what=f"model:{KIND}"),),
+                            detail={
+                                "kind": KIND,
+                                "epochs": record.training["epochs"],
+                                "rows": len(live.subjects),
+                            },
+                        ),
+                    )
+                    row.state, row.model_id, row.updated_at = TrainingState.finished, record.id, utcnow()
+            except Conflict as exc:
+                self._fail(training_id, exc.message)
+                raise
+            try:  # end the coordinator's job: its summary is its own count of what it decrypted
+                _release, plain = self.enclave.host().run(live.handle, params={}, output=live.output)
+                log.info("training %s: the coordinator's summary %s", training_id, plain.get("summary"))
+            except ee.EnclaveError as exc:
+                log.warning(
+                    "training %s: the coordinator's job did not end cleanly: %s", training_id, exc.message
+                )
+        with self._lock:
+            self._live.pop(training_id, None)
+        self.enclave.drop(live.handle)
+        return record
+
+    def cancel(self, training_id: str, *, actor: Actor) -> VerticalTraining:
+        """The bank ends a running training: the enclave job and the host's state are dropped; nothing is
+        registered (a ``training.fail`` entry says it was cancelled)."""
+        self._session(training_id, actor)
+        self._fail(training_id, "cancelled by the bank")
+        with self.db.transaction(write=False) as s:
+            row = self.get(s, training_id, org_id=actor.org_id, sees_everything=False)
+            s.expunge(row)
+        return row
+
+    # --- scoring with the host half -------------------------------------------------------------------
+
+    def contributions(
+        self,
+        model_id: str,
+        *,
+        actor: Actor,
+        purpose: str,
+        subjects: Sequence[str],
+        bank_key: bytes,
+        request_id: str | None = None,
+    ) -> tuple[bytes, list[str], dict[str, int]]:
+        """The host half's ``x_h w_h`` for consented subjects, encrypted under the bank's Paillier key: the
+        SCORE_CONTRIBUTION message (empty if no subject could be scored), the subjects in it, the others by
+        reason."""
+        bank = actor.org_id
+        assert bank is not None
+        check_purpose(purpose)
+        if not 1 <= len(subjects) <= MAX_CONTRIBUTIONS or len(set(subjects)) != len(subjects):
+            raise InvalidInput(f"name 1 to {MAX_CONTRIBUTIONS:,} distinct subjects")
+        for s_ in subjects:
+            validate_uscc(s_)
+        with self.db.transaction(write=False) as s:
+            record = self.models.get(s, model_id, org_id=bank, sees_everything=False)
+            if record.kind != KIND:
+                raise InvalidInput(f"model {model_id} is a {record.kind} model: it has no host half")
+            part = self.models.part(s, model_id, PLATFORM)
+        try:
+            key = pf.PublicKey.from_bytes(bank_key)
+        except pf.PaillierError as exc:
+            raise InvalidInput(f"public_key: {exc}") from None
+        if key.bits < 2048:
+            raise InvalidInput("the bank's Paillier key must have at least 2048 bits")
+        names = tuple(part["features"])
+        fields = {k: tuple(v) for k, v in part["fields"].items()}
+        ref = ObjectRef("model", model_id)
+        admission = admit_on_features(
+            self.db,
+            self.features,
+            self.policy,
+            bank=bank,
+            purpose=purpose,
+            operation="score",
+            names=names,
+            submitted_fields=fields,
+            subjects=list(subjects),
+            job=ref,
+            actor=actor,
+        )
+        usable = admission.usable(subjects)
+        allowed, found, rows, excluded = usable.allowed, usable.subjects, usable.rows, usable.left_out
+        if not found:
+            return b"", [], excluded
+        x = (admission.table.matrix(list(names), rows) - np.asarray(part["mean"])) / np.asarray(part["scale"])
+        message = vl.host_score_contribution(vl.HostModel(np.asarray(part["weights"])), x, key)
+        with self.db.transaction() as s:
+            final = self.policy.release(
+                s,
+                Request(bank, tuple(found), fields, "score", purpose),
+                job=ref,
+                what=f"{KIND}:contribution",
+                actor=actor,
+                request_id=request_id,
+                admitted=[allowed[s_] for s_ in found],
+            )
+            lost = [d for d in final if not d.allowed]
+            if lost:
+                raise Conflict(
+                    f"the consent of {len(lost)} subject(s) changed meanwhile; nothing was released"
+                )
+        return message, found, excluded
+
+    def close(self) -> None:
+        with self._lock:
+            handles = list(self._live)
+            self._live.clear()
+        for h in handles:
+            self.enclave.drop(h)

@@ -1,0 +1,176 @@
+"""The ``pps`` command line, run as a user would (in-process with typer's runner)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pps.cli import app
+
+runner = CliRunner()
+
+COMMANDS = [
+    [],
+    ["serve"],
+    ["db"],
+    ["db", "upgrade"],
+    ["db", "current"],
+    ["admin"],
+    ["admin", "bootstrap"],
+    ["admin", "org", "create"],
+    ["admin", "org", "list"],
+    ["admin", "org", "disable"],
+    ["admin", "token", "issue"],
+    ["admin", "token", "revoke"],
+    ["audit"],
+    ["audit", "verify"],
+    ["audit", "checkpoint"],
+    ["audit", "export"],
+    ["audit", "public-key"],
+    ["data"],
+    ["data", "synth"],
+    ["data", "upload"],
+    ["keys"],
+    ["keys", "rotate"],
+    ["keys", "retire"],
+    ["keys", "status"],
+    ["consent"],
+    ["consent", "verify-receipt"],
+]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PPS_DATA_DIR", str(tmp_path / "pps"))
+    monkeypatch.delenv("PPS_DATABASE_URL", raising=False)
+    return tmp_path / "pps"
+
+
+def pps(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "pps")
+def test_every_command_explains_itself(command: list[str]) -> None:
+    code, out = pps(*command, "--help")
+    assert code == 0, out
+    assert "Usage" in out
+    assert len(out.strip().splitlines()) > 4
+
+
+def test_operator_workflow(home: Path) -> None:
+    code, out = pps("admin", "bootstrap", "--name", "Operator")
+    assert code == 0, out
+    token = re.search(r"^(pps_\S+)$", out, re.M)
+    assert token, out
+    code, out = pps("admin", "bootstrap")
+    assert code == 1 and "already exists" in out
+
+    code, out = pps("admin", "org", "create", "Bank A", "--role", "bank", "--token")
+    assert code == 0, out
+    bank_id = re.search(r"organisation (org_\w+)", out).group(1)  # type: ignore[union-attr]
+    token_id = re.search(r"token id: (tok_\w+)", out).group(1)  # type: ignore[union-attr]
+    code, out = pps(
+        "admin", "org", "create", "Enterprise", "--role", "subject", "--uscc", "91350100M000100Y44"
+    )
+    assert code == 1 and "check character" in out
+    code, out = pps("admin", "org", "list")
+    assert code == 0 and "Bank A" in out and "Enterprise" not in out
+    code, out = pps("admin", "token", "issue", bank_id, "--label", "batch jobs")
+    assert code == 0 and "pps_" in out
+    code, out = pps("admin", "token", "revoke", token_id)
+    assert code == 0, out
+    code, out = pps("admin", "token", "revoke", token_id)
+    assert code == 1 and "already revoked" in out
+    code, out = pps("admin", "org", "disable", bank_id, "--reason", "licence withdrawn")
+    assert code == 0, out
+    code, out = pps("admin", "org", "disable", bank_id, "--reason", "again")
+    assert code == 1 and "already disabled" in out
+    code, out = pps("admin", "token", "issue", "org_missing")
+    assert code == 1 and "does not exist" in out
+
+
+def test_db_commands(home: Path) -> None:
+    code, out = pps("db", "upgrade")
+    assert code == 0 and "→" in out
+    code, out = pps("db", "current")
+    assert code == 0 and "(run" not in out
+
+
+def test_audit_verify_checkpoint_and_tamper(home: Path, tmp_path: Path) -> None:
+    assert pps("admin", "bootstrap")[0] == 0
+    for i in range(5):
+        assert pps("admin", "org", "create", f"Bank {i}", "--role", "bank", "--token")[0] == 0
+    saved = tmp_path / "seen.note"
+    code, out = pps("audit", "checkpoint", "--out", str(saved))
+    assert code == 0 and saved.read_text() in out
+    assert pps("admin", "org", "create", "Late bank", "--role", "bank")[0] == 0
+
+    code, out = pps("audit", "verify", "--against", str(saved))
+    assert code == 0, out
+    assert "consistent with saved checkpoint" in out and "13" in out
+
+    code, out = pps("audit", "public-key")
+    assert code == 0 and "+" in out.splitlines()[0]
+
+    with sqlite3.connect(home / "pps.db") as db:
+        db.execute(
+            "UPDATE ledger_entries SET entry = CAST(replace(CAST(entry AS TEXT), 'Bank 3', 'Bank 9') AS BLOB) "
+            "WHERE idx = 8"
+        )
+    code, out = pps("audit", "verify", "--against", str(saved))
+    assert code == 3, out
+    assert "first bad index 8" in out.replace("\n", " ")
+
+
+def test_audit_export(home: Path, tmp_path: Path) -> None:
+    assert pps("admin", "bootstrap")[0] == 0
+    assert (
+        pps("admin", "org", "create", "Enterprise", "--role", "subject", "--uscc", "91350100M000100Y43")[0]
+        == 0
+    )
+    out_file = tmp_path / "export.jsonl"
+    code, out = pps("audit", "export", "--out", str(out_file), "--subject", "91350100M000100Y43")
+    assert code == 0, out
+    lines = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert lines[0]["format"] == "pps-audit-export/1"
+    assert [line["index"] for line in lines[1:]] == [2]
+    assert not out_file.with_name("export.jsonl.partial").exists()
+    # the export itself is on the record
+    code, out = pps("audit", "verify")
+    assert code == 0 and "entries" in out
+
+
+def test_verify_after_the_signing_key_was_replaced(home: Path) -> None:
+    assert pps("admin", "bootstrap")[0] == 0
+    code, out = pps("audit", "public-key")
+    old_key = out.splitlines()[0]
+    assert pps("audit", "checkpoint")[0] == 0
+    (home / "keys" / "ledger-signing-ed25519.pem").unlink()  # lost; a new key is made on the next start
+    assert pps("admin", "org", "create", "Bank", "--role", "bank")[0] == 0
+    assert pps("audit", "checkpoint")[0] == 0
+    code, out = pps("audit", "verify")
+    assert code == 3 and "does not verify" in out
+    code, out = pps("audit", "verify", "--verifier-key", old_key)
+    assert code == 0, out
+    assert "checkpoints checked" in out
+
+
+def test_verify_refuses_a_missing_checkpoint_file(home: Path, tmp_path: Path) -> None:
+    code, out = pps("audit", "verify", "--against", str(tmp_path / "nowhere.note"))
+    assert code == 2 and "does not exist" in out
+
+
+def test_verify_save_signs_exactly_what_was_verified(home: Path, tmp_path: Path) -> None:
+    assert pps("admin", "bootstrap")[0] == 0
+    saved = tmp_path / "verified.note"
+    code, out = pps("audit", "verify", "--save", str(saved))
+    assert code == 0, out
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    assert lines[1] == "2" and lines[4].startswith("— ")

@@ -1,0 +1,538 @@
+"""Vertical LR as a service, over the real HTTP API: PSI alignment on `train` consent, the coordinator in the
+enclave, the host half kept in the safe-room, the model registered with its evaluation, applicants scored with
+both halves; revocation mid-training, bad frames and strangers change nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from models.metrics import auc, evaluate
+from models.synth import PlatformData, generate
+from pps.client import PPSClient
+from pps.errors import PPSError
+from pps.governance.consent import Terms
+from pps.infra.storage.tables import Consent, LedgerEntry, Organization, RegisteredModel, Role, utcnow
+from pps.ledger.entry import Actor
+from pps.runtime import Runtime
+from pps.services.vertical import pack_frames
+from protocols import vertical_lr as vl
+from tests.conftest import OrgFactory
+from tests.pps.services.scoring.conftest import upload_platform
+
+pytestmark = [pytest.mark.db, pytest.mark.slow]
+
+PURPOSE = "joint_model_training"
+FEATURES = ["company_age_years", "log_registered_capital", "tax_filing_ratio", "log_sales_mean_last6"]
+SUBJECT = Actor(None, "subject", "api")
+CONFIG = vl.VerticalLRConfig(epochs=3, batch_size=64, learning_rate=0.15, early_stopping=False)
+
+
+@pytest.fixture(scope="module")
+def data() -> PlatformData:
+    return generate(400, 2026)
+
+
+def _labels(data: PlatformData) -> dict[str, int]:
+    cols = data.labels.columns
+    return dict(zip(cols["uscc"].tolist(), (int(v) for v in cols["defaulted"].tolist()), strict=True))
+
+
+@pytest.fixture
+def world(runtime: Runtime, make_org: OrgFactory, data: PlatformData, tmp_path: Path) -> dict[str, Any]:
+    platform = upload_platform(runtime, make_org, data, tmp_path / "csv")
+    bank, other = make_org(Role.bank, "Bank A"), make_org(Role.bank, "Bank B")
+    auditor = make_org(Role.auditor, "Auditor")
+    usccs = data.registry.columns["uscc"].tolist()
+    scope = [
+        {"dataset_id": platform.datasets["registry"], "fields": ["registered_on", "registered_capital"]},
+        {"dataset_id": platform.datasets["tax"], "fields": ["month", "taxable_sales"]},
+    ]
+    train_and_score, score_only = usccs[:300], usccs[300:340]
+    consents = {}
+    with runtime.db.transaction() as s:
+        org = s.get(Organization, bank.id)
+        assert org is not None
+        for uscc, ops in [(u, ["train", "score"]) for u in train_and_score] + [
+            (u, ["score"]) for u in score_only
+        ]:
+            terms = Terms(
+                purpose=PURPOSE, scope=scope, operations=ops, valid_until=utcnow() + timedelta(days=30)
+            )
+            c = runtime.consents.request(s, bank=org, subject_uscc=uscc, terms=terms, actor=SUBJECT)
+            runtime.consents.approve(s, c, actor=SUBJECT)
+            consents[uscc] = c.id
+    labels = _labels(data)
+    customers = usccs[:360]  # train+score, score only, and 20 who never consented
+    rng = np.random.default_rng(7)
+    y = np.array([labels[c] for c in customers])
+    # the bank's own features: its credit history, correlated with default, plus noise
+    bank_x = np.column_stack([y * 0.8 + rng.normal(0, 1, len(y)), rng.normal(0, 1, len(y))])
+    return {
+        "bank": bank,
+        "other": other,
+        "auditor": auditor,
+        "customers": customers,
+        "labels": y,
+        "bank_x": bank_x,
+        "train": train_and_score,
+        "score_only": score_only,
+        "consents": consents,
+    }
+
+
+def _entries(rt: Runtime, action: str) -> list[dict[str, Any]]:
+    with rt.db.transaction(write=False) as s:
+        docs = [
+            json.loads(r.entry) for r in s.execute(select(LedgerEntry).order_by(LedgerEntry.idx)).scalars()
+        ]
+    return [d for d in docs if d["action"] == action]
+
+
+def _host_matrix(rt: Runtime, subjects: list[str]) -> np.ndarray:
+    with rt.db.transaction(write=False) as s:
+        table = rt.features.table(s)
+    _, rows, _ = table.rows(subjects)
+    x = table.matrix(FEATURES, rows)
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    return np.asarray((x - x.mean(axis=0)) / scale)
+
+
+def _train(bank: PPSClient, rt: Runtime, w: dict[str, Any], **kw: Any) -> Any:
+    return bank.train_vertical(
+        name="sme default v1",
+        purpose=PURPOSE,
+        customers=w["customers"],
+        features=w["bank_x"],
+        labels=w["labels"],
+        platform_features=FEATURES,
+        vendor_key=rt.enclave.vendor_public_key,
+        config=CONFIG,
+        key_bits=1024,
+        **kw,
+    )
+
+
+def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        result = _train(bank, runtime, world)
+        # alignment: only the subjects whose consent allows *training* (PSI on operation "train")
+        assert result.subjects == world["train"]
+        assert result.psi == {"customers": 360, "aligned": 300, "used": 300}
+        assert result.epochs == 3 and len(result.losses) == 3
+        # the protocol computed exactly the plaintext model on the same rows
+        pos = {c: i for i, c in enumerate(world["customers"])}
+        idx = [pos[c] for c in result.subjects]
+        ref_g, _ref_h, _ = vl.reference_fit(
+            world["bank_x"][idx], _host_matrix(runtime, result.subjects), world["labels"][idx], CONFIG
+        )
+        np.testing.assert_allclose(result.guest_model.weights, ref_g.weights, atol=1e-6)
+        assert result.guest_model.intercept == pytest.approx(ref_g.intercept, abs=1e-6)
+
+        model = result.model
+        assert model["kind"] == "vertical_lr" and model["owners"] == [world["bank"].id]
+        assert model["parts"] == ["platform"]  # the bank keeps its half; the host half never leaves
+        assert model["training"]["rows"] == 300 and model["training"]["coordinator"] == "enclave"
+        assert len(model["training"]["consents"]) == 300
+        with pytest.raises(PPSError) as missing:
+            bank.request("GET", f"/v1/models/{model['id']}/parameters")
+        assert missing.value.status == 404
+
+        # score applicants: consented to scoring (40 of them never consented to training), with both halves
+        applicants = world["score_only"] + world["customers"][340:]
+        ax = world["bank_x"][[pos[c] for c in applicants]]
+        scored, p = bank.vertical_scores(
+            model["id"], result.guest_model, purpose=PURPOSE, subjects=applicants, features=ax
+        )
+        assert scored == world["score_only"]  # the 20 without any consent are not scored
+        with runtime.db.transaction(write=False) as s:
+            art = runtime.models.part(s, model["id"], "platform")
+        with runtime.db.transaction(write=False) as s:
+            table = runtime.features.table(s)
+        _, rows, _ = table.rows(scored)
+        xh = (table.matrix(FEATURES, rows) - np.array(art["mean"])) / np.array(art["scale"])
+        expected = vl.sigmoid(
+            ax[: len(scored)] @ result.guest_model.weights
+            + result.guest_model.intercept
+            + xh @ art["weights"]
+        )
+        np.testing.assert_allclose(p, expected, atol=1e-8)
+
+        # the bank evaluates where its labels are and posts the evaluation; the report draws it
+        y_new = world["labels"][[pos[c] for c in scored]]
+        ev = evaluate(y_new, p)
+        assert ev.auc == pytest.approx(auc(y_new, p))
+        posted = bank.post_evaluation(model["id"], ev)
+        assert posted["metrics"]["auc"] == pytest.approx(ev.auc)
+        page = bank.model_report_html(model["id"])
+        assert page.count("<svg") == 2 and f"{ev.auc:.4f}" in page
+        assert [m["id"] for m in bank.models()] == [model["id"]]
+
+    # another bank sees nothing; the auditor reads the description
+    with PPSClient(base_url, world["other"].token) as other:
+        assert other.models() == []
+        for path in (f"/v1/models/{model['id']}", f"/v1/models/{model['id']}/report.html"):
+            with pytest.raises(PPSError) as e:
+                other.request("GET", path)
+            assert e.value.status == 404
+        with pytest.raises(PPSError) as e:
+            other.request(
+                "POST",
+                f"/v1/models/{model['id']}/contributions",
+                json={"purpose": PURPOSE, "subjects": world["score_only"][:1], "public_key": "AAAA"},
+            )
+        assert e.value.status == 404  # not its model: nothing about the key is checked
+    with PPSClient(base_url, world["auditor"].token) as auditor:
+        assert [m["id"] for m in auditor.models()] == [model["id"]]
+
+    # on the record: the start, the admission on "train", the release, the registration, the evaluation
+    assert len(_entries(runtime, "training.start")) == 1
+    admits = [e for e in _entries(runtime, "policy.admit") if e["detail"]["operation"] == "train"]
+    assert admits and sum(len(e["subjects"]) for e in admits) == 300  # the aligned subjects, each named
+    releases = [e for e in _entries(runtime, "policy.release") if e["detail"]["operation"] == "train"]
+    assert sum(len(e["subjects"]) for e in releases) == 300 + 300  # the PSI alignment, then the model
+    assert len(_entries(runtime, "model.register")) == 1
+    assert _entries(runtime, "model.evaluate")[0]["detail"]["auc_bp"] == round(ev.auc * 10_000)
+
+
+def test_revocation_during_training_registers_no_model(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    revoked = False
+
+    def revoke_once(epoch: int, batches: int) -> None:
+        nonlocal revoked
+        if not revoked and batches == 2:
+            with runtime.db.transaction() as s:
+                c = s.get(Consent, world["consents"][world["train"][5]])
+                assert c is not None
+                runtime.consents.revoke(s, c, actor=SUBJECT)
+            revoked = True
+
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        with pytest.raises(PPSError) as e:
+            _train(bank, runtime, world, on_batch=revoke_once)
+        assert e.value.status == 409 and "no model was registered" in str(e.value)
+        trainings = bank.request("GET", "/v1/training/vertical")
+    assert trainings[0]["state"] == "failed" and trainings[0]["model_id"] is None
+    with runtime.db.transaction(write=False) as s:
+        assert s.execute(select(RegisteredModel)).first() is None
+    assert len(_entries(runtime, "training.fail")) == 1
+
+
+def test_bad_frames_and_strangers_change_nothing(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    """A session survives garbage, replays and other banks' calls; training then completes normally."""
+    from protocols import paillier_fast as pf
+
+    state: dict[str, Any] = {}
+    real_post = httpx.Client.post
+
+    def spy(self: httpx.Client, url: Any, *a: Any, **kw: Any) -> httpx.Response:
+        response = real_post(self, url, *a, **kw)
+        if str(url).endswith("/exchange") and "first" not in state:
+            state["first"] = (str(url), kw["content"])
+            bad = [
+                b"garbage",
+                pack_frames([b"\x00" * 10]),
+                pack_frames(
+                    [vl.Message(vl.MessageType.FORWARD, vl.Party.HOST, bytes(16), bytes(16)).to_bytes()]
+                ),
+            ]
+            headers = {"content-type": "application/vnd.pps.vlr-frames"}
+            for body in bad:
+                r = real_post(self, url, content=body, headers=headers)
+                assert r.status_code == 422, r.text
+            # a replayed SETUP (a retry whose answer was lost) gets the same answer; it is not applied twice
+            r = real_post(self, url, content=kw["content"], headers=headers)
+            assert r.status_code == 200 and r.content == response.content
+            with httpx.Client(
+                base_url=base_url, headers={"authorization": f"Bearer {world['other'].token}"}
+            ) as o:
+                r = o.post(str(url).replace(base_url, ""), content=kw["content"])
+                assert r.status_code == 404
+                assert (
+                    o.post(str(url).replace("/exchange", "/finish").replace(base_url, "")).status_code == 404
+                )
+        return response
+
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        pytest.MonkeyPatch().setattr(httpx.Client, "post", spy)
+        try:
+            result = _train(bank, runtime, world)
+        finally:
+            pytest.MonkeyPatch().undo()
+            httpx.Client.post = real_post  # type: ignore[method-assign]
+        assert result.model["kind"] == "vertical_lr"
+        # a finished session accepts nothing more
+        url, _body = state["first"]
+        with pytest.raises(PPSError) as e:
+            bank.request("POST", url.replace(base_url, "").replace("/exchange", "/finish"))
+        assert e.value.status == 409
+        # a contribution under a key too short for production is refused, nothing spent
+        small, _ = pf.generate_keypair(1024)
+        import base64
+
+        with pytest.raises(PPSError) as e:
+            bank.request(
+                "POST",
+                f"/v1/models/{result.model['id']}/contributions",
+                json={
+                    "purpose": PURPOSE,
+                    "subjects": world["score_only"][:2],
+                    "public_key": base64.b64encode(small.to_bytes()).decode(),
+                },
+            )
+        assert e.value.status == 422 and "2048" in str(e.value)
+    # too few aligned rows: refused before anything runs
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        with pytest.raises(PPSError) as e:
+            bank.train_vertical(
+                name="tiny",
+                purpose=PURPOSE,
+                customers=world["customers"][:30],
+                features=world["bank_x"][:30],
+                labels=world["labels"][:30],
+                platform_features=FEATURES,
+                vendor_key=runtime.enclave.vendor_public_key,
+                config=CONFIG,
+                key_bits=1024,
+            )
+        assert e.value.status == 422
+
+
+def test_a_restart_mid_training_fails_the_session_cleanly(
+    runtime: Runtime, settings: Any, base_url: str, world: dict[str, Any]
+) -> None:
+    """The host's weights and the coordinator's key live in the serving process: after a restart the session
+    says it was interrupted, is marked failed on the record, and nothing is registered."""
+    from pps.vertical_client import start_vertical
+
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        started = start_vertical(
+            bank,
+            name="interrupted",
+            purpose=PURPOSE,
+            subjects=world["train"],
+            platform_features=FEATURES,
+            vendor_key=runtime.enclave.vendor_public_key,
+            key_bits=1024,
+        )
+    restarted = Runtime.build(settings)  # a new process on the same database and keys
+    try:
+        actor = Actor(world["bank"].id, "bank")
+        with pytest.raises(PPSError) as e:
+            restarted.training.exchange(started["id"], [b"x" * 8], actor=actor)
+        assert "interrupted" in str(e.value)
+        with restarted.db.transaction(write=False) as s:
+            row = restarted.training.get(s, started["id"], org_id=world["bank"].id, sees_everything=False)
+            assert row.state.value == "failed" and row.model_id is None
+        with pytest.raises(PPSError) as e:
+            restarted.training.finish(started["id"], actor=actor)
+        assert "failed" in str(e.value)
+    finally:
+        restarted.close()
+    assert [d["detail"]["reason"][:41] for d in _entries(runtime, "training.fail")] == [
+        "the service restarted during the training"
+    ]
+
+
+def test_the_cli_trains_keeps_the_bank_half_and_lists_the_model(
+    runtime: Runtime, base_url: str, world: dict[str, Any], tmp_path: Path
+) -> None:
+    import csv
+
+    from typer.testing import CliRunner
+
+    from pps.cli import app
+
+    data = tmp_path / "customers.csv"
+    with data.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["uscc", "defaulted", "history", "noise"])
+        for c, y, x in zip(world["customers"], world["labels"], world["bank_x"], strict=True):
+            w.writerow([c, int(y), f"{x[0]:.6f}", f"{x[1]:.6f}"])
+    out = tmp_path / "half.json"
+    common = ["--url", base_url, "--token", world["bank"].token]
+    vendor = runtime.enclave.vendor_public_bytes().hex()
+    args = ["bank", "train-vertical", str(data), "--label", "defaulted", "--features", "history,noise"]
+    args += ["--platform-features", ",".join(FEATURES), "--vendor-key", vendor, "--epochs", "2"]
+    args += ["--batch-size", "64", "--key-bits", "1024", "--out", str(out), *common]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "300 of 360 customers" in result.output and "20 " not in result.output.split("left out")[0]
+    half = json.loads(out.read_text())
+    assert (
+        half["kind"] == "vertical_lr" and len(half["weights"]) == 2 and half["platform_features"] == FEATURES
+    )
+    listed = CliRunner().invoke(app, ["bank", "models", *common])
+    assert listed.exit_code == 0 and half["model_id"] in listed.output
+    page = tmp_path / "report.html"
+    saved = CliRunner().invoke(app, ["bank", "report", half["model_id"], "--out", str(page), *common])
+    assert saved.exit_code == 0 and "No held-out evaluation" in page.read_text()
+    # a wrong vendor key: refused before anything is sent to the enclave
+    bad = CliRunner().invoke(app, [*args[:-6], "--vendor-key", "00" * 32, "--out", str(out), *common])
+    assert bad.exit_code != 0
+
+
+def _guest_message(
+    guest: vl.Guest, kind: vl.MessageType, values: list[Any], *, epoch: int, batch: int
+) -> bytes:
+    """A frame as a (malicious) bank could build it: its own session and key, any epoch, batch and values."""
+    from protocols import vertical_lr
+
+    assert guest.public_key is not None
+    return vl.Message(
+        kind,
+        vl.Party.GUEST,
+        guest.session,
+        vertical_lr._key_id(guest.public_key),
+        epoch,
+        batch,
+        0,
+        b"",
+        tuple(values),
+    ).to_bytes(guest.public_key)
+
+
+def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    """One bank gradient per batch, of the batch just answered, of the width its SETUP declared: a frame that
+    carries the host's encrypted partial scores (or anything else) is refused before the enclave sees it."""
+    import base64
+
+    from pps.vertical_client import _post_frames, start_vertical
+
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        started = start_vertical(
+            bank,
+            name="probe",
+            purpose=PURPOSE,
+            subjects=world["train"],
+            platform_features=FEATURES,
+            vendor_key=runtime.enclave.vendor_public_key,
+            key_bits=1024,
+        )
+        pos = {c: i for i, c in enumerate(world["customers"])}
+        idx = [pos[c] for c in started["subjects"]]
+        guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
+        path = f"/v1/training/vertical/{started['id']}/exchange"
+        guest.receive_public_key(base64.b64decode(started["public_key"]))
+        ack, forward = _post_frames(bank, path, [guest.setup(CONFIG)])
+        guest.receive_setup_ack(ack)
+        host_scores = list(vl.decode_message(forward, guest.public_key).values[:3])  # [[x_h w_h]] of 3 rows
+        residuals = guest.receive_forward(forward)
+        gradient = guest.masked_gradient()
+        fake = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, host_scores, epoch=0, batch=1000)
+        # the host's ciphertexts dressed as a gradient of a batch that does not exist: refused, nothing changed
+        with pytest.raises(PPSError) as e:
+            _post_frames(bank, path, [fake])
+        assert e.value.status == 422
+        # a second gradient after the honest one: refused; the honest frames were applied, so the session ends
+        with pytest.raises(PPSError) as e:
+            _post_frames(bank, path, [residuals, gradient, fake])
+        assert e.value.status == 422 and "the session was ended" in str(e.value)
+        assert bank.request("GET", f"/v1/training/vertical/{started['id']}")["state"] == "failed"
+        # and in a fresh session, the right batch with the wrong width (the host's scores) is refused too
+        again = start_vertical(
+            bank,
+            name="probe again",
+            purpose=PURPOSE,
+            subjects=world["train"],
+            platform_features=FEATURES,
+            vendor_key=runtime.enclave.vendor_public_key,
+            key_bits=1024,
+        )
+        guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
+        path = f"/v1/training/vertical/{again['id']}/exchange"
+        guest.receive_public_key(base64.b64decode(again["public_key"]))
+        ack, forward = _post_frames(bank, path, [guest.setup(CONFIG)])
+        guest.receive_setup_ack(ack)
+        scores = list(vl.decode_message(forward, guest.public_key).values[:3])
+        residuals = guest.receive_forward(forward)
+        wide = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, scores, epoch=0, batch=0)
+        with pytest.raises(PPSError) as e:
+            _post_frames(bank, path, [residuals, wide])
+        assert e.value.status == 422 and "the SETUP declared" in str(e.value)
+    with runtime.db.transaction(write=False) as s:
+        assert s.execute(select(RegisteredModel)).first() is None
+
+
+def test_sessions_are_limited_per_bank_cancelled_reaped_and_retried(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    import base64
+
+    from pps.vertical_client import _post_frames, start_vertical
+
+    args = {
+        "name": "limits",
+        "purpose": PURPOSE,
+        "subjects": world["train"],
+        "platform_features": FEATURES,
+        "vendor_key": runtime.enclave.vendor_public_key,
+        "key_bits": 1024,
+    }
+    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+        first, second = start_vertical(bank, **args), start_vertical(bank, **args)
+        with pytest.raises(PPSError) as e:
+            start_vertical(bank, **args)
+        assert e.value.status == 429 and "DELETE" in str(e.value)
+        bank.request("DELETE", f"/v1/training/vertical/{first['id']}")  # frees a slot
+        third = start_vertical(bank, **args)
+        # a retried exchange (its first answer lost) gets the same answer, not a protocol error
+        pos = {c: i for i, c in enumerate(world["customers"])}
+        idx = [pos[c] for c in third["subjects"]]
+        guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
+        guest.receive_public_key(base64.b64decode(third["public_key"]))
+        setup = guest.setup(CONFIG)
+        path = f"/v1/training/vertical/{third['id']}/exchange"
+        assert _post_frames(bank, path, [setup]) == _post_frames(bank, path, [setup])
+        # a SETUP whose body is not JSON is a clear error, not a crash
+        broken = bytearray(setup)
+        broken[-10:] = b"\xff" * 10
+        with pytest.raises(PPSError) as e:
+            _post_frames(bank, f"/v1/training/vertical/{second['id']}/exchange", [bytes(broken)])
+        assert e.value.status == 422
+        # sessions nobody touches are failed and their slots freed
+        runtime.training.idle_timeout_s = 0.0
+        fourth = start_vertical(bank, **args)
+        runtime.training.idle_timeout_s = 900.0
+        states = {t["id"]: t["state"] for t in bank.request("GET", "/v1/training/vertical")}
+        assert states[second["id"]] == states[third["id"]] == "failed" and states[fourth["id"]] == "training"
+
+
+def test_a_coordinator_key_under_2048_bits_is_refused_unless_unsafe(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    from pps.vertical_client import start_vertical
+
+    runtime.training.unsafe_small_keys = False
+    try:
+        with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+            with pytest.raises(PPSError) as e:
+                start_vertical(
+                    bank,
+                    name="small key",
+                    purpose=PURPOSE,
+                    subjects=world["train"],
+                    platform_features=FEATURES,
+                    vendor_key=runtime.enclave.vendor_public_key,
+                    key_bits=1024,
+                )
+            assert e.value.status == 422 and "2048" in str(e.value)
+            assert bank.request("GET", "/v1/training/vertical") == []  # refused before admission: no row
+    finally:
+        runtime.training.unsafe_small_keys = True
