@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 
 revision: str = '0001'
@@ -25,14 +25,14 @@ def upgrade() -> None:
     sa.Column('tree_size', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('root_hash', sa.LargeBinary(length=32), nullable=False),
     sa.Column('note', sa.Text(), nullable=False),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('tree_size', name=op.f('pk_ledger_checkpoints'))
     )
     op.create_table('ledger_entries',
     sa.Column('idx', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('entry', sa.LargeBinary(), nullable=False),
     sa.Column('leaf_hash', sa.LargeBinary(length=32), nullable=False),
-    sa.Column('time', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('time', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('actor_org_id', sa.String(length=40), nullable=True),
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('purpose', sa.String(length=64), nullable=True),
@@ -62,8 +62,8 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('role', sa.Enum('platform_admin', 'data_provider', 'bank', 'subject', 'auditor', name='role', native_enum=False, length=32), nullable=False),
     sa.Column('uscc', sa.String(length=18), nullable=True),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('disabled_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('disabled_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.CheckConstraint("role <> 'subject' OR uscc IS NOT NULL", name=op.f('ck_organizations_subject_has_uscc')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_organizations')),
     sa.UniqueConstraint('name', name=op.f('uq_organizations_name')),
@@ -74,9 +74,9 @@ def upgrade() -> None:
     sa.Column('org_id', sa.String(length=40), nullable=False),
     sa.Column('label', sa.String(length=100), nullable=False),
     sa.Column('secret_hash', sa.LargeBinary(length=32), nullable=False),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_api_tokens_org_id_organizations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('secret_hash', name=op.f('uq_api_tokens_secret_hash'))

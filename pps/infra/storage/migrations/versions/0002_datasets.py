@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 
 revision: str = '0002'
@@ -29,8 +29,8 @@ def upgrade() -> None:
     sa.Column('description', sa.String(length=1000), nullable=False),
     sa.Column('schema_json', sa.Text(), nullable=False),
     sa.Column('current_version', sa.Integer(), nullable=True),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['provider_org_id'], ['organizations.id'], name=op.f('fk_datasets_provider_org_id_organizations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_datasets')),
     sa.UniqueConstraint('provider_org_id', 'name', name=op.f('uq_datasets_provider_org_id_name'))
@@ -56,8 +56,8 @@ def upgrade() -> None:
     sa.Column('chunk_count', sa.Integer(), nullable=False),
     sa.Column('kek_version', sa.Integer(), nullable=True),
     sa.Column('wrapped_dek', sa.LargeBinary(), nullable=True),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('shredded_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('shredded_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['dataset_id'], ['datasets.id'], name=op.f('fk_dataset_versions_dataset_id_datasets')),
     sa.PrimaryKeyConstraint('dataset_id', 'version', name=op.f('pk_dataset_versions'))
     )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 
 revision: str = '0003'
@@ -28,15 +28,15 @@ def upgrade() -> None:
     sa.Column('purpose', sa.String(length=64), nullable=False),
     sa.Column('scope_json', sa.Text(), nullable=False),
     sa.Column('operations_json', sa.Text(), nullable=False),
-    sa.Column('valid_from', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('valid_until', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('valid_from', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('valid_until', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('max_uses', sa.Integer(), nullable=True),
     sa.Column('uses', sa.Integer(), nullable=False),
     sa.Column('state', sa.Enum('requested', 'active', 'denied', 'revoked', name='consentstate', native_enum=False, length=16), nullable=False),
     sa.Column('requested_by', sa.String(length=16), nullable=False),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('decided_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('revoked_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('decided_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('decision_note', sa.String(length=500), nullable=True),
     sa.Column('receipt', sa.Text(), nullable=True),
     sa.CheckConstraint('max_uses IS NULL OR max_uses > 0', name=op.f('ck_consents_max_uses_positive')),

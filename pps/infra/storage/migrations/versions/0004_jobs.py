@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 
 revision: str = '0004'
@@ -36,11 +36,11 @@ def upgrade() -> None:
     sa.Column('error_message', sa.String(length=1000), nullable=True),
     sa.Column('summary_json', sa.Text(), nullable=True),
     sa.Column('request_id', sa.String(length=64), nullable=True),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('expires_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('result_deleted_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('result_deleted_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['owner_org_id'], ['organizations.id'], name=op.f('fk_jobs_owner_org_id_organizations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
     )

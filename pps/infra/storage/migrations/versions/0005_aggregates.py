@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 
 revision: str = '0005'
@@ -27,7 +27,7 @@ def upgrade() -> None:
     sa.Column('bank_org_id', sa.String(length=40), nullable=False),
     sa.Column('total_micro', sa.BigInteger(), nullable=False),
     sa.Column('spent_micro', sa.BigInteger(), nullable=False),
-    sa.Column('updated_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint('spent_micro >= 0 AND spent_micro <= total_micro', name=op.f('ck_privacy_budgets_spent_within_total')),
     sa.ForeignKeyConstraint(['bank_org_id'], ['organizations.id'], name=op.f('fk_privacy_budgets_bank_org_id_organizations')),
     sa.PrimaryKeyConstraint('bank_org_id', name=op.f('pk_privacy_budgets'))
@@ -39,7 +39,7 @@ def upgrade() -> None:
     sa.Column('digest', sa.LargeBinary(length=32), nullable=False),
     sa.Column('members', sa.LargeBinary(), nullable=False),
     sa.Column('query_id', sa.String(length=40), nullable=False),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['bank_org_id'], ['organizations.id'], name=op.f('fk_released_cohorts_bank_org_id_organizations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_released_cohorts')),
     sa.UniqueConstraint('bank_org_id', 'digest', name=op.f('uq_released_cohorts_bank_org_id_digest'))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 
 revision: str = '0006'
@@ -33,9 +33,9 @@ def upgrade() -> None:
     sa.Column('wrapped_dek', sa.LargeBinary(), nullable=False),
     sa.Column('sealed', sa.LargeBinary(), nullable=False),
     sa.Column('has_evidence', sa.Boolean(), nullable=False),
-    sa.Column('due_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('resolved_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('due_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('resolved_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('corrected_version', sa.Integer(), nullable=True),
     sa.Column('corrected_fields_json', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['dataset_id'], ['datasets.id'], name=op.f('fk_objections_dataset_id_datasets')),
@@ -60,10 +60,10 @@ def upgrade() -> None:
     sa.Column('operation', sa.String(length=32), nullable=False),
     sa.Column('purpose', sa.String(length=64), nullable=True),
     sa.Column('ledger_index', sa.BigInteger(), nullable=False),
-    sa.Column('released_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('released_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('old_version', sa.Integer(), nullable=False),
     sa.Column('new_version', sa.Integer(), nullable=False),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['bank_org_id'], ['organizations.id'], name=op.f('fk_correction_notices_bank_org_id_organizations')),
     sa.ForeignKeyConstraint(['dataset_id'], ['datasets.id'], name=op.f('fk_correction_notices_dataset_id_datasets')),
     sa.ForeignKeyConstraint(['objection_id'], ['objections.id'], name=op.f('fk_correction_notices_objection_id_objections')),

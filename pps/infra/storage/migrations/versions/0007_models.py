@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 
 revision: str = '0007'
@@ -33,7 +33,7 @@ def upgrade() -> None:
     sa.Column('evaluated_by', sa.String(length=40), nullable=True),
     sa.Column('ledger_json', sa.Text(), nullable=False),
     sa.Column('state', sa.Enum('active', 'retired', name='modelstate', native_enum=False, length=16), nullable=False),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['created_by'], ['organizations.id'], name=op.f('fk_models_created_by_organizations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_models'))
     )
@@ -55,8 +55,8 @@ def upgrade() -> None:
     sa.Column('admission_index', sa.BigInteger(), nullable=False),
     sa.Column('model_id', sa.String(length=40), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['bank_org_id'], ['organizations.id'], name=op.f('fk_vertical_trainings_bank_org_id_organizations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_vertical_trainings'))
     )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -41,8 +41,8 @@ def upgrade() -> None:
         sa.Column("current_round", sa.Integer(), nullable=False),
         sa.Column("model_id", sa.String(length=64), nullable=True),
         sa.Column("abort_reason", sa.Text(), nullable=True),
-        sa.Column("created_at", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("ended_at", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["initiator_org_id"],
             ["organizations.id"],
@@ -59,7 +59,7 @@ def upgrade() -> None:
         sa.Column("bank_org_id", sa.String(length=40), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("purpose", sa.String(length=64), nullable=True),
-        sa.Column("accepted_at", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("accepted_at", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("evaluation_json", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["bank_org_id"],
@@ -103,9 +103,9 @@ def upgrade() -> None:
         sa.Column("total_weight", sa.BigInteger(), nullable=True),
         sa.Column("survivors_json", sa.Text(), nullable=True),
         sa.Column("abort_reason", sa.Text(), nullable=True),
-        sa.Column("phase_deadline", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("started_at", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("ended_at", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("phase_deadline", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["federation_id"], ["federations.id"], name=op.f("fk_federation_rounds_federation_id_federations")
         ),
@@ -119,7 +119,7 @@ def upgrade() -> None:
         sa.Column("bank_org_id", sa.String(length=40), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
         sa.Column("ledger_index", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["bank_org_id"],
             ["organizations.id"],

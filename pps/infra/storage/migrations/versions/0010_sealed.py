@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -28,8 +28,8 @@ def upgrade() -> None:
         sa.Column("eval_context", sa.LargeBinary(), nullable=False),
         sa.Column("sealed_secret", sa.LargeBinary(), nullable=False),
         sa.Column("measurement", sa.String(length=64), nullable=False),
-        sa.Column("created_at", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("retired_at", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("retired_at", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sealed_contexts")),
     )
     op.create_table(
@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("subjects_json", sa.Text(), nullable=False),
         sa.Column("attributes_json", sa.Text(), nullable=False),
         sa.Column("columns_json", sa.Text(), nullable=False),
-        sa.Column("uploaded_at", pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("uploaded_at", pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["context_id"], ["sealed_contexts.id"], name=op.f("fk_sealed_datasets_context_id_sealed_contexts")
         ),
