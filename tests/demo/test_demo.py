@@ -10,7 +10,7 @@ from rich.console import Console
 from demo.scenario import run_demo
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_demo_scenario_passes(tmp_path: Path) -> None:
     console = Console(record=True, width=120)
     assert run_demo(tmp_path / "demo", console), console.export_text()

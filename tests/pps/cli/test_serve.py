@@ -24,7 +24,7 @@ def free_port() -> int:
         return port
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_pps_serve_starts_a_ready_service(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PPS_DATA_DIR": str(tmp_path / "served"), "PPS_CHECKPOINT_INTERVAL_SECONDS": "0"}

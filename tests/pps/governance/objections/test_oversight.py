@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pps.cli import app as cli
+from pps.cli import console as cli_console
 from pps.infra.storage.tables import Organization, Role, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
@@ -61,7 +62,7 @@ def test_overdue_objections_are_flagged_to_the_operator(
     for name, value in (("PPS_DATABASE_URL", runtime.settings.resolved_database_url),):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PPS_DATA_DIR", str(runtime.settings.data_dir))
-    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setattr(cli_console, "width", 400)  # a wide terminal (an xdist worker has none: 80 columns)
     result = CliRunner().invoke(cli, ["admin", "objections", "--overdue"])
     assert result.exit_code == 0, result.output
     assert late in result.output and fresh not in result.output and "OVERDUE" in result.output

@@ -17,7 +17,7 @@ from pps.client import FederatedClient, PPSClient
 from pps.infra.storage.tables import Role
 from tests.conftest import OrgFactory
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.e2e]
 PPS = [str(Path(sys.executable).with_name("pps"))]
 
 
