@@ -9,9 +9,13 @@ is the probability that a random positive outscores a random negative, counting 
 * :func:`auc` -> the area under it (trapezoids);
 * :func:`ks` -> ``max |TPR - FPR|`` over thresholds; :func:`ks_curve` -> :class:`KSCurve` with both
   cumulative rates and their gap per threshold, and the threshold where the gap is largest;
+* :func:`brier`, :func:`ece` and :func:`calibration` -> :class:`Calibration`: whether predicted default
+  probabilities match observed default rates (AUC and KS cannot see a model that ranks well but predicts
+  13 % where 3 % default);
 * :func:`evaluate` -> :class:`Evaluation`: what a model registry keeps of a held-out evaluation (AUC, KS,
-  the confusion matrix at a cut-off, and both curves thinned to at most :data:`CURVE_POINTS` points), as
-  JSON-ready numbers — never the labels or the scores themselves.
+  the confusion matrix at a cut-off, both curves thinned to at most :data:`CURVE_POINTS` points, and the
+  calibration when the scores are probabilities), as JSON-ready numbers — never the labels or the scores
+  themselves.
 
 Bad input (shapes, NaN/inf scores, labels other than 0/1, a single class) raises :class:`InvalidMetricInput`.
 """
@@ -28,6 +32,12 @@ import numpy as np
 
 class InvalidMetricInput(ValueError):
     """Labels or scores that no metric can be computed from."""
+
+
+CALIBRATION_BINS = 10
+"""Bins of the expected calibration error (equal width on [0, 1], as Guo et al. 2017) and of the
+reliability diagram (equal mass: the same number of applicants per point, so that a low-default portfolio
+is not all in the first bin)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,62 @@ CURVE_POINTS = 201
 """The most points an :class:`Evaluation` keeps per curve (enough to draw it; too few to rebuild the data)."""
 
 
+def _probabilities(y_true: Any, probabilities: Any) -> tuple[np.ndarray, np.ndarray]:
+    y, p = _check(y_true, probabilities)
+    if np.any(p < 0) or np.any(p > 1):
+        raise InvalidMetricInput("calibration needs probabilities in [0, 1]")
+    return y, p
+
+
+def brier(y_true: Any, probabilities: Any) -> float:
+    """Mean squared difference between predicted probability and outcome (0 is perfect)."""
+    y, p = _probabilities(y_true, probabilities)
+    return float(np.mean((p - y) ** 2))
+
+
+def ece(y_true: Any, probabilities: Any, bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error: the applicant-weighted mean of |mean predicted - observed rate| over
+    ``bins`` equal-width probability bins."""
+    y, p = _probabilities(y_true, probabilities)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in np.unique(which):
+        mask = which == b
+        total += mask.sum() * abs(float(p[mask].mean()) - float(y[mask].mean()))
+    return total / y.size
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How well predicted default probabilities match what happened, on held-out applicants.
+
+    ``reliability`` holds ``(mean predicted, observed rate, applicants)`` per equal-mass bin, for the
+    reliability diagram; ``mean_predicted`` against ``observed_rate`` is the calibration-in-the-large.
+    """
+
+    brier: float
+    ece: float
+    mean_predicted: float
+    observed_rate: float
+    reliability: tuple[tuple[float, float, int], ...]
+
+
+def calibration(y_true: Any, probabilities: Any, bins: int = CALIBRATION_BINS) -> Calibration:
+    y, p = _probabilities(y_true, probabilities)
+    order = np.argsort(p, kind="stable")
+    points: list[tuple[float, float, int]] = []
+    for chunk in np.array_split(order, min(bins, y.size)):
+        if chunk.size:
+            points.append((float(p[chunk].mean()), float(y[chunk].mean()), int(chunk.size)))
+    return Calibration(
+        brier=brier(y, p),
+        ece=ece(y, p, bins),
+        mean_predicted=float(p.mean()),
+        observed_rate=float(y.mean()),
+        reliability=tuple(points),
+    )
+
+
 @dataclass(frozen=True)
 class Confusion:
     """Counts at a cut-off: a score ``>= cutoff`` predicts the positive class (default)."""
@@ -153,6 +219,8 @@ class Evaluation:
     confusion: Confusion
     roc: tuple[tuple[float, float], ...]
     ks_points: tuple[tuple[float, float, float], ...]
+    calibration: Calibration | None = None
+    """present when the scores were probabilities (a logistic model's), absent for points or logits"""
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -160,6 +228,10 @@ class Evaluation:
         doc["confusion"].update(precision=c.precision, recall=c.recall, accuracy=c.accuracy)
         doc["roc"] = [list(p) for p in self.roc]
         doc["ks_points"] = [list(p) for p in self.ks_points]
+        if self.calibration is None:
+            del doc["calibration"]
+        else:
+            doc["calibration"]["reliability"] = [list(p) for p in self.calibration.reliability]
         return doc
 
     @classmethod
@@ -188,6 +260,7 @@ class Evaluation:
                 confusion,
                 roc,
                 ks_points,
+                _calibration_from(doc.get("calibration"), n),
             )
         except (KeyError, TypeError, IndexError) as exc:
             raise InvalidMetricInput(
@@ -208,6 +281,26 @@ class Evaluation:
                 if any(b < a for a, b in itertools.pairwise(column)):
                     raise InvalidMetricInput("curve points must be in increasing order")
         return out
+
+
+def _calibration_from(doc: Any, n: int) -> Calibration | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise InvalidMetricInput("calibration must be an object")
+    points = tuple(
+        (_unit(p[0], "calibration.reliability"), _unit(p[1], "calibration.reliability"), _count(p[2], "bin"))
+        for p in doc["reliability"]
+    )
+    if not 1 <= len(points) <= CURVE_POINTS or sum(p[2] for p in points) != n:
+        raise InvalidMetricInput("the reliability bins must hold every applicant once")
+    return Calibration(
+        _unit(doc["brier"], "calibration.brier"),
+        _unit(doc["ece"], "calibration.ece"),
+        _unit(doc["mean_predicted"], "calibration.mean_predicted"),
+        _unit(doc["observed_rate"], "calibration.observed_rate"),
+        points,
+    )
 
 
 def _count(v: Any, name: str) -> int:
@@ -235,7 +328,8 @@ def _clip(a: Any) -> np.ndarray:
 
 
 def evaluate(y_true: Any, scores: Any, cutoff: float = 0.5) -> Evaluation:
-    """AUC, KS, the confusion matrix at ``cutoff`` and both curves, for the registry and the report."""
+    """AUC, KS, the confusion matrix at ``cutoff``, both curves and (for probabilities in [0, 1]) the
+    calibration, for the registry and the report."""
     if not math.isfinite(cutoff):
         raise InvalidMetricInput("the cut-off must be finite")
     y, s = _check(y_true, scores)
@@ -264,4 +358,5 @@ def evaluate(y_true: Any, scores: Any, cutoff: float = 0.5) -> Evaluation:
                 strict=True,
             )
         ),
+        calibration=calibration(y, s) if np.all((s >= 0) & (s <= 1)) else None,
     )

@@ -1,4 +1,5 @@
-"""The evaluation report of a registered model: the ROC and KS curves drawn, and the figures beside them.
+"""The evaluation report of a registered model: the ROC, KS and calibration curves drawn, and the figures
+beside them.
 
 :func:`render_html` builds one self-contained HTML page (inline SVG from matplotlib, no scripts, no external
 resources), so a bank can open it from the console, save it, or attach it to a model-risk review. What it shows
@@ -65,6 +66,29 @@ def ks_svg(ev: Evaluation, title: str = "Kolmogorov-Smirnov") -> str:
     return _svg(fig)
 
 
+def reliability_svg(ev: Evaluation, title: str = "Calibration") -> str:
+    """Predicted default probability against the observed default rate, per equal-mass bin (a perfectly
+    calibrated model lies on the diagonal)."""
+    fig, ax = _figure(4.6, 4.2)
+    cal = ev.calibration
+    if cal is None:
+        raise ValueError("this evaluation has no calibration (the scores were not probabilities)")
+    predicted, observed, _ = zip(*cal.reliability, strict=True)
+    top = max(0.05, *predicted, *observed) * 1.1
+    ax.plot([0, top], [0, top], color="#999999", lw=1, ls="--", label="perfectly calibrated")
+    ax.plot(predicted, observed, color="#6a3d9a", lw=2, marker="o", label=f"model (ECE {cal.ece:.3f})")
+    ax.set(
+        xlim=(0, top),
+        ylim=(0, top),
+        xlabel="mean predicted default probability",
+        ylabel="observed default rate",
+        title=title,
+    )
+    ax.legend(loc="upper left", frameon=False)
+    ax.grid(alpha=0.3)
+    return _svg(fig)
+
+
 def compare_svg(evaluations: Mapping[str, Evaluation], title: str = "ROC") -> str:
     """Several models' ROC curves on one chart (AUC in the legend)."""
     fig, ax = _figure(5.6, 4.6)
@@ -116,6 +140,18 @@ def render_html(model: Mapping[str, Any], ev: Evaluation | None) -> str:
                 ("cut-off", f"{c.cutoff:g}"),
                 ("precision / recall", f"{c.precision:.3f} / {c.recall:.3f}"),
                 ("accuracy", f"{c.accuracy:.3f}"),
+                *(
+                    ()
+                    if ev.calibration is None
+                    else (
+                        ("Brier score", f"{ev.calibration.brier:.4f}"),
+                        ("expected calibration error", f"{ev.calibration.ece:.4f}"),
+                        (
+                            "mean predicted / observed default rate",
+                            f"{ev.calibration.mean_predicted:.2%} / {ev.calibration.observed_rate:.2%}",
+                        ),
+                    )
+                ),
             )
         )
         confusion = (
@@ -123,8 +159,9 @@ def render_html(model: Mapping[str, Any], ev: Evaluation | None) -> str:
             f"<tr><th>default</th><td>{c.tp:,}</td><td>{c.fn:,}</td></tr>"
             f"<tr><th>good</th><td>{c.fp:,}</td><td>{c.tn:,}</td></tr></table>"
         )
+        plots = [roc_svg(ev), ks_svg(ev)] + ([reliability_svg(ev)] if ev.calibration is not None else [])
         body = (
-            f"<div class='plots'><figure>{roc_svg(ev)}</figure><figure>{ks_svg(ev)}</figure></div>"
+            "<div class='plots'>" + "".join(f"<figure>{svg}</figure>" for svg in plots) + "</div>"
             f"<table>{figures}</table><h2>Confusion at the cut-off</h2>{confusion}"
         )
     return f"""<!doctype html>

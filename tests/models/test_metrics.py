@@ -83,3 +83,43 @@ def test_bad_input(y: list[object], s: list[object], match: str) -> None:
         metrics.auc(y, s)
     with pytest.raises(ValueError, match=match):
         metrics.ks(y, s)
+
+
+def test_calibration_sees_what_auc_cannot() -> None:
+    """Two models that rank identically: one predicts the observed 3 % rate, the other four times it."""
+    from models.metrics import brier, calibration, ece, evaluate
+
+    rng = np.random.default_rng(7)
+    p = rng.beta(1, 30, size=20_000)
+    y = (rng.random(p.size) < p).astype(int)
+    inflated = np.clip(p * 4, 0, 1)
+    good, bad = evaluate(y, p), evaluate(y, inflated)
+    assert abs(good.auc - bad.auc) < 1e-3  # the ranking is the same
+    assert good.calibration is not None and bad.calibration is not None
+    assert good.calibration.ece < 0.01 < 0.05 < bad.calibration.ece
+    assert abs(good.calibration.mean_predicted - good.calibration.observed_rate) < 0.005
+    assert bad.calibration.mean_predicted > 3 * bad.calibration.observed_rate
+    assert brier(y, p) < brier(y, inflated)
+    assert ece(y, p) == pytest.approx(good.calibration.ece)
+    cal = calibration(y, p)
+    assert sum(b[2] for b in cal.reliability) == y.size and len(cal.reliability) == 10
+
+
+def test_calibration_round_trips_and_is_checked() -> None:
+    from models.metrics import Evaluation, InvalidMetricInput, evaluate
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    ev = evaluate(y, np.clip(y * 0.3 + rng.random(500) * 0.7, 0, 1))
+    doc = ev.to_dict()
+    assert Evaluation.from_dict(doc) == ev
+    logits = evaluate(y, y * 2.0 - 1 + rng.normal(size=500))  # not probabilities: no calibration
+    assert logits.calibration is None and "calibration" not in logits.to_dict()
+    assert Evaluation.from_dict(logits.to_dict()) == logits
+    doc["calibration"]["reliability"][0][2] += 1  # a bin count that no longer adds up
+    with pytest.raises(InvalidMetricInput, match="reliability"):
+        Evaluation.from_dict(doc)
+    from models.metrics import brier
+
+    with pytest.raises(InvalidMetricInput, match="probabilities"):
+        brier(y, y * 2.0)
