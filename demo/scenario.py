@@ -30,6 +30,7 @@ from models.synth import generate
 from pps import errors
 from pps.governance.consent import verify_receipt
 from pps.identity.uscc import ALPHABET, make_uscc
+from pps.infra import keyring
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Role, utcnow
 from pps.ledger.checkpoint import NoteVerifier
@@ -447,14 +448,16 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         )
 
         console.rule("[bold]8. The operator rotates the key-encryption key")
-        new_kek = rt.kms.rotate()
         with rt.db.transaction() as session:
             versions = sum(rt.datasets.keys_by_kek_version(session).values())
-            rewrapped, _ = rt.datasets.rewrap_all(session, actor=OPERATOR)
+            held = sum(keyring.wrapped_counts(session, rt.key_holders).values())
+            rotation = keyring.rotate(session, rt.kms, rt.key_holders, rt.ledger, actor=OPERATOR)
         checks.check(
-            f"KEK v{new_kek}: all {rewrapped} data keys (4 datasets, tax in 2 versions) re-wrapped, no data "
-            "re-encrypted, still readable",
-            rewrapped == versions == 5 and len(enterprise.my_records()) == len(own),
+            f"KEK v{rotation.version}: all {rotation.rewrapped} data keys (4 datasets, tax in 2 versions, the "
+            "objection) re-wrapped, no data re-encrypted, still readable",
+            versions == 5
+            and rotation.rewrapped == held == versions + 1
+            and len(enterprise.my_records()) == len(own),
         )
 
         console.rule("[bold]9. The auditor checks that history only grows")

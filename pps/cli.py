@@ -90,9 +90,9 @@ def user_errors() -> Iterator[None]:
 
 
 @contextmanager
-def runtime(*, migrate_schema: bool = True) -> Iterator[Runtime]:
+def runtime(*, migrate_schema: bool = True, open_keys: bool = True) -> Iterator[Runtime]:
     with user_errors():
-        rt = Runtime.build(get_settings(), migrate_schema=migrate_schema)
+        rt = Runtime.build(get_settings(), migrate_schema=migrate_schema, open_keys=open_keys)
         try:
             yield rt
         finally:
@@ -137,7 +137,7 @@ def _redacted(url: str) -> str:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
     """Apply Alembic migrations up to REVISION (default: the newest)."""
-    with runtime(migrate_schema=False) as rt:
+    with runtime(migrate_schema=False, open_keys=False) as rt:
         before = migrate.current_revision(rt.db.engine)
         migrate.upgrade(rt.db.engine, revision)
         after = migrate.current_revision(rt.db.engine)
@@ -148,7 +148,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] 
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema revision of the database and whether it is the newest."""
-    with runtime(migrate_schema=False) as rt:
+    with runtime(migrate_schema=False, open_keys=False) as rt:
         current, head = migrate.current_revision(rt.db.engine), migrate.head_revision()
     console.print(
         f"current: {current or 'empty'}; newest: {head}"
@@ -1037,33 +1037,29 @@ def bank_report(
 
 @keys_app.command("status")
 def keys_status() -> None:
-    """Show KEK versions and how many data keys each wraps."""
-    with runtime() as rt, rt.db.transaction(write=False) as session:
-        counts = rt.datasets.keys_by_kek_version(session)
-        for v, n in rt.objections.keys_by_kek_version(session).items():
-            counts[v] = counts.get(v, 0) + n
-        table = Table("KEK version", "data keys wrapped", "state")
-        for v in range(1, rt.kms.current_version + 1):
-            state = (
-                "current"
-                if v == rt.kms.current_version
-                else "retired"
-                if v < rt.kms.min_decrypt_version
-                else "usable"
-            )
-            table.add_row(str(v), str(counts.get(v, 0)), state)
+    """Check every KEK version against its canary and show how many data keys each wraps (exit 1 on a fault)."""
+    from pps.infra import keyring
+
+    with runtime(open_keys=False) as rt, rt.db.transaction(write=False) as session:
+        rows = keyring.status(session, rt.kms, rt.key_holders)
+    table = Table("KEK version", "data keys wrapped", "state")
+    for row in rows:
+        table.add_row(
+            str(row.version), str(row.wrapped), row.state if row.ok else f"[bold red]{row.state}[/]"
+        )
     console.print(table)
+    if not all(row.ok for row in rows):
+        fail("some key-encryption keys do not fit the stored data (see above); the service will not start")
 
 
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add a KEK version and re-wrap every data key under it (the data itself is not decrypted)."""
-    with runtime() as rt:
-        new = rt.kms.rotate()
-        with rt.db.transaction() as session:
-            count, version = rt.datasets.rewrap_all(session, actor=OPERATOR)
-            count += rt.objections.rewrap_all(session)
-    console.print(f"KEK version {new} is current; re-wrapped {count} data key(s) under version {version}")
+    from pps.infra import keyring
+
+    with runtime() as rt, rt.db.transaction() as session:
+        done = keyring.rotate(session, rt.kms, rt.key_holders, rt.ledger, actor=OPERATOR)
+    console.print(f"KEK version {done.version} is current; re-wrapped {done.rewrapped} data key(s) under it")
     console.print("older KEK versions still decrypt until retired: `pps keys retire --below VERSION`")
 
 
@@ -1072,25 +1068,11 @@ def keys_retire(
     below: Annotated[int, typer.Option(min=2, help="refuse to decrypt with KEK versions below this one")],
 ) -> None:
     """Retire old KEK versions (raise the minimum decryption version). Refused while they still wrap keys."""
-    from pps.ledger.entry import EntryDraft
+    from pps.infra import keyring
 
-    with runtime() as rt, rt.db.transaction() as session:
+    with user_errors(), runtime() as rt, rt.db.transaction() as session:
         rt.datasets.lock_data_keys(session)
-        counts = rt.datasets.keys_by_kek_version(session)
-        for v, n in rt.objections.keys_by_kek_version(session).items():
-            counts[v] = counts.get(v, 0) + n
-        still = {v: n for v, n in counts.items() if v < below}
-        if still:
-            fail(
-                f"data keys are still wrapped under KEK version(s) {sorted(still)}; run `pps keys rotate` first"
-            )
-        rt.ledger.append(
-            session, EntryDraft(action="keys.retire", actor=OPERATOR, detail={"min_decrypt_version": below})
-        )
-        try:  # last, inside the transaction: if it fails, the entry is rolled back with it
-            rt.kms.retire_below(below)
-        except ValueError as exc:
-            fail(str(exc))
+        keyring.retire_below(session, rt.kms, rt.key_holders, rt.ledger, below, actor=OPERATOR)
     console.print(f"KEK versions below {below} are retired")
 
 

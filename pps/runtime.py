@@ -16,6 +16,7 @@ from pps.governance.consent import ConsentService
 from pps.governance.objections import ObjectionService
 from pps.governance.policy import PolicyEngine
 from pps.identity.service import IdentityService
+from pps.infra import keyring
 from pps.infra.executor import Executor, executor_from_settings
 from pps.infra.jobs import JobService
 from pps.infra.keys import LEDGER_SIGNING_KEY_FILE, RECEIPT_SIGNING_KEY_FILE, load_or_create_ed25519
@@ -60,7 +61,11 @@ class Runtime:
     sealed: SealedService
 
     @classmethod
-    def build(cls, settings: Settings, *, migrate_schema: bool | None = None) -> Runtime:
+    def build(
+        cls, settings: Settings, *, migrate_schema: bool | None = None, open_keys: bool = True
+    ) -> Runtime:
+        """Wire the services. ``open_keys=False`` skips the start-up key check, for ``pps keys status``,
+        which reports what the check would refuse instead of refusing."""
         db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         if settings.auto_migrate if migrate_schema is None else migrate_schema:
             migrate.upgrade(db.engine)
@@ -69,6 +74,17 @@ class Runtime:
         identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
         kms = LocalFileKMS(settings.resolved_key_dir)
         datasets = DatasetService(ledger, kms)
+        objections = ObjectionService(
+            ledger,
+            kms,
+            datasets,
+            response_days=settings.objection_response_days,
+            evidence_max_bytes=settings.objection_evidence_max_bytes,
+        )
+        models = ModelRegistry(ledger, kms)
+        # before anything starts: a key the stored data needs that is missing or not itself stops us here
+        if open_keys and migrate.is_up_to_date(db.engine):  # else /readyz says the schema needs upgrading
+            keyring.open_keys(db, kms, (datasets, objections, models))
         receipt_key = load_or_create_ed25519(settings.resolved_key_dir / RECEIPT_SIGNING_KEY_FILE)
         consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key))
         identity.on_disable.append(consents.close_for_org)
@@ -121,14 +137,6 @@ class Runtime:
             config=EnclaveConfig(debug=settings.enclave_unsafe_debug),
             call_timeout_s=settings.enclave_call_timeout_s,
         )
-        objections = ObjectionService(
-            ledger,
-            kms,
-            datasets,
-            response_days=settings.objection_response_days,
-            evidence_max_bytes=settings.objection_evidence_max_bytes,
-        )
-        models = ModelRegistry(ledger, kms)
         training = VerticalTrainingService(
             db,
             ledger,
@@ -163,6 +171,11 @@ class Runtime:
             federated=federated,
             sealed=sealed,
         )
+
+    @property
+    def key_holders(self) -> tuple[keyring.KeyHolder, ...]:
+        """The services whose tables hold data keys wrapped by the KEKs (rotation and retirement cover all)."""
+        return (self.datasets, self.objections, self.models)
 
     def close(self) -> None:
         self.training.close()

@@ -62,9 +62,17 @@ def test_the_contracts_hold_on_the_tree(copy: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "line", "named"),
     [
-        ("protocols/__init__.py", "from pps import errors as _errors\n", "protocols is not allowed to import pps"),
+        (
+            "protocols/__init__.py",
+            "from pps import errors as _errors\n",
+            "protocols is not allowed to import pps",
+        ),
         ("pps/__init__.py", "import api as _api\n", "pps is not allowed to import api"),
-        ("models/__init__.py", "import enclave_sim as _enclave\n", "models is not allowed to import enclave_sim"),
+        (
+            "models/__init__.py",
+            "import enclave_sim as _enclave\n",
+            "models is not allowed to import enclave_sim",
+        ),
         (
             "pps/infra/storage/migrations/versions/0001_initial.py",
             "import pps.infra.storage.tables\n",
@@ -72,7 +80,9 @@ def test_the_contracts_hold_on_the_tree(copy: Path) -> None:
         ),
     ],
 )
-def test_a_forbidden_import_breaks_a_contract(copy: Path, tmp_path: Path, module: str, line: str, named: str) -> None:
+def test_a_forbidden_import_breaks_a_contract(
+    copy: Path, tmp_path: Path, module: str, line: str, named: str
+) -> None:
     tree = tmp_path / "tree"
     shutil.copytree(copy, tree)
     target = tree / module

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import PUBLIC, RuntimeDep
+from pps.infra import keyring
 from pps.infra.storage import migrate
 
 router = APIRouter(tags=["system"])
@@ -17,7 +18,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", dependencies=[PUBLIC], summary="the database answers and its schema is current")
+@router.get(
+    "/readyz",
+    dependencies=[PUBLIC],
+    summary="the database answers, its schema is current, and every key-encryption key the data needs opens",
+)
 def readyz(rt: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -25,8 +30,12 @@ def readyz(rt: RuntimeDep) -> JSONResponse:
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
         checks["schema"] = "ok" if migrate.is_up_to_date(rt.db.engine) else "needs `pps db upgrade`"
+        with rt.db.transaction(write=False) as session:
+            problems = keyring.problems(session, rt.kms, rt.key_holders)
+        checks["keys"] = "; ".join(problems) if problems else "ok"
     except Exception as exc:  # readiness reports, it does not raise
-        checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks.setdefault("database", f"unreachable: {type(exc).__name__}")
+        checks.setdefault("keys", f"not checked: {type(exc).__name__}")
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503

@@ -643,16 +643,16 @@ class ObjectionService:
 
     # --- keys ----------------------------------------------------------------------------------------
 
-    def rewrap_all(self, session: Session) -> int:
+    def rewrap_all(self, session: Session) -> dict[int, int]:
         """Re-wrap every objection data key under the current KEK (nothing is decrypted but the keys)."""
         target = self.kms.current_version
-        count = 0
+        moved: dict[int, int] = {}
         for o in session.execute(select(Objection).where(Objection.kek_version != target)).scalars():
             new = self.kms.wrap(self._dek(o), _dek_aad(o.id))
+            moved[o.kek_version] = moved.get(o.kek_version, 0) + 1
             o.kek_version, o.wrapped_dek = new.kek_version, new.blob
-            count += 1
         session.flush()
-        return count
+        return moved
 
     def keys_by_kek_version(self, session: Session) -> dict[int, int]:
         rows = session.execute(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.metrics import Evaluation, InvalidMetricInput
@@ -247,6 +247,28 @@ class ModelRegistry:
             sealed=codec.seal(dek, _artifact_aad(model_id, holder), data),
             sha256=hashlib.sha256(data).digest(),
         )
+
+    # --- keys -----------------------------------------------------------------------------------------
+
+    def keys_by_kek_version(self, session: Session) -> dict[int, int]:
+        rows = session.execute(
+            select(ModelArtifact.kek_version, func.count()).group_by(ModelArtifact.kek_version)
+        ).all()
+        return {int(v): int(n) for v, n in rows}
+
+    def rewrap_all(self, session: Session) -> dict[int, int]:
+        """Re-wrap every model part's data key under the current KEK (the parts are not decrypted)."""
+        target = self.kms.current_version
+        moved: dict[int, int] = {}
+        for art in session.execute(
+            select(ModelArtifact).where(ModelArtifact.kek_version != target)
+        ).scalars():
+            aad = _dek_aad(art.model_id, art.holder)
+            new = self.kms.wrap(self.kms.unwrap(WrappedKey(art.kek_version, art.wrapped_dek), aad), aad)
+            moved[art.kek_version] = moved.get(art.kek_version, 0) + 1
+            art.kek_version, art.wrapped_dek = new.kek_version, new.blob
+        session.flush()
+        return moved
 
     # --- reading --------------------------------------------------------------------------------------
 

@@ -520,35 +520,26 @@ class DatasetService:
         )
         return ds
 
-    def rewrap_all(self, session: Session, *, actor: Actor) -> tuple[int, int]:
-        """Re-wrap every live data key under the current KEK (no data is decrypted). Returns (count, version)."""
+    def rewrap_all(self, session: Session) -> dict[int, int]:
+        """Re-wrap every live data key under the current KEK (no data is decrypted); returns how many keys
+        moved from each older version (:func:`pps.infra.keyring.rotate` records the total)."""
         target = self.kms.current_version
         rows = session.execute(
             select(DatasetVersion).where(
                 DatasetVersion.wrapped_dek.is_not(None), DatasetVersion.kek_version != target
             )
         ).scalars()
-        count = 0
-        before: set[int] = set()
+        moved: dict[int, int] = {}
         for v in rows:
             if v.wrapped_dek is None or v.kek_version is None:  # shredded meanwhile
                 continue
             aad = codec.dek_aad(v.dataset_id, v.version)
-            before.add(v.kek_version)
             dek = self.kms.unwrap(WrappedKey(v.kek_version, v.wrapped_dek), aad)
             new = self.kms.wrap(dek, aad)
+            moved[v.kek_version] = moved.get(v.kek_version, 0) + 1
             v.kek_version, v.wrapped_dek = new.kek_version, new.blob
-            count += 1
         session.flush()
-        self.ledger.append(
-            session,
-            EntryDraft(
-                action="keys.rewrap",
-                actor=actor,
-                detail={"data_keys": count, "from_kek_versions": sorted(before), "to_kek_version": target},
-            ),
-        )
-        return count, target
+        return moved
 
     def lock_data_keys(self, session: Session) -> None:
         """Wait for uploads in flight and keep new ones out until the caller commits (PostgreSQL).

@@ -175,6 +175,18 @@ class LedgerCheckpoint(Base):
 # --- datasets ----------------------------------------------------------------------------------------
 
 
+class KekCanary(Base):
+    """A fixed plaintext wrapped by one key-encryption key version when that version was made: at start the
+    service opens every canary, so a deleted, truncated or substituted key file is caught before any data is
+    read (``pps.infra.keyring``). A version with a canary is never made again."""
+
+    __tablename__ = "kek_canaries"
+
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
 class Dataset(Base):
     """A provider's dataset; its data lives in versions, encrypted column chunk by column chunk."""
 

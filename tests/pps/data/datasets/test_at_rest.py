@@ -11,6 +11,7 @@ from sqlalchemy import text, update
 from pps.data.datasets.ingest import UploadFormat
 from pps.data.datasets.schema import DatasetSchema
 from pps.errors import DataIntegrityError, KeyUnavailable
+from pps.infra import keyring
 from pps.infra.storage.tables import Dataset, DatasetVersion, Role
 from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
@@ -135,10 +136,9 @@ def test_rotation_rewraps_without_touching_data_and_retirement_is_guarded(
     assert runtime.kms.current_version == 1
     with pytest.raises(ValueError, match="between"):
         runtime.kms.retire_below(2)
-    assert runtime.kms.rotate() == 2
     with runtime.db.transaction() as s:
-        count, target = runtime.datasets.rewrap_all(s, actor=OPERATOR)
-    assert (count, target) == (1, 2)
+        done = keyring.rotate(s, runtime.kms, runtime.key_holders, runtime.ledger, actor=OPERATOR)
+    assert (done.version, done.rewrapped, done.from_versions) == (2, 1, (1,))
     with runtime.db.transaction(write=False) as s:
         row = s.get(DatasetVersion, (ds.id, 1))
         assert row is not None and row.kek_version == 2 and row.wrapped_dek != old_wrapped

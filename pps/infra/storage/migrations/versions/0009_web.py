@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import pps.infra.storage.tables
+import pps.infra.storage.types
 
 
 revision: str = '0009'
@@ -25,8 +25,8 @@ def upgrade() -> None:
     sa.Column('org_id', sa.String(length=40), nullable=False),
     sa.Column('token_id', sa.String(length=40), nullable=False),
     sa.Column('csrf_token', sa.String(length=64), nullable=False),
-    sa.Column('created_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', pps.infra.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', pps.infra.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_web_sessions_org_id_organizations')),
     sa.ForeignKeyConstraint(['token_id'], ['api_tokens.id'], name=op.f('fk_web_sessions_token_id_api_tokens')),
     sa.PrimaryKeyConstraint('id_hash', name=op.f('pk_web_sessions'))
