@@ -455,7 +455,7 @@ class SealedService:
         for i, blob in enumerate(blobs):
             try:  # a linear walk over bytes already bounded by the request's size limit
                 vec = hs.decode_ckks_vector(blob)
-            except ValueError as exc:
+            except hs.InvalidCiphertext as exc:
                 raise InvalidSealedData(f"{what} {i} is not a TenSEAL CKKS vector: {exc}") from None
             if vec.scale == 0.0:
                 raise InvalidSealedData(
@@ -503,7 +503,7 @@ class SealedService:
                 raise PayloadTooLarge(f"{what} {i}: {len(blob)} bytes is more than a BFV ciphertext")
             try:
                 vec = hs.decode_ckks_vector(blob)  # the same protobuf shape, less the scale
-            except ValueError as exc:
+            except hs.InvalidCiphertext as exc:
                 raise InvalidSealedData(f"{what} {i} is not a TenSEAL BFV vector: {exc}") from None
             if vec.scale != 0.0:
                 raise InvalidSealedData(
