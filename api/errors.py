@@ -5,7 +5,8 @@ Every error body has the same shape::
     {"error": {"code": "token_expired", "message": "token tok_… expired at …; issue a new one",
                "request_id": "…", "details": {…}}}
 
-``code`` is stable and machine-readable; ``message`` is for people and says what to do where it can.
+``code`` is stable and machine-readable; ``message`` is for people and says what to do where it can. Errors of
+the libraries below ``pps`` (``protocols``, ``enclave_sim``) are mapped by :func:`pps.errors.translate` first.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.middleware import ResponseTracker, current_request_id
+from enclave_sim.errors import EnclaveError
 from pps import errors as e
+from protocols.errors import ProtocolError
 
 log = logging.getLogger("pps.api")
 
@@ -67,6 +70,13 @@ def _pps_error(_request: Request, exc: Exception) -> JSONResponse:
     if status == 429 and exc.details and "retry_after_s" in exc.details:
         headers = {"Retry-After": str(max(1, int(float(exc.details["retry_after_s"]) + 0.999)))}
     return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status, headers=headers)
+
+
+def _library_error(request: Request, exc: Exception) -> JSONResponse:
+    """A protocol or enclave library error: its PPS error (:func:`pps.errors.translate`), then as above."""
+    translated = e.translate(exc)
+    assert translated is not None
+    return _pps_error(request, translated)
 
 
 def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -161,6 +171,8 @@ def _database_busy(_request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers. The app must also wrap itself in :class:`UnhandledErrorMiddleware`."""
     app.add_exception_handler(e.PPSError, _pps_error)
+    app.add_exception_handler(ProtocolError, _library_error)
+    app.add_exception_handler(EnclaveError, _library_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_busy)

@@ -39,14 +39,13 @@ from typing import TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from pps.identity.uscc import ALPHABET, make_uscc
+from pps.identity.uscc import ALPHABET, make_uscc, validate_uscc
+from pps.services.psi_cache import CacheOutcome, SetupCache
 from protocols.psi import (
     DEFAULT_MAX_CLIENT_ITEMS,
-    CacheOutcome,
     PreparedSetup,
     PSIParams,
     ServerSet,
-    SetupCache,
     SetupStructure,
     default_workers,
     prepare_setup,
@@ -110,7 +109,7 @@ def query(
     digested = time.perf_counter()
     setup, outcome = cache.get_or_prepare("bank", "credit", server_set, params, workers=workers)
     prepared = time.perf_counter()
-    result, _ = run_locally(client, setup, reveal_intersection=True)
+    result, _ = run_locally(client, setup, normalise=validate_uscc, reveal_intersection=True)
     assert result.size >= expected, (result.size, expected)
     return digested - start, prepared - digested, outcome, setup
 
@@ -126,7 +125,11 @@ def bench_size(
     for r in range(repeats):
         console.print(f"  n={fmt_n(n_server)} repeat {r + 1}/{repeats}", style="dim")
         if not skip_single:
-            t, _ = timed(partial(prepare_setup, ServerSet.of(items), params, shards=1, workers=1))
+            t, _ = timed(
+                partial(
+                    prepare_setup, ServerSet.of(items), params, normalise=validate_uscc, shards=1, workers=1
+                )
+            )
             row.setup_1.append(t)
         cache = SetupCache()
         run = partial(query, cache, items, client, params, workers, expected)
@@ -139,7 +142,9 @@ def bench_size(
         assert outcome is CacheOutcome.HIT
         row.repeat.append(t_repeat)
         for reveal in (True, False):
-            t, _ = timed(partial(run_locally, client, setup, reveal_intersection=reveal))
+            t, _ = timed(
+                partial(run_locally, client, setup, normalise=validate_uscc, reveal_intersection=reveal)
+            )
             row.online.append(t)
         row.wire = {
             "setup": len(setup.message),

@@ -58,7 +58,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from pps.identity.uscc import ALPHABET, make_uscc
+from pps.identity.uscc import ALPHABET, make_uscc, validate_uscc
 from pps.infra.executor import Executor, LocalExecutor, RayExecutor
 from pps.services.scoring import BLOCKS_PER_CHUNK, evaluate_in_chunks
 from protocols.he_scoring import BankScoringKey, SlotLayout, check_public_context, load_model
@@ -297,7 +297,11 @@ def bench_psi(
         try:
             list(executor.map_chunks(_warm_up, range(executor.workers)))  # start the workers, untimed
             with PeakRSS() as peak:
-                seconds, setup = timed(partial(prepare_setup, server_set, PSIParams(), executor=executor))
+                seconds, setup = timed(
+                    partial(
+                        prepare_setup, server_set, PSIParams(), normalise=validate_uscc, executor=executor
+                    )
+                )
         finally:
             executor.close()
         console.print(

@@ -336,6 +336,7 @@ class VerticalLRCoordinatorJob(EnclaveJob):
     def __init__(self, inputs: Mapping[str, bytes], params: Mapping[str, Any]) -> None:
         super().__init__(inputs, params)
         from protocols import vertical_lr
+        from protocols.errors import ProtocolError
 
         try:
             doc = json.loads(inputs["guest"])
@@ -346,7 +347,7 @@ class VerticalLRCoordinatorJob(EnclaveJob):
         bits = doc.get("key_bits", 2048)
         if bits not in self.KEY_BITS or isinstance(bits, bool):
             raise ProvisioningError(f"key_bits must be one of {list(self.KEY_BITS)}")
-        self._errors: tuple[type[Exception], ...] = (ValueError,)
+        self._errors: tuple[type[Exception], ...] = (ProtocolError, ValueError)
         self._coordinator = vertical_lr.Coordinator.create(int(bits))
 
     def step(self, message: bytes) -> bytes:

@@ -42,15 +42,31 @@ MODULES: tuple[str, ...] = (
     "enclave_sim.errors",
     "enclave_sim.quote",
     "enclave_sim.crypto",
+    "protocols.errors",
+    "protocols.parallel",
+    "protocols.paillier_fast.keys",
+    "protocols.paillier_fast.encoding",
+    "protocols.paillier_fast.obfuscators",
+    "protocols.paillier_fast.ciphertexts",
     "protocols.paillier_fast",
+    "protocols.vertical_lr.messages",
+    "protocols.vertical_lr.inputs",
+    "protocols.vertical_lr.scoring",
+    "protocols.vertical_lr.trainer",
+    "protocols.vertical_lr.host",
+    "protocols.vertical_lr.guest",
+    "protocols.vertical_lr.coordinator",
+    "protocols.vertical_lr.driver",
+    "protocols.vertical_lr.reference",
     "protocols.vertical_lr",
     "enclave_sim.jobs",
     "enclave_sim.sealed",
     "enclave_sim.core",
 )
-"""The enclave's code, in load (and measurement) order. ``enclave_sim.*`` modules are read from the code
-directory, the others (the vertical-LR coordinator's protocol code) from the sibling package directory
-beside it (``<code root>/../protocols``)."""
+"""The enclave's code, in load (and measurement) order: every module before the modules that import it, a
+package's modules before the package itself (its ``__init__``). ``enclave_sim.*`` modules are read from the code
+directory, the others (the vertical-LR coordinator's protocol code, every module of its packages) from the
+sibling package directory beside it (``<code root>/../protocols``)."""
 MEASUREMENT_CONTEXT = b"PPS-ENCLAVE-MEASUREMENT-v1\x00"
 SEAL_INFO = b"PPS-ENCLAVE-SEAL-v1"
 CODE_ROOT = Path(__file__).resolve().parent
@@ -78,14 +94,19 @@ class EnclaveConfig:
         return cls(name=str(doc["name"]), isv_svn=int(doc["isv_svn"]), debug=bool(doc["debug"]))
 
 
+def module_path(name: str, code_root: Path | None = None) -> Path:
+    """The source file of an enclave module: ``<base>/a/b.py``, or ``<base>/a/b/__init__.py`` for a package."""
+    root = code_root or CODE_ROOT
+    package, *rest = name.split(".")
+    base = (root if package == "enclave_sim" else root.parent / package).joinpath(*rest)
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
 def read_sources(code_root: Path | None = None) -> list[tuple[str, Path, bytes]]:
     """``(module name, file, source bytes)`` of :data:`MODULES` under ``code_root`` (default: this build)."""
-    root = code_root or CODE_ROOT
     out = []
     for name in MODULES:
-        package, module = name.split(".", 1)
-        base = root if package == "enclave_sim" else root.parent / package
-        path = base / (module + ".py")
+        path = module_path(name, code_root)
         out.append((name, path, path.read_bytes()))
     return out
 
@@ -147,19 +168,34 @@ class _Platform:
 
 
 def _load(sources: list[tuple[str, Path, bytes]]) -> None:
-    """Execute the measured bytes as the enclave's modules."""
+    """Execute the measured bytes as the enclave's modules.
+
+    A measured package (``__init__.py``) is loaded after its modules and is given no search path: nothing
+    unmeasured can be imported from it. Loading never imports an unmeasured ``__init__`` (only ``enclave_sim``
+    and ``protocols``, which hold no code, come from disk): each module is bound to its parent as soon as the
+    parent is loaded, and again once all are (a package loaded after its modules)."""
+
+    def bind(name: str) -> None:
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:
+            setattr(sys.modules[parent], child, sys.modules[name])
+
     for name, path, src in sources:
-        package = importlib.import_module(name.rsplit(".", 1)[0])
+        if name.count(".") == 1:
+            importlib.import_module(name.split(".")[0])
         # the parent's main module may have imported a copy while spawn prepared this process: the measured
         # copy replaces it, and every later import (the enclave's own) resolves to the measured one
         sys.modules.pop(name, None)
-        spec = importlib.util.spec_from_loader(name, loader=None, origin=str(path))
+        is_package = path.name == "__init__.py"
+        spec = importlib.util.spec_from_loader(name, loader=None, origin=str(path), is_package=is_package)
         assert spec is not None
         module = importlib.util.module_from_spec(spec)
         module.__file__ = str(path)
         sys.modules[name] = module
+        bind(name)
         exec(compile(src, str(path), "exec"), module.__dict__)  # noqa: S102 - the measured code, by design
-        setattr(package, name.rsplit(".", 1)[1], module)
+    for name, _path, _src in sources:
+        bind(name)
 
 
 def enclave_main(conn: Any, code_root: str, config: bytes, platform_secret: bytes, vendor_key: bytes) -> None:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pps.errors import LedgerIntegrityError, PPSError
+from pps.errors import LedgerIntegrityError, PPSError, translate
 from pps.infra.settings import get_settings
 from pps.infra.storage import migrate
 from pps.infra.storage.tables import Role
@@ -82,11 +82,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Report a PPSError as a one-line message and exit 1, instead of a traceback."""
+    """Report an error raised on purpose (a PPSError, or a protocol or enclave error: :func:`translate`) as a
+    one-line message and exit 1, instead of a traceback."""
     try:
         yield
-    except PPSError as exc:
-        fail(f"{exc.message} [{exc.code}]")
+    except Exception as exc:
+        error = translate(exc)
+        if error is None:
+            raise
+        fail(f"{error.message} [{error.code}]")
 
 
 @contextmanager
@@ -1130,8 +1134,11 @@ def consent_verify_receipt(
 def main() -> None:
     try:
         app()
-    except PPSError as exc:
-        err_console.print(f"[bold red]error ({exc.code}):[/] {exc.message}")
+    except Exception as exc:
+        error = translate(exc)
+        if error is None:
+            raise
+        err_console.print(f"[bold red]error ({error.code}):[/] {error.message}")
         sys.exit(1)
 
 

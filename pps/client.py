@@ -275,10 +275,11 @@ class PPSClient:
         Runs the client half locally: only blinded points leave; the answer is computed here. Returns a
         :class:`protocols.psi.PSIResult`.
         """
+        from pps.identity.uscc import validate_uscc
         from pps.services.psi import unpack_result
         from protocols.psi import PSIClient
 
-        client = PSIClient(list(customers), reveal_intersection=reveal_intersection)
+        client = PSIClient(list(customers), normalise=validate_uscc, reveal_intersection=reveal_intersection)
         body = {
             "purpose": purpose,
             "reveal": "intersection" if reveal_intersection else "size",

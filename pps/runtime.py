@@ -30,11 +30,12 @@ from pps.services.aggregates import AggregateService
 from pps.services.enclave import EnclaveService
 from pps.services.federated import FederatedService
 from pps.services.psi import PSIService
+from pps.services.psi_cache import SetupCache
 from pps.services.registry import ModelRegistry
 from pps.services.scoring import ScoringService
 from pps.services.sealed import SealedService
 from pps.services.vertical import VerticalTrainingService
-from protocols.psi import PSIParams, SetupCache
+from protocols.psi import PSIParams
 
 
 @dataclass

@@ -25,7 +25,7 @@ Operations
 ----------
 The child imports ``module`` (a dotted name) and looks up ``module.ISOLATED_OPERATIONS``, a mapping from an
 operation name to ``fn(args: dict, blobs: list[bytes]) -> JSON-serialisable``. An operation that raises is
-reported as :class:`WorkerRefused` with the exception's type and message. This module's own
+reported as :class:`~protocols.errors.WorkerRefused` with the exception's type and message. This module's own
 :data:`ISOLATED_OPERATIONS` holds self-tests (``selftest_echo``, ``selftest_abort``, ``selftest_hang``) with
 which any deployment can check that crashes and hangs are contained.
 
@@ -49,6 +49,15 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
+from protocols.errors import (
+    InvalidMessage,
+    InvalidParameters,
+    IsolationError,
+    WorkerCrashed,
+    WorkerRefused,
+    WorkerTimeout,
+)
+
 __all__ = [
     "DEFAULT_MEMORY_LIMIT_BYTES",
     "DEFAULT_STARTUP_TIMEOUT_S",
@@ -68,33 +77,6 @@ MAX_REPLY_BYTES: Final = 16 * 1024 * 1024
 """The parent refuses a longer answer (the child's answers are small metadata documents)."""
 
 Operation = Callable[[dict[str, Any], list[bytes]], Any]
-
-
-# --- errors --------------------------------------------------------------------------------------------------
-
-
-class IsolationError(Exception):
-    """The isolated check could not give a verdict on the input; the input must be refused."""
-
-
-class WorkerCrashed(IsolationError):
-    """The child process died while handling the input (e.g. the native library aborted)."""
-
-    def __init__(self, message: str, *, exitcode: int | None) -> None:
-        super().__init__(message)
-        self.exitcode = exitcode
-
-
-class WorkerTimeout(IsolationError):
-    """The child did not answer in time and was killed."""
-
-
-class WorkerRefused(IsolationError):
-    """The operation raised an exception in the child: the input is malformed."""
-
-    def __init__(self, message: str, *, error_type: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
 
 
 # --- the child ---------------------------------------------------------------------------------------------
@@ -151,7 +133,7 @@ def _selftest_hang(args: dict[str, Any], blobs: list[bytes]) -> Any:
 
 
 def _selftest_raise(args: dict[str, Any], blobs: list[bytes]) -> Any:
-    raise ValueError(str(args.get("message", "refused")))
+    raise InvalidMessage(str(args.get("message", "refused")))
 
 
 def _selftest_allocate(args: dict[str, Any], blobs: list[bytes]) -> Any:
@@ -189,7 +171,7 @@ class IsolatedWorker:
             raise TypeError("module must be a non-empty dotted module name")
         for name, value in (("timeout_s", timeout_s), ("startup_timeout_s", startup_timeout_s)):
             if not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+                raise InvalidParameters(f"{name} must be a positive number of seconds, got {value!r}")
         if isinstance(memory_limit_bytes, bool) or not isinstance(memory_limit_bytes, int):
             raise TypeError("memory_limit_bytes must be an int (0 for no limit)")
         self.module = module

@@ -36,8 +36,9 @@ The contract every backend keeps (``tests/pps/infra/executor/`` runs one suite a
 * **Worker death.** A worker that dies (killed, out of memory, a crashed native library) loses its chunk,
   which is run again on a fresh worker, up to ``max_retries`` times; then :class:`WorkerLost`. A chunk's
   result is yielded once, whichever attempt produced it; a late duplicate is dropped.
-* **Errors.** An exception raised by ``fn`` or ``build`` is not retried (the same input fails again): a
-  :class:`~pps.errors.PPSError` is re-raised as it was raised in the worker; anything else becomes
+* **Errors.** An exception raised by ``fn`` or ``build`` is not retried (the same input fails again): an error
+  raised on purpose (a :class:`~pps.errors.PPSError`, or a protocol or enclave library error: whatever
+  :func:`pps.errors.translate` maps) is re-raised as it was raised in the worker; anything else becomes
   :class:`ChunkFailed` naming the chunk and the original type and message.
 * **Workers never commit.** ``fn`` computes and returns; results, ledger entries and releases are written by
   the coordinating process (the job's ``finalize``), so a worker that dies loses no data.
@@ -63,14 +64,16 @@ import uuid
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing import util as mp_util
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pps.errors import ConfigurationError, JobCancelled, PPSError, ServiceUnavailable
+from pps.errors import ConfigurationError, JobCancelled, PPSError, ServiceUnavailable, translate
+from protocols.parallel import NO_SHARED, ChunkMapper
+from protocols.parallel import Shared as Shared  # where the protocols define it; re-exported
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -99,7 +102,7 @@ class ExecutorError(PPSError):
 
 
 class ChunkFailed(ExecutorError):
-    """``fn`` (or ``build``) raised something that is not a :class:`~pps.errors.PPSError` in a worker."""
+    """``fn`` (or ``build``) raised something in a worker that is not an error raised on purpose."""
 
     code = "chunk_failed"
 
@@ -108,37 +111,6 @@ class WorkerLost(ExecutorError, ServiceUnavailable):
     """A chunk's workers died more than ``max_retries`` times; nothing was released."""
 
     code = "worker_lost"
-
-
-@dataclass(frozen=True)
-class Shared(Generic[S]):
-    """State every chunk of one job needs, shipped once per worker and built there once.
-
-    ``key`` names the state (a digest of the payload, say); the executor adds a part unique to each
-    :meth:`Executor.map_chunks` call, so two jobs never share a worker's built state. ``payload`` is what
-    travels (picklable); ``build(payload)`` makes the worker-side state (once per worker and job, on its
-    first chunk). ``local``, if given, is that state already built in the coordinating process: the
-    in-process backend uses it and never pickles it (it is not part of the pickled form).
-    """
-
-    key: str
-    payload: Any
-    build: Callable[[Any], S]
-    local: S | None = field(default=None, compare=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"key": self.key, "payload": self.payload, "build": self.build, "local": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for k, v in state.items():
-            object.__setattr__(self, k, v)
-
-
-def _no_state(_payload: Any) -> None:
-    return None
-
-
-NO_SHARED: Shared[None] = Shared("none", None, _no_state)
 
 
 def _check_args(workers: object, max_retries: object) -> None:
@@ -164,7 +136,7 @@ def _portable(exc: BaseException) -> BaseException | _RemoteError:
 
 
 def _raise_from_worker(index: int, exc: BaseException | _RemoteError) -> None:
-    if isinstance(exc, PPSError):
+    if isinstance(exc, BaseException) and translate(exc) is not None:  # raised on purpose: as it was
         raise exc
     type_name, message = (
         (exc.type_name, exc.message) if isinstance(exc, _RemoteError) else (type(exc).__name__, str(exc))
@@ -564,8 +536,6 @@ class LocalExecutor(Executor):
                 if not built:
                     state, built = shared.build(shared.payload), True
                 result = fn(state, item)  # type: ignore[arg-type]
-            except PPSError:
-                raise
             except Exception as exc:
                 _raise_from_worker(done - 1, exc)
             on_progress(done, max(total, done))
@@ -912,3 +882,8 @@ def executor_from_settings(settings: Settings) -> Executor:
             settings.ray_address, settings.executor_workers, max_retries=settings.executor_max_retries
         )
     return LocalExecutor(settings.executor_workers or 1, max_retries=settings.executor_max_retries)
+
+
+def _a_chunk_mapper(executor: Executor) -> ChunkMapper:
+    """Every backend is what the protocols call (:class:`protocols.parallel.ChunkMapper`): checked by mypy."""
+    return executor

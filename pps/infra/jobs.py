@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from pps.errors import Conflict, Gone, InvalidInput, JobCancelled, NotFound, PPSError
+from pps.errors import Conflict, Gone, InvalidInput, JobCancelled, NotFound, translate
 from pps.infra.storage.db import Database
 from pps.infra.storage.tables import TERMINAL_JOB_STATES, Job, JobBlob, JobState, new_id, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
@@ -251,9 +251,11 @@ class JobService:
                 self._finish(s, job, JobState.succeeded, released=outcome.released_what)
         except JobCancelled:
             self._end(job_id, JobState.cancelled)
-        except PPSError as exc:
-            self._end(job_id, JobState.failed, code=exc.code, message=exc.message)
-        except Exception:
+        except Exception as exc:
+            error = translate(exc)  # a PPSError, or a protocol or enclave error raised on purpose
+            if error is not None:
+                self._end(job_id, JobState.failed, code=error.code, message=error.message)
+                return
             log.exception("job %s failed", job_id)
             self._end(
                 job_id, JobState.failed, code="internal_error", message="the job failed; nothing was released"

@@ -49,16 +49,7 @@ from enclave_sim.jobs import GBDTJob, check_gbdt_params, table_bytes
 from enclave_sim.platform import EnclaveConfig
 from enclave_sim.quote import NONCE_BYTES, Quote
 from pps.data.features import FeatureStore, admit_on_features
-from pps.errors import (
-    AttestationError,
-    Conflict,
-    EnclaveJobFailed,
-    EnclaveUnavailable,
-    InvalidInput,
-    OutputPolicyViolation,
-    PPSError,
-    ProvisioningFailed,
-)
+from pps.errors import Conflict, EnclaveUnavailable, InvalidInput, ProvisioningFailed
 from pps.governance.consent import check_purpose
 from pps.governance.policy import PolicyEngine, Request
 from pps.identity.uscc import validate_uscc
@@ -81,21 +72,6 @@ MEDIA_TYPE = "application/vnd.pps.enclave-release+json"
 ALL_CONSENTED = "all_consented"
 SERVICE = Actor(None, "service", "job")
 MAX_SUBJECTS = 100_000
-
-
-def pps_error(exc: ee.EnclaveError) -> PPSError:
-    """The PPS error for an enclave_sim error (enclave_sim stays independent of pps)."""
-    if isinstance(exc, ee.AttestationError):
-        return AttestationError(exc.message, details={"reason": exc.reason})
-    if isinstance(exc, ee.ProvisioningError):
-        return ProvisioningFailed(exc.message)
-    if isinstance(exc, ee.OutputPolicyViolation):
-        return OutputPolicyViolation(exc.message)
-    if isinstance(exc, ee.EnclaveJobError):
-        return EnclaveJobFailed(exc.message)
-    if isinstance(exc, ee.EnclaveCrashed):
-        return EnclaveUnavailable(f"{exc.message}; nothing was released — submit the job again")
-    return InvalidInput(exc.message)
 
 
 @dataclass(frozen=True)
@@ -184,12 +160,6 @@ class EnclaveService:
             if self._host is not None:
                 self._host.stop()
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ee.EnclaveError as exc:
-            raise pps_error(exc) from None
-
     # --- quotes ---------------------------------------------------------------------------------------
 
     def quote(self, nonce: bytes) -> bytes:
@@ -197,7 +167,7 @@ class EnclaveService:
         if len(nonce) != NONCE_BYTES:
             raise InvalidInput(f"nonce must be {NONCE_BYTES} bytes ({2 * NONCE_BYTES} hex characters)")
         host = self.host()
-        quote: bytes = self._call(host.quote, nonce)
+        quote: bytes = host.quote(nonce)
         return quote
 
     def record_quote(self, session: Session, quote: bytes, *, actor: Actor, request_id: str | None) -> None:
@@ -270,8 +240,7 @@ class EnclaveService:
         The enclave checks that the output policy inside equals the one the request declares."""
         handle = new_id("enc")
         host = self.host()
-        receipt: dict[str, Any] = self._call(
-            host.provision,
+        receipt: dict[str, Any] = host.provision(
             handle,
             job=GBDTJob.kind,
             slot="bank",
@@ -387,10 +356,10 @@ class EnclaveService:
             matrix = table.matrix(names, rows)
             platform = table_bytes(found, {n: matrix[:, j].tolist() for j, n in enumerate(names)})
             ctx.progress(1, 3)
-            self._call(host.supply, handle, job=GBDTJob.kind, slot="platform", data=platform)
+            host.supply(handle, job=GBDTJob.kind, slot="platform", data=platform)
             ctx.progress(2, 3)
             output = {"release": list(params["release"]), "recipient_key": params["recipient_key"]}
-            release, plain = self._call(host.run, handle, params=dict(params["gbdt"]), output=output)
+            release, plain = host.run(handle, params=dict(params["gbdt"]), output=output)
             ctx.progress(3, 3)
         except BaseException:
             self.drop(handle)

@@ -71,6 +71,7 @@ from pps.infra.storage.tables import (
 )
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
+from protocols.errors import InvalidParameters
 from protocols.secagg import (
     MIN_SURVIVORS,
     STAGE_OF,
@@ -169,9 +170,15 @@ class FederationSpec:
         n_params = self.n_params()
         if n_params > MAX_PARAMS:
             raise InvalidInput(f"the model would have {n_params} parameters; at most {MAX_PARAMS}")
-        return SecAggParams(
-            n=len(self.participants), threshold=self.threshold, dim=n_params, clip_norm=float(self.clip_norm)
-        )
+        try:
+            return SecAggParams(
+                n=len(self.participants),
+                threshold=self.threshold,
+                dim=n_params,
+                clip_norm=float(self.clip_norm),
+            )
+        except InvalidParameters as exc:  # the federation's own terms (a threshold that is not a majority)
+            raise InvalidInput(exc.message) from None
 
     def n_params(self) -> int:
         k = len(self.feature_schema)

@@ -16,7 +16,8 @@ With ``operation="train"`` the same job aligns rows for a vertical training (:mo
 the server set is then the subjects whose consent allows *training* for this bank and purpose.
 
 PSI spends no consent *uses*: the safe-room cannot know whose records matched. What the bank and the
-safe-room learn is stated in ``protocols.psi``.
+safe-room learn is stated in ``protocols.psi``; the setup cache and the price of reusing a server key in
+:mod:`pps.services.psi_cache`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from pps.infra.jobs import JobContext, JobOutcome, JobService
 from pps.infra.storage.db import Database
 from pps.infra.storage.tables import Job
 from pps.ledger.entry import Actor, ObjectRef
-from protocols.psi import PSIParams, PSIServer, ServerSet, SetupCache, decode_request
+from pps.services.psi_cache import SetupCache
+from protocols.psi import PSIParams, PSIServer, ServerSet, decode_request
 
 RESULT_MAGIC = b"PPSR"
 _RESULT_HEAD = struct.Struct("!4sI")

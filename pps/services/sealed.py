@@ -90,6 +90,7 @@ from pps.errors import (
     OutputPolicyViolation,
     PayloadTooLarge,
     Refused,
+    translate,
 )
 from pps.governance.consent import check_purpose
 from pps.governance.policy import PolicyEngine, Request
@@ -228,12 +229,12 @@ class SealedService:
     # --- keys -----------------------------------------------------------------------------------------
 
     def _call(self, host: EnclaveHost, op: str, **fields: Any) -> dict[str, Any]:
-        from pps.services.enclave import pps_error
-
+        """An enclave operation whose refusals this service handles as PPS errors (an output-policy refusal is
+        a :class:`Refused`, recorded as one)."""
         try:
             return host.call(op, **fields)
         except ee.EnclaveError as exc:
-            raise pps_error(exc) from None
+            raise translate(exc) or exc from None
 
     def active(self, session: Session) -> SealedContext | None:
         return session.execute(select(SealedContext).where(SealedContext.state == "active")).scalars().first()
@@ -454,7 +455,7 @@ class SealedService:
         for i, blob in enumerate(blobs):
             try:  # a linear walk over bytes already bounded by the request's size limit
                 vec = hs.decode_ckks_vector(blob)
-            except ValueError as exc:
+            except hs.InvalidCiphertext as exc:
                 raise InvalidSealedData(f"{what} {i} is not a TenSEAL CKKS vector: {exc}") from None
             if vec.scale == 0.0:
                 raise InvalidSealedData(
@@ -502,7 +503,7 @@ class SealedService:
                 raise PayloadTooLarge(f"{what} {i}: {len(blob)} bytes is more than a BFV ciphertext")
             try:
                 vec = hs.decode_ckks_vector(blob)  # the same protobuf shape, less the scale
-            except ValueError as exc:
+            except hs.InvalidCiphertext as exc:
                 raise InvalidSealedData(f"{what} {i} is not a TenSEAL BFV vector: {exc}") from None
             if vec.scale != 0.0:
                 raise InvalidSealedData(

@@ -68,10 +68,11 @@ from pps.infra.storage.db import Database
 from pps.infra.storage.tables import TrainingState, VerticalTraining, new_id, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import Ledger
-from pps.services.enclave import SERVICE, EnclaveService, pps_error
+from pps.services.enclave import SERVICE, EnclaveService
 from pps.services.registry import PLATFORM, ModelRecord, ModelRegistry
 from protocols import paillier_fast as pf
 from protocols import vertical_lr as vl
+from protocols.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -271,25 +272,19 @@ class VerticalTrainingService:
         request_id: str | None,
     ) -> Started:
         host_enclave = self.enclave.host()
-        try:
-            receipt = host_enclave.provision(
-                training_id,
-                job=VerticalLRCoordinatorJob.kind,
-                slot="guest",
-                quote_hash=quote_hash,
-                ciphertext=ciphertext,
-            )
-        except ee.EnclaveError as exc:
-            raise pps_error(exc) from None
+        receipt = host_enclave.provision(
+            training_id,
+            job=VerticalLRCoordinatorJob.kind,
+            slot="guest",
+            quote_hash=quote_hash,
+            ciphertext=ciphertext,
+        )
         try:
             output = dict(receipt["output"])
             if output.get("release") != ["summary"]:
                 raise InvalidInput("the coordinator's output policy must release its summary only")
             coordinator = RemoteCoordinator(host_enclave, training_id)
-            try:
-                pk_msg = coordinator.public_key_message()
-            except ee.EnclaveError as exc:
-                raise pps_error(exc) from None
+            pk_msg = coordinator.public_key_message()
             bits = pf.PublicKey.from_bytes(vl.decode_message(pk_msg, None).body).bits
             if bits < MIN_KEY_BITS and not self.unsafe_small_keys:
                 raise InvalidInput(
@@ -451,14 +446,14 @@ class VerticalTrainingService:
                 try:
                     out.extend(self._dispatch(live, kind, frame))
                     changed = True
-                except vl.VerticalLRError as exc:
+                except ProtocolError as exc:
                     if changed:  # earlier frames of this request moved the session on: it cannot resume
                         self._fail(training_id, f"a refused frame after others were applied: {exc}")
                         raise InvalidInput(f"training {training_id}: {exc}; the session was ended") from None
                     raise InvalidInput(f"training {training_id}: {exc}") from None
                 except ee.EnclaveError as exc:
                     self._fail(training_id, f"the enclave failed: {exc.message}")
-                    raise pps_error(exc) from None
+                    raise
             if live.host.stage is vl.Stage.READY_FORWARD:
                 out.append(live.host.forward())
             live.last = (digest, list(out))
@@ -651,7 +646,7 @@ class VerticalTrainingService:
             part = self.models.part(s, model_id, PLATFORM)
         try:
             key = pf.PublicKey.from_bytes(bank_key)
-        except pf.PaillierError as exc:
+        except ProtocolError as exc:
             raise InvalidInput(f"public_key: {exc}") from None
         if key.bits < 2048:
             raise InvalidInput("the bank's Paillier key must have at least 2048 bits")

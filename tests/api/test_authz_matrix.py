@@ -547,10 +547,11 @@ def _objections(made: dict[Role, Party]) -> tuple[str, dict[str, str]]:
 def _psi_request() -> str:
     import base64
 
+    from pps.identity.uscc import validate_uscc
     from protocols.psi import PSIClient
 
     return base64.b64encode(
-        PSIClient(["91350100M000100Y43"], reveal_intersection=False).create_request()
+        PSIClient(["91350100M000100Y43"], normalise=validate_uscc, reveal_intersection=False).create_request()
     ).decode()
 
 

@@ -161,6 +161,6 @@ def test_the_coordinators_protocol_code_is_part_of_the_measurement(tmp_path: Pat
     code = tmp_path / "enclave_sim"
     shutil.copytree(platform.CODE_ROOT, code)
     shutil.copytree(platform.CODE_ROOT.parent / "protocols", tmp_path / "protocols")
-    with (tmp_path / "protocols" / "vertical_lr.py").open("a") as fh:
+    with (tmp_path / "protocols" / "vertical_lr" / "coordinator.py").open("a") as fh:
         fh.write("\n# a coordinator that would keep what it decrypts\n")
     assert expected_measurement(code_root=code) != MEASUREMENT

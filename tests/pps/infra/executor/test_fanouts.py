@@ -12,7 +12,7 @@ from pps.infra.executor import Executor
 from protocols import paillier_fast as pf
 from protocols import vertical_lr as vl
 from protocols.secagg import Stage
-from tests.protocols.test_secagg import inputs, make_round, run_to
+from tests.protocols.secagg.common import inputs, make_round, run_to
 
 KEY_BITS = 1024  # test-only size
 

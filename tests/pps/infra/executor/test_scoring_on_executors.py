@@ -104,12 +104,16 @@ def test_the_service_scores_through_the_executor_chosen_by_settings(
 
 
 def test_psi_setup_shards_run_on_the_executor(executor: Executor) -> None:
-    from protocols.psi import PSIParams, ServerSet, SetupCache, run_locally
+    from pps.identity.uscc import validate_uscc
+    from pps.services.psi_cache import SetupCache
+    from protocols.psi import PSIParams, ServerSet, run_locally
     from tests.helpers import uscc_for
 
     items = [uscc_for(i) for i in range(1, 401)]
     cache = SetupCache(executor=executor)
     setup, _ = cache.get_or_prepare("bank", PURPOSE, ServerSet.of(items), PSIParams())
     assert setup.shard_count == min(executor.workers, len(items))
-    result, _ = run_locally([*items[:25], uscc_for(900_001)], setup, reveal_intersection=True)
+    result, _ = run_locally(
+        [*items[:25], uscc_for(900_001)], setup, normalise=validate_uscc, reveal_intersection=True
+    )
     assert sorted(result.intersection) == sorted(items[:25])

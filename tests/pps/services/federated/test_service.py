@@ -196,7 +196,7 @@ def test_the_view_builds_each_inbox_without_reading_masked_inputs(
     from sqlalchemy import event
     from sqlalchemy.orm import Session
 
-    import protocols.secagg
+    import protocols.secagg.server
 
     fed_id = started(clients, banks, split, rounds=1)
     step_all(clients, fed_id, split)
@@ -215,9 +215,9 @@ def test_the_view_builds_each_inbox_without_reading_masked_inputs(
             rnd = fed._round(s, f)
             assert rnd is not None and rnd.phase.value == phase
             full = fed._server(s, f, rnd).outbox(part.position)
-        real = protocols.secagg._parse_masked
+        real = protocols.secagg.server._parse_masked
         monkeypatch.setattr(
-            protocols.secagg, "_parse_masked", lambda *a: pytest.fail("parsed a masked input")
+            protocols.secagg.server, "_parse_masked", lambda *a: pytest.fail("parsed a masked input")
         )
         event.listen(Session, "loaded_as_persistent", on_load)
         try:
@@ -225,7 +225,7 @@ def test_the_view_builds_each_inbox_without_reading_masked_inputs(
                 views = {b.id: fed.view(s, fed_id, b.id) for b in banks}
         finally:
             event.remove(Session, "loaded_as_persistent", on_load)
-            monkeypatch.setattr(protocols.secagg, "_parse_masked", real)
+            monkeypatch.setattr(protocols.secagg.server, "_parse_masked", real)
         # keys and shares for SHARES; nothing but who posted what for SURVIVORS
         assert set(loaded) == (
             {int(Stage.ADVERTISE_KEYS), int(Stage.SHARE_KEYS)} if phase == "masked_input" else set()

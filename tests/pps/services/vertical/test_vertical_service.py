@@ -390,14 +390,12 @@ def _guest_message(
     guest: vl.Guest, kind: vl.MessageType, values: list[Any], *, epoch: int, batch: int
 ) -> bytes:
     """A frame as a (malicious) bank could build it: its own session and key, any epoch, batch and values."""
-    from protocols import vertical_lr
-
     assert guest.public_key is not None
     return vl.Message(
         kind,
         vl.Party.GUEST,
         guest.session,
-        vertical_lr._key_id(guest.public_key),
+        vl.key_id_of(guest.public_key),
         epoch,
         batch,
         0,

@@ -1,5 +1,5 @@
-"""Secure aggregation (protocols.secagg): the sum is right, drop-outs are survived, bad input is refused,
-and what the server sees does not reveal a single update."""
+"""The server's half (``protocols.secagg.server``): the sum is right, drop-outs are survived, a round of fewer than
+three aborts, what the server sees does not reveal a single update, and bad or replayed messages change nothing."""
 
 from __future__ import annotations
 
@@ -7,77 +7,18 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from pps.errors import InvalidInput
 from protocols.secagg import (
     MODULUS,
-    SHAMIR_PRIME,
     InvalidSecAggMessage,
-    MsgType,
-    RoundInfo,
     SecAggAborted,
     SecAggClient,
-    SecAggParams,
-    SecAggServer,
     SecAggStageError,
     Stage,
-    clip_l2,
     dequantise,
-    quantise,
     shamir_combine,
-    shamir_split,
 )
-
-DIM = 50
-
-
-def make_round(
-    n: int = 5, t: int = 3, dim: int = DIM, round_no: int = 1, clip: float = 10.0
-) -> tuple[SecAggServer, dict[int, SecAggClient]]:
-    info = RoundInfo("fed_test", round_no, SecAggParams(n=n, threshold=t, dim=dim, clip_norm=clip))
-    return SecAggServer(info), {i: SecAggClient(info, i) for i in range(1, n + 1)}
-
-
-def run_to(
-    srv: SecAggServer,
-    cl: dict[int, SecAggClient],
-    stage: Stage,
-    xs: dict[int, np.ndarray],
-    ws: dict[int, int],
-    drop: dict[Stage, set[int]] | None = None,
-) -> None:
-    """Drive the round up to (not into) ``stage``; ``drop[s]``: banks that do not send at stage s or later."""
-    drop = drop or {}
-    out: set[int] = set()
-    for s in (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK):
-        if s == stage:
-            return
-        out |= drop.get(s, set())
-        for i, c in cl.items():
-            if i in out:
-                continue
-            if s is Stage.ADVERTISE_KEYS:
-                srv.receive(c.advertise_keys())
-            elif s is Stage.SHARE_KEYS:
-                srv.receive(c.share_keys(srv.outbox(i)))
-            elif s is Stage.MASKED_INPUT:
-                srv.receive(c.masked_input(srv.outbox(i), xs[i], ws[i]))
-            else:
-                srv.receive(c.unmask(srv.outbox(i)))
-        srv.close_stage()
-
-
-def inputs(n: int, seed: int = 0, dim: int = DIM) -> tuple[dict[int, np.ndarray], dict[int, int]]:
-    rng = np.random.default_rng(seed)
-    return {i: rng.normal(size=dim) for i in range(1, n + 1)}, {
-        i: int(rng.integers(1, 5000)) for i in range(1, n + 1)
-    }
-
-
-def expected(xs: dict[int, np.ndarray], ws: dict[int, int], who: set[int], clip: float = 10.0) -> np.ndarray:
-    return sum((ws[i] * clip_l2(xs[i], clip) for i in who), np.zeros(DIM))
+from tests.protocols.secagg.common import DIM, _masked_frame, advertised, expected, inputs, make_round, run_to
 
 
 @pytest.mark.parametrize(
@@ -102,21 +43,6 @@ def test_the_sum_is_the_weighted_sum_of_the_banks_that_sent_inputs(drop: dict[St
     # stochastic rounding: each coordinate is off by less than one quantum per bank
     quantum = 10.0 / srv.params.levels
     assert np.max(np.abs(total - expected(xs, ws, senders))) <= quantum * sum(ws[i] for i in senders)
-
-
-def test_stochastic_rounding_is_unbiased_and_the_weight_travels_along() -> None:
-    p = SecAggParams(n=3, threshold=2, dim=1, clip_norm=1.0, levels=4)
-    rng = np.random.default_rng(1)
-    vals = [dequantise(quantise([0.3], 1, p, rng), p)[0][0] for _ in range(4000)]
-    assert abs(np.mean(vals) - 0.3) < 0.01
-    assert set(np.round(vals, 6)) == {0.25, 0.5}
-    assert dequantise(quantise([0.3], 7, p, rng), p)[1] == 7
-
-
-def test_updates_are_clipped_to_the_norm() -> None:
-    p = SecAggParams(n=3, threshold=2, dim=3, clip_norm=1.0)
-    total, _ = dequantise(quantise([30.0, 40.0, 0.0], 1, p), p)
-    assert np.linalg.norm(total) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_below_threshold_the_round_aborts_at_any_stage() -> None:
@@ -157,40 +83,6 @@ def test_three_survivors_finish_even_if_one_leaves_before_unmasking() -> None:
     assert np.max(np.abs(total - expected(xs, ws, {1, 2, 3}))) <= quantum * weight
 
 
-def test_a_bank_refuses_to_help_unmask_a_sum_of_two() -> None:
-    """A server that announces two survivors gets no unmasking shares from them (defence in depth)."""
-    from protocols.secagg import survivors_frame
-
-    srv, cl = make_round(n=3, t=2)
-    xs, ws = inputs(3)
-    run_to(srv, cl, Stage.UNMASK, xs, ws)
-    forged = survivors_frame(srv.info, {1, 2, 3}, {1, 2})
-    with pytest.raises(SecAggAborted, match="a round needs 3"):
-        cl[1].unmask(forged)
-    assert cl[1].stage is Stage.UNMASK  # nothing was sent; the genuine frame still works
-    srv.receive(cl[1].unmask(srv.outbox(1)))
-
-
-def test_unmasking_with_threshold_minus_one_shares_fails_and_reveals_nothing() -> None:
-    secret = int.from_bytes(bytes(range(32)), "big")
-    shares = shamir_split(secret, 3, [1, 2, 3, 4, 5])
-    assert shamir_combine({x: shares[x] for x in (2, 4, 5)}, 3) == secret
-    with pytest.raises(SecAggAborted):
-        shamir_combine({x: shares[x] for x in (1, 2)}, 3)
-    # a degree-2 polynomial through any 2 points and *any* value at 0 exists: 2 shares fit every secret.
-    # Interpolating them as if the threshold were 2 gives a field element unrelated to the secret.
-    assert shamir_combine({x: shares[x] for x in (1, 2)}, 2) != secret
-
-
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**256 - 1), st.integers(2, 6), st.data())
-def test_shamir_round_trips(secret: int, t: int, data: st.DataObject) -> None:
-    n = data.draw(st.integers(t, 8))
-    shares = shamir_split(secret, t, list(range(1, n + 1)))
-    pick = data.draw(st.lists(st.sampled_from(sorted(shares)), min_size=t, max_size=n, unique=True))
-    assert shamir_combine({x: shares[x] for x in pick}, t) == secret
-
-
 def test_a_masked_input_looks_uniform_to_the_server() -> None:
     """A chi-square test on the top bits of one bank's masked vector, whose input is all zeros."""
     dim = 20_000
@@ -213,47 +105,13 @@ def test_the_server_cannot_unmask_a_survivor_with_only_its_self_mask_shares() ->
     run_to(srv, cl, Stage.DONE, xs, ws)
     um = srv.unmasks[1]
     assert set(um.sk_shares) == set()  # nobody dropped: no mask key was revealed
-    from protocols.secagg import _commit, self_mask  # the server's own knowledge
+    from protocols.secagg.masks import commit, self_mask  # the server's own knowledge
 
     b = shamir_combine({i: m.b_shares[1] for i, m in srv.unmasks.items()}, 2).to_bytes(32, "big")
-    assert _commit(srv.info.session, b) == srv.shares[1].commitment
+    assert commit(srv.info.session, b) == srv.shares[1].commitment
     partial = (srv.masked[1] - self_mask(b, srv.info.session, DIM + 1)) & np.uint64(MODULUS - 1)
     with pytest.raises(InvalidSecAggMessage):
         dequantise(partial, srv.params)  # still masked: far out of the range of any real update
-
-
-# --- bad input -------------------------------------------------------------------------------------------
-
-
-def advertised() -> tuple[SecAggServer, dict[int, SecAggClient], dict[int, np.ndarray], dict[int, int]]:
-    srv, cl = make_round()
-    xs, ws = inputs(5)
-    run_to(srv, cl, Stage.MASKED_INPUT, xs, ws)
-    return srv, cl, xs, ws
-
-
-def test_wrong_shape_nan_and_inf_are_refused_before_anything_is_sent() -> None:
-    srv, cl, xs, ws = advertised()
-    c = cl[1]
-    for bad in (
-        np.zeros(DIM + 1),
-        np.zeros((DIM, 1)),
-        np.r_[np.zeros(DIM - 1), np.nan],
-        np.r_[np.zeros(DIM - 1), np.inf],
-    ):
-        with pytest.raises(InvalidSecAggMessage):
-            c.masked_input(srv.outbox(1), bad, 1)
-    with pytest.raises(InvalidSecAggMessage, match="weight"):
-        c.masked_input(srv.outbox(1), xs[1], 0)
-    assert c.stage is Stage.MASKED_INPUT  # nothing changed: it can still send a good one
-    srv.receive(c.masked_input(srv.outbox(1), xs[1], ws[1]))
-
-
-def _masked_frame(srv: SecAggServer, sender: int, values: np.ndarray) -> bytes:
-    from protocols.secagg import encode_frame
-
-    body = struct.pack(">I", len(values)) + values.astype(">u8").tobytes()
-    return encode_frame(srv.info, MsgType.MASKED_INPUT, sender, body)
 
 
 def test_out_of_range_field_elements_and_wrong_lengths_are_refused() -> None:
@@ -319,25 +177,3 @@ def test_a_bank_that_dropped_cannot_come_back_later_in_the_round() -> None:
     with pytest.raises(SecAggStageError, match="not among the banks"):
         srv.receive(fake)
     assert other.stage is Stage.ADVERTISE_KEYS
-
-
-def test_a_tampered_share_ciphertext_does_not_authenticate() -> None:
-    srv, cl, xs, ws = advertised()
-    inbox = bytearray(srv.outbox(2))
-    inbox[-1] ^= 1
-    with pytest.raises(InvalidSecAggMessage, match="does not authenticate"):
-        cl[2].masked_input(bytes(inbox), xs[2], ws[2])
-
-
-def test_parameters_are_checked_at_the_door() -> None:
-    with pytest.raises(InvalidInput, match="majority"):
-        SecAggParams(n=4, threshold=2, dim=1, clip_norm=1.0)
-    with pytest.raises(InvalidInput, match="wrap"):
-        SecAggParams(n=10, threshold=6, dim=1, clip_norm=1.0, levels=1 << 30, max_weight=1 << 30)
-    with pytest.raises(InvalidInput, match="clip_norm"):
-        SecAggParams(n=3, threshold=2, dim=1, clip_norm=float("nan"))
-    with pytest.raises(
-        InvalidInput, match="3 to 1000 banks"
-    ):  # two banks would each learn the other's update
-        SecAggParams(n=2, threshold=2, dim=1, clip_norm=1.0)
-    assert SHAMIR_PRIME > 2**256

@@ -1,0 +1,81 @@
+"""Secure aggregation of model updates across banks, after Bonawitz et al. 2017 and Flower's SecAgg+.
+
+Who learns what (*semi-honest* banks and server; stages, messages and parameters: ``docs/protocols.md``,
+"Horizontal training with secure aggregation"):
+
+* the **server** learns ``sum_i w_i * clip(x_i)`` and ``sum_i w_i`` over the banks that finish the round (the
+  survivors ``U3``), and the sets of banks per stage; never a single update. A round never finishes with fewer
+  than ``max(threshold, 3)`` survivors (with two, either could subtract its own update from the sum);
+* **drop-outs**: banks that leave after sharing their keys are survived as long as ``threshold`` banks send
+  their unmasking shares; their inputs are never revealed (only their mask keys are);
+* a **bank** learns the public keys, the survivor set and the aggregate: subtracting its own contribution leaves
+  the sum of at least two others;
+* **collusion**: the server with up to ``threshold - 1`` banks learns nothing beyond the sum of the other
+  survivors (``threshold > n / 2``). Not covered: a malicious server that shows banks different survivor sets,
+  out-of-range inputs from malicious banks (a wrong sum, no privacy loss), leakage from the aggregate itself.
+
+Parties: :mod:`~protocols.secagg.client` (:class:`SecAggClient`) and :mod:`~protocols.secagg.server`
+(:class:`SecAggServer`); the frames in :mod:`~protocols.secagg.messages`, the parameters in
+:mod:`~protocols.secagg.params`, the masks, Shamir sharing and quantisation in their own modules.
+"""
+
+from protocols.errors import InvalidSecAggMessage, SecAggAborted, SecAggStageError
+from protocols.secagg.client import SecAggClient
+from protocols.secagg.masks import pairwise_mask, prg, self_mask
+from protocols.secagg.messages import Frame, decode_frame, encode_frame, peek_type, survivors_frame
+from protocols.secagg.params import (
+    HALF,
+    KEY_BYTES,
+    MAX_CLIENTS,
+    MAX_DIM,
+    MIN_SURVIVORS,
+    MODULUS,
+    MODULUS_BITS,
+    SHAMIR_PRIME,
+    SHARE_BYTES,
+    STAGE_OF,
+    MsgType,
+    RoundInfo,
+    SecAggParams,
+    Stage,
+    session_id,
+)
+from protocols.secagg.quantisation import clip_l2, dequantise, quantise
+from protocols.secagg.server import SecAggServer
+from protocols.secagg.shamir import shamir_combine, shamir_split
+
+__all__ = [
+    "HALF",
+    "KEY_BYTES",
+    "MAX_CLIENTS",
+    "MAX_DIM",
+    "MIN_SURVIVORS",
+    "MODULUS",
+    "MODULUS_BITS",
+    "SHAMIR_PRIME",
+    "SHARE_BYTES",
+    "STAGE_OF",
+    "Frame",
+    "InvalidSecAggMessage",
+    "MsgType",
+    "RoundInfo",
+    "SecAggAborted",
+    "SecAggClient",
+    "SecAggParams",
+    "SecAggServer",
+    "SecAggStageError",
+    "Stage",
+    "clip_l2",
+    "decode_frame",
+    "dequantise",
+    "encode_frame",
+    "pairwise_mask",
+    "peek_type",
+    "prg",
+    "quantise",
+    "self_mask",
+    "session_id",
+    "shamir_combine",
+    "shamir_split",
+    "survivors_frame",
+]

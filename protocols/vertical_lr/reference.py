@@ -1,0 +1,53 @@
+"""What the protocol computes, in plaintext floats (same batches, schedule, quantised features in the gradient,
+Taylor loss and early stopping): the tests check the protocol against it, a deployment can too."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from protocols import paillier_fast as pf
+from protocols.vertical_lr.inputs import VerticalLRConfig, batches_for, check_features, check_labels
+from protocols.vertical_lr.scoring import GuestModel, HostModel
+
+
+def reference_fit(
+    guest_features: Any, host_features: Any, labels: Any, config: VerticalLRConfig
+) -> tuple[GuestModel, HostModel, list[float]]:
+    """What :func:`train_vertical_lr` computes, in plaintext floats (same batches, schedule, quantised
+    features in the gradient, Taylor loss and early stopping). For tests and for checking a deployment."""
+    xg = check_features(guest_features, "guest features")
+    xh = check_features(host_features, "host features", xg.shape[0])
+    y = check_labels(labels, xg.shape[0])
+    fb = config.feature_frac_bits
+    xgq = pf.quantize(xg, fb) / 2.0**fb
+    xhq = pf.quantize(xh, fb) / 2.0**fb
+    wg, wh, b = np.zeros(xg.shape[1]), np.zeros(xh.shape[1]), 0.0
+    losses: list[float] = []
+    since = 0
+    for epoch in range(config.epochs):
+        total = 0.0
+        lr = config.learning_rate_at(epoch)
+        for rows in batches_for(config, xg.shape[0], epoch):
+            ug = xg[rows] @ wg + b
+            uh = xh[rows] @ wh
+            z = ug + uh
+            d = z / 4 + 0.5 - y[rows]
+            total += float(
+                np.sum(math.log(2.0) + (0.5 - y[rows]) * z + z * z / 8)
+                + len(rows) * config.l2 / 2 * (wg @ wg + wh @ wh)
+            )
+            gg = xgq[rows].T @ d / len(rows) + config.l2 * wg
+            gh = xhq[rows].T @ d / len(rows) + config.l2 * wh
+            b -= lr * float(d.mean())
+            wg, wh = wg - lr * gg, wh - lr * gh
+        if not config.compute_loss:
+            continue
+        loss = total / xg.shape[0]
+        since = since + 1 if losses and abs(losses[-1] - loss) < config.tol else 0
+        losses.append(loss)
+        if config.early_stopping and since >= config.patience:
+            break
+    return GuestModel(wg, b), HostModel(wh), losses
