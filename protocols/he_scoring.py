@@ -163,7 +163,7 @@ import numpy.typing as npt
 import tenseal as ts
 import tenseal.sealapi as seal
 
-from pps.errors import InvalidInput, PayloadTooLarge
+from pps_wire.errors import InvalidInput, PayloadTooLarge
 from protocols.he_isolation import (
     IsolatedWorker,
     IsolationError,

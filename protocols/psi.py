@@ -103,15 +103,17 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from private_set_intersection import python as _psi
 
-from pps.errors import InvalidInput, InvalidUSCC
-from pps.identity.uscc import validate_uscc
-from pps.infra.executor import Executor, LocalExecutor, Shared
+from pps_wire.errors import InvalidInput, InvalidUSCC
+from pps_wire.uscc import validate_uscc
+
+if TYPE_CHECKING:
+    from pps.infra.executor import Executor
 
 __all__ = [
     "DEFAULT_FPR",
@@ -587,6 +589,8 @@ def prepare_setup(
             f"needs a GCS hash range of {hash_range:.3g}, above the library's limit {_MAX_HASH_RANGE:.3g}: "
             "raise fpr or lower max_client_items"
         )
+
+    from pps.infra.executor import LocalExecutor, Shared  # the server's half only: the bank never prepares
 
     server_key = bytes(_psi.server.CreateWithNewKey(False).GetPrivateKeyBytes())
     # A secret, uniformly random partition: the client must not be able to tell which shard an item is in.

@@ -88,7 +88,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pps.errors import Conflict, InvalidInput
+from pps_wire.errors import Conflict, InvalidInput
 
 if TYPE_CHECKING:
     from pps.infra.executor import Executor
