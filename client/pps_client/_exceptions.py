@@ -251,13 +251,14 @@ def api_error(status: int, body: bytes, *, fallback: str = "") -> APIError:
 
 
 @contextmanager
-def verification(cls: type[VerificationError]) -> Iterator[None]:
-    """Raise what a check of :mod:`pps_wire` refuses as the SDK's ``cls`` (its reason kept)."""
+def verification(cls: type[VerificationError], reason: str | None = None) -> Iterator[None]:
+    """Raise what a check of :mod:`pps_wire` refuses as the SDK's ``cls``, with ``reason`` (default: the
+    check's own)."""
     try:
         yield
     except enclave_errors.AttestationError as exc:
         raise AttestationError(exc.message, reason=exc.reason) from None
     except enclave_errors.EnclaveError as exc:
-        raise cls(exc.message, reason=exc.code) from None
+        raise cls(exc.message, reason=reason or exc.code) from None
     except wire.PPSError as exc:
-        raise cls(exc.message, reason=str(exc.details.get("reason", exc.code))) from None
+        raise cls(exc.message, reason=reason or str(exc.details.get("reason", exc.code))) from None

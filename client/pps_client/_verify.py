@@ -55,7 +55,7 @@ def _b64(text: str, what: str) -> bytes:
 def verify_checkpoint(note: str, verifier: Verifier, *, origin: str | None = None) -> Checkpoint:
     """A signed checkpoint (C2SP signed note) checked against the pinned ``verifier`` (or any of several, for a
     key that was rotated) and, if given, the log's ``origin``; returns it parsed."""
-    with verification(LedgerVerificationError):
+    with verification(LedgerVerificationError, "checkpoint"):
         return _verify_checkpoint(note, verifier, origin=origin)
 
 
@@ -63,7 +63,7 @@ def verify_inclusion(
     index: int, tree_size: int, leaf_hash: bytes, proof: Sequence[bytes], root: bytes
 ) -> None:
     """RFC 9162 §2.1.3.2: ``leaf_hash`` is at ``index`` of the tree of ``tree_size`` leaves with ``root``."""
-    with verification(LedgerVerificationError):
+    with verification(LedgerVerificationError, "inclusion"):
         merkle.verify_inclusion(index, tree_size, leaf_hash, proof, root)
 
 
@@ -75,7 +75,7 @@ def verify_consistency(old: Checkpoint, new: Checkpoint, proof: Sequence[bytes])
         )
     if old.tree_size == 0:
         return
-    with verification(LedgerVerificationError):
+    with verification(LedgerVerificationError, "consistency"):
         merkle.verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof)
 
 
@@ -127,7 +127,7 @@ def _entry(doc: dict[str, Any]) -> LedgerEntry:
 def verify_receipt(text: str, verifier: NoteVerifier) -> ConsentReceipt:
     """A consent receipt: its signature by the platform's receipt key (``verifier``, pinned) and its form (the
     canonical JSON of a PPS consent receipt); returns the grant it records."""
-    with verification(ReceiptVerificationError):
+    with verification(ReceiptVerificationError, "receipt"):
         doc = receipt.verify_receipt(text, verifier)
     try:
         bank = doc["bank"]
