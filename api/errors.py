@@ -1,6 +1,6 @@
 """The one place where errors become HTTP responses.
 
-Every error body has the same shape::
+Every error body is the error envelope of :mod:`pps_wire.envelope`::
 
     {"error": {"code": "token_expired", "message": "token tok_… expired at …; issue a new one",
                "request_id": "…", "details": {…}}}
@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.middleware import ResponseTracker, current_request_id
 from enclave_sim.errors import EnclaveError
 from pps import errors as e
+from pps_wire import envelope
 from protocols.errors import ProtocolError
 
 log = logging.getLogger("pps.api")
@@ -55,10 +56,7 @@ def status_for(exc: e.PPSError) -> int:
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message, "request_id": current_request_id()}
-    if details:
-        body["details"] = details
-    return {"error": body}
+    return envelope.error_body(code, message, current_request_id(), details)
 
 
 def _pps_error(_request: Request, exc: Exception) -> JSONResponse:

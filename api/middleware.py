@@ -10,6 +10,9 @@ from contextvars import ContextVar
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pps_wire.envelope import error_body
+from pps_wire.errors import PayloadTooLarge
+
 _request_id: ContextVar[str | None] = ContextVar("pps_request_id", default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -86,13 +89,9 @@ class BodySizeLimitMiddleware:
 
     async def _reject(self, send: Send, limit: int) -> None:
         body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body exceeds the limit of {limit} bytes",
-                    "request_id": current_request_id(),
-                }
-            }
+            error_body(
+                PayloadTooLarge.code, f"request body exceeds the limit of {limit} bytes", current_request_id()
+            )
         ).encode()
         await send(
             {

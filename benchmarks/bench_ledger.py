@@ -63,10 +63,10 @@ from sqlalchemy.orm import Session
 import pps
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import LedgerEntry, LedgerNode, utcnow
-from pps.ledger import merkle
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, canonical_bytes, entry_document
 from pps.ledger.verify import verify_ledger
 from pps.runtime import Runtime
+from pps_wire import merkle
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SINGLE_TARGET = 2_000.0  # appends/s, single, SQLite

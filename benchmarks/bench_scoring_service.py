@@ -10,7 +10,7 @@ Set-up (not timed as part of the target): synthetic platform data for ``--n`` en
 (``models.synth.generate``) uploaded as the six provider datasets into a fresh embedded database (SQLite);
 a bank; one active consent per enterprise for ``score`` over the fields the model reads — inserted in bulk
 straight into the consents table (their grant entries are not written: granting is not what is measured).
-The API runs on a real socket in this process; the bank uses the SDK (``pps.client.PPSClient``).
+The API runs on a real socket in this process; the bank uses the SDK (``pps_client.Client``).
 
 Timed, per run, as the bank sees it: key creation and model encryption; the POST of the public context and
 model (the service checks both in its isolated checker); the job (admission by the policy engine with its
@@ -42,13 +42,13 @@ from sqlalchemy import insert
 from api.app import create_app
 from api.live import running_server
 from models.synth import generate
-from pps.client import PPSClient
 from pps.data.datasets.ingest import UploadFormat
 from pps.data.datasets.schema import DatasetSchema
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Consent, ConsentState, Role, new_id, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
+from pps_client import Client
 from protocols.he_scoring import BankScoringKey
 
 TARGET_S = 5.0
@@ -156,20 +156,20 @@ def main() -> None:
         app = create_app(runtime=rt)
         rows: list[dict[str, float]] = []
         errors: list[float] = []
-        with running_server(app) as url, PPSClient(url, token) as client:
+        with running_server(app) as url, Client(url, token) as client:
             for _run in range(args.runs):
                 marks: dict[str, float] = {}
                 start = time.perf_counter()
                 key = BankScoringKey.create()
                 model = key.encrypt_model(weights, bias)
                 marks["bank: key + encrypt model"] = time.perf_counter()
-                job = client.submit_scoring(
+                job = client.scoring.submit(
                     key, model, purpose=PURPOSE, subjects=usccs, preprocess=preprocess
                 )
                 marks["POST: upload + check context and model"] = time.perf_counter()
-                done = client.wait(job["id"], timeout=600, poll=0.05)
+                done = client.jobs.wait(job.id, timeout=600, poll=0.05)
                 marks["job: admit, features, encode, evaluate, release"] = time.perf_counter()
-                result = client.scoring_result(job["id"], key, model)
+                result = client.scoring.result(job.id, key, model)
                 marks["bank: fetch result + decrypt"] = time.perf_counter()
                 row: dict[str, float] = {}
                 previous = start
@@ -177,9 +177,10 @@ def main() -> None:
                     row[stage] = mark - previous
                     previous = mark
                 row["total"] = previous - start
-                for stage, seconds in (done["summary"] or {}).get("timings", {}).items():
+                summary = done.summary or {}
+                for stage, seconds in summary.get("timings", {}).items():
                     row[f"  in job: {stage.removesuffix('_s')}"] = float(seconds)
-                row["result MB"] = done["summary"]["result_bytes"] / 1e6
+                row["result MB"] = summary["result_bytes"] / 1e6
                 rows.append(row)
                 with rt.db.transaction(write=False) as s:
                     table = rt.features.table(s)

@@ -45,22 +45,18 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
-from enclave_sim.crypto import OutputPolicy  # noqa: E402
 from enclave_sim.host import EnclaveHost  # noqa: E402
-from enclave_sim.quote import Quote, standard_policy  # noqa: E402
-from enclave_sim.sealed import (  # noqa: E402
-    MIN_SCORE_NOISE_STD,
-    encrypt_score_request,
-    open_scores,
-    report_nonce,
-)
-from pps.client import (  # noqa: E402
+from enclave_sim.sealed import MIN_SCORE_NOISE_STD  # noqa: E402
+from pps.data import dp  # noqa: E402
+from pps.services.sealed import DEFAULT_PARAMS  # noqa: E402
+from pps_client import (  # noqa: E402
     encrypt_sealed_columns,
     encrypt_sealed_integer_columns,
     encrypt_sealed_weights,
 )
-from pps.data import dp  # noqa: E402
-from pps.services.sealed import DEFAULT_PARAMS  # noqa: E402
+from pps_wire.provision import OutputPolicy  # noqa: E402
+from pps_wire.quote import Quote, standard_policy  # noqa: E402
+from pps_wire.sealed import encrypt_score_request, open_scores, report_nonce  # noqa: E402
 from protocols import he_scoring as he  # noqa: E402
 
 

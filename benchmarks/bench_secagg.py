@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from models.fl import fedavg
+from pps_wire.federated import fedavg
 from protocols.secagg import RoundInfo, SecAggClient, SecAggParams, SecAggServer
 
 BANKS, DIM, RUNS = 10, 10_000, 7

@@ -39,14 +39,13 @@ from api.app import create_app
 from api.live import running_server
 from models.features import FEATURE_KINDS
 from models.synth import generate
-from pps.client import PPSClient
 from pps.data.datasets.ingest import UploadFormat
 from pps.data.datasets.schema import DatasetSchema
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Role
 from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
-from pps.vertical_client import run_guest, start_vertical
+from pps_client import Client
 from protocols import paillier_fast as pf
 from protocols import vertical_lr as vl
 
@@ -130,36 +129,37 @@ def main() -> None:
             k: [] for k in ("psi", "start", "epoch_http", "finish", "epoch_local")
         }
         app = create_app(runtime=rt)
-        with running_server(app) as url, PPSClient(url, tokens["bank"], timeout=600) as bank:
+        with running_server(app) as url, Client(url, tokens["bank"], timeout=600) as bank:
             for _ in range(args.repeats):
                 t = time.perf_counter()
-                found = bank.psi(customers, purpose=PURPOSE, operation="train")
+                found = bank.psi.run(customers, purpose=PURPOSE, operation="train")
                 timings["psi"].append(time.perf_counter() - t)
                 aligned = [c for c in customers if c in (found.intersection or ())]
                 t = time.perf_counter()
-                started = start_vertical(
-                    bank,
-                    name="bench",
-                    purpose=PURPOSE,
-                    subjects=aligned,
-                    platform_features=names,
-                    vendor_key=rt.enclave.vendor_public_key,
-                    key_bits=args.key_bits,
+                started = bank.vertical.start(
+                    bank.vertical.start_body(
+                        name="bench",
+                        purpose=PURPOSE,
+                        subjects=aligned,
+                        platform_features=names,
+                        vendor_key=rt.enclave.vendor_public_key,
+                        key_bits=args.key_bits,
+                    )
                 )
                 timings["start"].append(time.perf_counter() - t)
                 pos = {c: i for i, c in enumerate(customers)}
-                idx = [pos[c] for c in started["subjects"]]
+                idx = [pos[c] for c in started.subjects]
                 guest = vl.Guest(x_bank[idx], y[idx])
                 t = time.perf_counter()
-                run_guest(bank, started, guest, config)
+                bank.vertical.run_guest(started, guest, config)
                 timings["epoch_http"].append(time.perf_counter() - t)
                 t = time.perf_counter()
-                bank.request("POST", f"/v1/training/vertical/{started['id']}/finish")
+                bank.vertical.finish(started.id)
                 timings["finish"].append(time.perf_counter() - t)
                 # the same epoch in one process (the host's matrix as the service standardised it)
                 with rt.db.transaction(write=False) as s:
                     features = rt.features.table(s)
-                _, rows, _ = features.rows(started["subjects"])
+                _, rows, _ = features.rows(started.subjects)
                 xh = features.matrix(names, rows)
                 scale = xh.std(axis=0)
                 scale[scale == 0] = 1.0

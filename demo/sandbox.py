@@ -1,7 +1,7 @@
 """A local sandbox: PPS on a temporary SQLite database with synthetic platform data, for notebooks and trials.
 
 >>> sb = start_sandbox(300)                 # the API on 127.0.0.1, a free port, in a background thread
->>> bank = sb.client("Bank A")              # a pps.client.PPSClient with Bank A's token
+>>> bank = sb.client("Bank A")              # a pps_client.Client with Bank A's token
 >>> sb.grant_consents("Bank A", sb.enterprises[:200], purpose="loan_underwriting",
 ...                   scope={"tax": ["taxable_sales"]}, operations=["psi", "score"])
 >>> sb.close()
@@ -31,16 +31,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from models.synth import PlatformData, generate
 from pps import errors
-from pps.client import PPSClient, _raise_for
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Role, utcnow
 from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
+from pps_client import Client
 from protocols.he_scoring import shutdown_checker
 
 PROVIDER_NAMES: dict[str, str] = {
@@ -88,13 +87,13 @@ class Sandbox:
         """The USCCs of every enterprise in the platform data, in registry order."""
         return [str(u) for u in self.data.registry.columns["uscc"].tolist()]
 
-    def client(self, name: str, *, timeout: float = 120.0) -> PPSClient:
-        """A :class:`~pps.client.PPSClient` authenticated as organisation ``name``."""
+    def client(self, name: str, *, timeout: float = 120.0) -> Client:
+        """A :class:`pps_client.Client` authenticated as organisation ``name``."""
         if name not in self.tokens:
             raise errors.InvalidInput(
                 f"no organisation {name!r} in this sandbox; it has: {', '.join(self.tokens)}"
             )
-        return PPSClient(self.url, self.tokens[name], timeout=timeout)
+        return Client(self.url, self.tokens[name], timeout=timeout)
 
     def grant_consents(
         self,
@@ -118,22 +117,19 @@ class Sandbox:
         if unknown:
             raise errors.InvalidInput(f"unknown datasets in scope: {', '.join(sorted(unknown))}")
         names = self._onboard_enterprises(subjects)
-        body = {
-            "bank_org_id": self.orgs[bank]["id"],
-            "purpose": purpose,
-            "scope": [{"dataset_id": self.datasets[d], "fields": list(f)} for d, f in scope.items()],
-            "operations": list(operations),
-            "valid_until": (utcnow() + timedelta(days=valid_days)).isoformat(),
-            "max_uses": max_uses,
-        }
         granted: dict[str, str] = {}
-        with httpx.Client(base_url=self.url, timeout=30.0) as http:
-            for uscc, name in zip(subjects, names, strict=True):
-                response = http.post(
-                    "/v1/consents", json=body, headers={"Authorization": f"Bearer {self.tokens[name]}"}
+        until = utcnow() + timedelta(days=valid_days)
+        for uscc, name in zip(subjects, names, strict=True):
+            with Client(self.url, self.tokens[name]) as enterprise:
+                consent = enterprise.consents.grant(
+                    self.orgs[bank]["id"],
+                    purpose=purpose,
+                    scope={self.datasets[d]: list(f) for d, f in scope.items()},
+                    operations=list(operations),
+                    valid_until=until,
+                    max_uses=max_uses,
                 )
-                _raise_for(response)
-                granted[uscc] = response.json()["id"]
+            granted[uscc] = consent.id
         return granted
 
     def _onboard_enterprises(self, subjects: Sequence[str]) -> list[str]:
@@ -220,20 +216,21 @@ def start_sandbox(
         tokens = {OPERATOR_NAME: admin_token}
         orgs: dict[str, dict[str, Any]] = {}
         datasets: dict[str, str] = {}
-        with PPSClient(url, admin_token) as admin:
-            orgs[OPERATOR_NAME] = admin.me()["org"]
+        with Client(url, admin_token) as admin:
+            orgs[OPERATOR_NAME] = admin.me().org.model_dump(mode="json")
             plan = [(PROVIDER_NAMES[t.name], "data_provider") for t in data.provider_tables()]
             plan += [(b, "bank") for b in BANKS] + [(AUDITOR, "auditor")]
             for name, role in plan:
-                orgs[name] = admin.create_org(name, role)
-                tokens[name] = admin.issue_token(orgs[name]["id"], label="sandbox")["token"]
+                org = admin.orgs.create(name, role)
+                orgs[name] = org.model_dump(mode="json")
+                tokens[name] = admin.tokens.issue(org.id, label="sandbox").token
         csv_dir = root / "synth"
         for table in data.provider_tables():
             table.write_csv(csv_dir)
-            with PPSClient(url, tokens[PROVIDER_NAMES[table.name]], timeout=300) as provider:
-                ds = provider.create_dataset(table.name, table.schema, description=f"synthetic {table.name}")
-                provider.upload_version(ds["id"], (csv_dir / f"{table.name}.csv").read_bytes(), fmt="csv")
-            datasets[table.name] = ds["id"]
+            with Client(url, tokens[PROVIDER_NAMES[table.name]], timeout=300) as provider:
+                ds = provider.datasets.create(table.name, table.schema, description=f"synthetic {table.name}")
+                provider.datasets.upload(ds.id, (csv_dir / f"{table.name}.csv").read_bytes(), fmt="csv")
+            datasets[table.name] = ds.id
     except BaseException:
         stack.close()
         rt.close()

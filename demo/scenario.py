@@ -28,15 +28,25 @@ from rich.table import Table
 from demo.training import german_credit_step, horizontal_step, vertical_steps, write_report
 from models.synth import generate
 from pps import errors
-from pps.governance.consent import verify_receipt
 from pps.identity.uscc import ALPHABET, make_uscc
 from pps.infra import keyring
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Role, utcnow
-from pps.ledger.checkpoint import NoteVerifier
 from pps.ledger.entry import OPERATOR
 from pps.ledger.verify import verify_ledger
 from pps.runtime import Runtime
+from pps_client import (
+    APIError,
+    AuthenticationError,
+    Client,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    note_verifier,
+    verify_entry,
+    verify_receipt,
+)
+from pps_wire.schemas import OrgPublic
 from protocols.he_scoring import BankScoringKey
 
 DEMO_ENTERPRISES = 20_000
@@ -62,14 +72,15 @@ class Checks:
         mark = "[green]✓[/]" if ok else "[bold red]✗[/]"
         self.console.print(f"  {mark} {what}" + (f" [dim]({detail})[/]" if detail else ""))
 
-    def refused(self, what: str, expected: type[errors.PPSError], call: Callable[[], Any]) -> None:
+    def refused(self, what: str, expected: type[APIError], code: str, call: Callable[[], Any]) -> None:
+        """``call`` must be refused by the service with ``expected`` and the error code ``code``."""
         try:
             call()
         except expected as exc:
-            self.check(what, True, f"{exc.code}: {exc.message}")
+            self.check(what, exc.code == code, f"{exc.code}: {exc.message}")
             return
-        except errors.PPSError as exc:
-            self.check(what, False, f"refused with {exc.code}, expected {expected.code}")
+        except APIError as exc:
+            self.check(what, False, f"refused with {type(exc).__name__} {exc.code}, expected {code}")
             return
         self.check(what, False, "was allowed")
 
@@ -81,7 +92,6 @@ class Checks:
 def run_demo(data_dir: Path, console: Console) -> bool:
     from api.app import create_app
     from api.live import running_server
-    from pps.client import PPSClient
 
     t0 = time.perf_counter()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -115,13 +125,13 @@ def run_demo(data_dir: Path, console: Console) -> bool:
     app = create_app(runtime=rt)
     with running_server(app) as url:
         console.print(f"  API running at {url}")
-        admin = PPSClient(url, admin_token)
+        admin = Client(url, admin_token)
 
         console.rule("[bold]2. Onboard organisations over the API")
         data = generate(DEMO_ENTERPRISES, seed=11)
         enterprises = [str(u) for u in data.registry.columns["uscc"][:5]]
         tokens: dict[str, str] = {}
-        orgs: dict[str, dict[str, Any]] = {}
+        orgs: dict[str, OrgPublic] = {}
         plan: list[tuple[str, str, str | None]] = [
             ("Suzhou Market Regulation", "data_provider", None),
             ("Suzhou Tax Bureau", "data_provider", None),
@@ -134,41 +144,49 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         ]
         plan += [(f"Enterprise {i + 1}", "subject", code) for i, code in enumerate(enterprises)]
         for name, role, uscc in plan:
-            org = admin.create_org(name, role, uscc)
+            org = admin.orgs.create(name, role, uscc=uscc)
             orgs[name] = org
-            tokens[name] = admin.issue_token(org["id"], label="demo")["token"]
+            tokens[name] = admin.tokens.issue(org.id, label="demo").token
         table = Table("organisation", "role", "id", "USCC")
         for name, org in orgs.items():
-            table.add_row(name, org["role"], org["id"], org["uscc"] or "")
+            table.add_row(name, org.role.value, org.id, org.uscc or "")
         console.print(table)
         checks.check(f"{len(plan)} organisations onboarded, each with a token", len(orgs) == len(plan))
 
-        client = {name: PPSClient(url, token) for name, token in tokens.items()}
+        client = {name: Client(url, token) for name, token in tokens.items()}
         bank_a, bank_c = client["Bank A"], client["Bank C"]
         auditor = client["PBoC Suzhou audit office"]
         enterprise = client["Enterprise 1"]
 
         console.rule("[bold]3. Roles and tenants are enforced; bad input changes nothing")
-        checks.check("Bank A knows who it is", bank_a.me()["org"]["name"] == "Bank A")
+        checks.check("Bank A knows who it is", bank_a.me().org.name == "Bank A")
         checks.refused(
             "Bank A may not onboard organisations",
-            errors.RoleNotAllowed,
-            lambda: bank_a.create_org("X", "bank"),
+            PermissionDenied,
+            "role_not_allowed",
+            lambda: bank_a.orgs.create("X", "bank"),
         )
         checks.refused(
-            "Bank A cannot see Bank B", errors.NotFound, lambda: bank_a.get_org(orgs["Bank B"]["id"])
+            "Bank A cannot see Bank B", NotFound, "not_found", lambda: bank_a.orgs.get(orgs["Bank B"].id)
         )
-        checks.refused("Bank A cannot read the whole ledger", errors.RoleNotAllowed, lambda: bank_a.entries())
-        size_before = auditor.checkpoint()["tree_size"]
+        checks.refused(
+            "Bank A cannot read the whole ledger", PermissionDenied, "role_not_allowed", bank_a.ledger.entries
+        )
+        size_before = auditor.ledger.checkpoint().tree_size
         checks.refused(
             "an enterprise with a wrong USCC check character is refused",
-            errors.InvalidUSCC,
-            lambda: admin.create_org("Bad enterprise", "subject", demo_usccs(1, seed=99)[0][:17] + "0"),
+            InvalidRequest,
+            "invalid_uscc",
+            lambda: admin.orgs.create("Bad enterprise", "subject", uscc=demo_usccs(1, seed=99)[0][:17] + "0"),
         )
-        checks.check("the refused request left no trace", auditor.checkpoint()["tree_size"] == size_before)
-        bank_c_token = bank_c.me()["token_id"]
-        admin.revoke_token(bank_c_token)
-        checks.refused("Bank C's revoked token stops working at once", errors.TokenRevoked, bank_c.me)
+        checks.check(
+            "the refused request left no trace", auditor.ledger.checkpoint().tree_size == size_before
+        )
+        bank_c_token = bank_c.me().token_id
+        admin.tokens.revoke(bank_c_token)
+        checks.refused(
+            "Bank C's revoked token stops working at once", AuthenticationError, "token_revoked", bank_c.me
+        )
 
         console.rule(
             f"[bold]4. Providers upload {DEMO_ENTERPRISES:,} enterprises' data, validated and encrypted"
@@ -184,134 +202,119 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         up = Table("provider", "dataset", "rows", "stored as")
         for provider, tbl in uploads.items():
             tbl.write_csv(synth_dir)
-            ds = client[provider].create_dataset(tbl.name, tbl.schema, description=f"synthetic {tbl.name}")
-            version = client[provider].upload_version(
-                ds["id"], (synth_dir / f"{tbl.name}.csv").read_bytes(), fmt="csv"
+            ds = client[provider].datasets.create(tbl.name, tbl.schema, description=f"synthetic {tbl.name}")
+            version = client[provider].datasets.upload(
+                ds.id, (synth_dir / f"{tbl.name}.csv").read_bytes(), fmt="csv"
             )
-            datasets[tbl.name] = ds["id"]
-            up.add_row(
-                provider, tbl.name, f"{version['rows']:,}", f"AES-256-GCM, KEK v{version['kek_version']}"
-            )
+            datasets[tbl.name] = ds.id
+            up.add_row(provider, tbl.name, f"{version.rows:,}", f"AES-256-GCM, KEK v{version.kek_version}")
         console.print(up)
         checks.check("four datasets uploaded and encrypted at rest", len(datasets) == 4)
         bad_rows = b"uscc,month,taxable_sales,tax_paid\n" + enterprises[0][:17].encode() + b"0,2024-13,x,1\n"
         checks.refused(
             "a malformed upload is refused row by row and stores nothing",
-            errors.UploadRejected,
-            lambda: client["Suzhou Tax Bureau"].upload_version(datasets["tax"], bad_rows, fmt="csv"),
+            InvalidRequest,
+            "upload_rejected",
+            lambda: client["Suzhou Tax Bureau"].datasets.upload(datasets["tax"], bad_rows, fmt="csv"),
         )
         checks.refused(
             "a bank cannot upload data",
-            errors.RoleNotAllowed,
-            lambda: bank_a.upload_version(datasets["tax"], bad_rows, fmt="csv"),
+            PermissionDenied,
+            "role_not_allowed",
+            lambda: bank_a.datasets.upload(datasets["tax"], bad_rows, fmt="csv"),
         )
-        catalogue = bank_a.catalog()
+        catalogue = bank_a.datasets.catalog()
         checks.check(
             "Bank A discovers the catalogue: columns, types, classes — no values",
-            {c["name"] for c in catalogue} == set(datasets) and all("rows" in c for c in catalogue),
+            {c.name for c in catalogue} == set(datasets) and all(c.rows is not None for c in catalogue),
         )
 
         console.rule("[bold]5. Enterprises decide who may use their data, for what")
-        until = (utcnow() + timedelta(days=90)).isoformat()
-        terms = {
+        terms: dict[str, Any] = {
             "purpose": "loan_underwriting",
-            "scope": [
-                {"dataset_id": datasets["tax"], "fields": ["taxable_sales", "tax_paid"]},
-                {"dataset_id": datasets["utilities"], "fields": ["arrears", "electricity_kwh"]},
-            ],
+            "scope": {
+                datasets["tax"]: ["taxable_sales", "tax_paid"],
+                datasets["utilities"]: ["arrears", "electricity_kwh"],
+            },
             "operations": ["psi", "score"],
-            "valid_until": until,
+            "valid_until": utcnow() + timedelta(days=90),
         }
         e = [client[f"Enterprise {i + 1}"] for i in range(5)]
-        g1 = e[0].request("POST", "/v1/consents", json={**terms, "bank_org_id": orgs["Bank A"]["id"]})
-        g2 = e[1].request("POST", "/v1/consents", json={**terms, "bank_org_id": orgs["Bank A"]["id"]})
-        e[1].request("POST", f"/v1/consents/{g2['id']}/revoke")
-        r3 = bank_a.request(
-            "POST", "/v1/consent-requests", json={**terms, "subject_uscc": enterprises[2], "max_uses": 12}
-        )
-        e[2].request("POST", f"/v1/consents/{r3['id']}/approve")
-        r4 = bank_a.request("POST", "/v1/consent-requests", json={**terms, "subject_uscc": enterprises[3]})
-        e[3].request("POST", f"/v1/consents/{r4['id']}/deny", json={"reason": "we bank elsewhere"})
+        g1 = e[0].consents.grant(orgs["Bank A"].id, **terms)
+        g2 = e[1].consents.grant(orgs["Bank A"].id, **terms)
+        e[1].consents.revoke(g2.id)
+        r3 = bank_a.consents.request(enterprises[2], **terms, max_uses=12)
+        e[2].consents.approve(r3.id)
+        r4 = bank_a.consents.request(enterprises[3], **terms)
+        e[3].consents.deny(r4.id, "we bank elsewhere")
         console.print(
             "  Enterprise 1 grants Bank A; Enterprise 2 grants and revokes; Enterprise 3 approves Bank A's"
         )
         console.print("  request (12 uses); Enterprise 4 denies it; Enterprise 5 does nothing")
-        receipt_key = NoteVerifier.from_string(
-            PPSClient(url).request("GET", "/v1/consent/public-key")["verifier_key"]
-        )
-        receipt = bank_a.request("GET", f"/v1/consents/{g1['id']}/receipt")
+        receipt_key = note_verifier(Client(url).consents.receipt_key().verifier_key)
+        receipt = bank_a.consents.receipt(g1.id)
         granted = verify_receipt(receipt, receipt_key)
         checks.check(
             "Bank A verifies Enterprise 1's signed consent receipt offline",
-            granted["consent_id"] == g1["id"] and granted["subject"] == enterprises[0],
+            granted.consent_id == g1.id and granted.subject == enterprises[0],
         )
         checks.refused(
             "a consent for a field that does not exist is refused",
-            errors.InvalidInput,
-            lambda: e[4].request(
-                "POST",
-                "/v1/consents",
-                json={
-                    **terms,
-                    "bank_org_id": orgs["Bank A"]["id"],
-                    "scope": [{"dataset_id": datasets["tax"], "fields": ["profit"]}],
-                },
+            InvalidRequest,
+            "invalid_input",
+            lambda: e[4].consents.grant(
+                orgs["Bank A"].id, **{**terms, "scope": {datasets["tax"]: ["profit"]}}
             ),
         )
         checks.refused(
             "court case numbers (class C3) can never be granted",
-            errors.InvalidInput,
-            lambda: e[4].request(
-                "POST",
-                "/v1/consents",
-                json={
-                    **terms,
-                    "bank_org_id": orgs["Bank A"]["id"],
-                    "scope": [{"dataset_id": datasets["court"], "fields": ["case_id"]}],
-                },
+            InvalidRequest,
+            "invalid_input",
+            lambda: e[4].consents.grant(
+                orgs["Bank A"].id, **{**terms, "scope": {datasets["court"]: ["case_id"]}}
             ),
         )
 
         console.rule(
             "[bold]6. The policy engine decides, per enterprise, with reasons; PSI finds the consented"
         )
-        check = {
-            "subjects": enterprises,
-            "fields": {datasets["tax"]: ["tax_paid"], datasets["utilities"]: ["arrears"]},
-            "operation": "score",
-            "purpose": "loan_underwriting",
-        }
-        decided = bank_a.request("POST", "/v1/policy/check", json=check)
+        fields = {datasets["tax"]: ["tax_paid"], datasets["utilities"]: ["arrears"]}
+        decided = bank_a.consents.check(
+            enterprises, fields=fields, operation="score", purpose="loan_underwriting"
+        )
         pol = Table("enterprise", "allowed", "reason / consent")
-        for i, d in enumerate(decided["decisions"]):
+        for i, d in enumerate(decided.decisions):
             pol.add_row(
                 f"Enterprise {i + 1}",
-                "yes" if d["allowed"] else "no",
-                d["consent_id"] if d["allowed"] else d["reason"],
+                "yes" if d.allowed else "no",
+                (d.consent_id if d.allowed else d.reason) or "",
             )
         console.print(pol)
         checks.check(
             "Bank A may score Enterprises 1 and 3 only; the others are denied with their reasons",
-            [d["allowed"] for d in decided["decisions"]] == [True, False, True, False, False]
-            and decided["denied"] == {"revoked": 1, "denied": 1, "no_grant": 1},
+            [d.allowed for d in decided.decisions] == [True, False, True, False, False]
+            and decided.denied == {"revoked": 1, "denied": 1, "no_grant": 1},
         )
         checks.check(
             "Bank B, with no consent, may score nobody",
-            client["Bank B"].request("POST", "/v1/policy/check", json=check)["allowed"] == 0,
+            client["Bank B"]
+            .consents.check(enterprises, fields=fields, operation="score", purpose="loan_underwriting")
+            .allowed
+            == 0,
         )
         applicants = [*enterprises, *demo_usccs(3, seed=5)]  # three applicants are not on the platform
-        found = bank_a.psi(applicants, purpose="loan_underwriting")
+        found = bank_a.psi.run(applicants, purpose="loan_underwriting")
         console.print(
             f"  PSI: Bank A's {len(applicants)} applicants against the {found.server_set_size} enterprises that "
             f"consented to it: {found.size} match"
         )
         checks.check(
             "PSI: Bank A learns exactly which applicants consented to it (Enterprises 1 and 3), nothing more",
-            found.intersection == {enterprises[0], enterprises[2]} and found.server_set_size == 2,
+            found.intersection == frozenset({enterprises[0], enterprises[2]}) and found.server_set_size == 2,
         )
 
         console.rule("[bold]6b. Bank A scores its applicants with its own encrypted model")
-        features = {f["name"]: f for f in bank_a.features()}
+        features = {f.name: f for f in bank_a.scoring.features()}
         weights = {
             "log_sales_mean_last6": -0.35,
             "tax_months_since_last_filing": 0.30,
@@ -320,11 +323,12 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         }
         checks.check(
             "the feature catalogue names features, units, resolution and the fields each reads — no values",
-            all(features[n]["available"] for n in weights) and "values" not in features["log_max_arrears"],
+            all(features[n].available for n in weights)
+            and "values" not in features["log_max_arrears"].model_dump(),
         )
         key = BankScoringKey.create()  # the secret key never leaves Bank A
         model = key.encrypt_model(weights, -1.0)
-        scored = bank_a.score(
+        scored = bank_a.scoring.score(
             key,
             model,
             purpose="loan_underwriting",
@@ -334,7 +338,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         out = Table("applicant", "probability of default", "or why not scored")
         names = {code: f"Enterprise {i + 1}" for i, code in enumerate(enterprises)}
         probability = scored.as_dict()
-        reason = {r["subject"]: r["reason"] for r in scored.not_scored}
+        reason = {r.subject: r.reason for r in scored.not_scored}
         for code in applicants:
             out.add_row(
                 names.get(code, code),
@@ -351,11 +355,13 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         checks.check(
             "Bank A decrypts scores for Enterprises 1 and 3 only, equal to plaintext scoring within 1e-3",
             scored.subjects == [enterprises[0], enterprises[2]]
+            and scored.probabilities is not None
             and float(np.max(np.abs(scored.probabilities - plain))) < 1e-3,
         )
         checks.refused(
             "a context that carries the secret key is refused and never stored",
-            errors.InvalidInput,
+            InvalidRequest,
+            "he_context_has_secret_key",
             lambda: bank_a.request(
                 "POST",
                 "/v1/scoring",
@@ -367,34 +373,34 @@ def run_demo(data_dir: Path, console: Console) -> bool:
                 },
             ),
         )
-        stats = bank_a.aggregate(
+        stats = bank_a.aggregates.query(
             "count", scope="platform", purpose="risk_statistics", epsilon=0.5, group_by=["industry"]
         )
-        largest = sorted(stats["cells"], key=lambda c: -c["count"])[:3]
+        largest = sorted(stats.cells, key=lambda c: -(c.count or 0))[:3]
         console.print(
             "  Platform statistics (ε = 0.5, cells under "
-            f"{stats['min_cohort_size']} enterprises suppressed): "
-            + ", ".join(f"industry {c['group']['industry']} ≈ {c['count']:.0f}" for c in largest)
+            f"{stats.min_cohort_size} enterprises suppressed): "
+            + ", ".join(f"industry {c.group['industry']} ≈ {c.count or 0:.0f}" for c in largest)
         )
         checks.check(
             "a differentially private count by industry is answered and the budget spent",
-            bool(stats["cells"]) and bank_a.budget()["spent_epsilon"] >= 0.5,
+            bool(stats.cells) and bank_a.aggregates.budget().spent_epsilon >= 0.5,
         )
-        spent = bank_a.budget()["spent_epsilon"]
-        tiny = bank_a.aggregate(
+        spent = bank_a.aggregates.budget().spent_epsilon
+        tiny = bank_a.aggregates.query(
             "count", scope="consented", purpose="loan_underwriting", epsilon=0.1, cohort={"industry": ["C"]}
         )
         checks.check(
             "a cohort below the minimum size (Bank A's consented manufacturers) is suppressed: nothing released, "
             "no budget spent",
-            tiny["cells"] == [] and bank_a.budget()["spent_epsilon"] == spent,
-            f"minimum cohort {tiny['min_cohort_size']}",
+            tiny.cells == [] and bank_a.aggregates.budget().spent_epsilon == spent,
+            f"minimum cohort {tiny.min_cohort_size}",
         )
 
         console.rule("[bold]6c. Enterprise 1 disputes a tax record; the bureau corrects it; Bank A is told")
-        tax = next(d for d in enterprise.my_records() if d["dataset"] == "tax")
-        row = max(tax["rows"], key=lambda r: r["month"])  # its latest filing
-        filed = enterprise.file_objection(
+        tax = next(d for d in enterprise.datasets.my_records() if d.dataset == "tax")
+        row = max(tax.rows, key=lambda r: str(r["month"]))  # its latest filing
+        filed = enterprise.objections.file(
             datasets["tax"],
             ["taxable_sales"],
             "an amended return raised these sales; the bureau still holds the first filing",
@@ -402,45 +408,43 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         )
         console.print(
             f"  Enterprise 1 disputes its taxable sales of {row['taxable_sales']:,.0f} for {row['month']} "
-            f"(the bureau must answer by {filed['due_at'][:10]})"
+            f"(the bureau must answer by {filed.due_at.date().isoformat()})"
         )
-        again = bank_a.score(key, model, purpose="loan_underwriting", subjects=[enterprises[0]])
+        again = bank_a.scoring.score(key, model, purpose="loan_underwriting", subjects=[enterprises[0]])
         checks.check(
             "while the objection is open, Bank A's new score says which input is disputed (never its value)",
-            any(d["subject"] == enterprises[0] for d in again.disputed),
+            any(d.subject == enterprises[0] for d in again.disputed),
         )
         bureau = client["Suzhou Tax Bureau"]
         amended = round(float(row["taxable_sales"]) * 1.25 + 1.0, 2)
-        bureau.accept_objection(
-            bureau.objections(state="open")[0]["id"], {"taxable_sales": amended}, note="amended return"
+        bureau.objections.accept(
+            bureau.objections.list(state="open")[0].id, {"taxable_sales": amended}, note="amended return"
         )
-        corrected = next(d for d in enterprise.my_records() if d["dataset"] == "tax")
-        fixed = next(r for r in corrected["rows"] if r["month"] == row["month"])
-        notices = bank_a.corrections()
+        corrected = next(d for d in enterprise.datasets.my_records() if d.dataset == "tax")
+        fixed = next(r for r in corrected.rows if r["month"] == row["month"])
+        notices = bank_a.objections.corrections()
         console.print(
             f"  The bureau accepts: a new version of the tax dataset; Bank A has {len(notices)} correction "
             "notice(s) for results built on the old value"
         )
         checks.check(
             "the correction makes a new dataset version and Bank A is told which results to redo",
-            fixed["taxable_sales"] == amended and any(n["subject_uscc"] == enterprises[0] for n in notices),
+            fixed["taxable_sales"] == amended and any(n.subject_uscc == enterprises[0] for n in notices),
         )
 
         console.rule("[bold]7. An enterprise reads its own records and who touched them, with proofs")
-        own = enterprise.my_records()
-        for d in own:
-            console.print(f"  {d['provider']} / {d['dataset']}: {len(d['rows'])} row(s) about Enterprise 1")
+        own = enterprise.datasets.my_records()
+        for held in own:
+            console.print(f"  {held.provider} / {held.dataset}: {len(held.rows)} row(s) about Enterprise 1")
         checks.check(
             "Enterprise 1 sees its own rows in every dataset, and no one else's",
-            bool(own) and all(r["uscc"] == enterprises[0] for d in own for r in d["rows"]),
+            bool(own) and all(r["uscc"] == enterprises[0] for held in own for r in held.rows),
         )
-        pinned = NoteVerifier.from_string(PPSClient(url).public_key()["verifier_key"])
-        docs = [PPSClient.verify_proven_entry(item, pinned) for item in enterprise.mine()["items"]]
+        pinned = note_verifier(Client(url).ledger.public_key().verifier_key)
+        docs = [verify_entry(item, pinned).entry for item in enterprise.ledger.mine().items]
         for doc in docs:
-            console.print(
-                f"  entry {doc['index']}: {doc['action']} by {doc['actor']['role']} at {doc['time']}"
-            )
-        actions = [d["action"] for d in docs]
+            console.print(f"  entry {doc.index}: {doc.action} by {doc.actor.role} at {doc.time.isoformat()}")
+        actions = [d.action for d in docs]
         checks.check(
             "its history (onboarding, consent, Bank A's policy check, its self-query) is proven against the checkpoint",
             actions[:2] == ["org.create", "token.issue"]
@@ -449,29 +453,29 @@ def run_demo(data_dir: Path, console: Console) -> bool:
 
         console.rule("[bold]8. The operator rotates the key-encryption key")
         with rt.db.transaction() as session:
-            versions = sum(rt.datasets.keys_by_kek_version(session).values())
-            held = sum(keyring.wrapped_counts(session, rt.key_holders).values())
+            dataset_keys = sum(rt.datasets.keys_by_kek_version(session).values())
+            wrapped_total = sum(keyring.wrapped_counts(session, rt.key_holders).values())
             rotation = keyring.rotate(session, rt.kms, rt.key_holders, rt.ledger, actor=OPERATOR)
         checks.check(
             f"KEK v{rotation.version}: all {rotation.rewrapped} data keys (4 datasets, tax in 2 versions, the "
             "objection) re-wrapped, no data re-encrypted, still readable",
-            versions == 5
-            and rotation.rewrapped == held == versions + 1
-            and len(enterprise.my_records()) == len(own),
+            dataset_keys == 5
+            and rotation.rewrapped == wrapped_total == dataset_keys + 1
+            and len(enterprise.datasets.my_records()) == len(own),
         )
 
         console.rule("[bold]9. The auditor checks that history only grows")
-        first = auditor.checkpoint()
-        saved_note = first["note"]
+        first = auditor.ledger.checkpoint()
+        saved_note = first.note
         (data_dir / "auditor-checkpoint.note").write_text(saved_note, encoding="utf-8")
-        client["Bank B"].issue_token(orgs["Bank B"]["id"], label="rotation")
-        second = auditor.checkpoint()
-        auditor.verify_consistency(saved_note, second["note"], pinned)
+        client["Bank B"].tokens.issue(orgs["Bank B"].id, label="rotation")
+        second = auditor.ledger.checkpoint()
+        auditor.ledger.verify_consistency(saved_note, second.note, pinned)
         checks.check(
-            f"checkpoint {second['tree_size']} is consistent with saved checkpoint {first['tree_size']}",
-            second["tree_size"] > first["tree_size"],
+            f"checkpoint {second.tree_size} is consistent with saved checkpoint {first.tree_size}",
+            second.tree_size > first.tree_size,
         )
-        consent_entries = auditor.entries(action="consent.*", limit=500)["items"]
+        consent_entries = auditor.ledger.entries(action="consent.*", limit=500).items
         checks.check(
             "the auditor filters the ledger: every consent step is there",
             len(consent_entries) == 7,
@@ -480,19 +484,17 @@ def run_demo(data_dir: Path, console: Console) -> bool:
 
         console.rule("[bold]9b. Bank A and the platform train a joint model; nobody sees the other's data")
         figures = vertical_steps(
-            rt, url, console, checks.check, data, orgs["Bank A"]["id"], tokens["Bank A"], data_dir
+            rt, url, console, checks.check, data, orgs["Bank A"].id, tokens["Bank A"], data_dir
         )
         german_credit_step(console, checks.check, figures)
 
         console.rule("[bold]9c. Three banks train one model over their own portfolios (secure aggregation)")
-        tokens["Bank C"] = admin.issue_token(orgs["Bank C"]["id"], label="demo, after the revocation")[
-            "token"
-        ]
+        tokens["Bank C"] = admin.tokens.issue(orgs["Bank C"].id, label="demo, after the revocation").token
         horizontal_step(
             url,
             console,
             checks.check,
-            [(b, orgs[b]["id"], tokens[b]) for b in ("Bank A", "Bank B", "Bank C")],
+            [(b, orgs[b].id, tokens[b]) for b in ("Bank A", "Bank B", "Bank C")],
             figures,
         )
 
@@ -501,7 +503,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         report = verify_ledger(session, rt.ledger, against=saved_note)
     checks.check(
         "pps audit verify: every entry, node and checkpoint re-derived",
-        report.consistent_with == first["tree_size"],
+        report.consistent_with == first.tree_size,
         f"{report.tree_size} entries, root {report.root_hash.hex()[:16]}…",
     )
 

@@ -17,7 +17,6 @@ from rich.table import Table
 
 from models.metrics import Evaluation, evaluate
 from models.synth import PlatformData
-from pps import errors
 from pps.governance.consent import Terms
 from pps.infra.storage.tables import Consent, Organization, utcnow
 from pps.ledger.entry import Actor
@@ -95,7 +94,7 @@ def vertical_steps(
     from sklearn.linear_model import LogisticRegression
 
     from models.report import render_html
-    from pps.client import PPSClient
+    from pps_client import Client, Conflict
     from protocols import vertical_lr as vl
 
     figures = TrainingFigures()
@@ -118,8 +117,8 @@ def vertical_steps(
     y = np.array([labels[c] for c in customers])
     x_bank = bank_history(y, seed=3)
     config = vl.VerticalLRConfig(epochs=5, batch_size=250, learning_rate=0.3, l2=1e-3, tol=1e-4)
-    with PPSClient(url, bank_a_token, timeout=600) as bank:
-        result = bank.train_vertical(
+    with Client(url, bank_a_token, timeout=600) as bank:
+        result = bank.vertical.train(
             name="SME default: bank history × platform",
             purpose=PURPOSE,
             customers=customers,
@@ -130,20 +129,20 @@ def vertical_steps(
             config=config,
         )
         model = result.model
-        figures.model_ids["vertical"] = model["id"]
+        figures.model_ids["vertical"] = model.id
         console.print(
             f"  trained {result.epochs} epochs over {len(result.subjects):,} aligned rows in {result.seconds:.1f} s "
             f"(2048-bit Paillier, coordinator in the enclave); final Taylor loss {result.losses[-1]:.4f}"
         )
         check(
             "PSI on consent to train aligns exactly the consented customers; the host half stays in the safe-room",
-            result.subjects == train_ok and model["parts"] == ["platform"],
-            f"model {model['id']}",
+            result.subjects == train_ok and model.parts == ["platform"],
+            f"model {model.id}",
         )
         # held-out applicants: consented to scoring only, never seen in training
         pos = {c: i for i, c in enumerate(customers)}
-        scored, p = bank.vertical_scores(
-            model["id"],
+        scored, p = bank.vertical.scores(
+            model.id,
             result.guest_model,
             purpose=PURPOSE,
             subjects=score_ok,
@@ -151,10 +150,10 @@ def vertical_steps(
         )
         y_test = np.array([labels[c] for c in scored])
         ev = evaluate(y_test, p, cutoff=0.15)
-        bank.post_evaluation(model["id"], ev)
+        bank.models.post_evaluation(model.id, ev)
         figures.evaluations["vertical (bank × platform)"] = ev
         (data_dir / "vertical-model-report.html").write_text(
-            bank.model_report_html(model["id"]), encoding="utf-8"
+            bank.models.report_html(model.id), encoding="utf-8"
         )
         # for comparison only: the same model centrally (nobody could do this in production)
         with rt.db.transaction(write=False) as s:
@@ -190,7 +189,7 @@ def vertical_steps(
         )
         check(
             "applicants who never consented are not scored; the evaluation page draws ROC and KS",
-            scored == score_ok and "<svg" in render_html(model, ev),
+            scored == score_ok and "<svg" in render_html(model.model_dump(mode="json"), ev),
         )
 
         # the platform-side throughput: Bank A re-scores every enterprise that consented to scoring with an
@@ -200,7 +199,7 @@ def vertical_steps(
         key = BankScoringKey.create()
         weights = dict(zip(PLATFORM_FEATURES, (0.3, -0.2, -0.4, -0.3, 0.2, 0.3, 0.2), strict=True))
         t0 = time.perf_counter()
-        portfolio = bank.score(
+        portfolio = bank.scoring.score(
             key, key.encrypt_model(weights, -2.5), purpose=PURPOSE, subjects=train_ok + score_ok
         )
         seconds = time.perf_counter() - t0
@@ -229,9 +228,9 @@ def vertical_steps(
                     rt.consents.revoke(s, c, actor=SUBJECT)
                 revoked = True
 
-        before = len(bank.models())
+        before = len(bank.models.list())
         try:
-            bank.train_vertical(
+            bank.vertical.train(
                 name="retrain",
                 purpose=PURPOSE,
                 customers=customers,
@@ -244,13 +243,13 @@ def vertical_steps(
                 on_batch=revoke_mid_training,
             )
             stopped = False
-        except errors.Conflict as exc:
+        except Conflict as exc:
             stopped = "no model was registered" in exc.message
         check(
             "an enterprise revokes during a second training: its release is refused, no model registered",
-            revoked and stopped and len(bank.models()) == before,
+            revoked and stopped and len(bank.models.list()) == before,
         )
-    figures.rows["vertical model"] = model["id"]
+    figures.rows["vertical model"] = model.id
     figures.rows["vertical AUC / KS (held out)"] = f"{ev.auc:.4f} / {ev.ks:.4f}"
     return figures
 
@@ -309,12 +308,12 @@ def horizontal_step(
     from sklearn.linear_model import LogisticRegression
 
     from models.fl import non_iid_banks
-    from pps.client import FederatedClient, PPSClient
+    from pps_client import Client
 
     split = non_iid_banks(6000, banks=len(banks), seed=5)
-    clients = [FederatedClient(PPSClient(url, token, timeout=120)) for _, _, token in banks]
+    clients = [Client(url, token, timeout=120) for _, _, token in banks]
     try:
-        fed = clients[0].create(
+        fed = clients[0].federations.create(
             name="SME default: three portfolios",
             participants=[org_id for _, org_id, _ in banks],
             kind="horizontal_lr",
@@ -326,24 +325,25 @@ def horizontal_step(
             phase_timeout_s=PHASE_TIMEOUT_S,
         )
         for c in clients[1:]:
-            c.accept(fed["id"])
+            c.federations.accept(fed.id)
         drop_round, leaver = 2, len(clients) - 1
-        view = clients[0].federation(fed["id"])
+        view = clients[0].federations.get(fed.id)
         for _ in range(200):
-            if view["state"] in ("done", "aborted"):
+            if view.state in ("done", "aborted"):
                 break
-            before = (view["current_round"], view["round"]["phase"])
+            before = (view.current_round, view.round.phase if view.round else "")
             for i, c in enumerate(clients):
                 if i == leaver and before == (drop_round, "unmask"):
                     continue  # the bank's process goes away with its round secrets
-                c.step(fed["id"], split.banks[i].x_train, split.banks[i].y_train)
-            view = clients[0].federation(fed["id"])
-            if view["state"] == "running" and (view["current_round"], view["round"]["phase"]) == before:
+                c.federations.step(fed.id, split.banks[i].x_train, split.banks[i].y_train)
+            view = clients[0].federations.get(fed.id)
+            now = (view.current_round, view.round.phase if view.round else "")
+            if view.state == "running" and now == before:
                 time.sleep(PHASE_TIMEOUT_S + 0.5)  # nobody closes a phase early while a bank has not posted
-                view = clients[0].advance(fed["id"])
+                view = clients[0].federations.advance(fed.id)
         x_test = np.concatenate([b.x_test for b in split.banks])
         y_test = np.concatenate([b.y_test for b in split.banks])
-        global_model = FederatedClient.model(view)
+        global_model = clients[0].federations.model(view)
         ev = evaluate(y_test, global_model.predict_proba(x_test)[:, 1])
         pooled = LogisticRegression(max_iter=1000).fit(*split.pooled_train())
         ev_pooled = evaluate(y_test, pooled.predict_proba(x_test)[:, 1])
@@ -358,8 +358,9 @@ def horizontal_step(
         figures.evaluations["horizontal: pooled data (comparison only)"] = ev_pooled
         # Bank A evaluates on its own held-out portfolio and posts it to the registry
         own = split.banks[0]
-        clients[0].client.post_evaluation(
-            view["model_id"], evaluate(own.y_test, global_model.predict_proba(own.x_test)[:, 1])
+        assert view.model_id is not None
+        clients[0].models.post_evaluation(
+            view.model_id, evaluate(own.y_test, global_model.predict_proba(own.x_test)[:, 1])
         )
         out = Table("model, on all banks' held-out enterprises", "AUC")
         out.add_row("federated (secure aggregation, one drop-out)", f"{ev.auc:.4f}")
@@ -370,20 +371,20 @@ def horizontal_step(
         check(
             "three banks train one model over secure aggregation; a bank drops out before unmasking and the "
             "round still completes",
-            view["state"] == "done" and view["model_id"] is not None,
-            f"{view['current_round']} rounds, model {view['model_id']}",
+            view.state == "done" and view.model_id is not None,
+            f"{view.current_round} rounds, model {view.model_id}",
         )
         check(
             "the federated model is within 0.01 AUC of the pooled model and beats every bank alone",
             abs(ev.auc - ev_pooled.auc) < 0.01 and all(ev.auc > e.auc for e in alone),
             f"{ev.auc:.4f} vs pooled {ev_pooled.auc:.4f}; alone {', '.join(f'{e.auc:.4f}' for e in alone)}",
         )
-        figures.model_ids["horizontal"] = view["model_id"]
-        figures.rows["horizontal model"] = view["model_id"]
+        figures.model_ids["horizontal"] = view.model_id
+        figures.rows["horizontal model"] = view.model_id
         figures.rows["horizontal AUC (held out)"] = f"{ev.auc:.4f} (pooled {ev_pooled.auc:.4f})"
     finally:
         for c in clients:
-            c.client.close()
+            c.close()
 
 
 def write_report(

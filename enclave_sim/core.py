@@ -19,7 +19,7 @@ Bytes travel base64-encoded. A failure replies ``{"ok": false, "code", "message"
 the failing handle (which is dropped).
 
 What leaves: quotes, receipts (sizes and digests), sealed blobs (only this build on this platform opens them)
-and releases (:func:`enclave_sim.crypto.pack_release`) holding only the outputs the owner's output policy
+and releases (:func:`pps_wire.provision.pack_release`) holding only the outputs the owner's output policy
 names — never the provisioned plaintext, never the enclave's private key.
 """
 
@@ -37,19 +37,12 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from enclave_sim.crypto import (
-    OutputPolicy,
-    Provisioned,
-    canonical,
-    decrypt_provisioned,
-    pack_release,
-    seal,
-    unseal,
-)
+from enclave_sim.crypto import seal, unseal
 from enclave_sim.errors import EnclaveError, EnclaveProtocolError, OutputPolicyViolation, ProvisioningError
 from enclave_sim.jobs import JOBS, EnclaveJob
-from enclave_sim.quote import NONCE_BYTES
 from enclave_sim.sealed import SealedHE
+from pps_wire.provision import OutputPolicy, Provisioned, canonical, decrypt_provisioned, pack_release
+from pps_wire.quote import NONCE_BYTES
 
 MAX_HANDLES = 32
 """Jobs with data provisioned but not yet run; the oldest is dropped beyond this."""

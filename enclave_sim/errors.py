@@ -1,40 +1,25 @@
 """Errors of the simulated enclave. Independent of ``pps``: callers map them to their own hierarchy.
 
 Every error has a stable ``code``; an :class:`AttestationError` also names the ``reason`` the quote was refused.
+The errors of the formats a party shares with the enclave (quotes, provisioning, the release) are defined in
+:mod:`pps_wire.enclave_errors` and re-exported here with the enclave's own (jobs, sealing, its process).
 """
 
 from __future__ import annotations
 
+from pps_wire.enclave_errors import AttestationError, EnclaveError, EnclaveProtocolError, ProvisioningError
 
-class EnclaveError(Exception):
-    """Base of every error the enclave library raises on purpose."""
-
-    code: str = "enclave_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class AttestationError(EnclaveError):
-    """A quote is malformed, not signed by the pinned vendor key, or fails the verifier's policy.
-
-    ``reason`` is one of: ``malformed``, ``unknown_signer``, ``bad_signature``, ``measurement``, ``svn``,
-    ``debug``, ``nonce``, ``replay``, ``stale``, ``policy``.
-    """
-
-    code = "attestation_failed"
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class ProvisioningError(EnclaveError):
-    """Provisioned data does not decrypt under the enclave's key for the quote and slot it names, or does not
-    have the shape the job expects."""
-
-    code = "provisioning_failed"
+__all__ = [
+    "BY_CODE",
+    "AttestationError",
+    "EnclaveCrashed",
+    "EnclaveError",
+    "EnclaveJobError",
+    "EnclaveProtocolError",
+    "OutputPolicyViolation",
+    "ProvisioningError",
+    "SealingError",
+]
 
 
 class SealingError(EnclaveError):
@@ -53,12 +38,6 @@ class EnclaveJobError(EnclaveError):
     """A job inside the enclave could not run (too few rows, a single class, bad parameters)."""
 
     code = "enclave_job_failed"
-
-
-class EnclaveProtocolError(EnclaveError):
-    """A message to or from the enclave is not one of its operations or is malformed."""
-
-    code = "enclave_protocol_error"
 
 
 class EnclaveCrashed(EnclaveError):

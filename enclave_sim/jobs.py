@@ -105,22 +105,6 @@ def parse_table(
     return keys, cols, labels
 
 
-def table_bytes(
-    keys: Sequence[str], features: Mapping[str, Sequence[float | None]], labels: Sequence[int] | None = None
-) -> bytes:
-    """The JSON a party or the host provisions (the inverse of :func:`parse_table`)."""
-    doc: dict[str, Any] = {
-        "keys": list(keys),
-        "features": {
-            k: [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in vs]
-            for k, vs in features.items()
-        },
-    }
-    if labels is not None:
-        doc["labels"] = [int(v) for v in labels]
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-
-
 # --- metrics (local, small) ----------------------------------------------------------------------------------
 
 

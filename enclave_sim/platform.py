@@ -4,8 +4,9 @@ On real hardware (SGX, TDX, SEV-SNP) the CPU measures the enclave's pages as the
 sealing keys from a fused secret and the measurement, and a vendor-certified key signs quotes. Here the
 same roles are played by this module, run at the start of the enclave process (:func:`enclave_main`):
 
-1. it reads the source bytes of :data:`MODULES` (in that order) from the code directory and the enclave
-   configuration, and computes the **measurement**::
+1. it reads the source bytes of the enclave's modules (:data:`pps_wire.measurement.MODULES`, in that order:
+   the wire formats it shares with parties, its own modules, the coordinator's protocol code) and the enclave
+   configuration, and computes the **measurement** (the recipe of :mod:`pps_wire.measurement`)::
 
        SHA-256( "PPS-ENCLAVE-MEASUREMENT-v1" || 0x00
                 || for each module: u16 len(name) || name || u32 len(source) || source
@@ -24,13 +25,9 @@ Anyone can compute the expected measurement of a build from its published source
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
-import struct
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,92 +35,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-MODULES: tuple[str, ...] = (
-    "enclave_sim.errors",
-    "enclave_sim.quote",
-    "enclave_sim.crypto",
-    "protocols.errors",
-    "protocols.parallel",
-    "protocols.paillier_fast.keys",
-    "protocols.paillier_fast.encoding",
-    "protocols.paillier_fast.obfuscators",
-    "protocols.paillier_fast.ciphertexts",
-    "protocols.paillier_fast",
-    "protocols.vertical_lr.messages",
-    "protocols.vertical_lr.inputs",
-    "protocols.vertical_lr.scoring",
-    "protocols.vertical_lr.trainer",
-    "protocols.vertical_lr.host",
-    "protocols.vertical_lr.guest",
-    "protocols.vertical_lr.coordinator",
-    "protocols.vertical_lr.driver",
-    "protocols.vertical_lr.reference",
-    "protocols.vertical_lr",
-    "enclave_sim.jobs",
-    "enclave_sim.sealed",
-    "enclave_sim.core",
-)
-"""The enclave's code, in load (and measurement) order: every module before the modules that import it, a
-package's modules before the package itself (its ``__init__``). ``enclave_sim.*`` modules are read from the code
-directory, the others (the vertical-LR coordinator's protocol code, every module of its packages) from the
-sibling package directory beside it (``<code root>/../protocols``)."""
-MEASUREMENT_CONTEXT = b"PPS-ENCLAVE-MEASUREMENT-v1\x00"
+from pps_wire.measurement import MODULES, EnclaveConfig, measure, read_sources
+
+__all__ = ["CODE_ROOT", "MODULES", "EnclaveConfig", "derive_seal_key", "enclave_main", "expected_measurement"]
+
 SEAL_INFO = b"PPS-ENCLAVE-SEAL-v1"
 CODE_ROOT = Path(__file__).resolve().parent
 """The directory holding this build's enclave modules."""
 
 
-@dataclass(frozen=True)
-class EnclaveConfig:
-    """The enclave's configuration, measured with its code. ``debug`` enclaves are refused by verifiers."""
-
-    name: str = "pps-enclave"
-    isv_svn: int = 1
-    debug: bool = False
-
-    def canonical(self) -> bytes:
-        return json.dumps(
-            {"debug": self.debug, "isv_svn": self.isv_svn, "name": self.name},
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
-
-    @classmethod
-    def from_canonical(cls, data: bytes) -> EnclaveConfig:
-        doc = json.loads(data)
-        return cls(name=str(doc["name"]), isv_svn=int(doc["isv_svn"]), debug=bool(doc["debug"]))
-
-
-def module_path(name: str, code_root: Path | None = None) -> Path:
-    """The source file of an enclave module: ``<base>/a/b.py``, or ``<base>/a/b/__init__.py`` for a package."""
-    root = code_root or CODE_ROOT
-    package, *rest = name.split(".")
-    base = (root if package == "enclave_sim" else root.parent / package).joinpath(*rest)
-    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
-
-
-def read_sources(code_root: Path | None = None) -> list[tuple[str, Path, bytes]]:
-    """``(module name, file, source bytes)`` of :data:`MODULES` under ``code_root`` (default: this build)."""
-    out = []
-    for name in MODULES:
-        path = module_path(name, code_root)
-        out.append((name, path, path.read_bytes()))
-    return out
-
-
-def measure(sources: list[tuple[str, Path, bytes]], config: EnclaveConfig) -> bytes:
-    h = hashlib.sha256(MEASUREMENT_CONTEXT)
-    for name, _path, src in sources:
-        h.update(struct.pack("!H", len(name)) + name.encode())
-        h.update(struct.pack("!I", len(src)) + src)
-    cfg = config.canonical()
-    h.update(struct.pack("!I", len(cfg)) + cfg)
-    return h.digest()
-
-
 def expected_measurement(config: EnclaveConfig | None = None, code_root: Path | None = None) -> bytes:
-    """The measurement of the enclave built from ``code_root`` (default: the installed source) and ``config``."""
-    return measure(read_sources(code_root), config or EnclaveConfig())
+    """The measurement of the enclave built from ``code_root`` (default: this build) and ``config``."""
+    return measure(read_sources(code_root or CODE_ROOT), config or EnclaveConfig())
 
 
 def derive_seal_key(platform_secret: bytes, measurement: bytes) -> bytes:
@@ -213,7 +136,7 @@ def enclave_main(conn: Any, code_root: str, config: bytes, platform_secret: byte
         measurement,
         derive_seal_key(platform_secret, measurement),
         Ed25519PrivateKey.from_private_bytes(vendor_key),
-        sys.modules["enclave_sim.quote"],
+        sys.modules["pps_wire.quote"],
     )
     del platform_secret, vendor_key
     core = sys.modules["enclave_sim.core"].EnclaveCore(platform)

@@ -14,7 +14,7 @@ build's measurement; the BFV one under a label naming both context ids). What it
 * the **public BFV context** and its id (SHA-256 hex), and the BFV evaluation context (Galois keys);
 * quotes whose *report data* binds both contexts: the quoted nonce is
   ``SHA-256("PPS-SEALED-CONTEXT-v2" || 0x00 || context id || BFV context id || verifier nonce)``
-  (:func:`report_nonce`; ``v1`` without the BFV id for a key loaded without a BFV pair), so a verifier that checks
+  (:func:`pps_wire.sealed.report_nonce`; ``v1`` without the BFV id for a key loaded without a BFV pair), so a verifier that checks
   the quote against its own nonce and the context ids it received knows that this attested build holds the
   secret keys of exactly those public contexts.
 
@@ -29,7 +29,7 @@ Operations (registered in :class:`enclave_sim.core.EnclaveCore`)::
                  -> results {name: {sum, count, mean, sum_scale, count_scale, scheme}}
     he_scores    context_id, query_id, dataset_id, subjects [asked], noise_std, quote_hash, provision,
                  blocks [{ciphertext, slots [int], subjects [str]}]
-                 -> release (the format of :func:`enclave_sim.crypto.pack_release`), released, output
+                 -> release (the format of :func:`pps_wire.provision.pack_release`), released, output
 
 **Only result shapes are decrypted, and only results leave.** ``he_aggregate`` decrypts a ciphertext and
 refuses it unless every slot holds the same value (what a rotate-and-sum over all slots produces); a feature
@@ -45,14 +45,14 @@ uploaded is refused), releases only the slots the request lists, adds Gaussian n
 read it.
 
 **The recipient key never comes from the host.** A bank that wants scores verifies a fresh context quote
-(:func:`report_nonce`) and provisions to that quote (:func:`enclave_sim.crypto.encrypt_for_enclave`, job
-:data:`SCORES_JOB`, slot ``bank``) its output policy — release ``scores``, its X25519 recipient key, a 32-byte
-result key — and the body :func:`score_request`: the context id, the dataset id and the SHA-256 of the list of
+(:func:`pps_wire.sealed.report_nonce`) and provisions to that quote (:func:`pps_wire.provision.encrypt_for_enclave`, job
+:data:`pps_wire.sealed.SCORES_JOB`, slot ``bank``) its output policy — release ``scores``, its X25519 recipient key, a 32-byte
+result key — and the body :func:`pps_wire.sealed.score_request`: the context id, the dataset id and the SHA-256 of the list of
 subjects it asks for. ``he_scores`` opens that provisioning once (the quote is forgotten after), refuses a
 request that names a recipient key of its own, checks that the host's context, dataset and asked subjects are
 the ones the bank bound and that every released subject is one of them, and releases ``{"query_id",
 "context_id", "dataset_id", "subjects_sha256", "subjects", "noise_std"}`` in the clear with the scores HPKE-
-encrypted to the provisioned key, the whole tagged with HMAC under the result key (:func:`open_scores`
+encrypted to the provisioned key, the whole tagged with HMAC under the result key (:func:`pps_wire.sealed.open_scores`
 checks it). A host that swaps the key, alters the provisioning, reuses it or points it at another dataset or
 other subjects gets a refusal, not scores.
 
@@ -76,35 +76,27 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sealapi
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from enclave_sim.crypto import (
-    OutputPolicy,
-    Provisioned,
-    canonical,
-    encrypt_for_enclave,
-    open_release,
-    pack_release,
-    seal,
-    unseal,
-)
+from enclave_sim.crypto import seal, unseal
 from enclave_sim.errors import EnclaveProtocolError, OutputPolicyViolation, ProvisioningError
-from enclave_sim.quote import NONCE_BYTES, QuotePolicy
+from pps_wire.provision import OutputPolicy, Provisioned, pack_release
+from pps_wire.quote import NONCE_BYTES
+from pps_wire.sealed import (
+    SCORES_JOB,
+    SCORES_OUTPUT,
+    SCORES_SLOT,
+    plain_modulus_of,
+    report_nonce,
+    score_request,
+    subjects_digest,
+)
 
-REPORT_CONTEXT = b"PPS-SEALED-CONTEXT-v1\x00"
-REPORT_CONTEXTS = b"PPS-SEALED-CONTEXT-v2\x00"
-"""The label of a quote that binds both key pairs: the CKKS context id, then the BFV one."""
-SCORES_JOB = "sealed.scores"
-"""The provisioning job name of a score request (:func:`enclave_sim.crypto.encrypt_for_enclave`, slot ``bank``)."""
-SCORES_SLOT = "bank"
-SCORES_OUTPUT = "scores"
 SEAL_LABEL = "pps-sealed-ckks:"
 BFV_SEAL_LABEL = "pps-sealed-bfv:"
 MIN_PLAIN_MODULUS_BITS, MAX_PLAIN_MODULUS_BITS = 20, 50
@@ -153,39 +145,6 @@ OpenProvisioned = Callable[[bytes, bytes, str, str], Provisioned]
 """The enclave core's provisioning: ``(quote_hash, ciphertext, job, slot)`` -> opened, once per quote."""
 
 
-def report_nonce(context_id: str, nonce: bytes, bfv_context_id: str | None = None) -> bytes:
-    """The nonce a context quote carries: binds the verifier's ``nonce`` and the context id (hex SHA-256 of the
-    public CKKS context) — and, when the enclave holds a BFV key pair next to it, the BFV context id too:
-    ``SHA-256("PPS-SEALED-CONTEXT-v2" || 0x00 || CKKS id || BFV id || nonce)``. A quote for one pair does not
-    verify for the other, nor for the CKKS context alone."""
-    cid = bytes.fromhex(context_id)
-    if len(cid) != 32 or len(nonce) != NONCE_BYTES:
-        raise ValueError("a context id is 32 bytes and a nonce 32 bytes")
-    if bfv_context_id is None:
-        return hashlib.sha256(REPORT_CONTEXT + cid + nonce).digest()
-    bid = bytes.fromhex(bfv_context_id)
-    if len(bid) != 32:
-        raise ValueError("a BFV context id is 32 bytes")
-    return hashlib.sha256(REPORT_CONTEXTS + cid + bid + nonce).digest()
-
-
-def subjects_digest(subjects: Sequence[str]) -> str:
-    """Hex SHA-256 of the canonical JSON list of the subjects a bank asked to score, in its order."""
-    return hashlib.sha256(canonical(list(subjects))).hexdigest()
-
-
-def score_request(*, context_id: str, dataset_id: str, subjects: Sequence[str]) -> bytes:
-    """The body a bank provisions with its output policy: what its score release must answer."""
-    return canonical(
-        {
-            "v": 1,
-            "context_id": context_id,
-            "dataset_id": dataset_id,
-            "subjects_sha256": subjects_digest(subjects),
-        }
-    )
-
-
 def public_context_bytes(context: ts.Context) -> bytes:
     """The public context of a TenSEAL context: parameters and public key only."""
     raw: bytes = context.serialize(
@@ -220,42 +179,6 @@ def _float(value: Any, name: str, lo: float, hi: float) -> float:
     if not lo <= float(value) <= hi:
         raise EnclaveProtocolError(f"{name} must be in [{lo:g}, {hi:g}]")
     return float(value)
-
-
-def encrypt_score_request(
-    quote: bytes,
-    policy: QuotePolicy,
-    *,
-    vendor_key: Ed25519PublicKey,
-    output: OutputPolicy,
-    context_id: str,
-    dataset_id: str,
-    subjects: Sequence[str],
-) -> bytes:
-    """The bank's side: verify the context ``quote`` (``policy``: trusted builds and the report nonce, see
-    :func:`report_nonce`), then encrypt the score request — ``output`` (release ``scores``, the bank's recipient
-    key, its result key) and :func:`score_request` — to that enclave instance and quote."""
-    if output.release != (SCORES_OUTPUT,) or output.recipient_key is None:
-        raise ValueError(f"a score request releases exactly {SCORES_OUTPUT!r} to a recipient key")
-    return encrypt_for_enclave(
-        quote,
-        policy,
-        vendor_key=vendor_key,
-        job=SCORES_JOB,
-        slot=SCORES_SLOT,
-        body=score_request(context_id=context_id, dataset_id=dataset_id, subjects=subjects),
-        output=output,
-    )
-
-
-def plain_modulus_of(context: ts.Context) -> int:
-    """The plain modulus ``t`` of a BFV context (TenSEAL does not expose SEAL's ``Modulus``): a batch encoding
-    of -1 in every slot is the constant polynomial ``t - 1``."""
-    sc = context.seal_context().data
-    encoder = sealapi.BatchEncoder(sc)
-    plain = sealapi.Plaintext()
-    encoder.encode([-1] * encoder.slot_count(), plain)
-    return int(plain[0]) + 1
 
 
 def laplace_float(value: float, scale: float) -> float:
@@ -688,34 +611,3 @@ class SealedHE:
             secret={SCORES_OUTPUT: scores},
         )
         return {"release": _b64(release), "released": len(scores), "output": policy.public()}
-
-
-def open_scores(
-    release: bytes,
-    key: X25519PrivateKey,
-    *,
-    result_key: bytes,
-    quote_hash: bytes,
-    query_id: str,
-    dataset_id: str,
-    subjects: Sequence[str],
-) -> dict[str, float]:
-    """The bank's side: check that a score release came unaltered from the enclave it provisioned (the tag under
-    its ``result_key``, the quote it verified), answers its query (``query_id``, ``dataset_id``, the list of
-    ``subjects`` it asked for), then decrypt it with its X25519 key. Returns ``{subject: noisy score}``."""
-    opened = open_release(release, result_key=result_key, recipient=key)
-    out = opened["outputs"]
-    if opened["job"] != SCORES_JOB or opened["quote_hash"] != quote_hash.hex():
-        raise ProvisioningError("the release answers another job or another quote")
-    if (
-        out.get("query_id") != query_id
-        or out.get("dataset_id") != dataset_id
-        or out.get("subjects_sha256") != subjects_digest(subjects)
-    ):
-        raise ProvisioningError("the score release is not for this query")
-    who, scores = out.get("subjects"), out.get(SCORES_OUTPUT)
-    if not isinstance(who, list) or not isinstance(scores, list) or len(who) != len(scores):
-        raise ProvisioningError("the score release does not pair subjects with scores")
-    if not set(who) <= set(subjects) or len(set(who)) != len(who):
-        raise ProvisioningError("the score release names subjects this query did not ask for")
-    return {str(u): float(v) for u, v in zip(who, scores, strict=True)}

@@ -24,7 +24,6 @@ from pps.infra.kms import LocalFileKMS
 from pps.infra.settings import Settings
 from pps.infra.storage import migrate
 from pps.infra.storage.db import Database
-from pps.ledger.checkpoint import NoteSigner
 from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
 from pps.services.enclave import EnclaveService
@@ -35,6 +34,7 @@ from pps.services.registry import ModelRegistry
 from pps.services.scoring import ScoringService
 from pps.services.sealed import SealedService
 from pps.services.vertical import VerticalTrainingService
+from pps_wire.checkpoint import NoteSigner
 from protocols.psi import PSIParams
 
 

@@ -9,126 +9,49 @@ noise and the accounting are in ``docs/protocols.md``; :mod:`pps.services.aggreg
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import Request
 from pps.errors import NotFound
 from pps.infra.storage.tables import Role
 from pps.services.aggregates import AggregateSpec
+from pps_wire.schemas import (
+    AggregateAnswerOut,
+    AggregateQueryIn,
+    BudgetOut,
+    PlatformAggregatesIn,
+    PlatformAggregatesOut,
+)
 
 router = APIRouter(prefix="/v1", tags=["aggregates"])
 
 Bank = Annotated[Caller, allow(Role.bank)]
 Provider = Annotated[Caller, allow(Role.data_provider)]
 
-Attribute = Literal["industry", "region", "size_class"]
-MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 
-
-class MonthsIn(Request):
-    from_: str = Field(alias="from", pattern=MONTH, description="first month, YYYY-MM (inclusive)")
-    to: str = Field(pattern=MONTH, description="last month, YYYY-MM (inclusive)")
-
-
-class BoundsIn(Request):
-    lower: float = Field(allow_inf_nan=False)
-    upper: float = Field(allow_inf_nan=False)
-
-
-class AggregateQueryIn(Request):
-    scope: Literal["consented", "platform"] = Field(
-        description="consented: your consented enterprises only; platform: every enterprise, where providers "
-        "opted in for C2 fields"
+def aggregate_spec(body: AggregateQueryIn) -> AggregateSpec:
+    return AggregateSpec(
+        statistic=body.statistic,
+        scope=body.scope,
+        purpose=body.purpose,
+        epsilon=body.epsilon,
+        dataset=body.dataset,
+        field=body.field,
+        months=(body.months.from_, body.months.to) if body.months else None,
+        cohort={k: tuple(v) for k, v in body.cohort.items()},
+        group_by=tuple(body.group_by),
+        lower=body.bounds.lower if body.bounds else None,
+        upper=body.bounds.upper if body.bounds else None,
+        bins=body.bins,
     )
-    purpose: str = Field(max_length=64)
-    statistic: Literal["count", "sum", "mean", "histogram"]
-    dataset: str | None = Field(
-        None, max_length=64, description="the measured dataset: a source name (tax, ...) or a dataset id"
-    )
-    field: str | None = Field(None, max_length=63, description="a numeric field of that dataset")
-    months: MonthsIn | None = Field(None, description="month range of a monthly dataset (default: all)")
-    cohort: dict[Attribute, list[str]] = Field(
-        default_factory=dict, description="registry attribute -> allowed values, e.g. {'industry': ['C']}"
-    )
-    group_by: list[Attribute] = Field(default_factory=list, max_length=3)
-    bounds: BoundsIn | None = Field(
-        None, description="each enterprise's contribution is clamped to [lower, upper] (sum, mean, histogram)"
-    )
-    bins: int | None = Field(None, ge=2, le=100, description="equal-width bins over the bounds (histogram)")
-    epsilon: float = Field(gt=0, allow_inf_nan=False, description="privacy loss this query spends")
-
-    def spec(self) -> AggregateSpec:
-        return AggregateSpec(
-            statistic=self.statistic,
-            scope=self.scope,
-            purpose=self.purpose,
-            epsilon=self.epsilon,
-            dataset=self.dataset,
-            field=self.field,
-            months=(self.months.from_, self.months.to) if self.months else None,
-            cohort={k: tuple(v) for k, v in self.cohort.items()},
-            group_by=tuple(self.group_by),
-            lower=self.bounds.lower if self.bounds else None,
-            upper=self.bounds.upper if self.bounds else None,
-            bins=self.bins,
-        )
-
-
-class CellOut(BaseModel):
-    group: dict[str, str] = Field(description="the cell's attribute values; empty without group_by")
-    count: int | None = None
-    sum: float | None = None
-    mean: float | None = None
-    histogram: list[int] | None = None
-    disputed_inputs: bool = Field(
-        False, description="a member has an open objection on a field this query reads (never who)"
-    )
-
-
-class AggregateAnswerOut(BaseModel):
-    query_id: str
-    statistic: str
-    scope: str
-    purpose: str
-    epsilon_spent: float = Field(description="0 when every cell was suppressed (nothing released)")
-    budget_remaining: float
-    min_cohort_size: int
-    cells: list[CellOut] = Field(
-        description="the released cells; cells with fewer than min_cohort_size enterprises (or none) are not shown"
-    )
-    noise_scale: dict[str, float] = Field(description="Laplace scale of each released quantity")
-    bin_edges: list[float] | None = None
-
-
-class BudgetOut(BaseModel):
-    bank_org_id: str
-    total_epsilon: float
-    spent_epsilon: float
-    remaining_epsilon: float
-    max_epsilon_per_query: float
-    min_cohort_size: int
-
-
-class PlatformAggregatesIn(Request):
-    platform_aggregates: bool = Field(
-        description="allow platform-wide aggregate queries (all enterprises, no consent) over this dataset's "
-        "C2 fields; C3 fields are never aggregated"
-    )
-
-
-class PlatformAggregatesOut(BaseModel):
-    dataset_id: str
-    platform_aggregates: bool
 
 
 @router.post("/aggregates", summary="cohort statistics under output controls (answered at once)")
 def query(body: AggregateQueryIn, caller: Bank, rt: RuntimeDep) -> AggregateAnswerOut:
-    answer = rt.aggregates.answer(body.spec(), actor=caller.actor, request_id=current_request_id())
+    answer = rt.aggregates.answer(aggregate_spec(body), actor=caller.actor, request_id=current_request_id())
     out: dict[str, Any] = answer.as_json()
     return AggregateAnswerOut.model_validate(out)
 

@@ -29,9 +29,9 @@ from api.schemas import (
 from pps.errors import InvalidInput, InvalidProofRequest, NotFound
 from pps.identity.uscc import mask_uscc, validate_uscc
 from pps.infra.storage.tables import Role
-from pps.ledger.checkpoint import Checkpoint
 from pps.ledger.store import EntryFilter, Ledger, StoredEntry
 from pps.runtime import Runtime
+from pps_wire.checkpoint import Checkpoint
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

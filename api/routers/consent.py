@@ -23,6 +23,8 @@ from api.schemas import (
     Page,
     PolicyCheck,
     PolicyCheckOut,
+    consent_public,
+    consent_terms,
 )
 from pps.errors import InvalidInput, NotFound
 from pps.governance.consent import OPERATIONS, PURPOSES
@@ -72,11 +74,11 @@ def grant(body: ConsentGrant, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
             session,
             subject=subject,
             bank_org_id=body.bank_org_id,
-            terms=body.terms(),
+            terms=consent_terms(body),
             actor=caller.actor,
             request_id=current_request_id(),
         )
-        return ConsentPublic.of(consent, utcnow())
+        return consent_public(consent, utcnow())
 
 
 @router.post(
@@ -91,11 +93,11 @@ def request_consent(body: ConsentRequestIn, caller: Bank, rt: RuntimeDep) -> Con
             session,
             bank=bank,
             subject_uscc=validate_uscc(body.subject_uscc),
-            terms=body.terms(),
+            terms=consent_terms(body),
             actor=caller.actor,
             request_id=current_request_id(),
         )
-        return ConsentPublic.of(consent, utcnow())
+        return consent_public(consent, utcnow())
 
 
 @router.get("/consents", summary="consents: a subject's own, a bank's received, or all (admins, auditors)")
@@ -117,7 +119,7 @@ def list_consents(
         )
     now = utcnow()
     return Page(
-        items=[ConsentPublic.of(c, now) for c in found],
+        items=[consent_public(c, now) for c in found],
         next_after=found[-1].id if len(found) == limit else None,
     )
 
@@ -125,7 +127,7 @@ def list_consents(
 @router.get("/consents/{consent_id}", summary="one consent")
 def get_consent(consent_id: str, caller: Party, rt: RuntimeDep) -> ConsentPublic:
     with rt.db.transaction(write=False) as session:
-        return ConsentPublic.of(_visible(rt, session, caller, consent_id), utcnow())
+        return consent_public(_visible(rt, session, caller, consent_id), utcnow())
 
 
 @router.get(
@@ -158,7 +160,7 @@ def approve(consent_id: str, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
             actor=caller.actor,
             request_id=current_request_id(),
         )
-        return ConsentPublic.of(consent, utcnow())
+        return consent_public(consent, utcnow())
 
 
 @router.post("/consents/{consent_id}/deny", summary="deny a bank's request (the subject)")
@@ -171,7 +173,7 @@ def deny(consent_id: str, body: ConsentDecision, caller: Subject, rt: RuntimeDep
             actor=caller.actor,
             request_id=current_request_id(),
         )
-        return ConsentPublic.of(consent, utcnow())
+        return consent_public(consent, utcnow())
 
 
 @router.post("/consents/{consent_id}/revoke", summary="withdraw consent, effective at once (the subject)")
@@ -183,7 +185,7 @@ def revoke(consent_id: str, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
             actor=caller.actor,
             request_id=current_request_id(),
         )
-        return ConsentPublic.of(consent, utcnow())
+        return consent_public(consent, utcnow())
 
 
 @router.post("/policy/check", summary="which of these subjects may I use, for what, and if not, why (a bank)")

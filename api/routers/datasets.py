@@ -25,6 +25,8 @@ from api.schemas import (
     Page,
     SubjectDataset,
     VersionPublic,
+    dataset_public,
+    version_public,
 )
 from pps.data.datasets.ingest import UploadFormat
 from pps.errors import InvalidInput, NotFound
@@ -62,7 +64,7 @@ def create_dataset(body: DatasetCreate, caller: Provider, rt: RuntimeDep) -> Dat
             actor=caller.actor,
             request_id=current_request_id(),
         )
-        return DatasetPublic.of(ds)
+        return dataset_public(ds)
 
 
 @router.get("/datasets", summary="datasets (a provider: its own; admins and auditors: all) — metadata only")
@@ -75,7 +77,7 @@ def list_datasets(
     owner = caller.org_id if caller.role is Role.data_provider else None
     with rt.db.transaction(write=False) as session:
         found = rt.datasets.list_datasets(session, provider_org_id=owner, after=after, limit=limit)
-        items = [DatasetPublic.of(ds, rt.datasets.versions(session, ds.id)) for ds in found]
+        items = [dataset_public(ds, rt.datasets.versions(session, ds.id)) for ds in found]
     return Page(items=items, next_after=found[-1].id if len(found) == limit else None)
 
 
@@ -83,7 +85,7 @@ def list_datasets(
 def get_dataset(dataset_id: str, caller: MetaReader, rt: RuntimeDep) -> DatasetPublic:
     with rt.db.transaction(write=False) as session:
         ds = _visible(rt, session, caller, dataset_id)
-        return DatasetPublic.of(ds, rt.datasets.versions(session, ds.id))
+        return dataset_public(ds, rt.datasets.versions(session, ds.id))
 
 
 @router.post(
@@ -125,7 +127,7 @@ async def upload_version(
                 request_id=request_id,
                 size_bytes=len(body),
             )
-            return VersionPublic.of(version)
+            return version_public(version)
 
     return await run_in_threadpool(store)
 
@@ -135,7 +137,7 @@ def delete_dataset(dataset_id: str, caller: Provider, rt: RuntimeDep) -> Dataset
     with rt.db.transaction() as session:
         ds = _visible(rt, session, caller, dataset_id)
         rt.datasets.delete(session, ds, actor=caller.actor, request_id=current_request_id())
-        return DatasetPublic.of(ds, rt.datasets.versions(session, ds.id))
+        return dataset_public(ds, rt.datasets.versions(session, ds.id))
 
 
 @router.get("/datasets/{dataset_id}/lineage", summary="every ledger entry about this dataset")

@@ -1,6 +1,6 @@
 """The simulated enclave: quotes for any caller's nonce, and a bank's attested jobs on joint data.
 
-A bank verifies the quote itself (``PPSClient.verify_quote``) before it encrypts anything to the enclave; the
+A bank verifies the quote itself (``pps_client.verify_quote``) before it encrypts anything to the enclave; the
 formats are in ``docs/protocols.md`` ("Simulated enclave").
 """
 
@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, Field
 
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import JobPublic, Request
-from enclave_sim.quote import Quote
+from api.schemas import JobPublic, job_public
 from pps.errors import InvalidInput
 from pps.infra.storage.tables import Role
+from pps_wire.quote import Quote
+from pps_wire.schemas import HEX64, EnclaveJobIn, QuoteOut
 
 router = APIRouter(prefix="/v1/enclave", tags=["enclave"])
 
@@ -26,52 +26,6 @@ JOBS_PATH = "/v1/enclave/jobs"
 
 Anyone = Annotated[Caller, allow()]
 Bank = Annotated[Caller, allow(Role.bank)]
-HEX64 = r"^[0-9a-fA-F]{64}$"
-
-
-class QuoteOut(BaseModel):
-    quote: str = Field(description="the quote, base64 (184 bytes; format in docs/protocols.md)")
-    quote_hash: str = Field(description="hex SHA-256 of the quote: provisioning binds to it")
-    measurement: str
-    isv_svn: int
-    debug: bool
-    enclave_key: str = Field(description="hex X25519 public key of the enclave instance")
-    vendor_key: str = Field(
-        description="hex Ed25519 vendor attestation key, for information only: pin the one you got out of band"
-    )
-
-
-class ProvisionedIn(Request):
-    enc: str = Field(max_length=64, description="HPKE encapsulated key, base64 (32 bytes)")
-    ciphertext: str = Field(description="HPKE ciphertext of the PEPV envelope, base64")
-
-
-class OutputIn(Request):
-    release: list[Literal["metrics", "scores", "model"]] = Field(min_length=1, max_length=3)
-    recipient_key: str | None = Field(
-        None, pattern=HEX64, description="hex X25519 public key that scores and the model are encrypted to"
-    )
-
-
-class GBDTParams(Request):
-    max_iter: int = 100
-    max_leaf_nodes: int = 31
-    min_samples_leaf: int = 20
-    test_percent: int = 30
-    seed: int = 0
-
-
-class EnclaveJobIn(Request):
-    job: Literal["gbdt"] = "gbdt"
-    purpose: str = Field(max_length=64)
-    subjects: list[Annotated[str, Field(max_length=18)]] | Literal["all_consented"]
-    features: list[Annotated[str, Field(max_length=64)]] = Field(
-        min_length=1, max_length=64, description="platform features to join (GET /v1/features)"
-    )
-    quote_hash: str = Field(pattern=HEX64, description="the quote the rows were encrypted for")
-    rows: ProvisionedIn
-    output: OutputIn
-    params: GBDTParams = Field(default_factory=GBDTParams)
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -132,7 +86,7 @@ def submit_enclave_job(body: EnclaveJobIn, caller: Bank, rt: RuntimeDep) -> JobP
                 actor=caller.actor,
                 request_id=current_request_id(),
             )
-            out = JobPublic.of(job)
+            out = job_public(job)
     except BaseException:
         rt.enclave.drop(handle)  # no job, no entry: the enclave forgets the rows
         raise

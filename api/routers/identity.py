@@ -13,7 +13,18 @@ from fastapi import APIRouter, Query, status
 
 from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import Me, OrgCreate, OrgDisable, OrgPublic, Page, TokenIssue, TokenIssued, TokenPublic
+from api.schemas import (
+    Me,
+    OrgCreate,
+    OrgDisable,
+    OrgPublic,
+    Page,
+    TokenIssue,
+    TokenIssued,
+    TokenPublic,
+    org_public,
+    token_public,
+)
 from pps.errors import NotFound
 from pps.infra.storage.tables import Role, utcnow
 from pps.runtime import Runtime
@@ -32,7 +43,7 @@ def _own_or_admin(caller: Caller, org_id: str) -> None:
 @router.get("/me", summary="who am I (the organisation behind this token)")
 def me(caller: AnyRole, rt: RuntimeDep) -> Me:
     with rt.db.transaction(write=False) as session:
-        return Me(org=OrgPublic.of(rt.identity.get_org(session, caller.org_id)), token_id=caller.token_id)
+        return Me(org=org_public(rt.identity.get_org(session, caller.org_id)), token_id=caller.token_id)
 
 
 @router.post("/orgs", status_code=status.HTTP_201_CREATED, summary="onboard an organisation")
@@ -46,7 +57,7 @@ def create_org(body: OrgCreate, caller: Admin, rt: RuntimeDep) -> OrgPublic:
             actor=caller.actor,
             request_id=current_request_id(),
         )
-        return OrgPublic.of(org)
+        return org_public(org)
 
 
 @router.get("/orgs", summary="list organisations")
@@ -59,14 +70,14 @@ def list_orgs(
 ) -> Page[OrgPublic]:
     with rt.db.transaction(write=False) as session:
         orgs = rt.identity.list_orgs(session, role=role, after=after, limit=limit)
-    return Page(items=[OrgPublic.of(o) for o in orgs], next_after=orgs[-1].id if len(orgs) == limit else None)
+    return Page(items=[org_public(o) for o in orgs], next_after=orgs[-1].id if len(orgs) == limit else None)
 
 
 @router.get("/orgs/{org_id}", summary="one organisation (your own, or any for a platform admin)")
 def get_org(org_id: str, caller: AnyRole, rt: RuntimeDep) -> OrgPublic:
     _own_or_admin(caller, org_id)
     with rt.db.transaction(write=False) as session:
-        return OrgPublic.of(rt.identity.get_org(session, org_id))
+        return org_public(rt.identity.get_org(session, org_id))
 
 
 @router.post("/orgs/{org_id}/disable", summary="offboard an organisation (its tokens stop working)")
@@ -76,7 +87,7 @@ def disable_org(org_id: str, body: OrgDisable, caller: Admin, rt: RuntimeDep) ->
         rt.identity.disable_org(
             session, org, reason=body.reason, actor=caller.actor, request_id=current_request_id()
         )
-        return OrgPublic.of(org)
+        return org_public(org)
 
 
 @router.post(
@@ -112,7 +123,7 @@ def issue_token_until(
             request_id=current_request_id(),
             now=now,
         )
-        public = TokenPublic.of(issued.token, utcnow())
+        public = token_public(issued.token, utcnow())
         return TokenIssued(**public.model_dump(), token=issued.secret)
 
 
@@ -122,7 +133,7 @@ def list_tokens(org_id: str, caller: AnyRole, rt: RuntimeDep) -> list[TokenPubli
     with rt.db.transaction(write=False) as session:
         rt.identity.get_org(session, org_id)
         now = utcnow()
-        return [TokenPublic.of(t, now) for t in rt.identity.list_tokens(session, org_id)]
+        return [token_public(t, now) for t in rt.identity.list_tokens(session, org_id)]
 
 
 @router.delete("/tokens/{token_id}", summary="revoke a token (takes effect at once)")
@@ -134,4 +145,4 @@ def revoke_token(token_id: str, caller: AnyRole, rt: RuntimeDep) -> TokenPublic:
         revoked = rt.identity.revoke_token(
             session, token, actor=caller.actor, request_id=current_request_id()
         )
-        return TokenPublic.of(revoked, utcnow())
+        return token_public(revoked, utcnow())

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import JobPublic, Page
+from api.schemas import JobPublic, Page, job_public
 from pps.errors import NotFound
 from pps.infra.storage.tables import Job, Role
 
@@ -45,14 +45,14 @@ def list_jobs(
         found = rt.jobs.list_jobs(
             session, owner_org_id=None if caller.sees_everything else caller.org_id, after=after, limit=limit
         )
-        items = [JobPublic.of(j) for j in found]
+        items = [job_public(j) for j in found]
     return Page(items=items, next_after=found[-1].id if len(found) == limit else None)
 
 
 @router.get("/{job_id}", summary="one job: state, progress, summary")
 def get_job(job_id: str, caller: Viewer, rt: RuntimeDep) -> JobPublic:
     with rt.db.transaction(write=False) as session:
-        return JobPublic.of(_visible(rt.jobs.get(session, job_id), caller))
+        return job_public(_visible(rt.jobs.get(session, job_id), caller))
 
 
 @router.post("/{job_id}/cancel", summary="cancel a job that has not finished")
@@ -64,7 +64,7 @@ def cancel_job(job_id: str, caller: Owner, rt: RuntimeDep) -> JobPublic:
             actor=caller.actor,
             request_id=current_request_id(),
         )
-        return JobPublic.of(job)
+        return job_public(job)
 
 
 @router.get(
@@ -87,4 +87,4 @@ def delete_result(job_id: str, caller: Owner, rt: RuntimeDep) -> JobPublic:
             actor=caller.actor,
             request_id=current_request_id(),
         )
-        return JobPublic.of(job)
+        return job_public(job)

@@ -12,34 +12,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import Request
 from models.report import render_html
 from pps.errors import InvalidInput
 from pps.infra.storage.tables import Role
+from pps_wire.schemas import ContributionsIn, EvaluationIn
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 Bank = Annotated[Caller, allow(Role.bank)]
 Reader = Annotated[Caller, allow(Role.bank, Role.auditor, Role.platform_admin)]
-
-
-class EvaluationIn(Request):
-    evaluation: dict[str, Any] = Field(
-        description="models.metrics.Evaluation.to_dict() of a held-out evaluation the bank computed"
-    )
-
-
-class ContributionsIn(Request):
-    purpose: str = Field(max_length=64)
-    subjects: list[Annotated[str, Field(max_length=18)]] = Field(max_length=10_000)
-    public_key: str = Field(
-        max_length=4096, description="the bank's Paillier public key (its modulus), base64"
-    )
 
 
 @router.get("/models", summary="my models (every model for auditors and platform admins)")

@@ -11,19 +11,25 @@ import base64
 import binascii
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import Page, Request
+from api.schemas import Page
 from pps.errors import EvidenceRejected, NotFound
 from pps.governance.objections import Evidence, is_overdue
 from pps.infra.storage.tables import CorrectionNotice, Objection, ObjectionState, Organization, Role, utcnow
 from pps.runtime import Runtime
+from pps_wire.schemas import (
+    CorrectionPublic,
+    ObjectionAccept,
+    ObjectionCreate,
+    ObjectionPublic,
+    ObjectionReject,
+)
 
 router = APIRouter(prefix="/v1", tags=["objections"])
 
@@ -46,90 +52,24 @@ def body_limit(evidence_max_bytes: int) -> int:
 # --- schemas -------------------------------------------------------------------------------------------
 
 
-class EvidenceIn(Request):
-    media_type: str = Field(
-        description="application/pdf, image/png or image/jpeg (checked against the bytes)"
+def correction_public(n: CorrectionNotice) -> CorrectionPublic:
+    return CorrectionPublic.model_validate(
+        {
+            "id": n.id,
+            "objection_id": n.objection_id,
+            "subject_uscc": n.subject_uscc,
+            "dataset_id": n.dataset_id,
+            "fields": json.loads(n.fields_json),
+            "result": {"kind": n.result_kind, "id": n.result_id},
+            "operation": n.operation,
+            "purpose": n.purpose,
+            "ledger_index": n.ledger_index,
+            "released_at": n.released_at,
+            "old_version": n.old_version,
+            "new_version": n.new_version,
+            "created_at": n.created_at,
+        }
     )
-    content: str = Field(description="the file, base64")
-
-
-class ObjectionCreate(Request):
-    dataset_id: str = Field(min_length=1, max_length=40)
-    record_key: str | None = Field(
-        None,
-        max_length=4000,
-        description="the record's period or record key value (as in GET /v1/me/records); omit for a dataset "
-        "with one record per enterprise",
-    )
-    fields: list[str] = Field(min_length=1, max_length=50, description="the disputed non-key fields")
-    reason: str = Field(min_length=1, max_length=2000)
-    evidence: EvidenceIn | None = None
-
-
-class ObjectionAccept(Request):
-    corrected: dict[str, Any] = Field(
-        description="field -> corrected value, for exactly the disputed fields (typed as the schema says)"
-    )
-    note: str | None = Field(None, max_length=2000)
-
-
-class ObjectionReject(Request):
-    reason: str = Field(min_length=1, max_length=2000)
-
-
-class ObjectionPublic(BaseModel):
-    id: str
-    subject_uscc: str
-    dataset_id: str
-    provider_org_id: str
-    record_key: str | None
-    fields: list[str]
-    reason: str
-    state: str
-    filed_version: int
-    created_at: datetime
-    due_at: datetime
-    overdue: bool
-    resolved_at: datetime | None
-    resolution_note: str | None
-    corrected_version: int | None
-    corrected_fields: list[str] | None
-    evidence: dict[str, Any] | None
-
-
-class CorrectionPublic(BaseModel):
-    id: str
-    objection_id: str
-    subject_uscc: str
-    dataset_id: str
-    fields: list[str]
-    result: dict[str, str]
-    """``{"kind": "job", "id": ...}``: the result that used a value later corrected"""
-    operation: str
-    purpose: str | None
-    ledger_index: int
-    released_at: datetime
-    old_version: int
-    new_version: int
-    created_at: datetime
-
-    @classmethod
-    def of(cls, n: CorrectionNotice) -> CorrectionPublic:
-        return cls(
-            id=n.id,
-            objection_id=n.objection_id,
-            subject_uscc=n.subject_uscc,
-            dataset_id=n.dataset_id,
-            fields=json.loads(n.fields_json),
-            result={"kind": n.result_kind, "id": n.result_id},
-            operation=n.operation,
-            purpose=n.purpose,
-            ledger_index=n.ledger_index,
-            released_at=n.released_at,
-            old_version=n.old_version,
-            new_version=n.new_version,
-            created_at=n.created_at,
-        )
 
 
 def _public(rt: Runtime, session: Session, o: Objection, now: datetime) -> ObjectionPublic:
@@ -307,5 +247,5 @@ def corrections(
 ) -> Page[CorrectionPublic]:
     with rt.db.transaction(write=False) as session:
         found = rt.objections.corrections(session, caller.org_id, after=after, limit=limit)
-        items = [CorrectionPublic.of(n) for n in found]
+        items = [correction_public(n) for n in found]
     return Page(items=items, next_after=found[-1].id if len(found) == limit else None)

@@ -1,6 +1,6 @@
 """PSI: a bank submits its encrypted customer list; the answer comes back as a job result.
 
-The bank runs the client half (``protocols.psi.PSIClient`` or ``pps.client.PPSClient.psi``); the request
+The bank runs the client half (``protocols.psi.PSIClient`` or ``pps_client.Client.psi.run``); the request
 holds only its customers' USCCs blinded under a fresh key. The server set is formed from consent.
 """
 
@@ -8,33 +8,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, status
-from pydantic import Field
 
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import JobPublic, Request
+from api.schemas import JobPublic, job_public
 from pps.errors import InvalidInput
 from pps.infra.storage.tables import Role
+from pps_wire.schemas import PSIRequestIn
 
 router = APIRouter(prefix="/v1", tags=["psi"])
 
 Bank = Annotated[Caller, allow(Role.bank)]
-
-
-class PSIRequestIn(Request):
-    purpose: str = Field(max_length=64)
-    reveal: Literal["intersection", "size"] = Field(
-        description="learn the matching customers, or only how many"
-    )
-    request: str = Field(max_length=50_000_000, description="the PSI REQUEST message, base64")
-    operation: Literal["psi", "train"] = Field(
-        "psi",
-        description="the consent operation that forms the server set: psi, or train (row alignment for a "
-        "vertical training)",
-    )
 
 
 @router.post(
@@ -57,6 +44,6 @@ def submit_psi(body: PSIRequestIn, caller: Bank, rt: RuntimeDep) -> JobPublic:
             request_id=current_request_id(),
             operation=body.operation,
         )
-        out = JobPublic.of(job)
+        out = job_public(job)
     rt.jobs.enqueue(job.id)
     return out

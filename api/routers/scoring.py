@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, status
-from pydantic import Field
 
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import JobPublic, Request
+from api.schemas import JobPublic, job_public
 from pps.errors import InvalidInput
 from pps.infra.storage.tables import Role
 from pps.services.scoring import ALL_CONSENTED
+from pps_wire.schemas import ScoringIn
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
@@ -26,25 +26,6 @@ SCORING_PATH = "/v1/scoring"
 
 Bank = Annotated[Caller, allow(Role.bank)]
 Reader = Annotated[Caller, allow(Role.bank, Role.auditor, Role.platform_admin, Role.data_provider)]
-
-
-class PreprocessIn(Request):
-    center: float = 0.0
-    scale: float = Field(1.0, gt=0)
-    clip: tuple[float, float] | None = None
-
-
-class ScoringIn(Request):
-    purpose: str = Field(max_length=64)
-    subjects: list[Annotated[str, Field(max_length=18)]] | Literal["all_consented"] = Field(
-        description="the USCCs to score, or 'all_consented' for every subject that consented to you"
-    )
-    context: str = Field(description="the public TenSEAL CKKS context, base64")
-    model: str = Field(description="the encrypted model (a PPHE MODEL frame), base64")
-    preprocess: dict[str, PreprocessIn] = Field(
-        default_factory=dict,
-        description="per feature: (clip(x, low, high) - center) / scale, applied before scoring",
-    )
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -76,6 +57,6 @@ def submit_scoring(body: ScoringIn, caller: Bank, rt: RuntimeDep) -> JobPublic:
     )
     with rt.db.transaction() as session:
         job = rt.scoring.submit(session, checked, actor=caller.actor, request_id=current_request_id())
-        out = JobPublic.of(job)
+        out = job_public(job)
     rt.jobs.enqueue(job.id)
     return out

@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, Field
 
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import Request
 from pps.errors import InvalidInput
 from pps.infra.storage.tables import Role
 from pps.services.sealed import SealedColumn
+from pps_wire.schemas.sealed import (
+    ContextOut,
+    RotateIn,
+    SealedAggregateIn,
+    SealedDatasetOut,
+    SealedScoringIn,
+    SealedScoringOut,
+    SealedUploadIn,
+)
 
 router = APIRouter(prefix="/v1/sealed", tags=["sealed"])
 
@@ -27,8 +34,6 @@ Anyone = Annotated[Caller, allow()]
 Bank = Annotated[Caller, allow(Role.bank)]
 Provider = Annotated[Caller, allow(Role.data_provider)]
 Admin = Annotated[Caller, allow(Role.platform_admin)]
-HEX64 = r"^[0-9a-f]{64}$"
-Name = Annotated[str, Field(max_length=63)]
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -36,99 +41,6 @@ def _b64(text: str, what: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput(f"{what} must be base64") from None
-
-
-class ContextOut(BaseModel):
-    context_id: str = Field(description="hex SHA-256 of public_context")
-    public_context: str = Field(
-        description="TenSEAL public CKKS context, base64: parameters and public key only"
-    )
-    bfv_context_id: str | None = Field(
-        None,
-        description="hex SHA-256 of bfv_public_context (None: a context made before exact integer columns)",
-    )
-    bfv_public_context: str | None = Field(
-        None,
-        description="TenSEAL public BFV context, base64, for columns declared integer: parameters and public key",
-    )
-    quote: str = Field(
-        description="enclave quote, base64; its nonce is SHA-256('PPS-SEALED-CONTEXT-v2' 0x00 || context id || "
-        "BFV context id || your nonce) (without a BFV pair: 'PPS-SEALED-CONTEXT-v1' 0x00 || context id || nonce)"
-    )
-    params: dict[str, object]
-
-
-class ColumnIn(Request):
-    lower: float = Field(allow_inf_nan=False, description="the provider clipped values to [lower, upper]")
-    upper: float = Field(allow_inf_nan=False)
-    type: Literal["real", "integer"] = Field(
-        "real",
-        description="real: CKKS vectors (approximate); integer: BFV vectors under the BFV context, integer "
-        "bounds, exact sums",
-    )
-    blocks: list[str] = Field(
-        min_length=1, max_length=64, description="one CKKS (real) or BFV (integer) vector per block, base64"
-    )
-
-
-class SealedUploadIn(Request):
-    name: str = Field(max_length=100)
-    context_id: str = Field(pattern=HEX64)
-    subjects: list[Annotated[str, Field(max_length=18)]] = Field(min_length=1, max_length=200_000)
-    attributes: dict[Name, list[Annotated[str, Field(max_length=64)]]] = Field(
-        default_factory=dict, description="C1 attributes left in the clear (industry, region, size class)"
-    )
-    columns: dict[Name, ColumnIn] = Field(min_length=1, max_length=64)
-
-
-class SealedDatasetOut(BaseModel):
-    dataset_id: str
-    context_id: str
-    state: str
-    n_subjects: int
-    block_size: int
-
-
-class SealedAggregateIn(Request):
-    purpose: str = Field(max_length=64)
-    dataset_id: str = Field(max_length=40)
-    column: Name
-    where: dict[Name, Annotated[str, Field(max_length=64)]] = Field(default_factory=dict)
-    epsilon: float = Field(gt=0, le=10, allow_inf_nan=False)
-
-
-class SealedScoringIn(Request):
-    purpose: str = Field(max_length=64)
-    dataset_id: str = Field(max_length=40)
-    subjects: list[Annotated[str, Field(max_length=18)]] = Field(min_length=1, max_length=200_000)
-    weights: dict[Name, str] = Field(
-        min_length=1, max_length=64, description="column -> CKKS vector (the weight in every slot), base64"
-    )
-    quote_hash: str = Field(
-        pattern=HEX64, description="hex SHA-256 of the context quote (GET /v1/sealed/context) you verified"
-    )
-    provision: str = Field(
-        max_length=8192,
-        description="your score request encrypted to that quote (enc || ciphertext, base64): output policy "
-        "with your X25519 recipient key and result key, bound to the context, dataset and subjects; the "
-        "enclave releases scores only to that key",
-    )
-
-
-class SealedScoringOut(BaseModel):
-    query_id: str
-    subjects: list[str] = Field(description="the subjects scored, in the order of the encrypted scores")
-    release: str = Field(
-        description="the enclave's release document, base64: scores HPKE-encrypted to your provisioned key, "
-        "tagged with your result key"
-    )
-    not_used: dict[str, int]
-
-
-class RotateIn(Request):
-    confirm: bool = Field(
-        description="true: rotate the enclave's HE key; datasets under the old one need re-upload"
-    )
 
 
 @router.get(

@@ -11,19 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
-from api.schemas import Request as RequestModel
 from pps.errors import InvalidInput
 from pps.infra.storage.tables import Role, VerticalTraining
-from pps.services.vertical import MEDIA_TYPE, pack_frames, unpack_frames
+from pps_wire.frames import VLR_FRAMES_MEDIA_TYPE as MEDIA_TYPE
+from pps_wire.frames import pack_frames, unpack_frames
+from pps_wire.schemas import TrainingPublic, VerticalStarted, VerticalStartIn
 
 router = APIRouter(prefix="/v1", tags=["training"])
 
@@ -31,57 +30,20 @@ Bank = Annotated[Caller, allow(Role.bank)]
 Reader = Annotated[Caller, allow(Role.bank, Role.auditor, Role.platform_admin)]
 
 
-class VerticalStartIn(RequestModel):
-    name: str = Field(max_length=128)
-    purpose: str = Field(max_length=64)
-    subjects: list[Annotated[str, Field(max_length=18)]] = Field(
-        max_length=200_000, description="the aligned subjects (the PSI intersection), in the bank's row order"
+def training_public(row: VerticalTraining) -> TrainingPublic:
+    return TrainingPublic(
+        id=row.id,
+        name=row.name,
+        purpose=row.purpose,
+        state=row.state.value,
+        rows=row.rows,
+        features=json.loads(row.features_json),
+        epochs_done=row.epochs_done,
+        model_id=row.model_id,
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
-    features: list[Annotated[str, Field(max_length=64)]] = Field(max_length=200)
-    quote_hash: str = Field(
-        pattern=r"^[0-9a-f]{64}$", description="hash of the enclave quote the bank verified"
-    )
-    ciphertext: str = Field(
-        max_length=65_536, description="the coordinator's set-up, encrypted to the enclave"
-    )
-
-
-class TrainingPublic(BaseModel):
-    id: str
-    name: str
-    purpose: str
-    state: str
-    rows: int
-    features: list[str]
-    epochs_done: int
-    model_id: str | None
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, row: VerticalTraining) -> TrainingPublic:
-        return cls(
-            id=row.id,
-            name=row.name,
-            purpose=row.purpose,
-            state=row.state.value,
-            rows=row.rows,
-            features=json.loads(row.features_json),
-            epochs_done=row.epochs_done,
-            model_id=row.model_id,
-            error=row.error,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
-
-
-class VerticalStarted(TrainingPublic):
-    subjects: list[str] = Field(
-        description="the rows the safe-room uses, in order: align your labels to these"
-    )
-    excluded: dict[str, int] = Field(description="subjects left out, by reason")
-    public_key: str = Field(description="the coordinator's PUBLIC_KEY message, base64")
 
 
 @router.post(
@@ -105,7 +67,7 @@ def start_vertical(body: VerticalStartIn, caller: Bank, rt: RuntimeDep) -> Verti
         request_id=current_request_id(),
     )
     return VerticalStarted(
-        **TrainingPublic.of(started.training).model_dump(),
+        **training_public(started.training).model_dump(),
         subjects=list(started.rows),
         excluded=started.excluded,
         public_key=base64.b64encode(started.public_key).decode(),
@@ -120,7 +82,7 @@ def list_vertical(caller: Reader, rt: RuntimeDep) -> list[TrainingPublic]:
         q = select(VerticalTraining).order_by(VerticalTraining.created_at.desc())
         if not caller.sees_everything:
             q = q.where(VerticalTraining.bank_org_id == caller.org_id)
-        return [TrainingPublic.of(r) for r in session.execute(q).scalars()]
+        return [training_public(r) for r in session.execute(q).scalars()]
 
 
 @router.get("/training/vertical/{training_id}", summary="one vertical training's state")
@@ -129,7 +91,7 @@ def get_vertical(training_id: str, caller: Reader, rt: RuntimeDep) -> TrainingPu
         row = rt.training.get(
             session, training_id, org_id=caller.org_id, sees_everything=caller.sees_everything
         )
-        return TrainingPublic.of(row)
+        return training_public(row)
 
 
 @router.post(
@@ -150,7 +112,7 @@ async def exchange(training_id: str, request: Request, caller: Bank, rt: Runtime
 
 @router.delete("/training/vertical/{training_id}", summary="cancel a running training: nothing is registered")
 def cancel_vertical(training_id: str, caller: Bank, rt: RuntimeDep) -> TrainingPublic:
-    return TrainingPublic.of(rt.training.cancel(training_id, actor=caller.actor))
+    return training_public(rt.training.cancel(training_id, actor=caller.actor))
 
 
 @router.post("/training/vertical/{training_id}/finish", summary="end the training and register the model")

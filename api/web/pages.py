@@ -43,9 +43,9 @@ from pps.infra.storage.tables import (
     Role,
     utcnow,
 )
-from pps.ledger import merkle
-from pps.ledger.checkpoint import verify_checkpoint
 from pps.ledger.store import EntryFilter
+from pps_wire import merkle
+from pps_wire.checkpoint import verify_checkpoint
 
 from .core import (
     COOKIE,
@@ -217,7 +217,7 @@ def subject_home(
     )
     pending = [c for c in found.items if c.state == ConsentState.requested.value]
     others = [c for c in found.items if c.state != ConsentState.requested.value]
-    known_datasets = sorted({s["dataset_id"] for c in found.items for s in c.scope} | ({dataset} - {""}))
+    known_datasets = sorted({s.dataset_id for c in found.items for s in c.scope} | ({dataset} - {""}))
     return render(
         page,
         page.request,

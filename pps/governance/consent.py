@@ -11,8 +11,9 @@ Rules that hold for every grant:
 * only a bank can be the grantee, and only the subject itself grants, denies or revokes.
 
 A **consent receipt** is a C2SP signed note (the format of the ledger's checkpoints) whose text is the
-RFC 8785 canonical JSON of the grant plus a newline, signed with the platform's receipt key. Subject and bank
-can verify it offline (``pps consent verify-receipt``); every later use names the consent id.
+RFC 8785 canonical JSON of the grant plus a newline, signed with the platform's receipt key
+(:mod:`pps_wire.receipt`). Subject and bank can verify it offline (``pps-client consent verify-receipt``,
+``pps_client.verify_receipt``); every later use names the consent id.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-import rfc8785
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,9 +31,10 @@ from pps.data.datasets.schema import DatasetSchema, Sensitivity
 from pps.errors import Conflict, InvalidInput, NotFound
 from pps.identity.uscc import validate_uscc
 from pps.infra.storage.tables import Consent, ConsentState, Dataset, Organization, Role, new_id, utcnow
-from pps.ledger.checkpoint import NoteSigner, NoteVerifier
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, format_time
 from pps.ledger.store import Ledger
+from pps_wire.checkpoint import NoteSigner, NoteVerifier
+from pps_wire.receipt import RECEIPT_TYPE, receipt_text
 
 
 class Operation(StrEnum):
@@ -297,9 +298,7 @@ class ConsentService:
     ) -> Consent:
         consent.state = ConsentState.active
         consent.decided_at = now
-        consent.receipt = self.signer.sign(
-            rfc8785.dumps(self.receipt_document(session, consent)).decode() + "\n"
-        )
+        consent.receipt = self.signer.sign(receipt_text(self.receipt_document(session, consent)))
         session.flush()
         self.ledger.append(session, self._draft("consent.grant", consent, actor, request_id), now=now)
         return consent
@@ -307,7 +306,7 @@ class ConsentService:
     def receipt_document(self, session: Session, consent: Consent) -> dict[str, Any]:
         bank = session.get(Organization, consent.bank_org_id)
         return {
-            "type": "pps-consent-receipt/1",
+            "type": RECEIPT_TYPE,
             "issuer": self.signer.name,
             "consent_id": consent.id,
             "subject": consent.subject_uscc,
@@ -400,19 +399,3 @@ class ConsentService:
         if after is not None:
             query = query.where(Consent.id > after)
         return list(session.execute(query).scalars())
-
-
-def verify_receipt(receipt: str, verifier: NoteVerifier) -> dict[str, Any]:
-    """Verify a consent receipt's signature and return the grant it records; raise if it does not verify."""
-    from pps.errors import ProofVerificationError
-
-    body = verifier.verify_note(receipt)
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise ProofVerificationError("the receipt's text is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("type") != "pps-consent-receipt/1":
-        raise ProofVerificationError("not a PPS consent receipt")
-    if rfc8785.dumps(doc).decode() + "\n" != body:
-        raise ProofVerificationError("the receipt's text is not canonical JSON")
-    return doc

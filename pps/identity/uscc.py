@@ -1,56 +1,11 @@
-"""Unified social credit codes (统一社会信用代码, GB 32100-2015).
+"""Unified social credit codes (GB 32100-2015), as the server imports them.
 
-An 18-character code: registration authority (1), organisation type (1), administrative division (6 digits),
-organisation code (9) and a check character. Characters come from ``0-9`` and the capital letters without
-``I O Z S V``; the check character is ``31 - (sum(value(c_i) * 3**i mod 31) mod 31)``, with 31 mapped to 0.
+Defined once in :mod:`pps_wire.uscc` (the bank's SDK validates its customers' codes the same way); this module
+is the server's import path.
 """
 
 from __future__ import annotations
 
-from models.uscc import ALPHABET, WEIGHTS
-from pps.errors import InvalidUSCC
+from pps_wire.uscc import ALPHABET, WEIGHTS, check_character, make_uscc, mask_uscc, validate_uscc
 
 __all__ = ["ALPHABET", "WEIGHTS", "check_character", "make_uscc", "mask_uscc", "validate_uscc"]
-
-_VALUE = {c: i for i, c in enumerate(ALPHABET)}
-
-
-def check_character(first17: str) -> str:
-    """The GB 32100-2015 check character of the first 17 characters."""
-    if len(first17) != 17:
-        raise InvalidUSCC(f"need 17 characters to compute a check character, got {len(first17)}")
-    total = 0
-    for i, c in enumerate(first17):
-        try:
-            total += _VALUE[c] * WEIGHTS[i]
-        except KeyError:
-            raise InvalidUSCC(f"character {c!r} at position {i + 1} is not allowed in a USCC") from None
-    return ALPHABET[(31 - total % 31) % 31]
-
-
-def validate_uscc(value: str) -> str:
-    """Return the normalised (upper-case, trimmed) USCC or raise :class:`InvalidUSCC` saying what is wrong."""
-    if not isinstance(value, str):
-        raise InvalidUSCC("a USCC must be a string")
-    code = value.strip().upper()
-    if len(code) != 18:
-        raise InvalidUSCC(f"a USCC has 18 characters, got {len(code)}")
-    for i, c in enumerate(code):
-        if c not in _VALUE:
-            raise InvalidUSCC(f"character {c!r} at position {i + 1} is not allowed in a USCC")
-    if not code[2:8].isdigit():
-        raise InvalidUSCC("positions 3-8 of a USCC (administrative division code) must be digits")
-    expected = check_character(code[:17])
-    if code[17] != expected:
-        raise InvalidUSCC(f"check character of {code[:17]}… should be {expected!r}, got {code[17]!r}")
-    return code
-
-
-def make_uscc(first17: str) -> str:
-    """Complete 17 characters with their check character (for generators and tests)."""
-    return first17 + check_character(first17)
-
-
-def mask_uscc(code: str) -> str:
-    """A display form that hides the organisation code: ``9131****…**7X`` style, keeping 4 + 2 characters."""
-    return code[:4] + "*" * 12 + code[-2:]

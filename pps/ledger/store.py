@@ -31,9 +31,9 @@ from pps.infra.storage.tables import (
     LedgerNode,
     utcnow,
 )
-from pps.ledger import merkle
-from pps.ledger.checkpoint import Checkpoint, NoteSigner, NoteVerifier
 from pps.ledger.entry import EntryDraft, canonical_bytes, entry_document
+from pps_wire import merkle
+from pps_wire.checkpoint import Checkpoint, NoteSigner, NoteVerifier
 
 HEAD_ID = 1
 _NODE_CHUNK = 100  # (level, index) pairs per query

@@ -33,10 +33,10 @@ from pps.infra.storage.tables import (
     LedgerHead,
     LedgerNode,
 )
-from pps.ledger import merkle
-from pps.ledger.checkpoint import Checkpoint, NoteVerifier, verify_checkpoint
 from pps.ledger.entry import is_canonical
 from pps.ledger.store import HEAD_ID, Ledger
+from pps_wire import merkle
+from pps_wire.checkpoint import Checkpoint, NoteVerifier, verify_checkpoint
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``"""

@@ -8,7 +8,7 @@ A bank's gradient-boosted-trees job (``POST /v1/enclave/jobs``, kind ``enclave.g
 
 1. the bank fetches a quote for its own nonce (``GET /v1/enclave/quote``; the issue is a ledger entry
    ``enclave.quote``) and verifies it against the measurement it expects and the vendor key it pins
-   (:meth:`pps.client.PPSClient.verify_quote`);
+   (:func:`pps_client.verify_quote`);
 2. it encrypts its labelled rows and its output policy to the enclave key in that quote (HPKE, bound to the
    quote hash) and submits them. The service hands the ciphertext straight to the enclave, which opens it
    and answers with a receipt (size, digest, the public part of the output policy); the job is stored with
@@ -45,9 +45,8 @@ from sqlalchemy.orm import Session
 
 from enclave_sim import errors as ee
 from enclave_sim.host import EnclaveHost
-from enclave_sim.jobs import GBDTJob, check_gbdt_params, table_bytes
+from enclave_sim.jobs import GBDTJob, check_gbdt_params
 from enclave_sim.platform import EnclaveConfig
-from enclave_sim.quote import NONCE_BYTES, Quote
 from pps.data.features import FeatureStore, admit_on_features
 from pps.errors import Conflict, EnclaveUnavailable, InvalidInput, ProvisioningFailed
 from pps.governance.consent import check_purpose
@@ -64,6 +63,8 @@ from pps.infra.storage.db import Database
 from pps.infra.storage.tables import Job, new_id
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import Ledger
+from pps_wire.provision import table_bytes
+from pps_wire.quote import NONCE_BYTES, Quote
 
 log = logging.getLogger("pps.enclave")
 

@@ -71,6 +71,7 @@ from pps.infra.storage.tables import (
 )
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
+from pps_wire.federated import MODEL_KINDS, make_model, model_hyper
 from protocols.errors import InvalidParameters
 from protocols.secagg import (
     MIN_SURVIVORS,
@@ -88,7 +89,6 @@ from protocols.secagg import (
 )
 
 PURPOSE: Final = "joint_model_training"
-MODEL_KINDS: Final = {"horizontal_lr": "lr", "horizontal_mlp": "mlp"}
 MAX_PARTICIPANTS: Final = 50
 MAX_FEATURES: Final = 1000
 MAX_ROUNDS: Final = 200
@@ -194,20 +194,6 @@ class FederationSpec:
             "seed": self.seed,
             "phase_timeout_s": self.phase_timeout_s,
         }
-
-
-def model_hyper(kind: str, config: dict[str, Any], local_epochs: int) -> dict[str, Any]:
-    """The keyword arguments of :func:`models.fl.make_model` for a federation (what every bank trains with)."""
-    hyper = {
-        "learning_rate": config["learning_rate"],
-        "l2": config["l2"],
-        "batch_size": config["batch_size"],
-        "epochs": local_epochs,
-        "seed": config["seed"],
-    }
-    if kind == "horizontal_mlp":
-        hyper["hidden"] = config["hidden"]
-    return hyper
 
 
 def _weights_bytes(w: np.ndarray[Any, Any]) -> bytes:
@@ -413,10 +399,6 @@ class FederatedService:
             spec_kind = MODEL_KINDS[fed.kind]
             config = json.loads(fed.config_json)
             k = len(json.loads(fed.feature_schema_json))
-            from models.fl import (
-                make_model,
-            )  # scikit-learn: imported when a federation starts, not at start-up
-
             initial = make_model(spec_kind, k, **model_hyper(fed.kind, config, fed.local_epochs)).get_flat()
             self._start_round(session, fed, 1, initial, actor=actor, request_id=request_id)
         return fed

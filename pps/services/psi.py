@@ -22,7 +22,6 @@ safe-room learn is stated in ``protocols.psi``; the setup cache and the price of
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,26 +35,10 @@ from pps.infra.storage.db import Database
 from pps.infra.storage.tables import Job
 from pps.ledger.entry import Actor, ObjectRef
 from pps.services.psi_cache import SetupCache
+from pps_wire.frames import PSI_RESULT_MEDIA_TYPE, pack_psi_result
 from protocols.psi import PSIParams, PSIServer, ServerSet, decode_request
 
-RESULT_MAGIC = b"PPSR"
-_RESULT_HEAD = struct.Struct("!4sI")
-MEDIA_TYPE = "application/vnd.pps.psi-result"
 PSI_OPERATIONS = frozenset({"psi", "train"})
-
-
-def pack_result(setup: bytes, response: bytes) -> bytes:
-    """``"PPSR" | len(SETUP) u32 | SETUP | RESPONSE`` — the two server messages the client needs."""
-    return _RESULT_HEAD.pack(RESULT_MAGIC, len(setup)) + setup + response
-
-
-def unpack_result(data: bytes) -> tuple[bytes, bytes]:
-    if len(data) < _RESULT_HEAD.size:
-        raise InvalidInput("not a PSI result: too short")
-    magic, n = _RESULT_HEAD.unpack_from(data)
-    if magic != RESULT_MAGIC or _RESULT_HEAD.size + n > len(data):
-        raise InvalidInput("not a PSI result")
-    return data[_RESULT_HEAD.size : _RESULT_HEAD.size + n], data[_RESULT_HEAD.size + n :]
 
 
 @dataclass
@@ -154,8 +137,8 @@ class PSIService:
             }
 
         return JobOutcome(
-            result=pack_result(server.setup_message(), response),
-            media_type=MEDIA_TYPE,
+            result=pack_psi_result(server.setup_message(), response),
+            media_type=PSI_RESULT_MEDIA_TYPE,
             finalize=finalize,
             released_what=str(ctx.params["reveal"]),  # the job entry reads "psi:<mode>"
         )

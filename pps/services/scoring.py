@@ -25,7 +25,7 @@ a job:
    of each consent relied on. A subject denied now — revoked, expired, or its last use taken by another job —
    is taken out and the remaining subjects are scored afresh, so its score is never released.
 
-The result (:data:`MEDIA_TYPE`) is ``"PPSS" | header_len u32 | header | RESULT`` where ``header`` is canonical
+The result (:data:`pps_wire.frames.SCORE_RESULT_MEDIA_TYPE`) is ``"PPSS" | header_len u32 | header | RESULT`` where ``header`` is canonical
 JSON: the subjects in slot order, the subjects not scored with the reason, the features, their resolutions,
 the preprocessing applied and the model digest; ``RESULT`` is the :mod:`protocols.he_scoring` RESULT frame.
 Only the bank's secret key opens it. ``docs/protocols.md`` gives the format byte by byte.
@@ -65,6 +65,7 @@ from pps.infra.jobs import JobContext, JobOutcome, JobService
 from pps.infra.storage.db import Database
 from pps.infra.storage.tables import Job, utcnow
 from pps.ledger.entry import Actor, ObjectRef
+from pps_wire.frames import SCORE_RESULT_MEDIA_TYPE, canonical_json, pack_score_result
 from protocols.he_scoring import (
     DEFAULT_LIMITS,
     DEFAULT_SCORE_NOISE_STD,
@@ -82,9 +83,7 @@ from protocols.he_scoring import (
 )
 
 KIND = "score"
-MEDIA_TYPE = "application/vnd.pps.score-result"
 INPUT_MEDIA_TYPE = "application/vnd.pps.score-request"
-RESULT_MAGIC = b"PPSS"
 INPUT_MAGIC = b"PPSQ"
 _HEAD = struct.Struct("!4sI")
 _U32 = struct.Struct("!I")
@@ -96,32 +95,10 @@ BLOCKS_PER_CHUNK = 8
 """Result ciphertexts per executor chunk: progress is reported (and cancellation checked) per chunk."""
 
 
-def _canonical(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+_canonical = canonical_json
 
 
 # --- messages ------------------------------------------------------------------------------------------------
-
-
-def pack_result(header: Mapping[str, Any], result: bytes) -> bytes:
-    body = _canonical(header)
-    return _HEAD.pack(RESULT_MAGIC, len(body)) + body + result
-
-
-def unpack_result(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """``(header, RESULT bytes)`` of a scoring job's result."""
-    if len(data) < _HEAD.size:
-        raise InvalidInput("not a scoring result: too short")
-    magic, n = _HEAD.unpack_from(data)
-    if magic != RESULT_MAGIC or _HEAD.size + n > len(data):
-        raise InvalidInput("not a scoring result")
-    try:
-        header = json.loads(data[_HEAD.size : _HEAD.size + n])
-    except ValueError:
-        raise InvalidInput("the scoring result header is not JSON") from None
-    if not isinstance(header, dict):
-        raise InvalidInput("the scoring result header is not a JSON object")
-    return header, data[_HEAD.size + n :]
 
 
 def _pack_input(
@@ -570,7 +547,7 @@ class ScoringService:
         result = self._evaluate(prepared, encoded, ctx) if encoded is not None else None
         lap("evaluate_s")
         outcome = JobOutcome(
-            result=b"", media_type=MEDIA_TYPE, finalize=lambda _s: {}, released_what="scores"
+            result=b"", media_type=SCORE_RESULT_MEDIA_TYPE, finalize=lambda _s: {}, released_what="scores"
         )
 
         def finalize(session: Session) -> dict[str, Any]:
@@ -619,7 +596,7 @@ class ScoringService:
                 "feature_window": {"first_month": table.window[0], "months": table.window[1]},
                 "disputed": disputed,
             }
-            outcome.result = pack_result(header, final.to_bytes() if final is not None else b"")
+            outcome.result = pack_score_result(header, final.to_bytes() if final is not None else b"")
             lap("release_s")
             reasons: dict[str, int] = {}
             for v in not_scored.values():

@@ -78,8 +78,7 @@ from sqlalchemy.orm import Session
 
 from enclave_sim import errors as ee
 from enclave_sim.host import EnclaveHost
-from enclave_sim.quote import NONCE_BYTES, Quote
-from enclave_sim.sealed import DEFAULT_PLAIN_MODULUS_BITS, MAX_PROVISION, plain_modulus_of
+from enclave_sim.sealed import DEFAULT_PLAIN_MODULUS_BITS, MAX_PROVISION
 from pps.data.datasets.schema import DatasetSchema
 from pps.data.datasets.service import DatasetService
 from pps.errors import (
@@ -101,6 +100,8 @@ from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
 from pps.services.enclave import EnclaveService
+from pps_wire.quote import NONCE_BYTES, Quote
+from pps_wire.sealed import plain_modulus_of
 from protocols import he_scoring as hs
 from protocols.he_isolation import IsolatedWorker
 

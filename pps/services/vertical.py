@@ -2,7 +2,7 @@
 
 The parties are those of :mod:`protocols.vertical_lr` (read it for who learns what): the **bank** is the guest
 (labels, its own features; it runs :class:`protocols.vertical_lr.Guest` on its own machine, through
-:meth:`pps.client.PPSClient.train_vertical`), the **safe-room** is the host (platform features of consented
+:meth:`pps_client.Client.vertical.train`), the **safe-room** is the host (platform features of consented
 subjects), and the **coordinator** that holds the Paillier private key runs *inside the simulated enclave*
 (``enclave_sim``'s ``vlr_coordinator`` job), so the non-collusion assumption between coordinator and host
 becomes the assumption that the enclave is what its quote says. The safe-room relays the host's masked
@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -85,37 +84,6 @@ MAX_LIVE_PER_BANK = 2
 IDLE_TIMEOUT_S = 900.0
 MIN_KEY_BITS = 2048
 MAX_CONTRIBUTIONS = 10_000
-FRAMES_MAGIC = b"PPVB"
-MEDIA_TYPE = "application/vnd.pps.vlr-frames"
-_COUNT = struct.Struct(">4sI")
-_LEN = struct.Struct(">I")
-MAX_FRAMES = 4
-
-
-def pack_frames(frames: Sequence[bytes]) -> bytes:
-    """``"PPVB" | count u32 | (len u32 | frame)*``: the body of an exchange, both ways."""
-    return _COUNT.pack(FRAMES_MAGIC, len(frames)) + b"".join(_LEN.pack(len(f)) + f for f in frames)
-
-
-def unpack_frames(data: bytes) -> list[bytes]:
-    if len(data) < _COUNT.size:
-        raise InvalidInput("not a frame batch: too short")
-    magic, count = _COUNT.unpack_from(data)
-    if magic != FRAMES_MAGIC or count > MAX_FRAMES:
-        raise InvalidInput(f"not a frame batch (magic PPVB, at most {MAX_FRAMES} frames)")
-    out, at = [], _COUNT.size
-    for _ in range(count):
-        if at + _LEN.size > len(data):
-            raise InvalidInput("frame batch truncated")
-        (n,) = _LEN.unpack_from(data, at)
-        at += _LEN.size
-        if at + n > len(data):
-            raise InvalidInput("frame batch truncated")
-        out.append(data[at : at + n])
-        at += n
-    if at != len(data):
-        raise InvalidInput("trailing bytes after the frames")
-    return out
 
 
 @dataclass(frozen=True)

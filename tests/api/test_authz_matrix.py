@@ -280,12 +280,11 @@ def _models(
     import numpy as np
 
     from models.metrics import evaluate
-    from pps.client import PPSClient
     from pps.data.sources import bind_sources
     from pps.governance.consent import Terms
     from pps.infra.storage.tables import Organization, utcnow
-    from pps.services.vertical import pack_frames
-    from pps.vertical_client import run_guest, start_body, start_vertical
+    from pps_client import Client
+    from pps_wire.frames import pack_frames
     from protocols import paillier_fast as pf
     from protocols import vertical_lr as vl
 
@@ -342,14 +341,14 @@ def _models(
         "vendor_key": runtime.enclave.vendor_public_key,
         "key_bits": 1024,
     }
-    with PPSClient(str(bank.client.base_url), bank.org.token) as client:
-        done = start_vertical(client, **args)
-        run_guest(client, done, vl.Guest(x, y), cfg)
-        pending = start_vertical(client, **args)
-        to_cancel = start_vertical(client, **args)
+    with Client(str(bank.client.base_url), bank.org.token) as client:
+        done = client.vertical.start(client.vertical.start_body(**args))
+        client.vertical.run_guest(done, vl.Guest(x, y), cfg)
+        pending = client.vertical.start(client.vertical.start_body(**args))
+        to_cancel = client.vertical.start(client.vertical.start_body(**args))
         guest = vl.Guest(x, y)
-        guest.receive_public_key(base64.b64decode(pending["public_key"]))
-        body = start_body(client, **args)
+        guest.receive_public_key(base64.b64decode(pending.public_key))
+        body = client.vertical.start_body(**args).model_dump(mode="json")
     public, _ = pf.generate_keypair(2048)
     bodies = {
         "POST /v1/training/vertical": body,
@@ -362,10 +361,10 @@ def _models(
         },
     }
     trainings = {
-        "": done["id"],
-        "/finish": done["id"],
-        "/exchange": pending["id"],
-        "/cancel": to_cancel["id"],
+        "": done.id,
+        "/finish": done.id,
+        "/exchange": pending.id,
+        "/cancel": to_cancel.id,
     }
     return {"": model.id}, trainings, bodies
 
@@ -389,9 +388,9 @@ def _enclave_job_body(runtime: Runtime) -> dict[str, Any]:
     import base64
     import os
 
-    from enclave_sim import crypto
     from enclave_sim.platform import expected_measurement
-    from enclave_sim.quote import Quote, standard_policy
+    from pps_wire import provision as crypto
+    from pps_wire.quote import Quote, standard_policy
 
     nonce = os.urandom(32)
     quote = runtime.enclave.quote(nonce)
@@ -425,12 +424,12 @@ def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, A
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from enclave_sim.crypto import OutputPolicy
     from enclave_sim.platform import expected_measurement
-    from enclave_sim.quote import Quote, standard_policy
-    from enclave_sim.sealed import encrypt_score_request, report_nonce
-    from pps.client import encrypt_sealed_columns, encrypt_sealed_weights
     from pps.services.sealed import SealedColumn
+    from pps_client import encrypt_sealed_columns, encrypt_sealed_weights
+    from pps_wire.provision import OutputPolicy
+    from pps_wire.quote import Quote, standard_policy
+    from pps_wire.sealed import encrypt_score_request, report_nonce
 
     provider, subject, bank = made[Role.data_provider], made[Role.subject], made[Role.bank]
     runtime.sealed.min_cohort = 1  # one subject in the matrix's world

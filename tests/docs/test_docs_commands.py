@@ -79,7 +79,7 @@ CI_TARGETS = {
 
 TOKEN_FOR: list[tuple[str, str]] = [
     # a command holding the pps_... placeholder -> the role whose token it needs (first match wins)
-    ("pps data upload", "data_provider"),
+    ("pps-client data upload", "data_provider"),
     ("/v1/catalog", "bank"),
     ("/v1/sealed/rotate", "platform_admin"),
     ("/v1/audit/", "auditor"),
@@ -91,7 +91,7 @@ EXPECTED_OUTPUT: list[tuple[str, str]] = [
     ("--token", "API token (shown once"),
     ("pps audit verify", "audit ledger verified"),
     ("pps audit export", "exported"),
-    ("pps data upload", "uploaded"),
+    ("pps-client data upload", "uploaded"),
     ("pps keys rotate", "is current; re-wrapped"),
     ("pps keys retire", "are retired"),
     ("pps db upgrade", "→"),

@@ -26,9 +26,11 @@ from enclave_sim.errors import (
     SealingError,
 )
 from enclave_sim.host import EnclaveHost
-from enclave_sim.jobs import EnclaveJob, joined_design, parse_table, predict_exported, table_bytes, train_gbdt
+from enclave_sim.jobs import EnclaveJob, joined_design, parse_table, predict_exported, train_gbdt
 from enclave_sim.platform import CODE_ROOT, EnclaveConfig, derive_seal_key, expected_measurement
-from enclave_sim.quote import NonceRegistry, Quote, encode_body, sign_quote, signer_id, standard_policy
+from pps_wire import provision
+from pps_wire.provision import table_bytes
+from pps_wire.quote import NonceRegistry, Quote, encode_body, sign_quote, signer_id, standard_policy
 from tests.enclave_sim.conftest import GermanCredit
 
 MEASUREMENT = expected_measurement()
@@ -49,13 +51,13 @@ class Bank:
 
     def provision(
         self, enclave: EnclaveHost, handle: str, body: bytes, release: tuple[str, ...]
-    ) -> crypto.OutputPolicy:
+    ) -> provision.OutputPolicy:
         nonce = os.urandom(32)
         quote = enclave.quote(nonce)
         policy = standard_policy(measurements=[self.trusted], nonce=nonce, registry=self.registry)
-        out = crypto.OutputPolicy(release, os.urandom(32), raw_public(self.recipient))
+        out = provision.OutputPolicy(release, os.urandom(32), raw_public(self.recipient))
         # verifies the quote first: there is no way to encrypt to an enclave without a policy
-        ct = crypto.encrypt_for_enclave(
+        ct = provision.encrypt_for_enclave(
             quote, policy, vendor_key=self.vendor, job="gbdt", slot="bank", body=body, output=out
         )
         enclave.provision(
@@ -86,7 +88,7 @@ def test_german_credit_in_the_enclave_matches_plaintext(
     started = time.perf_counter()
     release, plain = enclave.run("gc", params={"seed": 7}, output=out.public())
     seconds = time.perf_counter() - started
-    opened = crypto.open_release(release, result_key=out.result_key, recipient=bank.recipient)
+    opened = provision.open_release(release, result_key=out.result_key, recipient=bank.recipient)
     metrics = opened["outputs"]["metrics"]
     assert plain == {"metrics": metrics}  # the host sees the plain metrics and nothing else
     assert metrics["joined"] == 1000 and metrics["test"] == 300
@@ -159,8 +161,8 @@ def test_provisioned_data_opens_only_for_its_quote_and_slot(
     nonce = os.urandom(32)
     quote = enclave.quote(nonce)
     policy = standard_policy(measurements=[MEASUREMENT], nonce=nonce)
-    out = crypto.OutputPolicy(("metrics",), os.urandom(32))
-    ct = crypto.encrypt_for_enclave(
+    out = provision.OutputPolicy(("metrics",), os.urandom(32))
+    ct = provision.encrypt_for_enclave(
         quote, policy, vendor_key=vendor.public_key(), job="gbdt", slot="bank", body=b"{}", output=out
     )
     other_quote = enclave.quote(os.urandom(32))
@@ -200,14 +202,14 @@ def test_a_job_cannot_release_what_its_output_policy_forbids(
     out = bank.provision(enclave, "m2", bank_body(gc), ("metrics",))
     enclave.supply("m2", job="gbdt", slot="platform", data=platform_body(gc))
     release, plain = enclave.run("m2", params={"max_iter": 20}, output=out.public())
-    opened = crypto.open_release(release, result_key=out.result_key, recipient=None)
+    opened = provision.open_release(release, result_key=out.result_key, recipient=None)
     assert set(opened["outputs"]) == {"metrics"} and set(plain) == {"metrics"}
     doc = release.decode()
     assert "applicant-" not in doc and '"encrypted":null' in doc  # no keys, no scores, no model
     # the host cannot alter a release unnoticed
     forged = release.replace(b'"joined":1000', b'"joined":1001')
     with pytest.raises(ProvisioningError, match="tag"):
-        crypto.open_release(forged, result_key=out.result_key, recipient=None)
+        provision.open_release(forged, result_key=out.result_key, recipient=None)
 
 
 class _Rogue(EnclaveJob):
@@ -255,8 +257,8 @@ def test_a_job_that_tries_to_release_an_undeclared_output_releases_nothing(vendo
 
     nonce = os.urandom(32)
     quote = base64.b64decode(call(op="quote", nonce=base64.b64encode(nonce).decode())["quote"])
-    out = crypto.OutputPolicy(("metrics",), os.urandom(32))
-    ct = crypto.encrypt_for_enclave(
+    out = provision.OutputPolicy(("metrics",), os.urandom(32))
+    ct = provision.encrypt_for_enclave(
         quote,
         standard_policy(measurements=[MEASUREMENT], nonce=nonce),
         vendor_key=vendor.public_key(),

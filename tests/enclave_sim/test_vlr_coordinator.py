@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from enclave_sim import crypto
 from enclave_sim.errors import EnclaveError
 from enclave_sim.host import EnclaveHost, RemoteCoordinator
 from enclave_sim.platform import expected_measurement
-from enclave_sim.quote import NonceRegistry, Quote, standard_policy
 from models import datasets
+from pps_wire import provision as crypto
+from pps_wire.quote import NonceRegistry, Quote, standard_policy
 from protocols import paillier_fast as pf
 from protocols import vertical_lr as vl
 

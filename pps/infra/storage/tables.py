@@ -31,6 +31,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from pps.infra.storage.types import UTCDateTime
+from pps_wire.schemas.identity import Role as Role  # the roles are part of the API
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -48,14 +49,6 @@ def utcnow() -> datetime:
 def new_id(prefix: str) -> str:
     """A random object id with a readable prefix, e.g. ``org_3f9c0a6b1d2e4f5a6b7c``."""
     return f"{prefix}_{secrets.token_hex(10)}"
-
-
-class Role(enum.StrEnum):
-    platform_admin = "platform_admin"
-    data_provider = "data_provider"
-    bank = "bank"
-    subject = "subject"
-    auditor = "auditor"
 
 
 class Base(DeclarativeBase):

@@ -17,10 +17,10 @@ from sqlalchemy import select, update
 
 from pps.governance.policy import Request as PolicyRequest
 from pps.infra.storage.tables import ApiToken, Consent, ConsentState, Role, WebSession, utcnow
-from pps.ledger import merkle
 from pps.ledger.entry import Actor, ObjectRef
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
+from pps_wire import merkle
 from tests.api.web.conftest import World, csrf_of, grant, log_in, submit_job
 from tests.conftest import OrgFactory
 

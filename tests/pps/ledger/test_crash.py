@@ -43,7 +43,10 @@ def test_killed_process_leaves_neither(runtime: Runtime, settings: Settings) -> 
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
+        },
     )
     assert proc.returncode == 137, proc.stderr
     assert "not committed" in proc.stdout

@@ -616,7 +616,7 @@ GO_NOTE = (
 
 def test_go_sumdb_note_reference_vector() -> None:
     """The golang.org/x/mod/sumdb/note example: our verifier opens it, and PPS's signer reproduces it."""
-    from pps.ledger.checkpoint import NoteSigner
+    from pps_wire.checkpoint import NoteSigner
 
     key = parse_verifier_key(GO_VERIFIER_KEY)
     assert open_note(GO_NOTE, key) == GO_TEXT

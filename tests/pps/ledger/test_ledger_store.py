@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pps.errors import InvalidInput, InvalidProofRequest, NotFound
-from pps.ledger import merkle
-from pps.ledger.checkpoint import verify_checkpoint
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import EntryFilter
 from pps.ledger.verify import verify_ledger
 from pps.runtime import Runtime
+from pps_wire import merkle
+from pps_wire.checkpoint import verify_checkpoint
 from tests.helpers import uscc_for
 
 pytestmark = pytest.mark.db

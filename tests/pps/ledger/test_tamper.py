@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import Connection, text
 
 from pps.errors import LedgerIntegrityError
-from pps.ledger import merkle
 from pps.ledger.entry import Actor, EntryDraft
 from pps.ledger.verify import verify_ledger
 from pps.runtime import Runtime
+from pps_wire import merkle
 from tests.helpers import uscc_for
 
 pytestmark = pytest.mark.db

@@ -11,12 +11,13 @@ from sqlalchemy import select
 
 from pps.data.datasets.schema import DatasetSchema
 from pps.errors import Conflict, InvalidInput, ProofVerificationError
-from pps.governance.consent import Terms, verify_receipt
+from pps.governance.consent import Terms
 from pps.governance.policy import DenyReason, Request
 from pps.infra.storage.tables import Consent, Organization, Role, utcnow
 from pps.ledger.entry import OPERATOR, Actor, ObjectRef
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
+from pps_wire.receipt import verify_receipt
 from tests.conftest import OrgFactory, OrgHandle
 from tests.pps.data.datasets.conftest import TAX_SCHEMA
 

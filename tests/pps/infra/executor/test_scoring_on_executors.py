@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import pps.services.scoring as scoring
-from pps.client import PPSClient
 from pps.infra.executor import Executor, LocalExecutor, RayExecutor, Shared
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Consent, Job
 from pps.runtime import Runtime
+from pps_client import Client
 from protocols.he_scoring import BankScoringKey, ForeignCiphertext, check_public_context, load_model
 from tests.pps.services.scoring.conftest import PURPOSE, World, plaintext_logits
 
@@ -91,7 +91,7 @@ def test_the_service_scores_through_the_executor_chosen_by_settings(
     weights = dict(zip(FEATURES, (0.4, -0.8, 0.3), strict=True))
     model = key.encrypt_model(weights, -1.0)
     asked = world.consented[:20] + world.revoked
-    result = PPSClient(base_url, world.bank.token).score(key, model, purpose=PURPOSE, subjects=asked)
+    result = Client(base_url, world.bank.token).scoring.score(key, model, purpose=PURPOSE, subjects=asked)
     assert result.subjects == world.consented[:20]
     expected = plaintext_logits(runtime, result.subjects, weights, -1.0, {})
     assert np.max(np.abs(result.raw - expected)) < 1e-3

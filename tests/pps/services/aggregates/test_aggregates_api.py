@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from pps.cli import app as cli
-from pps.client import PPSClient
-from pps.errors import BudgetExhausted, InvalidInput, NotFound, Refused, RoleNotAllowed
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Role
 from pps.runtime import Runtime
+from pps_client import BudgetExhausted, Client, NotFound, PermissionDenied, Refused
 from tests.conftest import OrgFactory
 from tests.pps.services.aggregates.conftest import World, consent, contributions, registry_of
 
@@ -24,9 +25,11 @@ PURPOSE = "risk_statistics"
 def test_a_bank_queries_over_http_with_the_sdk(
     world: World, base_url: str, runtime: Runtime, make_org: OrgFactory
 ) -> None:
-    bank = PPSClient(base_url, world.bank.token)
-    tax = PPSClient(base_url, world.providers["tax"].token)
-    assert bank.budget()["remaining_epsilon"] == 1.0 and bank.budget()["min_cohort_size"] == 10
+    bank = Client(base_url, world.bank.token)
+    tax = Client(base_url, world.providers["tax"].token)
+    assert (
+        bank.aggregates.budget().remaining_epsilon == 1.0 and bank.aggregates.budget().min_cohort_size == 10
+    )
 
     query: dict[str, Any] = {
         "purpose": PURPOSE,
@@ -39,41 +42,45 @@ def test_a_bank_queries_over_http_with_the_sdk(
         "epsilon": 0.5,
     }
     with pytest.raises(Refused, match="opt-in"):
-        bank.aggregate("sum", **query)
+        bank.aggregates.query("sum", **query)
     with pytest.raises(NotFound):  # another provider's dataset
-        PPSClient(base_url, world.providers["registry"].token).set_platform_aggregates(
+        Client(base_url, world.providers["registry"].token).datasets.set_platform_aggregates(
             world.datasets["tax"], True
         )
-    assert tax.set_platform_aggregates(world.datasets["tax"], True)["platform_aggregates"] is True
-    answer = bank.aggregate("sum", **query)
+    assert tax.datasets.set_platform_aggregates(world.datasets["tax"], True).platform_aggregates is True
+    answer = bank.aggregates.query("sum", **query)
     reg = registry_of(world.data)
     per = contributions(world.data, months=("2024-01", "2024-06"))
-    for cell in answer["cells"]:
+    for cell in answer.cells:
         exact = sum(
-            min(v, 300_000.0) for u, v in per.items() if reg[u]["size_class"] == cell["group"]["size_class"]
+            min(v, 300_000.0) for u, v in per.items() if reg[u]["size_class"] == cell.group["size_class"]
         )
-        assert abs(cell["sum"] - exact) < 20 * 600_000  # Laplace, scale 6e5
-    assert answer["epsilon_spent"] == 0.5 and answer["noise_scale"]["sum"] == pytest.approx(600_000.0)
-    assert bank.budget()["remaining_epsilon"] == pytest.approx(0.5)
+        assert cell.sum is not None and abs(cell.sum - exact) < 20 * 600_000  # Laplace, scale 6e5
+    assert answer.epsilon_spent == 0.5 and answer.noise_scale["sum"] == pytest.approx(600_000.0)
+    assert bank.aggregates.budget().remaining_epsilon == pytest.approx(0.5)
 
     # consented scope: an enterprise that joined sees, redacted to itself, that it was in the cohort
     with_data = sorted(per)
     member = make_org(Role.subject, "Enterprise 0", uscc=with_data[0])
     consent(runtime, world, with_data[:25])
-    counted = bank.aggregate("count", purpose=PURPOSE, dataset="tax", field="taxable_sales", epsilon=0.2)
-    assert abs(counted["cells"][0]["count"] - 25) <= 100  # scale 5: P(|noise| > 100) < 1e-8
-    mine = [i["entry"] for i in PPSClient(base_url, member.token).mine()["items"]]
+    counted = bank.aggregates.query(
+        "count", purpose=PURPOSE, dataset="tax", field="taxable_sales", epsilon=0.2
+    )
+    assert abs((counted.cells[0].count or 0) - 25) <= 100  # scale 5: P(|noise| > 100) < 1e-8
+    mine = [i.entry for i in Client(base_url, member.token).ledger.mine().items]
     released = [e for e in mine if e["action"] == "policy.release"]
     assert released and released[-1]["released"] == [{"to": world.bank.id, "what": "aggregate:count"}]
     assert released[-1]["subjects"] == [member.uscc]  # the others in the cohort are not shown to it
 
     with pytest.raises(BudgetExhausted):
-        bank.aggregate("count", purpose=PURPOSE, dataset="tax", field="taxable_sales", epsilon=0.5)
-    assert bank.budget()["remaining_epsilon"] == pytest.approx(0.3)
+        bank.aggregates.query("count", purpose=PURPOSE, dataset="tax", field="taxable_sales", epsilon=0.5)
+    assert bank.aggregates.budget().remaining_epsilon == pytest.approx(0.3)
 
 
-def test_http_refusals_and_bad_input(world: World, base_url: str, make_org: OrgFactory) -> None:
-    bank = PPSClient(base_url, world.bank.token)
+def test_http_refusals_and_bad_input(
+    world: World, base_url: str, make_org: OrgFactory, http: Callable[..., httpx.Client]
+) -> None:
+    bank = Client(base_url, world.bank.token)
     for body in (
         {"statistic": "count", "scope": "platform", "purpose": PURPOSE, "epsilon": 0},
         {"statistic": "count", "scope": "platform", "purpose": PURPOSE, "epsilon": 0.1, "extra": 1},
@@ -102,27 +109,27 @@ def test_http_refusals_and_bad_input(world: World, base_url: str, make_org: OrgF
             "cohort": {"colour": ["red"]},
         },
     ):
-        with pytest.raises(InvalidInput):
-            bank.request("POST", "/v1/aggregates", json=body)
-    assert bank.budget()["spent_epsilon"] == 0
-    subject = PPSClient(base_url, make_org(Role.subject).token)
-    with pytest.raises(RoleNotAllowed):
-        subject.aggregate("count", purpose=PURPOSE, cohort={"industry": ["C"]}, epsilon=0.1)
-    with pytest.raises(RoleNotAllowed):
-        bank.set_platform_aggregates(world.datasets["tax"], True)
+        response = http(world.bank.token).post("/v1/aggregates", json=body)
+        assert response.status_code == 422, response.text
+    assert bank.aggregates.budget().spent_epsilon == 0
+    subject = Client(base_url, make_org(Role.subject).token)
+    with pytest.raises(PermissionDenied, match="role"):
+        subject.aggregates.query("count", purpose=PURPOSE, cohort={"industry": ["C"]}, epsilon=0.1)
+    with pytest.raises(PermissionDenied, match="role"):
+        bank.datasets.set_platform_aggregates(world.datasets["tax"], True)
     counts = Counter(r["industry"] for r in registry_of(world.data).values())
     big = counts.most_common(1)[0][0]
     small = next(i for i, n in counts.items() if 0 < n < 10)
-    first = bank.aggregate(
+    first = bank.aggregates.query(
         "count", purpose=PURPOSE, scope="platform", cohort={"industry": [big]}, epsilon=0.1
     )
-    assert len(first["cells"]) == 1
+    assert len(first.cells) == 1
     with pytest.raises(Refused) as refused:
-        bank.aggregate(
+        bank.aggregates.query(
             "count", purpose=PURPOSE, scope="platform", cohort={"industry": [big, small]}, epsilon=0.1
         )
     assert refused.value.details["control"] == "differencing"
-    assert getattr(refused.value, "status", None) == 403
+    assert refused.value.status == 403 and refused.value.code == "refused"
 
 
 def test_the_operator_sets_a_budget_with_the_cli(

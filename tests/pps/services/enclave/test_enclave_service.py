@@ -12,12 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from models.synth import PlatformData, generate
-from pps.client import PPSClient, RemoteError
-from pps.errors import AttestationError, InvalidRequest, ProvisioningFailed
 from pps.governance.consent import Terms
 from pps.infra.storage.tables import Job, JobBlob, JobState, LedgerEntry, Organization, Role, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
+from pps_client import AttestationError, Client, InvalidRequest, JobFailed
 from tests.conftest import OrgFactory
 from tests.pps.services.scoring.conftest import upload_platform
 
@@ -78,8 +77,8 @@ def test_a_bank_trains_in_the_enclave_and_gets_only_what_it_asked_for(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
     vendor = runtime.enclave.vendor_public_key
-    with PPSClient(base_url, world["bank"].token, timeout=60) as bank:
-        got = bank.enclave_gbdt(
+    with Client(base_url, world["bank"].token, timeout=60) as bank:
+        got = bank.enclave.gbdt(
             purpose=PURPOSE,
             keys=world["keys"],
             labels=world["labels"],
@@ -89,16 +88,16 @@ def test_a_bank_trains_in_the_enclave_and_gets_only_what_it_asked_for(
             release=("metrics", "scores", "model"),
             params={"max_iter": 30},
         )
-        outputs, job = got["outputs"], got["job"]
+        outputs, job = got.outputs, got.job
         assert set(outputs) == {"metrics", "scores", "model"}
         assert outputs["metrics"]["joined"] == 300  # only subjects whose consent covers operation "enclave"
         assert set(outputs["scores"]) == set(world["consented"])
         assert outputs["model"]["features"] == ["bank.loan_amount"] + [f"platform.{f}" for f in FEATURES]
-        assert job["summary"]["subjects_provided"] == 300
-        assert job["summary"]["not_used"] == {"operation_not_covered": 20}  # the others never consented
+        assert job.summary is not None and job.summary["subjects_provided"] == 300
+        assert job.summary["not_used"] == {"operation_not_covered": 20}  # the others never consented
 
         # metrics only: the release holds no per-subject value and nothing encrypted
-        only = bank.enclave_gbdt(
+        only = bank.enclave.gbdt(
             purpose=PURPOSE,
             keys=world["keys"],
             labels=world["labels"],
@@ -107,13 +106,13 @@ def test_a_bank_trains_in_the_enclave_and_gets_only_what_it_asked_for(
             vendor_key=vendor,
             params={"max_iter": 10},
         )
-        assert set(only["outputs"]) == {"metrics"}
-        raw = bank.job_result(only["job"]["id"])
+        assert set(only.outputs) == {"metrics"}
+        raw = bank.jobs.result(only.job.id)
         assert b'"encrypted":null' in raw and world["consented"][0].encode() not in raw
 
         # a quote verified against another build is refused before anything is encrypted
-        with pytest.raises(AttestationError):
-            bank.enclave_gbdt(
+        with pytest.raises(AttestationError) as refused:
+            bank.enclave.gbdt(
                 purpose=PURPOSE,
                 keys=world["keys"],
                 labels=world["labels"],
@@ -122,6 +121,7 @@ def test_a_bank_trains_in_the_enclave_and_gets_only_what_it_asked_for(
                 vendor_key=vendor,
                 measurements=[os.urandom(32)],
             )
+        assert refused.value.reason == "measurement"
     # every quote, provisioning, release and the enclave's start are on the record
     assert len(_entries(runtime, "enclave.quote")) == 3
     assert len(_entries(runtime, "enclave.provision")) == 2
@@ -140,8 +140,8 @@ def test_bad_provisioning_is_refused_and_stores_nothing(
 ) -> None:
     import base64
 
-    with PPSClient(base_url, world["bank"].token) as bank:
-        quote = bank.enclave_quote()
+    with Client(base_url, world["bank"].token) as bank:
+        quote = bank.enclave.quote()
         body = {
             "purpose": PURPOSE,
             "subjects": "all_consented",
@@ -153,11 +153,15 @@ def test_bad_provisioning_is_refused_and_stores_nothing(
             },
             "output": {"release": ["metrics"]},
         }
-        with pytest.raises(ProvisioningFailed):
-            bank.request("POST", "/v1/enclave/jobs", json=body)
-        with pytest.raises(InvalidRequest):
+        with pytest.raises(InvalidRequest) as refused:
+            bank.request("POST", "/v1/enclave/jobs", json=body)  # as sent, unchecked here
+        assert refused.value.code == "provisioning_failed"
+        with pytest.raises(ValueError, match="32 bytes"):
+            bank.enclave.quote(b"\x00")  # refused here, before anything is sent
+        with pytest.raises(InvalidRequest) as refused:
             bank.request("GET", "/v1/enclave/quote", params={"nonce": "00"})
-        assert quote["measurement"] == runtime.enclave.host().hello["measurement"]
+        assert refused.value.code == "invalid_request"
+        assert quote.info.measurement == runtime.enclave.host().hello["measurement"]
     with runtime.db.transaction(write=False) as s:
         assert s.execute(select(Job)).first() is None
 
@@ -183,10 +187,10 @@ def test_killing_the_enclave_mid_job_fails_the_job_and_the_next_one_works(
         "release": ("metrics", "model"),
         "params": {"max_iter": 10},
     }
-    with PPSClient(base_url, world["bank"].token) as bank:
+    with Client(base_url, world["bank"].token) as bank:
         monkeypatch.setattr(EnclaveHost, "run", crash_then_run)
-        with pytest.raises(RemoteError) as err:
-            bank.enclave_gbdt(**kw)
+        with pytest.raises(JobFailed) as err:
+            bank.enclave.gbdt(**kw)
         assert err.value.code == "enclave_unavailable"
         monkeypatch.setattr(EnclaveHost, "run", real_run)
         with runtime.db.transaction(write=False) as s:
@@ -194,6 +198,6 @@ def test_killing_the_enclave_mid_job_fails_the_job_and_the_next_one_works(
             assert failed.state is JobState.failed
             assert s.get(JobBlob, (failed.id, "result")) is None
         assert _entries(runtime, "enclave.release") == []
-        got = bank.enclave_gbdt(**kw)  # a fresh enclave, a fresh quote
-        assert got["outputs"]["metrics"]["joined"] == 300
+        got = bank.enclave.gbdt(**kw)  # a fresh enclave, a fresh quote
+        assert got.outputs["metrics"]["joined"] == 300
     assert len(_entries(runtime, "enclave.start")) == 2

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.fl import make_model, non_iid_banks
+from models.fl import non_iid_banks
 from models.metrics import auc
+from pps_wire.federated import make_model
 from protocols.secagg import RoundInfo, SecAggClient, SecAggParams, SecAggServer
 
 

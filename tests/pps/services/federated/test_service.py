@@ -15,13 +15,13 @@ import pytest
 from api.app import create_app
 from api.live import running_server
 from models.fl import non_iid_banks
-from pps import errors
-from pps.client import FederatedClient, PPSClient
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import FederationMessage, FederationRound, Role, utcnow
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
-from protocols.secagg import SecAggAborted, SecAggStageError, Stage
+from pps_client import Client, Conflict, InvalidRequest
+from pps_wire.schemas import FederationOut
+from protocols.secagg import SecAggAborted, Stage
 from tests.conftest import OrgFactory, OrgHandle
 
 pytestmark = pytest.mark.db
@@ -43,11 +43,11 @@ def banks(make_org: OrgFactory) -> list[OrgHandle]:
 
 
 @pytest.fixture
-def clients(banks: list[OrgHandle], base_url: str) -> Iterator[list[FederatedClient]]:
-    made = [FederatedClient(PPSClient(base_url, b.token)) for b in banks]
+def clients(banks: list[OrgHandle], base_url: str) -> Iterator[list[Client]]:
+    made = [Client(base_url, b.token) for b in banks]
     yield made
     for c in made:
-        c.client.close()
+        c.close()
 
 
 @pytest.fixture
@@ -56,12 +56,10 @@ def banks4(banks: list[OrgHandle], make_org: OrgFactory) -> list[OrgHandle]:
 
 
 @pytest.fixture
-def clients4(
-    clients: list[FederatedClient], banks4: list[OrgHandle], base_url: str
-) -> Iterator[list[FederatedClient]]:
-    fourth = FederatedClient(PPSClient(base_url, banks4[3].token))
+def clients4(clients: list[Client], banks4: list[OrgHandle], base_url: str) -> Iterator[list[Client]]:
+    fourth = Client(base_url, banks4[3].token)
     yield [*clients, fourth]
-    fourth.client.close()
+    fourth.close()
 
 
 def past_the_deadline(rt: Runtime) -> None:
@@ -69,7 +67,7 @@ def past_the_deadline(rt: Runtime) -> None:
     rt.federated.clock = lambda: utcnow() + timedelta(hours=1)
 
 
-def create(fc: FederatedClient, banks: list[OrgHandle], split: Any, **over: Any) -> dict[str, Any]:
+def create(fc: Client, banks: list[OrgHandle], split: Any, **over: Any) -> FederationOut:
     body = {
         "name": "sme default model",
         "participants": [b.id for b in banks],
@@ -81,26 +79,31 @@ def create(fc: FederatedClient, banks: list[OrgHandle], split: Any, **over: Any)
         "clip_norm": 5.0,
         **over,
     }
-    return fc.create(**body)
+    return fc.federations.create(**body)
 
 
-def started(clients: list[FederatedClient], banks: list[OrgHandle], split: Any, **over: Any) -> str:
+def started(clients: list[Client], banks: list[OrgHandle], split: Any, **over: Any) -> str:
     fed = create(clients[0], banks, split, **over)
-    assert fed["state"] == "inviting" and fed["round"] is None
+    assert fed.state == "inviting" and fed.round is None
     for c in clients[1:]:
-        view = c.accept(fed["id"])
-    assert view["state"] == "running" and view["round"]["phase"] == "advertise_keys"
-    return str(fed["id"])
+        view = c.federations.accept(fed.id)
+    assert view.state == "running" and view.round is not None and view.round.phase == "advertise_keys"
+    return fed.id
 
 
 def step_all(
-    clients: list[FederatedClient], fed_id: str, split: Any, skip: set[int] = frozenset()
-) -> list[dict[str, Any]]:  # type: ignore[assignment]
+    clients: list[Client], fed_id: str, split: Any, skip: set[int] = frozenset()
+) -> list[FederationOut]:  # type: ignore[assignment]
     return [
-        c.step(fed_id, split.banks[i].x_train, split.banks[i].y_train)
+        c.federations.step(fed_id, split.banks[i].x_train, split.banks[i].y_train)
         for i, c in enumerate(clients)
         if i not in skip
     ]
+
+
+def _phase(view: FederationOut) -> str:
+    assert view.round is not None
+    return view.round.phase
 
 
 def entries(rt: Runtime, fed_id: str) -> list[dict[str, Any]]:
@@ -110,73 +113,73 @@ def entries(rt: Runtime, fed_id: str) -> list[dict[str, Any]]:
 
 
 def test_four_banks_train_with_one_dropping_out_mid_round(
-    clients4: list[FederatedClient], banks4: list[OrgHandle], split4: Any, runtime: Runtime
+    clients4: list[Client], banks4: list[OrgHandle], split4: Any, runtime: Runtime
 ) -> None:
     clients, banks, split = clients4, banks4, split4
     fed_id = started(clients, banks, split, threshold=3)
-    start = np.array(clients[0].federation(fed_id)["global_weights"])
+    start = np.array(clients[0].federations.get(fed_id).global_weights)
     step_all(clients, fed_id, split)  # keys advertised
     step_all(clients, fed_id, split)  # shares sent
-    assert clients[0].federation(fed_id)["round"]["phase"] == "masked_input"
+    assert _phase(clients[0].federations.get(fed_id)) == "masked_input"
     views = step_all(clients, fed_id, split, skip={3})  # bank 4 goes away before sending its update
-    assert views[-1]["round"]["phase"] == "masked_input"
+    assert _phase(views[-1]) == "masked_input"
     # before the deadline nobody, the initiator included, closes the phase without bank 4
     for c in clients[:2]:
-        with pytest.raises(SecAggStageError, match="have not posted") as err:
-            c.advance(fed_id)
+        with pytest.raises(Conflict, match="have not posted") as err:
+            c.federations.advance(fed_id)
         assert err.value.details["waiting_for"] == [banks[3].id]
     saved = runtime.federated.clock
     past_the_deadline(runtime)
-    assert clients[1].advance(fed_id)["round"]["phase"] == "unmask"  # after it, any participant may
+    assert _phase(clients[1].federations.advance(fed_id)) == "unmask"  # after it, any participant may
     runtime.federated.clock = saved
     step_all(clients, fed_id, split, skip={3})
-    view = clients[0].federation(fed_id)
-    assert view["current_round"] == 2 and view["round"]["phase"] == "advertise_keys"
+    view = clients[0].federations.get(fed_id)
+    assert view.current_round == 2 and _phase(view) == "advertise_keys"
     # round 1's result is the weighted mean of banks 1 to 3's local updates (up to quantisation)
     deltas, weights = [], []
     for i in (0, 1, 2):
         b = split.banks[i]
-        m = FederatedClient.model({**view, "global_weights": start.tolist()})
+        m = clients[0].federations.model(view.model_copy(update={"global_weights": start.tolist()}))
         deltas.append(m.fit(b.x_train, b.y_train).get_flat() - start)
         weights.append(len(b.y_train))
     want = start + sum(w * d for w, d in zip(weights, deltas, strict=True)) / sum(weights)
-    assert np.allclose(view["global_weights"], want, atol=1e-4)
+    assert np.allclose(np.array(view.global_weights), want, atol=1e-4)
     # round 2: bank 4 is back with fresh keys
     for _ in range(4):
         views = step_all(clients, fed_id, split)
-    done = clients[3].federation(fed_id)
-    assert done["state"] == "done" and done["model_id"] is not None
+    done = clients[3].federations.get(fed_id)
+    assert done.state == "done" and done.model_id is not None
     actions = [e["action"] for e in entries(runtime, fed_id)]
     assert actions.count("federation.round.done") == 2 and actions.count("federation.accept") == 3
     assert actions.count("federation.round.submit") == 4 + 4 + 3 + 3 + 4 * 4
     first = next(e for e in entries(runtime, fed_id) if e["action"] == "federation.round.done")
     assert first["detail"]["dropped"] == [banks[3].id]
     assert first["detail"]["total_weight"] == sum(weights)
-    model = clients[0].client.request("GET", f"/v1/models/{done['model_id']}")
-    assert model["kind"] == "horizontal_lr"
+    model = clients[0].models.get(done.model_id)
+    assert model.kind == "horizontal_lr"
 
 
 def test_the_initiator_cannot_learn_a_bank_update_by_closing_on_two_survivors(
-    clients: list[FederatedClient], banks: list[OrgHandle], split: Any, runtime: Runtime
+    clients: list[Client], banks: list[OrgHandle], split: Any, runtime: Runtime
 ) -> None:
     """n=3, t=2. If the initiator could close the masked-input phase as soon as it and one victim had posted,
     the round would publish the new global model and total weight of the two: the initiator, knowing its own
     weight and update, would solve for the victim's. Early closing is refused, and after the deadline (the
     same outcome through natural drop-outs) the round aborts and publishes nothing."""
     fed_id = started(clients, banks, split, rounds=1)
-    start = clients[0].federation(fed_id)["global_weights"]
+    start = clients[0].federations.get(fed_id).global_weights
     step_all(clients, fed_id, split)
     step_all(clients, fed_id, split)
     step_all(clients, fed_id, split, skip={2})  # the initiator and its victim have posted their updates
-    with pytest.raises(SecAggStageError, match="open until its deadline"):
-        clients[0].advance(fed_id)
-    assert clients[0].federation(fed_id)["round"]["phase"] == "masked_input"
+    with pytest.raises(Conflict, match="open until its deadline"):
+        clients[0].federations.advance(fed_id)
+    assert _phase(clients[0].federations.get(fed_id)) == "masked_input"
     past_the_deadline(runtime)
-    view = clients[1].advance(fed_id)
-    assert view["state"] == "aborted" and view["round"]["phase"] == "aborted"
-    assert "at least 3 banks" in view["abort_reason"]
-    assert view["round"]["total_weight"] is None and view["round"]["survivors"] is None
-    assert view["global_weights"] == start and view["model_id"] is None
+    view = clients[1].federations.advance(fed_id)
+    assert view.state == "aborted" and _phase(view) == "aborted"
+    assert "at least 3 banks" in (view.abort_reason or "")
+    assert view.round is not None and view.round.total_weight is None and view.round.survivors is None
+    assert view.global_weights == start and view.model_id is None
     with runtime.db.transaction(write=False) as s:
         rnd = s.get(FederationRound, (fed_id, 1))
         assert rnd is not None and rnd.result_weights is None and rnd.total_weight is None
@@ -185,7 +188,7 @@ def test_the_initiator_cannot_learn_a_bank_update_by_closing_on_two_survivors(
 
 
 def test_the_view_builds_each_inbox_without_reading_masked_inputs(
-    clients: list[FederatedClient],
+    clients: list[Client],
     banks: list[OrgHandle],
     split: Any,
     runtime: Runtime,
@@ -234,14 +237,16 @@ def test_the_view_builds_each_inbox_without_reading_masked_inputs(
         assert views[banks[0].id]["inbox"] == full
         if phase == "masked_input":
             assert [views[b.id]["round"]["posted"] for b in banks] == [True, True, False]
-            clients[2].step(fed_id, split.banks[2].x_train, split.banks[2].y_train)  # the phase closes
+            clients[2].federations.step(
+                fed_id, split.banks[2].x_train, split.banks[2].y_train
+            )  # the phase closes
         else:
             assert not any(views[b.id]["round"]["posted"] for b in banks)
             assert all(views[b.id]["inbox"] == full for b in banks)
 
 
 def test_a_restarted_server_continues_the_round(
-    clients: list[FederatedClient], banks: list[OrgHandle], split: Any, settings: Settings
+    clients: list[Client], banks: list[OrgHandle], split: Any, settings: Settings
 ) -> None:
     fed_id = started(clients, banks, split, rounds=1)
     step_all(clients, fed_id, split)
@@ -249,19 +254,22 @@ def test_a_restarted_server_continues_the_round(
     rt2 = Runtime.build(settings)
     try:
         with running_server(create_app(runtime=rt2)) as url:
-            for c, b in zip(clients, banks, strict=True):
-                c.client = PPSClient(url, b.token)
-            assert clients[0].federation(fed_id)["round"]["phase"] == "masked_input"
+            for i, b in enumerate(banks):
+                moved = Client(url, b.token)
+                moved.federations._rounds = clients[i].federations._rounds  # the bank kept its secrets
+                clients[i] = moved
+            assert _phase(clients[0].federations.get(fed_id)) == "masked_input"
             for _ in range(2):
                 step_all(clients, fed_id, split)
-            view = clients[1].federation(fed_id)
-            assert view["state"] == "done" and view["round"]["survivors"] == sorted(b.id for b in banks)
+            view = clients[1].federations.get(fed_id)
+            assert view.state == "done" and view.round is not None
+            assert view.round.survivors == sorted(b.id for b in banks)
     finally:
         rt2.close()
 
 
 def test_a_restart_with_too_few_banks_left_aborts_cleanly_and_averages_nothing(
-    clients: list[FederatedClient], banks: list[OrgHandle], split: Any, settings: Settings, runtime: Runtime
+    clients: list[Client], banks: list[OrgHandle], split: Any, settings: Settings, runtime: Runtime
 ) -> None:
     fed_id = started(clients, banks, split, rounds=1)
     step_all(clients, fed_id, split)
@@ -270,18 +278,19 @@ def test_a_restart_with_too_few_banks_left_aborts_cleanly_and_averages_nothing(
     rt2 = Runtime.build(settings)
     try:
         with running_server(create_app(runtime=rt2)) as url:
-            fc = FederatedClient(PPSClient(url, banks[0].token))
-            with pytest.raises(SecAggStageError, match="open until its deadline"):
-                fc.advance(fed_id)
+            fc = Client(url, banks[0].token)
+            with pytest.raises(Conflict, match="open until its deadline") as refused:
+                fc.federations.advance(fed_id)
             past_the_deadline(rt2)
-            view = fc.advance(fed_id)
-            assert view["state"] == "aborted" and view["round"]["phase"] == "aborted"
-            assert "only 1 of 3 banks" in view["abort_reason"]
-            assert view["model_id"] is None
-            late = clients[1].step(fed_id, split.banks[1].x_train, split.banks[1].y_train)
-            assert late["state"] == "aborted"  # a late bank is told, and sends nothing
-            with pytest.raises(SecAggAborted, match="was aborted"):
-                fc.advance(fed_id)
+            view = fc.federations.advance(fed_id)
+            assert view.state == "aborted" and _phase(view) == "aborted"
+            assert "only 1 of 3 banks" in (view.abort_reason or "")
+            assert view.model_id is None
+            late = clients[1].federations.step(fed_id, split.banks[1].x_train, split.banks[1].y_train)
+            assert late.state == "aborted"  # a late bank is told, and sends nothing
+            with pytest.raises(Conflict, match="was aborted") as refused:
+                fc.federations.advance(fed_id)
+            assert refused.value.code == SecAggAborted.code
     finally:
         rt2.close()
     actions = [e["action"] for e in entries(runtime, fed_id)]
@@ -289,7 +298,7 @@ def test_a_restart_with_too_few_banks_left_aborts_cleanly_and_averages_nothing(
 
 
 def test_outsiders_replays_and_bad_messages_are_refused_and_change_nothing(
-    clients: list[FederatedClient],
+    clients: list[Client],
     banks: list[OrgHandle],
     split: Any,
     runtime: Runtime,
@@ -300,7 +309,7 @@ def test_outsiders_replays_and_bad_messages_are_refused_and_change_nothing(
     outsider = http(make_org(Role.bank).token)
     subject = http(make_org(Role.subject).token)
     first = step_all(clients, fed_id, split)
-    assert first[-1]["round"]["phase"] == "share_keys"
+    assert _phase(first[-1]) == "share_keys"
     with runtime.db.transaction(write=False) as s:
         size = runtime.ledger.size(s)
     # a bank not in the federation: not found, for every route
@@ -324,10 +333,10 @@ def test_outsiders_replays_and_bad_messages_are_refused_and_change_nothing(
     )
     assert subject.get(f"/v1/federations/{fed_id}").status_code == 403
     # a replay of this round's earlier message, and a message posted under another bank's position
-    with pytest.raises(SecAggStageError, match="not accepted now"):
-        clients[0].post_message(fed_id, adv_frame)
-    with pytest.raises(SecAggStageError, match="you are bank"):
-        clients[1].post_message(fed_id, adv_frame)
+    with pytest.raises(Conflict, match="not accepted now"):
+        clients[0].federations.post_message(fed_id, adv_frame)
+    with pytest.raises(Conflict, match="you are bank"):
+        clients[1].federations.post_message(fed_id, adv_frame)
     # not base64, not a frame, a wrong purpose
     bank1 = http(banks[0].token)
     r = bank1.post(f"/v1/federations/{fed_id}/messages", json={"message": "***"})
@@ -336,8 +345,8 @@ def test_outsiders_replays_and_bad_messages_are_refused_and_change_nothing(
         f"/v1/federations/{fed_id}/messages", json={"message": base64.b64encode(b"hello").decode()}
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_secagg_message"
-    with pytest.raises(errors.InvalidInput, match="purpose"):
-        FederatedClient(clients[0].client).create(
+    with pytest.raises(ValueError, match="purpose"):  # refused here: the request model allows one purpose
+        clients[0].federations.create(
             name="x",
             participants=[b.id for b in banks],
             kind="horizontal_lr",
@@ -351,27 +360,27 @@ def test_outsiders_replays_and_bad_messages_are_refused_and_change_nothing(
     # the round is intact: it finishes, and round 1's messages are refused in round 2 as replays
     for _ in range(3):
         step_all(clients, fed_id, split)
-    assert clients[0].federation(fed_id)["current_round"] == 2
-    with pytest.raises(SecAggStageError, match="round 1, the current round is 2"):
-        clients[0].post_message(fed_id, adv_frame)
+    assert clients[0].federations.get(fed_id).current_round == 2
+    with pytest.raises(Conflict, match="round 1, the current round is 2"):
+        clients[0].federations.post_message(fed_id, adv_frame)
 
 
 def test_creation_checks_participants_and_threshold(
-    clients: list[FederatedClient], banks: list[OrgHandle], split: Any, make_org: OrgFactory
+    clients: list[Client], banks: list[OrgHandle], split: Any, make_org: OrgFactory
 ) -> None:
     provider = make_org(Role.data_provider)
-    with pytest.raises(errors.InvalidInput, match="not an active bank"):
+    with pytest.raises(InvalidRequest, match="not an active bank"):
         create(clients[0], [*banks[:2], provider], split)
-    with pytest.raises(errors.InvalidInput, match="initiating bank"):
+    with pytest.raises(InvalidRequest, match="initiating bank"):
         create(clients[0], [*banks[1:], make_org(Role.bank)], split)
-    with pytest.raises(errors.InvalidInput, match="majority"):
+    with pytest.raises(InvalidRequest, match="majority"):
         create(clients[0], [*banks, make_org(Role.bank)], split, threshold=2)
-    with pytest.raises(errors.InvalidInput, match="3 to 50 distinct"):  # two banks would learn each other's
+    with pytest.raises(InvalidRequest, match="3 to 50 distinct"):  # two banks would learn each other's
         create(clients[0], banks[:2], split)
     fed = create(clients[0], banks, split)
-    with pytest.raises(errors.InvalidInput, match="purpose"):
-        clients[1].accept(fed["id"], purpose="loan_underwriting")
-    clients[1].accept(fed["id"])
-    with pytest.raises(SecAggStageError, match="already accepted"):
-        clients[1].accept(fed["id"])
-    assert [f["id"] for f in clients[2].list()] == [fed["id"]]
+    with pytest.raises(InvalidRequest, match="purpose"):
+        clients[1].federations.accept(fed.id, purpose="loan_underwriting")
+    clients[1].federations.accept(fed.id)
+    with pytest.raises(Conflict, match="already accepted"):
+        clients[1].federations.accept(fed.id)
+    assert [f.id for f in clients[2].federations.list()] == [fed.id]

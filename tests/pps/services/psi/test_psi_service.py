@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
-from pps.client import PPSClient
-from pps.errors import InvalidInput, RoleNotAllowed
 from pps.infra.storage.tables import Role
 from pps.runtime import Runtime
+from pps_client import Client, JobFailed
 from tests.conftest import OrgFactory, OrgHandle
 from tests.helpers import uscc_for
 from tests.pps.data.datasets.conftest import TAX_SCHEMA
@@ -24,22 +25,18 @@ def world(make_org: OrgFactory, base_url: str) -> dict[str, Any]:
     other_bank = make_org(Role.bank, "Bank B")
     provider = make_org(Role.data_provider)
     subjects = [make_org(Role.subject) for _ in range(5)]
-    ds = PPSClient(base_url, provider.token).create_dataset("tax", TAX_SCHEMA)["id"]
-    terms = {
-        "purpose": "loan_underwriting",
-        "scope": [{"dataset_id": ds, "fields": ["tax_paid"]}],
-        "operations": ["psi", "score"],
-        "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
-    }
+    ds = Client(base_url, provider.token).datasets.create("tax", TAX_SCHEMA).id
     consents = {}
     for s in subjects[:4]:
-        c = PPSClient(base_url, s.token).request(
-            "POST", "/v1/consents", json={**terms, "bank_org_id": bank.id}
+        c = Client(base_url, s.token).consents.grant(
+            bank.id,
+            purpose="loan_underwriting",
+            scope={ds: ["tax_paid"]},
+            operations=["psi", "score"],
+            valid_until=datetime.now(UTC) + timedelta(days=30),
         )
-        consents[s.uscc] = c["id"]
-    PPSClient(base_url, subjects[3].token).request(
-        "POST", f"/v1/consents/{consents[subjects[3].uscc]}/revoke"
-    )
+        consents[s.uscc] = c.id
+    Client(base_url, subjects[3].token).consents.revoke(consents[subjects[3].uscc])
     return {"bank": bank, "other_bank": other_bank, "subjects": subjects, "consents": consents}
 
 
@@ -50,29 +47,29 @@ def customers(world: dict[str, Any]) -> list[str]:
 
 
 def test_the_bank_learns_exactly_its_consented_customers(world: dict[str, Any], base_url: str) -> None:
-    bank = PPSClient(base_url, world["bank"].token)
-    result = bank.psi(customers(world), purpose="loan_underwriting")
+    bank = Client(base_url, world["bank"].token)
+    result = bank.psi.run(customers(world), purpose="loan_underwriting")
     consented = {s.uscc for s in world["subjects"][:3]}
     assert result.intersection == consented and result.size == 3
     assert result.server_set_size == 3  # the consented set: the revoked and the unconsented are not in it
-    sized = bank.psi(customers(world), purpose="loan_underwriting", reveal_intersection=False)
+    sized = bank.psi.run(customers(world), purpose="loan_underwriting", reveal_intersection=False)
     assert sized.intersection is None and sized.size == 3
-    other = PPSClient(base_url, world["other_bank"].token).psi(customers(world), purpose="loan_underwriting")
+    other = Client(base_url, world["other_bank"].token).psi.run(customers(world), purpose="loan_underwriting")
     assert other.size == 0 and other.server_set_size == 0
 
 
 def test_each_consented_subject_sees_the_psi_in_its_history(world: dict[str, Any], base_url: str) -> None:
-    PPSClient(base_url, world["bank"].token).psi(customers(world), purpose="loan_underwriting")
+    Client(base_url, world["bank"].token).psi.run(customers(world), purpose="loan_underwriting")
     first, unconsented = world["subjects"][0], world["subjects"][4]
-    actions = [i["entry"]["action"] for i in PPSClient(base_url, first.token).mine()["items"]]
+    actions = [i.entry["action"] for i in Client(base_url, first.token).ledger.mine().items]
     assert "policy.release" in actions
     released = [
-        i["entry"]
-        for i in PPSClient(base_url, first.token).mine()["items"]
-        if i["entry"]["action"] == "policy.release"
+        i.entry
+        for i in Client(base_url, first.token).ledger.mine().items
+        if i.entry["action"] == "policy.release"
     ]
     assert released[-1]["released"] == [{"to": world["bank"].id, "what": "psi:intersection"}]
-    actions = [i["entry"]["action"] for i in PPSClient(base_url, unconsented.token).mine()["items"]]
+    actions = [i.entry["action"] for i in Client(base_url, unconsented.token).ledger.mine().items]
     assert "policy.release" not in actions  # not in the server set, not told, not logged against it
 
 
@@ -84,33 +81,30 @@ def test_a_revocation_while_the_psi_runs_releases_nothing(
 
     def prepare_then_revoke(*args: Any, **kwargs: Any) -> Any:
         out = original(*args, **kwargs)
-        PPSClient(base_url, victim.token).request(
-            "POST", f"/v1/consents/{world['consents'][victim.uscc]}/revoke"
-        )
+        Client(base_url, victim.token).consents.revoke(world["consents"][victim.uscc])
         return out
 
     monkeypatch.setattr(runtime.psi.cache, "get_or_prepare", prepare_then_revoke)
-    bank = PPSClient(base_url, world["bank"].token)
-    with pytest.raises(Exception, match="consent changed"):
-        bank.psi(customers(world), purpose="loan_underwriting")
-    job = bank.request("GET", "/v1/jobs")["items"][-1]
-    assert job["state"] == "failed" and not job["result_available"]
+    bank = Client(base_url, world["bank"].token)
+    with pytest.raises(JobFailed, match="consent changed"):
+        bank.psi.run(customers(world), purpose="loan_underwriting")
+    job = bank.jobs.list()[-1]
+    assert job.state == "failed" and not job.result_available
     monkeypatch.undo()
-    assert bank.psi(customers(world), purpose="loan_underwriting").size == 2
+    assert bank.psi.run(customers(world), purpose="loan_underwriting").size == 2
 
 
-def test_bad_psi_requests(world: dict[str, Any], base_url: str) -> None:
-    bank = PPSClient(base_url, world["bank"].token)
+def test_bad_psi_requests(world: dict[str, Any], base_url: str, http: Callable[..., httpx.Client]) -> None:
+    bank = http(world["bank"].token)
     for body in (
         {"purpose": "loan_underwriting", "reveal": "intersection", "request": "not base64!"},
         {"purpose": "loan_underwriting", "reveal": "intersection", "request": "UFBTSQ=="},
         {"purpose": "marketing", "reveal": "size", "request": "UFBTSQ=="},
     ):
-        with pytest.raises(InvalidInput):
-            bank.request("POST", "/v1/psi", json=body)
-    assert bank.request("GET", "/v1/jobs")["items"] == []
-    subject = PPSClient(base_url, world["subjects"][0].token)
-    with pytest.raises(RoleNotAllowed):
-        subject.request(
-            "POST", "/v1/psi", json={"purpose": "loan_underwriting", "reveal": "size", "request": ""}
-        )
+        response = bank.post("/v1/psi", json=body)
+        assert response.status_code == 422, response.text
+    assert Client(base_url, world["bank"].token).jobs.list() == []
+    response = http(world["subjects"][0].token).post(
+        "/v1/psi", json={"purpose": "loan_underwriting", "reveal": "size", "request": ""}
+    )
+    assert response.status_code == 403 and response.json()["error"]["code"] == "role_not_allowed"

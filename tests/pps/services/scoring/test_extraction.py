@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from models.features import FEATURE_RESOLUTION, enterprise_features
-from pps.client import PPSClient
 from pps.infra.storage.tables import Role
 from pps.runtime import Runtime
+from pps_client import Client
 from protocols.he_scoring import BankScoringKey
 from tests.conftest import OrgFactory
 from tests.pps.services.scoring.conftest import PURPOSE, Platform, _consent
@@ -31,9 +31,9 @@ def test_a_one_hot_model_reads_only_the_quantised_feature_and_only_max_uses_time
     key = BankScoringKey.create()
     amplify = 1000.0  # a huge weight on one feature and nothing else: the score *is* the feature
     crafted = key.encrypt_model({TARGET: amplify}, 0.0)
-    client = PPSClient(base_url, bank.token)
+    client = Client(base_url, bank.token)
 
-    result = client.score(key, crafted, purpose=PURPOSE, subjects=victims)
+    result = client.scoring.score(key, crafted, purpose=PURPOSE, subjects=victims)
     assert result.subjects == victims
     read = np.asarray(result.raw) / amplify
 
@@ -47,11 +47,11 @@ def test_a_one_hot_model_reads_only_the_quantised_feature_and_only_max_uses_time
     off = np.abs(read - truth)[truth > 0]
     assert np.mean(off) > step / 10  # the raw value is not recovered: it sits anywhere in its grid cell
     # amplifying harder reads the same grid value: the resolution, not the noise, is the bound
-    result_2 = client.score(
+    result_2 = client.scoring.score(
         key, key.encrypt_model({TARGET: amplify * 100}, 0.0), purpose=PURPOSE, subjects=victims
     )
     np.testing.assert_allclose(np.asarray(result_2.raw) / (amplify * 100), read, atol=1e-6)
     # consent allowed two uses: a third crafted query scores nobody
-    result_3 = client.score(key, crafted, purpose=PURPOSE, subjects=victims)
+    result_3 = client.scoring.score(key, crafted, purpose=PURPOSE, subjects=victims)
     assert result_3.subjects == [] and result_3.raw is None
-    assert {r["reason"] for r in result_3.not_scored} == {"uses_exhausted"}
+    assert {r.reason for r in result_3.not_scored} == {"uses_exhausted"}

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from models.features import FEATURE_RESOLUTION
-from pps.client import PPSClient
-from pps.errors import InvalidInput, RateLimited
+from pps.errors import InvalidInput
 from pps.infra.storage.tables import Consent, Job, Role
 from pps.runtime import Runtime
+from pps_client import Client, NotFound, RateLimited, ReleaseVerificationError
 from protocols.he_scoring import BankScoringKey, EncryptedModelMessage, Scorecard, ScorecardFeature
 from tests.conftest import OrgFactory
 from tests.helpers import uscc_for
@@ -51,19 +51,19 @@ def test_the_bank_scores_its_consented_subjects_as_plaintext_would(
 ) -> None:
     weights, bias = random_model()
     model = key.encrypt_model(weights, bias)
-    bank = PPSClient(base_url, world.bank.token)
+    bank = Client(base_url, world.bank.token)
     asked = world.consented + world.narrow + world.revoked + world.strangers
-    result = bank.score(key, model, purpose=PURPOSE, subjects=asked, preprocess=PREPROCESS)
+    result = bank.scoring.score(key, model, purpose=PURPOSE, subjects=asked, preprocess=PREPROCESS)
     assert result.subjects == world.consented, result.not_scored[:3]
     expected = 1 / (1 + np.exp(-plaintext_logits(runtime, world.consented, weights, bias, PREPROCESS)))
     assert np.max(np.abs(result.probabilities - expected)) < 1e-3
-    reasons = {r["subject"]: r["reason"] for r in result.not_scored}
+    reasons = {r.subject: r.reason for r in result.not_scored}
     assert reasons == {
         **dict.fromkeys(world.narrow, "field_not_covered"),
         **dict.fromkeys(world.revoked, "revoked"),
         **dict.fromkeys(world.strangers, "no_grant"),
     }
-    assert result.header["resolution"]["log_sales_mean_last6"] == FEATURE_RESOLUTION["log_sales_mean_last6"]
+    assert result.header.resolution["log_sales_mean_last6"] == FEATURE_RESOLUTION["log_sales_mean_last6"]
     with runtime.db.transaction(write=False) as s:
         used = {c.subject_uscc: c.uses for c in s.query(Consent).filter(Consent.bank_org_id == world.bank.id)}
     assert all(used[u] == 1 for u in world.consented) and all(used[u] == 0 for u in world.narrow)
@@ -81,7 +81,7 @@ def test_a_scorecard_is_scored_bin_by_bin(
         base_points=600.0,
     )
     model = key.encrypt_scorecard(card)
-    result = PPSClient(base_url, world.bank.token).score(key, model, purpose=PURPOSE, subjects=None)
+    result = Client(base_url, world.bank.token).scoring.score(key, model, purpose=PURPOSE, subjects=None)
     assert sorted(result.subjects) == sorted(world.consented)  # "all consented": the consent decides
     assert result.probabilities is None
     with runtime.db.transaction(write=False) as s:
@@ -109,13 +109,11 @@ def test_a_revocation_between_admission_and_release_takes_the_subject_out(
         return out
 
     monkeypatch.setattr(runtime.scoring, "_evaluate", evaluate_then_revoke)
-    result = PPSClient(base_url, world.bank.token).score(
+    result = Client(base_url, world.bank.token).scoring.score(
         key, model, purpose=PURPOSE, subjects=world.consented[:10]
     )
     assert victim not in result.subjects and len(result.subjects) == 9
-    assert {"subject": victim, "reason": "revoked"}.items() <= next(
-        r for r in result.not_scored if r["subject"] == victim
-    ).items()
+    assert next(r for r in result.not_scored if r.subject == victim).reason == "revoked"
     expected = plaintext_logits(runtime, result.subjects, weights, bias, {})
     assert np.max(np.abs(result.raw - expected)) < 1e-3  # the rest re-scored without it, still right
     with runtime.db.transaction(write=False) as s:
@@ -127,15 +125,15 @@ def test_only_the_bank_reads_its_result_and_subjects_see_the_release(
 ) -> None:
     weights, bias = random_model(3)
     model = key.encrypt_model(weights, bias)
-    bank = PPSClient(base_url, world.bank.token)
-    job = bank.submit_scoring(key, model, purpose=PURPOSE, subjects=world.consented[:5])
-    bank.wait(job["id"])
-    other = PPSClient(base_url, world.other_bank.token)
-    with pytest.raises(Exception, match="does not exist"):
-        other.job_result(job["id"])
+    bank = Client(base_url, world.bank.token)
+    job = bank.scoring.submit(key, model, purpose=PURPOSE, subjects=world.consented[:5])
+    bank.jobs.wait(job.id)
+    other = Client(base_url, world.other_bank.token)
+    with pytest.raises(NotFound, match="does not exist"):
+        other.jobs.result(job.id)
     subject = make_org(Role.subject, uscc=world.consented[0])
-    history = PPSClient(base_url, subject.token).mine()["items"]
-    released = [i["entry"] for i in history if i["entry"]["action"] == "policy.release"]
+    history = Client(base_url, subject.token).ledger.mine().items
+    released = [i.entry for i in history if i.entry["action"] == "policy.release"]
     assert released and released[-1]["released"] == [{"to": world.bank.id, "what": "score:logistic"}]
     assert released[-1]["subjects"] == [world.consented[0]]  # redacted to itself
 
@@ -145,12 +143,12 @@ def test_the_safe_room_never_holds_a_key_that_opens_the_result(
 ) -> None:
     weights, bias = random_model(4)
     model = key.encrypt_model(weights, bias)
-    bank = PPSClient(base_url, world.bank.token)
-    job = bank.submit_scoring(key, model, purpose=PURPOSE, subjects=world.consented[:5])
-    bank.wait(job["id"])
+    bank = Client(base_url, world.bank.token)
+    job = bank.scoring.submit(key, model, purpose=PURPOSE, subjects=world.consented[:5])
+    bank.jobs.wait(job.id)
     stranger_key = BankScoringKey.create()
-    with pytest.raises(Exception, match="another context"):
-        bank.scoring_result(job["id"], stranger_key)
+    with pytest.raises(ReleaseVerificationError, match="another context"):
+        bank.scoring.result(job.id, stranger_key)
 
 
 # --- bad input: a clear 4xx, nothing stored -------------------------------------------------------------------
@@ -229,26 +227,25 @@ def test_only_banks_submit_and_the_rate_limit_holds(
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {provider.token}"}) as c:
         assert c.post("/v1/scoring", json=_body(key, model), timeout=60).status_code == 403
     runtime.scoring.jobs_per_hour = 2
-    bank = PPSClient(base_url, world.bank.token)
+    bank = Client(base_url, world.bank.token)
     for _ in range(2):
-        bank.submit_scoring(key, model, purpose=PURPOSE, subjects=world.consented[:2])
-    with pytest.raises(RateLimited, match="per hour"):
-        bank.submit_scoring(key, model, purpose=PURPOSE, subjects=world.consented[:2])
+        bank.scoring.submit(key, model, purpose=PURPOSE, subjects=world.consented[:2])
+    with pytest.raises(RateLimited, match="per hour") as limited:
+        bank.scoring.submit(key, model, purpose=PURPOSE, subjects=world.consented[:2])
+    assert limited.value.retry_after is not None and limited.value.retry_after > 0
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {world.bank.token}"}) as c:
         response = c.post("/v1/scoring", json=_body(key, model), timeout=60)
         assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
     # the other bank has its own allowance
-    PPSClient(base_url, world.other_bank.token).submit_scoring(key, model, purpose=PURPOSE, subjects=None)
+    Client(base_url, world.other_bank.token).scoring.submit(key, model, purpose=PURPOSE, subjects=None)
 
 
 def test_the_feature_catalogue_is_discoverable_without_values(world: World, base_url: str) -> None:
-    items = PPSClient(base_url, world.bank.token).features()
-    names = {i["name"]: i for i in items}
-    assert (
-        names["log_sales_mean_last6"]["available"] and names["log_sales_mean_last6"]["unit"] == "log1p(CNY)"
-    )
-    assert not names["log_court_amount_defendant"]["available"]
-    assert all(set(i) >= {"name", "kind", "unit", "resolution", "datasets"} for i in items)
+    items = Client(base_url, world.bank.token).scoring.features()
+    names = {i.name: i for i in items}
+    assert names["log_sales_mean_last6"].available and names["log_sales_mean_last6"].unit == "log1p(CNY)"
+    assert not names["log_court_amount_defendant"].available
+    assert all(i.kind and i.resolution is not None and isinstance(i.datasets, dict) for i in items)
 
 
 def test_direct_check_refuses_duplicates_and_empty_lists(runtime: Runtime, platform: Platform) -> None:

@@ -15,19 +15,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from enclave_sim.crypto import OutputPolicy, encrypt_for_enclave
 from enclave_sim.errors import EnclaveProtocolError, OutputPolicyViolation, ProvisioningError, SealingError
 from enclave_sim.host import EnclaveHost
 from enclave_sim.platform import MODULES, expected_measurement
-from enclave_sim.quote import Quote, standard_policy, verify_quote
-from enclave_sim.sealed import (
-    MIN_SCORE_NOISE_STD,
-    SCORES_JOB,
-    encrypt_score_request,
-    open_scores,
-    report_nonce,
-    score_request,
-)
+from enclave_sim.sealed import MIN_SCORE_NOISE_STD
+from pps_wire.provision import OutputPolicy, encrypt_for_enclave
+from pps_wire.quote import Quote, standard_policy, verify_quote
+from pps_wire.sealed import SCORES_JOB, encrypt_score_request, open_scores, report_nonce, score_request
 from protocols.he_scoring import check_public_context
 
 pytestmark = pytest.mark.slow

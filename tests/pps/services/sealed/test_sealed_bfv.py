@@ -26,11 +26,11 @@ import enclave_sim.sealed as es
 from enclave_sim.errors import EnclaveProtocolError, OutputPolicyViolation, ProvisioningError, SealingError
 from enclave_sim.host import EnclaveHost
 from enclave_sim.platform import expected_measurement
-from enclave_sim.quote import standard_policy, verify_quote
-from pps.client import PPSClient, encrypt_sealed_columns, encrypt_sealed_integer_columns
-from pps.errors import InvalidInput, PPSError
 from pps.infra.storage.tables import LedgerEntry, Role, SealedContext, SealedDataset
 from pps.runtime import Runtime
+from pps_client import APIError, Client, encrypt_sealed_columns, encrypt_sealed_integer_columns
+from pps_wire.quote import standard_policy, verify_quote
+from pps_wire.sealed import report_nonce
 from tests.conftest import OrgFactory
 from tests.pps.services.sealed.test_sealed_service import BOUNDS, PURPOSE, N, _consent, _data, _state
 
@@ -198,17 +198,17 @@ def test_the_enclave_refuses_wrong_schemes_bounds_and_wrapping(inproc: dict[str,
 
 def test_the_provider_refuses_values_that_are_not_bounded_integers(inproc: dict[str, Any]) -> None:
     pub = inproc["bfv_pub"]
-    with pytest.raises(InvalidInput, match="not an integer"):
+    with pytest.raises(ValueError, match="not an integer"):
         encrypt_sealed_integer_columns(pub, {"x": [1, 2.5]}, {"x": (0, 10)})
-    with pytest.raises(InvalidInput, match="outside"):
+    with pytest.raises(ValueError, match="outside"):
         encrypt_sealed_integer_columns(pub, {"x": [1, 11]}, {"x": (0, 10)})  # refused, not clipped
-    with pytest.raises(InvalidInput, match="not an integer"):
+    with pytest.raises(ValueError, match="not an integer"):
         encrypt_sealed_integer_columns(pub, {"x": [1, float("nan")]}, {"x": (0, 10)})
-    with pytest.raises(InvalidInput, match="bounds are integers"):
+    with pytest.raises(ValueError, match="bounds are integers"):
         encrypt_sealed_integer_columns(pub, {"x": [1, 2]}, {"x": (0, 10.5)})
-    with pytest.raises(InvalidInput, match="plain modulus"):
+    with pytest.raises(ValueError, match="plain modulus"):
         encrypt_sealed_integer_columns(pub, {"x": [1] * 10}, {"x": (0, 10**11)})  # 10 x 10^11 > t / 2
-    with pytest.raises(InvalidInput, match="public"):
+    with pytest.raises(ValueError, match="public"):
         encrypt_sealed_integer_columns(
             ts.context(ts.SCHEME_TYPE.BFV, 8192, plain_modulus=T40).serialize(save_secret_key=True),
             {"x": [1]},
@@ -247,7 +247,7 @@ def test_the_bfv_pair_survives_a_restart_only_sealed_and_stays_bound(
     quote = base64.b64decode(host.call("he_quote", context_id=cid, nonce=b64(nonce))["quote"])
     verify_quote(
         quote,
-        standard_policy(measurements=[expected_measurement()], nonce=es.report_nonce(cid, nonce, bid)),
+        standard_policy(measurements=[expected_measurement()], nonce=report_nonce(cid, nonce, bid)),
         vendor_key=vendor.public_key(),
     )
     with pytest.raises(SealingError):  # the sealed BFV key opens only under its own ids
@@ -275,9 +275,9 @@ def world(runtime: Runtime, make_org: OrgFactory, base_url: str) -> dict[str, An
     admin = make_org(Role.platform_admin, "operator")
     data = _data()
     vendor = runtime.enclave.vendor_public_key
-    with PPSClient(base_url, provider.token, timeout=120) as p:
-        context = p.sealed_context(vendor_key=vendor)
-        up = p.upload_sealed(
+    with Client(base_url, provider.token, timeout=120) as p:
+        context = p.sealed.context(vendor_key=vendor)
+        up = p.sealed.upload(
             "sealed court",
             context=context,
             subjects=data["subjects"],
@@ -287,14 +287,14 @@ def world(runtime: Runtime, make_org: OrgFactory, base_url: str) -> dict[str, An
             integer_columns=["arrears"],
         )
     consented = data["subjects"][:40]
-    _consent(runtime, bank.id, up["dataset_id"], consented)
+    _consent(runtime, bank.id, up.dataset_id, consented)
     return {
         **data,
         "provider": provider,
         "bank": bank,
         "admin": admin,
         "context": context,
-        "dataset_id": up["dataset_id"],
+        "dataset_id": up.dataset_id,
         "consented": consented,
         "vendor": vendor,
     }
@@ -306,7 +306,7 @@ def test_an_integer_column_is_sealed_under_bfv_and_aggregated(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
     ctx = world["context"]
-    assert ctx["bfv_context_id"] is not None and ctx["bfv_public_context"] is not None
+    assert ctx.bfv_context_id is not None and ctx.bfv_public_context is not None
     with runtime.db.transaction(write=False) as s:
         sealed = s.get(SealedDataset, world["dataset_id"])
         assert sealed is not None
@@ -325,14 +325,14 @@ def test_an_integer_column_is_sealed_under_bfv_and_aggregated(
 
     runtime.sealed._call = spy  # type: ignore[method-assign]
     try:
-        with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-            got = bank.sealed_aggregate(
+        with Client(base_url, world["bank"].token, timeout=120) as bank:
+            got = bank.sealed.aggregate(
                 purpose=PURPOSE, dataset_id=world["dataset_id"], column="arrears", epsilon=1.0
             )
     finally:
         runtime.sealed._call = real_call  # type: ignore[method-assign]
-    assert got["exact"] is True and isinstance(got["sum"], int)
-    assert abs(got["sum"] - int(arrears[cohort].sum())) < 25 * got["noise"]["sum"]
+    assert got.exact is True and isinstance(got.sum, int)
+    assert abs(got.sum - int(arrears[cohort].sum())) < 25 * got.noise.sum
     assert calls and calls[0]["items"][0]["scheme"] == "bfv"  # the host sent a BFV sum to the enclave
 
 
@@ -340,10 +340,10 @@ def test_an_integer_column_is_sealed_under_bfv_and_aggregated(
 @pytest.mark.slow
 def test_scoring_refuses_an_integer_column(runtime: Runtime, base_url: str, world: dict[str, Any]) -> None:
     with (
-        PPSClient(base_url, world["bank"].token, timeout=120) as bank,
-        pytest.raises(PPSError, match="integer") as exc,
+        Client(base_url, world["bank"].token, timeout=120) as bank,
+        pytest.raises(APIError, match="integer") as exc,
     ):
-        bank.sealed_score(
+        bank.sealed.score(
             vendor_key=world["vendor"],
             purpose=PURPOSE,
             dataset_id=world["dataset_id"],
@@ -358,7 +358,7 @@ def _body(
 ) -> dict[str, Any]:
     return {
         "name": "bad " + os.urandom(4).hex(),
-        "context_id": world["context"]["context_id"],
+        "context_id": world["context"].context_id,
         "subjects": world["subjects"],
         "attributes": {},
         "columns": {
@@ -378,8 +378,8 @@ def test_bad_integer_uploads_are_refused_before_storage(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
     ctx = world["context"]
-    good = encrypt_sealed_integer_columns(ctx["bfv_public_context"], {"a": [1] * N}, {"a": (0, 10)})["a"]
-    ckks = encrypt_sealed_columns(ctx["public_context"], {"a": [1.0] * N}, {"a": (0.0, 10.0)})["a"]
+    good = encrypt_sealed_integer_columns(ctx.bfv_public_context, {"a": [1] * N}, {"a": (0, 10)})["a"]
+    ckks = encrypt_sealed_columns(ctx.public_context, {"a": [1.0] * N}, {"a": (0.0, 10.0)})["a"]
     foreign = ts.context(ts.SCHEME_TYPE.BFV, 8192, plain_modulus=1032193)  # a pair not the enclave's
     n16k = ts.context(
         ts.SCHEME_TYPE.BFV, 16384, plain_modulus=sealapi.PlainModulus.Batching(16384, 40).value()
@@ -397,7 +397,7 @@ def test_bad_integer_uploads_are_refused_before_storage(
         ),
         "wrong degree": (_body(world, [ts.bfv_vector(n16k, [1] * SLOTS).serialize()]), "invalid_sealed_data"),
         "wrong size": (
-            _body(world, [ts.bfv_vector(ts.context_from(ctx["bfv_public_context"]), [1] * 10).serialize()]),
+            _body(world, [ts.bfv_vector(ts.context_from(ctx.bfv_public_context), [1] * 10).serialize()]),
             "invalid_sealed_data",
         ),
         "garbage": (_body(world, [os.urandom(3000)]), "invalid_sealed_data"),
@@ -405,9 +405,9 @@ def test_bad_integer_uploads_are_refused_before_storage(
         "bounds that could wrap": (_body(world, good, upper=10**11), "invalid_sealed_data"),
     }
     before = _state(runtime)
-    with PPSClient(base_url, world["provider"].token, timeout=120) as p:
+    with Client(base_url, world["provider"].token, timeout=120) as p:
         for name, (body, code) in cases.items():
-            with pytest.raises(PPSError) as exc:
+            with pytest.raises(APIError) as exc:
                 p.request("POST", "/v1/sealed/datasets", json=body)
             assert exc.value.code == code, (name, exc.value.code, str(exc.value))
             assert _state(runtime) == before, name
@@ -417,15 +417,15 @@ def test_bad_integer_uploads_are_refused_before_storage(
 @pytest.mark.slow
 def test_rotation_rotates_both_pairs(runtime: Runtime, base_url: str, world: dict[str, Any]) -> None:
     old = world["context"]
-    with PPSClient(base_url, world["admin"].token, timeout=120) as admin:
-        rotated = admin.rotate_sealed_key()
-    assert rotated["retired"] == old["context_id"] and rotated["needs_reupload"] == [world["dataset_id"]]
+    with Client(base_url, world["admin"].token, timeout=120) as admin:
+        rotated = admin.sealed.rotate()
+    assert rotated.retired == old.context_id and rotated.needs_reupload == [world["dataset_id"]]
     with runtime.db.transaction(write=False) as s:
-        new_row = s.get(SealedContext, rotated["context_id"])
-        old_row = s.get(SealedContext, old["context_id"])
+        new_row = s.get(SealedContext, rotated.context_id)
+        old_row = s.get(SealedContext, old.context_id)
         assert new_row is not None and old_row is not None
-        assert old_row.state == "retired" and old_row.bfv_context_id == old["bfv_context_id"]
-        assert new_row.bfv_context_id not in (None, old["bfv_context_id"])
+        assert old_row.state == "retired" and old_row.bfv_context_id == old.bfv_context_id
+        assert new_row.bfv_context_id not in (None, old.bfv_context_id)
         keygens = [
             json.loads(e)
             for e in s.execute(select(LedgerEntry.entry).order_by(LedgerEntry.idx)).scalars()
@@ -433,17 +433,17 @@ def test_rotation_rotates_both_pairs(runtime: Runtime, base_url: str, world: dic
         ]
     assert keygens[-1]["detail"]["bfv_context_id"] == new_row.bfv_context_id
     before = _state(runtime)
-    stale = encrypt_sealed_integer_columns(old["bfv_public_context"], {"a": [1] * N}, {"a": (0, 10)})["a"]
-    with PPSClient(base_url, world["provider"].token, timeout=120) as p:
-        with pytest.raises(PPSError) as exc:  # the old pair is refused after rotation
+    stale = encrypt_sealed_integer_columns(old.bfv_public_context, {"a": [1] * N}, {"a": (0, 10)})["a"]
+    with Client(base_url, world["provider"].token, timeout=120) as p:
+        with pytest.raises(APIError) as exc:  # the old pair is refused after rotation
             p.request("POST", "/v1/sealed/datasets", json=_body(world, stale))
         assert exc.value.code == "stale_context" and _state(runtime) == before
-        fresh = p.sealed_context(vendor_key=world["vendor"])  # the quote binds the new pair of ids
-        assert (fresh["context_id"], fresh["bfv_context_id"]) == (
-            rotated["context_id"],
+        fresh = p.sealed.context(vendor_key=world["vendor"])  # the quote binds the new pair of ids
+        assert (fresh.context_id, fresh.bfv_context_id) == (
+            rotated.context_id,
             new_row.bfv_context_id,
         )
-        again = p.upload_sealed(
+        again = p.sealed.upload(
             "sealed court v2",
             context=fresh,
             subjects=world["subjects"],
@@ -451,4 +451,4 @@ def test_rotation_rotates_both_pairs(runtime: Runtime, base_url: str, world: dic
             bounds=BOUNDS,
             integer_columns=["arrears"],
         )
-    assert again["context_id"] == rotated["context_id"] and again["state"] == "ready"
+    assert again.context_id == rotated.context_id and again.state == "ready"

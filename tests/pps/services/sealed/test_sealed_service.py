@@ -13,8 +13,6 @@ import pytest
 import tenseal as ts
 from sqlalchemy import func, select
 
-from pps.client import PPSClient, encrypt_sealed_columns
-from pps.errors import AttestationError, PPSError
 from pps.governance.consent import Terms
 from pps.infra.storage.tables import (
     Consent,
@@ -28,6 +26,7 @@ from pps.infra.storage.tables import (
 )
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
+from pps_client import APIError, AttestationError, Client, encrypt_sealed_columns
 from tests.conftest import OrgFactory
 from tests.helpers import uscc_for
 
@@ -103,9 +102,9 @@ def world(runtime: Runtime, make_org: OrgFactory, base_url: str) -> dict[str, An
     admin = make_org(Role.platform_admin, "operator")
     data = _data()
     vendor = runtime.enclave.vendor_public_key
-    with PPSClient(base_url, provider.token, timeout=120) as p:
-        context = p.sealed_context(vendor_key=vendor)
-        up = p.upload_sealed(
+    with Client(base_url, provider.token, timeout=120) as p:
+        context = p.sealed.context(vendor_key=vendor)
+        up = p.sealed.upload(
             "sealed tax",
             context=context,
             subjects=data["subjects"],
@@ -114,7 +113,7 @@ def world(runtime: Runtime, make_org: OrgFactory, base_url: str) -> dict[str, An
             attributes=data["attributes"],
         )
     consented, revoked = data["subjects"][:40], data["subjects"][40:45]
-    ids = _consent(runtime, bank.id, up["dataset_id"], consented + revoked)
+    ids = _consent(runtime, bank.id, up.dataset_id, consented + revoked)
     _revoke(runtime, [ids[u] for u in revoked])
     return {
         **data,
@@ -123,7 +122,7 @@ def world(runtime: Runtime, make_org: OrgFactory, base_url: str) -> dict[str, An
         "other": other,
         "admin": admin,
         "context": context,
-        "dataset_id": up["dataset_id"],
+        "dataset_id": up.dataset_id,
         "consented": consented,
         "revoked": revoked,
         "consent_ids": ids,
@@ -142,8 +141,8 @@ def test_aggregates_and_scoring_over_a_sealed_dataset(
     assert len(blobs) == 2 and b"sales" not in raw  # one ciphertext per column and block, no plaintext
     sales, arrears = world["columns"]["sales"], world["columns"]["arrears"]
     index = {u: i for i, u in enumerate(world["subjects"])}
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        got = bank.sealed_aggregate(
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        got = bank.sealed.aggregate(
             purpose=PURPOSE,
             dataset_id=world["dataset_id"],
             column="sales",
@@ -152,23 +151,23 @@ def test_aggregates_and_scoring_over_a_sealed_dataset(
         )
         cohort = [index[u] for u in world["consented"] if world["attributes"]["industry"][index[u]] == "A"]
         true = float(sales[cohort].sum())
-        assert abs(got["sum"] - true) < 25 * got["noise"]["sum"]
-        assert abs(got["count"] - len(cohort)) < 25 * got["noise"]["count"]
-        assert got["sum"] != pytest.approx(true, abs=1e-6)  # noised inside the enclave
+        assert abs(got.sum - true) < 25 * got.noise.sum
+        assert abs(got.count - len(cohort)) < 25 * got.noise.count
+        assert got.sum != pytest.approx(true, abs=1e-6)  # noised inside the enclave
 
         stranger = uscc_for(123_456)
         asked = world["consented"][:12] + world["revoked"][:2] + [stranger]
-        scored = bank.sealed_score(
+        scored = bank.sealed.score(
             vendor_key=world["vendor"],
             purpose=PURPOSE,
             dataset_id=world["dataset_id"],
             subjects=asked,
             weights={"sales": 0.01, "arrears": -0.2},
         )
-        assert set(scored["scores"]) == set(world["consented"][:12])
-        for u, score in scored["scores"].items():
+        assert set(scored.scores) == set(world["consented"][:12])
+        for u, score in scored.scores.items():
             assert score == pytest.approx(0.01 * sales[index[u]] - 0.2 * arrears[index[u]], abs=1e-3)
-        assert scored["not_used"] == {"revoked": 2, "no_grant": 1}
+        assert scored.not_used == {"revoked": 2, "no_grant": 1}
     actions = _actions(runtime)
     for action in ("sealed.keygen", "sealed.quote", "sealed.upload", "sealed.aggregate", "sealed.score"):
         assert action in actions
@@ -176,9 +175,9 @@ def test_aggregates_and_scoring_over_a_sealed_dataset(
 
 
 def test_consent_refusals(runtime: Runtime, base_url: str, world: dict[str, Any]) -> None:
-    with PPSClient(base_url, world["other"].token, timeout=120) as other:  # no consent for this bank
-        with pytest.raises(PPSError) as exc:
-            other.sealed_score(
+    with Client(base_url, world["other"].token, timeout=120) as other:  # no consent for this bank
+        with pytest.raises(APIError) as exc:
+            other.sealed.score(
                 vendor_key=world["vendor"],
                 purpose=PURPOSE,
                 dataset_id=world["dataset_id"],
@@ -186,14 +185,14 @@ def test_consent_refusals(runtime: Runtime, base_url: str, world: dict[str, Any]
                 weights={"sales": 1.0},
             )
         assert exc.value.code == "output_policy_violation"
-        with pytest.raises(PPSError) as exc:
-            other.sealed_aggregate(
+        with pytest.raises(APIError) as exc:
+            other.sealed.aggregate(
                 purpose=PURPOSE, dataset_id=world["dataset_id"], column="sales", epsilon=0.5
             )
         assert exc.value.code == "output_policy_violation" and "minimum cohort" in str(exc.value)
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:  # a cohort below the minimum
-        with pytest.raises(PPSError) as exc:
-            bank.sealed_aggregate(
+    with Client(base_url, world["bank"].token, timeout=120) as bank:  # a cohort below the minimum
+        with pytest.raises(APIError) as exc:
+            bank.sealed.aggregate(
                 purpose=PURPOSE,
                 dataset_id=world["dataset_id"],
                 column="sales",
@@ -218,9 +217,9 @@ def test_a_consent_revoked_during_the_computation_stops_the_release(
 
     runtime.sealed._call = revoke_then_call  # type: ignore[method-assign]
     before = _actions(runtime).count("sealed.score")
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        with pytest.raises(PPSError) as exc:
-            bank.sealed_score(
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        with pytest.raises(APIError) as exc:
+            bank.sealed.score(
                 vendor_key=world["vendor"],
                 purpose=PURPOSE,
                 dataset_id=world["dataset_id"],
@@ -232,10 +231,10 @@ def test_a_consent_revoked_during_the_computation_stops_the_release(
 
 
 def _upload_body(world: dict[str, Any], **override: Any) -> dict[str, Any]:
-    blocks = encrypt_sealed_columns(world["context"]["public_context"], {"sales": [1.0] * N}, BOUNDS)
+    blocks = encrypt_sealed_columns(world["context"].public_context, {"sales": [1.0] * N}, BOUNDS)
     body = {
         "name": "bad " + os.urandom(4).hex(),
-        "context_id": world["context"]["context_id"],
+        "context_id": world["context"].context_id,
         "subjects": world["subjects"],
         "attributes": {},
         "columns": {
@@ -257,7 +256,7 @@ def _column(blob: bytes) -> dict[str, Any]:
 def test_bad_uploads_are_refused_before_storage(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
-    public = ts.context_from(world["context"]["public_context"])
+    public = ts.context_from(world["context"].public_context)
     n16k = ts.context(ts.SCHEME_TYPE.CKKS, 16384, coeff_mod_bit_sizes=[60, 40, 40, 60])
     n16k.global_scale = 2**40
     fresh = ts.ckks_vector(public, [1.0] * 4096)
@@ -286,50 +285,51 @@ def test_bad_uploads_are_refused_before_storage(
         "garbage": (_upload_body(world, columns=_column(os.urandom(3000))), "invalid_sealed_data"),
     }
     before = _state(runtime)
-    with PPSClient(base_url, world["provider"].token, timeout=120) as p:
+    with Client(base_url, world["provider"].token, timeout=120) as p:
         for name, (body, code) in cases.items():
-            with pytest.raises(PPSError) as exc:
-                p.request("POST", "/v1/sealed/datasets", json=body)
+            with pytest.raises(APIError) as exc:
+                p.request("POST", "/v1/sealed/datasets", json=body)  # as sent, unchecked here
             if code is not None:
                 assert exc.value.code == code, (name, exc.value.code, str(exc.value))
             assert _state(runtime) == before, name
-        with pytest.raises(AttestationError):  # a quote from a build this provider does not trust
-            p.sealed_context(vendor_key=world["vendor"], measurements=[b"\x00" * 32])
+        with pytest.raises(AttestationError) as refused:  # a quote from a build this provider does not trust
+            p.sealed.context(vendor_key=world["vendor"], measurements=[b"\x00" * 32])
+        assert refused.value.reason == "measurement"
 
 
 def test_rotating_the_he_key_is_an_audited_migration(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
-    old = world["context"]["context_id"]
-    with PPSClient(base_url, world["admin"].token, timeout=120) as admin:
-        rotated = admin.rotate_sealed_key()
-    assert rotated["retired"] == old and rotated["context_id"] != old
-    assert rotated["needs_reupload"] == [world["dataset_id"]]
+    old = world["context"].context_id
+    with Client(base_url, world["admin"].token, timeout=120) as admin:
+        rotated = admin.sealed.rotate()
+    assert rotated.retired == old and rotated.context_id != old
+    assert rotated.needs_reupload == [world["dataset_id"]]
     with runtime.db.transaction(write=False) as s:
         sealed = s.get(SealedDataset, world["dataset_id"])
         assert sealed is not None and sealed.state == "needs_reupload" and sealed.context_id == old
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        with pytest.raises(PPSError) as exc:
-            bank.sealed_aggregate(
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        with pytest.raises(APIError) as exc:
+            bank.sealed.aggregate(
                 purpose=PURPOSE, dataset_id=world["dataset_id"], column="sales", epsilon=0.5
             )
         assert exc.value.code == "needs_reupload"
     before = _state(runtime)
-    with PPSClient(base_url, world["provider"].token, timeout=120) as p:
-        with pytest.raises(PPSError) as exc:  # the old context is refused after rotation
+    with Client(base_url, world["provider"].token, timeout=120) as p:
+        with pytest.raises(APIError) as exc:  # the old context is refused after rotation
             p.request("POST", "/v1/sealed/datasets", json=_upload_body(world))
         assert exc.value.code == "stale_context"
         assert _state(runtime) == before
-        fresh = p.sealed_context(vendor_key=world["vendor"])
-        assert fresh["context_id"] == rotated["context_id"]
-        again = p.upload_sealed(
+        fresh = p.sealed.context(vendor_key=world["vendor"])
+        assert fresh.context_id == rotated.context_id
+        again = p.sealed.upload(
             "sealed tax v2",
             context=fresh,
             subjects=world["subjects"],
             columns={k: v.tolist() for k, v in world["columns"].items()},
             bounds=BOUNDS,
         )
-    assert again["context_id"] == rotated["context_id"] and again["state"] == "ready"
+    assert again.context_id == rotated.context_id and again.state == "ready"
     assert "sealed.rotate" in _actions(runtime)
 
 
@@ -366,10 +366,10 @@ def test_a_host_substituting_the_recipient_key_gets_a_refusal(
         runtime.sealed._call = malicious  # type: ignore[method-assign]
         before = _actions(runtime).count("sealed.score")
         with (
-            PPSClient(base_url, world["bank"].token, timeout=120) as bank,
-            pytest.raises(PPSError) as exc,
+            Client(base_url, world["bank"].token, timeout=120) as bank,
+            pytest.raises(APIError) as exc,
         ):
-            bank.sealed_score(
+            bank.sealed.score(
                 vendor_key=world["vendor"],
                 purpose=PURPOSE,
                 dataset_id=world["dataset_id"],
@@ -387,8 +387,8 @@ def test_a_plaintext_upload_into_a_sealed_dataset_is_refused(
 ) -> None:
     before = _state(runtime)
     csv = ("uscc,sales,arrears,industry\n" + f"{world['subjects'][0]},1.0,0.0,A\n").encode()
-    with PPSClient(base_url, world["provider"].token, timeout=120) as p, pytest.raises(PPSError) as exc:
-        p.upload_version(world["dataset_id"], csv, fmt="csv")
+    with Client(base_url, world["provider"].token, timeout=120) as p, pytest.raises(APIError) as exc:
+        p.datasets.upload(world["dataset_id"], csv, fmt="csv")
     assert exc.value.code == "conflict" and "sealed" in str(exc.value)
     assert _state(runtime) == before
     with runtime.db.transaction(write=False) as s:
@@ -401,17 +401,19 @@ def test_sealed_aggregates_are_under_the_differencing_control(
 ) -> None:
     """The aggregates' exact differencing refusal, over the same per-bank record of released cohorts."""
     ask = {"purpose": PURPOSE, "dataset_id": world["dataset_id"], "column": "sales", "epsilon": 0.2}
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        bank.sealed_aggregate(**ask)
-        bank.sealed_aggregate(**ask)  # the same cohort again differs by none: answered
-        spent = bank.budget()["spent_epsilon"]
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        bank.sealed.aggregate(**ask)
+        bank.sealed.aggregate(**ask)  # the same cohort again differs by none: answered
+        spent = bank.aggregates.budget().spent_epsilon
         _revoke(runtime, [world["consent_ids"][world["consented"][0]]])  # now one fewer: it would single out
         before = _state(runtime)[:3]
-        with pytest.raises(PPSError) as exc:
-            bank.sealed_aggregate(**ask)
+        with pytest.raises(APIError) as exc:
+            bank.sealed.aggregate(**ask)
         assert exc.value.code == "refused" and "differencing" in str(exc.value)
-        assert bank.budget()["spent_epsilon"] == pytest.approx(spent)  # nothing spent, nothing released
+        assert bank.aggregates.budget().spent_epsilon == pytest.approx(
+            spent
+        )  # nothing spent, nothing released
         assert _state(runtime)[:3] == before
-        bank.sealed_aggregate(**ask, where={"industry": "A"})  # differs by at least the minimum: answered
+        bank.sealed.aggregate(**ask, where={"industry": "A"})  # differs by at least the minimum: answered
     actions = _actions(runtime)
     assert actions.count("sealed.refused") == 1 and actions.count("sealed.aggregate") == 3

@@ -16,13 +16,14 @@ from sqlalchemy import select
 
 from models.metrics import auc, evaluate
 from models.synth import PlatformData, generate
-from pps.client import PPSClient
 from pps.errors import PPSError
 from pps.governance.consent import Terms
 from pps.infra.storage.tables import Consent, LedgerEntry, Organization, RegisteredModel, Role, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
-from pps.services.vertical import pack_frames
+from pps_client import APIError, Client
+from pps_wire.frames import pack_frames
+from pps_wire.schemas import VerticalStarted
 from protocols import vertical_lr as vl
 from tests.conftest import OrgFactory
 from tests.pps.services.scoring.conftest import upload_platform
@@ -106,8 +107,12 @@ def _host_matrix(rt: Runtime, subjects: list[str]) -> np.ndarray:
     return np.asarray((x - x.mean(axis=0)) / scale)
 
 
-def _train(bank: PPSClient, rt: Runtime, w: dict[str, Any], **kw: Any) -> Any:
-    return bank.train_vertical(
+def _start(bank: Client, **kw: Any) -> VerticalStarted:
+    return bank.vertical.start(bank.vertical.start_body(**kw))
+
+
+def _train(bank: Client, rt: Runtime, w: dict[str, Any], **kw: Any) -> Any:
+    return bank.vertical.train(
         name="sme default v1",
         purpose=PURPOSE,
         customers=w["customers"],
@@ -124,11 +129,15 @@ def _train(bank: PPSClient, rt: Runtime, w: dict[str, Any], **kw: Any) -> Any:
 def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
         result = _train(bank, runtime, world)
         # alignment: only the subjects whose consent allows *training* (PSI on operation "train")
         assert result.subjects == world["train"]
-        assert result.psi == {"customers": 360, "aligned": 300, "used": 300}
+        assert (result.alignment.customers, result.alignment.aligned, result.alignment.used) == (
+            360,
+            300,
+            300,
+        )
         assert result.epochs == 3 and len(result.losses) == 3
         # the protocol computed exactly the plaintext model on the same rows
         pos = {c: i for i, c in enumerate(world["customers"])}
@@ -140,23 +149,23 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
         assert result.guest_model.intercept == pytest.approx(ref_g.intercept, abs=1e-6)
 
         model = result.model
-        assert model["kind"] == "vertical_lr" and model["owners"] == [world["bank"].id]
-        assert model["parts"] == ["platform"]  # the bank keeps its half; the host half never leaves
-        assert model["training"]["rows"] == 300 and model["training"]["coordinator"] == "enclave"
-        assert len(model["training"]["consents"]) == 300
-        with pytest.raises(PPSError) as missing:
-            bank.request("GET", f"/v1/models/{model['id']}/parameters")
+        assert model.kind == "vertical_lr" and model.owners == [world["bank"].id]
+        assert model.parts == ["platform"]  # the bank keeps its half; the host half never leaves
+        assert model.training["rows"] == 300 and model.training["coordinator"] == "enclave"
+        assert len(model.training["consents"]) == 300
+        with pytest.raises(APIError) as missing:
+            bank.models.parameters(model.id)
         assert missing.value.status == 404
 
         # score applicants: consented to scoring (40 of them never consented to training), with both halves
         applicants = world["score_only"] + world["customers"][340:]
         ax = world["bank_x"][[pos[c] for c in applicants]]
-        scored, p = bank.vertical_scores(
-            model["id"], result.guest_model, purpose=PURPOSE, subjects=applicants, features=ax
+        scored, p = bank.vertical.scores(
+            model.id, result.guest_model, purpose=PURPOSE, subjects=applicants, features=ax
         )
         assert scored == world["score_only"]  # the 20 without any consent are not scored
         with runtime.db.transaction(write=False) as s:
-            art = runtime.models.part(s, model["id"], "platform")
+            art = runtime.models.part(s, model.id, "platform")
         with runtime.db.transaction(write=False) as s:
             table = runtime.features.table(s)
         _, rows, _ = table.rows(scored)
@@ -172,28 +181,30 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
         y_new = world["labels"][[pos[c] for c in scored]]
         ev = evaluate(y_new, p)
         assert ev.auc == pytest.approx(auc(y_new, p))
-        posted = bank.post_evaluation(model["id"], ev)
-        assert posted["metrics"]["auc"] == pytest.approx(ev.auc)
-        page = bank.model_report_html(model["id"])
+        posted = bank.models.post_evaluation(model.id, ev)
+        assert posted.metrics is not None and posted.metrics.auc == pytest.approx(ev.auc)
+        page = bank.models.report_html(model.id)
         assert page.count("<svg") == 2 and f"{ev.auc:.4f}" in page
-        assert [m["id"] for m in bank.models()] == [model["id"]]
+        assert [m.id for m in bank.models.list()] == [model.id]
 
     # another bank sees nothing; the auditor reads the description
-    with PPSClient(base_url, world["other"].token) as other:
-        assert other.models() == []
-        for path in (f"/v1/models/{model['id']}", f"/v1/models/{model['id']}/report.html"):
-            with pytest.raises(PPSError) as e:
-                other.request("GET", path)
-            assert e.value.status == 404
-        with pytest.raises(PPSError) as e:
+    with Client(base_url, world["other"].token) as other:
+        assert other.models.list() == []
+        with pytest.raises(APIError) as e:
+            other.models.get(model.id)
+        assert e.value.status == 404
+        with pytest.raises(APIError) as e:
+            other.models.report_html(model.id)
+        assert e.value.status == 404
+        with pytest.raises(APIError) as e:
             other.request(
                 "POST",
-                f"/v1/models/{model['id']}/contributions",
+                f"/v1/models/{model.id}/contributions",
                 json={"purpose": PURPOSE, "subjects": world["score_only"][:1], "public_key": "AAAA"},
             )
         assert e.value.status == 404  # not its model: nothing about the key is checked
-    with PPSClient(base_url, world["auditor"].token) as auditor:
-        assert [m["id"] for m in auditor.models()] == [model["id"]]
+    with Client(base_url, world["auditor"].token) as auditor:
+        assert [m.id for m in auditor.models.list()] == [model.id]
 
     # on the record: the start, the admission on "train", the release, the registration, the evaluation
     assert len(_entries(runtime, "training.start")) == 1
@@ -219,12 +230,12 @@ def test_revocation_during_training_registers_no_model(
                 runtime.consents.revoke(s, c, actor=SUBJECT)
             revoked = True
 
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        with pytest.raises(PPSError) as e:
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        with pytest.raises(APIError) as e:
             _train(bank, runtime, world, on_batch=revoke_once)
         assert e.value.status == 409 and "no model was registered" in str(e.value)
-        trainings = bank.request("GET", "/v1/training/vertical")
-    assert trainings[0]["state"] == "failed" and trainings[0]["model_id"] is None
+        trainings = bank.vertical.list()
+    assert trainings[0].state == "failed" and trainings[0].model_id is None
     with runtime.db.transaction(write=False) as s:
         assert s.execute(select(RegisteredModel)).first() is None
     assert len(_entries(runtime, "training.fail")) == 1
@@ -237,11 +248,14 @@ def test_bad_frames_and_strangers_change_nothing(
     from protocols import paillier_fast as pf
 
     state: dict[str, Any] = {}
-    real_post = httpx.Client.post
+    real_request = httpx.Client.request
 
-    def spy(self: httpx.Client, url: Any, *a: Any, **kw: Any) -> httpx.Response:
-        response = real_post(self, url, *a, **kw)
-        if str(url).endswith("/exchange") and "first" not in state:
+    def real_post(self: httpx.Client, url: Any, **kw: Any) -> httpx.Response:
+        return real_request(self, "POST", url, **kw)
+
+    def spy(self: httpx.Client, method: str, url: Any, *a: Any, **kw: Any) -> httpx.Response:
+        response = real_request(self, method, url, *a, **kw)
+        if method == "POST" and str(url).endswith("/exchange") and "first" not in state:
             state["first"] = (str(url), kw["content"])
             bad = [
                 b"garbage",
@@ -267,27 +281,28 @@ def test_bad_frames_and_strangers_change_nothing(
                 )
         return response
 
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        pytest.MonkeyPatch().setattr(httpx.Client, "post", spy)
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        pytest.MonkeyPatch().setattr(httpx.Client, "request", spy)
         try:
             result = _train(bank, runtime, world)
         finally:
             pytest.MonkeyPatch().undo()
-            httpx.Client.post = real_post  # type: ignore[method-assign]
-        assert result.model["kind"] == "vertical_lr"
+            httpx.Client.request = real_request  # type: ignore[method-assign]
+        assert "first" in state, "the spy saw no exchange"
+        assert result.model.kind == "vertical_lr"
         # a finished session accepts nothing more
         url, _body = state["first"]
-        with pytest.raises(PPSError) as e:
-            bank.request("POST", url.replace(base_url, "").replace("/exchange", "/finish"))
+        with pytest.raises(APIError) as e:
+            bank.vertical.finish(url.split("/")[-2])
         assert e.value.status == 409
         # a contribution under a key too short for production is refused, nothing spent
         small, _ = pf.generate_keypair(1024)
         import base64
 
-        with pytest.raises(PPSError) as e:
+        with pytest.raises(APIError) as e:
             bank.request(
                 "POST",
-                f"/v1/models/{result.model['id']}/contributions",
+                f"/v1/models/{result.model.id}/contributions",
                 json={
                     "purpose": PURPOSE,
                     "subjects": world["score_only"][:2],
@@ -296,9 +311,9 @@ def test_bad_frames_and_strangers_change_nothing(
             )
         assert e.value.status == 422 and "2048" in str(e.value)
     # too few aligned rows: refused before anything runs
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        with pytest.raises(PPSError) as e:
-            bank.train_vertical(
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        with pytest.raises(APIError) as e:
+            bank.vertical.train(
                 name="tiny",
                 purpose=PURPOSE,
                 customers=world["customers"][:30],
@@ -317,10 +332,8 @@ def test_a_restart_mid_training_fails_the_session_cleanly(
 ) -> None:
     """The host's weights and the coordinator's key live in the serving process: after a restart the session
     says it was interrupted, is marked failed on the record, and nothing is registered."""
-    from pps.vertical_client import start_vertical
-
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        started = start_vertical(
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        started = _start(
             bank,
             name="interrupted",
             purpose=PURPOSE,
@@ -333,13 +346,13 @@ def test_a_restart_mid_training_fails_the_session_cleanly(
     try:
         actor = Actor(world["bank"].id, "bank")
         with pytest.raises(PPSError) as e:
-            restarted.training.exchange(started["id"], [b"x" * 8], actor=actor)
+            restarted.training.exchange(started.id, [b"x" * 8], actor=actor)
         assert "interrupted" in str(e.value)
         with restarted.db.transaction(write=False) as s:
-            row = restarted.training.get(s, started["id"], org_id=world["bank"].id, sees_everything=False)
+            row = restarted.training.get(s, started.id, org_id=world["bank"].id, sees_everything=False)
             assert row.state.value == "failed" and row.model_id is None
         with pytest.raises(PPSError) as e:
-            restarted.training.finish(started["id"], actor=actor)
+            restarted.training.finish(started.id, actor=actor)
         assert "failed" in str(e.value)
     finally:
         restarted.close()
@@ -355,7 +368,7 @@ def test_the_cli_trains_keeps_the_bank_half_and_lists_the_model(
 
     from typer.testing import CliRunner
 
-    from pps.cli import app
+    from pps_client.cli import app
 
     data = tmp_path / "customers.csv"
     with data.open("w", newline="") as fh:
@@ -366,7 +379,7 @@ def test_the_cli_trains_keeps_the_bank_half_and_lists_the_model(
     out = tmp_path / "half.json"
     common = ["--url", base_url, "--token", world["bank"].token]
     vendor = runtime.enclave.vendor_public_bytes().hex()
-    args = ["bank", "train-vertical", str(data), "--label", "defaulted", "--features", "history,noise"]
+    args = ["train-vertical", str(data), "--label", "defaulted", "--features", "history,noise"]
     args += ["--platform-features", ",".join(FEATURES), "--vendor-key", vendor, "--epochs", "2"]
     args += ["--batch-size", "64", "--key-bits", "1024", "--out", str(out), *common]
     result = CliRunner().invoke(app, args)
@@ -376,10 +389,10 @@ def test_the_cli_trains_keeps_the_bank_half_and_lists_the_model(
     assert (
         half["kind"] == "vertical_lr" and len(half["weights"]) == 2 and half["platform_features"] == FEATURES
     )
-    listed = CliRunner().invoke(app, ["bank", "models", *common])
+    listed = CliRunner().invoke(app, ["models", *common])
     assert listed.exit_code == 0 and half["model_id"] in listed.output
     page = tmp_path / "report.html"
-    saved = CliRunner().invoke(app, ["bank", "report", half["model_id"], "--out", str(page), *common])
+    saved = CliRunner().invoke(app, ["report", half["model_id"], "--out", str(page), *common])
     assert saved.exit_code == 0 and "No held-out evaluation" in page.read_text()
     # a wrong vendor key: refused before anything is sent to the enclave
     bad = CliRunner().invoke(app, [*args[:-6], "--vendor-key", "00" * 32, "--out", str(out), *common])
@@ -411,10 +424,8 @@ def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
     carries the host's encrypted partial scores (or anything else) is refused before the enclave sees it."""
     import base64
 
-    from pps.vertical_client import _post_frames, start_vertical
-
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        started = start_vertical(
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        started = _start(
             bank,
             name="probe",
             purpose=PURPOSE,
@@ -424,27 +435,27 @@ def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
             key_bits=1024,
         )
         pos = {c: i for i, c in enumerate(world["customers"])}
-        idx = [pos[c] for c in started["subjects"]]
+        idx = [pos[c] for c in started.subjects]
         guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
-        path = f"/v1/training/vertical/{started['id']}/exchange"
-        guest.receive_public_key(base64.b64decode(started["public_key"]))
-        ack, forward = _post_frames(bank, path, [guest.setup(CONFIG)])
+        tid = started.id
+        guest.receive_public_key(base64.b64decode(started.public_key))
+        ack, forward = bank.vertical.exchange(tid, [guest.setup(CONFIG)])
         guest.receive_setup_ack(ack)
         host_scores = list(vl.decode_message(forward, guest.public_key).values[:3])  # [[x_h w_h]] of 3 rows
         residuals = guest.receive_forward(forward)
         gradient = guest.masked_gradient()
         fake = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, host_scores, epoch=0, batch=1000)
         # the host's ciphertexts dressed as a gradient of a batch that does not exist: refused, nothing changed
-        with pytest.raises(PPSError) as e:
-            _post_frames(bank, path, [fake])
+        with pytest.raises(APIError) as e:
+            bank.vertical.exchange(tid, [fake])
         assert e.value.status == 422
         # a second gradient after the honest one: refused; the honest frames were applied, so the session ends
-        with pytest.raises(PPSError) as e:
-            _post_frames(bank, path, [residuals, gradient, fake])
+        with pytest.raises(APIError) as e:
+            bank.vertical.exchange(tid, [residuals, gradient, fake])
         assert e.value.status == 422 and "the session was ended" in str(e.value)
-        assert bank.request("GET", f"/v1/training/vertical/{started['id']}")["state"] == "failed"
+        assert bank.vertical.get(started.id).state == "failed"
         # and in a fresh session, the right batch with the wrong width (the host's scores) is refused too
-        again = start_vertical(
+        again = _start(
             bank,
             name="probe again",
             purpose=PURPOSE,
@@ -454,15 +465,15 @@ def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
             key_bits=1024,
         )
         guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
-        path = f"/v1/training/vertical/{again['id']}/exchange"
-        guest.receive_public_key(base64.b64decode(again["public_key"]))
-        ack, forward = _post_frames(bank, path, [guest.setup(CONFIG)])
+        tid = again.id
+        guest.receive_public_key(base64.b64decode(again.public_key))
+        ack, forward = bank.vertical.exchange(tid, [guest.setup(CONFIG)])
         guest.receive_setup_ack(ack)
         scores = list(vl.decode_message(forward, guest.public_key).values[:3])
         residuals = guest.receive_forward(forward)
         wide = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, scores, epoch=0, batch=0)
-        with pytest.raises(PPSError) as e:
-            _post_frames(bank, path, [residuals, wide])
+        with pytest.raises(APIError) as e:
+            bank.vertical.exchange(tid, [residuals, wide])
         assert e.value.status == 422 and "the SETUP declared" in str(e.value)
     with runtime.db.transaction(write=False) as s:
         assert s.execute(select(RegisteredModel)).first() is None
@@ -473,8 +484,6 @@ def test_sessions_are_limited_per_bank_cancelled_reaped_and_retried(
 ) -> None:
     import base64
 
-    from pps.vertical_client import _post_frames, start_vertical
-
     args = {
         "name": "limits",
         "purpose": PURPOSE,
@@ -483,45 +492,42 @@ def test_sessions_are_limited_per_bank_cancelled_reaped_and_retried(
         "vendor_key": runtime.enclave.vendor_public_key,
         "key_bits": 1024,
     }
-    with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-        first, second = start_vertical(bank, **args), start_vertical(bank, **args)
-        with pytest.raises(PPSError) as e:
-            start_vertical(bank, **args)
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        first, second = _start(bank, **args), _start(bank, **args)
+        with pytest.raises(APIError) as e:
+            _start(bank, **args)
         assert e.value.status == 429 and "DELETE" in str(e.value)
-        bank.request("DELETE", f"/v1/training/vertical/{first['id']}")  # frees a slot
-        third = start_vertical(bank, **args)
+        bank.vertical.cancel(first.id)  # frees a slot
+        third = _start(bank, **args)
         # a retried exchange (its first answer lost) gets the same answer, not a protocol error
         pos = {c: i for i, c in enumerate(world["customers"])}
-        idx = [pos[c] for c in third["subjects"]]
+        idx = [pos[c] for c in third.subjects]
         guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
-        guest.receive_public_key(base64.b64decode(third["public_key"]))
+        guest.receive_public_key(base64.b64decode(third.public_key))
         setup = guest.setup(CONFIG)
-        path = f"/v1/training/vertical/{third['id']}/exchange"
-        assert _post_frames(bank, path, [setup]) == _post_frames(bank, path, [setup])
+        assert bank.vertical.exchange(third.id, [setup]) == bank.vertical.exchange(third.id, [setup])
         # a SETUP whose body is not JSON is a clear error, not a crash
         broken = bytearray(setup)
         broken[-10:] = b"\xff" * 10
-        with pytest.raises(PPSError) as e:
-            _post_frames(bank, f"/v1/training/vertical/{second['id']}/exchange", [bytes(broken)])
+        with pytest.raises(APIError) as e:
+            bank.vertical.exchange(second.id, [bytes(broken)])
         assert e.value.status == 422
         # sessions nobody touches are failed and their slots freed
         runtime.training.idle_timeout_s = 0.0
-        fourth = start_vertical(bank, **args)
+        fourth = _start(bank, **args)
         runtime.training.idle_timeout_s = 900.0
-        states = {t["id"]: t["state"] for t in bank.request("GET", "/v1/training/vertical")}
-        assert states[second["id"]] == states[third["id"]] == "failed" and states[fourth["id"]] == "training"
+        states = {t.id: t.state for t in bank.vertical.list()}
+        assert states[second.id] == states[third.id] == "failed" and states[fourth.id] == "training"
 
 
 def test_a_coordinator_key_under_2048_bits_is_refused_unless_unsafe(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
-    from pps.vertical_client import start_vertical
-
     runtime.training.unsafe_small_keys = False
     try:
-        with PPSClient(base_url, world["bank"].token, timeout=120) as bank:
-            with pytest.raises(PPSError) as e:
-                start_vertical(
+        with Client(base_url, world["bank"].token, timeout=120) as bank:
+            with pytest.raises(APIError) as e:
+                _start(
                     bank,
                     name="small key",
                     purpose=PURPOSE,
@@ -531,6 +537,6 @@ def test_a_coordinator_key_under_2048_bits_is_refused_unless_unsafe(
                     key_bits=1024,
                 )
             assert e.value.status == 422 and "2048" in str(e.value)
-            assert bank.request("GET", "/v1/training/vertical") == []  # refused before admission: no row
+            assert bank.vertical.list() == []  # refused before admission: no row
     finally:
         runtime.training.unsafe_small_keys = True

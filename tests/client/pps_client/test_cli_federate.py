@@ -1,4 +1,4 @@
-"""`pps bank federate` and `pps bank join`: three banks' processes train one model from their own CSV files."""
+"""`pps-client federate` and `pps-client join`: three banks' processes train one model from their own CSV files."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from models.fl import non_iid_banks
-from pps.client import FederatedClient, PPSClient
 from pps.infra.storage.tables import Role
+from pps_client import Client
 from tests.conftest import OrgFactory
 
 pytestmark = [pytest.mark.e2e]
-PPS = [str(Path(sys.executable).with_name("pps"))]
+PPS_CLIENT = [sys.executable, "-m", "pps_client.cli"]
 
 
 def _write(path: Path, names: list[str], x: Any, y: Any) -> None:
@@ -31,7 +31,7 @@ def _write(path: Path, names: list[str], x: Any, y: Any) -> None:
 
 def _start(args: list[str], env: dict[str, str], token: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*PPS, *args],
+        [*PPS_CLIENT, *args],
         env={**env, "PPS_TOKEN": token},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -47,21 +47,21 @@ def test_three_banks_train_from_the_command_line(base_url: str, make_org: OrgFac
         files.append(tmp_path / f"bank{i}.csv")
         _write(files[-1], split.feature_names, b.x_train, b.y_train)
     env = {**os.environ, "PPS_URL": base_url}
-    create = ["bank", "federate", str(files[0]), "--label", "defaulted"]
+    create = ["federate", str(files[0]), "--label", "defaulted"]
     create += ["--features", ",".join(split.feature_names), "--banks", f"{banks[1].id},{banks[2].id}"]
     first = _start([*create, "--rounds", "2", "--poll", "0.1"], env, banks[0].token)
-    with PPSClient(base_url, banks[1].token) as invitee:
-        invited: list[dict[str, Any]] = []
+    with Client(base_url, banks[1].token) as invitee:
+        invited: list[Any] = []
         for _ in range(300):
-            invited = FederatedClient(invitee).list()
+            invited = invitee.federations.list()
             if invited:
                 break
             time.sleep(0.1)
         assert invited, "the federation was not created"
-        fed_id = invited[0]["id"]
+        fed_id = invited[0].id
     joiners = [
         _start(
-            ["bank", "join", fed_id, str(files[i]), "--label", "defaulted", "--poll", "0.1"],
+            ["join", fed_id, str(files[i]), "--label", "defaulted", "--poll", "0.1"],
             env,
             banks[i].token,
         )
@@ -75,7 +75,7 @@ def test_three_banks_train_from_the_command_line(base_url: str, make_org: OrgFac
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     run = subprocess.run(
-        [*PPS, "bank", "join", fed_id, str(bad), "--label", "defaulted"],
+        [*PPS_CLIENT, "join", fed_id, str(bad), "--label", "defaulted"],
         env={**env, "PPS_TOKEN": banks[1].token},
         capture_output=True,
         text=True,

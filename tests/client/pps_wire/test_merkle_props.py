@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pps.errors import InvalidProofRequest, ProofVerificationError
-from pps.ledger import merkle
+from pps_wire import merkle
+from pps_wire.errors import InvalidProofRequest, ProofVerificationError
 
 
 def leaves(n: int) -> list[bytes]:

@@ -7,8 +7,8 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pps.errors import InvalidInput, ProofVerificationError
-from pps.ledger.checkpoint import NoteSigner, NoteVerifier, verify_checkpoint
+from pps_wire.checkpoint import NoteSigner, NoteVerifier, verify_checkpoint
+from pps_wire.errors import InvalidInput, ProofVerificationError
 
 # golang.org/x/mod/sumdb/note's documented example key and signature (note_test.go)
 GO_SKEY_SEED = base64.b64decode("AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz")[1:]

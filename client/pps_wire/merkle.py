@@ -12,7 +12,7 @@ Hashes (RFC 6962 §2.1, RFC 9162 §2.1.1), SHA-256:
 * the root of the empty tree ``SHA-256("")``.
 
 The ``verify_*`` functions implement the verification algorithms of RFC 9162 §2.1.3.2 and §2.1.4.2. They
-return nothing when a proof holds and raise :class:`~pps.errors.ProofVerificationError` otherwise; they never
+return nothing when a proof holds and raise :class:`~pps_wire.errors.ProofVerificationError` otherwise; they never
 return a bool.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 
-from pps.errors import InvalidProofRequest, ProofVerificationError
+from pps_wire.errors import InvalidProofRequest, ProofVerificationError
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()

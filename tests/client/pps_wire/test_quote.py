@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from enclave_sim.errors import AttestationError
 from enclave_sim.platform import EnclaveConfig, expected_measurement
-from enclave_sim.quote import (
+from pps_wire.enclave_errors import AttestationError
+from pps_wire.quote import (
     BODY_BYTES,
     QUOTE_BYTES,
     AllOf,
@@ -163,4 +163,21 @@ def test_the_coordinators_protocol_code_is_part_of_the_measurement(tmp_path: Pat
     shutil.copytree(platform.CODE_ROOT.parent / "protocols", tmp_path / "protocols")
     with (tmp_path / "protocols" / "vertical_lr" / "coordinator.py").open("a") as fh:
         fh.write("\n# a coordinator that would keep what it decrypts\n")
+    assert expected_measurement(code_root=code) != MEASUREMENT
+
+
+def test_the_wire_formats_the_enclave_shares_are_part_of_its_measurement(tmp_path: Path) -> None:
+    """The enclave loads the quote, provisioning and sealed-request formats of pps_wire as its own code: a
+    changed copy of them beside the enclave's code is a changed build."""
+    import enclave_sim.platform as platform
+    import pps_wire
+    from pps_wire.measurement import MODULES
+
+    assert {"pps_wire.quote", "pps_wire.provision", "pps_wire.sealed"} <= set(MODULES)
+    code = tmp_path / "enclave_sim"
+    shutil.copytree(platform.CODE_ROOT, code)
+    shutil.copytree(Path(pps_wire.__file__).parent, tmp_path / "pps_wire")
+    assert expected_measurement(code_root=code) == MEASUREMENT
+    with (tmp_path / "pps_wire" / "provision.py").open("a") as fh:
+        fh.write("\n# a provisioning format that would keep the plaintext\n")
     assert expected_measurement(code_root=code) != MEASUREMENT

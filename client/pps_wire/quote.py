@@ -18,9 +18,9 @@ Format (``docs/protocols.md``, "Simulated enclave"), 184 bytes, integers big-end
        112    8  signer: the first 8 bytes of SHA-256(vendor Ed25519 public key, raw)
        120   64  signature: Ed25519 over ("PPS-ENCLAVE-QUOTE-v1" || 0x00 || bytes 0..119)
 
-The quote hash, ``SHA-256(all 184 bytes)``, is what provisioning binds to (:mod:`enclave_sim.crypto`).
+The quote hash, ``SHA-256(all 184 bytes)``, is what provisioning binds to (:mod:`pps_wire.provision`).
 
-:func:`verify_quote` returns nothing or raises :class:`~enclave_sim.errors.AttestationError` (with a
+:func:`verify_quote` returns nothing or raises :class:`~pps_wire.enclave_errors.AttestationError` (with a
 ``reason``). The signature is always checked against the pinned vendor key; the ``policy`` decides the rest.
 Policies compose (:class:`AllOf`); :func:`standard_policy` is the one a party should use.
 """
@@ -40,7 +40,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from enclave_sim.errors import AttestationError
+from pps_wire.enclave_errors import AttestationError
 
 MAGIC = b"PEQT"
 VERSION = 1

@@ -29,8 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pps.errors import InvalidInput, ProofVerificationError
-from pps.ledger.merkle import HASH_SIZE
+from pps_wire.errors import InvalidInput, ProofVerificationError
+from pps_wire.merkle import HASH_SIZE
 
 ALG_ED25519 = 0x01
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")  # ASCII digits only, no leading zeros

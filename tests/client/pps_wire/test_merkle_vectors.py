@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pps.errors import ProofVerificationError
-from pps.ledger.merkle import verify_consistency, verify_inclusion
+from pps_wire.errors import ProofVerificationError
+from pps_wire.merkle import verify_consistency, verify_inclusion
 from tests.conftest import VECTORS as ALL_VECTORS
 
 VECTORS = ALL_VECTORS / "merkle"

@@ -1,4 +1,4 @@
-"""`pps bank score`: a bank scores from the command line; the key stays in its file, the result in a CSV."""
+"""`pps-client score`: a bank scores from the command line; the key stays in its file, the result in a CSV."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pps.cli import app
 from pps.runtime import Runtime
+from pps_client.cli import app
 from tests.pps.services.scoring.conftest import PURPOSE, World, plaintext_logits
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -38,7 +38,7 @@ def test_bank_score_writes_decrypted_scores_and_reasons(
     asked = world.consented[:6] + world.revoked[:1] + world.strangers[:1]
     subjects.write_text("\n".join(asked) + "\n")
     key, out = tmp_path / "bank.key", tmp_path / "scores.csv"
-    args = ["bank", "score", str(model), "--purpose", PURPOSE, "--subjects", str(subjects)]
+    args = ["score", str(model), "--purpose", PURPOSE, "--subjects", str(subjects)]
     args += ["--key", str(key), "--out", str(out), "--url", base_url, "--token", world.bank.token]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -1,0 +1,175 @@
+"""Horizontal federated training: banks train one model over their own portfolios with secure aggregation.
+
+The secure-aggregation secrets of a round (two X25519 keys, the self-mask seed, the peers' shares) live in this
+object only (one per :class:`~pps_client.Client`); they never go to the service. If the object is lost
+mid-round, the bank has dropped out of that round (the others finish it without it, as long as the threshold
+holds). (``federated`` extra.)
+
+>>> fed = client.federations.create(name="sme-pd", participants=[me, b, c], kind="horizontal_lr",
+...                                 feature_schema=names, rounds=10, threshold=2)
+>>> client.federations.train(fed.id, x_train, y_train)   # blocks until done or aborted
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from pps_client._client import dumps
+from pps_client._exceptions import JobTimeout
+from pps_client._resources._base import Resource
+from pps_wire.schemas import (
+    PURPOSE,
+    AcceptIn,
+    AdvanceIn,
+    FederationIn,
+    FederationOut,
+    FederationSummaryOut,
+    MessageIn,
+)
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from pps_wire.federated import FedModelBase
+
+StepCallback = Callable[[FederationOut], None]
+
+
+class Federations(Resource):
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self._rounds: dict[str, tuple[int, Any]] = {}
+
+    def create(
+        self,
+        *,
+        name: str,
+        participants: Sequence[str],
+        kind: Literal["horizontal_lr", "horizontal_mlp"],
+        feature_schema: Sequence[str],
+        rounds: int,
+        threshold: int,
+        **options: Any,
+    ) -> FederationOut:
+        """Start a federation with other banks (``participants``: bank organisation ids, this bank included).
+        ``options``: local_epochs, clip_norm, learning_rate, l2, batch_size, hidden, seed, phase_timeout_s."""
+        body = FederationIn.model_validate(
+            {
+                "name": name,
+                "participants": list(participants),
+                "kind": kind,
+                "feature_schema": list(feature_schema),
+                "rounds": rounds,
+                "threshold": threshold,
+                **options,
+            }
+        )
+        return self._client._call("POST", "/v1/federations", FederationOut, json_body=dumps(body))
+
+    def list(self) -> builtins.list[FederationSummaryOut]:
+        """The federations this bank takes part in."""
+        return self._client._call_list("GET", "/v1/federations", FederationSummaryOut)
+
+    def get(self, federation_id: str) -> FederationOut:
+        """A federation: its round, phase, global model and this bank's inbox."""
+        return self._client._call("GET", f"/v1/federations/{federation_id}", FederationOut)
+
+    def accept(self, federation_id: str, purpose: str = PURPOSE) -> FederationOut:
+        body = AcceptIn(purpose=purpose)
+        return self._client._call(
+            "POST", f"/v1/federations/{federation_id}/accept", FederationOut, json_body=dumps(body)
+        )
+
+    def advance(self, federation_id: str) -> FederationOut:
+        """Close the current phase with the banks heard from (after its deadline, or once all have posted)."""
+        return self._client._call(
+            "POST", f"/v1/federations/{federation_id}/advance", FederationOut, json_body=dumps(AdvanceIn())
+        )
+
+    def post_message(self, federation_id: str, frame: bytes) -> FederationOut:
+        """Post this bank's secure-aggregation message of the current phase."""
+        body = MessageIn(message=base64.b64encode(frame).decode())
+        return self._client._call(
+            "POST", f"/v1/federations/{federation_id}/messages", FederationOut, json_body=dumps(body)
+        )
+
+    @staticmethod
+    def model(view: FederationOut) -> FedModelBase:
+        """The federation's current global model (:mod:`pps_wire.federated`)."""
+        from pps_wire.federated import federation_model
+
+        m = federation_model(view.kind, len(view.feature_schema), view.config, view.local_epochs)
+        if view.global_weights is not None:
+            m.set_flat(view.global_weights)
+        return m
+
+    def step(self, federation_id: str, x: npt.ArrayLike, y: npt.ArrayLike) -> FederationOut:
+        """Take this bank's next action in the current round, if there is one now; return the federation.
+
+        Advertise keys → share keys → train locally from the round's global model and post the masked update
+        (weighted by this bank's sample count) → post unmasking shares. Returns at once when waiting for others.
+        """
+        from protocols.secagg import RoundInfo, SecAggClient, SecAggParams
+
+        view = self.get(federation_id)
+        rnd = view.round
+        if view.state != "running" or rnd is None or rnd.posted:
+            return view
+        r, phase = rnd.round_no, rnd.phase
+        if phase == "advertise_keys":
+            params = SecAggParams(
+                n=len(view.participants),
+                threshold=view.threshold,
+                dim=view.n_params,
+                clip_norm=view.config["clip_norm"],
+            )
+            sa = SecAggClient(RoundInfo(federation_id, r, params), view.my_position)
+            self._rounds[federation_id] = (r, sa)
+            return self.post_message(federation_id, sa.advertise_keys())
+        held = self._rounds.get(federation_id)
+        if held is None or held[0] != r or view.inbox is None:
+            return view  # this bank is out of this round (it lost its secrets or dropped out earlier)
+        sa, inbox = held[1], base64.b64decode(view.inbox)
+        if phase == "share_keys":
+            return self.post_message(federation_id, sa.share_keys(inbox))
+        if phase == "masked_input":
+            import numpy as np
+
+            model = self.model(view)
+            start = model.get_flat()
+            labels = np.asarray(y)
+            delta = model.fit(x, labels).get_flat() - start
+            weight = min(len(labels), sa.info.params.max_weight)
+            return self.post_message(federation_id, sa.masked_input(inbox, delta, weight))
+        if phase == "unmask":
+            out = self.post_message(federation_id, sa.unmask(inbox))
+            self._rounds.pop(federation_id, None)
+            return out
+        return view
+
+    def train(
+        self,
+        federation_id: str,
+        x: npt.ArrayLike,
+        y: npt.ArrayLike,
+        *,
+        poll: float = 0.2,
+        timeout: float = 3600.0,
+        on_step: StepCallback | None = None,
+    ) -> FederationOut:
+        """Take part until the federation is done or aborted; :class:`~pps_client.JobTimeout` after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.step(federation_id, x, y)
+            if on_step is not None:
+                on_step(view)
+            if view.state in ("done", "aborted"):
+                return view
+            if time.monotonic() > deadline:
+                raise JobTimeout(federation_id, timeout)
+            time.sleep(poll)

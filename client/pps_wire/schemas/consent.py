@@ -1,0 +1,101 @@
+"""Consent: grants, requests and decisions, the consents a party sees, and a bank's policy check."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, Field
+
+from pps_wire.schemas.common import Request, Response
+
+
+class ScopeItemIn(Request):
+    dataset_id: str = Field(max_length=40)
+    fields: list[str] = Field(
+        min_length=1, max_length=500, description='field names; "*" means every C1 field (never C2 or C3)'
+    )
+
+
+class ConsentTerms(Request):
+    purpose: str = Field(max_length=64)
+    scope: list[ScopeItemIn] = Field(min_length=1, max_length=100)
+    operations: list[str] = Field(min_length=1, max_length=5)
+    valid_from: AwareDatetime | None = Field(None, description="default: now; with a timezone")
+    valid_until: AwareDatetime = Field(description="with a timezone, e.g. 2027-01-01T00:00:00Z")
+    max_uses: int | None = Field(None, ge=1, le=1_000_000)
+
+
+class ConsentGrant(ConsentTerms):
+    bank_org_id: str = Field(max_length=40)
+
+
+class ConsentRequestIn(ConsentTerms):
+    subject_uscc: str = Field(min_length=18, max_length=18)
+
+
+class ConsentDecision(Request):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ScopeItem(Response):
+    dataset_id: str
+    fields: list[str]
+
+
+class ConsentPublic(Response):
+    id: str
+    subject_uscc: str
+    bank_org_id: str
+    purpose: str
+    scope: list[ScopeItem]
+    operations: list[str]
+    valid_from: datetime
+    valid_until: datetime
+    max_uses: int | None
+    uses: int
+    state: str
+    expired: bool
+    requested_by: str
+    created_at: datetime
+    decided_at: datetime | None
+    revoked_at: datetime | None
+    decision_note: str | None
+    has_receipt: bool
+
+
+class PolicyCheck(Request):
+    subjects: list[str] = Field(min_length=1, max_length=100_000)
+    fields: dict[str, list[str]] = Field(description="dataset id → field names")
+    operation: str = Field(max_length=16)
+    purpose: str = Field(max_length=64)
+
+
+class DecisionOut(Response):
+    subject: str
+    allowed: bool
+    consent_id: str | None
+    reason: str | None
+    detail: str
+
+
+class PolicyCheckOut(Response):
+    allowed: int
+    denied: dict[str, int]
+    decisions: list[DecisionOut]
+
+
+# --- answers the API gives as plain objects (read by the client) ----------------------------------------------
+
+
+class PurposesOut(Response):
+    """``GET /v1/purposes``: purpose -> what it is for, and the operations consent can cover."""
+
+    purposes: dict[str, str]
+    operations: list[str]
+
+
+class ReceiptKeyOut(Response):
+    """``GET /v1/consent/public-key``: the key that verifies consent receipts."""
+
+    verifier_key: str
+    public_key_pem: str

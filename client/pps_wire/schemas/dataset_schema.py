@@ -1,0 +1,101 @@
+"""The declared schema of a dataset: columns with type, unit, description and sensitivity class.
+
+Sensitivity classes follow JR/T 0171-2020: C1 (low), C2 (sensitive personal/financial), C3 (most sensitive).
+C3 columns are held for the subject's own view and never released in any form to anyone else.
+The row key is the subject key (a USCC column) together with, optionally, a period column (monthly data)
+or a record column (events such as court cases); keys must be unique within a version.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class ColumnType(StrEnum):
+    uscc = "uscc"
+    string = "string"
+    int = "int"
+    float = "float"
+    bool = "bool"
+    date = "date"
+    month = "month"
+
+
+class Sensitivity(StrEnum):
+    C1 = "C1"
+    C2 = "C2"
+    C3 = "C3"
+
+
+class ColumnSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="snake_case column name", max_length=63)
+    type: ColumnType
+    unit: str | None = Field(None, max_length=40)
+    description: str = Field("", max_length=500)
+    sensitivity: Sensitivity
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Self:
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"column name {self.name!r} must be snake_case (a-z, 0-9, _), starting with a letter"
+            )
+        return self
+
+
+class DatasetSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str | None = Field(
+        None, description="informative name (the generator writes it)", max_length=100
+    )
+    subject_key: str = Field(description="the column holding the subject's USCC")
+    period_key: str | None = Field(
+        None, description="a month or date column that, with the subject, keys a row"
+    )
+    record_key: str | None = Field(None, description="an event id column that, with the subject, keys a row")
+    columns: list[ColumnSpec] = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Self:
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate column names: {', '.join(dupes)}")
+        by_name = {c.name: c for c in self.columns}
+        key = by_name.get(self.subject_key)
+        if key is None:
+            raise ValueError(f"subject_key {self.subject_key!r} is not a declared column")
+        if key.type is not ColumnType.uscc:
+            raise ValueError(f"subject_key {self.subject_key!r} must have type 'uscc'")
+        if self.period_key and self.record_key:
+            raise ValueError("give period_key or record_key, not both")
+        for label, name in (("period_key", self.period_key), ("record_key", self.record_key)):
+            if name is None:
+                continue
+            if name not in by_name:
+                raise ValueError(f"{label} {name!r} is not a declared column")
+            if name == self.subject_key:
+                raise ValueError(f"{label} must differ from the subject key")
+        if self.period_key and by_name[self.period_key].type not in (ColumnType.month, ColumnType.date):
+            raise ValueError("period_key must be a month or date column")
+        return self
+
+    @property
+    def key_columns(self) -> list[str]:
+        extra = self.period_key or self.record_key
+        return [self.subject_key, extra] if extra else [self.subject_key]
+
+    def column(self, name: str) -> ColumnSpec:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
