@@ -113,10 +113,11 @@ def package_dir(package: str, root: Path) -> Path:
     return found
 
 
-def module_path(name: str, root: Path) -> Path:
-    """The source file of a measured module: ``<package dir>/a/b.py``, or ``.../a/b/__init__.py`` for a package."""
+def module_path(name: str, root: Path | None = None) -> Path:
+    """The source file of a measured module: ``<package dir>/a/b.py``, or ``.../a/b/__init__.py`` for a package
+    (for the enclave code at ``root``, default: the one installed here)."""
     package, *rest = name.split(".")
-    base = package_dir(package, root).joinpath(*rest)
+    base = package_dir(package, root or default_code_root()).joinpath(*rest)
     return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
 
 

@@ -1,11 +1,11 @@
-"""The enclave measures all the code it runs: every module of a measured package, and every ``protocols`` module a
-measured module imports, is in ``MODULES``, before the modules that import it."""
+"""The enclave measures all the code it runs: every module of a measured package, and every ``protocols`` or
+``pps_wire`` module a measured module imports, is in ``MODULES``, before the modules that import it."""
 
 from __future__ import annotations
 
 import ast
 
-from enclave_sim.platform import MODULES, module_path, read_sources
+from pps_wire.measurement import MODULES, module_path, read_sources
 
 
 def _imports(source: bytes) -> set[str]:
@@ -33,7 +33,7 @@ def test_what_measured_code_imports_from_protocols_is_measured_first() -> None:
     order = {name: i for i, name in enumerate(MODULES)}
     for name, _path, source in read_sources():
         for imported in _imports(source):
-            if not imported.startswith("protocols."):
+            if not imported.startswith(("protocols.", "pps_wire.")):
                 continue
             parts = imported.split(".")
             module = next(
