@@ -111,7 +111,8 @@ def _encode_frame(
             blocks_test.append(te)
             names.append(col)
         else:
-            series = series.astype(object).where(series.notna(), "missing")
+            if series.isna().any():  # a missing value is a level of its own
+                series = series.astype(object).where(series.notna(), "missing")
             cats = series.astype("category").cat.categories
             onehot = np.stack([(series == c).to_numpy(dtype=np.float64) for c in cats], axis=1)
             blocks_train.append(onehot[train_idx])

@@ -4,6 +4,7 @@ had their own errors; an enclave error maps as the services used to map it; anyt
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -83,9 +84,18 @@ def test_pps_errors_pass_and_anything_else_is_not_translated() -> None:
     assert e.translate(KeyError("a bug")) is None
 
 
-def test_the_sdk_knows_every_protocol_code() -> None:
-    """Remote errors are raised as the class the server raised: an ``except SecAggStageError`` still works."""
-    from pps.client import _BY_CODE
+def test_the_sdk_maps_every_protocol_code_to_the_class_of_its_status() -> None:
+    """A protocol error reaches the bank as the SDK class of the HTTP status the server answers it with,
+    keeping the protocol's own code (the SDK need not know every library's codes)."""
+    from api.errors import status_for
+    from pps_client._exceptions import api_error, error_class
+    from pps_wire import envelope
 
     for code, cls in pe.BY_CODE.items():
-        assert issubclass(_BY_CODE[code], cls), code
+        translated = e.translate(cls("refused"))
+        assert translated is not None and translated.code == code
+        status = status_for(translated)
+        assert 400 <= status < 500, code
+        err = api_error(status, json.dumps(envelope.error_body(code, "refused", "req_1")).encode())
+        assert (err.status, err.code, err.message) == (status, code, "refused")
+        assert isinstance(err, error_class("", status)), code  # the class of its status

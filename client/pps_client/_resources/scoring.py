@@ -63,9 +63,11 @@ class Scoring(Resource):
         raw: Any = None
         probabilities: Any = None
         if result:
+            from protocols.errors import ProtocolError
+
             try:
                 scores = key.decrypt_scores(result, model=model)
-            except InvalidInput as exc:
+            except (InvalidInput, ProtocolError) as exc:
                 raise ReleaseVerificationError(exc.message, reason="decrypt") from None
             if len(scores.raw) != len(subjects):
                 raise ReleaseVerificationError(

@@ -184,7 +184,7 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
         posted = bank.models.post_evaluation(model.id, ev)
         assert posted.metrics is not None and posted.metrics.auc == pytest.approx(ev.auc)
         page = bank.models.report_html(model.id)
-        assert page.count("<svg") == 2 and f"{ev.auc:.4f}" in page
+        assert page.count("<svg") == 3 and f"{ev.auc:.4f}" in page  # ROC, KS and calibration
         assert [m.id for m in bank.models.list()] == [model.id]
 
     # another bank sees nothing; the auditor reads the description
