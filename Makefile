@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test serve lint bench clean
+.PHONY: install demo test test-e2e serve lint bench clean
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "PPS needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -19,9 +19,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/pps-demo
 
-## the test suite (SQLite; set PPS_TEST_DATABASE_URL to run the storage and ledger suites on PostgreSQL)
+## the test suite on every core (SQLite; set PPS_TEST_DATABASE_URL to run the storage and ledger suites on
+## PostgreSQL); the slowest end-to-end cases (marked e2e) run with `make test-e2e`, and both in .ci/run
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --numprocesses=auto -m "not e2e"
+
+## the end-to-end cases: the demo scenario, the notebooks, the browser walks (Debian's chromium), the SDK
+## installed alone in a fresh venv, `pps serve` and the CLIs as subprocesses
+test-e2e: $(STAMP)
+	$(PY) -m pytest --numprocesses=auto -m e2e
 
 ## the API at http://127.0.0.1:8000 (OpenAPI docs at /docs)
 serve: $(STAMP)

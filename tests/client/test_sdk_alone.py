@@ -18,7 +18,7 @@ import pytest
 from pps.runtime import Runtime
 from tests.pps.services.scoring.conftest import PURPOSE, World, plaintext_logits
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
 SERVER_ONLY = ("sqlalchemy", "fastapi", "alembic", "ray", "pps", "api", "enclave_sim", "models", "uvicorn")
