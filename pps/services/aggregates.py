@@ -84,10 +84,11 @@ from pps.data.datasets import codec
 from pps.data.datasets.schema import ColumnType, DatasetSchema, Sensitivity
 from pps.data.datasets.service import DatasetService
 from pps.data.sources import SOURCES, bind_sources
-from pps.errors import BudgetExhausted, Conflict, DataIntegrityError, InvalidInput, NotFound, Refused
+from pps.errors import BudgetExhausted, DataIntegrityError, InvalidInput, NotFound, Refused
 from pps.governance.consent import check_purpose
 from pps.governance.objections import open_disputes
 from pps.governance.policy import PolicyEngine, Request
+from pps.governance.release import Gate
 from pps.infra.storage.db import Database
 from pps.infra.storage.tables import (
     Consent,
@@ -673,12 +674,15 @@ class AggregateService:
         what = f"aggregate:{spec.statistic}"
         if allowed is not None and cells:
             members = sorted({allowed[int(c)] for cell in cells for c in cell.members})
-            req = Request(bank, tuple(members), plan.fields, OPERATION, spec.purpose)
-            final = self.policy.release(
-                s, req, job=ObjectRef("aggregate", query_id), what=what, actor=actor, request_id=request_id
+            Gate(
+                self.policy,
+                Request(bank, tuple(members), plan.fields, OPERATION, spec.purpose),
+                job=ObjectRef("aggregate", query_id),
+                actor=actor,
+                request_id=request_id,
+            ).release_all(
+                s, what=what, refusal="changed while the query ran; nothing was released — ask again"
             )
-            if not all(d.allowed for d in final):
-                raise Conflict("consent changed while the query ran; nothing was released — ask again")
         answer = Answer(
             query_id=query_id,
             statistic=spec.statistic,

@@ -48,9 +48,10 @@ from enclave_sim.host import EnclaveHost
 from enclave_sim.jobs import GBDTJob, check_gbdt_params
 from enclave_sim.platform import EnclaveConfig
 from pps.data.features import FeatureStore, admit_on_features
-from pps.errors import Conflict, EnclaveUnavailable, InvalidInput, ProvisioningFailed
+from pps.errors import EnclaveUnavailable, InvalidInput, ProvisioningFailed
 from pps.governance.consent import check_purpose
 from pps.governance.policy import PolicyEngine, Request
+from pps.governance.release import Gate
 from pps.identity.uscc import validate_uscc
 from pps.infra.jobs import JobContext, JobOutcome, JobService
 from pps.infra.keys import (
@@ -370,20 +371,20 @@ class EnclaveService:
 
         def finalize(session: Session) -> dict[str, Any]:
             if found:
-                final = self.policy.release(
-                    session,
+                Gate(
+                    self.policy,
                     Request(bank, tuple(found), fields, "enclave", purpose),
                     job=job_ref,
-                    what=what,
                     actor=SERVICE,
+                ).release_all(
+                    session,
+                    what=what,
                     admitted=[allowed[s_] for s_ in found],
-                )
-                lost = [d for d in final if not d.allowed]
-                if lost:
-                    raise Conflict(
-                        f"the consent of {len(lost)} subject(s) no longer holds; a trained model cannot leave "
+                    refusal=(
+                        "no longer holds; a trained model cannot leave "
                         "without them — nothing was released, submit the job again"
-                    )
+                    ),
+                )
             metrics = plain.get("metrics", {})
             self.ledger.append(
                 session,

@@ -59,6 +59,7 @@ from pps.errors import InvalidInput, RateLimited
 from pps.governance.consent import check_purpose
 from pps.governance.objections import open_disputes
 from pps.governance.policy import PolicyEngine, Request
+from pps.governance.release import Gate
 from pps.identity.uscc import validate_uscc
 from pps.infra.executor import Executor, LocalExecutor, Shared
 from pps.infra.jobs import JobContext, JobOutcome, JobService
@@ -554,22 +555,23 @@ class ScoringService:
             lap("waiting_s")
             scored, final = list(found), result
             if scored:
-                released = self.policy.release(
-                    session,
+                released = Gate(
+                    self.policy,
                     Request(bank, tuple(scored), fields, "score", purpose),
                     job=job_ref,
-                    what=f"score:{prepared.model.kind.value}",
                     actor=service,
+                ).release_some(
+                    session,
+                    what=f"score:{prepared.model.kind.value}",
                     admitted=[by_subject[s_] for s_ in scored],
                 )
-                dropped = [d for d in released if not d.allowed]
-                if dropped:
-                    for d in dropped:
+                if released.lost:
+                    for d in released.lost:
                         not_scored[d.subject] = {
                             "reason": d.reason.value if d.reason else "denied",
                             "detail": f"at release: {d.detail}",
                         }
-                    keep = {d.subject for d in released if d.allowed}
+                    keep = set(released.kept)
                     kept = [(s_, r) for s_, r in zip(found, rows, strict=True) if s_ in keep]
                     scored = [s_ for s_, _ in kept]
                     final = (

@@ -93,6 +93,7 @@ from pps.errors import (
 )
 from pps.governance.consent import check_purpose
 from pps.governance.policy import PolicyEngine, Request
+from pps.governance.release import Gate
 from pps.identity.uscc import validate_uscc
 from pps.infra.storage.db import Database
 from pps.infra.storage.tables import Dataset, SealedBlock, SealedContext, SealedDataset, new_id, utcnow
@@ -799,21 +800,18 @@ class SealedService:
                 # differencing control sees every cohort released before this one
                 self.aggregates.lock_budget(s, bank)
                 self.aggregates.check_differencing(s, bank, [codes])
-                final = self.policy.release(
-                    s,
+                Gate(
+                    self.policy,
                     Request(bank, cohort, {dataset_id: (column,)}, "aggregate", purpose),
                     job=ref,
-                    what=what,
                     actor=actor,
                     request_id=request_id,
+                ).release_all(
+                    s,
+                    what=what,
                     admitted=[allowed[u] for u in cohort],
+                    refusal="changed while the query ran; nothing was released — ask again",
                 )
-                lost = [d for d in final if not d.allowed]
-                if lost:
-                    raise Conflict(
-                        f"the consent of {len(lost)} subject(s) changed while the query ran; nothing was released — "
-                        "ask again"
-                    )
                 micro = round(epsilon * MICRO)
                 if self.aggregates.spend_budget(s, bank, micro) is None:
                     raise BudgetExhausted("this query's epsilon exceeds your remaining privacy budget")
@@ -979,21 +977,20 @@ class SealedService:
         recipient = got["output"]["recipient_key"]
         what = f"sealed.score:{dataset_id}:{','.join(names)}"
         with self.db.transaction() as s:
-            final = self.policy.release(
-                s,
+            Gate(
+                self.policy,
                 Request(bank, tuple(released_order), {dataset_id: names}, "score", purpose),
                 job=ref,
-                what=what,
                 actor=actor,
                 request_id=request_id,
+            ).release_all(
+                s,
+                what=what,
                 admitted=[allowed[u] for u in released_order],
+                refusal=(
+                    "no longer holds; the encrypted scores were discarded — nothing was released, ask again"
+                ),
             )
-            lost = [d for d in final if not d.allowed]
-            if lost:
-                raise Conflict(
-                    f"the consent of {len(lost)} subject(s) no longer holds; the encrypted scores were discarded "
-                    "— nothing was released, ask again"
-                )
             self.ledger.append(
                 s,
                 EntryDraft(

@@ -61,6 +61,7 @@ from pps.data.features import FeatureStore, admit_on_features
 from pps.errors import Conflict, InvalidInput, NotFound, RateLimited
 from pps.governance.consent import check_purpose
 from pps.governance.policy import PolicyEngine, Request
+from pps.governance.release import Gate
 from pps.identity.uscc import validate_uscc
 from pps.infra.executor import Executor
 from pps.infra.storage.db import Database
@@ -499,20 +500,20 @@ class VerticalTrainingService:
                 with self.db.transaction() as s:
                     row = s.get(VerticalTraining, training_id)
                     assert row is not None
-                    final = self.policy.release(
-                        s,
+                    Gate(
+                        self.policy,
                         Request(live.bank, live.subjects, live.fields, OPERATION, live.purpose),
                         job=ref,
-                        what=f"model:{KIND}",
                         actor=SERVICE,
                         request_id=request_id,
-                    )
-                    lost = [d for d in final if not d.allowed]
-                    if lost:
-                        raise Conflict(
-                            f"the consent of {len(lost)} subject(s) no longer allows training; no model was "
+                    ).release_all(
+                        s,
+                        what=f"model:{KIND}",
+                        refusal=(
+                            "no longer allows training; no model was "
                             "registered — align again and start a new training"
-                        )
+                        ),
+                    )
                     record = self.models.register(
                         s,
                         kind=KIND,
@@ -641,20 +642,18 @@ class VerticalTrainingService:
         x = (admission.table.matrix(list(names), rows) - np.asarray(part["mean"])) / np.asarray(part["scale"])
         message = vl.host_score_contribution(vl.HostModel(np.asarray(part["weights"])), x, key)
         with self.db.transaction() as s:
-            final = self.policy.release(
-                s,
+            Gate(
+                self.policy,
                 Request(bank, tuple(found), fields, "score", purpose),
                 job=ref,
-                what=f"{KIND}:contribution",
                 actor=actor,
                 request_id=request_id,
+            ).release_all(
+                s,
+                what=f"{KIND}:contribution",
                 admitted=[allowed[s_] for s_ in found],
+                refusal="changed meanwhile; nothing was released",
             )
-            lost = [d for d in final if not d.allowed]
-            if lost:
-                raise Conflict(
-                    f"the consent of {len(lost)} subject(s) changed meanwhile; nothing was released"
-                )
         return message, found, excluded
 
     def close(self) -> None:

@@ -386,7 +386,7 @@ def test_a_consent_spent_elsewhere_before_release_releases_nothing(
         s.execute(update(Consent).where(Consent.id == ids[subjects[0]]).values(max_uses=1, uses=1))
 
     monkeypatch.setattr(runtime.aggregates, "_remember", remember_then_exhaust)
-    with pytest.raises(Conflict, match="consent changed"):
+    with pytest.raises(Conflict, match="changed while the query ran"):
         runtime.aggregates.answer(
             spec(scope="consented", dataset="tax", field="taxable_sales"), actor=world.actor()
         )
