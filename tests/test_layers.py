@@ -73,6 +73,14 @@ def test_the_contracts_hold_on_the_tree(copy: Path) -> None:
             "import enclave_sim as _enclave\n",
             "models is not allowed to import enclave_sim",
         ),
+        ("pps_client/__init__.py", "import pps as _server\n", "pps_client is not allowed to import pps"),
+        (
+            "pps_client/__init__.py",
+            "import sqlalchemy as _db\n",
+            "pps_client is not allowed to import sqlalchemy",
+        ),
+        ("pps/__init__.py", "import pps_client as _sdk\n", "pps is not allowed to import pps_client"),
+        ("pps_wire/__init__.py", "import protocols as _p\n", "pps_wire is not allowed to import protocols"),
         (
             "pps/infra/storage/migrations/versions/0001_initial.py",
             "import pps.infra.storage.tables\n",
