@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 import pps
-from api import errors, web
+from api import errors, openapi, web
 from api.deps import declared_roles
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from api.routers import aggregates, audit, consent, datasets, enclave, identity, jobs, psi, scoring, system
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts served here, not from a CDN
         title="PPS data safe-room",
         version=pps.__version__,
         description="Consent-bound privacy-preserving computation over enterprise data, with a verifiable "
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 _declare_roles(route)
         app.include_router(router)
     web.install(app)  # the role pages under /ui: not API routes, guarded by the API routes they call
+    openapi.document(app)
     return app
 
 

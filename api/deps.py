@@ -100,10 +100,20 @@ def allow(*roles: Role) -> Any:
 PUBLIC = Depends(PublicRoute())
 
 
+PAGE_SIZE_CEILING = 1000
+"""The most any deployment may set as ``PPS_PAGE_SIZE_MAX`` (the OpenAPI document states it as ``limit``'s
+maximum; the server's own maximum may be lower and is checked too)."""
+
+
 def page_limit(
     rt: RuntimeDep,
     limit: Annotated[
-        int | None, Query(ge=1, description="page size (default and maximum set by the server)")
+        int | None,
+        Query(
+            ge=1,
+            le=PAGE_SIZE_CEILING,
+            description="page size (default and maximum set by the server, never above 1000)",
+        ),
     ] = None,
 ) -> int:
     if limit is None:

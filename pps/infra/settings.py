@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         1 << 30, ge=1024, description="largest dataset upload accepted (the file is held in memory once)"
     )
     page_size_default: int = Field(50, ge=1)
-    page_size_max: int = Field(500, ge=1)
+    page_size_max: int = Field(500, ge=1, le=1000)
     token_ttl_days: int = Field(90, ge=1, le=3650, description="default lifetime of an issued API token")
     job_workers: int = Field(2, ge=1, le=64, description="threads that run jobs in this process")
     job_result_ttl_hours: float = Field(168.0, gt=0, description="how long a job's result is kept")
