@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 import pps
 from api import errors, web
 from api.deps import declared_roles
-from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, StrictJSONMiddleware
 from api.routers import aggregates, audit, consent, datasets, enclave, identity, jobs, psi, scoring, system
 from api.routers import federated as federated_routes
 from api.routers import models as model_routes
@@ -80,8 +80,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = rt
     errors.install(app)
-    # added innermost first: request id (outermost) → body limit → unhandled errors → the routes
+    # added innermost first: request id (outermost) → body limit → strict JSON → unhandled errors → the routes
     app.add_middleware(errors.UnhandledErrorMiddleware)
+    app.add_middleware(StrictJSONMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=rt.settings.max_body_bytes,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from enclave_sim.platform import EnclaveConfig
+from pps.data.datasets.ingest import UploadLimits
 from pps.data.datasets.service import DatasetService
 from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
@@ -74,7 +75,15 @@ class Runtime:
         ledger = Ledger(NoteSigner(settings.ledger_origin, key), settings.ledger_origin)
         identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
         kms = LocalFileKMS(settings.resolved_key_dir)
-        datasets = DatasetService(ledger, kms)
+        datasets = DatasetService(
+            ledger,
+            kms,
+            limits=UploadLimits(
+                rows=settings.upload_max_rows,
+                columns=settings.upload_max_columns,
+                expanded_bytes=settings.upload_max_expanded_bytes,
+            ),
+        )
         objections = ObjectionService(
             ledger,
             kms,
