@@ -51,22 +51,40 @@ async def _publish_periodically(rt: Runtime, interval: float) -> None:
             log.exception("periodic checkpoint failed")
 
 
+async def _recover_periodically(rt: Runtime, interval: float) -> None:
+    """Every ``interval`` seconds: fail the trainings of API workers that died meanwhile and abort abandoned
+    federations (:func:`pps.infra.recovery.recover_long_lived`)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(rt.recover_long_lived)
+        except Exception:  # try again on the next tick
+            log.exception("periodic recovery failed")
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the API. ``runtime`` lets tests share one runtime between the app and direct calls."""
     rt = runtime or Runtime.build(settings or get_settings())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = None
         interrupted, requeued = await run_in_threadpool(rt.jobs.recover)
         if interrupted or requeued:
             log.warning("jobs after restart: %d interrupted (failed), %d queued again", interrupted, requeued)
+        await run_in_threadpool(rt.recover_long_lived)  # trainings and federations: every one terminal
+        tasks = []
         if rt.settings.checkpoint_interval_seconds > 0:
-            task = asyncio.create_task(_publish_periodically(rt, rt.settings.checkpoint_interval_seconds))
+            tasks.append(
+                asyncio.create_task(_publish_periodically(rt, rt.settings.checkpoint_interval_seconds))
+            )
+        if rt.settings.recovery_interval_seconds > 0:
+            tasks.append(
+                asyncio.create_task(_recover_periodically(rt, rt.settings.recovery_interval_seconds))
+            )
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
         ge=1024,
         description="most uncompressed bytes a Parquet upload's footer may declare (refused before reading)",
     )
+    recovery_interval_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="how often a serving process fails the trainings of dead workers and aborts abandoned "
+        "federations (also once at start); 0 = only at start",
+    )
+    federation_stale_hours: float = Field(
+        24.0,
+        gt=0,
+        description="a federation still inviting this long, or this long past a phase deadline nobody closed, "
+        "is aborted",
+    )
     page_size_default: int = Field(50, ge=1)
     page_size_max: int = Field(500, ge=1)
     token_ttl_days: int = Field(90, ge=1, le=3650, description="default lifetime of an issued API token")
