@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, func, 
 from sqlalchemy.orm import Session
 
 from pps.errors import InvalidProofRequest, KeyUnavailable, LedgerIntegrityError, NotFound
+from pps.infra import faults
 from pps.infra.storage.tables import (
     LedgerCheckpoint,
     LedgerEntry,
@@ -166,6 +167,7 @@ class Ledger:
         """Append entries in order, in the caller's transaction, with one lock and one round of inserts."""
         if not drafts:
             return []
+        faults.note_actions(session, (d.action for d in drafts))
         now = now or utcnow()
         size, frontier = self._lock_head(session)
         # the frontier as a stack of (level, index, hash), largest subtree first
