@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
@@ -23,6 +24,7 @@ from api.routers import sealed as sealed_routes
 from api.routers import training as training_routes
 from pps.infra.settings import Settings, get_settings
 from pps.runtime import Runtime
+from protocols.lifetime import die_with_parent
 
 log = logging.getLogger("pps.api")
 
@@ -124,6 +126,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.include_router(router)
     web.install(app)  # the role pages under /ui: not API routes, guarded by the API routes they call
     return app
+
+
+SERVER_PID_ENV = "PPS_SERVER_PID"
+"""Set by ``pps serve`` to its own pid: a uvicorn worker process that reads it dies with the server."""
+
+
+def create_served_app() -> FastAPI:
+    """The factory ``pps serve`` gives uvicorn. With several workers each is a child of uvicorn's supervisor
+    (the ``pps serve`` process): it asks to be killed when that process dies, even by SIGKILL, so that no
+    worker keeps serving on an orphaned socket (:mod:`protocols.lifetime`)."""
+    server = os.environ.get(SERVER_PID_ENV, "")
+    if server.isdigit() and int(server) != os.getpid():
+        die_with_parent(int(server))
+    return create_app()
 
 
 ROUTERS: tuple[APIRouter, ...] = (

@@ -9,6 +9,7 @@ written to the audit ledger with the actor ``operator`` via ``cli``. Banks and p
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,8 +122,9 @@ def serve(
     console.print(
         f"PPS serving on http://{host}:{port} (database: {_redacted(settings.resolved_database_url)})"
     )
+    os.environ["PPS_SERVER_PID"] = str(os.getpid())  # api.app.SERVER_PID_ENV: workers die with this process
     uvicorn.run(
-        "api.app:create_app",
+        "api.app:create_served_app",
         factory=True,
         host=host,
         port=port,

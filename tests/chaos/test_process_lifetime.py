@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -64,3 +65,57 @@ def test_no_child_survives_a_kill_9_of_its_parent(tmp_path: Path) -> None:
     finally:
         if probe.poll() is None:
             os.killpg(probe.pid, signal.SIGKILL)
+
+
+@pytest.mark.e2e
+def test_no_uvicorn_worker_survives_a_kill_9_of_pps_serve(tmp_path: Path) -> None:
+    """`pps serve --workers 2`: the supervisor is killed with SIGKILL; its workers must not go on serving."""
+    from tests.chaos.test_chaos import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'client'}",
+        "PPS_DATA_DIR": str(tmp_path / "served"),
+        "PPS_CHECKPOINT_INTERVAL_SECONDS": "0",
+        "PPS_EXECUTOR_WORKERS": "2",
+    }
+    env.pop("PPS_DATABASE_URL", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pps.cli", "serve", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        end = time.monotonic() + 120
+        workers: list[psutil.Process] = []
+        while time.monotonic() < end:
+            assert server.poll() is None
+            workers = [
+                c
+                for c in psutil.Process(server.pid).children()
+                if "resource_tracker" not in " ".join(c.cmdline())
+            ]
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["status"] == "ready"
+            except (httpx.TransportError, ValueError):
+                ready = False
+            if ready and len(workers) == 2:
+                break
+            time.sleep(0.3)
+        assert len(workers) == 2
+        children = {c.pid for c in psutil.Process(server.pid).children(recursive=True)}
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+        survivors = _survivors(children, 15)
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)
+        assert survivors == set()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
