@@ -581,11 +581,24 @@ def data_synth(
 
 @keys_app.command("status")
 def keys_status() -> None:
-    """Check every KEK version against its canary and show how many data keys each wraps (exit 1 on a fault)."""
+    """Check every KEK version against its canary and show how many data keys each wraps (exit 1 on a fault).
+    Writes nothing: on a copy restored without its key directory it reports the missing keys, it makes none."""
+    from pps.data.datasets.service import DatasetService
+    from pps.governance.objections import ObjectionService
     from pps.infra import keyring
+    from pps.infra.kms import LocalFileKMS
+    from pps.services.registry import ModelRegistry
 
-    with runtime(open_keys=False) as rt, rt.db.transaction(write=False) as session:
-        rows = keyring.status(session, rt.kms, rt.key_holders)
+    settings = get_settings()
+    with read_only_ledger() as (db, ledger, _):
+        if not migrate.is_up_to_date(db.engine):
+            fail("the database schema is not current; run `pps db upgrade` first")
+        with user_errors():
+            kms = LocalFileKMS(settings.resolved_key_dir, create=False)
+        datasets = DatasetService(ledger, kms)
+        holders = (datasets, ObjectionService(ledger, kms, datasets), ModelRegistry(ledger, kms))
+        with db.transaction(write=False) as session:
+            rows = keyring.status(session, kms, holders)
     table = Table("KEK version", "data keys wrapped", "state")
     for row in rows:
         table.add_row(

@@ -249,6 +249,9 @@ def test_restore_drill_tells_a_restore_without_keys_from_tampering(
     assert not (bare / "keys").exists() and not (tmp_path / "new.note").exists()
     code, out = pps("audit", "verify", "--against", str(saved), "--verifier-key", pinned)
     assert code == 0 and "consistent with saved checkpoint" in out
+    code, out = pps("keys", "status")  # reports the KEK the copy needs and lacks; makes none
+    assert code == 1 and "missing" in out, out
+    assert sorted(p.name for p in bare.iterdir()) == before
 
     with sqlite3.connect(bare / "pps.db") as db:  # the same copy, edited: tampering is still tampering
         db.execute(
