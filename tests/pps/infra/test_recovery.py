@@ -12,12 +12,16 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
+from api.app import create_app
+from api.live import running_server
 from pps.infra.recovery import HOLDER, holder_alive, recover_long_lived
+from pps.infra.settings import Settings
 from pps.infra.storage.tables import (
     Federation,
     FederationRound,
@@ -179,3 +183,24 @@ def test_abandoned_federations_are_aborted_and_live_ones_left(runtime: Runtime, 
             s, EntryFilter(action="federation.round.aborted"), after=None, limit=10
         )
     assert sorted(json.loads(e.entry)["objects"][0]["id"] for e in entries) == sorted([old_invite, stuck])
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"recovery_interval_seconds": 0.2})
+
+
+def test_a_live_service_sweeps_the_trainings_of_workers_that_died(
+    runtime: Runtime, make_org: OrgFactory
+) -> None:
+    """Not only at start-up: a worker that keeps running fails what a dead sibling held, on its next sweep."""
+    bank = make_org(Role.bank)
+    with running_server(create_app(runtime=runtime)):
+        mine = new_training(runtime, bank.id)  # held by this (live) process
+        orphan = new_training(runtime, bank.id)
+        set_holder(runtime, orphan, f"{socket.gethostname()}:{dead_pid()}:beef")
+        deadline = time.monotonic() + 20
+        while state_of(runtime, orphan)[0] is TrainingState.training and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state_of(runtime, orphan)[0] is TrainingState.failed
+        assert state_of(runtime, mine)[0] is TrainingState.training
