@@ -8,8 +8,9 @@ jobs run again; enclave jobs are jobs). Two other kinds of long-lived thing outl
   can never continue; before this module it stayed ``training`` until the bank happened to call again.
   :func:`recover_long_lived` fails every training whose *holder* process is gone, with a ``training.fail``
   ledger entry naming the reason. The holder is recorded (``session_holders``) by an ORM hook in the very
-  transaction that creates the training row, so no training exists without one, and the training service
-  needs no change. Trainings held by another live API worker are left alone.
+  transaction that creates the training row, so the training service needs no change. Trainings held by
+  another live API worker are left alone; a training with no holder recorded (made before this table
+  existed) is failed once it has been idle for ``stale_after``.
 * **federations** (``Federation``): their state is in the database, so a restart does not end them — the
   next participant's call continues the round. A federation nobody drives any more, though, would wait
   forever: one still inviting ``stale_after`` after it was created, or one whose current phase's deadline
@@ -117,8 +118,12 @@ def recover_long_lived(
             .order_by(VerticalTraining.id)
             .with_for_update(of=VerticalTraining)
         ).all()
-        for training, runner in rows:
-            if holder_alive(runner):
+        for training, holder in rows:
+            runner: str | None = holder  # None: no holder row (an outer join)
+            if runner is None:  # made before holders were recorded, or by a path the hook does not see:
+                if now - training.updated_at < stale_after:  # judged by its idleness instead
+                    continue
+            elif holder_alive(runner):
                 continue
             why = (
                 "the serving process that held this training's live state ended (a crash or restart); "

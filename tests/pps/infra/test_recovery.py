@@ -122,11 +122,19 @@ def test_a_training_whose_holder_died_is_failed_and_recorded(runtime: Runtime, m
     assert not recover_long_lived(runtime.db, runtime.ledger, stale_after=STALE)
 
 
-def test_a_training_without_a_holder_is_failed(runtime: Runtime, make_org: OrgFactory) -> None:
-    training = new_training(runtime, make_org(Role.bank).id)
+def test_a_training_without_a_holder_is_failed_once_idle_for_stale_after(
+    runtime: Runtime, make_org: OrgFactory
+) -> None:
+    idle, recent = (new_training(runtime, make_org(Role.bank).id) for _ in range(2))
     with runtime.db.transaction() as s:
         s.execute(SessionHolder.__table__.delete())
-    assert recover_long_lived(runtime.db, runtime.ledger, stale_after=STALE).trainings_failed == (training,)
+        s.execute(
+            update(VerticalTraining)
+            .where(VerticalTraining.id == idle)
+            .values(updated_at=utcnow() - STALE - timedelta(minutes=1))
+        )
+    assert recover_long_lived(runtime.db, runtime.ledger, stale_after=STALE).trainings_failed == (idle,)
+    assert state_of(runtime, recent)[0] is TrainingState.training
 
 
 def new_federation(rt: Runtime, bank_id: str, *, age: timedelta, round_deadline_age: timedelta | None) -> str:
