@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_secagg.py
 	$(PY) benchmarks/bench_sealed.py
 	$(PY) benchmarks/bench_scaleout.py
+	$(PY) benchmarks/bench_upload_limits.py
 
 clean:
 	rm -rf $(VENV) .pps-demo .pytest_cache .mypy_cache .ruff_cache

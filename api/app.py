@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI
@@ -15,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 import pps
 from api import errors, openapi, web
 from api.deps import declared_roles
-from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, StrictJSONMiddleware
 from api.routers import aggregates, audit, consent, datasets, enclave, identity, jobs, psi, scoring, system
 from api.routers import federated as federated_routes
 from api.routers import models as model_routes
@@ -24,6 +25,7 @@ from api.routers import sealed as sealed_routes
 from api.routers import training as training_routes
 from pps.infra.settings import Settings, get_settings
 from pps.runtime import Runtime
+from protocols.lifetime import die_with_parent
 
 log = logging.getLogger("pps.api")
 
@@ -52,22 +54,40 @@ async def _publish_periodically(rt: Runtime, interval: float) -> None:
             log.exception("periodic checkpoint failed")
 
 
+async def _recover_periodically(rt: Runtime, interval: float) -> None:
+    """Every ``interval`` seconds: fail the trainings of API workers that died meanwhile and abort abandoned
+    federations (:func:`pps.infra.recovery.recover_long_lived`)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(rt.recover_long_lived)
+        except Exception:  # try again on the next tick
+            log.exception("periodic recovery failed")
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the API. ``runtime`` lets tests share one runtime between the app and direct calls."""
     rt = runtime or Runtime.build(settings or get_settings())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = None
         interrupted, requeued = await run_in_threadpool(rt.jobs.recover)
         if interrupted or requeued:
             log.warning("jobs after restart: %d interrupted (failed), %d queued again", interrupted, requeued)
+        await run_in_threadpool(rt.recover_long_lived)  # trainings and federations: every one terminal
+        tasks = []
         if rt.settings.checkpoint_interval_seconds > 0:
-            task = asyncio.create_task(_publish_periodically(rt, rt.settings.checkpoint_interval_seconds))
+            tasks.append(
+                asyncio.create_task(_publish_periodically(rt, rt.settings.checkpoint_interval_seconds))
+            )
+        if rt.settings.recovery_interval_seconds > 0:
+            tasks.append(
+                asyncio.create_task(_recover_periodically(rt, rt.settings.recovery_interval_seconds))
+            )
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -81,8 +101,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = rt
     errors.install(app)
-    # added innermost first: request id (outermost) → body limit → unhandled errors → the routes
+    # added innermost first: request id (outermost) → body limit → strict JSON → unhandled errors → the routes
     app.add_middleware(errors.UnhandledErrorMiddleware)
+    app.add_middleware(StrictJSONMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=rt.settings.max_body_bytes,
@@ -107,6 +128,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     web.install(app)  # the role pages under /ui: not API routes, guarded by the API routes they call
     openapi.document(app)
     return app
+
+
+SERVER_PID_ENV = "PPS_SERVER_PID"
+"""Set by ``pps serve`` to its own pid: a uvicorn worker process that reads it dies with the server."""
+
+
+def create_served_app() -> FastAPI:
+    """The factory ``pps serve`` gives uvicorn. With several workers each is a child of uvicorn's supervisor
+    (the ``pps serve`` process): it asks to be killed when that process dies, even by SIGKILL, so that no
+    worker keeps serving on an orphaned socket (:mod:`protocols.lifetime`)."""
+    server = os.environ.get(SERVER_PID_ENV, "")
+    if server.isdigit() and int(server) != os.getpid():
+        die_with_parent(int(server))
+    return create_app()
 
 
 ROUTERS: tuple[APIRouter, ...] = (

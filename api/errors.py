@@ -33,6 +33,7 @@ log = logging.getLogger("pps.api")
 STATUS: dict[type[e.PPSError], int] = {
     e.PayloadTooLarge: 413,
     e.InvalidProofRequest: 400,
+    e.MalformedJSON: 400,
     e.InvalidInput: 422,
     e.AuthenticationError: 401,
     e.Forbidden: 403,

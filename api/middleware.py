@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids and request body limits (pure ASGI, so bodies stream and are counted)."""
+"""ASGI middleware: request ids, request body limits (pure ASGI, so bodies stream and are counted) and the
+one strict reading of JSON bodies (no duplicate keys, no control or bidirectional-override characters)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import json
 import re
 import uuid
 from contextvars import ContextVar
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pps.errors import DuplicateJSONKey, UnsafeText
+from pps.infra.text import first_unsafe_in
 from pps_wire.envelope import error_body
 from pps_wire.errors import PayloadTooLarge
 
@@ -136,3 +140,96 @@ class BodySizeLimitMiddleware:
         except _BodyTooLarge:
             if not tracker.started:
                 await self._reject(send, limit)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateJSONKey(
+                f"the JSON body names the key {key!r} more than once; each key may appear once "
+                "(parsers disagree on which value would win)",
+                details={"key": key},
+            )
+        seen[key] = value
+    return seen
+
+
+def check_json_body(body: bytes) -> None:
+    """Raise :class:`~pps.errors.DuplicateJSONKey` or :class:`~pps.errors.UnsafeText` for a JSON document
+    that names a key twice or holds a control or bidirectional-override character in any string; return
+    quietly for a sound document and for anything that is not JSON (the route reports that itself)."""
+    try:
+        document = json.loads(body, object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
+        return
+    problem = first_unsafe_in(document)
+    if problem is not None:
+        raise problem
+
+
+def _json_typed(content_type: bytes | None) -> bool:
+    """Would FastAPI parse this body as JSON? (It does when the type is absent, JSON or ``+json``.)"""
+    if content_type is None:
+        return True
+    main = content_type.split(b";", 1)[0].strip().lower()
+    return main == b"application/json" or main.endswith(b"+json")
+
+
+class StrictJSONMiddleware:
+    """Every JSON request body, once, before any route reads it: duplicate keys are refused (400), and so are
+    control and bidirectional-override characters in any key or string (422). Bodies of other types (CSV,
+    NDJSON and Parquet uploads) pass through unread. Sits inside the body-size limit, which bounds what it
+    buffers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        if not _json_typed(dict(scope.get("headers") or []).get(b"content-type")):
+            await self.app(scope, receive, send)
+            return
+        parts: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                await self.app(scope, _replay([message]), send)
+                return
+            parts.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+        try:
+            check_json_body(body)
+        except (DuplicateJSONKey, UnsafeText) as exc:
+            status = 400 if isinstance(exc, DuplicateJSONKey) else 422
+            payload = json.dumps(
+                error_body(exc.code, exc.message, current_request_id(), exc.details)
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(payload)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+            return
+        await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}]), send)
+
+
+def _replay(messages: list[Message]) -> Receive:
+    queue = list(messages)
+
+    async def receive() -> Message:
+        if queue:
+            return queue.pop(0)
+        return {"type": "http.disconnect"}
+
+    return receive

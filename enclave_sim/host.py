@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -26,8 +27,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from enclave_sim.errors import BY_CODE, EnclaveCrashed, EnclaveError, EnclaveProtocolError
 from enclave_sim.platform import CODE_ROOT, EnclaveConfig, enclave_main
+from protocols.lifetime import die_with_parent, start_process
 
 POLL_S = 0.05
+
+
+def _enclave_process(parent_pid: int, *args: Any) -> None:
+    """The enclave process's entry point: killed with the host process (even by SIGKILL), then
+    :func:`~enclave_sim.platform.enclave_main`."""
+    die_with_parent(parent_pid)
+    enclave_main(*args)
 
 
 def _b64(data: bytes) -> str:
@@ -84,12 +93,19 @@ class EnclaveHost:
             ctx = multiprocessing.get_context("spawn")
             parent, child = ctx.Pipe(duplex=True)
             process = ctx.Process(
-                target=enclave_main,
-                args=(child, str(self.code_root), self.config.canonical(), self._secret, self._vendor),
+                target=_enclave_process,
+                args=(
+                    os.getpid(),
+                    child,
+                    str(self.code_root),
+                    self.config.canonical(),
+                    self._secret,
+                    self._vendor,
+                ),
                 name="pps-enclave",
                 daemon=True,
             )
-            process.start()
+            start_process(process)  # its parent thread lives as long as the host (PR_SET_PDEATHSIG)
             child.close()
             self._process, self._conn = process, parent
             self.starts += 1

@@ -9,6 +9,7 @@ written to the audit ledger with the actor ``operator`` via ``cli``. Banks and p
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +22,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pps.errors import LedgerIntegrityError, translate
+from pps.errors import LedgerIntegrityError, UnknownSigningKey, translate
+from pps.infra.keys import LEDGER_SIGNING_KEY_FILE, load_ed25519
 from pps.infra.settings import get_settings
 from pps.infra.storage import migrate
+from pps.infra.storage.db import Database
 from pps.infra.storage.tables import Role
 from pps.ledger.entry import OPERATOR
-from pps.ledger.store import EntryFilter
+from pps.ledger.store import EntryFilter, Ledger
 from pps.runtime import Runtime
-from pps_wire.checkpoint import NoteVerifier
+from pps_wire.checkpoint import NoteSigner, NoteVerifier
 
 app = typer.Typer(
     help="PPS — the data safe-room. Serve the API, manage organisations and tokens, verify the audit ledger.",
@@ -119,8 +122,9 @@ def serve(
     console.print(
         f"PPS serving on http://{host}:{port} (database: {_redacted(settings.resolved_database_url)})"
     )
+    os.environ["PPS_SERVER_PID"] = str(os.getpid())  # api.app.SERVER_PID_ENV: workers die with this process
     uvicorn.run(
-        "api.app:create_app",
+        "api.app:create_served_app",
         factory=True,
         host=host,
         port=port,
@@ -339,6 +343,25 @@ def audit_checkpoint(
 
 INTEGRITY_FAILURE_EXIT = 3
 """Exit code of ``pps audit verify`` when the ledger fails verification (2 is the usage-error code)."""
+UNKNOWN_KEY_EXIT = 4
+"""Exit code of ``pps audit verify`` when everything checked agrees but checkpoints are signed by a key it was
+not given (a restored copy without its key directory): not tampering, and not yet vouched for."""
+
+
+@contextmanager
+def read_only_ledger() -> Iterator[tuple[Database, Ledger, Path]]:
+    """The database and the ledger, opened to be read: no migration, no key made or written (the signing key
+    is loaded if its file exists, else the ledger cannot sign), none of the services started."""
+    settings = get_settings()
+    key_path = settings.resolved_key_dir / LEDGER_SIGNING_KEY_FILE
+    with user_errors():
+        key = load_ed25519(key_path)
+        db = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    try:
+        signer = NoteSigner(settings.ledger_origin, key) if key is not None else None
+        yield db, Ledger(signer, settings.ledger_origin), key_path
+    finally:
+        db.dispose()
 
 
 @audit_app.command("verify")
@@ -366,8 +389,10 @@ def audit_verify(
     """Re-derive the whole Merkle tree from the stored entries and check nodes, checkpoints and consistency.
 
     Exits 0 if the ledger is intact, 3 (naming the first bad index) if anything was edited, deleted,
-    inserted or reordered, 1 on other errors. Without --against it checks the database against itself and
-    its own signed checkpoints; keep checkpoints outside the host and pass one with --against to catch a
+    inserted or reordered, 4 if all of that holds but checkpoints are signed by a key it was not given (a
+    restored copy verified without its key directory: pass --verifier-key), 1 on other errors. It writes
+    nothing (no key is made) unless --save is given. Without --against it checks the database against itself
+    and its own signed checkpoints; keep checkpoints outside the host and pass one with --against to catch a
     rewrite by someone who also controls the database.
     """
     from pps.ledger.verify import verify_ledger
@@ -375,12 +400,14 @@ def audit_verify(
     note = against.read_text(encoding="utf-8") if against else None
     with user_errors():
         trusted = [NoteVerifier.from_string(k) for k in verifier_key or []]
-    with runtime(migrate_schema=False) as rt:
-        if not migrate.is_up_to_date(rt.db.engine):
+    with read_only_ledger() as (db, ledger, key_path):
+        if save is not None and not ledger.can_sign:
+            fail(f"--save signs a checkpoint with the ledger's signing key, and {key_path} does not exist")
+        if not migrate.is_up_to_date(db.engine):
             fail("the database schema is not current; run `pps db upgrade` first")
         with (
             _bar() as bar,
-            rt.db.transaction(write=False, snapshot=True) as session,
+            db.transaction(write=False, snapshot=True) as session,
         ):
             tasks: dict[str, Any] = {}
 
@@ -390,13 +417,16 @@ def audit_verify(
                 bar.update(tasks[phase], completed=done, total=total)
 
             try:
-                report = verify_ledger(session, rt.ledger, against=note, trusted=trusted, progress=progress)
+                report = verify_ledger(session, ledger, against=note, trusted=trusted, progress=progress)
             except LedgerIntegrityError as exc:
                 bar.stop()
                 fail(f"LEDGER INTEGRITY FAILURE: {exc.message}", code=INTEGRITY_FAILURE_EXIT)
+            except UnknownSigningKey as exc:
+                bar.stop()
+                fail(exc.message, code=UNKNOWN_KEY_EXIT)
         if save is not None:
-            with rt.db.transaction() as session:
-                cp = rt.ledger.publish_checkpoint(session, size=report.tree_size)
+            with db.transaction() as session:
+                cp = ledger.publish_checkpoint(session, size=report.tree_size)
             save.write_text(cp.note, encoding="utf-8")
     table = Table(title="audit ledger verified", show_header=False)
     table.add_row("entries", str(report.tree_size))
@@ -551,11 +581,24 @@ def data_synth(
 
 @keys_app.command("status")
 def keys_status() -> None:
-    """Check every KEK version against its canary and show how many data keys each wraps (exit 1 on a fault)."""
+    """Check every KEK version against its canary and show how many data keys each wraps (exit 1 on a fault).
+    Writes nothing: on a copy restored without its key directory it reports the missing keys, it makes none."""
+    from pps.data.datasets.service import DatasetService
+    from pps.governance.objections import ObjectionService
     from pps.infra import keyring
+    from pps.infra.kms import LocalFileKMS
+    from pps.services.registry import ModelRegistry
 
-    with runtime(open_keys=False) as rt, rt.db.transaction(write=False) as session:
-        rows = keyring.status(session, rt.kms, rt.key_holders)
+    settings = get_settings()
+    with read_only_ledger() as (db, ledger, _):
+        if not migrate.is_up_to_date(db.engine):
+            fail("the database schema is not current; run `pps db upgrade` first")
+        with user_errors():
+            kms = LocalFileKMS(settings.resolved_key_dir, create=False)
+        datasets = DatasetService(ledger, kms)
+        holders = (datasets, ObjectionService(ledger, kms, datasets), ModelRegistry(ledger, kms))
+        with db.transaction(write=False) as session:
+            rows = keyring.status(session, kms, holders)
     table = Table("KEK version", "data keys wrapped", "state")
     for row in rows:
         table.add_row(

@@ -20,6 +20,7 @@ from pps_wire.errors import (
     ConfigurationError,
     Conflict,
     DataIntegrityError,
+    DuplicateJSONKey,
     EnclaveJobFailed,
     EnclaveUnavailable,
     EvidenceRejected,
@@ -47,7 +48,10 @@ from pps_wire.errors import (
     ServiceUnavailable,
     TokenExpired,
     TokenRevoked,
+    UnknownSigningKey,
+    UnsafeText,
     UploadRejected,
+    UploadTooLarge,
 )
 from protocols import errors as pe
 
@@ -60,6 +64,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "DataIntegrityError",
+    "DuplicateJSONKey",
     "EnclaveJobFailed",
     "EnclaveUnavailable",
     "EvidenceRejected",
@@ -87,7 +92,10 @@ __all__ = [
     "ServiceUnavailable",
     "TokenExpired",
     "TokenRevoked",
+    "UnknownSigningKey",
+    "UnsafeText",
     "UploadRejected",
+    "UploadTooLarge",
     "translate",
 ]
 

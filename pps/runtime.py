@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from enclave_sim.platform import EnclaveConfig
+from pps.data.datasets.ingest import UploadLimits
 from pps.data.datasets.service import DatasetService
 from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
@@ -21,6 +22,7 @@ from pps.infra.executor import Executor, executor_from_settings
 from pps.infra.jobs import JobService
 from pps.infra.keys import LEDGER_SIGNING_KEY_FILE, RECEIPT_SIGNING_KEY_FILE, load_or_create_ed25519
 from pps.infra.kms import LocalFileKMS
+from pps.infra.recovery import Recovered, recover_long_lived
 from pps.infra.settings import Settings
 from pps.infra.storage import migrate
 from pps.infra.storage.db import Database
@@ -74,7 +76,15 @@ class Runtime:
         ledger = Ledger(NoteSigner(settings.ledger_origin, key), settings.ledger_origin)
         identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
         kms = LocalFileKMS(settings.resolved_key_dir)
-        datasets = DatasetService(ledger, kms)
+        datasets = DatasetService(
+            ledger,
+            kms,
+            limits=UploadLimits(
+                rows=settings.upload_max_rows,
+                columns=settings.upload_max_columns,
+                expanded_bytes=settings.upload_max_expanded_bytes,
+            ),
+        )
         objections = ObjectionService(
             ledger,
             kms,
@@ -177,6 +187,13 @@ class Runtime:
     def key_holders(self) -> tuple[keyring.KeyHolder, ...]:
         """The services whose tables hold data keys wrapped by the KEKs (rotation and retirement cover all)."""
         return (self.datasets, self.objections, self.models)
+
+    def recover_long_lived(self) -> Recovered:
+        """Fail the trainings whose serving process died, abort abandoned federations (start-up and periodic;
+        :mod:`pps.infra.recovery`)."""
+        return recover_long_lived(
+            self.db, self.ledger, stale_after=timedelta(hours=self.settings.federation_stale_hours)
+        )
 
     def close(self) -> None:
         self.training.close()

@@ -57,6 +57,7 @@ from protocols.errors import (
     WorkerRefused,
     WorkerTimeout,
 )
+from protocols.lifetime import die_with_parent, start_process
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT_BYTES",
@@ -94,8 +95,10 @@ def _limit_resources(memory_limit_bytes: int) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
 
 
-def _worker_main(conn: Connection, module: str, memory_limit_bytes: int) -> None:
-    """Entry point of the child: limit resources, import the operations, answer requests until EOF."""
+def _worker_main(conn: Connection, module: str, memory_limit_bytes: int, parent_pid: int) -> None:
+    """Entry point of the child: die with the parent, limit resources, import the operations, answer requests
+    until EOF."""
+    die_with_parent(parent_pid)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     _limit_resources(memory_limit_bytes)
@@ -223,11 +226,11 @@ class IsolatedWorker:
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         process = ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.module, self.memory_limit_bytes),
+            args=(child_conn, self.module, self.memory_limit_bytes, os.getpid()),
             name=f"pps-isolated-{self.module}",
             daemon=True,
         )
-        process.start()
+        start_process(process)  # its parent thread must live as long as this process (PR_SET_PDEATHSIG)
         child_conn.close()
         self._process, self._conn, self._ready = process, parent_conn, False
 

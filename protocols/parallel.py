@@ -23,6 +23,7 @@ from multiprocessing import get_context
 from typing import Any, Generic, Protocol, TypeVar
 
 from protocols.errors import InvalidParameters
+from protocols.lifetime import die_with_parent
 
 __all__ = ["ChunkMapper", "InProcess", "Shared", "SpawnedProcesses", "default_workers"]
 
@@ -115,8 +116,9 @@ _STATE: Any = None
 """In a spawned process of :class:`SpawnedProcesses`: the state its call built (the process ends with the call)."""
 
 
-def _build_in_child(shared: Shared[Any]) -> None:
+def _build_in_child(parent_pid: int, shared: Shared[Any]) -> None:
     global _STATE
+    die_with_parent(parent_pid)
     _STATE = shared.build(shared.payload)
 
 
@@ -148,7 +150,7 @@ class SpawnedProcesses:
             max_workers=self.workers,
             mp_context=get_context("spawn"),
             initializer=_build_in_child,
-            initargs=(shared if shared is not None else NO_SHARED,),
+            initargs=(os.getpid(), shared if shared is not None else NO_SHARED),
         ) as pool:
             yield from pool.map(_run_in_child, repeat(fn), chunks)
 

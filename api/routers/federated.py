@@ -22,6 +22,7 @@ from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from pps.errors import InvalidInput
 from pps.infra.storage.tables import Role
+from pps.infra.text import check_name
 from pps.services.federated import FederationSpec
 from pps_wire.schemas import (
     AcceptIn,
@@ -38,6 +39,7 @@ Bank = Annotated[Caller, allow(Role.bank)]
 
 
 def federation_spec(body: FederationIn) -> FederationSpec:
+    check_name(body.name, "the federation name")
     return FederationSpec(
         name=body.name,
         participants=tuple(body.participants),

@@ -20,6 +20,7 @@ from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from pps.errors import InvalidInput
 from pps.infra.storage.tables import Role, VerticalTraining
+from pps.infra.text import check_name
 from pps_wire.frames import VLR_FRAMES_MEDIA_TYPE as MEDIA_TYPE
 from pps_wire.frames import pack_frames, unpack_frames
 from pps_wire.schemas import TrainingPublic, VerticalStarted, VerticalStartIn
@@ -56,6 +57,7 @@ def start_vertical(body: VerticalStartIn, caller: Bank, rt: RuntimeDep) -> Verti
         ciphertext = base64.b64decode(body.ciphertext, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("ciphertext must be base64") from None
+    check_name(body.name, "the training name")
     started = rt.training.start(
         actor=caller.actor,
         name=body.name,

@@ -49,6 +49,21 @@ class MalformedJSON(InvalidInput):
     code = "malformed_json"
 
 
+class DuplicateJSONKey(MalformedJSON):
+    """A JSON object names the same key twice. Parsers disagree on which value wins (the last, the first, an
+    error), so the body is refused rather than read one way here and another way by whoever signed it."""
+
+    code = "duplicate_json_key"
+
+
+class UnsafeText(InvalidInput):
+    """Text holds a control character (NUL, C0/C1 controls) or a bidirectional override, embedding or isolate
+    (U+202A-U+202E, U+2066-U+2069) — characters that hide or reorder what a person reads. Names also refuse
+    line breaks, tabs and bidirectional marks. ``details`` names the field and the character."""
+
+    code = "unsafe_text"
+
+
 class InvalidUSCC(InvalidInput):
     """An 18-character unified social credit code fails the GB 32100-2015 format or check character."""
 
@@ -63,6 +78,14 @@ class UploadRejected(InvalidInput):
 
 class PayloadTooLarge(PPSError):
     code = "payload_too_large"
+
+
+class UploadTooLarge(PayloadTooLarge):
+    """An upload declares or holds more rows, columns or expanded bytes than the service takes; it was refused
+    before that work was done (the Parquet footer is read first, CSV and NDJSON are counted as they stream).
+    ``details`` names the limit, its setting and what the file holds."""
+
+    code = "upload_too_large"
 
 
 class ConfigurationError(PPSError):
@@ -174,6 +197,15 @@ class LedgerIntegrityError(LedgerError):
     def __init__(self, message: str, *, first_bad_index: int | None = None) -> None:
         super().__init__(message, details={"first_bad_index": first_bad_index})
         self.first_bad_index = first_bad_index
+
+
+class UnknownSigningKey(LedgerError):
+    """A checkpoint is signed by a key this verifier was not given (a restored copy without its key directory,
+    or a key that was replaced): its signature cannot be checked either way. Not evidence of tampering — the
+    entries and the Merkle tree were checked — but nothing is vouched for until the verifier key is supplied
+    (``pps audit verify --verifier-key``) and checked again."""
+
+    code = "unknown_signing_key"
 
 
 # --- keys and data -----------------------------------------------------------------------------------

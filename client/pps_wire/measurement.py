@@ -29,6 +29,7 @@ MODULES: tuple[str, ...] = (
     "enclave_sim.errors",
     "enclave_sim.crypto",
     "protocols.errors",
+    "protocols.lifetime",
     "protocols.parallel",
     "protocols.paillier_fast.keys",
     "protocols.paillier_fast.encoding",

@@ -29,6 +29,7 @@ from pps.errors import (
 )
 from pps.identity.uscc import validate_uscc
 from pps.infra.storage.tables import ApiToken, Organization, Role, new_id, utcnow
+from pps.infra.text import check_name
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release, format_time
 from pps.ledger.store import Ledger
 
@@ -72,6 +73,7 @@ class IdentityService:
         name = name.strip()
         if not name:
             raise InvalidInput("an organisation needs a non-empty name")
+        check_name(name, "the organisation name")
         if role is Role.subject:
             if uscc is None:
                 raise InvalidInput("a subject organisation (an enterprise) needs its USCC")

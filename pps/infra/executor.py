@@ -72,6 +72,7 @@ from multiprocessing.connection import wait as wait_ready
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pps.errors import ConfigurationError, JobCancelled, PPSError, ServiceUnavailable, translate
+from protocols.lifetime import die_with_parent, start_process
 from protocols.parallel import NO_SHARED, ChunkMapper
 from protocols.parallel import Shared as Shared  # where the protocols define it; re-exported
 
@@ -373,7 +374,9 @@ def _state_for(key: str, shared: Shared[Any] | None) -> Any:
 
 
 def _pool_worker_main(conn: Connection, parent_pid: int) -> None:
-    """A warm pool process: runs chunks, builds and drops per-job state, until told to stop or orphaned."""
+    """A warm pool process: runs chunks, builds and drops per-job state, until told to stop or orphaned
+    (killed by the kernel the moment the coordinator dies, even by SIGKILL: :mod:`protocols.lifetime`)."""
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C at the terminal is the coordinator's to handle
     while True:
         try:
@@ -415,7 +418,7 @@ class _Proc:
         self.process: BaseProcess = ctx.Process(
             target=_pool_worker_main, args=(child, os.getpid()), name="pps-executor-worker"
         )
-        self.process.start()
+        start_process(self.process)  # from a thread that lives as long as the coordinator (not the job's)
         child.close()
         self.conn = parent
         self.keys: set[str] = set()

@@ -26,16 +26,27 @@ ENCLAVE_PLATFORM_SECRET_FILE = "enclave-platform-secret.bin"  # noqa: S105 - a f
 """The simulated platform's fused secret, from which sealing keys are derived (32 random bytes)."""
 
 
+def load_ed25519(path: Path) -> Ed25519PrivateKey | None:
+    """Load an Ed25519 private key from a PEM file; None if there is no such file. Never writes anything: what
+    read-only commands use (``pps audit verify`` on a restored copy must not make keys beside it)."""
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except ValueError as exc:
+        raise ConfigurationError(f"{path} is not a PEM private key: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError(f"{path} holds a {type(key).__name__}, expected an Ed25519 key")
+    return key
+
+
 def load_or_create_ed25519(path: Path) -> Ed25519PrivateKey:
     """Load an Ed25519 private key from a PEM file, creating the file (mode 0600) if it does not exist."""
-    if path.exists():
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except ValueError as exc:
-            raise ConfigurationError(f"{path} is not a PEM private key: {exc}") from exc
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigurationError(f"{path} holds a {type(key).__name__}, expected an Ed25519 key")
-        return key
+    existing = load_ed25519(path)
+    if existing is not None:
+        return existing
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(

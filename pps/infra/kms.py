@@ -77,9 +77,11 @@ class LocalFileKMS:
     """KEKs in files: the embedded default. :func:`pps.infra.keyring.open_keys` makes version 1 on a new
     deployment (an empty database) and refuses to start when a version the data needs is missing or wrong."""
 
-    def __init__(self, key_dir: Path) -> None:
+    def __init__(self, key_dir: Path, *, create: bool = True) -> None:
+        """``create=False`` (read-only commands) makes no directory: a missing one holds no key."""
         self.dir = key_dir / "kek"
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if create:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._keys: dict[int, bytes] = {}
 
     # --- state ---------------------------------------------------------------------------------------
@@ -89,7 +91,9 @@ class LocalFileKMS:
         return self._versions()
 
     def _versions(self) -> list[int]:
-        found = []
+        found: list[int] = []
+        if not self.dir.is_dir():
+            return found
         for p in self.dir.iterdir():
             m = _VERSION_FILE.match(p.name)
             if m:

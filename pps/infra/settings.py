@@ -70,6 +70,29 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         1 << 30, ge=1024, description="largest dataset upload accepted (the file is held in memory once)"
     )
+    upload_max_rows: int = Field(
+        2_000_000,
+        ge=1,
+        description="most data rows a dataset upload may hold (Parquet: refused by its footer, before reading)",
+    )
+    upload_max_columns: int = Field(256, ge=1, description="most columns a dataset upload may have")
+    upload_max_expanded_bytes: int = Field(
+        1 << 30,
+        ge=1024,
+        description="most uncompressed bytes a Parquet upload's footer may declare (refused before reading)",
+    )
+    recovery_interval_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="how often a serving process fails the trainings of dead workers and aborts abandoned "
+        "federations (also once at start); 0 = only at start",
+    )
+    federation_stale_hours: float = Field(
+        24.0,
+        gt=0,
+        description="a federation still inviting this long, or this long past a phase deadline nobody closed, "
+        "is aborted",
+    )
     page_size_default: int = Field(50, ge=1)
     page_size_max: int = Field(500, ge=1, le=1000)
     token_ttl_days: int = Field(90, ge=1, le=3650, description="default lifetime of an issued API token")

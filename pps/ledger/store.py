@@ -21,7 +21,8 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from pps.errors import InvalidProofRequest, LedgerIntegrityError, NotFound
+from pps.errors import InvalidProofRequest, KeyUnavailable, LedgerIntegrityError, NotFound
+from pps.infra import faults
 from pps.infra.storage.tables import (
     LedgerCheckpoint,
     LedgerEntry,
@@ -128,11 +129,27 @@ class EntryFilter:
 
 
 class Ledger:
-    """The ledger of one safe-room: its origin (log name) and checkpoint signer."""
+    """The ledger of one safe-room: its origin (log name) and checkpoint signer.
 
-    def __init__(self, signer: NoteSigner, origin: str) -> None:
-        self.signer = signer
+    ``signer=None`` opens the ledger to be read and verified only (``pps audit verify`` on a restored copy
+    without its key directory): publishing a checkpoint then raises :class:`~pps.errors.KeyUnavailable`.
+    """
+
+    def __init__(self, signer: NoteSigner | None, origin: str) -> None:
+        self._signer = signer
         self.origin = origin
+
+    @property
+    def signer(self) -> NoteSigner:
+        if self._signer is None:
+            raise KeyUnavailable(
+                "this ledger was opened to be read only: the checkpoint signing key was not loaded"
+            )
+        return self._signer
+
+    @property
+    def can_sign(self) -> bool:
+        return self._signer is not None
 
     @property
     def verifier(self) -> NoteVerifier:
@@ -150,6 +167,7 @@ class Ledger:
         """Append entries in order, in the caller's transaction, with one lock and one round of inserts."""
         if not drafts:
             return []
+        faults.note_actions(session, (d.action for d in drafts))
         now = now or utcnow()
         size, frontier = self._lock_head(session)
         # the frontier as a stack of (level, index, hash), largest subtree first

@@ -41,6 +41,7 @@ from pps.infra.storage.tables import (
     new_id,
     utcnow,
 )
+from pps.infra.text import check_name
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
 
@@ -157,6 +158,7 @@ class ModelRegistry:
             raise InvalidInput(f"kind must be one of {sorted(KINDS)}")
         if not 1 <= len(name.strip()) <= 128:
             raise InvalidInput("a model needs a name of 1 to 128 characters")
+        check_name(name.strip(), "the model name")
         owner_list = sorted(set(owners))
         if not owner_list or len(owner_list) != len(owners):
             raise InvalidInput("a model needs at least one owner, each named once")

@@ -97,6 +97,7 @@ from pps.governance.release import Gate
 from pps.identity.uscc import validate_uscc
 from pps.infra.storage.db import Database
 from pps.infra.storage.tables import Dataset, SealedBlock, SealedContext, SealedDataset, new_id, utcnow
+from pps.infra.text import check_name
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
@@ -560,6 +561,7 @@ class SealedService:
         """Check everything, then store a sealed dataset (a ``datasets`` row for consent and lineage, the
         plaintext keys and C1 attributes, the ciphertexts) with ``dataset.create`` and ``sealed.upload``
         entries. Any refusal happens before the first write."""
+        check_name(name, "the dataset name")
         row = self._context_for_upload(session, context_id)
         ctx = self.public_context(row)
         n = len(subjects)

@@ -4,6 +4,7 @@ table: DCR and the DJN short-exponent assumption), in this process, a process po
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -15,6 +16,7 @@ import gmpy2
 from gmpy2 import mpz
 
 from protocols.errors import InvalidParameters
+from protocols.lifetime import die_with_parent
 from protocols.paillier_fast.keys import PublicKey
 from protocols.parallel import ChunkMapper, Shared
 
@@ -157,7 +159,12 @@ def fill_pools(requests: Sequence[tuple[ObfuscatorPool, int]], workers: int, *, 
     if workers < 1 or any(c < 0 for _, c in requests):
         raise InvalidParameters("fill_pools: counts must be >= 0 and workers >= 1")
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=die_with_parent,  # a killed caller takes its pool with it (protocols.lifetime)
+        initargs=(os.getpid(),),
+    ) as ex:
         jobs = [
             (
                 pool,

@@ -11,8 +11,10 @@ from fastapi.routing import APIRoute
 
 from api.app import ROUTERS
 from api.deps import declared_roles
+from pps.data.datasets.ingest import UploadLimits
 from pps.infra.storage.tables import Role
-from pps_client import Client, Conflict, InvalidRequest, NotFound, PermissionDenied
+from pps.runtime import Runtime
+from pps_client import Client, Conflict, InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied
 from pps_wire.schemas import DatasetPublic
 from tests.conftest import OrgFactory, OrgHandle
 from tests.helpers import uscc_for
@@ -208,3 +210,14 @@ def test_no_route_returns_rows_to_anyone_but_their_subject(
         assert declared_roles(routes[0]) is not None
     assert calls > 100
     assert leaks == []
+
+
+def test_an_upload_over_a_limit_is_a_413_naming_the_setting(
+    clients: dict[str, Client], tax: DatasetPublic, runtime: Runtime
+) -> None:
+    runtime.datasets.limits = UploadLimits(rows=5)
+    with pytest.raises(PayloadTooLarge) as refused:
+        clients["provider"].datasets.upload(tax.id, to_csv(tax_rows(3)), fmt="csv")
+    assert refused.value.code == "upload_too_large" and refused.value.status == 413
+    assert refused.value.details["setting"] == "PPS_UPLOAD_MAX_ROWS"
+    assert len(clients["provider"].datasets.get(tax.id).versions) == 1

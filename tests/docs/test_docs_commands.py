@@ -85,6 +85,11 @@ TOKEN_FOR: list[tuple[str, str]] = [
     ("/v1/audit/", "auditor"),
 ]
 
+EXPECTED_FAILURE: list[tuple[str, str]] = [
+    # a command the docs show failing with a given exit code (`cmd || test $? -eq N`) -> its stderr
+    ("pps audit verify || test $? -eq 4", "unknown signing key"),
+]
+
 EXPECTED_OUTPUT: list[tuple[str, str]] = [
     # a command (substring) -> what its output must contain
     ("pps admin bootstrap", "API token (shown once"),
@@ -461,7 +466,12 @@ def run_command(command: str, s: Session) -> str:
         return "started in the background and ready"
     result = s.run(substitute(bare, s))
     assert result.rc == 0, f"`{command}` exited {result.rc}\nstdout:\n{result.out}\nstderr:\n{result.err}"
-    for key, expected in EXPECTED_OUTPUT:
+    failing = next(((k, e) for k, e in EXPECTED_FAILURE if k in bare), None)
+    if failing is not None:  # a command the docs show failing on purpose: its own exit code and message
+        assert failing[1] in " ".join(result.err.split()), (
+            f"`{command}`: expected {failing[1]!r} in:\n{result.err}"
+        )
+    for key, expected in EXPECTED_OUTPUT if failing is None else []:
         if key in bare:
             assert expected in result.out, f"`{command}`: expected {expected!r} in:\n{result.out}"
     remember(result, s)

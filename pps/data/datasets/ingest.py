@@ -5,6 +5,15 @@ collected into chunks of ``chunk_rows`` rows. Nothing is kept of a chunk once it
 memory an upload needs is one chunk plus 12 bytes per row (an 8-byte hash of its key and its row number, in
 compact arrays, to find duplicate keys once all rows are read) — not a second copy of the file.
 
+**Limits before work.** What an upload may cost is bounded before that cost is paid (:class:`UploadLimits`,
+from ``PPS_UPLOAD_MAX_ROWS``, ``PPS_UPLOAD_MAX_COLUMNS`` and ``PPS_UPLOAD_MAX_EXPANDED_BYTES``): a Parquet
+file's footer is read first, and a file that declares more rows, columns or uncompressed bytes than allowed is
+refused before any row group is read (a 67 kB file can declare 3,000,000 rows); CSV and NDJSON are counted as
+they stream and refused at the first row past the limit. Refusals are :class:`~pps.errors.UploadTooLarge`.
+
+Text cells are refused if they hold NUL, another control character (tab and line breaks excepted) or a
+bidirectional override (:mod:`pps.infra.text`): such data is never stored, so it is never shown raw.
+
 Every problem is reported with the row it is on (row 1 is the CSV header or the first NDJSON line; for
 Parquet, row 1 is the first data row), up to :data:`MAX_REPORTED` of them; after the first problem no more
 chunks are produced, and the whole upload is refused at the end.
@@ -28,8 +37,9 @@ from typing import IO, Any
 import numpy as np
 
 from pps.data.datasets.schema import ColumnSpec, ColumnType, DatasetSchema
-from pps.errors import InvalidUSCC, UploadRejected
+from pps.errors import InvalidUSCC, UploadRejected, UploadTooLarge
 from pps.identity.uscc import validate_uscc
+from pps.infra.text import find_unsafe
 
 MAX_REPORTED = 50
 MAX_TEXT = 4000
@@ -67,6 +77,24 @@ def rejected(problems: list[RowProblem], total: int) -> UploadRejected:
     )
 
 
+@dataclass(frozen=True)
+class UploadLimits:
+    """The most an upload may hold; checked before the work (see the module docstring)."""
+
+    rows: int = 2_000_000
+    columns: int = 256
+    expanded_bytes: int = 1 << 30
+    """Parquet: the uncompressed size of all column chunks, as the footer declares it."""
+
+    @staticmethod
+    def refuse(what: str, found: int, limit: int, setting: str, when: str) -> UploadTooLarge:
+        return UploadTooLarge(
+            f"upload refused {when}, nothing stored: {what} {found:,}, more than the limit of {limit:,} "
+            f"({setting})",
+            details={"limit": limit, "found": found, "setting": setting},
+        )
+
+
 class _Bad(Exception):
     pass
 
@@ -83,6 +111,9 @@ def _text(v: Any, from_text: bool) -> str:
         raise _Bad(f"expected text, got {type(v).__name__}")
     if len(v) > MAX_TEXT:
         raise _Bad(f"text longer than {MAX_TEXT} characters")
+    problem = find_unsafe(v)
+    if problem is not None:
+        raise _Bad(f"text {problem}; control and bidirectional-override characters are refused")
     try:
         v.encode("utf-8")
     except UnicodeEncodeError:
@@ -180,6 +211,9 @@ class Chunker:
 
     schema: DatasetSchema
     chunk_rows: int = 65_536
+    limits: UploadLimits = field(default_factory=UploadLimits)
+    seen: int = 0
+    """data rows read so far, good or bad (what :attr:`UploadLimits.rows` bounds)"""
     problems: list[RowProblem] = field(default_factory=list)
     problem_count: int = 0
     rows: int = 0
@@ -195,6 +229,28 @@ class Chunker:
 
     def _reset(self) -> None:
         self._buffer = {c.name: [] for c in self._columns}
+
+    def admit(self) -> None:
+        """Count one data row read from the file; refuse the upload at the first row past the limit."""
+        self.seen += 1
+        if self.seen > self.limits.rows:
+            raise self.limits.refuse(
+                "the file holds at least this many data rows:",
+                self.seen,
+                self.limits.rows,
+                "PPS_UPLOAD_MAX_ROWS",
+                "at the first row past the limit",
+            )
+
+    def admit_columns(self, count: int) -> None:
+        if count > self.limits.columns:
+            raise self.limits.refuse(
+                "the file has this many columns:",
+                count,
+                self.limits.columns,
+                "PPS_UPLOAD_MAX_COLUMNS",
+                "before any row was read",
+            )
 
     def problem(self, row: int, column: str | None, message: str) -> None:
         self.problem_count += 1
@@ -290,6 +346,7 @@ def _csv_rows(stream: IO[bytes], chunker: Chunker) -> Iterator[dict[str, list[An
     except StopIteration:
         raise rejected([RowProblem(1, None, "the file is empty")], 1) from None
     header = [h.strip() for h in header]
+    chunker.admit_columns(len(header))
     chunker.check_columns(header, 1)
     width = len(header)
     row = 1
@@ -297,6 +354,7 @@ def _csv_rows(stream: IO[bytes], chunker: Chunker) -> Iterator[dict[str, list[An
         row += 1
         if not values:
             continue
+        chunker.admit()
         if len(values) != width:
             chunker.problem(row, None, f"expected {width} fields, got {len(values)}")
             continue
@@ -305,13 +363,30 @@ def _csv_rows(stream: IO[bytes], chunker: Chunker) -> Iterator[dict[str, list[An
             yield chunk
 
 
+class _DuplicateField(Exception):
+    pass
+
+
+def _record(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:  # which value would win is a parser's choice: refused, never guessed
+            raise _DuplicateField(key)
+        record[key] = value
+    return record
+
+
 def _ndjson_rows(stream: IO[bytes], chunker: Chunker) -> Iterator[dict[str, list[Any]]]:
     declared = {c.name for c in chunker.schema.columns}
     for row, line in enumerate(stream, start=1):
         if not line.strip():
             continue
+        chunker.admit()
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_record)
+        except _DuplicateField as exc:
+            chunker.problem(row, str(exc), "the field is given twice in this record")
+            continue
         except RecursionError:
             chunker.problem(row, None, "JSON nested too deeply")
             continue
@@ -330,6 +405,47 @@ def _ndjson_rows(stream: IO[bytes], chunker: Chunker) -> Iterator[dict[str, list
             yield chunk
 
 
+def _check_parquet_footer(pf: Any, chunker: Chunker) -> None:
+    """Refuse a Parquet file by what its footer declares, before any row group is read."""
+    meta = pf.metadata
+    limits = chunker.limits
+    chunker.admit_columns(meta.num_columns)
+    before = "before any row group was read"
+    if meta.num_rows > limits.rows:
+        raise limits.refuse(
+            "its Parquet footer declares this many data rows:",
+            meta.num_rows,
+            limits.rows,
+            "PPS_UPLOAD_MAX_ROWS",
+            before,
+        )
+    expanded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if expanded > limits.expanded_bytes:
+        raise limits.refuse(
+            "its Parquet footer declares this many uncompressed bytes:",
+            expanded,
+            limits.expanded_bytes,
+            "PPS_UPLOAD_MAX_EXPANDED_BYTES",
+            before,
+        )
+
+
+def _decoded_bytes(batch: Any) -> int:
+    """What a record batch takes once every dictionary-encoded value is written out (without doing so)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type) and len(column.dictionary):
+            lengths = pc.fill_null(pc.binary_length(column.dictionary), 0).to_numpy(zero_copy_only=False)
+            indices = pc.fill_null(column.indices, 0).to_numpy(zero_copy_only=False)
+            total += int(lengths[indices].sum()) + 8 * len(column)
+        else:
+            total += column.nbytes
+    return total
+
+
 def _parquet_rows(stream: IO[bytes], chunker: Chunker) -> Iterator[dict[str, list[Any]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -338,12 +454,33 @@ def _parquet_rows(stream: IO[bytes], chunker: Chunker) -> Iterator[dict[str, lis
         pf = pq.ParquetFile(stream)
     except (pa.ArrowInvalid, OSError) as exc:
         raise rejected([RowProblem(1, None, f"not a Parquet file: {exc}")], 1) from None
+    _check_parquet_footer(pf, chunker)
     chunker.check_columns(pf.schema_arrow.names, 1)
+    # text columns are read as dictionaries (indices into the distinct values), so that what a batch would
+    # expand to is summed before it is expanded: a few distinct long strings repeated over many rows
+    texts = [
+        f.name for f in pf.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    if texts:
+        stream.seek(0)
+        pf = pq.ParquetFile(stream, read_dictionary=texts)
     row = 0
+    expanded = 0
+    limit = chunker.limits.expanded_bytes
     try:
         for batch in pf.iter_batches(batch_size=chunker.chunk_rows):
+            expanded += _decoded_bytes(batch)
+            if expanded > limit:
+                raise chunker.limits.refuse(
+                    "its data rows decoded to at least this many bytes:",
+                    expanded,
+                    limit,
+                    "PPS_UPLOAD_MAX_EXPANDED_BYTES",
+                    f"after row {row}, before they were expanded",
+                )
             for record in batch.to_pylist():
                 row += 1
+                chunker.admit()  # the footer's count is checked above; this holds if it lied
                 chunk = chunker.add(row, record, from_text=False)
                 if chunk is not None:
                     yield chunk

@@ -19,11 +19,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pps.data.datasets import codec
-from pps.data.datasets.ingest import CONVERTERS, Chunker, ConversionError, UploadFormat, read_chunks
+from pps.data.datasets.ingest import (
+    CONVERTERS,
+    Chunker,
+    ConversionError,
+    UploadFormat,
+    UploadLimits,
+    read_chunks,
+)
 from pps.data.datasets.schema import DatasetSchema
 from pps.errors import Conflict, DataIntegrityError, InvalidInput, NotFound
 from pps.infra.kms import KeyEncryptionKeys, WrappedKey, new_data_key
 from pps.infra.storage.tables import Dataset, DatasetChunk, DatasetVersion, SealedDataset, new_id, utcnow
+from pps.infra.text import check_name, check_text
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
 
@@ -57,7 +65,15 @@ class Correction:
 
 
 class DatasetService:
-    def __init__(self, ledger: Ledger, kms: KeyEncryptionKeys, *, chunk_rows: int = CHUNK_ROWS) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        kms: KeyEncryptionKeys,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        limits: UploadLimits | None = None,
+    ) -> None:
+        self.limits = limits or UploadLimits()
         self.ledger = ledger
         self.kms = kms
         self.chunk_rows = chunk_rows
@@ -78,6 +94,8 @@ class DatasetService:
         name = name.strip()
         if not name:
             raise InvalidInput("a dataset needs a name")
+        check_name(name, "the dataset name")
+        check_text(description, "the dataset description")
         exists = session.execute(
             select(Dataset.id).where(Dataset.provider_org_id == provider_org_id, Dataset.name == name)
         ).first()
@@ -202,7 +220,7 @@ class DatasetService:
         )
         session.add(version)
         session.flush()
-        chunker = Chunker(schema, chunk_rows=self.chunk_rows)
+        chunker = Chunker(schema, chunk_rows=self.chunk_rows, limits=self.limits)
         conn = session.connection()
         types = {c.name: c.type for c in schema.columns}
         chunk_index = 0

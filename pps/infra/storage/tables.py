@@ -739,3 +739,20 @@ class SealedBlock(Base):
     column: Mapped[str] = mapped_column(String(64), primary_key=True)
     block: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# --- which process holds a long-lived session (pps.infra.recovery) ---------------------------------------------
+
+
+class SessionHolder(Base):
+    """The serving process that holds a long-lived session's live state (a vertical training's weights and
+    enclave key), written in the transaction that creates the session. A restart's recovery fails the sessions
+    whose holder is gone, and only those: several API workers may each hold their own."""
+
+    __tablename__ = "session_holders"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    runner: Mapped[str] = mapped_column(String(200))
+    """``host:pid:boot`` of the process (``boot`` is random per process start: a reused pid is not mistaken)"""
+    created_at: Mapped[datetime]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pps.cli import app
+from pps.infra.settings import get_settings
 
 runner = CliRunner()
 
@@ -158,8 +160,9 @@ def test_verify_after_the_signing_key_was_replaced(home: Path) -> None:
     (home / "keys" / "ledger-signing-ed25519.pem").unlink()  # lost; a new key is made on the next start
     assert pps("admin", "org", "create", "Bank", "--role", "bank")[0] == 0
     assert pps("audit", "checkpoint")[0] == 0
-    code, out = pps("audit", "verify")
-    assert code == 3 and "does not verify" in out
+    code, out = pps("audit", "verify")  # the old checkpoints' key is unknown now: not tampering, not vouched
+    assert code == 4 and "unknown signing key" in out
+    assert f"pps.local/ledger+{old_key.split('+')[1]}" in "".join(out.split())
     code, out = pps("audit", "verify", "--verifier-key", old_key)
     assert code == 0, out
     assert "checkpoints checked" in out
@@ -177,3 +180,90 @@ def test_verify_save_signs_exactly_what_was_verified(home: Path, tmp_path: Path)
     assert code == 0, out
     lines = saved.read_text(encoding="utf-8").splitlines()
     assert lines[1] == "2" and lines[4].startswith("— ")
+
+
+@pytest.mark.parametrize(
+    ("sql", "bad_index", "what"),
+    [
+        (
+            "UPDATE ledger_entries SET entry = CAST(entry AS TEXT) WHERE idx = 3",
+            3,
+            "entry holds text, not blob",
+        ),
+        ("UPDATE ledger_entries SET leaf_hash = hex(leaf_hash) WHERE idx = 4", 4, "leaf_hash holds text"),
+        ("UPDATE ledger_entries SET time = 'yesterday' WHERE idx = 2", 2, "time holds text, not a time"),
+        ("UPDATE ledger_head SET frontier = hex(frontier)", None, "frontier holds text, not blob"),
+        ('UPDATE ledger_nodes SET hash = CAST(hash AS TEXT) WHERE level = 1 AND "index" = 1', 2, "hash"),
+    ],
+)
+def test_verify_names_a_row_whose_cell_type_was_changed(
+    home: Path, sql: str, bad_index: int | None, what: str
+) -> None:
+    """SQLite keeps whatever type is written: a cell made TEXT is reported with its row, never a traceback."""
+    assert pps("admin", "bootstrap")[0] == 0
+    for i in range(4):
+        assert pps("admin", "org", "create", f"Bank {i}", "--role", "bank")[0] == 0
+    assert pps("audit", "verify")[0] == 0
+    with sqlite3.connect(home / "pps.db") as db:
+        db.execute(sql)
+    result = runner.invoke(app, ["audit", "verify"])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 3, out
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "LEDGER INTEGRITY FAILURE" in out and what in out
+    assert "its stored type was changed" in out
+    assert (
+        (f"first bad index {bad_index}" in out) if bad_index is not None else ("first bad index" not in out)
+    )
+
+
+def test_restore_drill_tells_a_restore_without_keys_from_tampering(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md's drill: back up, restore elsewhere without the key directory → exit 4 ("unknown
+    signing key"), nothing written; with the pinned verifier key or the key directory → verified; a copy
+    edited as well → exit 3, whatever keys are missing."""
+    assert pps("admin", "bootstrap")[0] == 0
+    assert pps("admin", "org", "create", "Bank", "--role", "bank")[0] == 0
+    saved = tmp_path / "seen.note"
+    assert pps("audit", "checkpoint", "--out", str(saved))[0] == 0
+    pinned = pps("audit", "public-key")[1].splitlines()[0]
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    with sqlite3.connect(home / "pps.db") as live, sqlite3.connect(backup / "pps.db") as copy:
+        live.backup(copy)
+    shutil.copytree(home / "keys", backup / "keys")
+
+    bare = tmp_path / "bare"  # the database restored alone
+    bare.mkdir()
+    shutil.copy(backup / "pps.db", bare / "pps.db")
+    monkeypatch.setenv("PPS_DATA_DIR", str(bare))
+    get_settings.cache_clear()
+    before = sorted(p.name for p in bare.iterdir())
+    code, out = pps("audit", "verify", "--against", str(saved))
+    assert code == 4, out
+    assert "unknown signing key" in out and "LEDGER INTEGRITY FAILURE" not in out
+    assert sorted(p.name for p in bare.iterdir()) == before  # no key directory, no key made beside the copy
+    code, out = pps("audit", "verify", "--against", str(saved), "--save", str(tmp_path / "new.note"))
+    assert code == 1 and "does not exist" in " ".join(out.split())  # signing needs the key: refused, not made
+    assert not (bare / "keys").exists() and not (tmp_path / "new.note").exists()
+    code, out = pps("audit", "verify", "--against", str(saved), "--verifier-key", pinned)
+    assert code == 0 and "consistent with saved checkpoint" in out
+    code, out = pps("keys", "status")  # reports the KEK the copy needs and lacks; makes none
+    assert code == 1 and "missing" in out, out
+    assert sorted(p.name for p in bare.iterdir()) == before
+
+    with sqlite3.connect(bare / "pps.db") as db:  # the same copy, edited: tampering is still tampering
+        db.execute(
+            "UPDATE ledger_entries SET entry = CAST(replace(CAST(entry AS TEXT), 'Bank', 'Knab') AS BLOB) "
+            "WHERE idx = 2"
+        )
+    code, out = pps("audit", "verify")
+    assert code == 3 and "first bad index 2" in " ".join(out.split())
+
+    restored = tmp_path / "restored"  # the database with its key directory
+    shutil.copytree(backup, restored)
+    monkeypatch.setenv("PPS_DATA_DIR", str(restored))
+    get_settings.cache_clear()
+    code, out = pps("audit", "verify", "--against", str(saved))
+    assert code == 0, out

@@ -14,6 +14,10 @@ runner = CliRunner()
 
 def test_keys_rotate_status_retire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PPS_DATA_DIR", str(tmp_path / "pps"))
+    result = runner.invoke(app, ["keys", "status"])  # reads only: a database never set up is not set up here
+    assert result.exit_code == 1 and "pps db upgrade" in result.output
+    assert not (tmp_path / "pps" / "keys").exists()
+    assert runner.invoke(app, ["admin", "bootstrap"]).exit_code == 0
     assert runner.invoke(app, ["keys", "status"]).exit_code == 0
     result = runner.invoke(app, ["keys", "retire", "--below", "2"])
     assert result.exit_code == 1 and "between" in result.output
