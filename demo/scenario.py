@@ -237,6 +237,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
                 datasets["utilities"]: ["arrears", "electricity_kwh"],
             },
             "operations": ["psi", "score"],
+            "granularity": "score",
             "valid_until": utcnow() + timedelta(days=90),
         }
         e = [client[f"Enterprise {i + 1}"] for i in range(5)]

@@ -300,6 +300,7 @@ def _models(
                 purpose=purpose,
                 scope=[{"dataset_id": registry_id, "fields": ["*"]}],
                 operations=["train", "score"],
+                granularity="score",
                 valid_until=utcnow() + timedelta(days=30),
             )
             c = runtime.consents.request(
@@ -454,6 +455,7 @@ def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, A
             "bank_org_id": bank.org.id,
             "scope": [{"dataset_id": dataset_id, "fields": ["amount"]}],
             "operations": ["aggregate", "score"],
+            "granularity": "score",
         },
     )
     assert granted.status_code == 201, granted.text
@@ -561,6 +563,7 @@ def consent_terms(made: dict[Role, Party]) -> dict[str, Any]:
         "purpose": "loan_underwriting",
         "scope": [{"dataset_id": made[Role.data_provider].dataset_id, "fields": ["amount"]}],
         "operations": ["score"],
+        "granularity": "score",
         "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
     }
 
