@@ -77,6 +77,11 @@ class ModelPolicy:
     max_contribution_std: float = 4.0
     max_abs_bias: float = 50.0
     max_step_ratio: float = 2.5
+    min_readback_relative: float = 0.2
+    """Read from one score with the rest of it as noise, no feature may be pinned down more precisely than
+    the coarser of its resolution step and this fraction of its typical value (``log1p`` features: of the
+    amount, i.e. ``log(1 + r)``) — or half its population spread, for a feature narrower than that (guessing
+    its median already comes within 20 %)."""
     window_days: int = 90
     """Approved models of one bank within this window are checked together (leverage)."""
 
@@ -296,6 +301,17 @@ def _step(resolution: float) -> float:
     return resolution if resolution > 0 else 1.0
 
 
+def _readback_floor(name: str, x: FloatArray, resolution: float, relative: float) -> float:
+    """The precision (in feature units) below which a feature counts as read back."""
+    spread = float(np.std(x)) / 2  # a narrow feature: the score may not halve what the population says
+    if name.startswith("log_"):
+        return max(_step(resolution), min(math.log1p(relative), spread))
+    typical = float(np.median(np.abs(x)))
+    if typical == 0:  # mostly zero (a count of rare events): its steps are the step-ratio rule's
+        return 0.0
+    return max(_step(resolution), min(relative * typical, spread))
+
+
 def _contribution_scales(
     model: PlainModel, sample: Mapping[str, FloatArray]
 ) -> tuple[FloatArray, FloatArray]:
@@ -346,6 +362,23 @@ def check_model(
         reasons.append(f"the bias {model.bias:g} exceeds {policy.max_abs_bias:g} in magnitude")
     step_ratio: dict[str, float] = {}
     score_total = c.sum(axis=1)
+    readback: dict[str, float] = {}
+    for j, n in enumerate(names):
+        w_eff = abs(model.weights[n]) / model.prep(n).scale
+        rest = float((score_total - c[:, j]).std())
+        x = np.asarray(sample[n], dtype=np.float64)
+        x = x[np.isfinite(x)]
+        if w_eff == 0 or x.size == 0 or len(np.unique(x)) <= 2:
+            continue
+        floor = _readback_floor(n, x, resolution[n], policy.min_readback_relative)
+        if floor > 0:
+            readback[n] = (rest / w_eff) / floor
+    pinned = sorted(n for n, r in readback.items() if r < 1)
+    if pinned:
+        reasons.append(
+            f"the rest of the score hides {', '.join(pinned)} less than the coarser of its resolution and "
+            f"{policy.min_readback_relative:.0%} of its typical value (one score would read it back)"
+        )
     for j, n in enumerate(names):
         values = np.unique(np.asarray(sample[n])[np.isfinite(np.asarray(sample[n], dtype=np.float64))])
         if len(values) <= 2:  # a flag is one bit however it is weighted: nothing to pack into its steps
