@@ -59,8 +59,9 @@ GRADED_KIND = "score.graded"
 GRADED_MEDIA_TYPE = "application/vnd.pps.enclave-release+json"
 SERVICE = Actor(None, "service", "job")
 MAX_GRADED_SUBJECTS = 100_000
-MAX_SAMPLE = 20_000
-"""Enterprises the policy's shares are computed on (a fixed-seed sample when the platform has more)."""
+MAX_SAMPLE = 5_000
+"""Enterprises the policy's shares are computed on (a fixed-seed sample when the platform has more: every
+feature goes to the enclave, since the host does not know which the model reads)."""
 
 
 def approval_public(row: ModelApproval) -> dict[str, Any]:

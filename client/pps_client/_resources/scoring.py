@@ -120,6 +120,7 @@ class Scoring(Resource):
         *,
         vendor_key: Ed25519PublicKey,
         measurements: Iterable[bytes] | None = None,
+        timeout: float = 300.0,
     ) -> tuple[dict[str, Any], EncryptedModelMessage | None]:
         """Have ``model`` (plaintext: ``{"kind": "logistic", "weights", "bias", "preprocess", "release"}``)
         checked in the enclave against the published model policy: verify a fresh quote, encrypt the model to
@@ -152,7 +153,10 @@ class Scoring(Resource):
                 },
             }
         )
-        got: dict[str, Any] = self._client._json("POST", "/v1/scoring/approvals", json_body=dumps(req))
+        # the check runs in the enclave while the request waits (the first one also loads TenSEAL there)
+        got: dict[str, Any] = self._client._json(
+            "POST", "/v1/scoring/approvals", json_body=dumps(req), timeout=timeout
+        )
         encrypted = None
         if got.get("encrypted_model"):
             from protocols.he_scoring import decode_model
