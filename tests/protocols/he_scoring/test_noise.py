@@ -48,9 +48,7 @@ def test_keys_separate_noise_levels_and_packings(bank, context, loaded) -> None:
     pool.fill(noise_key(context, loaded, 0.01), 1)
     # the same model with another noise level never takes the 0.01 encryption
     assert pool.take(noise_key(context, loaded, 0.02)) is None
-    real = load_model(
-        context, bank.encrypt_model({"a": 1.0}, 0.0, packing=Packing.REAL).to_bytes()
-    )
+    real = load_model(context, bank.encrypt_model({"a": 1.0}, 0.0, packing=Packing.REAL).to_bytes())
     assert noise_key(context, real, 0.01) != noise_key(context, loaded, 0.01)
     with pytest.raises(InvalidParameters, match="noise_std"):
         noise_key(context, loaded, -1.0)
