@@ -52,6 +52,7 @@ MODULES: tuple[str, ...] = (
     "protocols.he_scoring.seal_objects",
     "protocols.he_scoring.checker",
     "protocols.he_scoring.load",
+    "protocols.he_scoring.noise",
     "protocols.he_scoring.server",
     "protocols.he_scoring.bank",
     "protocols.he_scoring",
