@@ -134,6 +134,7 @@ def main() -> None:
         settings = Settings(
             data_dir=tmp / "data",
             environment="test",
+            unsafe_unapproved_models=True,  # measures the HE path itself, with a bank-encrypted model
             secret_key="bench-secret-key-that-is-long-enough-0123456789",
             checkpoint_interval_seconds=0,
         )

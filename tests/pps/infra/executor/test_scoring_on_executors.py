@@ -74,6 +74,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) 
         data_dir=tmp_path / "data",
         database_url=database_url,
         environment="test",
+        unsafe_unapproved_models=True,  # measures the HE path itself, with a bank-encrypted model
         secret_key="test-secret-key-that-is-long-enough-0123456789",
         checkpoint_interval_seconds=0,
         psi_workers=1,
