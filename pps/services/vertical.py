@@ -61,6 +61,7 @@ from pps.data.features import FeatureStore, admit_on_features
 from pps.errors import Conflict, InvalidInput, NotFound, RateLimited
 from pps.governance.consent import check_purpose
 from pps.governance.policy import PolicyEngine, Request
+from pps.governance.records import Counted
 from pps.governance.release import Gate
 from pps.identity.uscc import validate_uscc
 from pps.infra.executor import Executor
@@ -118,6 +119,8 @@ class _Live:
     last: tuple[bytes, list[bytes]] | None = None
     """the last exchange: the request's digest and the answer (a retried request gets the same answer)"""
     used_at: float = field(default_factory=time.monotonic)
+    records: dict[str, tuple[Counted, ...]] | None = None
+    """dishonesty records counted per subject (decided again at release)"""
 
 
 def _ref(training_id: str) -> ObjectRef:
@@ -342,6 +345,7 @@ class VerticalTrainingService:
                 coordinator=coordinator,
                 handle=training_id,
                 output=output,
+                records=admission.records,
             )
         return Started(row, tuple(found), excluded, pk_msg)
 
@@ -506,6 +510,7 @@ class VerticalTrainingService:
                         job=ref,
                         actor=SERVICE,
                         request_id=request_id,
+                        records=live.records,
                     ).release_all(
                         s,
                         what=f"model:{KIND}",
@@ -648,6 +653,7 @@ class VerticalTrainingService:
                 job=ref,
                 actor=actor,
                 request_id=request_id,
+                records=admission.records,
             ).release_all(
                 s,
                 what=f"{KIND}:contribution",
