@@ -63,7 +63,7 @@ class Disputed(Response):
     fields: list[str]
 
 
-class Annotated(Response):
+class AnnotatedInput(Response):
     """A scored subject with inputs whose objection could not be verified: the value is kept and annotated
     (征信业管理条例 Art. 25)."""
 
@@ -109,6 +109,6 @@ class ScoreResultHeader(Response):
     context_id: str | None = None
     feature_window: FeatureWindow | None = None
     disputed: list[Disputed] = []
-    annotated: list[Annotated] = []
+    annotated: list[AnnotatedInput] = []
     statements: list[Statement] = []
     repaired: list[Repaired] = []

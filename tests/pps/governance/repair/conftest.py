@@ -184,8 +184,7 @@ def world(runtime: Runtime, make_org: OrgFactory, base_data: PlatformData, tmp_p
 def snapshot(rt: Runtime) -> tuple[int, ...]:
     """What a refused request must leave as it was: the ledger and every table the repair flow writes."""
     with rt.db.transaction(write=False) as s:
-        counts = tuple(
+        return tuple(
             s.execute(select(func.count()).select_from(t)).scalar_one()
             for t in (LedgerEntry, RepairApplication, RepairProof, RepairNotice, RecordExclusion)
         )
-        return counts
