@@ -25,6 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from demo.repair import add_demo_records, months_back, repair_step
 from demo.training import german_credit_step, horizontal_step, vertical_steps, write_report
 from models.synth import generate
 from pps import errors
@@ -128,8 +129,10 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         admin = Client(url, admin_token)
 
         console.rule("[bold]2. Onboard organisations over the API")
-        data = generate(DEMO_ENTERPRISES, seed=11)
+        # the data's window ends last month, so that today's dishonesty records meet tax data of their time
+        data = generate(DEMO_ENTERPRISES, seed=11, start=months_back(utcnow().date(), 24))
         enterprises = [str(u) for u in data.registry.columns["uscc"][:5]]
+        data, demo_records = add_demo_records(data, enterprises)
         tokens: dict[str, str] = {}
         orgs: dict[str, OrgPublic] = {}
         plan: list[tuple[str, str, str | None]] = [
@@ -451,16 +454,33 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             and {"consent.grant", "policy.admit", "subject.self_query"} <= set(actions),
         )
 
+        console.rule("[bold]7b. Credit repair: a penalty, an application, corroboration, approval, notices")
+        made = repair_step(
+            console,
+            checks.check,
+            admin=admin,
+            url=url,
+            data=data,
+            records=demo_records,
+            clients={code: client[f"Enterprise {i + 1}"] for i, code in enumerate(enterprises)},
+            bank_a=bank_a,
+            bank_a_id=orgs["Bank A"].id,
+            datasets=datasets,
+            names={code: f"Enterprise {i + 1}" for i, code in enumerate(enterprises)},
+            bureau=client["Suzhou Tax Bureau"],
+            synth_dir=synth_dir,
+        )
+
         console.rule("[bold]8. The operator rotates the key-encryption key")
         with rt.db.transaction() as session:
             dataset_keys = sum(rt.datasets.keys_by_kek_version(session).values())
             wrapped_total = sum(keyring.wrapped_counts(session, rt.key_holders).values())
             rotation = keyring.rotate(session, rt.kms, rt.key_holders, rt.ledger, actor=OPERATOR)
         checks.check(
-            f"KEK v{rotation.version}: all {rotation.rewrapped} data keys (4 datasets, tax in 2 versions, the "
-            "objection) re-wrapped, no data re-encrypted, still readable",
-            dataset_keys == 5
-            and rotation.rewrapped == wrapped_total == dataset_keys + 1
+            f"KEK v{rotation.version}: all {rotation.rewrapped} data keys (5 datasets, tax in 2 versions, the "
+            "objections, the repair applications) re-wrapped, no data re-encrypted, still readable",
+            dataset_keys == 5 + made["datasets"]
+            and rotation.rewrapped == wrapped_total == dataset_keys + 1 + made["objections"] + made["repairs"]
             and len(enterprise.datasets.my_records()) == len(own),
         )
 
