@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy.orm import Session
 
 from pps.errors import Conflict
-from pps.governance.policy import Decision, PolicyEngine, Request
+from pps.governance.policy import Decision, DenyReason, PolicyEngine, Request
 from pps.governance.records import Counted, RecordBook
 from pps.ledger.entry import Actor, ObjectRef
 
@@ -88,5 +88,7 @@ class Gate:
         released = self._decide(session, what, admitted)
         if released.lost:
             # how many, never who: a cohort's or a training's members are not the bank's to learn
-            raise Conflict(f"the consent of {len(released.lost)} subject(s) {refusal}")
+            records = any(d.reason is DenyReason.record_excluded for d in released.lost)
+            what_changed = "the consent or dishonesty records" if records else "the consent"
+            raise Conflict(f"{what_changed} of {len(released.lost)} subject(s) {refusal}")
         return released.kept
