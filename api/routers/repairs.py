@@ -368,16 +368,14 @@ def list_statements(caller: Subject, rt: RuntimeDep) -> list[StatementPublic]:
         return [_statement_public(s) for s in rt.statements.mine(session, caller.uscc)]
 
 
-@router.delete(
-    "/statements/{statement_id}", status_code=status.HTTP_204_NO_CONTENT, summary="withdraw a statement"
-)
-def withdraw_statement(statement_id: str, caller: Subject, rt: RuntimeDep) -> Response:
+@router.delete("/statements/{statement_id}", summary="withdraw a statement")
+def withdraw_statement(statement_id: str, caller: Subject, rt: RuntimeDep) -> StatementPublic:
     with rt.db.transaction() as session:
         row = session.get(RecordStatement, statement_id)
         if row is None or row.subject_uscc != caller.uscc:
             raise NotFound(f"statement {statement_id} does not exist")
-        rt.statements.withdraw(session, row, actor=caller.actor, request_id=current_request_id())
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+        withdrawn = rt.statements.withdraw(session, row, actor=caller.actor, request_id=current_request_id())
+        return _statement_public(withdrawn)
 
 
 __all__ = ["REPAIRS_PATH", "body_limit", "router"]
