@@ -288,7 +288,9 @@ def admin_objections(
     overdue: Annotated[
         bool, typer.Option("--overdue", help="only open objections past their deadline")
     ] = False,
-    state: Annotated[str | None, typer.Option(help="only this state: open, accepted, rejected, unverifiable")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="only this state: open, accepted, rejected, unverifiable")
+    ] = None,
 ) -> None:
     """List subjects' objections with their deadlines (overdue ones are for the operator to chase)."""
     from pps.infra.storage.tables import ObjectionState, utcnow
