@@ -117,7 +117,7 @@ def repair_step(
 ) -> dict[str, int]:
     """Run the step; returns how many data keys it made (datasets, objections, repairs) for the key rotation."""
     centre_org = admin.orgs.create("Suzhou Public Credit Centre", "data_provider")
-    centre = Client(url, admin.tokens.issue(centre_org.id, label="demo").token)
+    centre = Client(url, admin.tokens.issue(centre_org.id, label="demo").token, timeout=300.0)
     pen = data.penalties
     assert pen is not None
     ds = centre.datasets.create("penalties", pen.schema, description="dishonesty records (synthetic)")

@@ -51,6 +51,8 @@ from pps_wire.schemas import OrgPublic
 from protocols.he_scoring import BankScoringKey
 
 DEMO_ENTERPRISES = 20_000
+DEMO_TIMEOUT_S = 300.0
+"""The SDK clients' timeout: on a loaded machine a first aggregate (OpenDP's import) can take over the default 30 s."""
 
 
 def demo_usccs(n: int, seed: int = 7) -> list[str]:
@@ -126,7 +128,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
     app = create_app(runtime=rt)
     with running_server(app) as url:
         console.print(f"  API running at {url}")
-        admin = Client(url, admin_token)
+        admin = Client(url, admin_token, timeout=DEMO_TIMEOUT_S)
 
         console.rule("[bold]2. Onboard organisations over the API")
         # the data's window ends last month, so that today's dishonesty records meet tax data of their time
@@ -156,7 +158,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         console.print(table)
         checks.check(f"{len(plan)} organisations onboarded, each with a token", len(orgs) == len(plan))
 
-        client = {name: Client(url, token) for name, token in tokens.items()}
+        client = {name: Client(url, token, timeout=DEMO_TIMEOUT_S) for name, token in tokens.items()}
         bank_a, bank_c = client["Bank A"], client["Bank C"]
         auditor = client["PBoC Suzhou audit office"]
         enterprise = client["Enterprise 1"]
