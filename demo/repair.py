@@ -218,4 +218,4 @@ def repair_step(
             a.subject == records.other and a.annotation == "unverifiable" for a in shown.header.annotated
         ),
     )
-    return {"datasets": 1, "objections": 1, "repairs": 2}
+    return {"datasets": 1, "objections": 1, "repairs": 2, "consents": 2}
