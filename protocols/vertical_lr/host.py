@@ -69,7 +69,10 @@ class Host(_Trainer):
         values = list(self._uh_cts)
         flags = 0
         if cfg.compute_loss:
-            h = float(u @ u) / 8 + len(rows) * cfg.l2 / 2 * float(self.weights @ self.weights)
+            # the host's own terms of the loss: its l2 penalty, and u_h^2/8 of the Taylor loss
+            h = len(rows) * cfg.l2 / 2 * float(self.weights @ self.weights)
+            if cfg.loss == "taylor":
+                h += float(u @ u) / 8
             scale = cfg.value_frac_bits + cfg.feature_frac_bits
             values += pf.encrypt_raw(pk, pf.encode_fixed(pk, np.array([h]), scale), self.pool)
             flags = FLAG_WITH_LOSS

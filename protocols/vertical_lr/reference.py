@@ -1,5 +1,5 @@
 """What the protocol computes, in plaintext floats (same batches, schedule, quantised features in the gradient,
-Taylor loss and early stopping): the tests check the protocol against it, a deployment can too."""
+exact or Taylor loss, early stopping): the tests check the protocol against it, a deployment can too."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def reference_fit(
     guest_features: Any, host_features: Any, labels: Any, config: VerticalLRConfig
 ) -> tuple[GuestModel, HostModel, list[float]]:
     """What :func:`train_vertical_lr` computes, in plaintext floats (same batches, schedule, quantised
-    features in the gradient, Taylor loss and early stopping). For tests and for checking a deployment."""
+    features in the gradient, the exact or Taylor loss, early stopping). For tests and for checking a
+    deployment."""
     xg = check_features(guest_features, "guest features")
     xh = check_features(host_features, "host features", xg.shape[0])
     y = check_labels(labels, xg.shape[0])
@@ -34,11 +35,13 @@ def reference_fit(
             ug = xg[rows] @ wg + b
             uh = xh[rows] @ wh
             z = ug + uh
-            d = z / 4 + 0.5 - y[rows]
-            total += float(
-                np.sum(math.log(2.0) + (0.5 - y[rows]) * z + z * z / 8)
-                + len(rows) * config.l2 / 2 * (wg @ wg + wh @ wh)
-            )
+            if config.loss == "exact":
+                d = 1.0 / (1.0 + np.exp(-z)) - y[rows]
+                total += float(np.sum(np.logaddexp(0.0, z) - y[rows] * z))
+            else:
+                d = z / 4 + 0.5 - y[rows]
+                total += float(np.sum(math.log(2.0) + (0.5 - y[rows]) * z + z * z / 8))
+            total += len(rows) * config.l2 / 2 * float(wg @ wg + wh @ wh)
             gg = xgq[rows].T @ d / len(rows) + config.l2 * wg
             gh = xhq[rows].T @ d / len(rows) + config.l2 * wh
             b -= lr * float(d.mean())

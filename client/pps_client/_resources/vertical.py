@@ -96,14 +96,19 @@ class Vertical(Resource):
         *,
         on_batch: BatchCallback | None = None,
     ) -> None:
-        """Run the guest's side of a started session to its end (one round trip per mini-batch); not
-        :meth:`finish`."""
+        """Run the guest's side of a started session to its end (one round trip per mini-batch, two with
+        ``loss="exact"``); not :meth:`finish`."""
+        from protocols import vertical_lr as vl
+
         guest.receive_public_key(base64.b64decode(started.public_key))
         ack, forward = self.exchange(started.id, [guest.setup(config)])
         guest.receive_setup_ack(ack)
         batches = 0
         while True:
             residuals = guest.receive_forward(forward)
+            if guest.stage is vl.Stage.AWAITING_PROBABILITIES:  # loss="exact": the enclave's sigmoid
+                (probabilities,) = self.exchange(started.id, [residuals])
+                residuals = guest.receive_probabilities(probabilities)
             reply = self.exchange(started.id, [residuals, guest.masked_gradient()])
             guest.receive_decrypted(reply[0])
             batches += 1

@@ -442,7 +442,12 @@ def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
         ack, forward = bank.vertical.exchange(tid, [guest.setup(CONFIG)])
         guest.receive_setup_ack(ack)
         host_scores = list(vl.decode_message(forward, guest.public_key).values[:3])  # [[x_h w_h]] of 3 rows
-        residuals = guest.receive_forward(forward)
+        z = guest.receive_forward(forward)  # loss="exact": the joined linear predictors, for the enclave
+        (probabilities,) = bank.vertical.exchange(tid, [z])
+        with pytest.raises(APIError) as e:  # a second sigmoid of the same batch: refused, the session goes on
+            bank.vertical.exchange(tid, [z])
+        assert e.value.status == 422 and "one per batch" in str(e.value)
+        residuals = guest.receive_probabilities(probabilities)
         gradient = guest.masked_gradient()
         fake = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, host_scores, epoch=0, batch=1000)
         # the host's ciphertexts dressed as a gradient of a batch that does not exist: refused, nothing changed
@@ -470,7 +475,8 @@ def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
         ack, forward = bank.vertical.exchange(tid, [guest.setup(CONFIG)])
         guest.receive_setup_ack(ack)
         scores = list(vl.decode_message(forward, guest.public_key).values[:3])
-        residuals = guest.receive_forward(forward)
+        (probabilities,) = bank.vertical.exchange(tid, [guest.receive_forward(forward)])
+        residuals = guest.receive_probabilities(probabilities)
         wide = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, scores, epoch=0, batch=0)
         with pytest.raises(APIError) as e:
             bank.vertical.exchange(tid, [residuals, wide])
