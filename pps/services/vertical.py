@@ -548,6 +548,8 @@ class VerticalTrainingService:
                             "host_features": len(live.names),
                             "guest_features": live.guest_features,
                             "epochs": row.epochs_done,
+                            "converged": live.host.converged,
+                            "loss": live.host.config.loss if live.host.config else None,
                             "decryption_requests": live.coordinator.decryptions,
                             "consents": list(live.consent_ids),
                             "training": training_id,

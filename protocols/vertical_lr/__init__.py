@@ -52,7 +52,7 @@ from protocols.vertical_lr.messages import (
     decode_message,
     key_id_of,
 )
-from protocols.vertical_lr.reference import reference_fit
+from protocols.vertical_lr.reference import local_fit, reference_fit
 from protocols.vertical_lr.scoring import (
     SCORE_FRAC_BITS,
     GuestModel,
@@ -60,6 +60,7 @@ from protocols.vertical_lr.scoring import (
     guest_score,
     host_score_contribution,
     sigmoid,
+    standardisation,
 )
 
 __all__ = [
@@ -98,7 +99,9 @@ __all__ = [
     "guest_score",
     "host_score_contribution",
     "key_id_of",
+    "local_fit",
     "reference_fit",
     "sigmoid",
+    "standardisation",
     "train_vertical_lr",
 ]

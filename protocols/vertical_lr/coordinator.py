@@ -13,7 +13,7 @@ import numpy as np
 from protocols import paillier_fast as pf
 from protocols.errors import InvalidMessage, ProtocolStateError, TrainingDiverged
 from protocols.paillier_fast import PrivateKey
-from protocols.vertical_lr.inputs import VerticalLRConfig, batches_for
+from protocols.vertical_lr.inputs import MAX_LOGIT, VerticalLRConfig, batches_for
 from protocols.vertical_lr.messages import (
     FLAG_STOP,
     FLAG_WITH_LOSS,
@@ -26,9 +26,6 @@ from protocols.vertical_lr.messages import (
     key_id_of,
     setup_body,
 )
-
-MAX_LOGIT = 1000.0
-"""A linear predictor beyond this is divergence, not a model (the sigmoid saturates at |z| ~ 40)."""
 
 
 class Coordinator:

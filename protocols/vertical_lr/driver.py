@@ -104,7 +104,7 @@ def train_vertical_lr(
             fwd = host.forward()
             t = tick("host: encrypt partial predictions", t)
             res = guest.receive_forward(wire(h, g, fwd))
-            if guest.stage is Stage.AWAITING_PROBABILITIES:  # loss="exact": the coordinator's sigmoid
+            if config.loss == "exact":  # the coordinator takes the sigmoid
                 t = tick("guest: linear predictor", t)
                 probs = coordinator.sigmoid(wire(g, c, res))
                 t = tick("coordinator: decrypt + sigmoid + encrypt", t)

@@ -24,8 +24,7 @@ from protocols.errors import (
     TrainingDiverged,
 )
 from protocols.parallel import ChunkMapper
-from protocols.vertical_lr.coordinator import MAX_LOGIT
-from protocols.vertical_lr.inputs import VerticalLRConfig, check_labels
+from protocols.vertical_lr.inputs import MAX_LOGIT, VerticalLRConfig, check_labels
 from protocols.vertical_lr.messages import FLAG_STOP, FLAG_WITH_LOSS, SESSION_BYTES, MessageType, Party, Stage
 from protocols.vertical_lr.scoring import GuestModel
 from protocols.vertical_lr.trainer import _Trainer

@@ -14,6 +14,9 @@ import numpy as np
 from protocols.errors import InvalidConfig, InvalidMessage, InvalidTrainingData
 from protocols.paillier_fast import ObfuscatorKind
 
+MAX_LOGIT = 1000.0
+"""A linear predictor beyond this is divergence, not a model (the sigmoid saturates at |z| ~ 40)."""
+
 
 @dataclass(frozen=True)
 class VerticalLRConfig:

@@ -10,7 +10,7 @@ import numpy as np
 
 from protocols import paillier_fast as pf
 from protocols.vertical_lr.inputs import VerticalLRConfig, batches_for, check_features, check_labels
-from protocols.vertical_lr.scoring import GuestModel, HostModel
+from protocols.vertical_lr.scoring import GuestModel, HostModel, sigmoid, standardisation
 
 
 def reference_fit(
@@ -54,3 +54,29 @@ def reference_fit(
         if config.early_stopping and since >= config.patience:
             break
     return GuestModel(wg, b), HostModel(wh), losses
+
+
+def local_fit(features: Any, labels: Any, *, l2: float | None = None, iterations: int = 100) -> GuestModel:
+    """The bank-alone baseline: a logistic regression on the bank's own features only, fitted where the bank's
+    data is (nothing is sent anywhere), to the exact optimum (Newton's method) of the mean logistic loss plus
+    ``l2/2 |w|^2`` (``None``: ``1/n``, scikit-learn's ``C = 1``). Columns are standardised over these rows and
+    the statistics kept in the model, as :meth:`pps_client` training does for the joined model, so that both
+    are scored on the same raw features."""
+    x = check_features(features, "bank features")
+    y = check_labels(labels, x.shape[0])
+    n, p = x.shape
+    mean, scale = standardisation(x)
+    xs = np.hstack([(x - mean) / scale, np.ones((n, 1))])
+    lam = 1.0 / n if l2 is None else float(l2)
+    penalty = np.full(p + 1, lam)
+    penalty[-1] = 0.0  # not on the intercept
+    w = np.zeros(p + 1)
+    for _ in range(iterations):
+        prob = sigmoid(xs @ w)
+        grad = xs.T @ (prob - y) / n + penalty * w
+        hess = (xs * (prob * (1 - prob))[:, None]).T @ xs / n + np.diag(penalty) + 1e-10 * np.eye(p + 1)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if float(np.max(np.abs(step))) < 1e-10:
+            break
+    return GuestModel(w[:p].copy(), float(w[p]), mean, scale)
