@@ -195,7 +195,12 @@ def table(title: str, results: dict[str, dict[str, list[Scores]]], ref: str, alo
                 sd = statistics.pstdev(vals) if len(vals) > 1 else 0.0
                 return f"{statistics.fmean(vals):.4f} ± {sd:.4f}"
 
-            def gap(other: str, runs: list[Scores] = runs, models: dict[str, list[Scores]] = models) -> str:
+            def gap(
+                other: str,
+                runs: list[Scores] = runs,
+                models: dict[str, list[Scores]] = models,
+                name: str = name,
+            ) -> str:
                 if other not in models or name == other:
                     return ""
                 return f"{statistics.fmean(r['auc'] for r in runs) - statistics.fmean(r['auc'] for r in models[other]):+.4f}"
