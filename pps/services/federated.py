@@ -636,7 +636,7 @@ class FederatedService:
                 f"{', '.join(f'{n:.3g}' for n in reversed(norms))}): the updates are far larger than clipping "
                 "allows — features on raw scales (amounts in currency units) or too large a learning rate. "
                 "Standardise every feature (mean 0, variance 1) and lower the learning rate (or raise clip_norm "
-                "if it was set very small); no model was registered"
+                "if it is very small); no model was registered"
             )
         return None
 
