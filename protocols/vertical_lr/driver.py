@@ -48,6 +48,8 @@ class TrainingReport:
     epoch_seconds: list[float]
     bytes_by_type: dict[str, int]
     decryptions: int
+    sigmoids: int = 0
+    """linear predictors the coordinator decrypted to take their sigmoid (``loss="exact"``: rows x epochs)"""
 
 
 def train_vertical_lr(
@@ -135,4 +137,5 @@ def train_vertical_lr(
         epoch_seconds=epoch_seconds,
         bytes_by_type=dict(wire.bytes_by_type) if isinstance(wire, InMemoryTransport) else {},
         decryptions=coordinator.decryptions,
+        sigmoids=int(getattr(coordinator, "sigmoids", 0)),
     )

@@ -456,8 +456,15 @@ def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
         host_scores = list(vl.decode_message(forward, guest.public_key).values[:3])  # [[x_h w_h]] of 3 rows
         z = guest.receive_forward(forward)  # loss="exact": the joined linear predictors, for the enclave
         (probabilities,) = bank.vertical.exchange(tid, [z])
-        with pytest.raises(APIError) as e:  # a second sigmoid of the same batch: refused, the session goes on
-            bank.vertical.exchange(tid, [z])
+        assert bank.vertical.exchange(tid, [z]) == [
+            probabilities
+        ]  # a retry gets the same answer, applied once
+        # a second, different set of linear predictors for the same batch (say the host's own scores, to read
+        # them through the sigmoid): refused before the enclave sees it, and the session goes on
+        zs = list(vl.decode_message(z, guest.public_key).values)
+        forged = _guest_message(guest, vl.MessageType.LINEAR_PREDICTOR, zs[::-1], epoch=0, batch=0)
+        with pytest.raises(APIError) as e:
+            bank.vertical.exchange(tid, [forged])
         assert e.value.status == 422 and "one per batch" in str(e.value)
         residuals = guest.receive_probabilities(probabilities)
         gradient = guest.masked_gradient()
