@@ -161,6 +161,7 @@ def consent_terms(body: ConsentTerms) -> Terms:
         valid_until=body.valid_until,
         valid_from=body.valid_from,
         max_uses=body.max_uses,
+        granularity=body.granularity,
     )
 
 
@@ -176,6 +177,7 @@ def consent_public(c: Consent, now: datetime) -> ConsentPublic:
             "valid_from": c.valid_from,
             "valid_until": c.valid_until,
             "max_uses": c.max_uses,
+            "granularity": c.granularity,
             "uses": c.uses,
             "state": c.state.value,
             "expired": c.valid_until <= now,

@@ -43,6 +43,7 @@ from pps_client import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    Refused,
     note_verifier,
     verify_entry,
     verify_receipt,
@@ -63,6 +64,14 @@ def demo_usccs(n: int, seed: int = 7) -> list[str]:
         org_code = "".join(rng.choice(ALPHABET) for _ in range(9))
         codes.add(make_uscc("91" + "320500" + org_code))
     return sorted(codes)
+
+
+def _refused_code(call: Callable[[], Any]) -> str | None:
+    try:
+        call()
+    except APIError as exc:
+        return exc.code
+    return None
 
 
 class Checks:
@@ -242,6 +251,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
                 datasets["utilities"]: ["arrears", "electricity_kwh"],
             },
             "operations": ["psi", "score"],
+            "granularity": "score",
             "valid_until": utcnow() + timedelta(days=90),
         }
         e = [client[f"Enterprise {i + 1}"] for i in range(5)]
@@ -323,7 +333,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         weights = {
             "log_sales_mean_last6": -0.35,
             "tax_months_since_last_filing": 0.30,
-            "log_max_arrears": 0.25,
+            "log_max_arrears": 0.15,
             "arrears_months": 0.10,
         }
         checks.check(
@@ -332,14 +342,46 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             and "values" not in features["log_max_arrears"].model_dump(),
         )
         key = BankScoringKey.create()  # the secret key never leaves Bank A
-        model = key.encrypt_model(weights, -1.0)
-        scored = bank_a.scoring.score(
-            key,
-            model,
-            purpose="loan_underwriting",
-            subjects=applicants,
-            preprocess={"log_sales_mean_last6": {"center": 11.0, "scale": 2.0}},
+        vendor = rt.enclave.vendor_public_key
+        # a model crafted to read a feature back (all weight on sales) is refused in the enclave, with why
+        checks.refused(
+            "a model crafted to read sales back is refused in the enclave, naming the rule it breaks",
+            Refused,
+            "model_refused",
+            lambda: bank_a.scoring.approve(
+                key,
+                {"kind": "logistic", "weights": {"log_sales_mean_last6": 1.0}, "bias": 0.0},
+                vendor_key=vendor,
+            ),
         )
+        spec = {
+            "kind": "logistic",
+            "weights": weights,
+            "bias": -1.0,
+            "preprocess": {"log_sales_mean_last6": {"center": 11.0, "scale": 2.0}},
+            "release": {"threshold": 0.2},
+        }
+        approval, model = bank_a.scoring.approve(key, spec, vendor_key=vendor)
+        assert model is not None
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in approval["verdict"]["shares"].items())
+        console.print(
+            f"  the enclave approves Bank A's model (variance shares: {shares}) and encrypts it itself"
+        )
+        checks.check(
+            "a bank's own encryption of a model is not run: only the one the enclave approved and encrypted",
+            _refused_code(
+                lambda: bank_a.scoring.score(
+                    key,
+                    key.encrypt_model(weights, -1.0),
+                    purpose="loan_underwriting",
+                    subjects=applicants[:1],
+                )
+            )
+            == "model_not_approved",
+        )
+        # Enterprise 5 consents at grade granularity: no score leaves about it, only its grade
+        e[4].consents.grant(orgs["Bank A"].id, **{**terms, "granularity": "grade"})
+        scored = bank_a.scoring.score(key, model, purpose="loan_underwriting", subjects=applicants)
         out = Table("applicant", "probability of default", "or why not scored")
         names = {code: f"Enterprise {i + 1}" for i, code in enumerate(enterprises)}
         probability = scored.as_dict()
@@ -362,6 +404,29 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             scored.subjects == [enterprises[0], enterprises[2]]
             and scored.probabilities is not None
             and float(np.max(np.abs(scored.probabilities - plain))) < 1e-3,
+        )
+        checks.check(
+            "Enterprise 5 consented at grade granularity: the encrypted path gives Bank A no score for it",
+            reason.get(enterprises[4]) == "granularity",
+        )
+        graded = bank_a.scoring.graded(
+            approval["id"],
+            approval["model_digest"],
+            purpose="loan_underwriting",
+            vendor_key=vendor,
+            subjects=[enterprises[0], enterprises[4]],
+        )
+        console.print(
+            f"  inside the enclave: Enterprise 1 -> {graded[enterprises[0]]}, Enterprise 5 -> {graded[enterprises[4]]}"
+        )
+        checks.check(
+            "Enterprise 5's consent at grade is honoured: Bank A gets a grade and its PD band, no score",
+            set(graded[enterprises[4]]) == {"grade", "band"} and "pd" in graded[enterprises[0]],
+        )
+        seen = e[4].scoring.disclosures()["disclosures"]
+        checks.check(
+            "Enterprise 5 sees which bank received which model's output about it, at which granularity",
+            [(d["bank_org_id"], d["granularity"]) for d in seen] == [(orgs["Bank A"].id, "grade")],
         )
         checks.refused(
             "a context that carries the secret key is refused and never stored",

@@ -34,8 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from enclave_sim.crypto import seal, unseal
 from enclave_sim.errors import EnclaveError, EnclaveProtocolError, OutputPolicyViolation, ProvisioningError
@@ -49,6 +51,16 @@ MAX_HANDLES = 32
 MAX_QUOTES = 4096
 """Quote hashes remembered for provisioning; a party provisions right after verifying its quote."""
 MAX_HANDLE = 64
+SIGNING_INFO = b"PPS-ENCLAVE-SIGNING-v1"
+"""HKDF info of the enclave's signing key (derived from the seal key: the same build on the same platform
+signs with the same key across restarts, and no other build can)."""
+
+
+def signed_bytes(job: str, output: str, value: Any) -> bytes:
+    """What the enclave signs for a signed output: ``"PPS-ENCLAVE-SIGNED-v1" 0x00 job 0x00 output 0x00
+    canonical JSON of the value without its ``signature`` key``."""
+    body = {k: v for k, v in value.items() if k != "signature"} if isinstance(value, dict) else value
+    return b"\x00".join([b"PPS-ENCLAVE-SIGNED-v1", job.encode(), output.encode(), canonical(body)])
 
 
 class Platform(Protocol):
@@ -120,6 +132,14 @@ class EnclaveCore:
         self.enclave_key = self._key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+        self._signing = Ed25519PrivateKey.from_private_bytes(
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=platform.measurement, info=SIGNING_INFO).derive(
+                platform.seal_key
+            )
+        )
+        self.signing_key = self._signing.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
         self._quotes: OrderedDict[bytes, None] = OrderedDict()
         self._handles: OrderedDict[str, _Handle] = OrderedDict()
         self._ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -175,6 +195,7 @@ class EnclaveCore:
             "isv_svn": p.isv_svn,
             "debug": p.debug,
             "enclave_key": self.enclave_key.hex(),
+            "signing_key": self.signing_key.hex(),
             "jobs": sorted(self.jobs),
         }
 
@@ -270,6 +291,19 @@ class EnclaveCore:
     def _supply(self, msg: dict[str, Any]) -> dict[str, Any]:
         handle, h, slot = self._slot_for(msg, party=False)
         data = _bytes(msg, "data")
+        label = h.job.sealed_slots.get(slot)
+        if label is not None:  # a JSON list of blobs this build sealed: opened here, never by the host
+            try:
+                blobs = json.loads(data)
+            except ValueError:
+                raise EnclaveProtocolError(f"slot {slot!r} takes a JSON list of sealed blobs") from None
+            if not isinstance(blobs, list) or not all(isinstance(b, str) for b in blobs):
+                raise EnclaveProtocolError(f"slot {slot!r} takes a JSON list of sealed blobs")
+            p = self.platform
+            opened = [
+                json.loads(unseal(p.seal_key, p.measurement, label, _bytes({"b": b}, "b"))) for b in blobs
+            ]
+            data = canonical(opened)
         h.host[slot] = data
         return {
             "handle": handle,
@@ -319,6 +353,15 @@ class EnclaveCore:
             )
         released = {k: candidates[k] for k in sorted(policy.release) if k in candidates}
         _json_safe(released, "output")
+        p = self.platform
+        for name, label in h.job.sealed_outputs.items():  # only this build opens them again
+            if name in released:
+                released[name] = _b64(seal(p.seal_key, p.measurement, label, canonical(released[name])))
+        for name in h.job.signed_outputs:
+            value = released.get(name)
+            if isinstance(value, dict):
+                signature = self._signing.sign(signed_bytes(h.job.kind, name, value))
+                released[name] = {**value, "signature": signature.hex()}
         plain = {k: v for k, v in released.items() if k in h.job.plain_outputs}
         secret = {k: v for k, v in released.items() if k not in h.job.plain_outputs}
         if secret and policy.recipient_key is None:

@@ -40,6 +40,13 @@ class EnclaveJobError(EnclaveError):
     code = "enclave_job_failed"
 
 
+class ModelRefused(EnclaveJobError):
+    """A bank's model does not meet the published model policy (:mod:`enclave_sim.model_check`); the message
+    names every rule it breaks. Nothing was computed with it."""
+
+    code = "model_refused"
+
+
 class EnclaveCrashed(EnclaveError):
     """The enclave process died or stopped answering; everything it held in memory is gone."""
 
@@ -54,6 +61,7 @@ BY_CODE: dict[str, type[EnclaveError]] = {
         SealingError,
         OutputPolicyViolation,
         EnclaveJobError,
+        ModelRefused,
         EnclaveProtocolError,
         EnclaveCrashed,
     )

@@ -21,6 +21,7 @@ encrypts the non-plain ones to the owner's key. A job cannot widen its own relea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
@@ -42,6 +43,14 @@ class EnclaveJob(ABC):
     host_slots: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[frozenset[str]]
     plain_outputs: ClassVar[frozenset[str]] = frozenset()
+    signed_outputs: ClassVar[frozenset[str]] = frozenset()
+    """Plain outputs (objects) the core signs with the enclave's signing key (``signature``, hex Ed25519 over
+    :func:`enclave_sim.core.signed_bytes`): anyone holding the key from ``hello`` checks they came from here."""
+    sealed_outputs: ClassVar[dict[str, str]] = {}
+    """Outputs the core seals (output name -> seal label) before they leave: only this build opens them."""
+    sealed_slots: ClassVar[dict[str, str]] = {}
+    """Host slots that take a JSON list of blobs sealed under the label; the core opens them (the job gets
+    the JSON list of the values)."""
 
     def __init__(self, inputs: Mapping[str, bytes], params: Mapping[str, Any]) -> None:
         self.inputs = inputs
@@ -363,8 +372,159 @@ class VerticalLRCoordinatorJob(EnclaveJob):
         return {"summary": {"decryptions": c.decryptions, "sigmoids": c.sigmoids, "epochs": c.epochs_done}}
 
 
+# --- model approval and graded scoring (enclave_sim.model_check) ---------------------------------------------
+
+APPROVED_MODEL_LABEL = "pps-approved-model-v1"
+"""The seal label of an approved model: sealed by :class:`ModelApprovalJob`, opened by :class:`GradedScoreJob`
+and as a prior of the next approval."""
+
+
+def _json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ProvisioningError(f"{what}: not JSON") from None
+
+
+class ModelApprovalJob(EnclaveJob):
+    """The attested model check: a bank's plaintext model against the model policy the operator published.
+
+    Inputs: ``bank`` (party): ``{"model": <model spec>, "context": base64 public CKKS context | null,
+    "packing": "none" | ...}`` (:func:`enclave_sim.model_check.parse_model`); ``platform`` (host): the
+    platform's features of its enterprises at their published resolution (the distribution the shares are
+    computed on); ``policy`` (host): ``{"policy": ModelPolicy, "resolution": {feature: step}}``; ``prior``
+    (host, sealed): the bank's models approved in the policy's window, as this job sealed them.
+
+    Outputs (plain): ``approval`` (signed by the enclave: digests of the model, of the policy and of the
+    encrypted model, the features, the preprocessing, the verdict's shares), ``encrypted_model`` (the model
+    encrypted *here* under the bank's public context, base64: what the safe-room may evaluate, exactly what was
+    checked) and ``sealed_model`` (sealed: for graded scoring and later checks; only this build opens it).
+    A model that fails the policy raises ``model_refused`` naming every rule it breaks; nothing leaves.
+
+    Who learns what: the operator learns the verdict, the per-feature shares and leverages, and the digests,
+    never a weight; the bank learns the same (the shares describe its own model on the platform's whole
+    distribution, no enterprise's value).
+    """
+
+    kind = "model_approval"
+    party_slots = ("bank",)
+    owner_slot = "bank"
+    host_slots = ("platform", "policy", "prior")
+    outputs = frozenset({"approval", "encrypted_model", "sealed_model"})
+    plain_outputs = outputs
+    signed_outputs = frozenset({"approval"})
+    sealed_outputs = {"sealed_model": APPROVED_MODEL_LABEL}
+    sealed_slots = {"prior": APPROVED_MODEL_LABEL}
+
+    def finish(self) -> dict[str, Any]:
+        import base64
+
+        from enclave_sim.model_check import ModelPolicy, parse_model, verify_model
+
+        doc = _json(self.inputs["bank"], "the bank's model")
+        if not isinstance(doc, dict) or "model" not in doc or set(doc) - {"model", "context", "packing"}:
+            raise ProvisioningError(
+                'the bank\'s input must be {"model": ..., "context": ..., "packing": ...}'
+            )
+        model = parse_model(doc["model"])
+        pol = _json(self.inputs["policy"], "the model policy")
+        try:
+            policy = ModelPolicy.from_dict(pol["policy"])
+            resolution = {str(k): float(v) for k, v in pol["resolution"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProvisioningError(f"the model policy is malformed: {exc}") from None
+        _keys, sample, _ = parse_table(self.inputs["platform"], what="platform features", labelled=False)
+        prior = [parse_model(m) for m in _json(self.inputs["prior"], "prior models")]
+        prior = [m for m in prior if m.digest() != model.digest()]  # the same model again is no new read
+        verdict = verify_model(model, policy, sample, resolution, prior)
+        out: dict[str, Any] = {"sealed_model": model.as_dict()}
+        encrypted_sha256 = None
+        context_id = None
+        if doc.get("context") is not None:
+            from protocols.errors import ProtocolError
+            from protocols.he_scoring.bank import encrypt_model_public
+            from protocols.he_scoring.wire import DEFAULT_PACKING, Packing
+
+            try:
+                context = base64.b64decode(str(doc["context"]), validate=True)
+                message = encrypt_model_public(
+                    context,
+                    {n: w / model.prep(n).scale for n, w in model.weights.items()},
+                    model.bias
+                    - sum(w * model.prep(n).center / model.prep(n).scale for n, w in model.weights.items()),
+                    packing=Packing(doc.get("packing", DEFAULT_PACKING)),
+                )
+            except (ProtocolError, ValueError) as exc:
+                raise ProvisioningError(
+                    f"the model could not be encrypted under the context: {exc}"
+                ) from None
+            blob = message.to_bytes()
+            encrypted_sha256 = hashlib.sha256(blob).hexdigest()
+            context_id = message.context_id
+            out["encrypted_model"] = base64.b64encode(blob).decode()
+        out["approval"] = {
+            "model_digest": model.digest(),
+            "policy_digest": policy.digest(),
+            "features": list(model.features),
+            "clip": {n: list(p.clip) for n, p in model.preprocess.items() if p.clip is not None},
+            "encrypted_model_sha256": encrypted_sha256,
+            "context_id": context_id,
+            "prior_models": len(prior),
+            "verdict": verdict.as_dict(),
+        }
+        return out
+
+
+class GradedScoreJob(EnclaveJob):
+    """Scoring with an approved model inside the enclave, released at each subject's consented granularity.
+
+    Inputs: ``bank`` (party): ``{"model_digest": hex}`` and the output policy (the recipient key);
+    ``model`` (host, sealed): the approved model as :class:`ModelApprovalJob` sealed it; ``platform`` (host):
+    the admitted subjects' features; ``granularity`` (host): ``{subject: "decision" | "grade" | "score"}`` from
+    each subject's consent. Outputs: ``scores`` (encrypted to the bank): per subject what its granularity
+    allows (:func:`enclave_sim.model_check.coarsen`); ``summary`` (plain): how many at each granularity.
+
+    Who learns what: the host supplies features it holds anyway and learns only the summary; the bank learns
+    per subject a decision, a grade or a PD at the stated resolution — never finer than the subject allowed.
+    """
+
+    kind = "graded_score"
+    party_slots = ("bank",)
+    owner_slot = "bank"
+    host_slots = ("model", "platform", "granularity")
+    outputs = frozenset({"scores", "summary"})
+    plain_outputs = frozenset({"summary"})
+    sealed_slots = {"model": APPROVED_MODEL_LABEL}
+
+    def finish(self) -> dict[str, Any]:
+        from enclave_sim.model_check import GRANULARITIES, coarsen, parse_model
+
+        request = _json(self.inputs["bank"], "the bank's request")
+        models = _json(self.inputs["model"], "the approved model")
+        if not isinstance(models, list) or len(models) != 1:
+            raise ProvisioningError("graded scoring takes exactly one approved model")
+        model = parse_model(models[0])
+        if not isinstance(request, dict) or request.get("model_digest") != model.digest():
+            raise EnclaveJobError("the approved model supplied is not the one the bank asked to run")
+        keys, cols, _ = parse_table(self.inputs["platform"], what="platform features", labelled=False)
+        levels = _json(self.inputs["granularity"], "granularity")
+        if not isinstance(levels, dict) or set(levels) != set(keys):
+            raise ProvisioningError("granularity must name every subject supplied, and only those")
+        if any(v not in GRANULARITIES for v in levels.values()):
+            raise ProvisioningError(f"granularity must be one of {', '.join(GRANULARITIES)}")
+        missing = [n for n in model.features if n not in cols]
+        if missing:
+            raise ProvisioningError(f"the platform features lack {', '.join(missing)}")
+        pd = model.pd(cols) if keys else np.empty(0)
+        scores = {k: coarsen(float(p), model.granularity(levels[k])) for k, p in zip(keys, pd, strict=True)}
+        summary = {g: sum(1 for v in levels.values() if v == g) for g in GRANULARITIES}
+        return {"scores": scores, "summary": {"scored": len(keys), "by_granularity": summary}}
+
+
 JOBS: dict[str, type[EnclaveJob]] = {
     GBDTJob.kind: GBDTJob,
     VerticalLRCoordinatorJob.kind: VerticalLRCoordinatorJob,
+    ModelApprovalJob.kind: ModelApprovalJob,
+    GradedScoreJob.kind: GradedScoreJob,
 }
 """The jobs this enclave build runs (part of its measurement: adding one changes the build)."""

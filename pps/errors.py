@@ -36,6 +36,8 @@ from pps_wire.errors import (
     LedgerError,
     LedgerIntegrityError,
     MalformedJSON,
+    ModelNotApproved,
+    ModelRefused,
     NotFound,
     OutputPolicyViolation,
     PayloadTooLarge,
@@ -80,6 +82,8 @@ __all__ = [
     "LedgerError",
     "LedgerIntegrityError",
     "MalformedJSON",
+    "ModelNotApproved",
+    "ModelRefused",
     "NotFound",
     "OutputPolicyViolation",
     "PPSError",
@@ -145,6 +149,8 @@ def _from_enclave(exc: ee.EnclaveError) -> PPSError:
         return ProvisioningFailed(exc.message)
     if isinstance(exc, ee.OutputPolicyViolation):
         return OutputPolicyViolation(exc.message)
+    if isinstance(exc, ee.ModelRefused):
+        return ModelRefused(exc.message)
     if isinstance(exc, ee.EnclaveJobError):
         return EnclaveJobFailed(exc.message)
     if isinstance(exc, ee.EnclaveCrashed):

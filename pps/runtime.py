@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from enclave_sim.model_check import ModelPolicy
 from enclave_sim.platform import EnclaveConfig
 from pps.data.datasets.ingest import UploadLimits
 from pps.data.datasets.service import DatasetService
 from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
+from pps.governance.disclosure import DisclosureAccounting
 from pps.governance.objections import ObjectionService
 from pps.governance.policy import PolicyEngine
 from pps.governance.repair import RepairService
@@ -30,6 +32,7 @@ from pps.infra.storage import migrate
 from pps.infra.storage.db import Database
 from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
+from pps.services.approval import GradedScoringService, ModelApprovalService
 from pps.services.enclave import EnclaveService
 from pps.services.federated import FederatedService
 from pps.services.psi import PSIService
@@ -66,6 +69,9 @@ class Runtime:
     training: VerticalTrainingService
     federated: FederatedService
     sealed: SealedService
+    approvals: ModelApprovalService
+    graded: GradedScoringService
+    disclosures: DisclosureAccounting
 
     @classmethod
     def build(
@@ -129,16 +135,6 @@ class Runtime:
             workers=settings.psi_workers,
         )
         features = FeatureStore(datasets)
-        scoring = ScoringService(
-            db,
-            policy,
-            jobs,
-            features,
-            max_subjects=settings.scoring_max_subjects,
-            jobs_per_hour=settings.scoring_jobs_per_hour,
-            noise_std=settings.scoring_noise_std,
-            executor=executor,
-        )
         aggregates = AggregateService(
             db,
             ledger,
@@ -159,6 +155,35 @@ class Runtime:
             settings.resolved_key_dir,
             config=EnclaveConfig(debug=settings.enclave_unsafe_debug),
             call_timeout_s=settings.enclave_call_timeout_s,
+        )
+        disclosures = DisclosureAccounting(settings.disclosure_budget_models, settings.disclosure_window_days)
+        approvals = ModelApprovalService(
+            db,
+            ledger,
+            enclave,
+            features,
+            ModelPolicy(
+                min_material_features=settings.model_policy_min_material_features,
+                max_share=settings.model_policy_max_share,
+                max_step_ratio=settings.model_policy_max_step_ratio,
+                window_days=settings.model_policy_window_days,
+            ),
+            policy,
+            jobs,
+            disclosures,
+        )
+        graded = GradedScoringService(approvals)
+        scoring = ScoringService(
+            db,
+            policy,
+            jobs,
+            features,
+            max_subjects=settings.scoring_max_subjects,
+            jobs_per_hour=settings.scoring_jobs_per_hour,
+            noise_std=settings.scoring_noise_std,
+            executor=executor,
+            approvals=None if settings.unsafe_unapproved_models else approvals,
+            disclosures=disclosures,
         )
         training = VerticalTrainingService(
             db,
@@ -185,6 +210,9 @@ class Runtime:
             jobs=jobs,
             psi=psi,
             scoring=scoring,
+            approvals=approvals,
+            graded=graded,
+            disclosures=disclosures,
             aggregates=aggregates,
             enclave=enclave,
             objections=objections,

@@ -68,6 +68,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         checkpoint_interval_seconds=0,
         psi_workers=1,  # prepare PSI setups in-process: small sets, no spawn start-up in tests
         unsafe_small_paillier_keys=True,  # vertical trainings with 1024-bit keys (one test refuses them)
+        unsafe_unapproved_models=True,  # the HE mechanics tests; tests/pps/services/scoring/test_approval.py turns it off
     )
 
 

@@ -204,11 +204,20 @@ def score(
     out: Annotated[Path, typer.Option(help="CSV of the scores and of who was not scored and why")] = Path(
         "scores.csv"
     ),
+    vendor_key: Annotated[
+        str,
+        typer.Option(
+            envvar="PPS_ENCLAVE_VENDOR_KEY",
+            help="the enclave vendor's Ed25519 key (hex), pinned: the model is first approved in the enclave, "
+            "which encrypts it under your key (a service in production runs no other model)",
+        ),
+    ] = "",
     url: Url = DEFAULT_URL,
     token: Token = "",
 ) -> None:
     """Score enterprises with your model, encrypted under your own key: the service never sees the model or
-    the scores. The model is encrypted here, the job's progress is shown, and the result decrypted here."""
+    the scores. With --vendor-key a logistic model is approved in the attested enclave first (its plaintext
+    goes only there) and the enclave's encryption of it is scored; the result is decrypted here."""
     from protocols.he_scoring import BankScoringKey, Scorecard, ScorecardFeature
 
     if not token:
@@ -241,10 +250,24 @@ def score(
             model = bank_key.encrypt_scorecard(card)
     except (KeyError, TypeError, ValueError) as exc:
         fail(f"the model file is not a valid {spec.get('kind', 'logistic')} model: {exc}")
+    preprocess = spec.get("preprocess")
     with connected(url, token) as client:
-        job = client.scoring.submit(
-            bank_key, model, purpose=purpose, subjects=listed, preprocess=spec.get("preprocess")
-        )
+        if vendor_key and spec.get("kind", "logistic") == "logistic":
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            try:
+                pinned = Ed25519PublicKey.from_public_bytes(bytes.fromhex(vendor_key))
+            except ValueError:
+                fail("--vendor-key must be the enclave vendor's Ed25519 key, 64 hex characters")
+            approval, approved = client.scoring.approve(
+                bank_key,
+                {"kind": "logistic", **{k: v for k, v in spec.items() if k != "kind"}},
+                vendor_key=pinned,
+            )
+            assert approved is not None
+            err_console.print(f"approved in the enclave: model {approval['model_digest'][:16]}…")
+            model, preprocess = approved, None
+        job = client.scoring.submit(bank_key, model, purpose=purpose, subjects=listed, preprocess=preprocess)
         wait_with_bar(client, job, "scoring (job {task.description})")
         result = client.scoring.result(job.id, bank_key, model)
     values = result.as_dict()

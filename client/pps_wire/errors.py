@@ -170,6 +170,20 @@ class BudgetExhausted(Refused):
     code = "budget_exhausted"
 
 
+class ModelRefused(Refused):
+    """The enclave checked a bank's model against the published model policy and refused it; the message
+    names every rule it breaks (a model that concentrates on, packs or isolates a feature reads it back)."""
+
+    code = "model_refused"
+
+
+class ModelNotApproved(Refused):
+    """Encrypted scoring runs only a model the enclave approved and encrypted for this bank; this one is not
+    (never approved, altered, for another context, or its approval is not the enclave's)."""
+
+    code = "model_not_approved"
+
+
 # --- ledger ------------------------------------------------------------------------------------------
 
 

@@ -65,6 +65,14 @@ REASONS: dict[str, Reason] = {
         "the platform holds no record for this enterprise",
         "check the code; the enterprise may not be on the platform yet",
     ),
+    "granularity": Reason(
+        "the enterprise's consent allows only a decision or a grade, and encrypted scoring releases scores",
+        "score it inside the enclave with your approved model (POST /v1/scoring/graded), or ask for a consent at score",
+    ),
+    "disclosure_budget": Reason(
+        "results of as many distinct models as the window allows already reached you about this enterprise",
+        "score it with a model already counted for it, or wait until the oldest leaves the window",
+    ),
 }
 """Reason code → what it means and what to do (in the words a bank's analyst reads)."""
 

@@ -71,6 +71,28 @@ class Terms:
     valid_from: datetime | None = None
     """default: now"""
     max_uses: int | None = None
+    granularity: str | None = None
+    """``decision``, ``grade`` or ``score``; default :data:`DEFAULT_GRANULARITY` for the purpose"""
+
+
+GRANULARITIES = ("decision", "grade", "score")
+"""What a score may release about a subject, coarsest first (:mod:`enclave_sim.model_check`)."""
+DEFAULT_GRANULARITY: dict[str, str] = {
+    "loan_underwriting": "grade",
+    "credit_line_review": "grade",
+    "post_loan_monitoring": "grade",
+}
+"""The coarsest granularity that serves each purpose (pricing and limits need a grade; anything else a
+decision). A subject may widen it to ``score`` or narrow it to ``decision`` in its consent."""
+
+
+def granularity_for(purpose: str, asked: str | None) -> str:
+    """The granularity a new consent records: the one asked, or the purpose's default."""
+    if asked is None:
+        return DEFAULT_GRANULARITY.get(purpose, "decision")
+    if asked not in GRANULARITIES:
+        raise InvalidInput(f"granularity must be one of {', '.join(GRANULARITIES)}, got {asked!r}")
+    return asked
 
 
 def check_purpose(purpose: str) -> str:
@@ -231,6 +253,7 @@ class ConsentService:
             valid_from=valid_from,
             valid_until=terms.valid_until,
             max_uses=terms.max_uses,
+            granularity=granularity_for(terms.purpose, terms.granularity),
             uses=0,
             state=ConsentState.requested,
             requested_by=requested_by,
@@ -317,6 +340,7 @@ class ConsentService:
             "valid_from": format_time(consent.valid_from),
             "valid_until": format_time(consent.valid_until),
             "max_uses": consent.max_uses,
+            "granularity": consent.granularity,
             "granted_at": format_time(consent.decided_at or utcnow()),
         }
 
@@ -342,6 +366,7 @@ class ConsentService:
                 "scope": json.loads(consent.scope_json),
                 "valid_until": format_time(consent.valid_until),
                 "max_uses": consent.max_uses,
+                "granularity": consent.granularity,
                 **(extra or {}),
             },
         )

@@ -115,6 +115,31 @@ class Settings(BaseSettings):
         ge=1 << 20,
         description="largest scoring request (public context + encrypted model, base64)",
     )
+    # model approval, output granularity and disclosure accounting (pps.services.approval)
+    unsafe_unapproved_models: bool = Field(
+        False,
+        description="UNSAFE: let encrypted scoring run a model the enclave has not approved (a crafted model "
+        "reads features back); tests of the HE mechanics and legacy flows only",
+    )
+    model_policy_min_material_features: int = Field(
+        3, ge=1, le=64, description="features that must each carry >= 1 % of a model's score variance"
+    )
+    model_policy_max_share: float = Field(
+        0.6, gt=0, le=1, description="largest share of a model's score variance one feature may carry"
+    )
+    model_policy_max_step_ratio: float = Field(
+        2.5, gt=0, description="largest score move of one resolution step relative to the rest's spread"
+    )
+    model_policy_window_days: int = Field(
+        90, ge=1, le=3660, description="a bank's approved models in this window are checked together"
+    )
+    disclosure_budget_models: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="distinct models whose results may reach a bank about one subject per window",
+    )
+    disclosure_window_days: int = Field(90, ge=1, le=3660, description="the disclosure accounting window")
     # aggregate queries (pps.services.aggregates)
     aggregate_min_cohort_size: int = Field(
         10,

@@ -45,7 +45,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -57,6 +57,7 @@ from models.features import FEATURE_RESOLUTION
 from pps.data.features import FeatureStore, FeatureTable, admit_on_features
 from pps.errors import InvalidInput, RateLimited
 from pps.governance.consent import check_purpose
+from pps.governance.disclosure import DisclosureAccounting, granularity_of
 from pps.governance.objections import open_disputes
 from pps.governance.policy import PolicyEngine, Request
 from pps.governance.release import Gate
@@ -67,6 +68,7 @@ from pps.infra.jobs import JobContext, JobOutcome, JobService
 from pps.infra.storage.db import Database
 from pps.infra.storage.tables import Job, ObjectionState, RepairNotice, utcnow
 from pps.ledger.entry import Actor, ObjectRef
+from pps.services.approval import ModelApprovalService
 from pps_wire.frames import SCORE_RESULT_MEDIA_TYPE, canonical_json, pack_score_result
 from protocols.he_scoring import (
     DEFAULT_LIMITS,
@@ -333,6 +335,10 @@ class ScoringService:
     noise_std: float = DEFAULT_SCORE_NOISE_STD
     encoded_cache_size: int = 4
     executor: Executor = field(default_factory=LocalExecutor)
+    approvals: ModelApprovalService | None = None
+    """Run only models the enclave approved (:mod:`pps.services.approval`); ``None`` only with the setting
+    ``unsafe_unapproved_models``."""
+    disclosures: DisclosureAccounting = field(default_factory=DisclosureAccounting)
 
     def __post_init__(self) -> None:
         self.jobs.register(KIND, self._run)
@@ -387,6 +393,28 @@ class ScoringService:
             raise InvalidInput("a scoring job belongs to a bank")
         self._check_rate(session, actor.org_id)
         ctx, loaded = checked.prepared.context, checked.prepared.model
+        approval: dict[str, Any] = {}
+        if self.approvals is not None:
+            row = self.approvals.require(
+                session,
+                bank=actor.org_id,
+                encrypted_model_sha256=hashlib.sha256(checked.model).hexdigest(),
+                context_id=ctx.context_id,
+            )
+            if any(p != Preprocess() for p in checked.preprocess.values()):
+                raise InvalidInput(
+                    "an approved model carries its own preprocessing (the enclave folded it into the weights it "
+                    "encrypted): send none"
+                )
+            clip = json.loads(row.approval_json).get("clip", {})
+            checked = replace(
+                checked,
+                preprocess={
+                    n: Preprocess(clip=(float(clip[n][0]), float(clip[n][1]))) if n in clip else Preprocess()
+                    for n in loaded.required_features
+                },
+            )
+            approval = {"approval_id": row.id, "approved_model_digest": row.model_digest}
         job = self.jobs.submit(
             session,
             kind=KIND,
@@ -402,6 +430,7 @@ class ScoringService:
                 "preprocess": {k: v.as_text() for k, v in checked.preprocess.items() if v != Preprocess()},
                 "subjects": ALL_CONSENTED if checked.subjects is None else len(checked.subjects),
                 "poly_modulus_degree": ctx.poly_modulus_degree,
+                **approval,
             },
             input_blob=_pack_input(checked.context, checked.model, checked.subjects, checked.preprocess),
             input_media_type=INPUT_MEDIA_TYPE,
@@ -543,6 +572,19 @@ class ScoringService:
         }
         for s_ in no_data:
             not_scored[s_] = {"reason": "no_data", "detail": "no registry record for this enterprise"}
+        with self.db.transaction(write=False) as session:
+            levels = granularity_of(session, {s_: by_subject[s_].consent_id for s_ in found})
+        coarse = {s_ for s_ in found if levels[s_] != "score"}
+        if coarse:  # an encrypted score is a score: only subjects who allowed scores get one
+            for s_ in coarse:
+                not_scored[s_] = {
+                    "reason": "granularity",
+                    "detail": f"the subject's consent allows only a {levels[s_]}: score it inside the enclave, "
+                    "which releases that (POST /v1/scoring/graded)",
+                }
+            kept_rows = [(s_, r) for s_, r in zip(found, rows, strict=True) if s_ not in coarse]
+            found, rows = [s_ for s_, _ in kept_rows], [r for _, r in kept_rows]
+        disclosed_digest = str(params.get("approved_model_digest") or prepared.model.digest)
         ctx.progress(0, 1)
         encoded = self._encode(prepared, table, found, rows, spec) if found else None
         lap("encode_s")
@@ -555,6 +597,19 @@ class ScoringService:
         def finalize(session: Session) -> dict[str, Any]:
             lap("waiting_s")
             scored, final = list(found), result
+            budget_lost: list[str] = []
+            if scored:
+                accounted = self.disclosures.spend(
+                    session,
+                    bank=bank,
+                    subjects=scored,
+                    model_digest=disclosed_digest,
+                    granularity=dict.fromkeys(scored, "score"),
+                )
+                for s_, why in accounted.refused.items():
+                    not_scored[s_] = {"reason": "disclosure_budget", "detail": why}
+                budget_lost = list(accounted.refused)
+                scored = accounted.kept
             if scored:
                 released = Gate(
                     self.policy,
@@ -567,7 +622,7 @@ class ScoringService:
                     what=f"score:{prepared.model.kind.value}",
                     admitted=[by_subject[s_] for s_ in scored],
                 )
-                if released.lost:
+                if released.lost or budget_lost:
                     for d in released.lost:
                         not_scored[d.subject] = {
                             "reason": d.reason.value if d.reason else "denied",
@@ -583,6 +638,8 @@ class ScoringService:
                         if kept
                         else None
                     )
+            elif budget_lost:
+                final = None  # every subject was over its disclosure budget: nothing leaves
             # open objections on inputs the model reads (pps.governance.objections): who, where, which — no values
             disputed = [
                 {"subject": s_, "dataset": d, "fields": f}
@@ -596,6 +653,7 @@ class ScoringService:
                 "resolution": {n: FEATURE_RESOLUTION[n] for n in names},
                 "preprocess": {k: v.as_dict() for k, v in spec.items()},
                 "model_digest": prepared.model.digest,
+                "approved_model_digest": params.get("approved_model_digest"),
                 "context_id": prepared.context.context_id,
                 "feature_window": {"first_month": table.window[0], "months": table.window[1]},
                 "disputed": disputed,

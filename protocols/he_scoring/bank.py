@@ -352,3 +352,51 @@ class BankScoringKey:
 
 
 _CREATE_TOKEN: Final = object()
+
+
+def encrypt_model_public(
+    public_context: bytes,
+    weights: Mapping[str, float],
+    bias: float,
+    *,
+    packing: Packing = DEFAULT_PACKING,
+) -> EncryptedModelMessage:
+    """MODEL for ``sigmoid(bias + sum w_j x_j)`` encrypted under the *public* key of ``public_context``.
+
+    For a party that holds the plaintext model but not the bank's secret key: the enclave, which encrypts a
+    model it has approved (:mod:`enclave_sim.model_check`) so that what the safe-room evaluates is exactly
+    what was checked. Each value is encrypted in its own ciphertext (fresh public-key randomness), replicated
+    across all slots, at the level the safe-room computes at. Only the bank's secret key opens it.
+    """
+    packing = Packing(packing)
+    parts = parse_context(bytes(public_context))
+    parms = load_parameters(parts.parameters)
+    degree = int(parms.poly_modulus_degree())
+    if degree not in ALLOWED_POLY_MODULUS_DEGREES:
+        raise InvalidContext(f"poly_modulus_degree {degree} is not one scoring allows")
+    ctx = build_seal_context(degree, [int(m.value()) for m in parms.coeff_modulus()])
+    if parts.scale is None or not math.isfinite(parts.scale) or parts.scale <= 1:
+        raise InvalidContext("the context carries no usable global scale")
+    public_key = seal_load(seal.PublicKey(), ctx, parts.public_key)
+    encryptor = seal.Encryptor(ctx, public_key)
+    encoder = seal.CKKSEncoder(ctx)
+    slots = int(encoder.slot_count())
+    level = working_level(data_levels(ctx), math.log2(parts.scale))
+    if level is None:
+        raise InvalidContext("the coefficient modulus chain is too short for a product at this scale")
+    if not isinstance(weights, Mapping) or not weights:
+        raise InvalidParameters("weights must be a non-empty mapping of feature name to weight")
+    names = check_feature_names(list(weights), DEFAULT_LIMITS.max_features)
+    values = [*(float(weights[n]) for n in names), float(bias)]
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidParameters("weights and bias must be finite")
+    blobs = []
+    for v in values:
+        plain = seal.Plaintext()
+        encoder.encode(v, list(level.parms_id), parts.scale, plain)
+        ciphertext = seal.Ciphertext()
+        encryptor.encrypt(plain, ciphertext)
+        blobs.append(encode_ckks_vector(seal_save(ciphertext), slots, parts.scale))
+    return EncryptedModelMessage(
+        ModelKind.LOGISTIC, context_id_of(bytes(public_context)), names, tuple(blobs), packing=packing
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -185,6 +186,7 @@ def parties(
     objected, objections = _objections(made)
     repairs, repair_bodies = _repairs(made, tmp_path)
     enclave_job = _enclave_job_body(runtime)
+    approval_bodies = _approval_bodies(runtime, bank.org.id)
     sealed = _sealed_bodies(runtime, made, terms)
     federations, frame = _federations(runtime, made)
     models, trainings, model_bodies = _models(runtime, made, synthetic.columns["uscc"].tolist())
@@ -229,6 +231,7 @@ def parties(
             "POST /v1/objections/{objection_id}/unverifiable": {"note": "matrix"},
             **repair_bodies,
             "POST /v1/enclave/jobs": enclave_job,
+            **approval_bodies,
             **model_bodies,
             **sealed,
             "POST /v1/policy/check": {
@@ -316,6 +319,7 @@ def _models(
                 purpose=purpose,
                 scope=[{"dataset_id": registry_id, "fields": ["*"]}],
                 operations=["train", "score"],
+                granularity="score",
                 valid_until=utcnow() + timedelta(days=30),
             )
             c = runtime.consents.request(
@@ -432,6 +436,78 @@ def _enclave_job_body(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def _provisioned(
+    runtime: Runtime, job: str, body: bytes, release: tuple[str, ...], recipient: bytes | None
+) -> tuple[str, dict[str, str]]:
+    import base64
+    import os
+
+    from enclave_sim.platform import expected_measurement
+    from pps_wire import provision as crypto
+    from pps_wire.quote import Quote, standard_policy
+
+    nonce = os.urandom(32)
+    quote = runtime.enclave.quote(nonce)
+    sealed = crypto.encrypt_for_enclave(
+        quote,
+        standard_policy(measurements=[expected_measurement()], nonce=nonce),
+        vendor_key=runtime.enclave.vendor_public_key,
+        job=job,
+        slot="bank",
+        body=body,
+        output=crypto.OutputPolicy(release, os.urandom(32), recipient),
+    )
+    return Quote.parse(quote).quote_hash.hex(), {
+        "enc": base64.b64encode(sealed[:32]).decode(),
+        "ciphertext": base64.b64encode(sealed[32:]).decode(),
+    }
+
+
+def _approval_bodies(runtime: Runtime, bank: str) -> dict[str, Any]:
+    """A model that passes the policy on the small registry (three registry features, equal shares), approved
+    once here (for the graded request) and provisioned once more for the approval route itself."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from pps.ledger.entry import Actor
+
+    with runtime.db.transaction(write=False) as s:
+        table = runtime.features.table(s)
+    names = ["company_age_years", "log_registered_capital", "size_class_ordinal"]
+    weights = {n: 1.0 / float(np.nanstd(table.values[n]) or 1.0) for n in names}
+    model = json.dumps({"model": {"kind": "logistic", "weights": weights, "bias": -2.0}}).encode()
+    release = ("approval", "encrypted_model", "sealed_model")
+    quote_hash, blob = _provisioned(runtime, "model_approval", model, release, None)
+    row, _ = runtime.approvals.approve(
+        bank=bank,
+        quote_hash=bytes.fromhex(quote_hash),
+        ciphertext=__import__("base64").b64decode(blob["enc"])
+        + __import__("base64").b64decode(blob["ciphertext"]),
+        actor=Actor(bank, "bank", "api"),
+    )
+    quote_hash_2, blob_2 = _provisioned(runtime, "model_approval", model, release, None)
+    recipient = (
+        X25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    request = json.dumps({"model_digest": row.model_digest}).encode()
+    quote_hash_3, blob_3 = _provisioned(runtime, "graded_score", request, ("scores", "summary"), recipient)
+    return {
+        "POST /v1/scoring/approvals": {"quote_hash": quote_hash_2, "model": blob_2},
+        "POST /v1/scoring/graded": {
+            "approval_id": row.id,
+            "purpose": "loan_underwriting",
+            "subjects": "all_consented",
+            "quote_hash": quote_hash_3,
+            "request": blob_3,
+            "recipient_key": recipient.hex(),
+        },
+    }
+
+
 def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, Any]) -> dict[str, Any]:
     """A sealed dataset holding the subject, its consent to the bank, and valid sealed-dataset requests."""
     import base64
@@ -470,6 +546,7 @@ def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, A
             "bank_org_id": bank.org.id,
             "scope": [{"dataset_id": dataset_id, "fields": ["amount"]}],
             "operations": ["aggregate", "score"],
+            "granularity": "score",
         },
     )
     assert granted.status_code == 201, granted.text
@@ -651,6 +728,7 @@ def consent_terms(made: dict[Role, Party]) -> dict[str, Any]:
         "purpose": "loan_underwriting",
         "scope": [{"dataset_id": made[Role.data_provider].dataset_id, "fields": ["amount"]}],
         "operations": ["score"],
+        "granularity": "score",
         "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
     }
 

@@ -407,6 +407,7 @@ def test_kill_during_a_consent_burst(server: Server, runtime: Runtime, make_org:
                 purpose=PURPOSE,
                 scope={ds.id: ["tax_paid"]},
                 operations=["score"],
+                granularity="score",
                 valid_until=utcnow() + timedelta(days=30),
                 max_uses=3,
             )

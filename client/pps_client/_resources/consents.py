@@ -37,8 +37,9 @@ def _terms(
     valid_until: datetime,
     valid_from: datetime | None,
     max_uses: int | None,
+    granularity: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "purpose": purpose,
         "scope": _scope(scope),
         "operations": list(operations),
@@ -46,6 +47,9 @@ def _terms(
         "valid_from": valid_from,
         "max_uses": max_uses,
     }
+    if granularity is not None:  # else the service's default: the coarsest that serves the purpose
+        out["granularity"] = granularity
+    return out
 
 
 class Consents(Resource):
@@ -63,13 +67,15 @@ class Consents(Resource):
         valid_until: datetime,
         valid_from: datetime | None = None,
         max_uses: int | None = None,
+        granularity: str | None = None,
     ) -> ConsentPublic:
-        """A subject grants consent to a bank (times need a timezone). The grant's signed receipt:
-        :meth:`receipt`."""
+        """A subject grants consent to a bank (times need a timezone). ``granularity`` is what a score may
+        release about the subject: ``decision``, ``grade`` or ``score`` (default: the coarsest that serves the
+        purpose). The grant's signed receipt: :meth:`receipt`."""
         body = ConsentGrant.model_validate(
             {
                 "bank_org_id": bank_org_id,
-                **_terms(purpose, scope, operations, valid_until, valid_from, max_uses),
+                **_terms(purpose, scope, operations, valid_until, valid_from, max_uses, granularity),
             }
         )
         return self._client._call("POST", "/v1/consents", ConsentPublic, json_body=dumps(body))
@@ -84,12 +90,14 @@ class Consents(Resource):
         valid_until: datetime,
         valid_from: datetime | None = None,
         max_uses: int | None = None,
+        granularity: str | None = None,
     ) -> ConsentPublic:
-        """A bank asks an enterprise for consent; the enterprise approves or denies it."""
+        """A bank asks an enterprise for consent (``granularity``: as in :meth:`grant`); the enterprise
+        approves or denies it."""
         body = ConsentRequestIn.model_validate(
             {
                 "subject_uscc": subject_uscc,
-                **_terms(purpose, scope, operations, valid_until, valid_from, max_uses),
+                **_terms(purpose, scope, operations, valid_until, valid_from, max_uses, granularity),
             }
         )
         return self._client._call("POST", "/v1/consent-requests", ConsentPublic, json_body=dumps(body))

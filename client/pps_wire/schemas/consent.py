@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
@@ -23,6 +24,11 @@ class ConsentTerms(Request):
     valid_from: AwareDatetime | None = Field(None, description="default: now; with a timezone")
     valid_until: AwareDatetime = Field(description="with a timezone, e.g. 2027-01-01T00:00:00Z")
     max_uses: int | None = Field(None, ge=1, le=1_000_000)
+    granularity: Literal["decision", "grade", "score"] | None = Field(
+        None,
+        description="what a score may release about the subject: an approve/decline decision, a grade, or the "
+        "score at a stated resolution; default: the coarsest that serves the purpose",
+    )
 
 
 class ConsentGrant(ConsentTerms):
@@ -52,6 +58,7 @@ class ConsentPublic(Response):
     valid_from: datetime
     valid_until: datetime
     max_uses: int | None
+    granularity: str = "score"
     uses: int
     state: str
     expired: bool

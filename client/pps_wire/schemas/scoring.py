@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from pps_wire.schemas.common import Request, Response
+from pps_wire.schemas.enclave import HEX64, ProvisionedIn
 
 ALL_CONSENTED = "all_consented"
 """``subjects`` of a scoring or enclave job: every subject that consented to the bank."""
@@ -106,9 +107,31 @@ class ScoreResultHeader(Response):
     resolution: dict[str, float | None] = {}
     preprocess: dict[str, dict[str, object]] = {}
     model_digest: str | None = None
+    approved_model_digest: str | None = None
+    """the digest of the plaintext model the enclave approved (what disclosure accounting counts)"""
     context_id: str | None = None
     feature_window: FeatureWindow | None = None
     disputed: list[Disputed] = []
     annotated: list[AnnotatedInput] = []
     statements: list[Statement] = []
     repaired: list[Repaired] = []
+
+
+class ModelApprovalIn(Request):
+    """A model provisioned to the enclave's ``model_approval`` job (its plaintext parameters and the public
+    CKKS context, HPKE-encrypted to the enclave key of a quote the bank verified; output policy: release
+    ``approval``, ``encrypted_model`` and ``sealed_model``, no recipient key)."""
+
+    quote_hash: str = Field(pattern=HEX64, description="the quote the model was encrypted for")
+    model: ProvisionedIn
+
+
+class GradedScoringIn(Request):
+    """Score consented subjects with an approved model inside the enclave, each at its consented granularity."""
+
+    approval_id: str = Field(max_length=40, description="the model approval to run")
+    purpose: str = Field(max_length=64)
+    subjects: list[Annotated[str, Field(max_length=18)]] | Literal["all_consented"]
+    quote_hash: str = Field(pattern=HEX64, description="the quote the request was encrypted for")
+    request: ProvisionedIn = Field(description='{"model_digest": ...} provisioned to job graded_score')
+    recipient_key: str = Field(pattern=HEX64, description="hex X25519 public key the scores are encrypted to")

@@ -281,6 +281,9 @@ class Consent(Base):
     decision_note: Mapped[str | None] = mapped_column(String(500))
     receipt: Mapped[str | None] = mapped_column(Text)
     """the signed consent receipt (a signed note over canonical JSON), once granted"""
+    granularity: Mapped[str] = mapped_column(String(16), server_default="score")
+    """what a score may release about the subject: ``decision``, ``grade`` or ``score``
+    (:mod:`enclave_sim.model_check`); consents given before it existed released scores, and keep doing so"""
 
 
 # --- jobs --------------------------------------------------------------------------------------------
@@ -342,6 +345,49 @@ class JobBlob(Base):
 
 
 # --- aggregate queries (pps.services.aggregates) --------------------------------------------------------------
+
+
+class ModelApproval(Base):
+    """A bank's scoring model approved in the enclave against the published model policy.
+
+    Holds no weight: digests, the features, the verdict's shares, the enclave's signature over the approval
+    (``approval_json``, verified with ``signing_key``) and the model sealed to the enclave build (only it
+    opens ``sealed_model``). ``encrypted_model_sha256`` names the CKKS model the enclave made for the bank:
+    encrypted scoring runs that model and no other.
+    """
+
+    __tablename__ = "model_approvals"
+    __table_args__ = (
+        Index("ix_model_approvals_bank_org_id_created_at", "bank_org_id", "created_at"),
+        Index("ix_model_approvals_encrypted_model_sha256", "encrypted_model_sha256"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    model_digest: Mapped[str] = mapped_column(String(64))
+    policy_digest: Mapped[str] = mapped_column(String(64))
+    encrypted_model_sha256: Mapped[str | None] = mapped_column(String(64))
+    context_id: Mapped[str | None] = mapped_column(String(64))
+    approval_json: Mapped[str] = mapped_column(Text)
+    signing_key: Mapped[str] = mapped_column(String(64))
+    sealed_model: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class Disclosure(Base):
+    """One model's output released to one bank about one subject: disclosure accounting across jobs and
+    models (a subject's results reach a bank through at most a budget of distinct models per window)."""
+
+    __tablename__ = "disclosures"
+    __table_args__ = (Index("ix_disclosures_subject_uscc", "subject_uscc"),)
+
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    subject_uscc: Mapped[str] = mapped_column(String(18), primary_key=True)
+    model_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    granularity: Mapped[str] = mapped_column(String(16))
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    releases: Mapped[int]
 
 
 class PrivacyBudget(Base):

@@ -255,6 +255,7 @@ def _consent(rt: Runtime, bank_id: str, usccs: list[str], scope: list[dict[str, 
                 purpose=PURPOSE,
                 scope=scope,
                 operations=["score"],
+                granularity="score",
                 valid_until=utcnow() + timedelta(days=30),
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=SUBJECT)

@@ -65,6 +65,7 @@ def consent(rt: Runtime, bank_id: str, usccs: list[str], scope: list[dict[str, o
                 purpose=PURPOSE,
                 scope=scope,
                 operations=["score", "aggregate"],
+                granularity="score",
                 valid_until=utcnow() + timedelta(days=30),
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=OPERATOR)

@@ -109,7 +109,7 @@ def _consent(
                 scope=scope,
                 operations=["score", "psi"],
                 valid_until=utcnow() + timedelta(days=30),
-                **kw,
+                **{"granularity": "score", **kw},
             )
             assert bank is not None
             c = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=SUBJECT)

@@ -1,0 +1,345 @@
+"""The model policy: honest scoring models pass; models crafted to read features back are refused, each with
+its reason; across models a bank cannot isolate a feature; coarse outputs are what consent allows."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from enclave_sim.core import signed_bytes
+from enclave_sim.errors import EnclaveJobError, ModelRefused, ProvisioningError
+from enclave_sim.host import EnclaveHost
+from enclave_sim.model_check import (
+    ModelPolicy,
+    PlainModel,
+    Prep,
+    check_model,
+    coarsen,
+    parse_model,
+    verify_model,
+)
+from models.features import FEATURE_RESOLUTION, FEATURES, enterprise_features
+from models.synth import generate
+from pps_wire import provision
+from pps_wire.provision import table_bytes
+from pps_wire.quote import Quote, standard_policy
+from tests.enclave_sim.test_enclave import Bank
+
+POLICY = ModelPolicy()
+
+
+@dataclass(frozen=True)
+class Platform:
+    sample: dict[str, np.ndarray[Any, Any]]
+    labels: np.ndarray[Any, Any]
+    ranked: list[str]
+
+
+@pytest.fixture(scope="module")
+def platform() -> Platform:
+    from sklearn.metrics import roc_auc_score
+
+    data = generate(3000, 7)
+    usccs, raw = enterprise_features(data)
+    label_of = dict(zip(data.labels.columns["uscc"], data.labels.columns["defaulted"], strict=True))
+    y = np.array([label_of[u] for u in usccs], dtype=float)
+    sample = {}
+    for n in FEATURES:
+        r = FEATURE_RESOLUTION[n]
+        sample[n] = np.round(raw[n] / r) * r if r > 0 else raw[n]
+    usable = [n for n in FEATURES if np.nanstd(sample[n]) > 0]
+    ranked = sorted(usable, key=lambda n: -abs(roc_auc_score(y, np.nan_to_num(sample[n])) - 0.5))
+    return Platform(sample, y, ranked)
+
+
+def honest_lr(p: Platform, names: list[str], c: float = 1.0) -> PlainModel:
+    """A logistic regression a bank would train on standardised platform features."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.column_stack([np.nan_to_num(p.sample[n]) for n in names])
+    mu, sd = x.mean(0), x.std(0)
+    lr = LogisticRegression(C=c, max_iter=3000).fit((x - mu) / sd, p.labels)
+    return PlainModel(
+        {n: float(w) for n, w in zip(names, lr.coef_[0], strict=True)},
+        float(lr.intercept_[0]),
+        {n: Prep(float(mu[j]), float(sd[j])) for j, n in enumerate(names)},
+    )
+
+
+def honest_scorecard(p: Platform, names: list[str]) -> PlainModel:
+    """A scorecard-style model: features clipped to their 1-99 % range, points per standard deviation."""
+    model = honest_lr(p, names, c=0.3)
+    prep = {}
+    for n in names:
+        lo, hi = np.nanpercentile(p.sample[n], [1, 99])
+        prep[n] = Prep(model.prep(n).center, model.prep(n).scale, (float(lo), float(max(hi, lo))))
+    return PlainModel(dict(model.weights), model.bias, prep, threshold=0.1)
+
+
+@pytest.mark.parametrize("k", [5, 8, 12, 20, 30])
+def test_honest_models_of_5_to_30_features_pass(platform: Platform, k: int) -> None:
+    rng = np.random.default_rng(k)
+    top = platform.ranked[:k]
+    wider = list(rng.choice(platform.ranked[: k + 8], size=k, replace=False))
+    for model in (
+        honest_lr(platform, top),
+        honest_lr(platform, wider, c=0.1),
+        honest_scorecard(platform, top),
+    ):
+        verdict = check_model(model, POLICY, platform.sample, FEATURE_RESOLUTION)
+        assert verdict.approved, verdict.reasons
+        assert abs(sum(verdict.shares.values()) - 1) < 1e-9
+
+
+def test_a_one_hot_model_is_refused_naming_the_feature(platform: Platform) -> None:
+    model = PlainModel({"log_sales_mean_last6": 1.0}, 0.0)
+    with pytest.raises(ModelRefused) as e:
+        verify_model(model, POLICY, platform.sample, FEATURE_RESOLUTION)
+    assert "log_sales_mean_last6 carries 100%" in e.value.message
+    assert "at least 3 must" in e.value.message
+
+
+def test_a_one_hot_model_hidden_among_decoys_is_refused(platform: Platform) -> None:
+    decoys = dict.fromkeys(platform.ranked[:4], 0.01)
+    model = PlainModel({"log_sales_mean_last6": 1.0, **decoys}, 0.0)
+    verdict = check_model(model, POLICY, platform.sample, FEATURE_RESOLUTION)
+    assert not verdict.approved
+    assert any("log_sales_mean_last6 carries" in r for r in verdict.reasons)
+
+
+def test_packed_weights_are_refused(platform: Platform) -> None:
+    counts = ["court_cases_defendant", "procurement_count", "arrears_months"]
+    model = PlainModel(dict(zip(counts, [1.0, 1e3, 1e6], strict=True)), 0.0)
+    verdict = check_model(model, POLICY, platform.sample, FEATURE_RESOLUTION)
+    assert any("packing" in r for r in verdict.reasons)
+    assert any("arrears_months carries" in r for r in verdict.reasons)
+    assert any("bounded weights" in r for r in verdict.reasons)
+
+
+def test_packing_over_an_honest_model_is_refused(platform: Platform) -> None:
+    honest = honest_lr(platform, platform.ranked[:8])
+    w = dict(honest.weights)
+    w["arrears_months"] = 50.0  # one step of it stands far clear of everything else
+    verdict = check_model(
+        PlainModel(w, honest.bias, dict(honest.preprocess)), POLICY, platform.sample, FEATURE_RESOLUTION
+    )
+    assert any("arrears_months" in r and "packing" in r for r in verdict.reasons)
+
+
+def test_k_models_cannot_solve_for_a_feature(platform: Platform) -> None:
+    """m1 = t + d and m2 = t - d each look like a spread model; together they give t exactly."""
+    t = "log_sales_mean_last6"
+    decoys = [n for n in platform.ranked if n != t][:3]
+    sd = {n: float(np.nanstd(platform.sample[n])) for n in [t, *decoys]}
+    share = 1 / np.sqrt(len(decoys))
+    plus = PlainModel({t: 1 / sd[t], **{n: share / sd[n] for n in decoys}}, 0.0)
+    minus = PlainModel({t: 1 / sd[t], **{n: -share / sd[n] for n in decoys}}, 0.0)
+    first = check_model(plus, POLICY, platform.sample, FEATURE_RESOLUTION)
+    assert first.approved, first.reasons
+    alone = check_model(minus, POLICY, platform.sample, FEATURE_RESOLUTION)
+    assert alone.approved, alone.reasons
+    second = check_model(minus, POLICY, platform.sample, FEATURE_RESOLUTION, prior=[plus])
+    assert not second.approved
+    assert second.leverage[t] > 0.99
+    assert any("k models must not solve for k features" in r for r in second.reasons)
+
+
+def test_retraining_an_honest_model_is_not_an_attack(platform: Platform) -> None:
+    names = platform.ranked[:10]
+    v1, v2 = honest_lr(platform, names, c=1.0), honest_lr(platform, names, c=0.05)
+    assert check_model(v2, POLICY, platform.sample, FEATURE_RESOLUTION, prior=[v1]).approved
+
+
+def test_parse_model_refuses_bad_specs() -> None:
+    good: dict[str, Any] = {"kind": "logistic", "weights": {"a": 1.0}, "bias": 0.0}
+    assert parse_model(good).digest() == parse_model(json.loads(json.dumps(good))).digest()
+    for bad, why in [
+        ({**good, "kind": "tree"}, "logistic"),
+        ({**good, "weights": {}}, "weights"),
+        ({**good, "weights": {"a": float("nan")}}, "finite"),
+        ({**good, "preprocess": {"b": {}}}, "only the model's features"),
+        ({**good, "preprocess": {"a": {"scale": 0}}}, "positive"),
+        ({**good, "release": {"grade_edges": [0.5, 0.1]}}, "increasing"),
+        ({**good, "release": {"score_resolution": 1e-6}}, "score_resolution"),
+        ({**good, "extra": 1}, "unknown"),
+    ]:
+        with pytest.raises(ProvisioningError, match=why):
+            parse_model(bad)
+
+
+def test_coarsen_releases_only_the_granularity_asked() -> None:
+    model = PlainModel({"a": 1.0}, 0.0, threshold=0.05)
+    assert coarsen(0.03, model.granularity("decision")) == {"decision": "approve"}
+    assert coarsen(0.07, model.granularity("decision")) == {"decision": "decline"}
+    assert coarsen(0.03, model.granularity("grade")) == {"grade": 5, "band": [0.02, 0.04]}
+    assert coarsen(0.9, model.granularity("grade")) == {"grade": 10, "band": [0.64, 1.0]}
+    assert coarsen(0.001, model.granularity("grade")) == {"grade": 1, "band": [0.0, 0.0025]}
+    assert coarsen(0.0347, model.granularity("score")) == {"pd": 0.03}
+
+
+def test_policy_digest_changes_with_any_field() -> None:
+    assert ModelPolicy().digest() != ModelPolicy(max_share=0.5).digest()
+    with pytest.raises(ValueError, match="unknown"):
+        ModelPolicy.from_dict({"max_share": 0.5, "nope": 1})
+    with pytest.raises(ValueError):
+        ModelPolicy(max_share=0)
+
+
+# --- inside the enclave process ---------------------------------------------------------------------------
+
+
+class ApprovingBank(Bank):
+    def provision_to(
+        self, enclave: EnclaveHost, handle: str, job: str, body: bytes, release: tuple[str, ...]
+    ) -> provision.OutputPolicy:
+        nonce = os.urandom(32)
+        quote = enclave.quote(nonce)
+        policy = standard_policy(measurements=[self.trusted], nonce=nonce, registry=self.registry)
+        out = provision.OutputPolicy(release, os.urandom(32), None if job == "model_approval" else _raw(self))
+        ct = provision.encrypt_for_enclave(
+            quote, policy, vendor_key=self.vendor, job=job, slot="bank", body=body, output=out
+        )
+        enclave.provision(
+            handle, job=job, slot="bank", quote_hash=Quote.parse(quote).quote_hash, ciphertext=ct
+        )
+        return out
+
+
+def _raw(bank: Bank) -> bytes:
+    from tests.enclave_sim.test_enclave import raw_public
+
+    return raw_public(bank.recipient)
+
+
+APPROVAL_RELEASE = ("approval", "encrypted_model", "sealed_model")
+
+
+def _supply_common(enclave: EnclaveHost, handle: str, p: Platform, prior: list[str]) -> None:
+    keys = [f"e{i}" for i in range(len(p.labels))]
+    names = p.ranked[:12]
+    enclave.supply(
+        handle,
+        job="model_approval",
+        slot="platform",
+        data=table_bytes(keys, {n: [None if np.isnan(v) else float(v) for v in p.sample[n]] for n in names}),
+    )
+    enclave.supply(
+        handle,
+        job="model_approval",
+        slot="policy",
+        data=json.dumps({"policy": POLICY.as_dict(), "resolution": FEATURE_RESOLUTION}).encode(),
+    )
+    enclave.supply(handle, job="model_approval", slot="prior", data=json.dumps(prior).encode())
+
+
+@pytest.mark.slow
+def test_the_enclave_approves_signs_encrypts_and_refuses(
+    enclave: EnclaveHost, vendor: Ed25519PrivateKey, platform: Platform
+) -> None:
+    from protocols.he_scoring import BankScoringKey, check_public_context, load_model, score
+
+    bank = ApprovingBank(vendor)
+    key = BankScoringKey.create()
+    model = honest_lr(platform, platform.ranked[:6])
+    body = {"model": model.as_dict(), "context": _b64(key.public_context_bytes())}
+    out = bank.provision_to(enclave, "ap1", "model_approval", json.dumps(body).encode(), APPROVAL_RELEASE)
+    _supply_common(enclave, "ap1", platform, [])
+    _release, plain = enclave.run("ap1", params={}, output=out.public())
+    approval = plain["approval"]
+    assert approval["model_digest"] == model.digest()
+    assert approval["policy_digest"] == POLICY.digest()
+    assert approval["verdict"]["approved"] is True
+    signing = Ed25519PublicKey.from_public_bytes(bytes.fromhex(enclave.hello["signing_key"]))
+    signing.verify(bytes.fromhex(approval["signature"]), signed_bytes("model_approval", "approval", approval))
+    forged = {**approval, "model_digest": "00" * 32}
+    with pytest.raises(Exception):
+        signing.verify(
+            bytes.fromhex(approval["signature"]), signed_bytes("model_approval", "approval", forged)
+        )
+    # what the safe-room will evaluate is the checked model, encrypted in the enclave: same scores
+    import base64
+    import hashlib
+
+    blob = base64.b64decode(plain["encrypted_model"])
+    assert hashlib.sha256(blob).hexdigest() == approval["encrypted_model_sha256"]
+    ctx = check_public_context(key.public_context_bytes())
+    loaded = load_model(ctx, blob)
+    names = list(model.features)
+    x = np.column_stack([np.nan_to_num(platform.sample[n][:50]) for n in names])
+    got = key.decrypt_scores(score(ctx, loaded, x, noise_std=0.0).to_bytes()).raw
+    want = model.bias + model.contributions({n: x[:, j] for j, n in enumerate(names)}).sum(axis=1)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # the sealed model opens in the enclave only: the host holds an opaque blob
+    sealed = plain["sealed_model"]
+    assert "weights" not in base64.b64decode(sealed).decode(errors="replace")
+
+    # a crafted model: refused, the reason named, nothing released
+    crafted = {"model": {"kind": "logistic", "weights": {"log_sales_mean_last6": 1.0}, "bias": 0.0}}
+    out = bank.provision_to(enclave, "ap2", "model_approval", json.dumps(crafted).encode(), APPROVAL_RELEASE)
+    _supply_common(enclave, "ap2", platform, [])
+    with pytest.raises(ModelRefused, match="log_sales_mean_last6 carries 100%"):
+        enclave.run("ap2", params={}, output=out.public())
+
+    # the k-models attack: the second model of a pair is refused because of the first (sealed prior)
+    t = "log_sales_mean_last6"
+    decoys = [n for n in platform.ranked[:12] if n != t][:3]
+    sd = {n: float(np.nanstd(platform.sample[n])) for n in [t, *decoys]}
+    plus = PlainModel({t: 1 / sd[t], **{n: 0.577 / sd[n] for n in decoys}}, 0.0)
+    minus = PlainModel({t: 1 / sd[t], **{n: -0.577 / sd[n] for n in decoys}}, 0.0)
+    out = bank.provision_to(
+        enclave, "ap3", "model_approval", json.dumps({"model": plus.as_dict()}).encode(), APPROVAL_RELEASE
+    )
+    _supply_common(enclave, "ap3", platform, [])
+    _release, first = enclave.run("ap3", params={}, output=out.public())
+    assert first["approval"]["verdict"]["approved"]
+    out = bank.provision_to(
+        enclave, "ap4", "model_approval", json.dumps({"model": minus.as_dict()}).encode(), APPROVAL_RELEASE
+    )
+    _supply_common(enclave, "ap4", platform, [first["sealed_model"]])
+    with pytest.raises(ModelRefused, match="k models must not solve"):
+        enclave.run("ap4", params={}, output=out.public())
+
+    # graded scoring with the approved model: each subject at its granularity, encrypted to the bank
+    request = json.dumps({"model_digest": model.digest()}).encode()
+    out = bank.provision_to(enclave, "gs1", "graded_score", request, ("scores", "summary"))
+    enclave.supply("gs1", job="graded_score", slot="model", data=json.dumps([sealed]).encode())
+    keys = ["s1", "s2", "s3"]
+    enclave.supply(
+        "gs1",
+        job="graded_score",
+        slot="platform",
+        data=table_bytes(keys, {n: [float(v) for v in x[:3, j]] for j, n in enumerate(names)}),
+    )
+    levels = {"s1": "decision", "s2": "grade", "s3": "score"}
+    enclave.supply("gs1", job="graded_score", slot="granularity", data=json.dumps(levels).encode())
+    release, plain = enclave.run("gs1", params={}, output=out.public())
+    assert plain["summary"] == {"scored": 3, "by_granularity": {"decision": 1, "grade": 1, "score": 1}}
+    opened = provision.open_release(release, result_key=out.result_key, recipient=bank.recipient)
+    scores = opened["outputs"]["scores"]
+    pd = 1 / (1 + np.exp(-want[:3]))
+    assert scores["s1"] == coarsen(float(pd[0]), model.granularity("decision"))
+    assert set(scores["s2"]) == {"grade", "band"}
+    assert scores["s3"] == {"pd": round(round(pd[2] / 0.01) * 0.01, 6)}
+    # a model the bank did not get approved (another digest) is not run
+    out = bank.provision_to(
+        enclave, "gs2", "graded_score", json.dumps({"model_digest": "ab" * 32}).encode(), ("scores",)
+    )
+    enclave.supply("gs2", job="graded_score", slot="model", data=json.dumps([sealed]).encode())
+    enclave.supply(
+        "gs2", job="graded_score", slot="platform", data=table_bytes(keys, {n: [0.0] * 3 for n in names})
+    )
+    enclave.supply("gs2", job="graded_score", slot="granularity", data=json.dumps(levels).encode())
+    with pytest.raises(EnclaveJobError, match="not the one the bank asked"):
+        enclave.run("gs2", params={}, output=out.public())
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
