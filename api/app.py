@@ -65,6 +65,17 @@ async def _recover_periodically(rt: Runtime, interval: float) -> None:
             log.exception("periodic recovery failed")
 
 
+async def _check_state_periodically(rt: Runtime, interval: float) -> None:
+    """Every ``interval`` seconds: replay the ledger's new entries and compare governed state with its rows
+    (:meth:`pps.runtime.Runtime.check_state`); divergent consents and budgets are refused until reconciled."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(rt.check_state)
+        except Exception:  # try again on the next tick
+            log.exception("periodic state check failed")
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the API. ``runtime`` lets tests share one runtime between the app and direct calls."""
     rt = runtime or Runtime.build(settings or get_settings())
@@ -75,6 +86,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if interrupted or requeued:
             log.warning("jobs after restart: %d interrupted (failed), %d queued again", interrupted, requeued)
         await run_in_threadpool(rt.recover_long_lived)  # trainings and federations: every one terminal
+        try:  # governed state against the ledger: what differs is refused, and /readyz says so
+            await run_in_threadpool(rt.check_state)
+        except Exception:  # e.g. a schema not yet upgraded: /readyz reports it and the next tick tries again
+            log.exception("start-up state check failed")
         tasks = []
         if rt.settings.checkpoint_interval_seconds > 0:
             tasks.append(
@@ -83,6 +98,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if rt.settings.recovery_interval_seconds > 0:
             tasks.append(
                 asyncio.create_task(_recover_periodically(rt, rt.settings.recovery_interval_seconds))
+            )
+        if rt.settings.state_check_interval_seconds > 0:
+            tasks.append(
+                asyncio.create_task(_check_state_periodically(rt, rt.settings.state_check_interval_seconds))
             )
         try:
             yield

@@ -6,6 +6,7 @@ that every entry point runs the same wiring.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,7 +16,8 @@ from pps.data.datasets.service import DatasetService
 from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
 from pps.governance.objections import ObjectionService
-from pps.governance.policy import PolicyEngine
+from pps.governance.policy import CONSENTS_TABLE, PolicyEngine
+from pps.governance.state import BUDGETS_TABLE
 from pps.identity.service import IdentityService
 from pps.infra import keyring
 from pps.infra.executor import Executor, executor_from_settings
@@ -26,6 +28,7 @@ from pps.infra.recovery import Recovered, recover_long_lived
 from pps.infra.settings import Settings
 from pps.infra.storage import migrate
 from pps.infra.storage.db import Database
+from pps.ledger.replay import Quarantine, Reconciler, StateReport
 from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
 from pps.services.enclave import EnclaveService
@@ -38,6 +41,8 @@ from pps.services.sealed import SealedService
 from pps.services.vertical import VerticalTrainingService
 from pps_wire.checkpoint import NoteSigner
 from protocols.psi import PSIParams
+
+log = logging.getLogger("pps.runtime")
 
 
 @dataclass
@@ -62,6 +67,8 @@ class Runtime:
     training: VerticalTrainingService
     federated: FederatedService
     sealed: SealedService
+    reconciler: Reconciler
+    quarantine: Quarantine
 
     @classmethod
     def build(
@@ -105,7 +112,8 @@ class Runtime:
             workers=settings.job_workers,
             result_ttl=timedelta(hours=settings.job_result_ttl_hours),
         )
-        policy = PolicyEngine(ledger)
+        quarantine = Quarantine()
+        policy = PolicyEngine(ledger, quarantine)
         executor = executor_from_settings(settings)
         psi = PSIService(
             db,
@@ -138,6 +146,7 @@ class Runtime:
             default_budget=settings.aggregate_default_budget,
             cache_versions=settings.aggregate_cache_versions,
         )
+        aggregates.quarantine = quarantine
         enclave = EnclaveService(
             db,
             ledger,
@@ -181,6 +190,8 @@ class Runtime:
             training=training,
             federated=federated,
             sealed=sealed,
+            reconciler=Reconciler(ledger),
+            quarantine=quarantine,
         )
 
     @property
@@ -194,6 +205,30 @@ class Runtime:
         return recover_long_lived(
             self.db, self.ledger, stale_after=timedelta(hours=self.settings.federation_stale_hours)
         )
+
+    def check_state(self) -> StateReport:
+        """Replay the ledger and compare consents, budgets and objections with their rows (start-up and periodic;
+        :mod:`pps.ledger.replay`): the consents and budgets found divergent are refused from now on, until a
+        later check finds them reconciled."""
+        with self.db.transaction(write=False, snapshot=True) as session:
+            report = self.reconciler.run(session)
+        self.quarantine.update(report)
+        if not report.ok:
+            log.error(
+                "governed state differs from the ledger (%d difference(s)); refusing %d consent(s) and %d "
+                "budget(s): %s",
+                len(report.divergences),
+                len(report.divergent_ids(CONSENTS_TABLE)),
+                len(report.divergent_ids(BUDGETS_TABLE)),
+                "; ".join(d.describe() for d in report.divergences[:20]),
+            )
+        return report
+
+    def state_status(self) -> str:
+        """``ok``, or what the last state check found (run now if none ran yet): for ``/readyz``."""
+        if self.reconciler.last is None:
+            self.check_state()
+        return self.quarantine.reason
 
     def close(self) -> None:
         self.training.close()
