@@ -76,6 +76,16 @@ async def _check_state_periodically(rt: Runtime, interval: float) -> None:
             log.exception("periodic state check failed")
 
 
+async def _flush_reads_periodically(rt: Runtime, interval: float) -> None:
+    """Every ``interval`` seconds: write the hot reads noted since the last flush (:mod:`pps.ledger.reads`)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(rt.reads.flush)
+        except Exception:  # kept, and written on the next tick
+            log.exception("writing noted reads failed")
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the API. ``runtime`` lets tests share one runtime between the app and direct calls."""
     rt = runtime or Runtime.build(settings or get_settings())
@@ -103,6 +113,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             tasks.append(
                 asyncio.create_task(_check_state_periodically(rt, rt.settings.state_check_interval_seconds))
             )
+        if rt.settings.read_flush_seconds > 0:
+            tasks.append(asyncio.create_task(_flush_reads_periodically(rt, rt.settings.read_flush_seconds)))
         try:
             yield
         finally:
@@ -110,6 +122,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            try:
+                await run_in_threadpool(rt.reads.flush)
+            except Exception:
+                log.exception("writing noted reads at shutdown failed")
 
     app = FastAPIOffline(  # /docs and /redoc with their scripts served here, not from a CDN
         title="PPS data safe-room",

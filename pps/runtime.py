@@ -28,6 +28,7 @@ from pps.infra.recovery import Recovered, recover_long_lived
 from pps.infra.settings import Settings
 from pps.infra.storage import migrate
 from pps.infra.storage.db import Database
+from pps.ledger.reads import ReadLog
 from pps.ledger.replay import Quarantine, Reconciler, StateReport
 from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
@@ -69,6 +70,7 @@ class Runtime:
     sealed: SealedService
     reconciler: Reconciler
     quarantine: Quarantine
+    reads: ReadLog
 
     @classmethod
     def build(
@@ -192,6 +194,7 @@ class Runtime:
             sealed=sealed,
             reconciler=Reconciler(ledger),
             quarantine=quarantine,
+            reads=ReadLog(ledger, db),
         )
 
     @property
@@ -231,6 +234,10 @@ class Runtime:
         return self.quarantine.reason
 
     def close(self) -> None:
+        try:  # the reads noted since the last flush, before the database goes
+            self.reads.flush()
+        except Exception:  # pragma: no cover - a database gone already: nothing more can be written
+            log.exception("could not write the last noted reads")
         self.training.close()
         self.jobs.shutdown(wait=True)
         self.enclave.close()
