@@ -479,19 +479,9 @@ def _check_state(session: Any, ledger: Ledger) -> Any:
 
 
 def _print_divergences(report: Any) -> None:
-    table = Table(title="rows that differ from the ledger")
-    for column in ("table", "id", "column", "ledger", "row"):
-        table.add_column(column)
+    """One line per difference (table, id, column, the row's value, the ledger's), unwrapped: easy to grep."""
     for d in report.divergences:
-        shown = d.as_json()
-        table.add_row(
-            d.table,
-            d.row_id,
-            d.column,
-            json.dumps(shown["ledger"], ensure_ascii=False),
-            json.dumps(shown["row"], ensure_ascii=False),
-        )
-    console.print(table)
+        print(d.describe())
 
 
 @audit_app.command("export")
