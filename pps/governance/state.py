@@ -41,16 +41,48 @@ from pps.ledger.replay import Divergence, Reducer, count_rows, register, registe
 _PAGE = 5_000
 
 
-def _pages(session: Session, query: Any, key: Any) -> Iterator[Any]:
-    """Rows of ``query`` in ``key`` order, a page at a time (keyset pagination: bounded memory)."""
+def _pages(session: Session, query: Any, key: Any, state: dict[str, Any]) -> Iterator[Any]:
+    """Rows of ``query`` in ``key`` order, a page at a time (keyset pagination: bounded memory), counted."""
     after: Any = None
     while True:
         q = query if after is None else query.where(key > after)
         rows = session.execute(q.order_by(key).limit(_PAGE)).all()
+        count_rows(state, len(rows))
         yield from rows
         if len(rows) < _PAGE:
             return
         after = rows[-1][0]
+
+
+class _Parsed:
+    """``json.loads`` of the stored JSON documents, once per distinct text (a bank's consents share theirs)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __call__(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        hit = self._cache.get(text, _MISSING)
+        if hit is _MISSING:
+            hit = self._cache[text] = json.loads(text)
+        return hit
+
+
+_MISSING = object()
+_CONSENT_COLUMNS = (
+    "subject_uscc",
+    "bank_org_id",
+    "purpose",
+    "scope",
+    "operations",
+    "valid_from",
+    "valid_until",
+    "max_uses",
+    "state",
+    "revoked_at",
+    "uses",
+)
 
 
 def _time(text: str | None) -> Any:
@@ -123,32 +155,44 @@ class ConsentReducer:
             Consent.state,
             Consent.revoked_at,
         )
-        for r in _pages(session, query, Consent.id):
-            count_rows(state)
+        parsed = _Parsed()
+        for r in _pages(session, query, Consent.id, state):
             seen.add(r.id)
             want = rows.get(r.id)
             if want is None or "state" not in want:
                 yield Divergence(self.table, r.id, "*", None, "present")
                 continue
-            have = {
-                "subject_uscc": r.subject_uscc,
-                "bank_org_id": r.bank_org_id,
-                "purpose": r.purpose,
-                "scope": json.loads(r.scope_json),
-                "operations": json.loads(r.operations_json),
-                "valid_from": r.valid_from,
-                "valid_until": r.valid_until,
-                "max_uses": r.max_uses,
-                "state": r.state.value,
-                "revoked_at": r.revoked_at,
-                "uses": r.uses,
-            }
-            expected = dict(want)
-            expected["uses"] = uses.get(r.id, 0)
-            expected.setdefault("revoked_at", None)
-            for column, value in expected.items():
-                if have[column] != value:
-                    yield Divergence(self.table, r.id, _column(column), value, have[column])
+            have = (
+                r.subject_uscc,
+                r.bank_org_id,
+                r.purpose,
+                parsed(r.scope_json),
+                parsed(r.operations_json),
+                r.valid_from if "valid_from" in want else None,  # not recorded before: not compared
+                r.valid_until,
+                r.max_uses,
+                r.state.value,
+                r.revoked_at,
+                r.uses,
+            )
+            expected = (
+                want.get("subject_uscc"),
+                want.get("bank_org_id"),
+                want.get("purpose"),
+                want.get("scope"),
+                want.get("operations"),
+                want.get("valid_from"),
+                want.get("valid_until"),
+                want.get("max_uses"),
+                want["state"],
+                want.get("revoked_at"),
+                uses.get(r.id, 0),
+            )
+            if have == expected:
+                continue
+            for column, value, stored in zip(_CONSENT_COLUMNS, expected, have, strict=True):
+                if stored != value:
+                    yield Divergence(self.table, r.id, _column(column), value, stored)
         for cid in sorted(set(rows) - seen):
             yield Divergence(self.table, cid, "*", "recorded", None)
 
@@ -192,8 +236,7 @@ class BudgetReducer:
     def compare(self, session: Session, state: dict[str, Any]) -> Iterator[Divergence]:
         seen: set[str] = set()
         query = select(PrivacyBudget.bank_org_id, PrivacyBudget.total_micro, PrivacyBudget.spent_micro)
-        for r in _pages(session, query, PrivacyBudget.bank_org_id):
-            count_rows(state)
+        for r in _pages(session, query, PrivacyBudget.bank_org_id, state):
             seen.add(r.bank_org_id)
             want = state.get(r.bank_org_id)
             if want is None:
@@ -263,8 +306,7 @@ class ObjectionReducer:
             Objection.corrected_version,
             Objection.corrected_fields_json,
         )
-        for r in _pages(session, query, Objection.id):
-            count_rows(state)
+        for r in _pages(session, query, Objection.id, state):
             seen.add(r.id)
             want = state.get(r.id)
             if want is None or "state" not in want or "subject_uscc" not in want:
