@@ -56,6 +56,10 @@ REASONS: dict[str, Reason] = {
         "the request reads a class C3 field, which is never released",
         "remove the features that read it; no consent can allow it",
     ),
+    "state_divergent": Reason(
+        "the consent's stored record differs from what the audit ledger records, so it is not relied on",
+        "nothing to do on your side: the platform operator reconciles it; try again later",
+    ),
     "no_data": Reason(
         "the platform holds no record for this enterprise",
         "check the code; the enterprise may not be on the platform yet",
