@@ -82,8 +82,8 @@ async def _flush_reads_periodically(rt: Runtime, interval: float) -> None:
         await asyncio.sleep(interval)
         try:
             await run_in_threadpool(rt.reads.flush)
-        except Exception:  # kept, and written on the next tick
-            log.exception("writing noted reads failed")
+        except Exception as exc:  # kept, and written on the next tick (e.g. SQLite busy with a long write)
+            log.warning("writing noted reads failed (%s); kept for the next flush", type(exc).__name__)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:

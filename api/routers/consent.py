@@ -140,7 +140,7 @@ def get_consent(consent_id: str, caller: Party, rt: RuntimeDep) -> ConsentPublic
             rt.reads.record(
                 session,
                 actor=caller.actor,
-                action="consent.read",
+                action="read.consent",
                 objects=(ObjectRef("consent", consent.id),),
                 subjects=(consent.subject_uscc,),
                 request_id=current_request_id(),
@@ -161,7 +161,7 @@ def receipt(consent_id: str, caller: Party, rt: RuntimeDep) -> PlainTextResponse
         rt.reads.record(
             session,
             actor=caller.actor,
-            action="consent.receipt.read",
+            action="read.consent_receipt",
             objects=(ObjectRef("consent", consent.id),),
             subjects=(consent.subject_uscc,),
             request_id=current_request_id(),

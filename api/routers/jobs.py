@@ -80,7 +80,7 @@ def job_result(job_id: str, caller: Owner, rt: RuntimeDep) -> Response:
         rt.reads.record(
             session,
             actor=caller.actor,
-            action="job.result.read",
+            action="read.job_result",
             objects=(ObjectRef("job", job.id),),
             # whom the result is about (its release entries named them): the read shows in their history
             subjects=rt.ledger.subjects_of(session, ("job", job.id), "policy.release"),

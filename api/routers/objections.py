@@ -195,7 +195,7 @@ def get_objection(objection_id: str, caller: Reader, rt: RuntimeDep) -> Objectio
             rt.reads.record(
                 session,
                 actor=caller.actor,
-                action="objection.read",
+                action="read.objection",
                 objects=(ObjectRef("objection", o.id), ObjectRef("dataset", o.dataset_id)),
                 subjects=(o.subject_uscc,),
                 request_id=current_request_id(),

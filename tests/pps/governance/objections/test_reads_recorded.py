@@ -61,27 +61,27 @@ def test_each_read_of_protected_data_is_an_entry_the_subject_sees(
 
     # a bank downloads its job result: the entry names the job and the subjects the result is about
     job_id, _, _ = score(Client(base_url, flow.bank.token), scoring_key, [uscc, flow.consented[1]])
-    (read,) = entries(runtime, "job.result.read")
+    (read,) = entries(runtime, "read.job_result")
     assert read["actor"]["org"] == flow.bank.id and {"kind": "job", "id": job_id} in read["objects"]
     assert read["subjects"] == sorted([uscc, flow.consented[1]])
     assert bank.get(f"/v1/jobs/{job_id}/result").status_code == 200
-    assert len(entries(runtime, "job.result.read")) == 2  # every download
+    assert len(entries(runtime, "read.job_result")) == 2  # every download
 
     # a provider reads an objection (with the enterprise's reason): recorded; the subject reading its own is not
     objection = file(runtime, flow, ["registered_capital"], reason="the capital was raised in 2024")
     assert subject.get(f"/v1/objections/{objection}").status_code == 200
-    assert entries(runtime, "objection.read") == []
+    assert entries(runtime, "read.objection") == []
     answer = provider.get(f"/v1/objections/{objection}")
     assert answer.status_code == 200 and answer.json()["reason"] == "the capital was raised in 2024"
-    (read,) = entries(runtime, "objection.read")
+    (read,) = entries(runtime, "read.objection")
     assert read["actor"]["org"] == flow.providers["registry"].id and read["subjects"] == [uscc]
 
     # receipts and a consent read by others
     consent_id = bank.get("/v1/consents").json()["items"][0]["id"]
     whose = bank.get(f"/v1/consents/{consent_id}").json()["subject_uscc"]
     assert bank.get(f"/v1/consents/{consent_id}/receipt").status_code == 200
-    assert [e["subjects"] for e in entries(runtime, "consent.receipt.read")] == [[whose]]
-    assert [e["subjects"] for e in entries(runtime, "consent.read")] == [[whose]]
+    assert [e["subjects"] for e in entries(runtime, "read.consent_receipt")] == [[whose]]
+    assert [e["subjects"] for e in entries(runtime, "read.consent")] == [[whose]]
 
     # overseers paging: noted, then written as one batch entry per reader and kind of read
     size = _size(runtime)
@@ -101,8 +101,8 @@ def test_each_read_of_protected_data_is_an_entry_the_subject_sees(
 
     # the subject's own access history shows who read what of it
     seen = {(e["action"], e["actor"]["org"]) for e in mine(subject)}
-    assert ("job.result.read", flow.bank.id) in seen
-    assert ("objection.read", flow.providers["registry"].id) in seen
+    assert ("read.job_result", flow.bank.id) in seen
+    assert ("read.objection", flow.providers["registry"].id) in seen
     assert any(a == "read.batch" for a, _ in seen)
 
 
