@@ -594,6 +594,14 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         report.consistent_with == first.tree_size,
         f"{report.tree_size} entries, root {report.root_hash.hex()[:16]}…",
     )
+    state = rt.check_state()
+    checks.check(
+        "pps audit verify --state: consents, uses, budgets and objections rebuilt from the ledger match their rows",
+        state.ok,
+        f"{state.entries_replayed} entries replayed, rows compared: "
+        + ", ".join(f"{t} {n}" for t, n in sorted(state.rows_checked.items()))
+        + (f"; {state.summary()}" if not state.ok else ""),
+    )
 
     console.rule("[bold]11. Tampering is caught")
     tampered_dir = data_dir / "tampered"
@@ -610,6 +618,12 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             "WHERE idx = ?",
             (victim,),
         ).rowcount
+        # and give back the uses a consent has spent (as if to let a bank score again), outside the service
+        spent_consent = dst.execute(
+            "SELECT id, uses FROM consents WHERE uses > 0 ORDER BY id LIMIT 1"
+        ).fetchone()
+        if spent_consent is not None:
+            dst.execute("UPDATE consents SET uses = 0 WHERE id = ?", (spent_consent[0],))
     console.print(f"  edited entry {victim} directly in a copy of the database ({changed} row)")
     rt_tampered = Runtime.build(
         Settings(
@@ -622,15 +636,28 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         )
     )
     try:
-        with rt_tampered.db.transaction(write=False) as session:
-            verify_ledger(session, rt_tampered.ledger, against=saved_note)
-        checks.check("an edited ledger row is detected", False, "verification passed on a tampered copy")
-    except errors.LedgerIntegrityError as exc:
-        checks.check(
-            "an edited ledger row is detected with its index",
-            exc.first_bad_index == victim,
-            exc.message,
-        )
+        try:
+            with rt_tampered.db.transaction(write=False) as session:
+                verify_ledger(session, rt_tampered.ledger, against=saved_note)
+            checks.check("an edited ledger row is detected", False, "verification passed on a tampered copy")
+        except errors.LedgerIntegrityError as exc:
+            checks.check(
+                "an edited ledger row is detected with its index",
+                exc.first_bad_index == victim,
+                exc.message,
+            )
+        if spent_consent is not None:
+            console.print(
+                f"  reset the uses of consent {spent_consent[0]} from {spent_consent[1]} to 0 in the copy"
+            )
+            divergent = rt_tampered.check_state()
+            checks.check(
+                "a consent's uses reset outside the service are named, and the consent refused (state_divergent)",
+                [(d.table, d.row_id, d.column) for d in divergent.divergences]
+                == [("consents", spent_consent[0], "uses")]
+                and rt_tampered.policy.quarantine.holds("consents", spent_consent[0]),
+                "; ".join(d.describe() for d in divergent.divergences),
+            )
     finally:
         rt_tampered.close()
 

@@ -61,6 +61,10 @@ REASONS: dict[str, Reason] = {
         "publicity period before the result was released",
         "run the job again: the record no longer counts (a repair notice names it, GET /v1/repair-notices)",
     ),
+    "state_divergent": Reason(
+        "the consent's stored record differs from what the audit ledger records, so it is not relied on",
+        "nothing to do on your side: the platform operator reconciles it; try again later",
+    ),
     "no_data": Reason(
         "the platform holds no record for this enterprise",
         "check the code; the enterprise may not be on the platform yet",

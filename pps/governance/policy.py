@@ -37,7 +37,10 @@ from pps.errors import InvalidInput
 from pps.governance.consent import check_purpose
 from pps.infra.storage.tables import Consent, ConsentState, Dataset, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
+from pps.ledger.replay import Quarantine
 from pps.ledger.store import Ledger
+
+CONSENTS_TABLE = "consents"
 
 SUBJECTS_PER_ENTRY = 2_000
 SPEND_CHUNK = 50_000
@@ -57,10 +60,13 @@ class DenyReason(StrEnum):
     class_c3 = "class_c3"
     record_excluded = "record_excluded"
     """a dishonesty record the computation counted was repaired or expired before release"""
+    state_divergent = "state_divergent"
+    """the consent's row differs from what the ledger records (``pps audit verify --state``): not acted on"""
 
 
 # when several consents fail, the one that came closest decides the reason shown
 _CLOSENESS = [
+    DenyReason.state_divergent,
     DenyReason.uses_exhausted,
     DenyReason.field_not_covered,
     DenyReason.operation_not_covered,
@@ -137,9 +143,10 @@ class _Checker:
     distinct stored time is parsed once.
     """
 
-    def __init__(self, req: Request, now: datetime) -> None:
+    def __init__(self, req: Request, now: datetime, divergent: frozenset[str] = frozenset()) -> None:
         self.req = req
         self.now = now
+        self.divergent = divergent
         self.now_text = now.astimezone(UTC).strftime(_SQLITE_TIME)
         self.terms: dict[tuple[str, str], tuple[DenyReason | None, str]] = {}
         self.times: dict[Any, datetime] = {}
@@ -183,6 +190,11 @@ class _Checker:
 
     def __call__(self, row: Any) -> tuple[DenyReason | None, str]:
         _id, _subject, state, valid_from, valid_until, revoked_at, max_uses, uses, ops, scope = row
+        if _id in self.divergent:
+            return (
+                DenyReason.state_divergent,
+                "its stored row differs from the ledger; the operator must reconcile it (pps audit verify --state)",
+            )
         if state != _ACTIVE:
             if state == _REVOKED:
                 when = self.time(revoked_at).isoformat() if revoked_at is not None else "?"
@@ -214,8 +226,10 @@ def _id_in(session: Session, ids: list[str]) -> ColumnElement[bool]:
 
 
 class PolicyEngine:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, quarantine: Quarantine | None = None) -> None:
         self.ledger = ledger
+        self.quarantine = quarantine or Quarantine()
+        """consents whose rows the last reconciliation with the ledger found divergent: never relied on"""
 
     def _c3_fields(self, session: Session, fields: Mapping[str, Sequence[str]]) -> list[str]:
         c3 = []
@@ -266,7 +280,7 @@ class PolicyEngine:
         for row in rows:
             if row[1] in wanted:
                 by_subject.setdefault(row[1], []).append(row)
-        check = _Checker(req, now)
+        check = _Checker(req, now, self.quarantine.rows(CONSENTS_TABLE))
         decisions = []
         for subject in req.subjects:
             candidates = by_subject.get(subject)
@@ -333,7 +347,16 @@ class PolicyEngine:
     ) -> None:
         """Write decisions to the ledger (for operations that release without spending uses, like PSI)."""
         self._record(
-            session, action, req, decisions, job=job, actor=actor, request_id=request_id, now=now, what=what
+            session,
+            action,
+            req,
+            decisions,
+            job=job,
+            actor=actor,
+            request_id=request_id,
+            now=now,
+            what=what,
+            spends=False,
         )
 
     def admit(
@@ -349,7 +372,15 @@ class PolicyEngine:
         """Decide at admission and record the decision (naming the consents) in the ledger."""
         decisions = self.decide(session, req, now=now)
         self._record(
-            session, "policy.admit", req, decisions, job=job, actor=actor, request_id=request_id, now=now
+            session,
+            "policy.admit",
+            req,
+            decisions,
+            job=job,
+            actor=actor,
+            request_id=request_id,
+            now=now,
+            spends=False,
         )
         return decisions
 
@@ -414,6 +445,7 @@ class PolicyEngine:
             request_id=request_id,
             now=now,
             what=what,
+            spends=True,
         )
         return final
 
@@ -467,7 +499,9 @@ class PolicyEngine:
         re-evaluated under the row lock, so concurrent releases never spend more uses than granted.
         """
         spent: set[str] = set()
-        ordered = sorted(set(consent_ids))  # one lock order for every release: no deadlocks between them
+        divergent = self.quarantine.rows(CONSENTS_TABLE)
+        # one lock order for every release: no deadlocks between them; a divergent consent is never spent
+        ordered = sorted(set(consent_ids) - divergent)
         for start in range(0, len(ordered), SPEND_CHUNK):
             chunk = ordered[start : start + SPEND_CHUNK]
             result = session.execute(
@@ -497,7 +531,9 @@ class PolicyEngine:
         request_id: str | None,
         now: datetime | None,
         what: str | None = None,
+        spends: bool,
     ) -> None:
+        """``spends``: whether this release spent one use of each consent it names (replay counts uses by it)."""
         decisions = list(decisions)
         drafts = []
         for start in range(0, max(len(decisions), 1), SUBJECTS_PER_ENTRY):
@@ -525,6 +561,7 @@ class PolicyEngine:
                         "denied": denied,
                         "part": start // SUBJECTS_PER_ENTRY + 1,
                         "parts": max(1, -(-len(decisions) // SUBJECTS_PER_ENTRY)),
+                        **({"spends_uses": spends} if action == "policy.release" else {}),
                     },
                 )
             )

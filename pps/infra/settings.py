@@ -87,6 +87,20 @@ class Settings(BaseSettings):
         description="how often a serving process fails the trainings of dead workers and aborts abandoned "
         "federations (also once at start); 0 = only at start",
     )
+    read_flush_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how often the hot reads noted in memory (overseers paging through consents, objections, "
+        "lineage and the ledger) are written to the ledger as read.batch entries; also when 1000 wait and at "
+        "shutdown; 0 = only then",
+    )
+    state_check_interval_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="how often a serving process replays the ledger and compares consents, budgets and "
+        "objections with their rows (also once at start); a divergent consent or budget is refused until "
+        "reconciled; 0 = only at start",
+    )
     federation_stale_hours: float = Field(
         24.0,
         gt=0,
