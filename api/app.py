@@ -21,6 +21,7 @@ from api.routers import aggregates, audit, consent, datasets, enclave, identity,
 from api.routers import federated as federated_routes
 from api.routers import models as model_routes
 from api.routers import objections as objection_routes
+from api.routers import repairs as repair_routes
 from api.routers import sealed as sealed_routes
 from api.routers import training as training_routes
 from pps.infra.settings import Settings, get_settings
@@ -65,6 +66,27 @@ async def _recover_periodically(rt: Runtime, interval: float) -> None:
             log.exception("periodic recovery failed")
 
 
+async def _check_state_periodically(rt: Runtime, interval: float) -> None:
+    """Every ``interval`` seconds: replay the ledger's new entries and compare governed state with its rows
+    (:meth:`pps.runtime.Runtime.check_state`); divergent consents and budgets are refused until reconciled."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(rt.check_state)
+        except Exception:  # try again on the next tick
+            log.exception("periodic state check failed")
+
+
+async def _flush_reads_periodically(rt: Runtime, interval: float) -> None:
+    """Every ``interval`` seconds: write the hot reads noted since the last flush (:mod:`pps.ledger.reads`)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(rt.reads.flush)
+        except Exception as exc:  # kept, and written on the next tick (e.g. SQLite busy with a long write)
+            log.warning("writing noted reads failed (%s); kept for the next flush", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the API. ``runtime`` lets tests share one runtime between the app and direct calls."""
     rt = runtime or Runtime.build(settings or get_settings())
@@ -75,6 +97,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if interrupted or requeued:
             log.warning("jobs after restart: %d interrupted (failed), %d queued again", interrupted, requeued)
         await run_in_threadpool(rt.recover_long_lived)  # trainings and federations: every one terminal
+        try:  # governed state against the ledger: what differs is refused, and /readyz says so
+            await run_in_threadpool(rt.check_state)
+        except Exception:  # e.g. a schema not yet upgraded: /readyz reports it and the next tick tries again
+            log.exception("start-up state check failed")
         tasks = []
         if rt.settings.checkpoint_interval_seconds > 0:
             tasks.append(
@@ -84,6 +110,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             tasks.append(
                 asyncio.create_task(_recover_periodically(rt, rt.settings.recovery_interval_seconds))
             )
+        if rt.settings.state_check_interval_seconds > 0:
+            tasks.append(
+                asyncio.create_task(_check_state_periodically(rt, rt.settings.state_check_interval_seconds))
+            )
+        if rt.settings.read_flush_seconds > 0:
+            tasks.append(asyncio.create_task(_flush_reads_periodically(rt, rt.settings.read_flush_seconds)))
         try:
             yield
         finally:
@@ -91,6 +123,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            try:
+                await run_in_threadpool(rt.reads.flush)
+            except Exception:
+                log.exception("writing noted reads at shutdown failed")
 
     app = FastAPIOffline(  # /docs and /redoc with their scripts served here, not from a CDN
         title="PPS data safe-room",
@@ -117,6 +153,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             objection_routes.OBJECTIONS_PATH: objection_routes.body_limit(
                 rt.settings.objection_evidence_max_bytes
             ),
+            repair_routes.REPAIRS_PATH: repair_routes.body_limit(rt.settings.repair_proof_max_bytes),
         },
     )
     app.add_middleware(RequestIdMiddleware)
@@ -156,6 +193,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     scoring.router,
     enclave.router,
     objection_routes.router,
+    repair_routes.router,
     model_routes.router,
     training_routes.router,
     federated_routes.router,

@@ -288,7 +288,9 @@ def admin_objections(
     overdue: Annotated[
         bool, typer.Option("--overdue", help="only open objections past their deadline")
     ] = False,
-    state: Annotated[str | None, typer.Option(help="only this state: open, accepted, rejected")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="only this state: open, accepted, rejected, unverifiable")
+    ] = None,
 ) -> None:
     """List subjects' objections with their deadlines (overdue ones are for the operator to chase)."""
     from pps.infra.storage.tables import ObjectionState, utcnow
@@ -315,6 +317,47 @@ def admin_objections(
             )
     console.print(table)
     console.print(f"{len(found)} objection(s)")
+
+
+@admin_app.command("repairs")
+def admin_repairs(
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="only open applications past their deadline")
+    ] = False,
+) -> None:
+    """List credit-repair applications with their deadlines (overdue ones are for the operator to chase)."""
+    from pps.governance.repair import is_overdue
+    from pps.infra.storage.tables import utcnow
+
+    now = utcnow()
+    with runtime() as rt, rt.db.transaction(write=False) as session:
+        found = rt.repairs.list_applications(
+            session, overdue=True if overdue else None, now=now, limit=100_000
+        )
+        table = Table("id", "subject", "record", "authority", "state", "due", "overdue")
+        for a in found:
+            table.add_row(
+                a.id,
+                a.subject_uscc,
+                a.record_id,
+                a.authority_org_id,
+                a.state.value,
+                a.due_at.isoformat(timespec="seconds"),
+                "OVERDUE" if is_overdue(a, now) else "",
+            )
+    console.print(table)
+    console.print(f"{len(found)} application(s)")
+
+
+@admin_app.command("records-sweep")
+def admin_records_sweep() -> None:
+    """Write down the dishonesty records whose maximum publicity or 5-year retention period has ended (a
+    ``record.expire`` ledger entry each; their use had already stopped on the day)."""
+    from pps.ledger.entry import OPERATOR
+
+    with runtime() as rt, rt.db.transaction() as session:
+        counts = rt.repairs.records.sweep(session, actor=OPERATOR)
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing ended")
 
 
 # --- audit -------------------------------------------------------------------------------------------
@@ -346,6 +389,9 @@ INTEGRITY_FAILURE_EXIT = 3
 UNKNOWN_KEY_EXIT = 4
 """Exit code of ``pps audit verify`` when everything checked agrees but checkpoints are signed by a key it was
 not given (a restored copy without its key directory): not tampering, and not yet vouched for."""
+STATE_DIVERGENT_EXIT = 5
+"""Exit code of ``pps audit verify --state`` when the ledger verifies but governed state (consents, their uses,
+budgets, objections) differs from what its entries give: a table was edited outside the service."""
 
 
 @contextmanager
@@ -385,12 +431,21 @@ def audit_verify(
     save: Annotated[
         Path | None, typer.Option(help="write the signed checkpoint of the verified tree here afterwards")
     ] = None,
+    state: Annotated[
+        bool,
+        typer.Option(
+            "--state",
+            help="also rebuild consents (terms, state, uses), privacy budgets and objections from the entries "
+            "and name every row that differs (table, id, column, ledger value, row value)",
+        ),
+    ] = False,
 ) -> None:
     """Re-derive the whole Merkle tree from the stored entries and check nodes, checkpoints and consistency.
 
     Exits 0 if the ledger is intact, 3 (naming the first bad index) if anything was edited, deleted,
     inserted or reordered, 4 if all of that holds but checkpoints are signed by a key it was not given (a
-    restored copy verified without its key directory: pass --verifier-key), 1 on other errors. It writes
+    restored copy verified without its key directory: pass --verifier-key), 5 with --state if the ledger holds
+    but a consent, budget or objection row differs from what its entries give, 1 on other errors. It writes
     nothing (no key is made) unless --save is given. Without --against it checks the database against itself
     and its own signed checkpoints; keep checkpoints outside the host and pass one with --against to catch a
     rewrite by someone who also controls the database.
@@ -416,14 +471,28 @@ def audit_verify(
                     tasks[phase] = bar.add_task(f"checking {phase}", total=total)
                 bar.update(tasks[phase], completed=done, total=total)
 
+            unknown_key: UnknownSigningKey | None = None
             try:
                 report = verify_ledger(session, ledger, against=note, trusted=trusted, progress=progress)
             except LedgerIntegrityError as exc:
                 bar.stop()
                 fail(f"LEDGER INTEGRITY FAILURE: {exc.message}", code=INTEGRITY_FAILURE_EXIT)
             except UnknownSigningKey as exc:
-                bar.stop()
-                fail(exc.message, code=UNKNOWN_KEY_EXIT)
+                if not state:
+                    bar.stop()
+                    fail(exc.message, code=UNKNOWN_KEY_EXIT)
+                unknown_key = exc  # the entries are intact: governed state can still be checked against them
+            state_report = _check_state(session, ledger) if state else None
+            bar.stop()
+        if state_report is not None and not state_report.ok:
+            _print_divergences(state_report)
+            fail(
+                f"GOVERNED STATE DIVERGES FROM THE LEDGER: {len(state_report.divergences)} difference(s) in "
+                f"{', '.join(sorted({d.table for d in state_report.divergences}))}",
+                code=STATE_DIVERGENT_EXIT,
+            )
+        if unknown_key is not None:
+            fail(unknown_key.message, code=UNKNOWN_KEY_EXIT)
         if save is not None:
             with db.transaction() as session:
                 cp = ledger.publish_checkpoint(session, size=report.tree_size)
@@ -438,7 +507,24 @@ def audit_verify(
         table.add_row("consistent with saved checkpoint of size", str(report.consistent_with))
     if save is not None:
         table.add_row("saved checkpoint", str(save))
+    if state_report is not None:
+        table.add_row("state entries replayed", str(state_report.entries_replayed))
+        for name, rows in sorted(state_report.rows_checked.items()):
+            table.add_row(f"{name} rows agree with the ledger", str(rows))
     console.print(table)
+
+
+def _check_state(session: Any, ledger: Ledger) -> Any:
+    from pps.governance import state as governed  # registers the reducers of consents, budgets, objections
+    from pps.ledger.replay import Reconciler
+
+    return Reconciler(ledger, governed.registered_reducers()).run(session)
+
+
+def _print_divergences(report: Any) -> None:
+    """One line per difference (table, id, column, the row's value, the ledger's), unwrapped: easy to grep."""
+    for d in report.divergences:
+        print(d.describe())
 
 
 @audit_app.command("export")
@@ -585,6 +671,7 @@ def keys_status() -> None:
     Writes nothing: on a copy restored without its key directory it reports the missing keys, it makes none."""
     from pps.data.datasets.service import DatasetService
     from pps.governance.objections import ObjectionService
+    from pps.governance.repair import RepairService
     from pps.infra import keyring
     from pps.infra.kms import LocalFileKMS
     from pps.services.registry import ModelRegistry
@@ -596,7 +683,12 @@ def keys_status() -> None:
         with user_errors():
             kms = LocalFileKMS(settings.resolved_key_dir, create=False)
         datasets = DatasetService(ledger, kms)
-        holders = (datasets, ObjectionService(ledger, kms, datasets), ModelRegistry(ledger, kms))
+        holders = (
+            datasets,
+            ObjectionService(ledger, kms, datasets),
+            RepairService(ledger, kms, datasets),
+            ModelRegistry(ledger, kms),
+        )
         with db.transaction(write=False) as session:
             rows = keyring.status(session, kms, holders)
     table = Table("KEK version", "data keys wrapped", "state")

@@ -6,6 +6,7 @@ that every entry point runs the same wiring.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,7 +18,10 @@ from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
 from pps.governance.disclosure import DisclosureAccounting
 from pps.governance.objections import ObjectionService
-from pps.governance.policy import PolicyEngine
+from pps.governance.policy import CONSENTS_TABLE, PolicyEngine
+from pps.governance.repair import RepairService
+from pps.governance.state import BUDGETS_TABLE
+from pps.governance.statements import StatementService
 from pps.identity.service import IdentityService
 from pps.infra import keyring
 from pps.infra.executor import Executor, executor_from_settings
@@ -28,6 +32,8 @@ from pps.infra.recovery import Recovered, recover_long_lived
 from pps.infra.settings import Settings
 from pps.infra.storage import migrate
 from pps.infra.storage.db import Database
+from pps.ledger.reads import ReadLog
+from pps.ledger.replay import Quarantine, Reconciler, StateReport
 from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
 from pps.services.approval import GradedScoringService, ModelApprovalService
@@ -41,6 +47,8 @@ from pps.services.sealed import SealedService
 from pps.services.vertical import VerticalTrainingService
 from pps_wire.checkpoint import NoteSigner
 from protocols.psi import PSIParams
+
+log = logging.getLogger("pps.runtime")
 
 
 @dataclass
@@ -60,6 +68,8 @@ class Runtime:
     aggregates: AggregateService
     enclave: EnclaveService
     objections: ObjectionService
+    repairs: RepairService
+    statements: StatementService
     executor: Executor
     models: ModelRegistry
     training: VerticalTrainingService
@@ -68,6 +78,9 @@ class Runtime:
     approvals: ModelApprovalService
     graded: GradedScoringService
     disclosures: DisclosureAccounting
+    reconciler: Reconciler
+    quarantine: Quarantine
+    reads: ReadLog
 
     @classmethod
     def build(
@@ -98,10 +111,18 @@ class Runtime:
             response_days=settings.objection_response_days,
             evidence_max_bytes=settings.objection_evidence_max_bytes,
         )
+        repairs = RepairService(
+            ledger,
+            kms,
+            datasets,
+            decision_days=settings.repair_decision_days,
+            proof_max_bytes=settings.repair_proof_max_bytes,
+        )
+        statements = StatementService(ledger, datasets)
         models = ModelRegistry(ledger, kms)
         # before anything starts: a key the stored data needs that is missing or not itself stops us here
         if open_keys and migrate.is_up_to_date(db.engine):  # else /readyz says the schema needs upgrading
-            keyring.open_keys(db, kms, (datasets, objections, models))
+            keyring.open_keys(db, kms, (datasets, objections, repairs, models))
         receipt_key = load_or_create_ed25519(settings.resolved_key_dir / RECEIPT_SIGNING_KEY_FILE)
         consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key))
         identity.on_disable.append(consents.close_for_org)
@@ -111,7 +132,8 @@ class Runtime:
             workers=settings.job_workers,
             result_ttl=timedelta(hours=settings.job_result_ttl_hours),
         )
-        policy = PolicyEngine(ledger)
+        quarantine = Quarantine()
+        policy = PolicyEngine(ledger, quarantine)
         executor = executor_from_settings(settings)
         psi = PSIService(
             db,
@@ -134,6 +156,7 @@ class Runtime:
             default_budget=settings.aggregate_default_budget,
             cache_versions=settings.aggregate_cache_versions,
         )
+        aggregates.quarantine = quarantine
         enclave = EnclaveService(
             db,
             ledger,
@@ -204,17 +227,22 @@ class Runtime:
             aggregates=aggregates,
             enclave=enclave,
             objections=objections,
+            repairs=repairs,
+            statements=statements,
             executor=executor,
             models=models,
             training=training,
             federated=federated,
             sealed=sealed,
+            reconciler=Reconciler(ledger),
+            quarantine=quarantine,
+            reads=ReadLog(ledger, db),
         )
 
     @property
     def key_holders(self) -> tuple[keyring.KeyHolder, ...]:
         """The services whose tables hold data keys wrapped by the KEKs (rotation and retirement cover all)."""
-        return (self.datasets, self.objections, self.models)
+        return (self.datasets, self.objections, self.repairs, self.models)
 
     def recover_long_lived(self) -> Recovered:
         """Fail the trainings whose serving process died, abort abandoned federations (start-up and periodic;
@@ -223,7 +251,35 @@ class Runtime:
             self.db, self.ledger, stale_after=timedelta(hours=self.settings.federation_stale_hours)
         )
 
+    def check_state(self) -> StateReport:
+        """Replay the ledger and compare consents, budgets and objections with their rows (start-up and periodic;
+        :mod:`pps.ledger.replay`): the consents and budgets found divergent are refused from now on, until a
+        later check finds them reconciled."""
+        with self.db.transaction(write=False, snapshot=True) as session:
+            report = self.reconciler.run(session)
+        self.quarantine.update(report)
+        if not report.ok:
+            log.error(
+                "governed state differs from the ledger (%d difference(s)); refusing %d consent(s) and %d "
+                "budget(s): %s",
+                len(report.divergences),
+                len(report.divergent_ids(CONSENTS_TABLE)),
+                len(report.divergent_ids(BUDGETS_TABLE)),
+                "; ".join(d.describe() for d in report.divergences[:20]),
+            )
+        return report
+
+    def state_status(self) -> str:
+        """``ok``, or what the last state check found (run now if none ran yet): for ``/readyz``."""
+        if self.reconciler.last is None:
+            self.check_state()
+        return self.quarantine.reason
+
     def close(self) -> None:
+        try:  # the reads noted since the last flush, before the database goes
+            self.reads.flush()
+        except Exception:  # pragma: no cover - a database gone already: nothing more can be written
+            log.exception("could not write the last noted reads")
         self.training.close()
         self.jobs.shutdown(wait=True)
         self.enclave.close()

@@ -66,6 +66,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         environment="test",
         secret_key="test-secret-key-that-is-long-enough-0123456789",
         checkpoint_interval_seconds=0,
+        read_flush_seconds=0,  # noted reads are written when a test flushes them (or at shutdown)
         psi_workers=1,  # prepare PSI setups in-process: small sets, no spawn start-up in tests
         unsafe_small_paillier_keys=True,  # vertical trainings with 1024-bit keys (one test refuses them)
         unsafe_unapproved_models=True,  # the HE mechanics tests; tests/pps/services/scoring/test_approval.py turns it off

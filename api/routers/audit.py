@@ -16,6 +16,7 @@ from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.orm import Session
 
 from api.deps import MAX_INDEX, PUBLIC, Caller, PageLimit, RuntimeDep, allow
+from api.middleware import current_request_id
 from api.schemas import (
     CheckpointOut,
     ConsistencyOut,
@@ -181,6 +182,13 @@ def entries(
     )
     with rt.db.transaction(write=False) as session:
         found = rt.ledger.entries(session, flt, after=after, limit=limit)
+    if found:  # an overseer reading the record of every access: noted, written in batches
+        rt.reads.note(
+            actor=caller.actor,
+            what="ledger.entries",
+            subjects=[flt.subject] if flt.subject else (),
+            request_id=current_request_id(),
+        )
     return Page(
         items=[entry_out(e) for e in found], next_after=found[-1].index if len(found) == limit else None
     )

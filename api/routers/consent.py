@@ -117,6 +117,14 @@ def list_consents(
             after=after,
             limit=limit,
         )
+    if caller.sees_everything and found:  # an overseer paging through consents: noted, written in batches
+        rt.reads.note(
+            actor=caller.actor,
+            what="consents.list",
+            objects=[ObjectRef("consent", c.id) for c in found],
+            subjects=[c.subject_uscc for c in found],
+            request_id=current_request_id(),
+        )
     now = utcnow()
     return Page(
         items=[consent_public(c, now) for c in found],
@@ -126,8 +134,18 @@ def list_consents(
 
 @router.get("/consents/{consent_id}", summary="one consent")
 def get_consent(consent_id: str, caller: Party, rt: RuntimeDep) -> ConsentPublic:
-    with rt.db.transaction(write=False) as session:
-        return consent_public(_visible(rt, session, caller, consent_id), utcnow())
+    with rt.db.transaction() as session:
+        consent = _visible(rt, session, caller, consent_id)
+        if caller.uscc != consent.subject_uscc:  # someone else reading the subject's consent: on its record
+            rt.reads.record(
+                session,
+                actor=caller.actor,
+                action="read.consent",
+                objects=(ObjectRef("consent", consent.id),),
+                subjects=(consent.subject_uscc,),
+                request_id=current_request_id(),
+            )
+        return consent_public(consent, utcnow())
 
 
 @router.get(
@@ -136,10 +154,18 @@ def get_consent(consent_id: str, caller: Party, rt: RuntimeDep) -> ConsentPublic
     response_class=PlainTextResponse,
 )
 def receipt(consent_id: str, caller: Party, rt: RuntimeDep) -> PlainTextResponse:
-    with rt.db.transaction(write=False) as session:
+    with rt.db.transaction() as session:
         consent = _visible(rt, session, caller, consent_id)
         if consent.receipt is None:
             raise NotFound(f"consent {consent_id} has no receipt: it was never granted")
+        rt.reads.record(
+            session,
+            actor=caller.actor,
+            action="read.consent_receipt",
+            objects=(ObjectRef("consent", consent.id),),
+            subjects=(consent.subject_uscc,),
+            request_id=current_request_id(),
+        )
         return PlainTextResponse(consent.receipt)
 
 

@@ -153,6 +153,12 @@ def lineage(
         if caller.role is Role.data_provider and ds.provider_org_id != caller.org_id:
             raise NotFound(f"dataset {dataset_id} does not exist")
         found = rt.ledger.entries(session, EntryFilter(object=("dataset", ds.id)), after=after, limit=limit)
+    rt.reads.note(  # where the data went, read page by page: noted, written in batches
+        actor=caller.actor,
+        what="dataset.lineage",
+        objects=(ObjectRef("dataset", ds.id),),
+        request_id=current_request_id(),
+    )
     items = [entry_out(e) if caller.sees_everything else masked_entry_out(e, caller) for e in found]
     return Page(items=items, next_after=found[-1].index if len(found) == limit else None)
 

@@ -15,6 +15,7 @@ from api.middleware import current_request_id
 from api.schemas import JobPublic, Page, job_public
 from pps.errors import NotFound
 from pps.infra.storage.tables import Job, Role
+from pps.ledger.entry import ObjectRef
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -73,9 +74,21 @@ def cancel_job(job_id: str, caller: Owner, rt: RuntimeDep) -> JobPublic:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def job_result(job_id: str, caller: Owner, rt: RuntimeDep) -> Response:
-    with rt.db.transaction(write=False) as session:
-        blob = rt.jobs.result(session, _owned(rt.jobs.get(session, job_id), caller))
-        return Response(bytes(blob.payload), media_type=blob.media_type)
+    with rt.db.transaction() as session:  # no entry, no download: the bytes leave after the entry commits
+        job = _owned(rt.jobs.get(session, job_id), caller)
+        blob = rt.jobs.result(session, job)
+        rt.reads.record(
+            session,
+            actor=caller.actor,
+            action="read.job_result",
+            objects=(ObjectRef("job", job.id),),
+            # whom the result is about (its release entries named them): the read shows in their history
+            subjects=rt.ledger.subjects_of(session, ("job", job.id), "policy.release"),
+            request_id=current_request_id(),
+            detail={"kind": job.kind, "media_type": blob.media_type, "bytes": len(blob.payload)},
+        )
+        payload, media_type = bytes(blob.payload), blob.media_type
+    return Response(payload, media_type=media_type)
 
 
 @router.delete("/{job_id}/result", summary="delete the job's result now")

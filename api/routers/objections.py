@@ -22,6 +22,7 @@ from api.schemas import Page
 from pps.errors import EvidenceRejected, NotFound
 from pps.governance.objections import Evidence, is_overdue
 from pps.infra.storage.tables import CorrectionNotice, Objection, ObjectionState, Organization, Role, utcnow
+from pps.ledger.entry import ObjectRef
 from pps.runtime import Runtime
 from pps_wire.schemas import (
     CorrectionPublic,
@@ -29,6 +30,7 @@ from pps_wire.schemas import (
     ObjectionCreate,
     ObjectionPublic,
     ObjectionReject,
+    ObjectionUnverifiable,
 )
 
 router = APIRouter(prefix="/v1", tags=["objections"])
@@ -173,13 +175,32 @@ def list_objections(
             limit=limit,
         )
         items = [_public(rt, session, o, now) for o in found]
+    if caller.role is not Role.subject and found:  # reasons shown to a provider or overseer: noted, batched
+        rt.reads.note(
+            actor=caller.actor,
+            what="objections.list",
+            objects=[ObjectRef("objection", o.id) for o in found],
+            subjects=[o.subject_uscc for o in found],
+            request_id=current_request_id(),
+        )
     return Page(items=items, next_after=found[-1].id if len(found) == limit else None)
 
 
 @router.get("/objections/{objection_id}", summary="one objection")
 def get_objection(objection_id: str, caller: Reader, rt: RuntimeDep) -> ObjectionPublic:
-    with rt.db.transaction(write=False) as session:
+    with rt.db.transaction() as session:
         o = _visible(rt, session, caller, objection_id, oversight=True)
+        if (
+            caller.uscc != o.subject_uscc
+        ):  # the enterprise's reason, decrypted for someone else: on its record
+            rt.reads.record(
+                session,
+                actor=caller.actor,
+                action="read.objection",
+                objects=(ObjectRef("objection", o.id), ObjectRef("dataset", o.dataset_id)),
+                subjects=(o.subject_uscc,),
+                request_id=current_request_id(),
+            )
         return _public(rt, session, o, utcnow())
 
 
@@ -229,6 +250,24 @@ def reject(objection_id: str, body: ObjectionReject, caller: Provider, rt: Runti
             session,
             _provider_owns(rt, session, caller, objection_id),
             reason=body.reason,
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
+        return _public(rt, session, o, utcnow())
+
+
+@router.post(
+    "/objections/{objection_id}/unverifiable",
+    summary="the value cannot be verified (the dataset's provider): kept, annotated in every result using it",
+)
+def unverifiable(
+    objection_id: str, body: ObjectionUnverifiable, caller: Provider, rt: RuntimeDep
+) -> ObjectionPublic:
+    with rt.db.transaction() as session:
+        o = rt.objections.unverifiable(
+            session,
+            _provider_owns(rt, session, caller, objection_id),
+            note=body.note,
             actor=caller.actor,
             request_id=current_request_id(),
         )

@@ -21,7 +21,8 @@ def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     dependencies=[PUBLIC],
-    summary="the database answers, its schema is current, and every key-encryption key the data needs opens",
+    summary="the database answers, its schema is current, every key-encryption key the data needs opens, and "
+    "governed state (consents, budgets, objections) agrees with the ledger",
 )
 def readyz(rt: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
@@ -33,9 +34,12 @@ def readyz(rt: RuntimeDep) -> JSONResponse:
         with rt.db.transaction(write=False) as session:
             problems = keyring.problems(session, rt.kms, rt.key_holders)
         checks["keys"] = "; ".join(problems) if problems else "ok"
+        # consents, budgets and objections against the ledger (the last check's finding; start-up and periodic)
+        checks["state"] = rt.state_status()
     except Exception as exc:  # readiness reports, it does not raise
         checks.setdefault("database", f"unreachable: {type(exc).__name__}")
         checks.setdefault("keys", f"not checked: {type(exc).__name__}")
+        checks.setdefault("state", f"not checked: {type(exc).__name__}")
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503

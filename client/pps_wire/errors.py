@@ -184,6 +184,14 @@ class ModelNotApproved(Refused):
     code = "model_not_approved"
 
 
+class StateDivergent(Refused):
+    """The governed state this request relies on (a consent, a privacy budget) differs from what the ledger
+    records — its row was changed outside the service — so it is not acted on until the operator reconciles it
+    (``pps audit verify --state`` names the row, the column and both values)."""
+
+    code = "state_divergent"
+
+
 # --- ledger ------------------------------------------------------------------------------------------
 
 

@@ -364,6 +364,7 @@ class ConsentService:
                 "bank": consent.bank_org_id,
                 "operations": json.loads(consent.operations_json),
                 "scope": json.loads(consent.scope_json),
+                "valid_from": format_time(consent.valid_from),
                 "valid_until": format_time(consent.valid_until),
                 "max_uses": consent.max_uses,
                 "granularity": consent.granularity,

@@ -37,7 +37,10 @@ from pps.errors import InvalidInput
 from pps.governance.consent import check_purpose
 from pps.infra.storage.tables import Consent, ConsentState, Dataset, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
+from pps.ledger.replay import Quarantine
 from pps.ledger.store import Ledger
+
+CONSENTS_TABLE = "consents"
 
 SUBJECTS_PER_ENTRY = 2_000
 SPEND_CHUNK = 50_000
@@ -55,10 +58,15 @@ class DenyReason(StrEnum):
     field_not_covered = "field_not_covered"
     uses_exhausted = "uses_exhausted"
     class_c3 = "class_c3"
+    record_excluded = "record_excluded"
+    """a dishonesty record the computation counted was repaired or expired before release"""
+    state_divergent = "state_divergent"
+    """the consent's row differs from what the ledger records (``pps audit verify --state``): not acted on"""
 
 
 # when several consents fail, the one that came closest decides the reason shown
 _CLOSENESS = [
+    DenyReason.state_divergent,
     DenyReason.uses_exhausted,
     DenyReason.field_not_covered,
     DenyReason.operation_not_covered,
@@ -135,9 +143,10 @@ class _Checker:
     distinct stored time is parsed once.
     """
 
-    def __init__(self, req: Request, now: datetime) -> None:
+    def __init__(self, req: Request, now: datetime, divergent: frozenset[str] = frozenset()) -> None:
         self.req = req
         self.now = now
+        self.divergent = divergent
         self.now_text = now.astimezone(UTC).strftime(_SQLITE_TIME)
         self.terms: dict[tuple[str, str], tuple[DenyReason | None, str]] = {}
         self.times: dict[Any, datetime] = {}
@@ -181,6 +190,11 @@ class _Checker:
 
     def __call__(self, row: Any) -> tuple[DenyReason | None, str]:
         _id, _subject, state, valid_from, valid_until, revoked_at, max_uses, uses, ops, scope = row
+        if _id in self.divergent:
+            return (
+                DenyReason.state_divergent,
+                "its stored row differs from the ledger; the operator must reconcile it (pps audit verify --state)",
+            )
         if state != _ACTIVE:
             if state == _REVOKED:
                 when = self.time(revoked_at).isoformat() if revoked_at is not None else "?"
@@ -212,8 +226,10 @@ def _id_in(session: Session, ids: list[str]) -> ColumnElement[bool]:
 
 
 class PolicyEngine:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, quarantine: Quarantine | None = None) -> None:
         self.ledger = ledger
+        self.quarantine = quarantine or Quarantine()
+        """consents whose rows the last reconciliation with the ledger found divergent: never relied on"""
 
     def _c3_fields(self, session: Session, fields: Mapping[str, Sequence[str]]) -> list[str]:
         c3 = []
@@ -264,7 +280,7 @@ class PolicyEngine:
         for row in rows:
             if row[1] in wanted:
                 by_subject.setdefault(row[1], []).append(row)
-        check = _Checker(req, now)
+        check = _Checker(req, now, self.quarantine.rows(CONSENTS_TABLE))
         decisions = []
         for subject in req.subjects:
             candidates = by_subject.get(subject)
@@ -331,7 +347,16 @@ class PolicyEngine:
     ) -> None:
         """Write decisions to the ledger (for operations that release without spending uses, like PSI)."""
         self._record(
-            session, action, req, decisions, job=job, actor=actor, request_id=request_id, now=now, what=what
+            session,
+            action,
+            req,
+            decisions,
+            job=job,
+            actor=actor,
+            request_id=request_id,
+            now=now,
+            what=what,
+            spends=False,
         )
 
     def admit(
@@ -347,7 +372,15 @@ class PolicyEngine:
         """Decide at admission and record the decision (naming the consents) in the ledger."""
         decisions = self.decide(session, req, now=now)
         self._record(
-            session, "policy.admit", req, decisions, job=job, actor=actor, request_id=request_id, now=now
+            session,
+            "policy.admit",
+            req,
+            decisions,
+            job=job,
+            actor=actor,
+            request_id=request_id,
+            now=now,
+            spends=False,
         )
         return decisions
 
@@ -362,8 +395,13 @@ class PolicyEngine:
         request_id: str | None = None,
         now: datetime | None = None,
         admitted: Sequence[Decision] | None = None,
+        withheld: Mapping[str, str] | None = None,
     ) -> list[Decision]:
         """Decide again right before release and spend one use of each consent relied on, atomically.
+
+        ``withheld`` (subject -> why) names subjects that may not be released whatever their consent says (a
+        dishonesty record counted for them was repaired or expired since admission): they are denied with
+        ``record_excluded`` and no use of their consent is spent.
 
         A subject whose consent was revoked, expired or used up since admission is denied here; so is one
         whose last use another job spent first. The ledger records what was released under which consents.
@@ -375,19 +413,28 @@ class PolicyEngine:
         (another of their consents may cover them, or the reason is named).
         """
         now = now or utcnow()
-        if admitted is None:
-            decisions = self.decide(session, req, now=now)
-            spent = self._spend(session, [d.consent_id for d in decisions if d.allowed and d.consent_id], now)
-        else:
-            decisions, spent = self._recheck(session, req, admitted, now)
-        final = [
-            d
-            if not d.allowed or d.consent_id in spent
-            else Decision(
-                d.subject, False, reason=DenyReason.uses_exhausted, detail=f"{d.consent_id}: last use taken"
+        if withheld:
+            rest = tuple(s for s in req.subjects if s not in withheld)
+            part = (
+                self._release_decisions(
+                    session,
+                    Request(req.bank_org_id, rest, req.fields, req.operation, req.purpose),
+                    now,
+                    [d for d in admitted if d.subject not in withheld] if admitted is not None else None,
+                )
+                if rest
+                else []
             )
-            for d in decisions
-        ]
+            by = {d.subject: d for d in part}
+            final = [
+                by.get(s)
+                or Decision(
+                    s, False, reason=DenyReason.record_excluded, detail=withheld.get(s, "record excluded")
+                )
+                for s in req.subjects
+            ]
+        else:
+            final = self._release_decisions(session, req, now, admitted)
         self._record(
             session,
             "policy.release",
@@ -398,8 +445,26 @@ class PolicyEngine:
             request_id=request_id,
             now=now,
             what=what,
+            spends=True,
         )
         return final
+
+    def _release_decisions(
+        self, session: Session, req: Request, now: datetime, admitted: Sequence[Decision] | None
+    ) -> list[Decision]:
+        if admitted is None:
+            decisions = self.decide(session, req, now=now)
+            spent = self._spend(session, [d.consent_id for d in decisions if d.allowed and d.consent_id], now)
+        else:
+            decisions, spent = self._recheck(session, req, admitted, now)
+        return [
+            d
+            if not d.allowed or d.consent_id in spent
+            else Decision(
+                d.subject, False, reason=DenyReason.uses_exhausted, detail=f"{d.consent_id}: last use taken"
+            )
+            for d in decisions
+        ]
 
     def _recheck(
         self, session: Session, req: Request, admitted: Sequence[Decision], now: datetime
@@ -434,7 +499,9 @@ class PolicyEngine:
         re-evaluated under the row lock, so concurrent releases never spend more uses than granted.
         """
         spent: set[str] = set()
-        ordered = sorted(set(consent_ids))  # one lock order for every release: no deadlocks between them
+        divergent = self.quarantine.rows(CONSENTS_TABLE)
+        # one lock order for every release: no deadlocks between them; a divergent consent is never spent
+        ordered = sorted(set(consent_ids) - divergent)
         for start in range(0, len(ordered), SPEND_CHUNK):
             chunk = ordered[start : start + SPEND_CHUNK]
             result = session.execute(
@@ -464,7 +531,9 @@ class PolicyEngine:
         request_id: str | None,
         now: datetime | None,
         what: str | None = None,
+        spends: bool,
     ) -> None:
+        """``spends``: whether this release spent one use of each consent it names (replay counts uses by it)."""
         decisions = list(decisions)
         drafts = []
         for start in range(0, max(len(decisions), 1), SUBJECTS_PER_ENTRY):
@@ -492,6 +561,7 @@ class PolicyEngine:
                         "denied": denied,
                         "part": start // SUBJECTS_PER_ENTRY + 1,
                         "parts": max(1, -(-len(decisions) // SUBJECTS_PER_ENTRY)),
+                        **({"spends_uses": spends} if action == "policy.release" else {}),
                     },
                 )
             )

@@ -87,6 +87,20 @@ class Settings(BaseSettings):
         description="how often a serving process fails the trainings of dead workers and aborts abandoned "
         "federations (also once at start); 0 = only at start",
     )
+    read_flush_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how often the hot reads noted in memory (overseers paging through consents, objections, "
+        "lineage and the ledger) are written to the ledger as read.batch entries; also when 1000 wait and at "
+        "shutdown; 0 = only then",
+    )
+    state_check_interval_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="how often a serving process replays the ledger and compares consents, budgets and "
+        "objections with their rows (also once at start); a divergent consent or budget is refused until "
+        "reconciled; 0 = only at start",
+    )
     federation_stale_hours: float = Field(
         24.0,
         gt=0,
@@ -172,7 +186,23 @@ class Settings(BaseSettings):
     )
     # objections and corrections (pps.governance.objections)
     objection_response_days: int = Field(
-        15, ge=1, le=365, description="days a provider has to accept or reject an objection"
+        15,
+        ge=1,
+        le=20,
+        description="days a provider has to answer an objection: at most 20 (征信业管理条例 Art. 25)",
+    )
+    # credit repair (pps.governance.repair)
+    repair_decision_days: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="working days the designated authority has to decide a credit-repair application",
+    )
+    repair_proof_max_bytes: int = Field(
+        2 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="largest proof file (PDF, PNG, JPEG) of a repair application",
     )
     objection_evidence_max_bytes: int = Field(
         2 << 20, ge=1024, le=64 << 20, description="largest evidence file (PDF, PNG, JPEG) of an objection"

@@ -322,6 +322,22 @@ class Ledger:
         rows = session.execute(query.where(*conds).order_by(LedgerEntry.idx).limit(limit))
         return [StoredEntry(r.idx, r.entry, r.leaf_hash) for r in rows]
 
+    def subjects_of(self, session: Session, obj: tuple[str, str], action: str) -> list[str]:
+        """The sorted subjects of every ``action`` entry naming object ``(kind, id)`` (e.g. whom a job's
+        ``policy.release`` entries were about), through the subject and object indexes."""
+        rows = session.execute(
+            select(LedgerEntrySubject.uscc)
+            .join(LedgerEntryObject, LedgerEntryObject.idx == LedgerEntrySubject.idx)
+            .join(LedgerEntry, LedgerEntry.idx == LedgerEntrySubject.idx)
+            .where(
+                LedgerEntryObject.kind == obj[0],
+                LedgerEntryObject.object_id == obj[1],
+                LedgerEntry.action == action,
+            )
+            .distinct()
+        ).scalars()
+        return sorted(rows)
+
     def touches(self, session: Session, index: int, *, org_id: str, uscc: str | None) -> bool:
         """Whether entry ``index`` was made by ``org_id`` or touches subject ``uscc`` (object-level check)."""
         hit = session.execute(

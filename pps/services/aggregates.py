@@ -70,11 +70,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -84,16 +84,19 @@ from pps.data.datasets import codec
 from pps.data.datasets.schema import ColumnType, DatasetSchema, Sensitivity
 from pps.data.datasets.service import DatasetService
 from pps.data.sources import SOURCES, bind_sources
-from pps.errors import BudgetExhausted, DataIntegrityError, InvalidInput, NotFound, Refused
+from pps.errors import BudgetExhausted, DataIntegrityError, InvalidInput, NotFound, Refused, StateDivergent
+from pps.governance import records as dishonesty
 from pps.governance.consent import check_purpose
 from pps.governance.objections import open_disputes
 from pps.governance.policy import PolicyEngine, Request
 from pps.governance.release import Gate
+from pps.governance.state import BUDGETS_TABLE
 from pps.infra.storage.db import Database
 from pps.infra.storage.tables import (
     Consent,
     Dataset,
     DatasetVersion,
+    ObjectionState,
     Organization,
     PrivacyBudget,
     ReleasedCohort,
@@ -102,6 +105,7 @@ from pps.infra.storage.tables import (
     utcnow,
 )
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
+from pps.ledger.replay import Quarantine
 from pps.ledger.store import Ledger
 
 COHORT_ATTRIBUTES: Final = ("industry", "region", "size_class")
@@ -238,6 +242,8 @@ class Cell:
     mean: float | None = None
     histogram: list[int] | None = None
     disputed_inputs: bool = False
+    annotated_inputs: bool = False
+    """a member has an input whose objection could not be verified (annotated, 征信业管理条例 Art. 25)"""
     """whether a member of the cell has an open objection on a field the query reads (never who)"""
 
 
@@ -278,6 +284,7 @@ class Answer:
                         if v is not None
                     },
                     "disputed_inputs": c.disputed_inputs,
+                    "annotated_inputs": c.annotated_inputs,
                 }
                 for c in self.cells
             ],
@@ -468,6 +475,8 @@ class AggregateService:
         self.min_cohort_size = min_cohort_size
         self.max_epsilon = max_epsilon
         self.default_budget_micro = round(default_budget * MICRO)
+        self.quarantine = Quarantine()
+        """budgets whose rows the last reconciliation with the ledger found divergent (set by the runtime)"""
         member_key = hmac.new(secret_key, b"pps/aggregates/member-codes/v1", hashlib.sha256).digest()
         self.frames = _FrameCache(datasets, member_key, cache_versions)
 
@@ -485,7 +494,16 @@ class AggregateService:
 
     def lock_budget(self, session: Session, bank_org_id: str) -> tuple[int, int]:
         """Create the bank's budget row if needed and lock it until the transaction ends (this serialises the
-        bank's releases: the differencing control sees them all). Used by sealed aggregates too."""
+        bank's releases: the differencing control sees them all). Used by sealed aggregates too.
+
+        A new row is recorded (``aggregate.budget.open``, its total) so that the ledger alone gives every
+        budget (:mod:`pps.governance.state`); a row the last reconciliation found divergent is refused."""
+        if self.quarantine.holds(BUDGETS_TABLE, bank_org_id):
+            raise StateDivergent(
+                f"the privacy budget of {bank_org_id} differs from what the ledger records, so it is not used: "
+                "the operator must reconcile it (pps audit verify --state names the difference)",
+                details={"control": "state", "table": BUDGETS_TABLE, "id": bank_org_id},
+            )
         values = {
             "bank_org_id": bank_org_id,
             "total_micro": self.default_budget_micro,
@@ -493,9 +511,19 @@ class AggregateService:
             "updated_at": utcnow(),
         }
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(
+        opened = session.execute(
             insert(PrivacyBudget).values(**values).on_conflict_do_nothing(index_elements=["bank_org_id"])
         )
+        if cast(CursorResult[Any], opened).rowcount == 1:
+            self.ledger.append(
+                session,
+                EntryDraft(
+                    action="aggregate.budget.open",
+                    actor=Actor(None, "service", "job"),
+                    objects=(ObjectRef("org", bank_org_id),),
+                    detail={"total_micro": self.default_budget_micro},
+                ),
+            )
         row = session.execute(
             select(PrivacyBudget.total_micro, PrivacyBudget.spent_micro)
             .where(PrivacyBudget.bank_org_id == bank_org_id)
@@ -667,6 +695,13 @@ class AggregateService:
             codes = self.frames.codes_of(disputed)
             released = [
                 dataclasses.replace(c, disputed_inputs=bool(np.isin(cell.members, codes).any()))
+                for c, cell in zip(released, cells, strict=True)
+            ]
+        annotated = open_disputes(s, None, plan.fields, state=ObjectionState.unverifiable)
+        if annotated and cells:
+            codes = self.frames.codes_of(annotated)
+            released = [
+                dataclasses.replace(c, annotated_inputs=bool(np.isin(cell.members, codes).any()))
                 for c, cell in zip(released, cells, strict=True)
             ]
         self._remember(s, bank, cells, query_id)
@@ -850,6 +885,9 @@ class AggregateService:
                 return []
             values, valid = measure.numeric[spec.field]
             keep = valid
+            if plan.measure is not None and plan.measure.name == dishonesty.SOURCE:
+                assert plan.measure_version is not None
+                keep = keep & self._records_in_use(s, plan.measure_version)
             if spec.months is not None:
                 assert measure.months is not None
                 lo, hi = _month_number(spec.months[0]), _month_number(spec.months[1])
@@ -902,6 +940,14 @@ class AggregateService:
             group = {a: str(uniques[j][where[j]]) for j, a in enumerate(spec.group_by)}
             cells.append(_CellData(group, codes[idx], contributions[idx]))
         return cells
+
+    def _records_in_use(self, s: Session, version: DatasetVersion) -> npt.NDArray[np.bool_]:
+        """Per row of a dishonesty-records version: still usable (not repaired, expired or past retention)."""
+        book = dishonesty.RecordBook(self.datasets)
+        today = utcnow().date()
+        usable = {r.record_id for r in book.usable(s, book.read(s), version.dataset_id, today)}
+        ids = self.datasets.read_columns(s, version, ["record_id"])["record_id"]
+        return np.fromiter((v in usable for v in ids.values.tolist()), dtype=bool, count=len(ids))
 
     # --- the differencing control, for other aggregate paths (sealed datasets) --------------------------
 

@@ -828,6 +828,7 @@ class SealedService:
                         request_id=request_id,
                         released=(Release(to=bank, what=what),),
                         detail={
+                            "bank": bank,
                             "column": column,
                             "where": dict(sorted(where.items())),
                             "cohort": len(cohort),

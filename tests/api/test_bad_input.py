@@ -220,7 +220,7 @@ def test_health_and_readiness(http: Callable[..., httpx.Client]) -> None:
     assert http().get("/healthz").json() == {"status": "ok"}
     ready = http().get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "schema": "ok", "keys": "ok"}
+    assert ready.json()["checks"] == {"database": "ok", "schema": "ok", "keys": "ok", "state": "ok"}
 
 
 def test_a_busy_database_is_a_503_that_changes_nothing(

@@ -6,6 +6,8 @@ vertical training held — and restarted; then the invariants are checked:
   version has all its chunks or does not exist; a job has a result only if it succeeded);
 * every job is terminal, and so is every vertical training (through the start-up recovery);
 * the ledger verifies (`verify_ledger`), and consents' uses and privacy budgets are within their limits;
+* governed state reconciles with the ledger: consents (terms, state, uses), budgets and objections rebuilt from
+  the entries equal their rows (`pps.ledger.replay`), so no crash leaves a row and its entry apart;
 * no process the killed service started survives it.
 
 Named points are ``PPS_UNSAFE_KILL_AT=commit:<ledger action>`` (``pps.infra.faults``: the process kills itself
@@ -54,6 +56,7 @@ from pps.infra.storage.tables import (
     utcnow,
 )
 from pps.ledger.entry import OPERATOR
+from pps.ledger.replay import Reconciler
 from pps.ledger.verify import verify_ledger
 from pps.runtime import Runtime
 from pps_client import Client
@@ -194,6 +197,8 @@ def check_invariants(rt: Runtime) -> None:
     wait_terminal(rt)
     with rt.db.transaction(write=False, snapshot=True) as s:
         verify_ledger(s, rt.ledger)
+        state = Reconciler(rt.ledger).run(s)
+        assert state.ok, [d.describe() for d in state.divergences]
         assert (
             s.execute(
                 select(func.count())

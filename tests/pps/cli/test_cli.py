@@ -267,3 +267,23 @@ def test_restore_drill_tells_a_restore_without_keys_from_tampering(
     get_settings.cache_clear()
     code, out = pps("audit", "verify", "--against", str(saved))
     assert code == 0, out
+
+
+def test_verify_state_names_each_row_edited_outside_the_service(home: Path) -> None:
+    """``pps audit verify --state`` rebuilds budgets (and consents, objections) from the entries: a budget raised
+    and reset by SQL is named, column by column, with exit 5; the ledger itself still verifies (exit 0 alone)."""
+    assert pps("admin", "bootstrap")[0] == 0
+    code, out = pps("admin", "org", "create", "Bank A", "--role", "bank")
+    bank_id = re.search(r"organisation (org_\w+)", out).group(1)  # type: ignore[union-attr]
+    assert pps("admin", "budget", "set", bank_id, "2")[0] == 0
+    code, out = pps("audit", "verify", "--state")
+    assert code == 0 and "DIVERGES" not in out, out
+    with sqlite3.connect(home / "pps.db") as db:
+        db.execute("UPDATE privacy_budgets SET total_micro = 50000000 WHERE bank_org_id = ?", (bank_id,))
+    code, out = pps("audit", "verify")
+    assert code == 0, out  # the ledger's own rows are intact: only --state looks at governed state
+    code, out = pps("audit", "verify", "--state")
+    flat = " ".join(out.split())
+    assert code == 5, out
+    assert "GOVERNED STATE DIVERGES FROM THE LEDGER" in flat and "privacy_budgets" in flat
+    assert f"privacy_budgets {bank_id}: total_micro is 50000000 in the table, 2000000 by the ledger" in flat

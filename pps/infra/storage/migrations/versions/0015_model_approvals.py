@@ -1,7 +1,7 @@
 """model approvals, disclosure accounting, output granularity in consent (issue 17)
 
-Revision ID: 0014_model_approvals
-Revises: 0013_session_holders
+Revision ID: 0015_model_approvals
+Revises: 0014_credit_repair
 Create Date: 2026-12-07
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import pps.infra.storage.types
 
-revision: str = "0014_model_approvals"
-down_revision: str | None = "0013_session_holders"
+revision: str = "0015_model_approvals"
+down_revision: str | None = "0014_credit_repair"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

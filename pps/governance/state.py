@@ -1,0 +1,344 @@
+"""Governed state rebuilt from the ledger: the reducers for consents, privacy budgets and objections.
+
+Each reducer (:class:`pps.ledger.replay.Reducer`) says which entries change its table and how, and compares the
+rebuilt state with the rows; :mod:`pps.ledger.replay` runs them (``pps audit verify --state``, and the service
+at start and on a schedule, refusing to act on a divergent consent or budget). What each reducer rebuilds:
+
+=================  ===============================================  ==================================================
+table              entries folded                                    columns compared
+=================  ===============================================  ==================================================
+consents           ``consent.request``, ``consent.grant``,           subject, bank, purpose, scope, operations,
+                   ``consent.deny``, ``consent.revoke``;             valid_from (entries since it is recorded),
+                   ``policy.release`` (one use per consent named,     valid_until, max_uses, state, revoked_at, uses
+                   when the release spends uses)
+privacy_budgets    ``aggregate.budget.open``, ``aggregate.budget.set``, total_micro, spent_micro
+                   ``aggregate.release``, ``sealed.aggregate``
+objections         ``objection.file``, ``objection.accept``,         subject, dataset, provider, filed_version,
+                   ``objection.reject``                              fields, state, due_at, resolved_at,
+                                                                      corrected_version, corrected_fields
+=================  ===============================================  ==================================================
+
+Entries written before a fact was recorded are read as far as they go: a ``policy.release`` without
+``detail.spends_uses`` spends unless it released a PSI result (PSI records without spending); a budget with no
+``aggregate.budget.open`` entry takes its total from its first release (remaining + spent) or, with none, is
+not checked for its total; a consent granted before ``valid_from`` was recorded is not checked for it.
+Other kinds of governed state (credit repairs, disclosure accounting, ...) register their own reducer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pps.infra.storage.tables import Consent, Objection, PrivacyBudget
+from pps.ledger.entry import parse_time
+from pps.ledger.replay import Divergence, Reducer, count_rows, register, registered
+
+_PAGE = 5_000
+
+
+def _pages(session: Session, query: Any, key: Any, state: dict[str, Any]) -> Iterator[Any]:
+    """Rows of ``query`` in ``key`` order, a page at a time (keyset pagination: bounded memory), counted."""
+    after: Any = None
+    while True:
+        q = query if after is None else query.where(key > after)
+        rows = session.execute(q.order_by(key).limit(_PAGE)).all()
+        count_rows(state, len(rows))
+        yield from rows
+        if len(rows) < _PAGE:
+            return
+        after = rows[-1][0]
+
+
+class _Parsed:
+    """``json.loads`` of the stored JSON documents, once per distinct text (a bank's consents share theirs)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __call__(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        hit = self._cache.get(text, _MISSING)
+        if hit is _MISSING:
+            hit = self._cache[text] = json.loads(text)
+        return hit
+
+
+_MISSING = object()
+_CONSENT_COLUMNS = (
+    "subject_uscc",
+    "bank_org_id",
+    "purpose",
+    "scope",
+    "operations",
+    "valid_from",
+    "valid_until",
+    "max_uses",
+    "state",
+    "revoked_at",
+    "uses",
+)
+
+
+def _time(text: str | None) -> Any:
+    return parse_time(text) if text else None
+
+
+# --- consents ----------------------------------------------------------------------------------------------------
+
+
+class ConsentReducer:
+    name = "consents"
+    table = "consents"
+    actions = frozenset(
+        {"consent.request", "consent.grant", "consent.deny", "consent.revoke", "policy.release"}
+    )
+
+    def fold(self, state: dict[str, Any], doc: dict[str, Any]) -> None:
+        action = doc["action"]
+        rows: dict[str, dict[str, Any]] = state.setdefault("rows", {})
+        if action == "policy.release":
+            detail = doc.get("detail") or {}
+            spends = detail.get("spends_uses")
+            if spends is None:  # entries written before the flag: PSI releases record without spending
+                spends = not any(str(r.get("what", "")).startswith("psi:") for r in doc.get("released", []))
+            if spends:
+                uses: dict[str, int] = state.setdefault("uses", {})
+                for cid in doc.get("consent_ids", []):
+                    uses[cid] = uses.get(cid, 0) + 1
+            return
+        ids = [o["id"] for o in doc.get("objects", []) if o.get("kind") == "consent"]
+        if not ids:
+            return
+        cid = ids[0]
+        detail = doc.get("detail") or {}
+        row = rows.setdefault(cid, {})
+        if action in ("consent.request", "consent.grant"):
+            row.update(
+                subject_uscc=(doc.get("subjects") or [None])[0],
+                bank_org_id=detail.get("bank"),
+                purpose=doc.get("purpose"),
+                scope=detail.get("scope"),
+                operations=detail.get("operations"),
+                valid_until=_time(detail.get("valid_until")),
+                max_uses=detail.get("max_uses"),
+                state="requested" if action == "consent.request" else "active",
+            )
+            if "valid_from" in detail:
+                row["valid_from"] = _time(detail["valid_from"])
+        elif action == "consent.deny":
+            row["state"] = "denied"
+        elif action == "consent.revoke":
+            row["state"] = "revoked"
+            row["revoked_at"] = parse_time(doc["time"])
+
+    def compare(self, session: Session, state: dict[str, Any]) -> Iterator[Divergence]:
+        rows: dict[str, dict[str, Any]] = state.get("rows", {})
+        uses: dict[str, int] = state.get("uses", {})
+        seen: set[str] = set()
+        query = select(
+            Consent.id,
+            Consent.subject_uscc,
+            Consent.bank_org_id,
+            Consent.purpose,
+            Consent.scope_json,
+            Consent.operations_json,
+            Consent.valid_from,
+            Consent.valid_until,
+            Consent.max_uses,
+            Consent.uses,
+            Consent.state,
+            Consent.revoked_at,
+        )
+        parsed = _Parsed()
+        for r in _pages(session, query, Consent.id, state):
+            seen.add(r.id)
+            want = rows.get(r.id)
+            if want is None or "state" not in want:
+                yield Divergence(self.table, r.id, "*", None, "present")
+                continue
+            have = (
+                r.subject_uscc,
+                r.bank_org_id,
+                r.purpose,
+                parsed(r.scope_json),
+                parsed(r.operations_json),
+                r.valid_from if "valid_from" in want else None,  # not recorded before: not compared
+                r.valid_until,
+                r.max_uses,
+                r.state.value,
+                r.revoked_at,
+                r.uses,
+            )
+            expected = (
+                want.get("subject_uscc"),
+                want.get("bank_org_id"),
+                want.get("purpose"),
+                want.get("scope"),
+                want.get("operations"),
+                want.get("valid_from"),
+                want.get("valid_until"),
+                want.get("max_uses"),
+                want["state"],
+                want.get("revoked_at"),
+                uses.get(r.id, 0),
+            )
+            if have == expected:
+                continue
+            for column, value, stored in zip(_CONSENT_COLUMNS, expected, have, strict=True):
+                if stored != value:
+                    yield Divergence(self.table, r.id, _column(column), value, stored)
+        for cid in sorted(set(rows) - seen):
+            yield Divergence(self.table, cid, "*", "recorded", None)
+
+
+def _column(name: str) -> str:
+    return {"scope": "scope_json", "operations": "operations_json"}.get(name, name)
+
+
+# --- privacy budgets -------------------------------------------------------------------------------------------
+
+
+BUDGETS_TABLE = "privacy_budgets"
+
+
+class BudgetReducer:
+    name = BUDGETS_TABLE
+    table = BUDGETS_TABLE
+    actions = frozenset(
+        {"aggregate.budget.open", "aggregate.budget.set", "aggregate.release", "sealed.aggregate"}
+    )
+
+    def fold(self, state: dict[str, Any], doc: dict[str, Any]) -> None:
+        action = doc["action"]
+        detail = doc.get("detail") or {}
+        if action in ("aggregate.budget.open", "aggregate.budget.set"):
+            banks = [o["id"] for o in doc.get("objects", []) if o.get("kind") == "org"]
+            if not banks:
+                return
+            b = state.setdefault(banks[0], {"total": None, "spent": 0})
+            b["total"] = int(detail["total_micro"])
+            return
+        bank = detail.get("bank") or (doc.get("actor") or {}).get("org")
+        if not bank:
+            return
+        b = state.setdefault(bank, {"total": None, "spent": 0})
+        b["spent"] += int(detail.get("epsilon_micro") or 0)
+        if b["total"] is None and "budget_remaining_micro" in detail:
+            # a budget opened before its opening was recorded: its total is what remained plus what was spent
+            b["total"] = int(detail["budget_remaining_micro"]) + b["spent"]
+
+    def compare(self, session: Session, state: dict[str, Any]) -> Iterator[Divergence]:
+        seen: set[str] = set()
+        query = select(PrivacyBudget.bank_org_id, PrivacyBudget.total_micro, PrivacyBudget.spent_micro)
+        for r in _pages(session, query, PrivacyBudget.bank_org_id, state):
+            seen.add(r.bank_org_id)
+            want = state.get(r.bank_org_id)
+            if want is None:
+                if r.spent_micro != 0:  # a spend no entry records
+                    yield Divergence(self.table, r.bank_org_id, "spent_micro", 0, int(r.spent_micro))
+                continue  # a row opened before openings were recorded, never used: its total is unknown
+            if want["total"] is not None and int(r.total_micro) != want["total"]:
+                yield Divergence(self.table, r.bank_org_id, "total_micro", want["total"], int(r.total_micro))
+            if int(r.spent_micro) != want["spent"]:
+                yield Divergence(self.table, r.bank_org_id, "spent_micro", want["spent"], int(r.spent_micro))
+        for bank in sorted({k for k in state if not k.startswith("__")} - seen):
+            yield Divergence(self.table, bank, "*", "recorded", None)
+
+
+# --- objections ------------------------------------------------------------------------------------------------
+
+
+class ObjectionReducer:
+    name = "objections"
+    table = "objections"
+    actions = frozenset({"objection.file", "objection.accept", "objection.reject"})
+
+    def fold(self, state: dict[str, Any], doc: dict[str, Any]) -> None:
+        ids = [o["id"] for o in doc.get("objects", []) if o.get("kind") == "objection"]
+        if not ids:
+            return
+        detail = doc.get("detail") or {}
+        action = doc["action"]
+        if action == "objection.file":
+            datasets = [o["id"] for o in doc.get("objects", []) if o.get("kind") == "dataset"]
+            state[ids[0]] = {
+                "subject_uscc": (doc.get("subjects") or [None])[0],
+                "dataset_id": datasets[0] if datasets else None,
+                "provider_org_id": detail.get("provider"),
+                "filed_version": detail.get("version"),
+                "fields": detail.get("fields"),
+                "state": "open",
+                "due_at": _time(detail.get("due_at")),
+                "resolved_at": None,
+                "corrected_version": None,
+                "corrected_fields": None,
+            }
+            return
+        row = state.setdefault(ids[0], {})
+        row["resolved_at"] = parse_time(doc["time"])
+        if action == "objection.accept":
+            row.update(
+                state="accepted",
+                corrected_version=detail.get("version"),
+                corrected_fields=detail.get("changed"),
+            )
+        else:
+            row["state"] = "rejected"
+
+    def compare(self, session: Session, state: dict[str, Any]) -> Iterator[Divergence]:
+        seen: set[str] = set()
+        query = select(
+            Objection.id,
+            Objection.subject_uscc,
+            Objection.dataset_id,
+            Objection.provider_org_id,
+            Objection.filed_version,
+            Objection.fields_json,
+            Objection.state,
+            Objection.due_at,
+            Objection.resolved_at,
+            Objection.corrected_version,
+            Objection.corrected_fields_json,
+        )
+        for r in _pages(session, query, Objection.id, state):
+            seen.add(r.id)
+            want = state.get(r.id)
+            if want is None or "state" not in want or "subject_uscc" not in want:
+                yield Divergence(self.table, r.id, "*", None, "present")
+                continue
+            have = {
+                "subject_uscc": r.subject_uscc,
+                "dataset_id": r.dataset_id,
+                "provider_org_id": r.provider_org_id,
+                "filed_version": r.filed_version,
+                "fields": json.loads(r.fields_json),
+                "state": r.state.value,
+                "due_at": r.due_at,
+                "resolved_at": r.resolved_at,
+                "corrected_version": r.corrected_version,
+                "corrected_fields": json.loads(r.corrected_fields_json) if r.corrected_fields_json else None,
+            }
+            for column, value in want.items():
+                if have[column] != value:
+                    name = {"fields": "fields_json", "corrected_fields": "corrected_fields_json"}.get(
+                        column, column
+                    )
+                    yield Divergence(self.table, r.id, name, value, have[column])
+        for oid in sorted({k for k in state if not k.startswith("__")} - seen):
+            yield Divergence(self.table, oid, "*", "recorded", None)
+
+
+def registered_reducers() -> tuple[Reducer, ...]:
+    """Every registered reducer: these three, and any a later kind of governed state registered."""
+    return registered()
+
+
+CONSENTS = register(ConsentReducer())
+BUDGETS = register(BudgetReducer())
+OBJECTIONS = register(ObjectionReducer())
