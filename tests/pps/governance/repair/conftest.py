@@ -85,6 +85,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         secret_key="test-secret-key-that-is-long-enough-0123456789",
         checkpoint_interval_seconds=0,
         psi_workers=1,
+        unsafe_unapproved_models=True,  # as the shared fixture: these tests are about records, not approval
         aggregate_min_cohort_size=1,
         aggregate_max_epsilon=10,
         aggregate_default_budget=100,
