@@ -21,6 +21,7 @@ from api.routers import aggregates, audit, consent, datasets, enclave, identity,
 from api.routers import federated as federated_routes
 from api.routers import models as model_routes
 from api.routers import objections as objection_routes
+from api.routers import repairs as repair_routes
 from api.routers import sealed as sealed_routes
 from api.routers import training as training_routes
 from pps.infra.settings import Settings, get_settings
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             objection_routes.OBJECTIONS_PATH: objection_routes.body_limit(
                 rt.settings.objection_evidence_max_bytes
             ),
+            repair_routes.REPAIRS_PATH: repair_routes.body_limit(rt.settings.repair_proof_max_bytes),
         },
     )
     app.add_middleware(RequestIdMiddleware)
@@ -191,6 +193,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     scoring.router,
     enclave.router,
     objection_routes.router,
+    repair_routes.router,
     model_routes.router,
     training_routes.router,
     federated_routes.router,

@@ -49,6 +49,7 @@ PROVIDER_NAMES: dict[str, str] = {
     "utilities": "State Grid Suzhou",
     "procurement": "Suzhou Government Procurement Centre",
     "court": "Suzhou Intermediate Court",
+    "penalties": "Suzhou Public Credit Centre",
 }
 """Which organisation provides each synthetic dataset (by table name)."""
 

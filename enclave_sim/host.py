@@ -228,7 +228,7 @@ class EnclaveHost:
 
 
 class RemoteCoordinator:
-    """The vertical-LR coordinator as guest and host see it when it runs in an enclave: the same four calls as
+    """The vertical-LR coordinator as guest and host see it when it runs in an enclave: the same five calls as
     :class:`protocols.vertical_lr.Coordinator`, each one a ``step`` of the enclave's ``vlr_coordinator`` job
     (provisioned first by the guest under a verified quote)."""
 
@@ -253,3 +253,6 @@ class RemoteCoordinator:
 
     def receive_epoch_end(self, data: bytes) -> None:
         self._step(4, data)
+
+    def sigmoid(self, data: bytes) -> bytes:
+        return self._step(5, data)

@@ -303,8 +303,10 @@ class VerticalLRCoordinatorJob(EnclaveJob):
         0x02 || SETUP           -> empty (the session and its configuration are fixed)
         0x03 || MASKED_GRADIENT -> DECRYPTED (masked values: the coordinator learns nothing it can unmask)
         0x04 || EPOCH_END       -> empty
+        0x05 || LINEAR_PREDICTOR -> PROBABILITIES (loss="exact": the enclave decrypts the batch's linear
+                                    predictors z, once per batch, and answers [[4 sigmoid(z)]] encrypted)
 
-    Output: ``summary`` (plain: decryptions made, epochs seen). Who learns what is the protocol's
+    Output: ``summary`` (plain: decryptions made, sigmoids taken, epochs seen). Who learns what is the protocol's
     (``protocols.vertical_lr``): the enclave replaces the assumption that the coordinator does not collude with
     either party by the assumption that the enclave is what its quote says.
     """
@@ -350,13 +352,15 @@ class VerticalLRCoordinatorJob(EnclaveJob):
             if op == 4:
                 c.receive_epoch_end(body)
                 return b""
+            if op == 5:
+                return c.sigmoid(body)
         except self._errors as exc:
             raise EnclaveJobError(f"coordinator: {exc}") from None
         raise EnclaveProtocolError(f"unknown coordinator op {op}")
 
     def finish(self) -> dict[str, Any]:
         c = self._coordinator
-        return {"summary": {"decryptions": c.decryptions, "epochs": c.epochs_done}}
+        return {"summary": {"decryptions": c.decryptions, "sigmoids": c.sigmoids, "epochs": c.epochs_done}}
 
 
 JOBS: dict[str, type[EnclaveJob]] = {

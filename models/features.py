@@ -12,6 +12,7 @@ months" means the last six months of the window, which ends the month before :at
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Final
 
 import numpy as np
@@ -49,6 +50,8 @@ FEATURES: Final[dict[str, str]] = {
     "open_cases_defendant": "cases as defendant still open at the end of the window",
     "log_court_amount_defendant": "log1p of the total amount in dispute as defendant (CNY)",
     "court_cases_plaintiff": "cases with the enterprise as plaintiff",
+    "dishonesty_records": "dishonesty records still in use (not repaired, within publicity and retention)",
+    "serious_dishonesty": "1 if a record in use is serious (grade serious or the serious-dishonesty list), else 0",
     **{
         f"industry_{i.letter.lower()}": f"1 if the industry section is {i.letter} ({i.name}), else 0"
         for i in INDUSTRIES
@@ -148,12 +151,47 @@ def enterprise_features(data: PlatformData) -> tuple[Array, dict[str, Array]]:
     f["log_court_amount_defendant"] = np.log1p(_sum(i[defendant], amount[defendant], n))
     f["court_cases_plaintiff"] = _count(i[~defendant], n)
 
+    # dishonesty records: those in use at the end of the window (a caller that has already chosen the records
+    # in use, like the safe-room's feature store, passes them without their publicity columns)
+    pen = data.penalties.columns if data.penalties is not None else {}
+    if pen and len(pen.get("uscc", ())):
+        keep = np.ones(len(pen["uscc"]), dtype=bool)
+        if "decided_on" in pen and "max_publicity_months" in pen:
+            decided = np.asarray(pen["decided_on"]).astype("datetime64[D]")
+            ends = np.array(
+                [
+                    _add_months(d, int(m))
+                    for d, m in zip(
+                        decided.tolist(), np.asarray(pen["max_publicity_months"]).tolist(), strict=True
+                    )
+                ],
+                dtype="datetime64[D]",
+            )
+            keep = (decided < as_of) & (ends > as_of)
+        i = _index(position, np.asarray(pen["uscc"])[keep])
+        serious = (np.asarray(pen["grade"])[keep] == "serious") | (
+            np.asarray(pen["kind"])[keep] == "serious_dishonesty"
+        )
+        f["dishonesty_records"] = _count(i, n)
+        f["serious_dishonesty"] = (_count(i[serious], n) > 0).astype(np.float64)
+    else:
+        f["dishonesty_records"] = np.zeros(n)
+        f["serious_dishonesty"] = np.zeros(n)
+
     industry = np.asarray(reg["industry"])
     for ind in INDUSTRIES:
         f[f"industry_{ind.letter.lower()}"] = (industry == ind.letter).astype(np.float64)
 
     assert list(f) == list(FEATURES)
     return uscc, {name: np.asarray(v, dtype=np.float64) for name, v in f.items()}
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    """Calendar months later (the month's last day where the day does not exist), as the safe-room counts."""
+    m = day.month - 1 + months
+    year, month = day.year + m // 12, m % 12 + 1
+    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+    return dt.date(year, month, min(day.day, last))
 
 
 def feature_matrix(features: dict[str, Array]) -> Array:
@@ -253,6 +291,8 @@ FEATURE_INPUTS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
     "open_cases_defendant": {"court": ("role", "status")},
     "log_court_amount_defendant": {"court": ("role", "amount")},
     "court_cases_plaintiff": {"court": ("role",)},
+    "dishonesty_records": {"penalties": ("record_id", "grade")},
+    "serious_dishonesty": {"penalties": ("kind", "grade")},
     **{f"industry_{i.letter.lower()}": {"registry": ("industry",)} for i in INDUSTRIES},
 }
 """Feature name -> {source dataset name: the fields of it the feature reads}. The subject key is read by every
@@ -268,11 +308,13 @@ _COUNTS = {
     "enforcement_cases_defendant",
     "open_cases_defendant",
     "court_cases_plaintiff",
+    "dishonesty_records",
 }
 FEATURE_KINDS: Final[dict[str, str]] = {
     name: (
         "binary"
-        if name.startswith("industry_") or name in {"individual_business", "si_registered"}
+        if name.startswith("industry_")
+        or name in {"individual_business", "si_registered", "serious_dishonesty"}
         else "count"
         if name in _COUNTS
         else "continuous"

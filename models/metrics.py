@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -221,9 +221,26 @@ class Evaluation:
     ks_points: tuple[tuple[float, float, float], ...]
     calibration: Calibration | None = None
     """present when the scores were probabilities (a logistic model's), absent for points or logits"""
+    baseline: Evaluation | None = None
+    """the same held-out rows scored by the model the bank trained alone on its own features (locally: its
+    data never leaves), to show what joining is worth; absent if the bank did not post one"""
+
+    def with_baseline(self, baseline: Evaluation) -> Evaluation:
+        """This evaluation with the bank-alone model's on the same rows beside it."""
+        if baseline.n != self.n or baseline.positives != self.positives:
+            raise InvalidMetricInput(
+                f"the bank-alone evaluation must score the same held-out rows ({baseline.n} rows, "
+                f"{baseline.positives} defaults against {self.n}, {self.positives})"
+            )
+        if baseline.baseline is not None:
+            raise InvalidMetricInput("a bank-alone evaluation has no baseline of its own")
+        return replace(self, baseline=baseline)
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
+        doc = asdict(replace(self, baseline=None))
+        del doc["baseline"]
+        if self.baseline is not None:
+            doc["baseline"] = self.baseline.to_dict()
         c = self.confusion
         doc["confusion"].update(precision=c.precision, recall=c.recall, accuracy=c.accuracy)
         doc["roc"] = [list(p) for p in self.roc]
@@ -262,6 +279,11 @@ class Evaluation:
                 ks_points,
                 _calibration_from(doc.get("calibration"), n),
             )
+            baseline = doc.get("baseline")
+            if baseline is not None:
+                if not isinstance(baseline, dict) or "baseline" in baseline:
+                    raise InvalidMetricInput("baseline must be one evaluation object, without a baseline")
+                out = out.with_baseline(cls.from_dict(baseline))
         except (KeyError, TypeError, IndexError) as exc:
             raise InvalidMetricInput(
                 f"an evaluation needs n, positives, auc, ks, ks_share, confusion, roc and ks_points ({exc!r})"

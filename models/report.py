@@ -108,6 +108,34 @@ def _row(name: str, value: Any) -> str:
     return f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
 
 
+def _comparison(ev: Evaluation) -> str:
+    """The value of joining: this model against the bank's own-features model on the same held-out rows."""
+    if ev.baseline is None:
+        return ""
+    b = ev.baseline
+
+    def cal(e: Evaluation, what: str) -> str:
+        if e.calibration is None:
+            return "-"
+        return f"{getattr(e.calibration, what):.4f}"
+
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{e.auc:.4f}</td><td>{e.ks:.4f}</td>"
+        f"<td>{cal(e, 'brier')}</td><td>{cal(e, 'ece')}</td></tr>"
+        for name, e in (("this model (joined)", ev), ("bank alone (its own features)", b))
+    )
+    gain = ev.auc - b.auc
+    verdict = (
+        f"Joining gains {gain:+.4f} AUC over the bank's own model on the same rows."
+        if gain > 0
+        else f"Joining does not beat the bank's own model on these rows ({gain:+.4f} AUC)."
+    )
+    return (
+        "<h2>Against the bank alone</h2><table class='comparison'><tr><th></th><th>AUC</th><th>KS</th>"
+        f"<th>Brier</th><th>ECE</th></tr>{rows}</table><p>{html.escape(verdict)}</p>"
+    )
+
+
 def render_html(model: Mapping[str, Any], ev: Evaluation | None) -> str:
     """The page for one model: ``model`` is the registry's public description (id, name, kind, owners,
     features, training, created_at); ``ev`` its evaluation, or ``None`` (the page says none was posted)."""
@@ -160,9 +188,13 @@ def render_html(model: Mapping[str, Any], ev: Evaluation | None) -> str:
             f"<tr><th>good</th><td>{c.fp:,}</td><td>{c.tn:,}</td></tr></table>"
         )
         plots = [roc_svg(ev), ks_svg(ev)] + ([reliability_svg(ev)] if ev.calibration is not None else [])
+        if ev.baseline is not None:
+            plots.append(
+                compare_svg({"this model": ev, "bank alone": ev.baseline}, "ROC: joined vs bank alone")
+            )
         body = (
             "<div class='plots'>" + "".join(f"<figure>{svg}</figure>" for svg in plots) + "</div>"
-            f"<table>{figures}</table><h2>Confusion at the cut-off</h2>{confusion}"
+            f"<table>{figures}</table>{_comparison(ev)}<h2>Confusion at the cut-off</h2>{confusion}"
         )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>

@@ -25,6 +25,13 @@ and an age. Over a window of ``months`` calendar months it then gets, one table 
                       have none.
 ``court``             (court) cases with the enterprise as defendant or plaintiff: contract, labour and loan
                       disputes and enforcement; most enterprises have none.
+``penalties``         (public credit centre) dishonesty records (失信信息): administrative penalties (market
+                      regulation, tax, environment, work safety), listings in the abnormal-operation list and in
+                      the serious-dishonesty list, each with its issuing authority, decision date, grade (minor,
+                      general, serious), minimum and maximum publicity periods (NDRC 信用修复管理办法 2025) and
+                      obligations (a fine, tax arrears); about 6 % of enterprises, more of the distressed. Some
+                      obligations are fulfilled and it shows in other sources: the fine's payment date, and
+                      tax arrears in the ``tax`` table's ``arrears`` column falling to zero.
 ``labels``            (what a bank would know, kept apart from the provider data) a latent probability of
                       default in the 12 months after the window and the realised 0/1 outcome.
 
@@ -154,6 +161,7 @@ PROVIDERS: Final = {
     "utilities": "Power and water company",
     "procurement": "Public resources trading centre",
     "court": "Court",
+    "penalties": "Public credit centre",
     "labels": "Bank (labels; not a provider dataset)",
 }
 
@@ -227,7 +235,10 @@ def _cells(values: Array) -> list[Any]:
     """Python values the csv module writes as wanted: ISO dates, ``true``/``false``, None (empty) for NaN."""
     kind = values.dtype.kind
     if kind == "M":
-        return values.astype("datetime64[D]").astype(str).tolist()  # type: ignore[no-any-return]
+        dates: list[Any] = values.astype("datetime64[D]").astype(str).tolist()
+        for i in np.flatnonzero(np.isnat(values)).tolist():
+            dates[i] = None
+        return dates
     if kind == "b":
         return np.where(values, "true", "false").tolist()  # type: ignore[no-any-return]
     cells: list[Any] = values.tolist()
@@ -257,6 +268,8 @@ class PlatformData:
     seed: int
     start: str
     months: int
+    penalties: Table | None = None
+    """dishonesty records (None where a caller builds platform data without them)"""
 
     @property
     def as_of(self) -> np.datetime64:
@@ -266,7 +279,15 @@ class PlatformData:
 
     def provider_tables(self) -> tuple[Table, ...]:
         """The datasets providers would upload (everything but the labels)."""
-        return (self.registry, self.tax, self.social_insurance, self.utilities, self.procurement, self.court)
+        tables = (
+            self.registry,
+            self.tax,
+            self.social_insurance,
+            self.utilities,
+            self.procurement,
+            self.court,
+        )
+        return (*tables, self.penalties) if self.penalties is not None else tables
 
     def tables(self) -> tuple[Table, ...]:
         """All tables, the labels last."""
@@ -384,7 +405,7 @@ def generate(n: int, seed: int, *, months: int = 24, start: str = "2024-01") -> 
         raise ValueError("months must be at least 1")
     if not _START.match(start):
         raise ValueError(f"start must be a month YYYY-MM, got {start!r}")
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9)]
     e = _Enterprises.draw(streams[0], n, months, start)
     registry = _registry(streams[7], e)
     tax, sales = _tax(streams[1], e)
@@ -393,7 +414,10 @@ def generate(n: int, seed: int, *, months: int = 24, start: str = "2024-01") -> 
     procurement, awards = _procurement(streams[4], e)
     court, enforcement, other_defendant = _court(streams[5], e)
     labels = _labels(streams[6], e, arrears_months, enforcement, other_defendant, awards)
-    return PlatformData(registry, tax, social, utilities, procurement, court, labels, seed, start, months)
+    penalties, tax = _penalties(streams[8], e, tax)  # its own stream: the other tables do not change
+    return PlatformData(
+        registry, tax, social, utilities, procurement, court, labels, seed, start, months, penalties
+    )
 
 
 @dataclass
@@ -857,6 +881,151 @@ def _court(rng: np.random.Generator, e: _Enterprises) -> tuple[Table, Array, Arr
     enforcement = np.bincount(idx[defendant & enforce], minlength=e.n)
     other = np.bincount(idx[defendant & ~enforce], minlength=e.n)
     return Table("court", PROVIDERS["court"], schema, columns), enforcement, other
+
+
+RECORD_KINDS: Final = ("administrative_penalty", "abnormal_operation", "serious_dishonesty")
+"""Dishonesty information kinds (行政处罚、经营异常名录、严重失信主体名单)."""
+AUTHORITIES: Final = ("market_regulation", "tax", "environment", "work_safety")
+GRADES: Final = ("minor", "general", "serious")
+PUBLICITY_MONTHS: Final[dict[str, tuple[int, int]]] = {
+    "minor": (0, 3),
+    "general": (3, 12),
+    "serious": (12, 36),
+}
+"""Grade -> (minimum, maximum) publicity months under the NDRC 信用修复管理办法 (2025): minor information is in
+principle not published and used at most 3 months; general 3 months to 1 year; serious 1 to 3 years."""
+_AUTHORITY_WORD: Final = {
+    "market_regulation": "市监",
+    "tax": "税",
+    "environment": "环",
+    "work_safety": "应急",
+}
+
+
+def _penalties(rng: np.random.Generator, e: _Enterprises, tax: Table) -> tuple[Table, Table]:
+    """Dishonesty records and the tax table with its ``arrears`` column (month-end tax arrears, CNY)."""
+    has = rng.random(e.n) < _sigmoid(-3.1 + 0.9 * e.distress)
+    counts = np.where(has, 1 + rng.poisson(0.25, e.n), 0)
+    idx = np.repeat(np.arange(e.n), counts)
+    m = len(idx)
+    kind = _choice(rng, np.array([0.78, 0.17, 0.05]), m)
+    authority = np.where(
+        kind == 0,
+        _choice(rng, np.array([0.45, 0.3, 0.15, 0.1]), m),
+        np.where(kind == 1, 0, np.where(rng.random(m) < 0.6, 1, 0)),
+    )
+    grade = np.where(kind == 0, _choice(rng, np.array([0.4, 0.55, 0.05]), m), np.where(kind == 1, 1, 2))
+    window_start = e.start.astype("datetime64[D]")
+    low = np.maximum(e.registered_on[idx], window_start - 730)
+    decided = _random_dates(rng, low, np.full(m, e.as_of - 10))
+    conduct_end = decided - rng.integers(5, 90, size=m)
+    months = np.array(list(PUBLICITY_MONTHS.values()), dtype=np.int64)
+    size_mult = np.where(e.individual, 0.3, np.array([1.0, 3.0, 10.0])[e.size])[idx]
+    fined = (kind == 0) | (kind == 2)
+    fine = np.where(
+        fined,
+        np.round(
+            np.array([800.0, 8000.0, 60000.0])[grade] * size_mult * np.exp(0.7 * rng.standard_normal(m)), -1
+        ),
+        np.nan,
+    )
+    paid = fined & (rng.random(m) < _sigmoid(1.0 - 0.8 * e.distress[idx]))
+    paid_on = np.where(paid, decided + rng.integers(3, 60, size=m), np.datetime64("NaT"))
+    paid_on = np.where(paid_on.astype("datetime64[D]") < e.as_of, paid_on, np.datetime64("NaT")).astype(
+        "datetime64[D]"
+    )
+    owes_tax = (authority == 1) & (kind != 1)
+    arrears = np.where(owes_tax, np.round(fine * np.exp(0.5 * rng.standard_normal(m)) * 2.0, 2), np.nan)
+    cleared = owes_tax & (rng.random(m) < _sigmoid(0.6 - 0.8 * e.distress[idx]))
+    # the tax table shows the arrears from the decision month, and falling to zero when cleared
+    decided_t = (decided.astype("datetime64[M]") - e.start).astype(np.int64)
+    cleared_t = decided_t + rng.integers(1, 8, size=m)
+    t_month = (np.asarray(tax.columns["month"].tolist(), dtype="datetime64[M]") - e.start).astype(np.int64)
+    row_of = {u: i for i, u in enumerate(e.uscc.tolist())}
+    tax_i = np.fromiter((row_of[u] for u in tax.columns["uscc"].tolist()), dtype=np.int64, count=tax.n_rows)
+    owed = np.zeros(tax.n_rows)
+    bounds = np.searchsorted(tax_i, np.arange(e.n + 1))  # tax rows are enterprise-major
+    for r in np.flatnonzero(owes_tax).tolist():
+        lo, hi = bounds[idx[r]], bounds[idx[r] + 1]
+        tm = t_month[lo:hi]
+        active = (tm >= decided_t[r]) & ((tm < cleared_t[r]) | ~cleared[r])
+        owed[lo:hi][active] += arrears[r]
+    year = decided.astype("datetime64[Y]").astype(np.int64) + 1970
+    order = np.lexsort((decided, year))
+    seq = _grouped_sequence(rng, year[order], 1, 40)
+    words = np.array([_AUTHORITY_WORD[a] for a in AUTHORITIES], dtype=object)[authority]
+    prefix = np.array(["罚", "异", "严失"], dtype=object)[kind]
+    ids = np.empty(m, dtype=object)
+    ids[order] = [
+        f"苏{w}{p}〔{y}〕{s}号"
+        for w, p, y, s in zip(
+            words[order].tolist(), prefix[order].tolist(), year[order].tolist(), seq.tolist(), strict=True
+        )
+    ]
+    rows = np.lexsort((decided, idx))
+    schema = {
+        "dataset": "penalties",
+        "subject_key": "uscc",
+        "period_key": None,
+        "record_key": "record_id",
+        "columns": [
+            _USCC_COLUMN,
+            column("record_id", "string", "decision number of the record, e.g. 苏市监罚〔2025〕12号", "C1"),
+            column(
+                "kind", "string", "administrative_penalty, abnormal_operation or serious_dishonesty", "C1"
+            ),
+            column(
+                "authority",
+                "string",
+                "issuing authority: market_regulation, tax, environment, work_safety",
+                "C1",
+            ),
+            column("decided_on", "date", "date of the decision or listing", "C1"),
+            column(
+                "conduct_ended_on", "date", "date the conduct ended (start of the 5-year retention)", "C1"
+            ),
+            column("grade", "string", "minor, general or serious dishonesty information", "C1"),
+            column("min_publicity_months", "int", "months before repair may be applied for", "C1"),
+            column("max_publicity_months", "int", "months after which publicity and use end", "C1"),
+            column("fine_amount", "float", "fine imposed (empty: none)", "C1", "CNY"),
+            column(
+                "fine_paid_on",
+                "date",
+                "date the fine was paid, per the issuing authority (empty: unpaid)",
+                "C2",
+            ),
+            column(
+                "tax_arrears",
+                "float",
+                "tax arrears the decision found (empty: none); see tax.arrears",
+                "C2",
+                "CNY",
+            ),
+        ],
+    }
+    columns = {
+        "uscc": e.uscc[idx[rows]],
+        "record_id": ids[rows],
+        "kind": np.array(RECORD_KINDS, dtype=object)[kind[rows]],
+        "authority": np.array(AUTHORITIES, dtype=object)[authority[rows]],
+        "decided_on": decided[rows],
+        "conduct_ended_on": conduct_end[rows],
+        "grade": np.array(GRADES, dtype=object)[grade[rows]],
+        "min_publicity_months": months[grade[rows], 0],
+        "max_publicity_months": months[grade[rows], 1],
+        "fine_amount": fine[rows],
+        "fine_paid_on": paid_on[rows],
+        "tax_arrears": arrears[rows],
+    }
+    tax_schema = {
+        **tax.schema,
+        "columns": [
+            *tax.schema["columns"],
+            column("arrears", "float", "tax arrears outstanding at the end of the month", "C2", "CNY"),
+        ],
+    }
+    new_tax = Table("tax", tax.provider, tax_schema, {**tax.columns, "arrears": np.round(owed, 2)})
+    return Table("penalties", PROVIDERS["penalties"], schema, columns), new_tax
 
 
 def _labels(

@@ -288,7 +288,9 @@ def admin_objections(
     overdue: Annotated[
         bool, typer.Option("--overdue", help="only open objections past their deadline")
     ] = False,
-    state: Annotated[str | None, typer.Option(help="only this state: open, accepted, rejected")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="only this state: open, accepted, rejected, unverifiable")
+    ] = None,
 ) -> None:
     """List subjects' objections with their deadlines (overdue ones are for the operator to chase)."""
     from pps.infra.storage.tables import ObjectionState, utcnow
@@ -315,6 +317,47 @@ def admin_objections(
             )
     console.print(table)
     console.print(f"{len(found)} objection(s)")
+
+
+@admin_app.command("repairs")
+def admin_repairs(
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="only open applications past their deadline")
+    ] = False,
+) -> None:
+    """List credit-repair applications with their deadlines (overdue ones are for the operator to chase)."""
+    from pps.governance.repair import is_overdue
+    from pps.infra.storage.tables import utcnow
+
+    now = utcnow()
+    with runtime() as rt, rt.db.transaction(write=False) as session:
+        found = rt.repairs.list_applications(
+            session, overdue=True if overdue else None, now=now, limit=100_000
+        )
+        table = Table("id", "subject", "record", "authority", "state", "due", "overdue")
+        for a in found:
+            table.add_row(
+                a.id,
+                a.subject_uscc,
+                a.record_id,
+                a.authority_org_id,
+                a.state.value,
+                a.due_at.isoformat(timespec="seconds"),
+                "OVERDUE" if is_overdue(a, now) else "",
+            )
+    console.print(table)
+    console.print(f"{len(found)} application(s)")
+
+
+@admin_app.command("records-sweep")
+def admin_records_sweep() -> None:
+    """Write down the dishonesty records whose maximum publicity or 5-year retention period has ended (a
+    ``record.expire`` ledger entry each; their use had already stopped on the day)."""
+    from pps.ledger.entry import OPERATOR
+
+    with runtime() as rt, rt.db.transaction() as session:
+        counts = rt.repairs.records.sweep(session, actor=OPERATOR)
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing ended")
 
 
 # --- audit -------------------------------------------------------------------------------------------
@@ -628,6 +671,7 @@ def keys_status() -> None:
     Writes nothing: on a copy restored without its key directory it reports the missing keys, it makes none."""
     from pps.data.datasets.service import DatasetService
     from pps.governance.objections import ObjectionService
+    from pps.governance.repair import RepairService
     from pps.infra import keyring
     from pps.infra.kms import LocalFileKMS
     from pps.services.registry import ModelRegistry
@@ -639,7 +683,12 @@ def keys_status() -> None:
         with user_errors():
             kms = LocalFileKMS(settings.resolved_key_dir, create=False)
         datasets = DatasetService(ledger, kms)
-        holders = (datasets, ObjectionService(ledger, kms, datasets), ModelRegistry(ledger, kms))
+        holders = (
+            datasets,
+            ObjectionService(ledger, kms, datasets),
+            RepairService(ledger, kms, datasets),
+            ModelRegistry(ledger, kms),
+        )
         with db.transaction(write=False) as session:
             rows = keyring.status(session, kms, holders)
     table = Table("KEK version", "data keys wrapped", "state")

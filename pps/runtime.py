@@ -17,7 +17,9 @@ from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
 from pps.governance.objections import ObjectionService
 from pps.governance.policy import CONSENTS_TABLE, PolicyEngine
+from pps.governance.repair import RepairService
 from pps.governance.state import BUDGETS_TABLE
+from pps.governance.statements import StatementService
 from pps.identity.service import IdentityService
 from pps.infra import keyring
 from pps.infra.executor import Executor, executor_from_settings
@@ -63,6 +65,8 @@ class Runtime:
     aggregates: AggregateService
     enclave: EnclaveService
     objections: ObjectionService
+    repairs: RepairService
+    statements: StatementService
     executor: Executor
     models: ModelRegistry
     training: VerticalTrainingService
@@ -101,10 +105,18 @@ class Runtime:
             response_days=settings.objection_response_days,
             evidence_max_bytes=settings.objection_evidence_max_bytes,
         )
+        repairs = RepairService(
+            ledger,
+            kms,
+            datasets,
+            decision_days=settings.repair_decision_days,
+            proof_max_bytes=settings.repair_proof_max_bytes,
+        )
+        statements = StatementService(ledger, datasets)
         models = ModelRegistry(ledger, kms)
         # before anything starts: a key the stored data needs that is missing or not itself stops us here
         if open_keys and migrate.is_up_to_date(db.engine):  # else /readyz says the schema needs upgrading
-            keyring.open_keys(db, kms, (datasets, objections, models))
+            keyring.open_keys(db, kms, (datasets, objections, repairs, models))
         receipt_key = load_or_create_ed25519(settings.resolved_key_dir / RECEIPT_SIGNING_KEY_FILE)
         consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key))
         identity.on_disable.append(consents.close_for_org)
@@ -187,6 +199,8 @@ class Runtime:
             aggregates=aggregates,
             enclave=enclave,
             objections=objections,
+            repairs=repairs,
+            statements=statements,
             executor=executor,
             models=models,
             training=training,
@@ -200,7 +214,7 @@ class Runtime:
     @property
     def key_holders(self) -> tuple[keyring.KeyHolder, ...]:
         """The services whose tables hold data keys wrapped by the KEKs (rotation and retirement cover all)."""
-        return (self.datasets, self.objections, self.models)
+        return (self.datasets, self.objections, self.repairs, self.models)
 
     def recover_long_lived(self) -> Recovered:
         """Fail the trainings whose serving process died, abort abandoned federations (start-up and periodic;

@@ -16,6 +16,7 @@ facts where they help. The tree says *what kind* of refusal it is; each protocol
     ├── InvalidParameters              invalid_parameters       an argument, setting or plaintext input out of range
     │   ├── InvalidFeatureMatrix       invalid_feature_matrix
     │   ├── InvalidTrainingData        invalid_training_data
+    │   │   └── TrainingDiverged       training_diverged        the loss rose or predictions blew up: names the fix
     │   ├── InvalidConfig              invalid_training_config
     │   └── PSISetTooLarge             psi_set_too_large
     ├── MessageTooLarge                message_too_large        a size limit (bytes, ciphertexts, features, ...)
@@ -209,6 +210,14 @@ class InvalidTrainingData(InvalidParameters):
     """Features or labels are malformed: shapes, NaN/inf, labels other than 0/1, mismatched rows."""
 
     code = "invalid_training_data"
+
+
+class TrainingDiverged(InvalidTrainingData):
+    """Training stopped because it diverged (the loss rose, or linear predictors grew past any sensible
+    logit): the message names the cause and the fix (standardise the features, lower the learning rate).
+    No model is produced."""
+
+    code = "training_diverged"
 
 
 class InvalidConfig(InvalidParameters):

@@ -30,6 +30,7 @@ from pps_wire.schemas import (
     ObjectionCreate,
     ObjectionPublic,
     ObjectionReject,
+    ObjectionUnverifiable,
 )
 
 router = APIRouter(prefix="/v1", tags=["objections"])
@@ -249,6 +250,24 @@ def reject(objection_id: str, body: ObjectionReject, caller: Provider, rt: Runti
             session,
             _provider_owns(rt, session, caller, objection_id),
             reason=body.reason,
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
+        return _public(rt, session, o, utcnow())
+
+
+@router.post(
+    "/objections/{objection_id}/unverifiable",
+    summary="the value cannot be verified (the dataset's provider): kept, annotated in every result using it",
+)
+def unverifiable(
+    objection_id: str, body: ObjectionUnverifiable, caller: Provider, rt: RuntimeDep
+) -> ObjectionPublic:
+    with rt.db.transaction() as session:
+        o = rt.objections.unverifiable(
+            session,
+            _provider_owns(rt, session, caller, objection_id),
+            note=body.note,
             actor=caller.actor,
             request_id=current_request_id(),
         )

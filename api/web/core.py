@@ -40,6 +40,8 @@ from api.deps import Caller, RoleGuard, RuntimeDep, declared_roles
 from api.errors import status_for
 from api.routers import aggregates, audit, consent, datasets, identity, jobs
 from api.routers import models as model_routes
+from api.routers import objections as objection_routes
+from api.routers import repairs as repair_routes
 from pps.errors import AuthenticationError, Forbidden, InvalidInput, PayloadTooLarge, PPSError
 from pps.identity.service import MAX_TOKEN_LENGTH
 from pps.infra.storage.tables import ApiToken, Organization, Role, WebSession, utcnow
@@ -243,6 +245,8 @@ _API_ROUTERS = (
     jobs.router,
     aggregates.router,
     model_routes.router,
+    objection_routes.router,
+    repair_routes.router,
 )
 P = ParamSpec("P")
 R = TypeVar("R")

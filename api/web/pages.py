@@ -22,6 +22,8 @@ from sqlalchemy import func, select
 from api.deps import MAX_INDEX, RuntimeDep
 from api.routers import aggregates, audit, consent, datasets, identity, jobs, system
 from api.routers import models as model_routes
+from api.routers import objections as objection_routes
+from api.routers import repairs as repair_routes
 from api.schemas import (
     CheckpointOut,
     ConsentDecision,
@@ -46,6 +48,7 @@ from pps.infra.storage.tables import (
 from pps.ledger.store import EntryFilter
 from pps_wire import merkle
 from pps_wire.checkpoint import verify_checkpoint
+from pps_wire.schemas import RepairApprove, RepairCreate, RepairDeny, RepairObject, StatementCreate
 
 from .core import (
     COOKIE,
@@ -81,6 +84,10 @@ DONE_MESSAGES = frozenset(
         "consent_denied",
         "requested",
         "token_revoked",
+        "repair_applied",
+        "repair_decided",
+        "statement_added",
+        "objected",
     }
 )
 EXPORT_MAX = 5000
@@ -281,6 +288,111 @@ def subject_data(page: WebDep, rt: RuntimeDep) -> Response:
     require(page, Role.subject)
     records = call(page, datasets.my_records, page.caller, rt)
     return render(page, page.request, "subject_data.html", records=records)
+
+
+@router.get("/subject/records", response_class=HTMLResponse)
+def subject_records(page: WebDep, rt: RuntimeDep) -> Response:
+    """My records: dishonesty records with their periods and status, repair and dispute actions, the
+    applications with their checks, states and deadlines, and the open objections."""
+    require(page, Role.subject)
+    records = call(page, repair_routes.list_my_records, page.caller, rt)
+    apps = call(page, repair_routes.list_repairs, page.caller, rt, limit=rt.settings.page_size_max)
+    objections = call(
+        page, objection_routes.list_objections, page.caller, rt, limit=rt.settings.page_size_max
+    )
+    return render(
+        page,
+        page.request,
+        "subject_records.html",
+        flash=_flash(page.request),
+        records=records,
+        applications=apps.items,
+        objections=objections.items,
+        authorities=_org_names(rt, Role.data_provider),
+    )
+
+
+@router.post("/subject/repairs")
+def subject_apply(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
+    """Apply from the portal: the record and the signed commitment (proof files go with the API or the SDK,
+    ``POST /v1/repairs``, which the platform corroborates the same way)."""
+    if one(form, "sign") != "yes":
+        raise InvalidInput("sign the credit commitment to apply")
+    body = RepairCreate(record_id=one(form, "record_id"), commitment=one(form, "commitment"), proofs=[])
+    call(page, repair_routes.apply, body, page.caller, rt)
+    return redirect(f"{PREFIX}/subject/records", done="repair_applied")
+
+
+@router.post("/subject/repairs/{app_id}/object")
+def subject_object(
+    app_id: Annotated[str, Path(max_length=40)], page: WebDep, rt: RuntimeDep, form: FormDep
+) -> Response:
+    call(page, repair_routes.object_to_denial, app_id, RepairObject(text=one(form, "text")), page.caller, rt)
+    return redirect(f"{PREFIX}/subject/records", done="objected")
+
+
+@router.post("/subject/statements")
+def subject_statement(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
+    body = StatementCreate(
+        dataset_id=one(form, "dataset_id"), record_key=one(form, "record_key"), text=one(form, "text")
+    )
+    call(page, repair_routes.add_statement, body, page.caller, rt)
+    return redirect(f"{PREFIX}/subject/records", done="statement_added")
+
+
+@router.get("/repairs", response_class=HTMLResponse)
+def repair_queue(page: WebDep, rt: RuntimeDep, overdue: bool = False) -> Response:
+    """The authority's queue (a provider: applications on its records, with their checks and deadlines); for
+    admins and auditors, the overdue list of repairs and objections."""
+    require(page, Role.data_provider, Role.platform_admin, Role.auditor)
+    watch = page.caller.role is not Role.data_provider
+    apps = call(
+        page,
+        repair_routes.list_repairs,
+        page.caller,
+        rt,
+        limit=rt.settings.page_size_max,
+        overdue=True if (watch or overdue) else None,
+    )
+    objections = call(
+        page,
+        objection_routes.list_objections,
+        page.caller,
+        rt,
+        limit=rt.settings.page_size_max,
+        overdue=True if watch else None,
+    )
+    return render(
+        page,
+        page.request,
+        "repairs.html",
+        flash=_flash(page.request),
+        applications=apps.items,
+        objections=objections.items,
+        watch=watch,
+        names=_org_names(rt),
+    )
+
+
+@router.post("/repairs/{app_id}/{decision}")
+def repair_decide(
+    app_id: Annotated[str, Path(max_length=40)], decision: str, page: WebDep, rt: RuntimeDep, form: FormDep
+) -> Response:
+    if decision == "approve":
+        call(
+            page,
+            repair_routes.approve,
+            app_id,
+            RepairApprove(note=one(form, "note") or None),
+            page.caller,
+            rt,
+        )
+    elif decision == "deny":
+        reasons = [r.strip() for r in one(form, "reasons").splitlines() if r.strip()]
+        call(page, repair_routes.deny, app_id, RepairDeny(reasons=reasons or [""]), page.caller, rt)
+    else:
+        raise NotFound(f"no such action: {decision}")
+    return redirect(f"{PREFIX}/repairs", done="repair_decided")
 
 
 @router.get("/subject/access", response_class=HTMLResponse)

@@ -23,6 +23,7 @@ its Paillier keys, its PSI key, its secure-aggregation secrets. The formats clie
 
 from __future__ import annotations
 
+from pps_client._calibration import Recalibration
 from pps_client._client import Client
 from pps_client._exceptions import (
     APIError,
@@ -99,6 +100,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
+    "Recalibration",
     "ReceiptVerificationError",
     "Refused",
     "ReleaseVerificationError",

@@ -27,7 +27,7 @@ class Client:
 
     The API is grouped by resource: :attr:`orgs`, :attr:`tokens`, :attr:`datasets`, :attr:`consents`,
     :attr:`jobs`, :attr:`psi`, :attr:`scoring`, :attr:`aggregates`, :attr:`enclave`, :attr:`sealed`,
-    :attr:`objections`, :attr:`ledger`, :attr:`models`, :attr:`vertical`, :attr:`federations`. Answers are typed
+    :attr:`objections`, :attr:`repairs`, :attr:`ledger`, :attr:`models`, :attr:`vertical`, :attr:`federations`. Answers are typed
     (:mod:`pps_wire.schemas`); failures raise :class:`~pps_client.PPSClientError` subclasses. Secret keys (the
     bank's CKKS and Paillier keys, secure-aggregation secrets) are made and kept in this process; only public
     material and ciphertexts are sent.
@@ -63,6 +63,7 @@ class Client:
         from pps_client._resources.models import Models
         from pps_client._resources.objections import Objections
         from pps_client._resources.psi import PSI
+        from pps_client._resources.repairs import Repairs
         from pps_client._resources.scoring import Scoring
         from pps_client._resources.sealed import Sealed
         from pps_client._resources.vertical import Vertical
@@ -78,6 +79,7 @@ class Client:
         self.enclave = Enclave(self)
         self.sealed = Sealed(self)
         self.objections = Objections(self)
+        self.repairs = Repairs(self)
         self.ledger = Ledger(self)
         self.models = Models(self)
         self.vertical = Vertical(self)

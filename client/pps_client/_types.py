@@ -162,3 +162,6 @@ class VerticalTrainingResult:
     stopped_early: bool
     alignment: Alignment
     seconds: float
+    converged: bool = False
+    """the loss stopped improving before the epoch limit; False: the model hit its limit and may be
+    under-fitted (train for more epochs)"""

@@ -559,7 +559,7 @@ def train_vertical(
                 name=name,
                 purpose=purpose,
                 customers=customers,
-                features=(x - mean) / scale,
+                features=(x - mean) / scale,  # standardised here: the saved half records it
                 labels=y,
                 platform_features=names,
                 vendor_key=pinned,
@@ -567,7 +567,10 @@ def train_vertical(
                 key_bits=key_bits,
                 measurements=trusted,
                 on_batch=on_batch,
+                standardise=False,
             )
+        except vl.TrainingDiverged as exc:
+            fail(str(exc))
         except ValueError as exc:
             fail(str(exc))
     g = result.guest_model

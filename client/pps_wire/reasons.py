@@ -60,6 +60,11 @@ REASONS: dict[str, Reason] = {
         "the consent's stored record differs from what the audit ledger records, so it is not relied on",
         "nothing to do on your side: the platform operator reconciles it; try again later",
     ),
+    "record_excluded": Reason(
+        "a dishonesty record the job counted for this enterprise was repaired or reached the end of its "
+        "publicity period before the result was released",
+        "run the job again: the record no longer counts (a repair notice names it, GET /v1/repair-notices)",
+    ),
     "no_data": Reason(
         "the platform holds no record for this enterprise",
         "check the code; the enterprise may not be on the platform yet",

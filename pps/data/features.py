@@ -13,16 +13,23 @@ release the policy engine decides, per subject, against the consent for *those f
   use, so a model crafted to read a feature back learns it at that grid and no finer (``docs/security.md``).
 * **Window.** Monthly sources are read over their full span of months; "last six months" means the last six
   months present in any monthly source. Rows of enterprises not in the registry are ignored.
+* **Dishonesty records.** The ``penalties`` source (:mod:`pps.governance.records`) counts only the records still
+  usable at the moment of the build: not repaired, within their maximum publicity period and their 5-year
+  retention. The table remembers which records it counted per subject (:attr:`FeatureTable.counted`), so that
+  the release re-decides a subject whose counted record was repaired or expired meanwhile.
 * **Cache.** The feature table is computed once per set of bound dataset versions (a new upload, a deletion
   or a rebinding makes a new key) and kept in memory; at 10^5 enterprises x 24 months it takes a few seconds.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
@@ -42,9 +49,10 @@ from pps.data.datasets.schema import Sensitivity
 from pps.data.datasets.service import DatasetService
 from pps.data.sources import SourceBinding, bind_sources
 from pps.errors import DataIntegrityError, InvalidInput
+from pps.governance import records as dishonesty
 from pps.governance.policy import Decision, PolicyEngine, Request
 from pps.infra.storage.db import Database
-from pps.infra.storage.tables import DatasetVersion
+from pps.infra.storage.tables import DatasetVersion, utcnow
 from pps.ledger.entry import Actor, ObjectRef
 
 FloatArray = npt.NDArray[np.float64]
@@ -109,6 +117,8 @@ class FeatureTable:
     values: dict[str, FloatArray]
     window: tuple[str, int]
     """(first month ``YYYY-MM``, number of months)"""
+    counted: dict[str, tuple[dishonesty.Counted, ...]] = dc_field(default_factory=dict)
+    """per subject: the dishonesty records the features counted (see :mod:`pps.governance.records`)"""
 
     def rows(self, subjects: Sequence[str]) -> tuple[list[str], list[int], list[str]]:
         """``(found subjects, their rows, subjects with no registry record)`` in the order given."""
@@ -136,6 +146,19 @@ class FeatureStore:
         self._cache: OrderedDict[tuple[tuple[str, str, int], ...], FeatureTable] = OrderedDict()
         self._lock = threading.Lock()
         self._building: dict[tuple[tuple[str, str, int], ...], threading.Lock] = {}
+        self.records = dishonesty.RecordBook(datasets)
+        self.clock: Callable[[], datetime.datetime] = utcnow
+        """what "now" is for the records' periods (tests move it)"""
+
+    def _records_key(self, session: Session, binding: SourceBinding) -> tuple[str, str, int] | None:
+        """What identifies the records in use: the exclusions written so far and the day (periods end by
+        date). None without a records source."""
+        bound = binding.bound.get(dishonesty.SOURCE)
+        if bound is None:
+            return None
+        excluded = dishonesty.RecordBook.excluded(session, bound.dataset_id)
+        digest = hashlib.sha256(repr(sorted(excluded.items())).encode()).hexdigest()[:32]
+        return ("records", digest, self.clock().date().toordinal())
 
     # --- discovery --------------------------------------------------------------------------------------
 
@@ -210,7 +233,8 @@ class FeatureStore:
             raise InvalidInput(
                 f"no features can be computed: {binding.unavailable.get('registry', 'no registry dataset')}"
             )
-        key = binding.key
+        records_key = self._records_key(session, binding)
+        key = binding.key + ((records_key,) if records_key is not None else ())
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -222,7 +246,7 @@ class FeatureStore:
                 hit = self._cache.get(key)
                 if hit is not None:
                     return hit
-            table = self._build(session, binding)
+            table = self._build(session, binding, key)
             with self._lock:
                 self._cache[key] = table
                 while len(self._cache) > self.cache_size:
@@ -255,7 +279,34 @@ class FeatureStore:
                 out[name] = np.asarray(col.values, dtype=object)
         return out
 
-    def _build(self, session: Session, binding: SourceBinding) -> FeatureTable:
+    def _penalties(
+        self, session: Session, binding: SourceBinding, known: set[str]
+    ) -> tuple[Table | None, dict[str, tuple[dishonesty.Counted, ...]]]:
+        bound = binding.bound.get(dishonesty.SOURCE)
+        if bound is None:
+            return None, {}
+        today = self.clock().date()
+        usable = [
+            r
+            for r in self.records.usable(
+                session, self.records.read(session, binding), bound.dataset_id, today
+            )
+            if r.uscc in known
+        ]
+        counted: dict[str, list[dishonesty.Counted]] = {}
+        for r in usable:
+            ends = min(r.publicity_ends, r.retention_ends)
+            counted.setdefault(r.uscc, []).append(dishonesty.Counted(bound.dataset_id, r.record_id, ends))
+        columns = {
+            "uscc": np.asarray([r.uscc for r in usable], dtype=object),
+            "kind": np.asarray([r.kind for r in usable], dtype=object),
+            "grade": np.asarray([r.grade for r in usable], dtype=object),
+        }
+        return Table("penalties", "", {}, columns), {u: tuple(c) for u, c in counted.items()}
+
+    def _build(
+        self, session: Session, binding: SourceBinding, key: tuple[tuple[str, str, int], ...]
+    ) -> FeatureTable:
         data = {source: self._read(session, binding, source) for source in _READS}
         reg = data["registry"]
         usccs = np.asarray(reg["uscc"], dtype=object)
@@ -290,6 +341,7 @@ class FeatureStore:
             first_m, span = "2000-01", DEFAULT_WINDOW_MONTHS
         for s in _MONTHLY:
             data[s]["month"] = np.asarray(data[s]["month"], dtype=object)
+        penalties, counted = self._penalties(session, binding, known)
         platform = PlatformData(
             registry=Table("registry", "", {}, data["registry"]),
             tax=Table("tax", "", {}, data["tax"]),
@@ -301,6 +353,7 @@ class FeatureStore:
             seed=0,
             start=first_m,
             months=span,
+            penalties=penalties,
         )
         codes, features = enterprise_features(platform)
         values = {}
@@ -311,11 +364,12 @@ class FeatureStore:
             values[name].setflags(write=False)
         usccs_t = tuple(codes.tolist())
         return FeatureTable(
-            key=binding.key,
+            key=key,
             usccs=usccs_t,
             position={u: i for i, u in enumerate(usccs_t)},
             values=values,
             window=(first_m, span),
+            counted=counted,
         )
 
 
@@ -335,6 +389,13 @@ class Admission:
     table: FeatureTable
     fields: dict[str, tuple[str, ...]]
     decisions: list[Decision]
+
+    @property
+    def records(self) -> dict[str, tuple[dishonesty.Counted, ...]] | None:
+        """The dishonesty records the computation counts per subject, when it reads them (for the release
+        decision: :class:`pps.governance.release.Gate`); None when no feature reads them."""
+        read = {c.dataset_id for cs in self.table.counted.values() for c in cs}
+        return self.table.counted if read & set(self.fields) else None
 
     def usable(self, order: Sequence[str] | None = None) -> Usable:
         """The allowed subjects that have features, in ``order`` if given (else the decisions' order), their

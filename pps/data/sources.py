@@ -1,7 +1,8 @@
 """Feature sources: which live dataset plays which part (registry, tax, ...) in platform-wide computations.
 
 Derived features (scoring) and cohort attributes (aggregate queries) read well-known kinds of data: the
-enterprise registry, monthly tax filings, social insurance, utilities, procurement awards and court cases.
+enterprise registry, monthly tax filings, social insurance, utilities, procurement awards, court cases and
+dishonesty records (``penalties``: :mod:`pps.governance.records`).
 A source is bound to the one live dataset of that name (``registry``, ``tax``, ...) that has a current
 version. Two live datasets with the same name from different providers make the source *ambiguous*: it is
 then unavailable, with a reason, rather than silently picking one.
@@ -18,7 +19,15 @@ from sqlalchemy.orm import Session
 from pps.data.datasets.schema import DatasetSchema
 from pps.infra.storage.tables import Dataset, DatasetVersion
 
-SOURCES: Final[tuple[str, ...]] = ("registry", "tax", "social_insurance", "utilities", "procurement", "court")
+SOURCES: Final[tuple[str, ...]] = (
+    "registry",
+    "tax",
+    "social_insurance",
+    "utilities",
+    "procurement",
+    "court",
+    "penalties",
+)
 
 
 @dataclass(frozen=True)

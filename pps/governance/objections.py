@@ -25,7 +25,13 @@ The flow
    which aggregate answers never reveal. The bank lists its notices (``GET /v1/corrections``) and can score
    again; the subject sees a ``correction.notice`` entry naming the banks notified.
 
-States: ``open`` → ``accepted`` | ``rejected`` (terminal; a second resolution is a conflict).
+States: ``open`` → ``accepted`` | ``rejected`` | ``unverifiable`` (terminal; a second resolution is a conflict).
+
+**Cannot be verified** (《征信业管理条例》 Art. 25: the third outcome): the provider could not establish whether
+the value is right. The record is kept and *annotated*: the objection and the provider's note travel with it —
+every scoring result header lists, for a scored subject, the annotated fields the model read
+(``annotated``), and every aggregate cell says whether a member has such an input (``annotated_inputs``).
+The response deadline is at most 20 days (``PPS_OBJECTION_RESPONSE_DAYS`` is refused above 20, Art. 25).
 
 Who sees what
 -------------
@@ -127,17 +133,57 @@ def is_overdue(objection: Objection, now: datetime) -> bool:
     return objection.state is ObjectionState.open and objection.due_at <= now
 
 
+def affected_releases(
+    ledger: Ledger, session: Session, uscc: str, dataset_id: str, fields: Sequence[str]
+) -> list[tuple[int, dict[str, Any], list[str]]]:
+    """``(ledger index, entry, fields it read)`` of every release so far that released ``uscc``'s result computed
+    with one of ``fields`` of the dataset (aggregates excepted: a notice would reveal cohort membership)."""
+    found = []
+    after: int | None = None
+    wanted = set(fields)
+    while True:
+        page = ledger.entries(
+            session,
+            EntryFilter(subject=uscc, action="policy.release", object=("dataset", dataset_id)),
+            after=after,
+            limit=500,
+        )
+        for stored in page:
+            doc = json.loads(stored.entry)
+            detail = doc.get("detail") or {}
+            used = sorted(wanted & set((detail.get("fields") or {}).get(dataset_id, ())))
+            if not used or not doc.get("released") or detail.get("operation") in UNCOUNTED_OPERATIONS:
+                continue
+            consents = list(doc.get("consent_ids") or ())
+            released_here = (
+                consents
+                and session.execute(
+                    select(func.count()).where(Consent.id.in_(consents), Consent.subject_uscc == uscc)
+                ).scalar_one()
+            )
+            if released_here:
+                found.append((stored.index, doc, used))
+        if len(page) < 500:
+            return found
+        after = page[-1].index
+
+
 def open_disputes(
-    session: Session, subjects: Iterable[str] | None, fields: Mapping[str, Sequence[str]]
+    session: Session,
+    subjects: Iterable[str] | None,
+    fields: Mapping[str, Sequence[str]],
+    *,
+    state: ObjectionState = ObjectionState.open,
 ) -> dict[str, dict[str, list[str]]]:
     """Open objections touching ``fields`` (dataset id -> field names read by a computation), per subject:
-    ``{uscc: {dataset_id: [disputed field names read]}}`` — only for ``subjects`` if given."""
+    ``{uscc: {dataset_id: [disputed field names read]}}`` — only for ``subjects`` if given. With
+    ``state=unverifiable``: the annotated fields (objections that could not be verified) instead."""
     if not fields:
         return {}
     wanted = None if subjects is None else set(subjects)
     rows = session.execute(
         select(Objection.subject_uscc, Objection.dataset_id, Objection.fields_json).where(
-            Objection.state == ObjectionState.open, Objection.dataset_id.in_(sorted(fields))
+            Objection.state == state, Objection.dataset_id.in_(sorted(fields))
         )
     ).all()
     found: dict[str, dict[str, set[str]]] = {}
@@ -525,41 +571,56 @@ class ObjectionService:
         )
         return objection
 
+    def unverifiable(
+        self,
+        session: Session,
+        objection: Objection,
+        *,
+        note: str,
+        actor: Actor,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Objection:
+        """The provider cannot verify the record: it is kept, annotated with the objection and this note, and
+        the annotation travels in every result that reads the disputed fields (Art. 25)."""
+        note = note.strip() if isinstance(note, str) else ""
+        if not note or len(note) > MAX_REASON:
+            raise InvalidInput(
+                f"say what was checked and why it could not be verified, in 1 to {MAX_REASON} characters"
+            )
+        objection = self._lock_open(session, objection)
+        now = now or utcnow()
+        texts = self.sealed(objection)
+        objection.state = ObjectionState.unverifiable
+        objection.resolved_at = now
+        objection.sealed = self._seal(
+            objection.id, self._dek(objection), Sealed(texts.record_key, texts.reason, note)
+        )
+        session.flush()
+        self.ledger.append(
+            session,
+            EntryDraft(
+                action="objection.unverifiable",
+                actor=actor,
+                objects=(ObjectRef("objection", objection.id), ObjectRef("dataset", objection.dataset_id)),
+                subjects=(objection.subject_uscc,),
+                request_id=request_id,
+                detail={
+                    "fields": json.loads(objection.fields_json),
+                    "late": objection.due_at <= now,
+                    "note_sha256": hashlib.sha256(note.encode()).hexdigest(),
+                },
+            ),
+            now=now,
+        )
+        return objection
+
     # --- correction notices --------------------------------------------------------------------------
 
     def affected_releases(
         self, session: Session, uscc: str, dataset_id: str, fields: Sequence[str]
     ) -> list[tuple[int, dict[str, Any], list[str]]]:
-        """``(ledger index, entry, corrected fields it read)`` of every release so far that released ``uscc``'s
-        result computed with one of ``fields`` of the dataset (aggregates excepted, see the module doc)."""
-        found = []
-        after: int | None = None
-        wanted = set(fields)
-        while True:
-            page = self.ledger.entries(
-                session,
-                EntryFilter(subject=uscc, action="policy.release", object=("dataset", dataset_id)),
-                after=after,
-                limit=500,
-            )
-            for stored in page:
-                doc = json.loads(stored.entry)
-                detail = doc.get("detail") or {}
-                used = sorted(wanted & set((detail.get("fields") or {}).get(dataset_id, ())))
-                if not used or not doc.get("released") or detail.get("operation") in UNCOUNTED_OPERATIONS:
-                    continue
-                consents = list(doc.get("consent_ids") or ())
-                released_here = (
-                    consents
-                    and session.execute(
-                        select(func.count()).where(Consent.id.in_(consents), Consent.subject_uscc == uscc)
-                    ).scalar_one()
-                )
-                if released_here:
-                    found.append((stored.index, doc, used))
-            if len(page) < 500:
-                return found
-            after = page[-1].index
+        return affected_releases(self.ledger, session, uscc, dataset_id, fields)
 
     def _notify(
         self,

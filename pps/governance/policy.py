@@ -60,6 +60,8 @@ class DenyReason(StrEnum):
     class_c3 = "class_c3"
     state_divergent = "state_divergent"
     """the consent's row differs from what the ledger records (``pps audit verify --state``): not acted on"""
+    record_excluded = "record_excluded"
+    """a dishonesty record the computation counted was repaired or expired before release"""
 
 
 # when several consents fail, the one that came closest decides the reason shown
@@ -393,8 +395,13 @@ class PolicyEngine:
         request_id: str | None = None,
         now: datetime | None = None,
         admitted: Sequence[Decision] | None = None,
+        withheld: Mapping[str, str] | None = None,
     ) -> list[Decision]:
         """Decide again right before release and spend one use of each consent relied on, atomically.
+
+        ``withheld`` (subject -> why) names subjects that may not be released whatever their consent says (a
+        dishonesty record counted for them was repaired or expired since admission): they are denied with
+        ``record_excluded`` and no use of their consent is spent.
 
         A subject whose consent was revoked, expired or used up since admission is denied here; so is one
         whose last use another job spent first. The ledger records what was released under which consents.
@@ -406,19 +413,28 @@ class PolicyEngine:
         (another of their consents may cover them, or the reason is named).
         """
         now = now or utcnow()
-        if admitted is None:
-            decisions = self.decide(session, req, now=now)
-            spent = self._spend(session, [d.consent_id for d in decisions if d.allowed and d.consent_id], now)
-        else:
-            decisions, spent = self._recheck(session, req, admitted, now)
-        final = [
-            d
-            if not d.allowed or d.consent_id in spent
-            else Decision(
-                d.subject, False, reason=DenyReason.uses_exhausted, detail=f"{d.consent_id}: last use taken"
+        if withheld:
+            rest = tuple(s for s in req.subjects if s not in withheld)
+            part = (
+                self._release_decisions(
+                    session,
+                    Request(req.bank_org_id, rest, req.fields, req.operation, req.purpose),
+                    now,
+                    [d for d in admitted if d.subject not in withheld] if admitted is not None else None,
+                )
+                if rest
+                else []
             )
-            for d in decisions
-        ]
+            by = {d.subject: d for d in part}
+            final = [
+                by.get(s)
+                or Decision(
+                    s, False, reason=DenyReason.record_excluded, detail=withheld.get(s, "record excluded")
+                )
+                for s in req.subjects
+            ]
+        else:
+            final = self._release_decisions(session, req, now, admitted)
         self._record(
             session,
             "policy.release",
@@ -432,6 +448,23 @@ class PolicyEngine:
             spends=True,
         )
         return final
+
+    def _release_decisions(
+        self, session: Session, req: Request, now: datetime, admitted: Sequence[Decision] | None
+    ) -> list[Decision]:
+        if admitted is None:
+            decisions = self.decide(session, req, now=now)
+            spent = self._spend(session, [d.consent_id for d in decisions if d.allowed and d.consent_id], now)
+        else:
+            decisions, spent = self._recheck(session, req, admitted, now)
+        return [
+            d
+            if not d.allowed or d.consent_id in spent
+            else Decision(
+                d.subject, False, reason=DenyReason.uses_exhausted, detail=f"{d.consent_id}: last use taken"
+            )
+            for d in decisions
+        ]
 
     def _recheck(
         self, session: Session, req: Request, admitted: Sequence[Decision], now: datetime

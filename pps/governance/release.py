@@ -12,17 +12,23 @@ subjects' data follows (scoring, sealed queries, aggregates, enclave jobs, verti
      :class:`~pps.errors.Conflict` naming how many were lost, and the caller's transaction rolls back;
    * :meth:`Gate.release_some` — results made per subject (scores): the lost are named with their reasons,
      the caller recomputes without them, and the rest leave.
+
+Dishonesty records are decided again the same way: a gate given the records a computation counted per subject
+(``records``, from :attr:`pps.data.features.Admission.records`) holds back a subject one of whose counted
+records was repaired, or reached the end of its publicity or retention period, since admission
+(``record_excluded``; :mod:`pps.governance.records`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
 from pps.errors import Conflict
-from pps.governance.policy import Decision, PolicyEngine, Request
+from pps.governance.policy import Decision, DenyReason, PolicyEngine, Request
+from pps.governance.records import Counted, RecordBook
 from pps.ledger.entry import Actor, ObjectRef
 
 
@@ -45,12 +51,15 @@ class Gate:
     job: ObjectRef
     actor: Actor
     request_id: str | None = None
+    records: Mapping[str, Sequence[Counted]] | None = None
+    """per subject, the dishonesty records the computation counted (None: it reads none)"""
 
     def for_subjects(self, subjects: Sequence[str]) -> Gate:
         """The same gate for the subjects the computation actually used."""
         return replace(self, request=replace(self.request, subjects=tuple(subjects)))
 
     def _decide(self, session: Session, what: str, admitted: Sequence[Decision] | None) -> Released:
+        withheld = RecordBook.withheld(session, self.records, self.request.subjects) if self.records else None
         final = self.policy.release(
             session,
             self.request,
@@ -59,6 +68,7 @@ class Gate:
             actor=self.actor,
             request_id=self.request_id,
             admitted=admitted,
+            withheld=withheld,
         )
         return Released(
             tuple(d.subject for d in final if d.allowed), tuple(d for d in final if not d.allowed)
@@ -78,5 +88,7 @@ class Gate:
         released = self._decide(session, what, admitted)
         if released.lost:
             # how many, never who: a cohort's or a training's members are not the bank's to learn
-            raise Conflict(f"the consent of {len(released.lost)} subject(s) {refusal}")
+            records = any(d.reason is DenyReason.record_excluded for d in released.lost)
+            what_changed = "the consent or dishonesty records" if records else "the consent"
+            raise Conflict(f"{what_changed} of {len(released.lost)} subject(s) {refusal}")
         return released.kept

@@ -161,7 +161,23 @@ class Settings(BaseSettings):
     )
     # objections and corrections (pps.governance.objections)
     objection_response_days: int = Field(
-        15, ge=1, le=365, description="days a provider has to accept or reject an objection"
+        15,
+        ge=1,
+        le=20,
+        description="days a provider has to answer an objection: at most 20 (征信业管理条例 Art. 25)",
+    )
+    # credit repair (pps.governance.repair)
+    repair_decision_days: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="working days the designated authority has to decide a credit-repair application",
+    )
+    repair_proof_max_bytes: int = Field(
+        2 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="largest proof file (PDF, PNG, JPEG) of a repair application",
     )
     objection_evidence_max_bytes: int = Field(
         2 << 20, ge=1024, le=64 << 20, description="largest evidence file (PDF, PNG, JPEG) of an objection"

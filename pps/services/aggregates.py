@@ -85,6 +85,7 @@ from pps.data.datasets.schema import ColumnType, DatasetSchema, Sensitivity
 from pps.data.datasets.service import DatasetService
 from pps.data.sources import SOURCES, bind_sources
 from pps.errors import BudgetExhausted, DataIntegrityError, InvalidInput, NotFound, Refused, StateDivergent
+from pps.governance import records as dishonesty
 from pps.governance.consent import check_purpose
 from pps.governance.objections import open_disputes
 from pps.governance.policy import PolicyEngine, Request
@@ -95,6 +96,7 @@ from pps.infra.storage.tables import (
     Consent,
     Dataset,
     DatasetVersion,
+    ObjectionState,
     Organization,
     PrivacyBudget,
     ReleasedCohort,
@@ -240,6 +242,8 @@ class Cell:
     mean: float | None = None
     histogram: list[int] | None = None
     disputed_inputs: bool = False
+    annotated_inputs: bool = False
+    """a member has an input whose objection could not be verified (annotated, 征信业管理条例 Art. 25)"""
     """whether a member of the cell has an open objection on a field the query reads (never who)"""
 
 
@@ -280,6 +284,7 @@ class Answer:
                         if v is not None
                     },
                     "disputed_inputs": c.disputed_inputs,
+                    "annotated_inputs": c.annotated_inputs,
                 }
                 for c in self.cells
             ],
@@ -692,6 +697,13 @@ class AggregateService:
                 dataclasses.replace(c, disputed_inputs=bool(np.isin(cell.members, codes).any()))
                 for c, cell in zip(released, cells, strict=True)
             ]
+        annotated = open_disputes(s, None, plan.fields, state=ObjectionState.unverifiable)
+        if annotated and cells:
+            codes = self.frames.codes_of(annotated)
+            released = [
+                dataclasses.replace(c, annotated_inputs=bool(np.isin(cell.members, codes).any()))
+                for c, cell in zip(released, cells, strict=True)
+            ]
         self._remember(s, bank, cells, query_id)
         datasets = (ObjectRef("aggregate", query_id), *(ObjectRef("dataset", d) for d in plan.dataset_ids))
         what = f"aggregate:{spec.statistic}"
@@ -873,6 +885,9 @@ class AggregateService:
                 return []
             values, valid = measure.numeric[spec.field]
             keep = valid
+            if plan.measure is not None and plan.measure.name == dishonesty.SOURCE:
+                assert plan.measure_version is not None
+                keep = keep & self._records_in_use(s, plan.measure_version)
             if spec.months is not None:
                 assert measure.months is not None
                 lo, hi = _month_number(spec.months[0]), _month_number(spec.months[1])
@@ -925,6 +940,14 @@ class AggregateService:
             group = {a: str(uniques[j][where[j]]) for j, a in enumerate(spec.group_by)}
             cells.append(_CellData(group, codes[idx], contributions[idx]))
         return cells
+
+    def _records_in_use(self, s: Session, version: DatasetVersion) -> npt.NDArray[np.bool_]:
+        """Per row of a dishonesty-records version: still usable (not repaired, expired or past retention)."""
+        book = dishonesty.RecordBook(self.datasets)
+        today = utcnow().date()
+        usable = {r.record_id for r in book.usable(s, book.read(s), version.dataset_id, today)}
+        ids = self.datasets.read_columns(s, version, ["record_id"])["record_id"]
+        return np.fromiter((v in usable for v in ids.values.tolist()), dtype=bool, count=len(ids))
 
     # --- the differencing control, for other aggregate paths (sealed datasets) --------------------------
 

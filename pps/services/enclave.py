@@ -376,6 +376,7 @@ class EnclaveService:
                     Request(bank, tuple(found), fields, "enclave", purpose),
                     job=job_ref,
                     actor=SERVICE,
+                    records=admission.records,
                 ).release_all(
                     session,
                     what=what,

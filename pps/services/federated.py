@@ -101,6 +101,11 @@ PHASE_OF_STAGE: Final = {
     Stage.DONE: RoundPhase.done,
 }
 STAGE_OF_PHASE: Final = {v: k for k, v in PHASE_OF_STAGE.items()}
+CLIPPED_ROUNDS: Final = 3
+"""Rounds in a row whose averaged update is (nearly) as long as ``clip_norm`` before training stops as divergent:
+a weighted mean of updates each clipped to ``clip_norm`` is that long only if (nearly) every bank's update was
+clipped and they all point the same way — training is being held back by clipping, not converging."""
+CLIPPED_FRACTION: Final = 0.98
 
 Registry = Any
 """``pps.services.registry``'s service: ``register(session, *, kind, name, owners, ...) -> ModelRecord``"""
@@ -570,6 +575,10 @@ class FederatedService:
         survivors = [order[i - 1] for i in sorted(srv.u3)]
         dropped = [order[i - 1] for i in sorted(set(range(1, srv.params.n + 1)) - srv.u3)]
         new = _weights(rnd.global_weights) + total / weight
+        diverged = self._divergence(session, fed, rnd, total / weight)
+        if diverged is not None:
+            self._abort(session, fed, rnd, diverged, actor=actor, request_id=request_id)
+            return
         rnd.phase, rnd.ended_at = RoundPhase.done, now
         rnd.result_weights, rnd.total_weight = _weights_bytes(new), weight
         rnd.survivors_json = json.dumps(survivors)
@@ -594,6 +603,42 @@ class FederatedService:
             self._start_round(session, fed, rnd.round_no + 1, new, actor=actor, request_id=request_id)
         else:
             self._finish(session, fed, new, actor=actor, request_id=request_id)
+
+    def _divergence(
+        self, session: Session, fed: Federation, rnd: FederationRound, step: np.ndarray[Any, Any]
+    ) -> str | None:
+        """Why training must stop as divergent, or None: a non-finite average, or (nearly) every update clipped
+        for :data:`CLIPPED_ROUNDS` rounds in a row (the safe-room sees only the average, which is enough)."""
+        if not np.all(np.isfinite(step)):
+            return (
+                f"training diverged in round {rnd.round_no}: the averaged update is not finite; standardise every "
+                "feature (mean 0, variance 1) and lower the learning rate; no model was registered"
+            )
+        clip = float(json.loads(fed.config_json)["clip_norm"])
+        norms = [float(np.linalg.norm(step))]
+        earlier = session.scalars(
+            select(FederationRound)
+            .where(
+                FederationRound.federation_id == fed.id,
+                FederationRound.round_no < rnd.round_no,
+                FederationRound.phase == RoundPhase.done,
+            )
+            .order_by(FederationRound.round_no.desc())
+            .limit(CLIPPED_ROUNDS - 1)
+        ).all()
+        for r in earlier:
+            if r.result_weights is not None:
+                norms.append(float(np.linalg.norm(_weights(r.result_weights) - _weights(r.global_weights))))
+        if len(norms) >= CLIPPED_ROUNDS and all(n >= CLIPPED_FRACTION * clip for n in norms):
+            return (
+                f"training diverged: in rounds {rnd.round_no - CLIPPED_ROUNDS + 1} to {rnd.round_no} every bank's "
+                f"update was clipped to clip_norm {clip:g} (averaged update lengths "
+                f"{', '.join(f'{n:.3g}' for n in reversed(norms))}): the updates are far larger than clipping "
+                "allows — features on raw scales (amounts in currency units) or too large a learning rate. "
+                "Standardise every feature (mean 0, variance 1) and lower the learning rate (or raise clip_norm "
+                "if it is very small); no model was registered"
+            )
+        return None
 
     def _order(self, fed: Federation) -> list[str]:
         order: list[str] = json.loads(json.loads(fed.config_json)["participants_order"])

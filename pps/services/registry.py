@@ -121,6 +121,14 @@ class ModelRecord:
                 "n": ev.n,
                 "positives": ev.positives,
                 "cutoff": ev.confusion.cutoff,
+                "brier": None if ev.calibration is None else ev.calibration.brier,
+                "ece": None if ev.calibration is None else ev.calibration.ece,
+                "mean_predicted": None if ev.calibration is None else ev.calibration.mean_predicted,
+                "observed_rate": None if ev.calibration is None else ev.calibration.observed_rate,
+                "bank_alone_auc": None if ev.baseline is None else ev.baseline.auc,
+                "bank_alone_ece": None
+                if ev.baseline is None or ev.baseline.calibration is None
+                else ev.baseline.calibration.ece,
             },
             "evaluated_by": self.evaluated_by,
             "ledger": list(self.ledger),
@@ -230,7 +238,12 @@ class ModelRegistry:
 
     @staticmethod
     def _metrics_detail(ev: Evaluation) -> dict[str, Any]:
-        return {"auc_bp": _bp(ev.auc), "ks_bp": _bp(ev.ks), "evaluated_rows": ev.n}
+        detail: dict[str, Any] = {"auc_bp": _bp(ev.auc), "ks_bp": _bp(ev.ks), "evaluated_rows": ev.n}
+        if ev.calibration is not None:
+            detail.update(brier_bp=_bp(ev.calibration.brier), ece_bp=_bp(ev.calibration.ece))
+        if ev.baseline is not None:
+            detail["baseline_auc_bp"] = _bp(ev.baseline.auc)
+        return detail
 
     def _seal(self, model_id: str, holder: str, doc: Mapping[str, Any]) -> ModelArtifact:
         try:

@@ -60,11 +60,12 @@ from pps.governance.consent import check_purpose
 from pps.governance.objections import open_disputes
 from pps.governance.policy import PolicyEngine, Request
 from pps.governance.release import Gate
+from pps.governance.statements import statements_for
 from pps.identity.uscc import validate_uscc
 from pps.infra.executor import Executor, LocalExecutor, Shared
 from pps.infra.jobs import JobContext, JobOutcome, JobService
 from pps.infra.storage.db import Database
-from pps.infra.storage.tables import Job, utcnow
+from pps.infra.storage.tables import Job, ObjectionState, RepairNotice, utcnow
 from pps.ledger.entry import Actor, ObjectRef
 from pps_wire.frames import SCORE_RESULT_MEDIA_TYPE, canonical_json, pack_score_result
 from protocols.he_scoring import (
@@ -560,6 +561,7 @@ class ScoringService:
                     Request(bank, tuple(scored), fields, "score", purpose),
                     job=job_ref,
                     actor=service,
+                    records=admission.records,
                 ).release_some(
                     session,
                     what=f"score:{prepared.model.kind.value}",
@@ -597,6 +599,19 @@ class ScoringService:
                 "context_id": prepared.context.context_id,
                 "feature_window": {"first_month": table.window[0], "months": table.window[1]},
                 "disputed": disputed,
+                # objections that could not be verified: the record is kept, and its annotation travels here
+                "annotated": [
+                    {"subject": s_, "dataset": d, "fields": f, "annotation": "unverifiable"}
+                    for s_, by in open_disputes(
+                        session, scored, fields, state=ObjectionState.unverifiable
+                    ).items()
+                    for d, f in by.items()
+                ],
+                # the subjects' own statements on negative records read (征信业管理条例 Art. 16)
+                "statements": statements_for(session, scored, fields),
+                # records repaired since this bank was released a result with them (it got a repair notice):
+                # they no longer count in these scores
+                "repaired": _repaired(session, bank, scored, fields),
             }
             outcome.result = pack_score_result(header, final.to_bytes() if final is not None else b"")
             lap("release_s")
@@ -616,3 +631,20 @@ class ScoringService:
 
         outcome.finalize = finalize
         return outcome
+
+
+def _repaired(
+    session: Session, bank: str, subjects: Sequence[str], fields: Mapping[str, Sequence[str]]
+) -> list[dict[str, str]]:
+    if not subjects or not fields:
+        return []
+    wanted = set(subjects)
+    rows = session.execute(
+        select(RepairNotice.subject_uscc, RepairNotice.record_id, RepairNotice.dataset_id)
+        .where(RepairNotice.bank_org_id == bank, RepairNotice.dataset_id.in_(sorted(fields)))
+        .distinct()
+    ).all()
+    return sorted(
+        ({"subject": u, "record": r, "dataset": d} for u, r, d in rows if u in wanted),
+        key=lambda x: (x["subject"], x["record"]),
+    )

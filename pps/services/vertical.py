@@ -21,7 +21,9 @@ The flow:
    subject and consent), standardises its columns over the training rows, and answers the rows it will use
    (subjects without a consent or without a registry record are left out, by reason count) and the
    coordinator's PUBLIC_KEY. A ``training.start`` entry records the session.
-3. **Exchange** (:meth:`VerticalTrainingService.exchange`): one HTTP round trip per mini-batch. The bank posts
+3. **Exchange** (:meth:`VerticalTrainingService.exchange`): one HTTP round trip per mini-batch (two with
+   ``loss="exact"``, the default: first ``[LINEAR_PREDICTOR]`` -> ``[PROBABILITIES]``, the enclave's exact
+   sigmoid of the joined linear predictors, encrypted under its own key). The bank posts
    ``[RESIDUALS, MASKED_GRADIENT]`` and gets ``[DECRYPTED, FORWARD of the next batch]``; the safe-room feeds
    RESIDUALS to the host, sends the host's masked gradient to the enclave and applies the answer, and forwards
    the bank's MASKED_GRADIENT to the enclave. SETUP and EPOCH_END go to host and coordinator alike.
@@ -61,6 +63,7 @@ from pps.data.features import FeatureStore, admit_on_features
 from pps.errors import Conflict, InvalidInput, NotFound, RateLimited
 from pps.governance.consent import check_purpose
 from pps.governance.policy import PolicyEngine, Request
+from pps.governance.records import Counted
 from pps.governance.release import Gate
 from pps.identity.uscc import validate_uscc
 from pps.infra.executor import Executor
@@ -115,9 +118,13 @@ class _Live:
     """values in the bank's MASKED_GRADIENT: its features, the intercept, and the loss if computed"""
     pending: tuple[int, int] | None = None
     """(epoch, batch) whose RESIDUALS the host has answered and whose bank gradient is still to decrypt"""
+    sigmoid_for: tuple[int, int] | None = None
+    """(epoch, batch) whose linear predictors the enclave has answered (loss="exact": one per batch)"""
     last: tuple[bytes, list[bytes]] | None = None
     """the last exchange: the request's digest and the answer (a retried request gets the same answer)"""
     used_at: float = field(default_factory=time.monotonic)
+    records: dict[str, tuple[Counted, ...]] | None = None
+    """dishonesty records counted per subject (decided again at release)"""
 
 
 def _ref(training_id: str) -> ObjectRef:
@@ -342,6 +349,7 @@ class VerticalTrainingService:
                 coordinator=coordinator,
                 handle=training_id,
                 output=output,
+                records=admission.records,
             )
         return Started(row, tuple(found), excluded, pk_msg)
 
@@ -447,6 +455,25 @@ class VerticalTrainingService:
             live.guest_features = int(body["n_features"])
             live.guest_width = live.guest_features + 1 + int(host.config.compute_loss)
             return [ack]
+        if kind is vl.MessageType.LINEAR_PREDICTOR:
+            # loss="exact": the bank's [[z]] for the batch the host just sent, one per batch (the enclave also
+            # refuses a second), to the enclave, which answers [[4 sigmoid(z)]] encrypted under its own key
+            msg = vl.decode_message(frame, host.public_key)
+            if host.stage is not vl.Stage.AWAITING_RESIDUALS or (msg.epoch, msg.batch) != (
+                host.epoch,
+                host.batch,
+            ):
+                raise vl.ProtocolStateError(
+                    f"LINEAR_PREDICTOR for epoch {msg.epoch} batch {msg.batch}: the host awaits the residuals of "
+                    f"epoch {host.epoch} batch {host.batch}"
+                )
+            if live.sigmoid_for == (msg.epoch, msg.batch):
+                raise vl.ProtocolStateError(
+                    f"LINEAR_PREDICTOR: a second one for epoch {msg.epoch} batch {msg.batch} (one per batch)"
+                )
+            answer = coordinator.sigmoid(frame)
+            live.sigmoid_for = (msg.epoch, msg.batch)
+            return [answer]
         if kind is vl.MessageType.RESIDUALS:
             if live.pending is not None:
                 raise vl.ProtocolStateError(
@@ -506,6 +533,7 @@ class VerticalTrainingService:
                         job=ref,
                         actor=SERVICE,
                         request_id=request_id,
+                        records=live.records,
                     ).release_all(
                         s,
                         what=f"model:{KIND}",
@@ -525,6 +553,8 @@ class VerticalTrainingService:
                             "host_features": len(live.names),
                             "guest_features": live.guest_features,
                             "epochs": row.epochs_done,
+                            "converged": live.host.converged,
+                            "loss": live.host.config.loss if live.host.config else None,
                             "decryption_requests": live.coordinator.decryptions,
                             "consents": list(live.consent_ids),
                             "training": training_id,
@@ -648,6 +678,7 @@ class VerticalTrainingService:
                 job=ref,
                 actor=actor,
                 request_id=request_id,
+                records=admission.records,
             ).release_all(
                 s,
                 what=f"{KIND}:contribution",

@@ -6,7 +6,11 @@ everything that side lacks; Paillier at 2048 bits, DJN short-exponent obfuscator
 the full account: ``docs/protocols.md``, "Vertical logistic regression"):
 
 * the **coordinator** sees one uniformly masked vector per side per batch: nothing of gradients, loss, weights,
-  features or labels, only shapes and when training stopped;
+  features or labels, only shapes and when training stopped; with ``loss="exact"`` (the default) it also
+  decrypts each batch's joined linear predictors ``z = x_g w_g + b + x_h w_h`` (one number per training row,
+  the model's logit: neither part alone, no label) to take the exact sigmoid, which it returns encrypted —
+  trust it holds because it runs in the attested enclave; ``loss="taylor"`` avoids this at the cost of the
+  second-order approximation's optimum;
 * the **guest** (the bank) sees host ciphertexts, its own gradients and the loss: ``p_g + 1`` linear equations
   per batch in the host's partial predictions, which is why the host refuses batches of at most ``p_g + 1`` rows;
 * the **host** (the safe-room) sees guest ciphertexts and its own gradient: ``p_h`` linear equations per batch in
@@ -19,7 +23,13 @@ configuration and data checks in :mod:`~protocols.vertical_lr.inputs`, the two h
 :mod:`~protocols.vertical_lr.scoring`, the in-process driver and the plaintext reference beside them.
 """
 
-from protocols.errors import InvalidConfig, InvalidMessage, InvalidTrainingData, ProtocolStateError
+from protocols.errors import (
+    InvalidConfig,
+    InvalidMessage,
+    InvalidTrainingData,
+    ProtocolStateError,
+    TrainingDiverged,
+)
 from protocols.errors import ProtocolError as VerticalLRError
 from protocols.vertical_lr.coordinator import Coordinator
 from protocols.vertical_lr.driver import InMemoryTransport, TrainingReport, Transport, train_vertical_lr
@@ -42,7 +52,7 @@ from protocols.vertical_lr.messages import (
     decode_message,
     key_id_of,
 )
-from protocols.vertical_lr.reference import reference_fit
+from protocols.vertical_lr.reference import local_fit, reference_fit
 from protocols.vertical_lr.scoring import (
     SCORE_FRAC_BITS,
     GuestModel,
@@ -50,6 +60,7 @@ from protocols.vertical_lr.scoring import (
     guest_score,
     host_score_contribution,
     sigmoid,
+    standardisation,
 )
 
 __all__ = [
@@ -76,6 +87,7 @@ __all__ = [
     "Party",
     "ProtocolStateError",
     "Stage",
+    "TrainingDiverged",
     "TrainingReport",
     "Transport",
     "VerticalLRConfig",
@@ -87,7 +99,9 @@ __all__ = [
     "guest_score",
     "host_score_contribution",
     "key_id_of",
+    "local_fit",
     "reference_fit",
     "sigmoid",
+    "standardisation",
     "train_vertical_lr",
 ]

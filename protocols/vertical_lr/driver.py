@@ -42,10 +42,14 @@ class TrainingReport:
     epochs: int
     losses: list[float]
     stopped_early: bool
+    converged: bool
+    """the loss stopped improving within ``tol`` before the epoch limit (False: under-fitted, train longer)"""
     seconds: dict[str, float]
     epoch_seconds: list[float]
     bytes_by_type: dict[str, int]
     decryptions: int
+    sigmoids: int = 0
+    """linear predictors the coordinator decrypted to take their sigmoid (``loss="exact"``: rows x epochs)"""
 
 
 def train_vertical_lr(
@@ -102,6 +106,11 @@ def train_vertical_lr(
             fwd = host.forward()
             t = tick("host: encrypt partial predictions", t)
             res = guest.receive_forward(wire(h, g, fwd))
+            if config.loss == "exact":  # the coordinator takes the sigmoid
+                t = tick("guest: linear predictor", t)
+                probs = coordinator.sigmoid(wire(g, c, res))
+                t = tick("coordinator: decrypt + sigmoid + encrypt", t)
+                res = guest.receive_probabilities(wire(c, g, probs))
             t = tick("guest: residuals + own gradient", t)
             host_grad = host.receive_residuals(wire(g, h, res))
             t = tick("host: gradient + mask", t)
@@ -123,8 +132,10 @@ def train_vertical_lr(
         epochs=len(epoch_seconds),
         losses=list(guest.losses),
         stopped_early=guest.stopped_early,
+        converged=guest.converged,
         seconds=seconds,
         epoch_seconds=epoch_seconds,
         bytes_by_type=dict(wire.bytes_by_type) if isinstance(wire, InMemoryTransport) else {},
         decryptions=coordinator.decryptions,
+        sigmoids=int(getattr(coordinator, "sigmoids", 0)),
     )

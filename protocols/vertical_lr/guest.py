@@ -1,5 +1,8 @@
-"""The guest (the bank): labels in {0, 1} and its own features; it owns the intercept and early stopping. It
-starts the session (SETUP), turns ``[[u_h]]`` into the residuals ``[[4 d]]`` and its own masked gradient."""
+"""The guest (the bank): labels in {0, 1} and its own features; it owns the intercept, early stopping and the
+divergence check. It starts the session (SETUP); with ``loss="exact"`` it joins ``[[u_h]]`` and its own part into
+``[[z]]`` for the coordinator and turns the answer ``[[4 sigmoid(z)]]`` into the residuals ``[[4 d]]``
+(``d = sigmoid(z) - y``; with ``loss="taylor"`` it makes them from ``[[u_h]]`` directly, ``d = z/4 + 1/2 - y``),
+and its own masked gradient."""
 
 from __future__ import annotations
 
@@ -13,12 +16,21 @@ import numpy as np
 from gmpy2 import mpz
 
 from protocols import paillier_fast as pf
-from protocols.errors import InvalidConfig, InvalidMessage, InvalidTrainingData, ProtocolStateError
+from protocols.errors import (
+    InvalidConfig,
+    InvalidMessage,
+    InvalidTrainingData,
+    ProtocolStateError,
+    TrainingDiverged,
+)
 from protocols.parallel import ChunkMapper
-from protocols.vertical_lr.inputs import VerticalLRConfig, check_labels
+from protocols.vertical_lr.inputs import MAX_LOGIT, VerticalLRConfig, check_labels
 from protocols.vertical_lr.messages import FLAG_STOP, FLAG_WITH_LOSS, SESSION_BYTES, MessageType, Party, Stage
 from protocols.vertical_lr.scoring import GuestModel
 from protocols.vertical_lr.trainer import _Trainer
+
+DIVERGENCE_FACTOR = 1.5
+"""An epoch's loss above this multiple of the best so far stops training as divergence."""
 
 
 class Guest(_Trainer):
@@ -34,6 +46,8 @@ class Guest(_Trainer):
         self.losses: list[float] = []
         self.stopped_early = False
         self._pending: tuple[list[mpz], bool] | None = None
+        self._uh: list[mpz] = []
+        self._host_loss: mpz | None = None
         self._epoch_loss = 0.0
         self._since_improvement = 0
 
@@ -74,7 +88,9 @@ class Guest(_Trainer):
         return self.n_rows + len(self._batches) * per_batch
 
     def receive_forward(self, data: bytes) -> bytes:
-        """``[[u_h]]`` -> RESIDUALS ``[[4 d]]`` for the host (and this side's encrypted gradient, kept)."""
+        """``[[u_h]]`` -> with ``loss="exact"``: LINEAR_PREDICTOR ``[[z]] = [[u_h + u_g]]`` for the coordinator
+        (then :meth:`receive_probabilities`); with ``loss="taylor"``: RESIDUALS ``[[4 d]]`` for the host (and
+        this side's encrypted gradient, kept)."""
         msg = self._expect(data, MessageType.FORWARD, Party.HOST, Stage.AWAITING_FORWARD)
         assert self.public_key is not None
         assert self.pool is not None
@@ -86,20 +102,21 @@ class Guest(_Trainer):
             raise InvalidMessage(f"FORWARD: {len(msg.values)} values for a batch of {len(rows)}")
         t0 = time.perf_counter()
         uh = list(msg.values[: len(rows)])
-        u_g = self.x[rows] @ self.weights + self.intercept
+        u_g = self._partial(rows)
         y = self.y[rows]
+        self._host_loss = msg.values[-1] if with_loss else None
+        if cfg.loss == "exact":
+            # the coordinator decrypts z = u_h + u_g (it must, to take the exact sigmoid); not re-randomised: the
+            # coordinator holds the key and could strip any randomness, and nobody else sees these ciphertexts
+            z = pf.add_plain(pk, uh, pf.encode_fixed(pk, u_g, cfg.value_frac_bits))
+            self._uh = uh
+            self._time("linear predictor (encode + add)", t0)
+            self.stage = Stage.AWAITING_PROBABILITIES
+            return self._message(MessageType.LINEAR_PREDICTOR, z)
         v = pf.encode_fixed(pk, u_g + 2.0 - 4.0 * y, cfg.value_frac_bits)
         d4 = pf.rerandomise(pk, pf.add_plain(pk, uh, v), self.pool)
-        out = self._message(MessageType.RESIDUALS, d4)
         self._time("residuals (encrypt + re-randomise)", t0)
-        t0 = time.perf_counter()
-        n2 = pk.nsquare
-        total = pf.product(d4, n2)
-        grads = [
-            *pf.encrypted_column_dots(pk, d4, self._xq[rows], total=total, executor=self.executor),
-            total,
-        ]
-        self._time("encrypted gradient", t0)
+        loss = None
         if with_loss:
             t0 = time.perf_counter()
             fb = cfg.feature_frac_bits
@@ -112,9 +129,75 @@ class Guest(_Trainer):
                 + len(rows) * cfg.l2 / 2 * float(self.weights @ self.weights)
             )
             (p_enc,) = pf.encode_fixed(pk, np.array([plain]), cfg.value_frac_bits + fb)
-            grads.append(cross * msg.values[-1] % n2 * (mpz(1) + p_enc * pk.n) % n2)
+            assert self._host_loss is not None
+            loss = cross * self._host_loss % pk.nsquare * (mpz(1) + p_enc * pk.n) % pk.nsquare
             self._time("encrypted loss", t0)
-        self._pending = (grads, with_loss)
+        return self._residuals(d4, loss)
+
+    def receive_probabilities(self, data: bytes) -> bytes:
+        """``[[4 sigmoid(z)]]`` from the coordinator -> RESIDUALS ``[[4 (sigmoid(z) - y)]]`` for the host (and
+        this side's encrypted gradient and the exact loss, kept). ``loss="exact"`` only."""
+        msg = self._expect(data, MessageType.PROBABILITIES, Party.COORDINATOR, Stage.AWAITING_PROBABILITIES)
+        assert self.public_key is not None
+        assert self.pool is not None
+        assert self.config is not None
+        cfg, pk = self.config, self.public_key
+        rows = self._batches[self.batch]
+        with_loss = bool(msg.flags & FLAG_WITH_LOSS)
+        if with_loss != cfg.compute_loss or len(msg.values) != len(rows) + int(with_loss):
+            raise InvalidMessage(f"PROBABILITIES: {len(msg.values)} values for a batch of {len(rows)}")
+        t0 = time.perf_counter()
+        y = self.y[rows]
+        p4 = list(msg.values[: len(rows)])
+        d4 = pf.rerandomise(
+            pk, pf.add_plain(pk, p4, pf.encode_fixed(pk, -4.0 * y, cfg.value_frac_bits)), self.pool
+        )
+        self._time("residuals (encrypt + re-randomise)", t0)
+        loss = None
+        if with_loss:
+            # sum softplus(z) - y.z + the l2 terms: softplus from the coordinator, y.u_h under encryption
+            t0 = time.perf_counter()
+            fb = cfg.feature_frac_bits
+            u_g = self._partial(rows)
+            (cross,) = pf.encrypted_column_dots(pk, self._uh, pf.quantize(-y, fb)[:, None])
+            plain = -float(y @ u_g) + len(rows) * cfg.l2 / 2 * float(self.weights @ self.weights)
+            (p_enc,) = pf.encode_fixed(pk, np.array([plain]), cfg.value_frac_bits + fb)
+            assert self._host_loss is not None
+            n2 = pk.nsquare
+            loss = cross * self._host_loss % n2 * msg.values[-1] % n2 * (mpz(1) + p_enc * pk.n) % n2
+            self._time("encrypted loss", t0)
+        self._uh = []
+        return self._residuals(d4, loss)
+
+    def _partial(self, rows: np.ndarray) -> np.ndarray:
+        """This side's ``x_g w_g + b`` for the batch; a value past any sensible logit is divergence."""
+        u_g = np.asarray(self.x[rows] @ self.weights + self.intercept)
+        worst = float(np.max(np.abs(u_g))) if u_g.size else 0.0
+        if not math.isfinite(worst) or worst > MAX_LOGIT:
+            raise TrainingDiverged(
+                f"training diverged: the bank's partial linear predictor reached |x w + b| = {worst:.3g} "
+                f"(> {MAX_LOGIT:g}) at epoch {self.epoch}, batch {self.batch}; standardise the bank's features "
+                "(mean 0, variance 1: the SDK does it unless told not to) and lower the learning rate"
+            )
+        return u_g
+
+    def _residuals(self, d4: list[mpz], loss: mpz | None) -> bytes:
+        """RESIDUALS for the host; this side's encrypted gradient (and loss) kept for :meth:`masked_gradient`."""
+        assert self.public_key is not None
+        rows = self._batches[self.batch]
+        out = self._message(MessageType.RESIDUALS, d4)
+        t0 = time.perf_counter()
+        total = pf.product(d4, self.public_key.nsquare)
+        grads = [
+            *pf.encrypted_column_dots(
+                self.public_key, d4, self._xq[rows], total=total, executor=self.executor
+            ),
+            total,
+        ]
+        self._time("encrypted gradient", t0)
+        if loss is not None:
+            grads.append(loss)
+        self._pending = (grads, loss is not None)
         self.stage = Stage.GRADIENT_DUE
         return out
 
@@ -163,6 +246,13 @@ class Guest(_Trainer):
         stop = self.epoch + 1 >= cfg.epochs
         if cfg.compute_loss:
             loss = self._epoch_loss / self.n_rows
+            best = min(self.losses, default=math.inf)
+            if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * best:
+                raise TrainingDiverged(
+                    f"training diverged: the loss rose to {loss:.4g} at epoch {self.epoch} (best so far "
+                    f"{best:.4g}); standardise every feature (mean 0, variance 1) and lower the learning rate "
+                    f"(now {cfg.learning_rate:g})"
+                )
             if self.losses and abs(self.losses[-1] - loss) < cfg.tol:
                 self._since_improvement += 1
             else:
@@ -182,6 +272,12 @@ class Guest(_Trainer):
     @property
     def done(self) -> bool:
         return self.stage is Stage.DONE
+
+    @property
+    def converged(self) -> bool:
+        """True if training stopped because the loss stopped improving (within ``tol``), False if it ran to its
+        epoch limit: a model that hit the limit may be under-fitted — train for more epochs."""
+        return self.stopped_early
 
     def model(self) -> GuestModel:
         return GuestModel(self.weights.copy(), self.intercept)

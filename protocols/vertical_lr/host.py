@@ -28,6 +28,8 @@ class Host(_Trainer):
         super().__init__(features, "host features")
         self.executor = executor
         self._uh_cts: list[mpz] = []
+        self.converged = False
+        """set at the end: the guest stopped before the epoch limit (False: it ran to the limit)"""
 
     def receive_setup(self, data: bytes) -> bytes:
         """Check the guest's SETUP against this side's data; answer SETUP_ACK (row and feature counts)."""
@@ -69,7 +71,10 @@ class Host(_Trainer):
         values = list(self._uh_cts)
         flags = 0
         if cfg.compute_loss:
-            h = float(u @ u) / 8 + len(rows) * cfg.l2 / 2 * float(self.weights @ self.weights)
+            # the host's own terms of the loss: its l2 penalty, and u_h^2/8 of the Taylor loss
+            h = len(rows) * cfg.l2 / 2 * float(self.weights @ self.weights)
+            if cfg.loss == "taylor":
+                h += float(u @ u) / 8
             scale = cfg.value_frac_bits + cfg.feature_frac_bits
             values += pf.encrypt_raw(pk, pf.encode_fixed(pk, np.array([h]), scale), self.pool)
             flags = FLAG_WITH_LOSS
@@ -117,6 +122,8 @@ class Host(_Trainer):
             raise ProtocolStateError(f"host: EPOCH_END for epoch {msg.epoch}, expected {self.epoch}")
         assert self.config is not None
         if msg.flags & FLAG_STOP or self.epoch + 1 >= self.config.epochs:
+            # the guest stopped before the epoch limit: its loss settled (early stopping)
+            self.converged = bool(msg.flags & FLAG_STOP) and self.epoch + 1 < self.config.epochs
             self.stage = Stage.DONE
         else:
             self._next_epoch()

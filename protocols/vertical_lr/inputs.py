@@ -7,12 +7,15 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from protocols.errors import InvalidConfig, InvalidMessage, InvalidTrainingData
 from protocols.paillier_fast import ObfuscatorKind
+
+MAX_LOGIT = 1000.0
+"""A linear predictor beyond this is divergence, not a model (the sigmoid saturates at |z| ~ 40)."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,11 @@ class VerticalLRConfig:
     ``batch_size`` rows per mini-batch (``None``: the whole set); every batch has at least that many rows
     (the remainder is spread over the batches). ``l2`` is the penalty ``l2/2 |w|^2`` on the mean loss (not on
     the intercept): scikit-learn's ``C`` corresponds to ``l2 = 1 / (C n)``.
+
+    ``loss="exact"`` (the default) trains on the logistic loss itself: the coordinator decrypts each row's joined
+    linear predictor and returns the exact sigmoid, encrypted; ``loss="taylor"`` is the second-order Taylor
+    approximation ``log 2 - z/2 + z^2/8`` of FATE-style hetero-LR (kept for comparison: its optimum is not the
+    logistic one, and it cost 0.02-0.07 AUC on real loan data).
     """
 
     epochs: int = 10
@@ -39,6 +47,7 @@ class VerticalLRConfig:
     value_frac_bits: int = 40
     feature_frac_bits: int = 16
     obfuscators: ObfuscatorKind = "short_exponent"
+    loss: Literal["exact", "taylor"] = "exact"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> InvalidConfig:
@@ -64,6 +73,8 @@ class VerticalLRConfig:
             raise bad("feature_frac_bits", "must be in [4, 32]")
         if self.obfuscators not in ("full", "short_exponent"):
             raise bad("obfuscators", "must be 'full' or 'short_exponent'")
+        if self.loss not in ("exact", "taylor"):
+            raise bad("loss", "must be 'exact' (the logistic loss, via the coordinator) or 'taylor'")
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":")).encode()

@@ -34,6 +34,8 @@ class MessageType(enum.IntEnum):
     DECRYPTED = 7
     EPOCH_END = 8
     SCORE_CONTRIBUTION = 9
+    LINEAR_PREDICTOR = 10
+    PROBABILITIES = 11
 
 
 class Party(enum.IntEnum):
@@ -53,6 +55,7 @@ class Stage(enum.Enum):
     AWAITING_FORWARD = "awaiting_forward"  # guest
     READY_FORWARD = "ready_forward"  # host: may send the next FORWARD
     AWAITING_RESIDUALS = "awaiting_residuals"  # host
+    AWAITING_PROBABILITIES = "awaiting_probabilities"  # guest, loss="exact"
     GRADIENT_DUE = "gradient_due"  # guest: must send its MASKED_GRADIENT
     AWAITING_DECRYPTED = "awaiting_decrypted"
     EPOCH_END_DUE = "epoch_end_due"  # guest

@@ -31,16 +31,35 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GuestModel:
-    """The bank's half: its weights and the intercept."""
+    """The bank's half: its weights and the intercept, and the standardisation its features were trained under
+    (``mean``/``scale`` per column, computed by the bank over its training rows; ``None``: features used as
+    given). :meth:`partial_logit` takes raw features and applies it."""
 
     weights: np.ndarray
     intercept: float
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
 
     def partial_logit(self, features: Any) -> np.ndarray:
         x = check_features(features, "guest features")
         if x.shape[1] != len(self.weights):
             raise InvalidTrainingData(f"guest features: {x.shape[1]} columns, model has {len(self.weights)}")
+        if self.mean is not None and self.scale is not None:
+            x = (x - self.mean) / self.scale
         return np.asarray(x @ self.weights + self.intercept)
+
+    def standardised(self, mean: np.ndarray, scale: np.ndarray) -> GuestModel:
+        """This half for raw features: trained on ``(x - mean) / scale``."""
+        return GuestModel(self.weights, self.intercept, np.asarray(mean, float), np.asarray(scale, float))
+
+
+def standardisation(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation (1 for a constant column) of a party's training rows: each party
+    standardises its own columns locally, and keeps the statistics with its half of the model."""
+    arr = check_features(x, "features")
+    mean, scale = arr.mean(axis=0), arr.std(axis=0)
+    scale[scale == 0] = 1.0
+    return mean, scale
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ class Party:
 
     consents: dict[str, str]
     objections: dict[str, str]
+    repairs: dict[str, str]
     bodies: dict[str, Any]
     jobs: dict[str, str]
     federations: dict[str, str]
@@ -95,8 +96,16 @@ class Party:
             action = "/" + path.rsplit("/", 1)[1] if path.endswith(("/revoke", "/approve", "/deny")) else ""
             path = path.replace("{consent_id}", self.consents[action])
         if "{objection_id}" in path:
-            action = "/" + path.rsplit("/", 1)[1] if path.endswith(("/accept", "/reject")) else ""
+            ends = ("/accept", "/reject", "/unverifiable")
+            action = "/" + path.rsplit("/", 1)[1] if path.endswith(ends) else ""
             path = path.replace("{objection_id}", self.objections[action])
+        if "{app_id}" in path:
+            action = "/" + path.rsplit("/", 1)[1] if path.endswith(("/approve", "/deny", "/object")) else ""
+            path = path.replace("{app_id}", self.repairs.get(action, "rep_missing")).replace(
+                "{position}", "0"
+            )
+        if "{statement_id}" in path:
+            path = path.replace("{statement_id}", self.repairs.get("statement", "stm_missing"))
         if "{federation_id}" in path:
             action = (
                 "/" + path.rsplit("/", 1)[1] if path.endswith(("/accept", "/messages", "/advance")) else ""
@@ -174,6 +183,7 @@ def parties(
     assert uploaded.status_code == 201, uploaded.text
     scoring = _scoring_body()
     objected, objections = _objections(made)
+    repairs, repair_bodies = _repairs(made, tmp_path)
     enclave_job = _enclave_job_body(runtime)
     sealed = _sealed_bodies(runtime, made, terms)
     federations, frame = _federations(runtime, made)
@@ -182,6 +192,10 @@ def parties(
         party.federations = federations if party is bank else dict.fromkeys(federations, "fed_missing")
         party.consents = consents
         party.objections = objections
+        # the subject's applications are seen by the subject, the authority (the provider) and oversight
+        party.repairs = (
+            repairs if party is subject else {k: v for k, v in repairs.items() if k != "statement"}
+        )
         party.models = models if party is bank else {}
         party.trainings = trainings if party is bank else {}
         party.bodies = {
@@ -212,6 +226,8 @@ def parties(
             "POST /v1/objections": {"dataset_id": objected, "fields": ["f3"], "reason": "matrix"},
             "POST /v1/objections/{objection_id}/accept": {"corrected": {"f1": 2.0}},
             "POST /v1/objections/{objection_id}/reject": {"reason": "matrix"},
+            "POST /v1/objections/{objection_id}/unverifiable": {"note": "matrix"},
+            **repair_bodies,
             "POST /v1/enclave/jobs": enclave_job,
             **model_bodies,
             **sealed,
@@ -512,7 +528,7 @@ OBJECTED_SCHEMA = {
     "subject_key": "uscc",
     "columns": [
         {"name": "uscc", "type": "uscc", "sensitivity": "C1"},
-        *({"name": f, "type": "float", "sensitivity": "C2"} for f in ("amount", "f1", "f2", "f3")),
+        *({"name": f, "type": "float", "sensitivity": "C2"} for f in ("amount", "f1", "f2", "f3", "f4")),
     ],
 }
 
@@ -528,12 +544,12 @@ def _objections(made: dict[Role, Party]) -> tuple[str, dict[str, str]]:
     assert ds.status_code == 201, ds.text
     up = provider.post(
         f"/v1/datasets/{ds.json()['id']}/versions",
-        content=f"uscc,amount,f1,f2,f3\n{subject.org.uscc},1,1,1,1\n".encode(),
+        content=f"uscc,amount,f1,f2,f3,f4\n{subject.org.uscc},1,1,1,1,1\n".encode(),
         params={"format": "csv"},
     )
     assert up.status_code == 201, up.text
     ids = {}
-    for action, field in (("", "amount"), ("/accept", "f1"), ("/reject", "f2")):
+    for action, field in (("", "amount"), ("/accept", "f1"), ("/reject", "f2"), ("/unverifiable", "f4")):
         body: dict[str, Any] = {"dataset_id": ds.json()["id"], "fields": [field], "reason": "matrix"}
         if not action:
             body["evidence"] = {"media_type": "image/png", "content": base64.b64encode(png()).decode()}
@@ -541,6 +557,80 @@ def _objections(made: dict[Role, Party]) -> tuple[str, dict[str, str]]:
         assert filed.status_code == 201, filed.text
         ids[action] = filed.json()["id"]
     return ds.json()["id"], ids
+
+
+def _repairs(made: dict[Role, Party], tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """The subject's dishonesty records (uploaded by the provider, who is then their authority) and its repair
+    applications: one pending with a proof, one to approve, one to deny, one denied to object to; a statement."""
+    import base64
+    import dataclasses
+    from datetime import date, timedelta
+
+    import numpy as np
+
+    from pps.governance.repair import commitment_text
+    from tests.pps.governance.objections.files import pdf
+
+    provider, subject = made[Role.data_provider].client, made[Role.subject]
+    uscc = subject.org.uscc
+    assert uscc is not None
+    template = generate(12, 7).penalties
+    assert template is not None
+    ids = [f"矩阵罚〔2026〕{i}号" for i in range(6)]
+    decided = date.today() - timedelta(days=150)
+    n = len(ids)
+    columns = {
+        "uscc": np.array([uscc] * n, dtype=object),
+        "record_id": np.array(ids, dtype=object),
+        "kind": np.array(["administrative_penalty"] * n, dtype=object),
+        "authority": np.array(["market_regulation"] * n, dtype=object),
+        "decided_on": np.array([decided] * n, dtype="datetime64[D]"),
+        "conduct_ended_on": np.array([decided - timedelta(days=30)] * n, dtype="datetime64[D]"),
+        "grade": np.array(["general"] * n, dtype=object),
+        "min_publicity_months": np.array([3] * n, dtype=np.int64),
+        "max_publicity_months": np.array([12] * n, dtype=np.int64),
+        "fine_amount": np.full(n, np.nan),
+        "fine_paid_on": np.array(["NaT"] * n, dtype="datetime64[D]"),
+        "tax_arrears": np.full(n, np.nan),
+    }
+    table = dataclasses.replace(template, columns=columns)
+    table.write_csv(tmp)
+    ds = provider.post("/v1/datasets", json={"name": "penalties", "schema": table.schema})
+    assert ds.status_code == 201, ds.text
+    up = provider.post(
+        f"/v1/datasets/{ds.json()['id']}/versions",
+        content=(tmp / "penalties.csv").read_bytes(),
+        params={"format": "csv"},
+    )
+    assert up.status_code == 201, up.text
+    apps = {}
+    proof = {
+        "kind": "rectification_report",
+        "media_type": "application/pdf",
+        "content": base64.b64encode(pdf()).decode(),
+    }
+    for action, rid in zip(("", "/approve", "/deny", "/object"), ids, strict=False):
+        body: dict[str, Any] = {"record_id": rid, "commitment": commitment_text(uscc, rid)}
+        if not action:
+            body["proofs"] = [proof]
+        made_app = subject.client.post("/v1/repairs", json=body)
+        assert made_app.status_code == 201, made_app.text
+        apps[action] = made_app.json()["id"]
+    denied = provider.post(f"/v1/repairs/{apps['/object']}/deny", json={"reasons": ["matrix"]})
+    assert denied.status_code == 200, denied.text
+    said = subject.client.post(
+        "/v1/statements", json={"dataset_id": ds.json()["id"], "record_key": ids[5], "text": "matrix"}
+    )
+    assert said.status_code == 201, said.text
+    apps["statement"] = said.json()["id"]
+    bodies = {
+        "POST /v1/repairs": {"record_id": ids[4], "commitment": commitment_text(uscc, ids[4])},
+        "POST /v1/repairs/{app_id}/approve": {},
+        "POST /v1/repairs/{app_id}/deny": {"reasons": ["matrix"]},
+        "POST /v1/repairs/{app_id}/object": {"text": "matrix"},
+        "POST /v1/statements": {"dataset_id": ds.json()["id"], "record_key": ids[5], "text": "matrix again"},
+    }
+    return apps, bodies
 
 
 def _psi_request() -> str:
@@ -615,10 +705,16 @@ def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx
 
 
 OBJECT_ROUTES = [
-    r for r in ROUTES if "{" in r.path and "{consent_id}" not in r.path and "{objection_id}" not in r.path
+    r
+    for r in ROUTES
+    if "{" in r.path
+    and "{consent_id}" not in r.path
+    and "{objection_id}" not in r.path
+    and "{app_id}" not in r.path
 ]
 # consents have two parties (subject and bank); tests/api/test_consent_api.py has their tenant matrix;
-# objections have two too (subject and provider): tests/pps/governance/objections/test_refusals.py has theirs
+# objections have two too (subject and provider): tests/pps/governance/objections/test_refusals.py has theirs;
+# so do repair applications (subject and authority): tests/pps/governance/repair/test_repair_flow.py
 
 
 @pytest.mark.slow

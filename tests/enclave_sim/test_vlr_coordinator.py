@@ -68,7 +68,9 @@ def test_training_through_the_enclave_coordinator_equals_training_in_process(
     assert inside.guest_model.intercept == pytest.approx(local.guest_model.intercept, abs=1e-9)
     # the job releases only its summary: never the private key, which was made in the enclave
     release, plain = enclave.run("vlr", params={}, output=out.public())
-    assert plain == {"summary": {"decryptions": local.decryptions, "epochs": CONFIG.epochs}}
+    assert plain == {
+        "summary": {"decryptions": local.decryptions, "sigmoids": local.sigmoids, "epochs": CONFIG.epochs}
+    }
     assert release
 
 

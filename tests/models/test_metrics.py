@@ -123,3 +123,28 @@ def test_calibration_round_trips_and_is_checked() -> None:
 
     with pytest.raises(InvalidMetricInput, match="probabilities"):
         brier(y, y * 2.0)
+
+
+def test_bank_alone_baseline_rides_with_the_evaluation() -> None:
+    """The bank-alone model's evaluation on the same rows travels with the joint one (JSON round trip); one
+    on other rows, or a baseline of a baseline, is refused; the report draws the comparison."""
+    from models.report import render_html
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(400) < 0.2).astype(float)
+    joint = metrics.evaluate(y, np.clip(0.2 + 0.3 * (y - 0.2) + rng.normal(0, 0.1, 400), 0.01, 0.99))
+    alone = metrics.evaluate(y, np.clip(0.2 + 0.1 * (y - 0.2) + rng.normal(0, 0.1, 400), 0.01, 0.99))
+    both = joint.with_baseline(alone)
+    back = metrics.Evaluation.from_dict(both.to_dict())
+    assert back == both and back.baseline == alone and "baseline" not in joint.to_dict()
+    with pytest.raises(metrics.InvalidMetricInput, match="same held-out rows"):
+        joint.with_baseline(metrics.evaluate(y[:300], np.full(300, 0.2) + 0.1 * y[:300]))
+    with pytest.raises(metrics.InvalidMetricInput, match="no baseline of its own"):
+        joint.with_baseline(both)
+    doc = both.to_dict()
+    doc["baseline"]["baseline"] = alone.to_dict()
+    with pytest.raises(metrics.InvalidMetricInput, match="without a baseline"):
+        metrics.Evaluation.from_dict(doc)
+    page = render_html({"id": "m", "name": "joint"}, both)
+    assert "Against the bank alone" in page and f"{alone.auc:.4f}" in page and page.count("<svg") == 4
+    assert f"Joining gains {joint.auc - alone.auc:+.4f} AUC" in page

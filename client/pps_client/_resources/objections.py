@@ -15,6 +15,7 @@ from pps_wire.schemas import (
     ObjectionCreate,
     ObjectionPublic,
     ObjectionReject,
+    ObjectionUnverifiable,
 )
 
 EVIDENCE_TYPES = ("application/pdf", "image/png", "image/jpeg")
@@ -78,3 +79,10 @@ class Objections(Resource):
     def corrections(self) -> builtins.list[CorrectionPublic]:
         """A bank's correction notices: released results that used a value later corrected."""
         return self._client._pages("/v1/corrections", CorrectionPublic)
+
+    def unverifiable(self, objection_id: str, note: str) -> ObjectionPublic:
+        """The provider cannot verify the value: the record is kept and annotated in every result using it."""
+        body = ObjectionUnverifiable(note=note)
+        return self._client._call(
+            "POST", f"/v1/objections/{objection_id}/unverifiable", ObjectionPublic, json_body=dumps(body)
+        )

@@ -96,14 +96,19 @@ class Vertical(Resource):
         *,
         on_batch: BatchCallback | None = None,
     ) -> None:
-        """Run the guest's side of a started session to its end (one round trip per mini-batch); not
-        :meth:`finish`."""
+        """Run the guest's side of a started session to its end (one round trip per mini-batch, two with
+        ``loss="exact"``); not :meth:`finish`."""
+        from protocols import vertical_lr as vl
+
         guest.receive_public_key(base64.b64decode(started.public_key))
         ack, forward = self.exchange(started.id, [guest.setup(config)])
         guest.receive_setup_ack(ack)
         batches = 0
         while True:
             residuals = guest.receive_forward(forward)
+            if guest.stage is vl.Stage.AWAITING_PROBABILITIES:  # loss="exact": the enclave's sigmoid
+                (probabilities,) = self.exchange(started.id, [residuals])
+                residuals = guest.receive_probabilities(probabilities)
             reply = self.exchange(started.id, [residuals, guest.masked_gradient()])
             guest.receive_decrypted(reply[0])
             batches += 1
@@ -145,9 +150,16 @@ class Vertical(Resource):
         key_bits: int = 2048,
         measurements: Iterable[bytes] | None = None,
         on_batch: BatchCallback | None = None,
+        standardise: bool = True,
     ) -> VerticalTrainingResult:
         """Train a vertical LR model: ``features`` / ``labels`` are the bank's rows for ``customers`` (USCCs),
-        in that order."""
+        in that order, in their own units.
+
+        ``standardise`` (default): the bank's columns are standardised here, over the aligned training rows
+        (the platform does the same with its own); the statistics stay with the bank's half
+        (``guest_model.mean``/``scale``) and apply when scoring. Training that diverges stops with
+        :class:`protocols.errors.TrainingDiverged` (its message names the cause and the fix) and the session is
+        cancelled: no model is registered."""
         import numpy as np
 
         from protocols import vertical_lr as vl
@@ -178,20 +190,41 @@ class Vertical(Resource):
         rows = list(started.subjects)
         position = {c: i for i, c in enumerate(customers)}
         idx = [position[c] for c in rows]
-        guest = vl.Guest(x[idx], y[idx])
-        self.run_guest(started, guest, config, on_batch=on_batch)
+        own = x[idx]
+        if standardise:
+            mean, scale = vl.standardisation(own)
+            own = (own - mean) / scale
+        guest = vl.Guest(own, y[idx])
+        try:
+            self.run_guest(started, guest, config, on_batch=on_batch)
+        except vl.VerticalLRError:
+            self.cancel(started.id)  # diverged or refused: nothing is registered
+            raise
         model = self.finish(started.id)
+        half = guest.model()
         return VerticalTrainingResult(
             model=model,
-            guest_model=guest.model(),
+            guest_model=half.standardised(mean, scale) if standardise else half,
             subjects=rows,
             excluded=dict(started.excluded),
             losses=list(guest.losses),
             epochs=guest.epoch + 1,
             stopped_early=guest.stopped_early,
+            converged=guest.converged,
             alignment=Alignment(customers=len(customers), aligned=len(aligned), used=len(rows)),
             seconds=time.perf_counter() - t0,
         )
+
+    def bank_alone(
+        self, features: npt.ArrayLike, labels: npt.ArrayLike, *, l2: float | None = None
+    ) -> GuestModel:
+        """The baseline a joined model must beat: a logistic regression on the bank's own features only, fitted
+        here (nothing is sent), to its optimum, on the same training rows as the joined model (pass those).
+        Score the same held-out rows with it and post both evaluations
+        (``evaluation.with_baseline(bank_alone_evaluation)``): the model report shows the value of joining."""
+        from protocols import vertical_lr as vl
+
+        return vl.local_fit(features, labels, l2=l2)
 
     def scores(
         self,

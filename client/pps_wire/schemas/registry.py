@@ -33,6 +33,15 @@ class ModelMetrics(Response):
     n: int
     positives: int
     cutoff: float
+    brier: float | None = None
+    """calibration, when the scores were probabilities: Brier score, expected calibration error, and the mean
+    predicted against the observed default rate"""
+    ece: float | None = None
+    mean_predicted: float | None = None
+    observed_rate: float | None = None
+    bank_alone_auc: float | None = None
+    """the bank's own-features model on the same held-out rows (what joining must beat), if posted"""
+    bank_alone_ece: float | None = None
 
 
 class ModelOut(Response):

@@ -63,6 +63,34 @@ class Disputed(Response):
     fields: list[str]
 
 
+class AnnotatedInput(Response):
+    """A scored subject with inputs whose objection could not be verified: the value is kept and annotated
+    (征信业管理条例 Art. 25)."""
+
+    subject: str
+    dataset: str
+    fields: list[str]
+    annotation: str = "unverifiable"
+
+
+class Statement(Response):
+    """The subject's own statement on a negative record the model read (征信业管理条例 Art. 16)."""
+
+    subject: str
+    dataset: str
+    record: str | None
+    """the record's key where it is public (a dishonesty record's decision number), else None"""
+    text: str
+
+
+class Repaired(Response):
+    """A dishonesty record this bank was told was repaired (a repair notice): it no longer counts."""
+
+    subject: str
+    record: str
+    dataset: str
+
+
 class FeatureWindow(Response):
     first_month: str
     months: int
@@ -81,3 +109,6 @@ class ScoreResultHeader(Response):
     context_id: str | None = None
     feature_window: FeatureWindow | None = None
     disputed: list[Disputed] = []
+    annotated: list[AnnotatedInput] = []
+    statements: list[Statement] = []
+    repaired: list[Repaired] = []

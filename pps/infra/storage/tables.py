@@ -393,6 +393,8 @@ class ObjectionState(enum.StrEnum):
     open = "open"
     accepted = "accepted"
     rejected = "rejected"
+    unverifiable = "unverifiable"
+    """could not be verified: kept, annotated, the annotation travels with the record (征信业管理条例 Art. 25)"""
 
 
 class Objection(Base):
@@ -756,3 +758,122 @@ class SessionHolder(Base):
     runner: Mapped[str] = mapped_column(String(200))
     """``host:pid:boot`` of the process (``boot`` is random per process start: a reused pid is not mistaken)"""
     created_at: Mapped[datetime]
+
+
+# --- dishonesty records, credit repair and statements (pps.governance.records, .repair, .statements) ------------
+
+
+class RecordExclusion(Base):
+    """A dishonesty record (a row of the ``penalties`` source, by its record key) that no computation may use any
+    more: repaired (an approved repair), its maximum publicity period over, or its 5-year retention over. Written
+    once; the record stays in the provider's dataset, every use skips it."""
+
+    __tablename__ = "record_exclusions"
+    __table_args__ = (Index("ix_record_exclusions_subject_uscc", "subject_uscc"),)
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    subject_uscc: Mapped[str] = mapped_column(String(18))
+    reason: Mapped[str] = mapped_column(String(32))
+    """``repaired``, ``expired`` (maximum publicity period) or ``retention_ended`` (5 years)"""
+    repair_id: Mapped[str | None] = mapped_column(String(40))
+    excluded_at: Mapped[datetime]
+
+
+class RepairState(enum.StrEnum):
+    pending = "pending"
+    approved = "approved"
+    denied = "denied"
+    reconsidering = "reconsidering"
+    """the subject objected to a denial; the authority decides again (once)"""
+
+
+class RepairApplication(Base):
+    """An enterprise's application to repair one of its dishonesty records (信用修复).
+
+    The proofs are sealed under the application's own data key; the corroboration checks (``checks_json``: each
+    check's name, source, result and detail — never a value of another party) and the decision are in the clear.
+    """
+
+    __tablename__ = "repair_applications"
+    __table_args__ = (
+        Index("ix_repair_applications_subject_uscc_state", "subject_uscc", "state"),
+        Index("ix_repair_applications_authority_org_id_state", "authority_org_id", "state"),
+        Index("ix_repair_applications_dataset_id_record_id", "dataset_id", "record_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_uscc: Mapped[str] = mapped_column(String(18))
+    subject_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    dataset_version: Mapped[int]
+    record_id: Mapped[str] = mapped_column(String(200))
+    authority_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    state: Mapped[RepairState] = mapped_column(
+        SAEnum(RepairState, native_enum=False, length=16, validate_strings=True, create_constraint=False)
+    )
+    commitment_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    checks_json: Mapped[str] = mapped_column(Text)
+    kek_version: Mapped[int]
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    due_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+    reasons_json: Mapped[str | None] = mapped_column(Text)
+    """the authority's denial reasons (a JSON list), or the note of an approval"""
+    objection_text: Mapped[str | None] = mapped_column(Text)
+    """the subject's objection to a denial"""
+
+
+class RepairProof(Base):
+    """A proof file of a repair application (a fine receipt, a tax clearance, a rectification report), sealed."""
+
+    __tablename__ = "repair_proofs"
+
+    application_id: Mapped[str] = mapped_column(ForeignKey("repair_applications.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(32))
+    media_type: Mapped[str] = mapped_column(String(32))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RepairNotice(Base):
+    """A bank was released a result (``ledger_index``) computed with a dishonesty record later repaired: which
+    result, which subject, which record — so the bank stops relying on it."""
+
+    __tablename__ = "repair_notices"
+    __table_args__ = (
+        UniqueConstraint("application_id", "ledger_index"),
+        Index("ix_repair_notices_bank_org_id_id", "bank_org_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bank_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    application_id: Mapped[str] = mapped_column(ForeignKey("repair_applications.id"))
+    subject_uscc: Mapped[str] = mapped_column(String(18))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    record_id: Mapped[str] = mapped_column(String(200))
+    result_kind: Mapped[str] = mapped_column(String(32))
+    result_id: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    ledger_index: Mapped[int] = mapped_column(BigInteger)
+    released_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class RecordStatement(Base):
+    """The subject's own statement on a negative record (征信业管理条例 Art. 16), shown with it to banks."""
+
+    __tablename__ = "record_statements"
+    __table_args__ = (UniqueConstraint("subject_uscc", "dataset_id", "record_key"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_uscc: Mapped[str] = mapped_column(String(18))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    record_key: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    withdrawn_at: Mapped[datetime | None]

@@ -82,9 +82,19 @@ def test_messages_out_of_order(coordinator_key: pf.PrivateKey) -> None:
         host.forward()  # twice without the residuals
     with pytest.raises(vl.ProtocolStateError, match="expected FORWARD from host, got SETUP"):
         guest.receive_forward(setup)
-    res = guest.receive_forward(fwd)
+    z = guest.receive_forward(fwd)  # loss="exact": the joined linear predictor, for the coordinator
     with pytest.raises(vl.ProtocolStateError, match="out of order"):
         guest.receive_forward(fwd)  # replayed
+    with pytest.raises(vl.ProtocolStateError, match="expected RESIDUALS from guest, got LINEAR_PREDICTOR"):
+        host.receive_residuals(z)  # the host never gets the linear predictors
+    with pytest.raises(vl.ProtocolStateError, match="expected MASKED_GRADIENT"):
+        coord.decrypt(z)  # nor does the coordinator decrypt them as a gradient
+    probs = coord.sigmoid(z)
+    with pytest.raises(vl.ProtocolStateError, match="second LINEAR_PREDICTOR"):
+        coord.sigmoid(z)  # one per batch
+    with pytest.raises(vl.ProtocolStateError, match="masked_gradient"):
+        guest.masked_gradient()  # the residuals first
+    res = guest.receive_probabilities(probs)
     host_grad = host.receive_residuals(res)
     guest_grad = guest.masked_gradient()
     host_plain = coord.decrypt(host_grad)

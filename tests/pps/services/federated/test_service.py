@@ -384,3 +384,30 @@ def test_creation_checks_participants_and_threshold(
     with pytest.raises(Conflict, match="already accepted"):
         clients[1].federations.accept(fed.id)
     assert [f.id for f in clients[2].federations.list()] == [fed.id]
+
+
+def test_updates_clipped_round_after_round_stop_training_as_divergent(
+    clients: list[Client], banks: list[OrgHandle], split: Any, runtime: Runtime
+) -> None:
+    """Raw amounts (a column in currency units) make every bank's update hit clip_norm: after 3 such rounds the
+    federation is aborted with the cause and the fix, and no (useless) model is registered."""
+    from dataclasses import replace
+
+    raw = replace(
+        split,
+        banks=[
+            replace(b, x_train=np.column_stack([b.x_train[:, :-1], 5e5 + 1e5 * b.x_train[:, -1]]))
+            for b in split.banks
+        ],
+    )
+    fed_id = started(clients, banks, raw, rounds=5, clip_norm=1.0)
+    for _ in range(
+        4 * 4
+    ):  # four rounds of four phases: round 1's updates disagree, rounds 2 to 4 are all clipped
+        views = step_all(clients, fed_id, raw)
+    view = views[-1]
+    assert view.state == "aborted" and view.model_id is None
+    assert view.abort_reason is not None and "clipped to clip_norm 1" in view.abort_reason
+    assert "Standardise every feature" in view.abort_reason
+    assert [e["action"] for e in entries(runtime, fed_id)].count("federation.round.done") == 3
+    assert clients[0].models.list() == []

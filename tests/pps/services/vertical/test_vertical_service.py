@@ -142,8 +142,13 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
         # the protocol computed exactly the plaintext model on the same rows
         pos = {c: i for i, c in enumerate(world["customers"])}
         idx = [pos[c] for c in result.subjects]
+        # the SDK standardised the bank's columns over the training rows and kept the statistics with its half
+        own = world["bank_x"][idx]
+        mean, scale = vl.standardisation(own)
+        np.testing.assert_allclose(result.guest_model.mean, mean)
+        np.testing.assert_allclose(result.guest_model.scale, scale)
         ref_g, _ref_h, _ = vl.reference_fit(
-            world["bank_x"][idx], _host_matrix(runtime, result.subjects), world["labels"][idx], CONFIG
+            (own - mean) / scale, _host_matrix(runtime, result.subjects), world["labels"][idx], CONFIG
         )
         np.testing.assert_allclose(result.guest_model.weights, ref_g.weights, atol=1e-6)
         assert result.guest_model.intercept == pytest.approx(ref_g.intercept, abs=1e-6)
@@ -152,6 +157,8 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
         assert model.kind == "vertical_lr" and model.owners == [world["bank"].id]
         assert model.parts == ["platform"]  # the bank keeps its half; the host half never leaves
         assert model.training["rows"] == 300 and model.training["coordinator"] == "enclave"
+        # ran to its epoch limit (early stopping off): recorded as not converged; trained on the exact loss
+        assert model.training["converged"] is False and model.training["loss"] == "exact"
         assert len(model.training["consents"]) == 300
         with pytest.raises(APIError) as missing:
             bank.models.parameters(model.id)
@@ -171,7 +178,7 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
         _, rows, _ = table.rows(scored)
         xh = (table.matrix(FEATURES, rows) - np.array(art["mean"])) / np.array(art["scale"])
         expected = vl.sigmoid(
-            ax[: len(scored)] @ result.guest_model.weights
+            ((ax[: len(scored)] - mean) / scale) @ result.guest_model.weights
             + result.guest_model.intercept
             + xh @ art["weights"]
         )
@@ -181,10 +188,15 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
         y_new = world["labels"][[pos[c] for c in scored]]
         ev = evaluate(y_new, p)
         assert ev.auc == pytest.approx(auc(y_new, p))
-        posted = bank.models.post_evaluation(model.id, ev)
+        # beside it, the bank-alone baseline: fitted locally on the same training rows, scored on the same rows
+        alone = bank.vertical.bank_alone(own, world["labels"][idx])
+        ev_alone = evaluate(y_new, vl.sigmoid(alone.partial_logit(ax[: len(scored)])))
+        posted = bank.models.post_evaluation(model.id, ev.with_baseline(ev_alone))
         assert posted.metrics is not None and posted.metrics.auc == pytest.approx(ev.auc)
         page = bank.models.report_html(model.id)
-        assert page.count("<svg") == 3 and f"{ev.auc:.4f}" in page  # ROC, KS and calibration
+        # ROC, KS, calibration, and the ROC against the bank alone; the comparison table with Brier and ECE
+        assert page.count("<svg") == 4 and f"{ev.auc:.4f}" in page and f"{ev_alone.auc:.4f}" in page
+        assert "Against the bank alone" in page and "ECE" in page
         assert [m.id for m in bank.models.list()] == [model.id]
 
     # another bank sees nothing; the auditor reads the description
@@ -442,7 +454,19 @@ def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
         ack, forward = bank.vertical.exchange(tid, [guest.setup(CONFIG)])
         guest.receive_setup_ack(ack)
         host_scores = list(vl.decode_message(forward, guest.public_key).values[:3])  # [[x_h w_h]] of 3 rows
-        residuals = guest.receive_forward(forward)
+        z = guest.receive_forward(forward)  # loss="exact": the joined linear predictors, for the enclave
+        (probabilities,) = bank.vertical.exchange(tid, [z])
+        assert bank.vertical.exchange(tid, [z]) == [
+            probabilities
+        ]  # a retry gets the same answer, applied once
+        # a second, different set of linear predictors for the same batch (say the host's own scores, to read
+        # them through the sigmoid): refused before the enclave sees it, and the session goes on
+        zs = list(vl.decode_message(z, guest.public_key).values)
+        forged = _guest_message(guest, vl.MessageType.LINEAR_PREDICTOR, zs[::-1], epoch=0, batch=0)
+        with pytest.raises(APIError) as e:
+            bank.vertical.exchange(tid, [forged])
+        assert e.value.status == 422 and "one per batch" in str(e.value)
+        residuals = guest.receive_probabilities(probabilities)
         gradient = guest.masked_gradient()
         fake = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, host_scores, epoch=0, batch=1000)
         # the host's ciphertexts dressed as a gradient of a batch that does not exist: refused, nothing changed
@@ -470,7 +494,8 @@ def test_the_bank_cannot_make_the_coordinator_decrypt_what_it_chooses(
         ack, forward = bank.vertical.exchange(tid, [guest.setup(CONFIG)])
         guest.receive_setup_ack(ack)
         scores = list(vl.decode_message(forward, guest.public_key).values[:3])
-        residuals = guest.receive_forward(forward)
+        (probabilities,) = bank.vertical.exchange(tid, [guest.receive_forward(forward)])
+        residuals = guest.receive_probabilities(probabilities)
         wide = _guest_message(guest, vl.MessageType.MASKED_GRADIENT, scores, epoch=0, batch=0)
         with pytest.raises(APIError) as e:
             bank.vertical.exchange(tid, [residuals, wide])
