@@ -15,7 +15,9 @@ from pps.data.datasets.service import DatasetService
 from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
 from pps.governance.objections import ObjectionService
+from pps.governance.persons import PersonRules
 from pps.governance.policy import PolicyEngine
+from pps.identity.persons import PersonRegistry, Pseudonymizer
 from pps.identity.service import IdentityService
 from pps.infra import keyring
 from pps.infra.executor import Executor, executor_from_settings
@@ -62,6 +64,8 @@ class Runtime:
     training: VerticalTrainingService
     federated: FederatedService
     sealed: SealedService
+    persons: PersonRegistry
+    person_rules: PersonRules
 
     @classmethod
     def build(
@@ -76,6 +80,7 @@ class Runtime:
         ledger = Ledger(NoteSigner(settings.ledger_origin, key), settings.ledger_origin)
         identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
         kms = LocalFileKMS(settings.resolved_key_dir)
+        pseudonyms = Pseudonymizer.from_key_dir(settings.resolved_key_dir)
         datasets = DatasetService(
             ledger,
             kms,
@@ -84,6 +89,7 @@ class Runtime:
                 columns=settings.upload_max_columns,
                 expanded_bytes=settings.upload_max_expanded_bytes,
             ),
+            pseudonymize=pseudonyms.code,
         )
         objections = ObjectionService(
             ledger,
@@ -181,6 +187,8 @@ class Runtime:
             training=training,
             federated=federated,
             sealed=sealed,
+            persons=PersonRegistry(identity, pseudonyms),
+            person_rules=PersonRules(ledger, consents),
         )
 
     @property

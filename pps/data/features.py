@@ -38,7 +38,6 @@ from models.features import (
     enterprise_features,
 )
 from models.synth import SIZE_CLASSES, PlatformData, Table
-from pps.data.datasets.schema import Sensitivity
 from pps.data.datasets.service import DatasetService
 from pps.data.sources import SourceBinding, bind_sources
 from pps.errors import DataIntegrityError, InvalidInput
@@ -161,8 +160,10 @@ class FeatureStore:
                     except KeyError:
                         reasons.append(f"{source} ({bound.dataset_id}) has no field {field!r}")
                         continue
-                    if col.sensitivity is Sensitivity.C3:
-                        reasons.append(f"reads {source}.{field}, class C3, which is never released")
+                    if col.never_released:
+                        reasons.append(
+                            f"reads {source}.{field}, class C3, level 5 or important data, never released"
+                        )
             out.append(
                 FeatureInfo(
                     name=name,

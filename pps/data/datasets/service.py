@@ -8,7 +8,7 @@ the ledger keeps the record that it existed, who uploaded it and when.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
@@ -72,8 +72,11 @@ class DatasetService:
         *,
         chunk_rows: int = CHUNK_ROWS,
         limits: UploadLimits | None = None,
+        pseudonymize: Callable[[str], str] | None = None,
     ) -> None:
         self.limits = limits or UploadLimits()
+        self.pseudonymize = pseudonymize
+        """resident ID number -> person code, for ``resident_id`` subject keys (``pps.identity.persons``)"""
         self.ledger = ledger
         self.kms = kms
         self.chunk_rows = chunk_rows
@@ -220,7 +223,9 @@ class DatasetService:
         )
         session.add(version)
         session.flush()
-        chunker = Chunker(schema, chunk_rows=self.chunk_rows, limits=self.limits)
+        chunker = Chunker(
+            schema, chunk_rows=self.chunk_rows, limits=self.limits, pseudonymize=self.pseudonymize
+        )
         conn = session.connection()
         types = {c.name: c.type for c in schema.columns}
         chunk_index = 0
