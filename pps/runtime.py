@@ -32,6 +32,7 @@ from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
 from pps.services.enclave import EnclaveService
 from pps.services.federated import FederatedService
+from pps.services.household import HouseholdRatings
 from pps.services.psi import PSIService
 from pps.services.psi_cache import SetupCache
 from pps.services.registry import ModelRegistry
@@ -66,6 +67,7 @@ class Runtime:
     sealed: SealedService
     persons: PersonRegistry
     person_rules: PersonRules
+    household_ratings: HouseholdRatings
 
     @classmethod
     def build(
@@ -189,6 +191,7 @@ class Runtime:
             sealed=sealed,
             persons=PersonRegistry(identity, pseudonyms),
             person_rules=PersonRules(ledger, consents),
+            household_ratings=HouseholdRatings(policy, datasets),
         )
 
     @property

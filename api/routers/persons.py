@@ -43,6 +43,8 @@ from pps_wire.schemas.persons import (
     PersonOverviewOut,
     PersonPublic,
     PersonReportOut,
+    RatingAnswerOut,
+    RatingQueryIn,
 )
 
 router = APIRouter(prefix="/v1", tags=["persons"])
@@ -50,6 +52,7 @@ router = APIRouter(prefix="/v1", tags=["persons"])
 Admin = Annotated[Caller, allow(Role.platform_admin)]
 Subject = Annotated[Caller, allow(Role.subject)]
 Provider = Annotated[Caller, allow(Role.data_provider)]
+Bank = Annotated[Caller, allow(Role.bank)]
 AnyRole = Annotated[Caller, allow()]
 
 
@@ -265,3 +268,20 @@ def record_assessment(body: AssessmentIn, caller: Admin, rt: RuntimeDep) -> Asse
 def list_assessments(caller: AnyRole, rt: RuntimeDep) -> list[AssessmentOut]:
     with rt.db.transaction(write=False) as session:
         return [_assessment(a) for a in rt.person_rules.assessments(session)]
+
+
+@router.post("/household-ratings/query", summary="a bank's authorised query of households' 信用户 ratings")
+def rating_query(body: RatingQueryIn, caller: Bank, rt: RuntimeDep) -> list[RatingAnswerOut]:
+    with rt.db.transaction() as session:
+        answers = rt.household_ratings.query(
+            session,
+            bank_org_id=caller.org_id,
+            subjects=body.subjects,
+            purpose=body.purpose,
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
+        return [
+            RatingAnswerOut(subject=a.subject, grade=a.grade, rated_on=a.rated_on, denied=a.denied)
+            for a in answers
+        ]

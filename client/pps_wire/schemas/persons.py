@@ -98,3 +98,15 @@ class PersonOverviewOut(Response):
     notices: list[NoticeOut]
     assessments: list[AssessmentOut]
     history: list[dict[str, Any]]
+
+
+class RatingQueryIn(Request):
+    purpose: str = Field(max_length=64)
+    subjects: list[str] = Field(min_length=1, max_length=1000, description="person codes")
+
+
+class RatingAnswerOut(Response):
+    subject: str
+    grade: str | None = None
+    rated_on: str | None = None
+    denied: str | None = Field(None, description="why no rating was released for this household")
