@@ -25,6 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from demo.households import run_household_step
 from demo.training import german_credit_step, horizontal_step, vertical_steps, write_report
 from models.synth import generate
 from pps import errors
@@ -449,6 +450,11 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             "its history (onboarding, consent, Bank A's policy check, its self-query) is proven against the checkpoint",
             actions[:2] == ["org.create", "token.issue"]
             and {"consent.grant", "policy.admit", "subject.self_query"} <= set(actions),
+        )
+
+        console.rule("[bold]7b. A Haixi herding household: separate consent, 农牧贷 rating, free reports")
+        run_household_step(
+            url, admin_token, tokens["Bank A"], orgs["Bank A"].id, data_dir / "pps.db", checks, console
         )
 
         console.rule("[bold]8. The operator rotates the key-encryption key")
