@@ -38,7 +38,7 @@ from sqlalchemy import delete
 
 from api.deps import Caller, RoleGuard, RuntimeDep, declared_roles
 from api.errors import status_for
-from api.routers import aggregates, audit, consent, datasets, identity, jobs
+from api.routers import aggregates, audit, consent, datasets, identity, jobs, persons
 from api.routers import models as model_routes
 from pps.errors import AuthenticationError, Forbidden, InvalidInput, PayloadTooLarge, PPSError
 from pps.identity.service import MAX_TOKEN_LENGTH
@@ -243,6 +243,7 @@ _API_ROUTERS = (
     jobs.router,
     aggregates.router,
     model_routes.router,
+    persons.router,
 )
 P = ParamSpec("P")
 R = TypeVar("R")
