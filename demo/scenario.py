@@ -452,11 +452,6 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             and {"consent.grant", "policy.admit", "subject.self_query"} <= set(actions),
         )
 
-        console.rule("[bold]7b. A Haixi herding household: separate consent, 农牧贷 rating, free reports")
-        run_household_step(
-            url, admin_token, tokens["Bank A"], orgs["Bank A"].id, data_dir / "pps.db", checks, console
-        )
-
         console.rule("[bold]8. The operator rotates the key-encryption key")
         with rt.db.transaction() as session:
             dataset_keys = sum(rt.datasets.keys_by_kek_version(session).values())
@@ -486,6 +481,11 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             "the auditor filters the ledger: every consent step is there",
             len(consent_entries) == 7,
             f"{len(consent_entries)} consent entries",
+        )
+
+        console.rule("[bold]9a. A Haixi herding household: separate consent, 农牧贷 rating, free reports")
+        run_household_step(
+            url, admin_token, tokens["Bank A"], orgs["Bank A"].id, data_dir / "pps.db", checks, console
         )
 
         console.rule("[bold]9b. Bank A and the platform train a joint model; nobody sees the other's data")
