@@ -117,10 +117,21 @@ _ID_COLUMN: Final = {
 }
 
 
-def _graded(name: str, type_: str, description: str, sensitivity: str, level: int, unit: str | None = None,
-            *, income_or_assets: bool = False) -> dict[str, Any]:  # fmt: skip
-    return {**column(name, type_, description, sensitivity, unit), "level": level,
-            "income_or_assets": income_or_assets}  # fmt: skip
+def _graded(
+    name: str,
+    type_: str,
+    description: str,
+    sensitivity: str,
+    level: int,
+    unit: str | None = None,
+    *,
+    income_or_assets: bool = False,
+) -> dict[str, Any]:
+    return {
+        **column(name, type_, description, sensitivity, unit),
+        "level": level,
+        "income_or_assets": income_or_assets,
+    }
 
 
 def generate_households(n: int, seed: int, *, months: int = 24, start: str = "2024-01") -> Households:
@@ -154,8 +165,11 @@ def generate_households(n: int, seed: int, *, months: int = 24, start: str = "20
     rated_on = as_of - rng.integers(30, 700, size=n)
     insured = rng.random(n) < _sigmoid(1.0 - 0.5 * distress)
     insured_amount = np.where(insured, np.round(np.where(herding, 600.0 * livestock, 450.0 * land), -2), 0.0)
-    subsidies = np.round(np.where(herding, 8_000 + 12.0 * livestock, 2_000 + 90.0 * land)
-                         * np.exp(0.2 * rng.standard_normal(n)), 0)  # fmt: skip
+    subsidies = np.round(
+        np.where(herding, 8_000 + 12.0 * livestock, 2_000 + 90.0 * land)
+        * np.exp(0.2 * rng.standard_normal(n)),
+        0,
+    )
     coop = rng.random(n) < np.where(herding, 0.45, 0.3)
     family_farm = rng.random(n) < 0.06
     ratings = Table(
@@ -170,17 +184,46 @@ def generate_households(n: int, seed: int, *, months: int = 24, start: str = "20
                 _ID_COLUMN,
                 _graded("county", "string", "GB/T 2260 county of household registration (Qinghai)", "C1", 2),
                 _graded("household_type", "string", "herding, farming or mixed", "C1", 2),
-                _graded("grade", "string", "信用户 rating of the village committee: AAA, AA, A, B or unrated", "C2", 3),
+                _graded(
+                    "grade",
+                    "string",
+                    "信用户 rating of the village committee: AAA, AA, A, B or unrated",
+                    "C2",
+                    3,
+                ),
                 _graded("rated_on", "date", "date of the latest rating", "C1", 2),
-                _graded("livestock_units", "float", "livestock held, in sheep units", "C2", 3, "sheep units",
-                        income_or_assets=True),
-                _graded("land_mu", "float", "contracted land and grassland in use", "C2", 3, "mu",
-                        income_or_assets=True),
+                _graded(
+                    "livestock_units",
+                    "float",
+                    "livestock held, in sheep units",
+                    "C2",
+                    3,
+                    "sheep units",
+                    income_or_assets=True,
+                ),
+                _graded(
+                    "land_mu",
+                    "float",
+                    "contracted land and grassland in use",
+                    "C2",
+                    3,
+                    "mu",
+                    income_or_assets=True,
+                ),
                 _graded("insured", "bool", "policy livestock or crop insurance in force", "C2", 3),
                 _graded("insured_amount", "float", "sum insured", "C2", 3, "CNY", income_or_assets=True),
-                _graded("subsidies_last_year", "float", "government subsidies received last year", "C2", 3, "CNY",
-                        income_or_assets=True),
-                _graded("cooperative_member", "bool", "member of a farmers' professional cooperative", "C1", 2),
+                _graded(
+                    "subsidies_last_year",
+                    "float",
+                    "government subsidies received last year",
+                    "C2",
+                    3,
+                    "CNY",
+                    income_or_assets=True,
+                ),
+                _graded(
+                    "cooperative_member", "bool", "member of a farmers' professional cooperative", "C1", 2
+                ),
                 _graded("family_farm", "bool", "registered family farm", "C1", 2),
             ],
         },
@@ -198,7 +241,7 @@ def generate_households(n: int, seed: int, *, months: int = 24, start: str = "20
             "cooperative_member": coop,
             "family_farm": family_farm,
         },
-    )  # fmt: skip
+    )
 
     rng = rngs[1]
     cal = (start_m + np.arange(months)).astype(np.int64) % 12
@@ -229,8 +272,15 @@ def generate_households(n: int, seed: int, *, months: int = 24, start: str = "20
                 _ID_COLUMN,
                 _graded("month", "month", "survey month", "C1", 2),
                 _graded("livestock_sold", "int", "livestock sold in the month", "C2", 3, "head"),
-                _graded("sales_income", "float", "income from livestock and crop sales", "C2", 3, "CNY",
-                        income_or_assets=True),
+                _graded(
+                    "sales_income",
+                    "float",
+                    "income from livestock and crop sales",
+                    "C2",
+                    3,
+                    "CNY",
+                    income_or_assets=True,
+                ),
                 _graded("yield_index", "float", "pasture or crop condition, 1 = normal", "C1", 2),
             ],
         },
@@ -241,11 +291,18 @@ def generate_households(n: int, seed: int, *, months: int = 24, start: str = "20
             "sales_income": income[i, j],
             "yield_index": np.round(yield_index[i, j], 3),
         },
-    )  # fmt: skip
+    )
 
     rng = rngs[2]
-    logit = (-3.3 + 0.9 * distress + 0.5 * grade_idx - 0.4 * insured - 0.3 * coop + 0.6 * snow
-             + 0.8 * rng.standard_normal(n))  # fmt: skip
+    logit = (
+        -3.3
+        + 0.9 * distress
+        + 0.5 * grade_idx
+        - 0.4 * insured
+        - 0.3 * coop
+        + 0.6 * snow
+        + 0.8 * rng.standard_normal(n)
+    )
     p = np.round(_sigmoid(logit), 6)
     labels = Table(
         "household_labels",
@@ -266,3 +323,86 @@ def generate_households(n: int, seed: int, *, months: int = 24, start: str = "20
         {"resident_id": ids, "default_probability": p, "defaulted": (rng.random(n) < p).astype(np.int64)},
     )
     return Households(ratings, production, labels, seed, start, months)
+
+
+# --- household features (what a bank's 农牧贷 model reads, computed inside the safe-room) --------------------
+
+GRADE_SCORE: Final = {"AAA": 4.0, "AA": 3.0, "A": 2.0, "B": 1.0, "unrated": 0.0}
+
+HOUSEHOLD_FEATURES: Final[dict[str, str]] = {
+    "hh_grade_score": "信用户 grade as a number: AAA 4, AA 3, A 2, B 1, unrated 0",
+    "hh_log_livestock": "log1p of livestock held, in sheep units",
+    "hh_log_land": "log1p of contracted land and grassland, in mu",
+    "hh_insured": "1 if policy livestock or crop insurance is in force",
+    "hh_log_subsidies": "log1p of government subsidies received last year (CNY)",
+    "hh_cooperative_member": "1 if a member of a farmers' professional cooperative",
+    "hh_family_farm": "1 if a registered family farm",
+    "hh_log_sales_income": "log1p of the mean monthly sales income over the survey months (CNY)",
+    "hh_min_yield_index": "the worst month's pasture or crop condition (1 = normal): a snow disaster shows",
+}
+HOUSEHOLD_FEATURE_INPUTS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
+    "hh_grade_score": {"household_ratings": ("grade",)},
+    "hh_log_livestock": {"household_ratings": ("livestock_units",)},
+    "hh_log_land": {"household_ratings": ("land_mu",)},
+    "hh_insured": {"household_ratings": ("insured",)},
+    "hh_log_subsidies": {"household_ratings": ("subsidies_last_year",)},
+    "hh_cooperative_member": {"household_ratings": ("cooperative_member",)},
+    "hh_family_farm": {"household_ratings": ("family_farm",)},
+    "hh_log_sales_income": {"household_production": ("sales_income",)},
+    "hh_min_yield_index": {"household_production": ("yield_index",)},
+}
+HOUSEHOLD_FEATURE_KINDS: Final[dict[str, str]] = {
+    n: "binary"
+    if n in {"hh_insured", "hh_cooperative_member", "hh_family_farm"}
+    else "count"
+    if n == "hh_grade_score"
+    else "continuous"
+    for n in HOUSEHOLD_FEATURES
+}
+HOUSEHOLD_FEATURE_RESOLUTION: Final[dict[str, float]] = {
+    n: 0.05 if HOUSEHOLD_FEATURE_KINDS[n] == "continuous" else 0.0 for n in HOUSEHOLD_FEATURES
+}
+HOUSEHOLD_FEATURE_UNITS: Final[dict[str, str]] = {
+    "hh_log_livestock": "log1p(sheep units)",
+    "hh_log_land": "log1p(mu)",
+    "hh_log_subsidies": "log1p(CNY)",
+    "hh_log_sales_income": "log1p(CNY)",
+    **dict.fromkeys(("hh_grade_score", "hh_insured", "hh_cooperative_member", "hh_family_farm"), ""),
+    "hh_min_yield_index": "index",
+}
+
+
+def household_features(
+    ratings: dict[str, Array], production: dict[str, Array]
+) -> tuple[Array, dict[str, Array]]:
+    """Per household of ``ratings`` (its key column ``resident_id``, holding person codes once uploaded): the
+    features of :data:`HOUSEHOLD_FEATURES`, NaN-free (missing -> 0, a missing yield index -> 1)."""
+    codes = np.asarray(ratings["resident_id"], dtype=object)
+    n = len(codes)
+    position = {c: i for i, c in enumerate(codes.tolist())}
+
+    def num(values: Array) -> Array:
+        return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+
+    grade = np.array([GRADE_SCORE.get(str(g), 0.0) for g in np.asarray(ratings["grade"]).tolist()])
+    out: dict[str, Array] = {
+        "hh_grade_score": grade,
+        "hh_log_livestock": np.log1p(np.maximum(num(ratings["livestock_units"]), 0.0)),
+        "hh_log_land": np.log1p(np.maximum(num(ratings["land_mu"]), 0.0)),
+        "hh_insured": num(ratings["insured"]),
+        "hh_log_subsidies": np.log1p(np.maximum(num(ratings["subsidies_last_year"]), 0.0)),
+        "hh_cooperative_member": num(ratings["cooperative_member"]),
+        "hh_family_farm": num(ratings["family_farm"]),
+    }
+    keys = np.asarray(production["resident_id"], dtype=object)
+    idx = np.array([position.get(k, -1) for k in keys.tolist()], dtype=np.int64)
+    ok = idx >= 0
+    income = num(production["sales_income"])[ok]
+    yld = np.asarray(production["yield_index"], dtype=np.float64)[ok]
+    counts = np.bincount(idx[ok], minlength=n)
+    mean_income = np.bincount(idx[ok], weights=income, minlength=n) / np.maximum(counts, 1)
+    worst = np.ones(n)
+    np.minimum.at(worst, idx[ok], np.nan_to_num(yld, nan=1.0))
+    out["hh_log_sales_income"] = np.log1p(np.maximum(mean_income, 0.0))
+    out["hh_min_yield_index"] = worst
+    return codes, out

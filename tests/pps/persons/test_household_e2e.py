@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from models.households import generate_households
+from models.households import GRADE_SCORE, generate_households
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Consent, FreeReport, Organization, Person, PersonConsentTerms, Role
 from pps.runtime import Runtime
+from pps_client import Client
 from pps_wire.resident_id import mask_resident_id
+from protocols.he_scoring import BankScoringKey
 from tests.conftest import OrgFactory, OrgHandle
 
 PURPOSE = "farm_herding_loan"
@@ -157,6 +160,22 @@ def test_a_haixi_herding_household_end_to_end(
     r = bank.post("/v1/household-ratings/query", json={"purpose": PURPOSE, "subjects": [code]})
     assert r.status_code == 200, r.text
     assert r.json()[0]["grade"] == expected_grade and r.json()[0]["denied"] is None
+    # --- encrypted 农牧贷 scoring: the bank's own model, under its own CKKS key, over household features ------
+    bank_sdk = Client(str(bank.base_url), world["bank"].token)
+    catalogue = {f.name: f for f in bank_sdk.scoring.features()}
+    assert catalogue["hh_grade_score"].available and catalogue["hh_log_livestock"].available
+    weights = {"hh_grade_score": -0.6, "hh_log_livestock": -0.2}
+    key = BankScoringKey.create()
+    scored = bank_sdk.scoring.score(key, key.encrypt_model(weights, 0.5), purpose=PURPOSE, subjects=[code])
+    livestock = float(ratings["livestock_units"][row])
+    x = np.array([GRADE_SCORE[expected_grade], np.round(np.log1p(livestock) / 0.05) * 0.05])
+    plain = 1 / (1 + np.exp(-(0.5 + x @ np.array(list(weights.values())))))
+    assert scored.subjects == [code] and abs(scored.as_dict()[code] - plain) < 1e-3
+    # a model reading a field the household did not grant (its subsidies): the household is not scored
+    other = bank_sdk.scoring.score(
+        key, key.encrypt_model({"hh_log_subsidies": 0.1}, 0.0), purpose=PURPOSE, subjects=[code]
+    )
+    assert other.subjects == [] and other.not_scored[0].reason == "field_not_covered"
     # the same data for a purpose the household did not consent to: denied
     r = bank.post("/v1/household-ratings/query", json={"purpose": "loan_underwriting", "subjects": [code]})
     assert r.json()[0]["grade"] is None
