@@ -3,7 +3,8 @@
 A herding household in Ulan county (Haixi) is onboarded by its resident ID number; the agriculture bureau
 uploads household ratings and production keyed by ID number (pseudonymised on arrival); the household is
 refused a consent without its separate grants, then grants one after reading the Art. 14 warning; Bank A's
-authorised 农牧贷 rating query gets its grade; the household reads two free reports (a third is refused)
+authorised 农牧贷 rating query gets its grade and its encrypted model scores the household over the granted
+fields only; the household reads two free reports (a third is refused)
 and its access history; the ID number is nowhere in the database or the ledger.
 """
 
@@ -18,7 +19,9 @@ import httpx
 from rich.console import Console
 
 from models.households import generate_households
+from pps_client import Client
 from pps_wire.resident_id import mask_resident_id
+from protocols.he_scoring import BankScoringKey
 
 PURPOSE = "farm_herding_loan"
 
@@ -138,6 +141,23 @@ def run_household_step(
                 "Bank A's authorised 农牧贷 rating query returns the household's 信用户 grade",
                 answer[0]["grade"] == grade,
                 f"{answer[0]['grade']} rated {answer[0]['rated_on']}",
+            )
+            sdk = Client(url, bank_token)
+            key = BankScoringKey.create()  # Bank A's own CKKS key: the model's weights stay secret
+            weights = {"hh_grade_score": -0.6, "hh_log_livestock": -0.2, "hh_insured": -0.4}
+            scored = sdk.scoring.score(key, key.encrypt_model(weights, 0.8), purpose=PURPOSE, subjects=[code])
+            checks.check(
+                "Bank A scores the household for 农牧贷 with its encrypted model (grade, livestock; not insurance,"
+                " which the household did not grant)",
+                scored.subjects == [] and scored.not_scored[0].reason == "field_not_covered",
+                scored.not_scored[0].reason if scored.not_scored else "scored",
+            )
+            weights.pop("hh_insured")
+            scored = sdk.scoring.score(key, key.encrypt_model(weights, 0.8), purpose=PURPOSE, subjects=[code])
+            checks.check(
+                "with a model over the granted fields only, Bank A decrypts the household's probability of default",
+                scored.subjects == [code],
+                f"{scored.as_dict().get(code, float('nan')):.4f}",
             )
             left = [herder.post("/v1/persons/me/report").json()["free_reports_left"] for _ in range(2)]
             third = herder.post("/v1/persons/me/report")
