@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import ConsentPublic, consent_public, consent_terms
-from pps.errors import NotFound
+from pps.errors import InvalidInput, NotFound
 from pps.governance.persons import FREE_REPORTS_PER_YEAR, SeparateGrant
 from pps.identity.persons import PersonKind
+from pps.identity.uscc import validate_uscc
 from pps.infra.storage.tables import (
     Consent,
     ImpactAssessment,
@@ -225,21 +226,22 @@ def free_report(caller: Subject, rt: RuntimeDep) -> PersonReportOut:
 
 
 @router.post(
-    "/persons/{code}/notices",
-    status_code=status.HTTP_201_CREATED,
-    summary="notice before negative information",
+    "/persons/notices", status_code=status.HTTP_201_CREATED, summary="notice before negative information"
 )
-def notice(code: str, body: NoticeIn, caller: Provider, rt: RuntimeDep) -> NoticeOut:
+def notice(body: NoticeIn, caller: Provider, rt: RuntimeDep) -> NoticeOut:
+    """The provider names the person by resident ID number (pseudonymised at once) or by person code."""
     with rt.db.transaction() as session:
         provider = session.get(Organization, caller.org_id)
         if provider is None:
             raise NotFound("your organisation does not exist")
-        person = rt.persons.get(session, code)
+        if (body.resident_id is None) == (body.code is None):
+            raise InvalidInput("name the person by resident_id or by code, not both")
+        code = rt.persons.code_for(body.resident_id) if body.resident_id else validate_uscc(body.code or "")
         return _notice(
             rt.person_rules.notify_negative(
                 session,
                 provider=provider,
-                person=person,
+                code=code,
                 dataset_id=body.dataset_id,
                 text=body.text,
                 actor=caller.actor,

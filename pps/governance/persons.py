@@ -331,15 +331,16 @@ class PersonRules:
         session: Session,
         *,
         provider: Organization,
-        person: Person,
+        code: str,
         dataset_id: str,
         text: str,
         actor: Actor,
         request_id: str | None = None,
         now: datetime | None = None,
     ) -> PersonNotice:
-        """A provider tells a person, before supplying it, that negative information about it will be supplied
-        (征信业管理条例 Art. 15)."""
+        """A provider tells a person (by code; the person need not have joined the platform) that negative
+        information about it will be supplied (征信业管理条例 Art. 15); an upload of a dataset marked ``negative``
+        is refused for every person without such a notice from its provider."""
         ds = session.get(Dataset, dataset_id)
         if ds is None or ds.deleted_at is not None or ds.provider_org_id != provider.id:
             raise InvalidInput(f"dataset {dataset_id} is not one of {provider.id}'s datasets")
@@ -349,7 +350,7 @@ class PersonRules:
         now = now or utcnow()
         notice = PersonNotice(
             id=new_id("ntc"),
-            subject_code=person.code,
+            subject_code=code,
             provider_org_id=provider.id,
             dataset_id=dataset_id,
             text=text,
@@ -363,7 +364,7 @@ class PersonRules:
                 action="person.negative_notice",
                 actor=actor,
                 objects=(ObjectRef("dataset", dataset_id), ObjectRef("notice", notice.id)),
-                subjects=(person.code,),
+                subjects=(code,),
                 request_id=request_id,
             ),
             now=now,

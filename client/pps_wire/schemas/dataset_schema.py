@@ -86,6 +86,11 @@ class DatasetSchema(BaseModel):
         None, description="a month or date column that, with the subject, keys a row"
     )
     record_key: str | None = Field(None, description="an event id column that, with the subject, keys a row")
+    negative: bool = Field(
+        False,
+        description="the dataset holds negative information (不良信息); about a person it is accepted only after "
+        "the provider gave that person notice (征信业管理条例 Art. 15)",
+    )
     columns: list[ColumnSpec] = Field(min_length=1, max_length=500)
 
     @model_validator(mode="after")

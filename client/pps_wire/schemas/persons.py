@@ -69,6 +69,8 @@ class AssessmentOut(Response):
 
 
 class NoticeIn(Request):
+    resident_id: str | None = Field(None, min_length=18, max_length=20, description="or give code")
+    code: str | None = Field(None, min_length=18, max_length=18, description="the person code")
     dataset_id: str = Field(max_length=40)
     text: str = Field(min_length=1, max_length=2000)
 

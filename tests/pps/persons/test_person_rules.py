@@ -192,7 +192,7 @@ def test_notices_and_assessments_are_shown_to_the_person(
             runtime.person_rules.notify_negative(
                 s,
                 provider=s.get(Organization, provider.id),
-                person=person,
+                code=person.code,
                 dataset_id=uploaded["household_ratings"],
                 text="overdue loan",
                 actor=OPERATOR,
@@ -201,7 +201,7 @@ def test_notices_and_assessments_are_shown_to_the_person(
         runtime.person_rules.notify_negative(
             s,
             provider=s.get(Organization, owner_id),
-            person=person,
+            code=person.code,
             dataset_id=uploaded["household_ratings"],
             text="an overdue 农牧贷 instalment will be reported on 2027-01-10",
             actor=OPERATOR,
@@ -226,3 +226,77 @@ def test_level_five_and_important_fields_are_never_released() -> None:
     assert not ColumnSpec.model_validate(base | {"level": 4}).never_released
     with pytest.raises(ValueError, match="less than or equal to 5"):
         ColumnSpec.model_validate(base | {"level": 6})
+
+
+def test_negative_information_about_a_person_needs_a_notice_first(
+    runtime: Runtime, make_org: OrgFactory, households: Households, tmp_path: Path
+) -> None:
+    """征信业管理条例 Art. 15: an upload of a dataset marked ``negative`` is refused, with nothing stored, for
+    every person its provider has not told first; once told, it is accepted."""
+    provider = make_org(Role.data_provider, "Haixi rural credit cooperative")
+    ids = households.ratings.columns["resident_id"].tolist()[:5]
+    schema = {
+        "dataset": "overdue_loans",
+        "subject_key": "resident_id",
+        "record_key": "loan_id",
+        "negative": True,
+        "columns": [
+            {"name": "resident_id", "type": "resident_id", "sensitivity": "C2", "description": "borrower"},
+            {"name": "loan_id", "type": "string", "sensitivity": "C1", "description": "loan"},
+            {"name": "days_overdue", "type": "int", "sensitivity": "C2", "description": "days overdue"},
+        ],
+    }
+    body = (
+        "resident_id,loan_id,days_overdue\n" + "".join(f"{i},L{n},95\n" for n, i in enumerate(ids))
+    ).encode()
+    with runtime.db.transaction() as s:
+        ds_id = runtime.datasets.create(
+            s,
+            provider_org_id=provider.id,
+            name="overdue_loans",
+            description="",
+            schema=DatasetSchema.model_validate(schema),
+            actor=OPERATOR,
+        ).id
+
+    def upload() -> None:
+        with runtime.db.transaction() as s:
+            runtime.datasets.upload(
+                s,
+                runtime.datasets.get(s, ds_id),
+                stream=io.BytesIO(body),
+                fmt=UploadFormat.csv,
+                actor=OPERATOR,
+            )
+
+    with runtime.db.transaction() as s:  # notice to four of the five
+        owner = s.get(Organization, provider.id)
+        assert owner is not None
+        for number in ids[:4]:
+            runtime.person_rules.notify_negative(
+                s,
+                provider=owner,
+                code=runtime.persons.code_for(number),
+                dataset_id=ds_id,
+                text="your overdue loan will be reported",
+                actor=OPERATOR,
+            )
+    with pytest.raises(UploadRejected, match=r"Art\. 15") as info:
+        upload()
+    assert info.value.details["persons_without_notice"] == [runtime.persons.code_for(ids[4])]
+    with runtime.db.transaction(write=False) as s:
+        assert runtime.datasets.get(s, ds_id).current_version is None
+    with runtime.db.transaction() as s:
+        owner = s.get(Organization, provider.id)
+        assert owner is not None
+        runtime.person_rules.notify_negative(
+            s,
+            provider=owner,
+            code=runtime.persons.code_for(ids[4]),
+            dataset_id=ds_id,
+            text="your overdue loan will be reported",
+            actor=OPERATOR,
+        )
+    upload()
+    with runtime.db.transaction(write=False) as s:
+        assert runtime.datasets.get(s, ds_id).current_version == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pps.errors import InvalidResidentID
@@ -55,6 +55,7 @@ def test_invalid_numbers_say_why_without_repeating_them(number: str, reason: str
         r"63[0-9]{4}(19[5-9][0-9]|200[0-5])(0[1-9]|1[0-2])(0[1-9]|1[0-9]|2[0-8])[0-9]{3}", fullmatch=True
     )
 )
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_made_numbers_validate(first17: str) -> None:
     number = make_resident_id(first17)
     assert validate_resident_id(number) == number
