@@ -84,7 +84,8 @@ def _schema(session: Session, dataset_id: str) -> DatasetSchema:
 def sensitive_and_art14(
     session: Session, fields: Mapping[str, Sequence[str]]
 ) -> tuple[dict[str, list[str]], list[str]]:
-    """Of the given fields: the sensitive ones per dataset (above C1) and the Art. 14 ones (``ds.field``)."""
+    """Of the given fields: the sensitive ones per dataset (above C1) and the Art. 14 ones, as the warning names
+    them (``description (field)``)."""
     sensitive: dict[str, list[str]] = {}
     art14: list[str] = []
     for dataset_id, names in fields.items():
@@ -97,7 +98,7 @@ def sensitive_and_art14(
             if col.sensitivity is not Sensitivity.C1 or col.grade >= 3:
                 sensitive.setdefault(dataset_id, []).append(name)
             if col.income_or_assets:
-                art14.append(f"{dataset_id}.{name}")
+                art14.append(f"{col.description or name} ({name})")
     return sensitive, sorted(art14)
 
 
