@@ -17,7 +17,19 @@ import pps
 from api import errors, openapi, web
 from api.deps import declared_roles
 from api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, StrictJSONMiddleware
-from api.routers import aggregates, audit, consent, datasets, enclave, identity, jobs, psi, scoring, system
+from api.routers import (
+    aggregates,
+    audit,
+    consent,
+    datasets,
+    enclave,
+    identity,
+    jobs,
+    persons,
+    psi,
+    scoring,
+    system,
+)
 from api.routers import federated as federated_routes
 from api.routers import models as model_routes
 from api.routers import objections as objection_routes
@@ -187,6 +199,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
     datasets.router,
     consent.router,
+    persons.router,
     jobs.router,
     psi.router,
     aggregates.router,

@@ -157,7 +157,7 @@ def bench_policy(subjects: int, repeats: int) -> None:
 
     from pps.data.datasets.schema import DatasetSchema
     from pps.governance.policy import Request
-    from pps.identity.uscc import ALPHABET, make_uscc
+    from pps.identity.uscc import ALPHABET, new_uscc
     from pps.infra.settings import Settings
     from pps.infra.storage.tables import Consent, ConsentState, Role, new_id, utcnow
     from pps.ledger.entry import OPERATOR, ObjectRef
@@ -173,8 +173,7 @@ def bench_policy(subjects: int, repeats: int) -> None:
         ],
     }
     usccs = [
-        make_uscc("91320500" + "".join(ALPHABET[(i // 31**k) % 31] for k in range(9)))
-        for i in range(subjects)
+        new_uscc("91630100", "".join(ALPHABET[(i // 31**k) % 31] for k in range(8))) for i in range(subjects)
     ]
     with tempfile.TemporaryDirectory() as tmp:
         rt = Runtime.build(Settings(data_dir=Path(tmp), checkpoint_interval_seconds=0))

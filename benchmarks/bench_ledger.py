@@ -100,7 +100,7 @@ def append_draft(kind: str) -> EntryDraft:
             if typical
             else ()
         ),
-        subjects=("91310000MA1FL0A01X",) if typical else (),
+        subjects=("91350100M000100Y43",) if typical else (),
         purpose="credit_assessment",
         consent_ids=("cns_9a8b7c6d5e4f3a2b1c0d",),
         request_id="req_7d1e2f3a4b5c6d7e8f90",

@@ -39,7 +39,7 @@ from typing import TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from pps.identity.uscc import ALPHABET, make_uscc, validate_uscc
+from pps.identity.uscc import ALPHABET, new_uscc, validate_uscc
 from pps.services.psi_cache import CacheOutcome, SetupCache
 from protocols.psi import (
     DEFAULT_MAX_CLIENT_ITEMS,
@@ -64,7 +64,7 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 def uscc(n: int) -> str:
     """A valid USCC derived from ``n`` (distinct for distinct ``n``)."""
     digest = hashlib.sha256(n.to_bytes(8, "big")).digest()
-    return make_uscc("91" + "310000" + "".join(ALPHABET[b % len(ALPHABET)] for b in digest[:9]))
+    return new_uscc("91" + "630100", "".join(ALPHABET[b % len(ALPHABET)] for b in digest[:8]))
 
 
 def timed(fn: Callable[[], T]) -> tuple[float, T]:

@@ -58,7 +58,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from pps.identity.uscc import ALPHABET, make_uscc, validate_uscc
+from pps.identity.uscc import ALPHABET, new_uscc, validate_uscc
 from pps.infra.executor import Executor, LocalExecutor, RayExecutor
 from pps.services.scoring import BLOCKS_PER_CHUNK, evaluate_in_chunks
 from protocols.he_scoring import BankScoringKey, SlotLayout, check_public_context, load_model
@@ -284,7 +284,7 @@ def bench_overhead(
 
 def uscc(n: int) -> str:
     digest = hashlib.sha256(n.to_bytes(8, "big")).digest()
-    return make_uscc("91" + "310000" + "".join(ALPHABET[b % len(ALPHABET)] for b in digest[:9]))
+    return new_uscc("91" + "630100", "".join(ALPHABET[b % len(ALPHABET)] for b in digest[:8]))
 
 
 def bench_psi(

@@ -43,19 +43,19 @@ from pps_client import Client
 from protocols.he_scoring import shutdown_checker
 
 PROVIDER_NAMES: dict[str, str] = {
-    "registry": "Suzhou Market Regulation",
-    "tax": "Suzhou Tax Bureau",
-    "social_insurance": "Suzhou Social Insurance Fund",
-    "utilities": "State Grid Suzhou",
-    "procurement": "Suzhou Government Procurement Centre",
-    "court": "Suzhou Intermediate Court",
-    "penalties": "Suzhou Public Credit Centre",
+    "registry": "Qinghai Market Regulation",
+    "tax": "Qinghai Tax Bureau",
+    "social_insurance": "Qinghai Social Insurance Fund",
+    "utilities": "State Grid Qinghai",
+    "procurement": "Qinghai Public Resources Trading Centre",
+    "court": "Xining Intermediate Court",
+    "penalties": "Qinghai Public Credit Centre",
 }
 """Which organisation provides each synthetic dataset (by table name)."""
 
 BANKS = ("Bank A", "Bank B", "Bank C")
-AUDITOR = "PBoC Suzhou audit office"
-OPERATOR_NAME = "Suzhou credit platform operator"
+AUDITOR = "PBoC Xining audit office"
+OPERATOR_NAME = "Qinghai credit platform operator (青信融)"
 
 
 @dataclass

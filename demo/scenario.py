@@ -25,11 +25,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from demo.households import run_household_step
 from demo.repair import add_demo_records, months_back, repair_step
 from demo.training import german_credit_step, horizontal_step, vertical_steps, write_report
 from models.synth import generate
 from pps import errors
-from pps.identity.uscc import ALPHABET, make_uscc
+from pps.identity.uscc import ALPHABET, new_uscc
 from pps.infra import keyring
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Role, utcnow
@@ -57,12 +58,12 @@ DEMO_TIMEOUT_S = 300.0
 
 
 def demo_usccs(n: int, seed: int = 7) -> list[str]:
-    """``n`` valid, distinct USCCs of enterprises registered in Suzhou (320500)."""
+    """``n`` valid, distinct USCCs of enterprises registered in Xining (630100)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not secrets
     codes: set[str] = set()
     while len(codes) < n:
-        org_code = "".join(rng.choice(ALPHABET) for _ in range(9))
-        codes.add(make_uscc("91" + "320500" + org_code))
+        org_body = "".join(rng.choice(ALPHABET) for _ in range(8))
+        codes.add(new_uscc("91" + "630100", org_body))
     return sorted(codes)
 
 
@@ -124,7 +125,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
     with rt.db.transaction() as session:
         admin_org = rt.identity.create_org(
             session,
-            name="Suzhou credit platform operator",
+            name="Qinghai credit platform operator (青信融)",
             role=Role.platform_admin,
             uscc=None,
             actor=OPERATOR,
@@ -147,14 +148,14 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         tokens: dict[str, str] = {}
         orgs: dict[str, OrgPublic] = {}
         plan: list[tuple[str, str, str | None]] = [
-            ("Suzhou Market Regulation", "data_provider", None),
-            ("Suzhou Tax Bureau", "data_provider", None),
-            ("State Grid Suzhou", "data_provider", None),
-            ("Suzhou Intermediate Court", "data_provider", None),
+            ("Qinghai Market Regulation", "data_provider", None),
+            ("Qinghai Tax Bureau", "data_provider", None),
+            ("State Grid Qinghai", "data_provider", None),
+            ("Xining Intermediate Court", "data_provider", None),
             ("Bank A", "bank", None),
             ("Bank B", "bank", None),
             ("Bank C", "bank", None),
-            ("PBoC Suzhou audit office", "auditor", None),
+            ("PBoC Xining audit office", "auditor", None),
         ]
         plan += [(f"Enterprise {i + 1}", "subject", code) for i, code in enumerate(enterprises)]
         for name, role, uscc in plan:
@@ -169,7 +170,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
 
         client = {name: Client(url, token, timeout=DEMO_TIMEOUT_S) for name, token in tokens.items()}
         bank_a, bank_c = client["Bank A"], client["Bank C"]
-        auditor = client["PBoC Suzhou audit office"]
+        auditor = client["PBoC Xining audit office"]
         enterprise = client["Enterprise 1"]
 
         console.rule("[bold]3. Roles and tenants are enforced; bad input changes nothing")
@@ -207,10 +208,10 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         )
         synth_dir = data_dir / "synth"
         uploads = {
-            "Suzhou Market Regulation": data.registry,
-            "Suzhou Tax Bureau": data.tax,
-            "State Grid Suzhou": data.utilities,
-            "Suzhou Intermediate Court": data.court,
+            "Qinghai Market Regulation": data.registry,
+            "Qinghai Tax Bureau": data.tax,
+            "State Grid Qinghai": data.utilities,
+            "Xining Intermediate Court": data.court,
         }
         datasets: dict[str, str] = {}
         up = Table("provider", "dataset", "rows", "stored as")
@@ -229,7 +230,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             "a malformed upload is refused row by row and stores nothing",
             InvalidRequest,
             "upload_rejected",
-            lambda: client["Suzhou Tax Bureau"].datasets.upload(datasets["tax"], bad_rows, fmt="csv"),
+            lambda: client["Qinghai Tax Bureau"].datasets.upload(datasets["tax"], bad_rows, fmt="csv"),
         )
         checks.refused(
             "a bank cannot upload data",
@@ -485,7 +486,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             "while the objection is open, Bank A's new score says which input is disputed (never its value)",
             any(d.subject == enterprises[0] for d in again.disputed),
         )
-        bureau = client["Suzhou Tax Bureau"]
+        bureau = client["Qinghai Tax Bureau"]
         amended = round(float(row["taxable_sales"]) * 1.25 + 1.0, 2)
         bureau.objections.accept(
             bureau.objections.list(state="open")[0].id, {"taxable_sales": amended}, note="amended return"
@@ -568,6 +569,11 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             "the auditor filters the ledger: every consent step is there",
             len(consent_entries) == 7 + made["consents"],
             f"{len(consent_entries)} consent entries",
+        )
+
+        console.rule("[bold]9a. A Haixi herding household: separate consent, 农牧贷 rating, free reports")
+        run_household_step(
+            url, admin_token, tokens["Bank A"], orgs["Bank A"].id, data_dir / "pps.db", checks, console
         )
 
         console.rule("[bold]9b. Bank A and the platform train a joint model; nobody sees the other's data")

@@ -1,11 +1,15 @@
-"""Synthetic platform data: N small enterprises in Jiangsu as the platform's data providers would see them.
+"""Synthetic platform data: N small enterprises in Qinghai as the 青信融 platform's data providers would see them.
 
 What is modelled
 ----------------
 Every enterprise gets a GB 32100-2015 unified social credit code (registration authority ``9``, type ``1``
-for enterprises or ``2`` for individual businesses, a prefecture-level division code of Jiangsu, a random
-9-character organisation code, the check character), an industry section of GB/T 4754-2017, a size class
-and an age. Over a window of ``months`` calendar months it then gets, one table per provider:
+for enterprises, ``2`` for individual businesses or ``3`` for farmers' cooperatives, a prefecture-level
+division code of Qinghai (63xxxx), a random organisation code valid under GB 11714 and the check character),
+an industry section of GB/T 4754-2017 drawn with regional affinities (herding and farming in the pastoral
+prefectures Haibei, Huangnan, Hainan, Guoluo and Yushu; salt-lake chemicals, mining and clean energy in Haixi;
+tourism around Qinghai Lake), a size class and an age. Sales follow the industry's season (livestock sold in
+autumn, tourism in July and August, solar output in spring and summer) and electricity peaks in winter
+(heating), not summer. Over a window of ``months`` calendar months it then gets, one table per provider:
 
 ``registry``          (market regulator) one row per enterprise: industry, region, size, registration date,
                       registered capital (snapped to round figures, as people register them).
@@ -45,7 +49,7 @@ of about 0.75-0.8).
 What is not modelled
 --------------------
 This is synthetic data. The distributions are plausible, not calibrated to any real region, period or
-population, and must not be read as statistics about Jiangsu or anywhere else. Not modelled: relations
+population, and must not be read as statistics about Qinghai or anywhere else. Not modelled: relations
 between enterprises (supply chains, guarantees, common owners, the counterparty of a court case),
 macroeconomic shocks and correlation of defaults across enterprises, tax rules beyond the simple rates
 above (refunds, quarterly filing by small-scale taxpayers, individual income tax of individual
@@ -67,7 +71,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from models.uscc import ALPHABET, WEIGHTS
+from models.uscc import ALPHABET, ORG_WEIGHTS, WEIGHTS
 
 Array = npt.NDArray[Any]
 """A column or intermediate array (float64, int64, bool, datetime64[D] or object holding ``str``)."""
@@ -78,22 +82,30 @@ SENSITIVITY_CLASSES: Final = ("C1", "C2", "C3")
 # --- reference data ---------------------------------------------------------------------------------------
 
 REGIONS: Final[tuple[tuple[int, str, float, float], ...]] = (
-    # GB/T 2260 code, prefecture-level city of Jiangsu, share of enterprises, sales multiplier
-    (320100, "Nanjing", 13.0, 1.15),
-    (320200, "Wuxi", 10.0, 1.15),
-    (320300, "Xuzhou", 9.0, 0.85),
-    (320400, "Changzhou", 7.5, 1.05),
-    (320500, "Suzhou", 21.0, 1.2),
-    (320600, "Nantong", 8.5, 1.0),
-    (320700, "Lianyungang", 4.0, 0.85),
-    (320800, "Huai'an", 4.5, 0.85),
-    (320900, "Yancheng", 6.5, 0.9),
-    (321000, "Yangzhou", 5.0, 0.95),
-    (321100, "Zhenjiang", 3.5, 0.95),
-    (321200, "Taizhou", 5.0, 0.95),
-    (321300, "Suqian", 4.5, 0.8),
+    # GB/T 2260 code, prefecture-level division of Qinghai, share of enterprises, sales multiplier
+    (630100, "Xining", 44.0, 1.15),
+    (630200, "Haidong", 15.0, 0.9),
+    (632200, "Haibei", 5.0, 0.85),
+    (632300, "Huangnan", 4.0, 0.8),
+    (632500, "Hainan", 8.0, 0.85),
+    (632600, "Guoluo", 3.0, 0.7),
+    (632700, "Yushu", 4.0, 0.7),
+    (632800, "Haixi", 17.0, 1.2),
 )
-"""Prefecture-level administrative divisions of Jiangsu; shares and multipliers are invented but plausible."""
+"""Prefecture-level administrative divisions of Qinghai; shares and multipliers are invented but plausible."""
+
+PASTORAL: Final = frozenset({632200, 632300, 632500, 632600, 632700})
+"""The pastoral prefectures (Haibei, Huangnan, Hainan, Guoluo, Yushu): herding dominates."""
+
+REGION_AFFINITY: Final[dict[str, dict[int, float]]] = {
+    "A": {632200: 4.0, 632300: 4.0, 632500: 4.0, 632600: 6.0, 632700: 6.0, 630200: 1.5},
+    "B": {632800: 6.0, 632600: 1.5, 632700: 1.5},  # salt-lake potash and lithium, mining
+    "C": {632800: 1.8},  # salt-lake chemicals
+    "D": {632800: 5.0, 632500: 3.0},  # photovoltaic and wind parks of Qaidam and Gonghe
+    "H": {632200: 1.6, 632500: 1.6, 632800: 1.3},  # Qinghai Lake and Chaka tourism
+    "R": {632200: 1.6, 632500: 1.6},
+}
+"""Industry letter -> division -> multiplier of the industry's share there (1 where not named)."""
 
 
 @dataclass(frozen=True)
@@ -116,14 +128,14 @@ class Industry:
 INDUSTRIES: Final[tuple[Industry, ...]] = (
     # letter, name, share (enterprises), share (individual businesses), risk, kWh/CNY, m3/CNY 10k,
     # procurement, litigation, sales
-    Industry("A", "Agriculture, forestry, animal husbandry and fishery", 2.0, 3.0, 0.15, 0.03, 2.0, 0.5, 0.8, 0.8),
-    Industry("B", "Mining", 0.4, 0.0, 0.2, 0.10, 1.0, 0.5, 1.2, 1.2),
-    Industry("C", "Manufacturing", 24.0, 4.0, 0.0, 0.06, 0.6, 1.2, 1.0, 1.0),
-    Industry("D", "Electricity, heat, gas and water supply", 0.6, 0.0, -0.5, 0.05, 1.0, 1.0, 0.7, 1.5),
+    Industry("A", "Agriculture, forestry, animal husbandry and fishery", 6.0, 10.0, 0.15, 0.03, 2.0, 0.5, 0.8, 0.8),
+    Industry("B", "Mining", 1.5, 0.0, 0.2, 0.10, 1.0, 0.5, 1.2, 1.2),
+    Industry("C", "Manufacturing", 14.0, 3.0, 0.0, 0.06, 0.6, 1.2, 1.0, 1.0),
+    Industry("D", "Electricity, heat, gas and water supply", 2.5, 0.0, -0.5, 0.05, 1.0, 1.0, 0.7, 1.5),
     Industry("E", "Construction", 10.0, 1.0, 0.35, 0.008, 0.3, 3.0, 1.8, 1.3),
     Industry("F", "Wholesale and retail trade", 27.0, 48.0, 0.15, 0.006, 0.1, 0.8, 1.2, 1.6),
     Industry("G", "Transport, storage and postal services", 4.5, 5.0, 0.1, 0.02, 0.2, 0.8, 1.1, 1.0),
-    Industry("H", "Accommodation and catering", 3.5, 20.0, 0.35, 0.04, 1.5, 0.2, 0.9, 0.7),
+    Industry("H", "Accommodation and catering", 5.0, 22.0, 0.35, 0.04, 1.5, 0.2, 0.9, 0.7),
     Industry("I", "Information transmission, software and IT services", 7.0, 1.0, -0.1, 0.01, 0.1, 2.5, 0.8, 0.9),
     Industry("J", "Finance", 0.6, 0.0, 0.2, 0.005, 0.05, 0.3, 1.5, 1.0),
     Industry("K", "Real estate", 2.0, 0.0, 0.45, 0.01, 0.1, 0.3, 1.6, 1.2),
@@ -133,7 +145,7 @@ INDUSTRIES: Final[tuple[Industry, ...]] = (
     Industry("O", "Resident services, repair and other services", 2.0, 13.0, 0.2, 0.02, 0.8, 0.3, 0.8, 0.6),
     Industry("P", "Education", 0.6, 0.5, 0.1, 0.01, 0.5, 0.8, 0.8, 0.6),
     Industry("Q", "Health and social work", 0.5, 1.0, -0.2, 0.015, 0.6, 1.5, 0.8, 0.9),
-    Industry("R", "Culture, sports and entertainment", 1.3, 2.0, 0.25, 0.015, 0.3, 0.8, 0.9, 0.7),
+    Industry("R", "Culture, sports and entertainment", 2.5, 3.0, 0.25, 0.015, 0.3, 0.8, 0.9, 0.7),
     # S (public administration, social organisations) and T (international organisations) are not
     # registered by the market regulator under authority code 9, so the generator never draws them.
     Industry("S", "Public administration, social security and social organisations", 0.0, 0.0, 0.0, 0.01, 0.3, 1.0, 1.0, 1.0),
@@ -166,7 +178,18 @@ PROVIDERS: Final = {
 }
 
 _SALES_SEASON: Final = np.array([1.0, 1.0, 1.03, 0.98, 1.0, 1.05, 0.97, 0.97, 1.04, 0.96, 1.02, 1.2])
-_POWER_SEASON: Final = np.array([1.08, 1.0, 0.97, 0.93, 0.95, 1.02, 1.15, 1.17, 1.02, 0.94, 0.96, 1.05])
+INDUSTRY_SEASON: Final[dict[str, tuple[float, ...]]] = {
+    # herding: lambing and calving in spring, livestock sold off before winter (September to November)
+    "A": (0.75, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.1, 1.35, 1.5, 1.35, 0.95),
+    # tourism: Qinghai Lake and Chaka from June to September, little from December to March
+    "H": (0.55, 0.6, 0.65, 0.8, 1.0, 1.3, 1.7, 1.75, 1.3, 0.95, 0.7, 0.6),
+    "R": (0.6, 0.65, 0.7, 0.85, 1.0, 1.25, 1.6, 1.6, 1.25, 0.95, 0.75, 0.6),
+    # photovoltaic and wind generation: long clear days in spring and summer
+    "D": (0.8, 0.85, 1.0, 1.1, 1.15, 1.15, 1.1, 1.1, 1.05, 0.95, 0.85, 0.8),
+}
+"""Sales season (by calendar month) of industries that do not follow the general one (``_SALES_SEASON``)."""
+_POWER_SEASON: Final = np.array([1.22, 1.15, 1.02, 0.93, 0.9, 0.9, 0.92, 0.92, 0.9, 0.97, 1.1, 1.2])
+"""Electricity by calendar month on the plateau: heating and lighting make winter the peak."""
 _WATER_SEASON: Final = np.array([0.92, 0.9, 0.95, 0.98, 1.03, 1.08, 1.15, 1.15, 1.05, 1.0, 0.95, 0.93])
 _ELECTRICITY_PRICE: Final = 0.68  # CNY per kWh
 _WATER_PRICE: Final = 4.6  # CNY per m3
@@ -332,14 +355,15 @@ def _str_objects(values: Array) -> Array:
     return out
 
 
-def _usccs(rng: np.random.Generator, individual: Array, region_code: Array) -> Array:
-    """Unique valid USCCs: ``9`` + ``1``/``2`` + division + random organisation code + check character.
+def _usccs(rng: np.random.Generator, kind: Array, region_code: Array) -> Array:
+    """Unique valid USCCs: ``9`` + ``kind`` (1, 2, 3) + division + organisation code + check character.
 
-    The check character ``31 - sum(v_i * 3**i mod 31) mod 31`` is computed for all codes at once. Organisation
-    codes are drawn as integers below 31**9 and redrawn until they are all different (as real ones are).
+    The organisation code is eight random body characters and their GB 11714 check character; the final check
+    character ``31 - sum(v_i * 3**i mod 31) mod 31`` is computed for all codes at once. Bodies are drawn as
+    integers below 31**8 and redrawn until they are all different (as real ones are).
     """
-    n = len(individual)
-    space = 31**9
+    n = len(kind)
+    space = 31**8
     org = rng.integers(0, space, size=n, dtype=np.int64)
     while True:
         _, first = np.unique(org, return_index=True)
@@ -350,11 +374,15 @@ def _usccs(rng: np.random.Generator, individual: Array, region_code: Array) -> A
         org[dup] = rng.integers(0, space, size=int(dup.sum()), dtype=np.int64)
     values = np.empty((n, 18), dtype=np.int64)
     values[:, 0] = 9
-    values[:, 1] = np.where(individual, 2, 1)
+    values[:, 1] = kind
     for k in range(6):
         values[:, 2 + k] = region_code // 10 ** (5 - k) % 10
-    for k in range(9):
-        values[:, 16 - k] = org // 31**k % 31
+    for k in range(8):
+        values[:, 15 - k] = org // 31**k % 31
+    gb11714 = np.array([int(c) if c.isdigit() else ord(c) - 55 for c in ALPHABET], dtype=np.int64)
+    org_check = 11 - (gb11714[values[:, 8:16]] @ np.array(ORG_WEIGHTS, dtype=np.int64)) % 11
+    digit_index = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ALPHABET.index("X"), 0], dtype=np.int64)
+    values[:, 16] = digit_index[org_check]
     total = values[:, :17] @ np.array(WEIGHTS, dtype=np.int64)
     values[:, 17] = (31 - total % 31) % 31
     chars = np.frombuffer(ALPHABET.encode("ascii"), dtype=np.uint8)[values]
@@ -430,6 +458,7 @@ class _Enterprises:
     as_of: np.datetime64  # first day after the window
     uscc: Array
     individual: Array
+    cooperative: Array  # farmers' professional cooperatives (USCC type 3)
     size: Array  # 0 micro, 1 small, 2 medium
     industry: Array  # index into INDUSTRIES
     region: Array  # index into REGIONS
@@ -450,16 +479,31 @@ class _Enterprises:
         start_m = np.datetime64(start, "M")
         as_of = (start_m + months).astype("datetime64[D]")
         months_m = start_m + np.arange(-_PRE, months)
-        individual = rng.random(n) < 0.2
+        draw = rng.random(n)
+        individual = draw < 0.2
+        cooperative = (draw >= 0.2) & (draw < 0.26)
         size = np.where(individual, 0, _choice(rng, np.array([0.66, 0.27, 0.07]), n))
-        industry = np.where(
-            individual,
-            _choice(rng, np.array([i.share_individual for i in INDUSTRIES]), n),
-            _choice(rng, np.array([i.share_enterprise for i in INDUSTRIES]), n),
-        )
+        size = np.where(cooperative, np.minimum(size, 1), size)
         region = _choice(rng, np.array([r[2] for r in REGIONS]), n)
         region_code = np.array([r[0] for r in REGIONS], dtype=np.int64)[region]
-        uscc = _usccs(rng, individual, region_code)
+        industry = np.empty(n, dtype=np.int64)
+        for r, (code, *_rest) in enumerate(REGIONS):
+            here = region == r
+            affinity = np.array([REGION_AFFINITY.get(i.letter, {}).get(code, 1.0) for i in INDUSTRIES])
+            for mask, shares in (
+                (here & individual, [i.share_individual for i in INDUSTRIES]),
+                (here & ~individual & ~cooperative, [i.share_enterprise for i in INDUSTRIES]),
+                (here & cooperative, [12.0 if i.letter == "A" else 0.0 for i in INDUSTRIES]),
+            ):
+                industry[mask] = _choice(rng, np.array(shares) * affinity, int(mask.sum()))
+        # cooperatives: mostly herding and farming, some run guesthouses or sell local produce
+        coop_other = cooperative & (rng.random(n) < 0.2)
+        letters = [i.letter for i in INDUSTRIES]
+        industry[coop_other] = np.array([letters.index("H"), letters.index("F")])[
+            rng.integers(0, 2, size=int(coop_other.sum()))
+        ]
+        kind = np.where(individual, 2, np.where(cooperative, 3, 1))
+        uscc = _usccs(rng, kind, region_code)
         age_scale = np.where(individual, 3.5, np.array([4.0, 5.0, 6.5])[size])
         age_days = np.minimum(rng.gamma(2.0, age_scale) * 365.25, 30 * 365.25).astype(np.int64) + 60
         registered_on = as_of - age_days
@@ -481,6 +525,7 @@ class _Enterprises:
             as_of=as_of,
             uscc=uscc,
             individual=individual,
+            cooperative=cooperative,
             size=size,
             industry=industry,
             region=region,
@@ -529,8 +574,14 @@ def _registry(rng: np.random.Generator, e: _Enterprises) -> Table:
         "columns": [
             _USCC_COLUMN,
             column("industry", "string", "GB/T 4754-2017 industry section letter (A..T)", "C1"),
-            column("region", "string", "GB/T 2260 administrative division of registration (Jiangsu)", "C1"),
+            column("region", "string", "GB/T 2260 administrative division of registration (Qinghai)", "C1"),
             column("size_class", "string", "enterprise size class: micro, small or medium", "C1"),
+            column(
+                "entity_type",
+                "string",
+                "enterprise, individual_business or cooperative (USCC type 1, 2 or 3)",
+                "C1",
+            ),
             column("registered_on", "date", "date of establishment", "C1"),
             column("registered_capital", "float", "registered (subscribed) capital", "C1", "CNY 10k"),
         ],
@@ -540,6 +591,9 @@ def _registry(rng: np.random.Generator, e: _Enterprises) -> Table:
         "industry": letters,
         "region": region_code,
         "size_class": sizes,
+        "entity_type": np.array(["enterprise", "individual_business", "cooperative"], dtype=object)[
+            np.where(e.individual, 1, np.where(e.cooperative, 2, 0))
+        ],
         "registered_on": e.registered_on,
         "registered_capital": np.round(capital, 2),
     }
@@ -553,13 +607,16 @@ def _tax(rng: np.random.Generator, e: _Enterprises) -> tuple[Table, Array]:
     median = np.where(e.individual, 20_000.0, np.array([60_000.0, 600_000.0, 5_000_000.0])[e.size])
     sigma = np.where(e.individual, 0.8, np.array([1.0, 0.8, 0.8])[e.size])
     base = median * np.exp(sigma * e.scale) * e.industry_param("sales") * region_mult
-    season = _SALES_SEASON[e.calendar - 1] * (1.0 - 0.45 * e.festival)
+    seasons = np.array(
+        [INDUSTRY_SEASON.get(i.letter, tuple(_SALES_SEASON.tolist())) for i in INDUSTRIES], dtype=np.float64
+    )
+    season = seasons[e.industry][:, e.calendar - 1] * (1.0 - 0.45 * e.festival)[None, :]
     noise_sd = np.where(e.size == 2, 0.15, np.where(e.size == 1, 0.2, 0.28))
     since = t[None, :] - e.reg_t[:, None]
     ramp = 1.0 - 0.6 * np.exp(-np.maximum(since, 0) / 6.0)
     log_noise = noise_sd[:, None] * rng.standard_normal((n, len(t)))
     sales = base[:, None] * np.exp(e.sales_trend[:, None] * (t / 12.0)[None, :] + log_noise)
-    sales *= season[None, :] * ramp
+    sales *= season * ramp
     sales[since < 0] = 0.0
     sales = np.round(sales, 2)
 
@@ -768,7 +825,7 @@ def _procurement(rng: np.random.Generator, e: _Enterprises) -> tuple[Table, Arra
     region_code = np.array([str(r[0]) for r in REGIONS])[e.region[idx[order]]]
     ids = np.empty(len(idx), dtype=object)
     ids[order] = [
-        f"JSZC-{r}-{y}-{s:06d}"
+        f"QHZC-{r}-{y}-{s:06d}"
         for r, y, s in zip(region_code.tolist(), year.tolist(), seq.tolist(), strict=True)
     ]
     rows = np.lexsort((dates, idx))
@@ -839,7 +896,7 @@ def _court(rng: np.random.Generator, e: _Enterprises) -> tuple[Table, Array, Arr
     word = np.array(["民初", "执"], dtype=object)[kind]
     ids = np.empty(m, dtype=object)
     ids[order] = [
-        f"({y})苏{p:02d}{d:02d}{w}{s}号"
+        f"({y})青{p:02d}{d:02d}{w}{s}号"
         for y, p, d, w, s in zip(
             year[order].tolist(),
             prefecture[order].tolist(),
@@ -858,7 +915,7 @@ def _court(rng: np.random.Generator, e: _Enterprises) -> tuple[Table, Array, Arr
         "columns": [
             _USCC_COLUMN,
             column(
-                "case_id", "string", "case number, e.g. (2024)苏0102民初1234号; names the judgement", "C3"
+                "case_id", "string", "case number, e.g. (2024)青0102民初1234号; names the judgement", "C3"
             ),
             column("filed_on", "date", "date the case was filed", "C2"),
             column(

@@ -6,6 +6,6 @@ codes without importing the service).
 
 from __future__ import annotations
 
-from pps_wire.uscc import ALPHABET, WEIGHTS
+from pps_wire.uscc import ALPHABET, ORG_WEIGHTS, WEIGHTS, new_uscc
 
-__all__ = ["ALPHABET", "WEIGHTS"]
+__all__ = ["ALPHABET", "ORG_WEIGHTS", "WEIGHTS", "new_uscc"]

@@ -18,10 +18,12 @@ from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
 from pps.governance.disclosure import DisclosureAccounting
 from pps.governance.objections import ObjectionService
+from pps.governance.persons import PersonRules
 from pps.governance.policy import CONSENTS_TABLE, PolicyEngine
 from pps.governance.repair import RepairService
 from pps.governance.state import BUDGETS_TABLE
 from pps.governance.statements import StatementService
+from pps.identity.persons import PersonRegistry, Pseudonymizer
 from pps.identity.service import IdentityService
 from pps.infra import keyring
 from pps.infra.executor import Executor, executor_from_settings
@@ -39,6 +41,7 @@ from pps.services.aggregates import AggregateService
 from pps.services.approval import GradedScoringService, ModelApprovalService
 from pps.services.enclave import EnclaveService
 from pps.services.federated import FederatedService
+from pps.services.household import HouseholdRatings
 from pps.services.psi import PSIService
 from pps.services.psi_cache import SetupCache
 from pps.services.registry import ModelRegistry
@@ -81,6 +84,9 @@ class Runtime:
     reconciler: Reconciler
     quarantine: Quarantine
     reads: ReadLog
+    persons: PersonRegistry
+    person_rules: PersonRules
+    household_ratings: HouseholdRatings
 
     @classmethod
     def build(
@@ -95,6 +101,7 @@ class Runtime:
         ledger = Ledger(NoteSigner(settings.ledger_origin, key), settings.ledger_origin)
         identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
         kms = LocalFileKMS(settings.resolved_key_dir)
+        pseudonyms = Pseudonymizer.from_key_dir(settings.resolved_key_dir)
         datasets = DatasetService(
             ledger,
             kms,
@@ -103,6 +110,7 @@ class Runtime:
                 columns=settings.upload_max_columns,
                 expanded_bytes=settings.upload_max_expanded_bytes,
             ),
+            pseudonymize=pseudonyms.code,
         )
         objections = ObjectionService(
             ledger,
@@ -237,6 +245,9 @@ class Runtime:
             reconciler=Reconciler(ledger),
             quarantine=quarantine,
             reads=ReadLog(ledger, db),
+            persons=PersonRegistry(identity, pseudonyms),
+            person_rules=PersonRules(ledger, consents),
+            household_ratings=HouseholdRatings(policy, datasets),
         )
 
     @property

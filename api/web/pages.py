@@ -36,6 +36,7 @@ from api.schemas import (
 )
 from pps.errors import InvalidInput, NotFound, PPSError
 from pps.governance.consent import OPERATIONS, PURPOSES
+from pps.identity.persons import is_person_code
 from pps.infra.storage.tables import (
     TERMINAL_JOB_STATES,
     Consent,
@@ -213,6 +214,8 @@ def subject_home(
     page: WebDep, rt: RuntimeDep, dataset: Annotated[str, Query(max_length=40)] = ""
 ) -> Response:
     require(page, Role.subject)
+    if page.caller.uscc and is_person_code(page.caller.uscc):  # a household: its own portal
+        return redirect(f"{PREFIX}/person")
     found = call(
         page,
         consent.list_consents,

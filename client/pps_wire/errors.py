@@ -70,6 +70,20 @@ class InvalidUSCC(InvalidInput):
     code = "invalid_uscc"
 
 
+class InvalidResidentID(InvalidInput):
+    """An 18-character resident identity number fails GB 11643-1999: its format, date of birth or check
+    character. The message never repeats the number."""
+
+    code = "invalid_resident_id"
+
+
+class SeparateConsentRequired(InvalidInput):
+    """A person's consent lacks a separate grant (单独同意, PIPL Art. 23, 29) for providing data to the bank,
+    for a sensitive field, or the acknowledgement of the Art. 14 warning; ``details`` names what is missing."""
+
+    code = "separate_consent_required"
+
+
 class UploadRejected(InvalidInput):
     """An upload does not fit its schema; nothing was stored. ``details["problems"]`` names the rows."""
 
@@ -162,6 +176,12 @@ class Refused(Forbidden):
     """
 
     code = "refused"
+
+
+class FreeReportsExhausted(Refused):
+    """A person has had the two free credit reports of this calendar year (征信业管理条例 Art. 17)."""
+
+    code = "free_reports_exhausted"
 
 
 class BudgetExhausted(Refused):

@@ -65,6 +65,18 @@ REASONS: dict[str, Reason] = {
         "the consent's stored record differs from what the audit ledger records, so it is not relied on",
         "nothing to do on your side: the platform operator reconciles it; try again later",
     ),
+    "outside_contract": Reason(
+        "the purpose is a credit product (税易贷, 政采贷, 农牧贷, green finance) whose data contract does not name "
+        "a field the request reads (the detail names it)",
+        "drop the features that read it, or use a purpose whose contract covers them (pps.governance.products)",
+    ),
+    "person_rule": Reason(
+        "the subject is a person (a household or an individual-business owner) and one of a person's rules is "
+        "not met: the separate consent, a sensitive field's separate grant, the Art. 14 warning or the "
+        "purpose's impact assessment (the detail names which)",
+        "ask the person to consent in its portal, which takes the separate grants; the operator records the "
+        "impact assessment",
+    ),
     "no_data": Reason(
         "the platform holds no record for this enterprise",
         "check the code; the enterprise may not be on the platform yet",

@@ -44,8 +44,15 @@ from models.features import (
     FEATURES,
     enterprise_features,
 )
+from models.households import (
+    HOUSEHOLD_FEATURE_INPUTS,
+    HOUSEHOLD_FEATURE_KINDS,
+    HOUSEHOLD_FEATURE_RESOLUTION,
+    HOUSEHOLD_FEATURE_UNITS,
+    HOUSEHOLD_FEATURES,
+    household_features,
+)
 from models.synth import SIZE_CLASSES, PlatformData, Table
-from pps.data.datasets.schema import Sensitivity
 from pps.data.datasets.service import DatasetService
 from pps.data.sources import SourceBinding, bind_sources
 from pps.errors import DataIntegrityError, InvalidInput
@@ -73,6 +80,20 @@ _READS: dict[str, dict[str, str]] = {
     "court": {"uscc": "O", "role": "O", "case_type": "O", "status": "O", "amount": "f8"},
 }
 _MONTHLY = ("tax", "social_insurance", "utilities")
+_HOUSEHOLD_READS: dict[str, dict[str, str]] = {
+    "household_ratings": {
+        "resident_id": "O",
+        "grade": "O",
+        "livestock_units": "f8",
+        "land_mu": "f8",
+        "insured": "f8",
+        "subsidies_last_year": "f8",
+        "cooperative_member": "f8",
+        "family_farm": "f8",
+    },
+    "household_production": {"resident_id": "O", "sales_income": "f8", "yield_index": "f8"},
+}
+"""What household_features reads (the subject key is read under its declared name, given as resident_id)."""
 DEFAULT_WINDOW_MONTHS = 24
 
 
@@ -163,14 +184,44 @@ class FeatureStore:
     # --- discovery --------------------------------------------------------------------------------------
 
     def catalogue(self, session: Session, binding: SourceBinding | None = None) -> list[FeatureInfo]:
+        """Every enterprise feature, and every household feature once household ratings are on the platform."""
         binding = binding or bind_sources(session)
+        families: list[tuple[str, dict[str, str], Any, Any, Any, Any]] = [
+            ("registry", FEATURES, FEATURE_INPUTS, FEATURE_KINDS, FEATURE_UNITS, FEATURE_RESOLUTION)
+        ]
+        if "household_ratings" in binding.bound:
+            families.append(
+                (
+                    "household_ratings",
+                    HOUSEHOLD_FEATURES,
+                    HOUSEHOLD_FEATURE_INPUTS,
+                    HOUSEHOLD_FEATURE_KINDS,
+                    HOUSEHOLD_FEATURE_UNITS,
+                    HOUSEHOLD_FEATURE_RESOLUTION,
+                )
+            )
         out = []
-        for name, description in FEATURES.items():
-            inputs = FEATURE_INPUTS[name]
+        for anchor, names, all_inputs, kinds, units, resolutions in families:
+            out.extend(self._family(binding, anchor, names, all_inputs, kinds, units, resolutions))
+        return out
+
+    def _family(
+        self,
+        binding: SourceBinding,
+        anchor: str,
+        names: Mapping[str, str],
+        all_inputs: Mapping[str, Mapping[str, tuple[str, ...]]],
+        kinds: Mapping[str, str],
+        units: Mapping[str, str],
+        resolutions: Mapping[str, float],
+    ) -> list[FeatureInfo]:
+        out = []
+        for name, description in names.items():
+            inputs = all_inputs[name]
             datasets: dict[str, tuple[str, ...]] = {}
             reasons = []
-            if "registry" not in binding.bound:
-                reasons.append(f"registry: {binding.unavailable.get('registry', 'not bound')}")
+            if anchor not in binding.bound:
+                reasons.append(f"{anchor}: {binding.unavailable.get(anchor, 'not bound')}")
             for source, fields in inputs.items():
                 bound = binding.bound.get(source)
                 if bound is None:
@@ -184,15 +235,17 @@ class FeatureStore:
                     except KeyError:
                         reasons.append(f"{source} ({bound.dataset_id}) has no field {field!r}")
                         continue
-                    if col.sensitivity is Sensitivity.C3:
-                        reasons.append(f"reads {source}.{field}, class C3, which is never released")
+                    if col.never_released:
+                        reasons.append(
+                            f"reads {source}.{field}, class C3, level 5 or important data, never released"
+                        )
             out.append(
                 FeatureInfo(
                     name=name,
                     description=description,
-                    kind=FEATURE_KINDS[name],
-                    unit=FEATURE_UNITS[name],
-                    resolution=FEATURE_RESOLUTION[name],
+                    kind=kinds[name],
+                    unit=units[name],
+                    resolution=resolutions[name],
                     inputs=dict(inputs),
                     datasets=datasets,
                     available=not reasons,
@@ -229,7 +282,7 @@ class FeatureStore:
     def table(self, session: Session, binding: SourceBinding | None = None) -> FeatureTable:
         """The feature table of the bound dataset versions (cached)."""
         binding = binding or bind_sources(session)
-        if "registry" not in binding.bound:
+        if "registry" not in binding.bound and "household_ratings" not in binding.bound:
             raise InvalidInput(
                 f"no features can be computed: {binding.unavailable.get('registry', 'no registry dataset')}"
             )
@@ -307,6 +360,76 @@ class FeatureStore:
     def _build(
         self, session: Session, binding: SourceBinding, key: tuple[tuple[str, str, int], ...]
     ) -> FeatureTable:
+        """Enterprises (if a registry is bound) and households (if household ratings are), one row each; an
+        enterprise's household features and a household's enterprise features are 0 and never requested
+        together: the policy engine asks for the fields of the features a model reads."""
+        parts: list[tuple[tuple[str, ...], dict[str, FloatArray]]] = []
+        window = ("2000-01", DEFAULT_WINDOW_MONTHS)
+        counted: dict[str, tuple[dishonesty.Counted, ...]] = {}
+        if "registry" in binding.bound:
+            codes, values, window, counted = self._build_enterprises(session, binding)
+            parts.append((codes, values))
+        if "household_ratings" in binding.bound:
+            parts.append(self._build_households(session, binding))
+        names = list(FEATURES) + (list(HOUSEHOLD_FEATURES) if "household_ratings" in binding.bound else [])
+        usccs_t: tuple[str, ...] = tuple(c for codes, _ in parts for c in codes)
+        merged: dict[str, FloatArray] = {}
+        for name in names:
+            column = np.concatenate(
+                [values[name] if name in values else np.zeros(len(codes)) for codes, values in parts]
+            )
+            column.setflags(write=False)
+            merged[name] = column
+        return FeatureTable(
+            key=key,
+            usccs=usccs_t,
+            position={u: i for i, u in enumerate(usccs_t)},
+            values=merged,
+            window=window,
+            counted=counted,
+        )
+
+    def _build_households(
+        self, session: Session, binding: SourceBinding
+    ) -> tuple[tuple[str, ...], dict[str, FloatArray]]:
+        read: dict[str, dict[str, Any]] = {}
+        for source, wanted in _HOUSEHOLD_READS.items():
+            bound = binding.bound.get(source)
+            if bound is None:
+                read[source] = {
+                    c: np.empty(0, dtype=object if dt == "O" else np.float64) for c, dt in wanted.items()
+                }
+                continue
+            version = session.get(DatasetVersion, (bound.dataset_id, bound.version))
+            if version is None:  # pragma: no cover - bound a moment ago in the same transaction
+                raise DataIntegrityError(f"dataset {bound.dataset_id} lost its version {bound.version}")
+            key = bound.schema.subject_key
+            columns = self.datasets.read_columns(
+                session, version, [key, *(c for c in wanted if c != "resident_id")]
+            )
+            out: dict[str, Any] = {"resident_id": np.asarray(columns[key].values, dtype=object)}
+            for name, dt in wanted.items():
+                if name == "resident_id":
+                    continue
+                col = columns[name]
+                cells = np.asarray(col.values, dtype=object if dt == "O" else np.float64).copy()
+                if dt != "O":
+                    cells[~col.valid] = np.nan
+                out[name] = cells
+            read[source] = out
+        codes, features = household_features(read["household_ratings"], read["household_production"])
+        rounded: dict[str, FloatArray] = {}
+        for name, column in features.items():
+            step = HOUSEHOLD_FEATURE_RESOLUTION[name]
+            v = np.nan_to_num(column, nan=0.0, posinf=0.0, neginf=0.0)
+            rounded[name] = np.round(v / step) * step if step > 0 else v
+        return tuple(str(c) for c in codes.tolist()), rounded
+
+    def _build_enterprises(
+        self, session: Session, binding: SourceBinding
+    ) -> tuple[
+        tuple[str, ...], dict[str, FloatArray], tuple[str, int], dict[str, tuple[dishonesty.Counted, ...]]
+    ]:
         data = {source: self._read(session, binding, source) for source in _READS}
         reg = data["registry"]
         usccs = np.asarray(reg["uscc"], dtype=object)
@@ -361,16 +484,7 @@ class FeatureStore:
             step = FEATURE_RESOLUTION[name]
             v = np.nan_to_num(column, nan=0.0, posinf=0.0, neginf=0.0)
             values[name] = np.round(v / step) * step if step > 0 else v
-            values[name].setflags(write=False)
-        usccs_t = tuple(codes.tolist())
-        return FeatureTable(
-            key=key,
-            usccs=usccs_t,
-            position={u: i for i, u in enumerate(usccs_t)},
-            values=values,
-            window=(first_m, span),
-            counted=counted,
-        )
+        return tuple(codes.tolist()), values, (first_m, span), counted
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ SOURCES: Final[tuple[str, ...]] = (
     "court",
     "penalties",
 )
+HOUSEHOLD_SOURCES: Final[tuple[str, ...]] = ("household_ratings", "household_production")
+"""Sources of household features (farm and herding households, keyed by person code)."""
+FEATURE_SOURCES: Final[tuple[str, ...]] = SOURCES + HOUSEHOLD_SOURCES
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class SourceBinding:
         return tuple(sorted(b.key for b in self.bound.values()))
 
 
-def bind_sources(session: Session, names: tuple[str, ...] = SOURCES) -> SourceBinding:
+def bind_sources(session: Session, names: tuple[str, ...] = FEATURE_SOURCES) -> SourceBinding:
     """Bind each named source to its live dataset (see the module docstring)."""
     rows = session.execute(
         select(Dataset).where(Dataset.deleted_at.is_(None), Dataset.name.in_(names)).order_by(Dataset.id)

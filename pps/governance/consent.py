@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pps.data.datasets.schema import DatasetSchema, Sensitivity
-from pps.errors import Conflict, InvalidInput, NotFound
+from pps.errors import Conflict, InvalidInput, NotFound, SeparateConsentRequired
 from pps.identity.uscc import validate_uscc
 from pps.infra.storage.tables import Consent, ConsentState, Dataset, Organization, Role, new_id, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, format_time
@@ -53,6 +53,12 @@ PURPOSES: dict[str, str] = {
     "credit_line_review": "review a credit line",
     "joint_model_training": "train a risk model jointly with the platform or other banks",
     "risk_statistics": "cohort statistics for portfolio risk management",
+    # the platform's credit products (青政办〔2023〕24号); what each reads is its data contract,
+    # pps.governance.products.PRODUCTS
+    "tax_loan": "税易贷: a credit loan underwritten on the borrower's tax record",
+    "procurement_loan": "政采贷: a loan against a government procurement award",
+    "farm_herding_loan": "农牧贷: a loan to a farm or herding household, family farm or cooperative",
+    "green_finance": "green finance: a loan to a clean-energy or energy-saving project or firm",
 }
 """The purpose catalogue: every computation names one of these."""
 
@@ -101,6 +107,15 @@ def check_purpose(purpose: str) -> str:
     return purpose
 
 
+def _refuse_person_without_separate_grant(subject: str, separate_grant: bool) -> None:
+    if subject[:1] == "P" and not separate_grant:  # a person code (pps.identity.persons.is_person_code)
+        raise SeparateConsentRequired(
+            "a person's consent needs separate grants (PIPL Art. 23, 29; 征信业管理条例 Art. 14): give it "
+            "through POST /v1/persons/me/consents, which takes them",
+            details={"missing": ["provide_to_bank"]},
+        )
+
+
 class ConsentService:
     def __init__(self, ledger: Ledger, receipt_signer: NoteSigner) -> None:
         self.ledger = ledger
@@ -141,8 +156,11 @@ class ConsentService:
                     col = schema.column(f)
                 except KeyError:
                     raise InvalidInput(f"dataset {dataset_id} has no field {f!r}") from None
-                if col.sensitivity is Sensitivity.C3:
-                    raise InvalidInput(f"field {f!r} is class C3: it is never released and cannot be granted")
+                if col.never_released:
+                    raise InvalidInput(
+                        f"field {f!r} is class C3, JR/T 0197 level 5 or important data: it is never released "
+                        "and cannot be granted"
+                    )
                 names.append(f)
             names = sorted(set(names) - keys)
             if not names:
@@ -199,11 +217,14 @@ class ConsentService:
         actor: Actor,
         request_id: str | None = None,
         now: datetime | None = None,
+        separate_grant: bool = False,
     ) -> Consent:
-        """The subject grants consent directly."""
+        """The subject grants consent directly. A person's consent comes through
+        :class:`pps.governance.persons.PersonRules`, which checks its separate grants (``separate_grant``)."""
         now = now or utcnow()
         if subject.role is not Role.subject or subject.uscc is None:
             raise InvalidInput("only an enterprise (a subject organisation) can give consent")
+        _refuse_person_without_separate_grant(subject.uscc, separate_grant)
         consent = self._new(session, subject.uscc, bank_org_id, terms, requested_by="subject", now=now)
         return self._activate(session, consent, actor=actor, request_id=request_id, now=now)
 
@@ -271,9 +292,11 @@ class ConsentService:
         actor: Actor,
         request_id: str | None = None,
         now: datetime | None = None,
+        separate_grant: bool = False,
     ) -> Consent:
         if consent.state is not ConsentState.requested:
             raise Conflict(f"consent {consent.id} is {consent.state.value}, not awaiting a decision")
+        _refuse_person_without_separate_grant(consent.subject_uscc, separate_grant)
         now = now or utcnow()
         if consent.valid_until <= now:
             raise Conflict(f"consent request {consent.id} has expired; the bank must ask again")

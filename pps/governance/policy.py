@@ -32,9 +32,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from pps.data.datasets.schema import DatasetSchema, Sensitivity
+from pps.data.datasets.schema import DatasetSchema
 from pps.errors import InvalidInput
 from pps.governance.consent import check_purpose
+from pps.governance.persons import person_deny_reasons
+from pps.governance.products import outside_contract
 from pps.infra.storage.tables import Consent, ConsentState, Dataset, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.replay import Quarantine
@@ -62,6 +64,10 @@ class DenyReason(StrEnum):
     """a dishonesty record the computation counted was repaired or expired before release"""
     state_divergent = "state_divergent"
     """the consent's row differs from what the ledger records (``pps audit verify --state``): not acted on"""
+    outside_contract = "outside_contract"
+    """the purpose is a product whose data contract does not name a field (pps.governance.products)"""
+    person_rule = "person_rule"
+    """a person's separate consent, warning or impact assessment is missing (pps.governance.persons)"""
 
 
 # when several consents fail, the one that came closest decides the reason shown
@@ -243,7 +249,7 @@ class PolicyEngine:
                     col = schema.column(name)
                 except KeyError:
                     raise InvalidInput(f"dataset {dataset_id} has no field {name!r}") from None
-                if col.sensitivity is Sensitivity.C3:
+                if col.never_released:
                     c3.append(f"{dataset_id}.{name}")
         return c3
 
@@ -257,6 +263,11 @@ class PolicyEngine:
         ):  # PSI (also train alignment) reads no field
             raise InvalidInput("a request must name, for every dataset it uses, the fields it uses")
         c3 = self._c3_fields(session, req.fields)
+        contract = outside_contract(session, req.purpose, req.fields)
+        if contract is not None:
+            return [
+                Decision(s, False, reason=DenyReason.outside_contract, detail=contract) for s in req.subjects
+            ]
         if c3:
             return [
                 Decision(
@@ -308,6 +319,19 @@ class PolicyEngine:
             else:
                 assert best is not None
                 decisions.append(Decision(subject, False, reason=best[1], detail=best[2]))
+        person_reasons = person_deny_reasons(
+            session,
+            {d.subject: d.consent_id for d in decisions if d.allowed and d.consent_id},
+            req.fields,
+            req.purpose,
+        )
+        if person_reasons:
+            decisions = [
+                Decision(d.subject, False, reason=DenyReason.person_rule, detail=person_reasons[d.subject])
+                if d.subject in person_reasons
+                else d
+                for d in decisions
+            ]
         return decisions
 
     def candidates(self, session: Session, bank_org_id: str, purpose: str) -> tuple[str, ...]:

@@ -6,6 +6,26 @@ is the server's import path.
 
 from __future__ import annotations
 
-from pps_wire.uscc import ALPHABET, WEIGHTS, check_character, make_uscc, mask_uscc, validate_uscc
+from pps_wire.uscc import (
+    ALPHABET,
+    ORG_WEIGHTS,
+    WEIGHTS,
+    check_character,
+    make_uscc,
+    mask_uscc,
+    new_uscc,
+    org_code_check,
+    validate_uscc,
+)
 
-__all__ = ["ALPHABET", "WEIGHTS", "check_character", "make_uscc", "mask_uscc", "validate_uscc"]
+__all__ = [
+    "ALPHABET",
+    "ORG_WEIGHTS",
+    "WEIGHTS",
+    "check_character",
+    "make_uscc",
+    "mask_uscc",
+    "new_uscc",
+    "org_code_check",
+    "validate_uscc",
+]

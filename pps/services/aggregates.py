@@ -836,8 +836,9 @@ class AggregateService:
             assert ds is not None
             schema = DatasetSchema.model_validate_json(ds.schema_json)
             for name in names:
-                sensitivity = schema.column(name).sensitivity
-                if sensitivity is Sensitivity.C3:
+                col = schema.column(name)
+                sensitivity = col.sensitivity
+                if col.never_released:
                     c3.append(f"{ds.name}.{name}")
                 elif sensitivity is Sensitivity.C2 and not ds.platform_aggregates:
                     c2_closed.append(f"{ds.name}.{name} ({ds.id})")

@@ -54,6 +54,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.features import FEATURE_RESOLUTION
+from models.households import HOUSEHOLD_FEATURE_RESOLUTION
 from pps.data.features import FeatureStore, FeatureTable, admit_on_features
 from pps.errors import InvalidInput, RateLimited
 from pps.governance.consent import check_purpose
@@ -650,7 +651,9 @@ class ScoringService:
                 "subjects": scored,
                 "not_scored": [{"subject": k, **v} for k, v in sorted(not_scored.items())],
                 "features": list(names),
-                "resolution": {n: FEATURE_RESOLUTION[n] for n in names},
+                "resolution": {
+                    n: FEATURE_RESOLUTION.get(n, HOUSEHOLD_FEATURE_RESOLUTION.get(n)) for n in names
+                },
                 "preprocess": {k: v.as_dict() for k, v in spec.items()},
                 "model_digest": prepared.model.digest,
                 "approved_model_digest": params.get("approved_model_digest"),

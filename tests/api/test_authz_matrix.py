@@ -17,7 +17,7 @@ from api.deps import declared_roles
 from models.synth import generate
 from pps.infra.jobs import JobContext, JobOutcome
 from pps.infra.storage.tables import Role
-from pps.ledger.entry import Actor
+from pps.ledger.entry import OPERATOR, Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
 
@@ -84,6 +84,8 @@ class Party:
     consents: dict[str, str]
     objections: dict[str, str]
     repairs: dict[str, str]
+    person: Party
+    """(the subject party) a household on the platform: the /v1/persons/me routes are a person's"""
     bodies: dict[str, Any]
     jobs: dict[str, str]
     federations: dict[str, str]
@@ -190,6 +192,7 @@ def parties(
     sealed = _sealed_bodies(runtime, made, terms)
     federations, frame = _federations(runtime, made)
     models, trainings, model_bodies = _models(runtime, made, synthetic.columns["uscc"].tolist())
+    person, person_bodies = _person(runtime, made, http, make_org, terms, tmp_path)
     for party in made.values():
         party.federations = federations if party is bank else dict.fromkeys(federations, "fed_missing")
         party.consents = consents
@@ -234,6 +237,7 @@ def parties(
             **approval_bodies,
             **model_bodies,
             **sealed,
+            **person_bodies,
             "POST /v1/policy/check": {
                 "subjects": [subject.org.uscc],
                 "fields": {made[Role.data_provider].dataset_id: ["amount"]},
@@ -241,7 +245,90 @@ def parties(
                 "purpose": "loan_underwriting",
             },
         }
+    person.bodies = made[Role.subject].bodies
+    made[Role.subject].person = person
     return made
+
+
+def _person(
+    runtime: Runtime,
+    made: dict[Role, Party],
+    http: Callable[..., httpx.Client],
+    make_org: OrgFactory,
+    terms: dict[str, Any],
+    tmp_path: Path,
+) -> tuple[Party, dict[str, Any]]:
+    """A herding household with a token, a bank's pending request to it, an impact assessment, and household
+    ratings on the platform (for the rating query); the bodies of the person routes."""
+    from datetime import timedelta
+
+    from models.households import generate_households
+    from pps.governance.consent import Terms
+    from pps.identity.persons import PersonKind
+    from pps.infra.storage.tables import Organization, utcnow
+    from pps_wire.resident_id import make_resident_id
+
+    bank, provider = made[Role.bank], made[Role.data_provider]
+    assessment = {
+        "purpose": "loan_underwriting",
+        "activity": "matrix",
+        "lawful_and_necessary": "consent",
+        "impact_and_risks": "a refused loan",
+        "measures": "pseudonyms",
+    }
+    with runtime.db.transaction() as s:
+        done = runtime.persons.onboard(
+            s, resident_id=make_resident_id("63282119800101123"), kind=PersonKind.household, actor=OPERATOR
+        )
+        issued = runtime.identity.issue_token(
+            s, org=done.org, label="matrix", ttl=timedelta(days=1), actor=OPERATOR
+        )
+        runtime.person_rules.record_assessment(
+            s,
+            purpose="loan_underwriting",
+            activity="matrix",
+            actor=OPERATOR,
+            assessment={k: v for k, v in assessment.items() if k not in ("purpose", "activity")},
+        )
+        bank_org = s.get(Organization, bank.org.id)
+        assert bank_org is not None
+        asked = runtime.consents.request(
+            s,
+            bank=bank_org,
+            subject_uscc=done.person.code,
+            terms=Terms(
+                purpose="loan_underwriting",
+                scope=terms["scope"],
+                operations=["score"],
+                valid_until=utcnow() + timedelta(days=30),
+            ),
+            actor=Actor(bank.org.id, "bank"),
+        )
+        code, asked_id = done.person.code, asked.id
+    handle = OrgHandle(done.org.id, done.org.name, Role.subject, code, issued.secret, issued.token.id)
+    person = Party(handle, http, make_org(Role.bank))
+    person.consents = {"/approve": asked_id}
+    ratings = generate_households(3, 1).ratings
+    made_ds = provider.client.post("/v1/datasets", json={"name": ratings.name, "schema": ratings.schema})
+    assert made_ds.status_code == 201, made_ds.text
+    ratings.write_csv(tmp_path)
+    up = provider.client.post(
+        f"/v1/datasets/{made_ds.json()['id']}/versions",
+        content=(tmp_path / f"{ratings.name}.csv").read_bytes(),
+        params={"format": "csv"},
+    )
+    assert up.status_code == 201, up.text
+    separate = {"provide_to_bank": True, "sensitive_fields": {provider.dataset_id: ["amount"]}}
+    bodies = {
+        "POST /v1/persons": {"resident_id": make_resident_id("63010219900101234"), "kind": "household"},
+        "POST /v1/persons/me/consents/preview": {**terms, "bank_org_id": bank.org.id, "separate": separate},
+        "POST /v1/persons/me/consents": {**terms, "bank_org_id": bank.org.id, "separate": separate},
+        "POST /v1/persons/me/consents/{consent_id}/approve": {"separate": separate},
+        "POST /v1/persons/notices": {"code": code, "dataset_id": provider.dataset_id, "text": "matrix"},
+        "POST /v1/impact-assessments": assessment,
+        "POST /v1/household-ratings/query": {"purpose": "loan_underwriting", "subjects": [code]},
+    }
+    return person, bodies
 
 
 def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, str], str]:
@@ -766,6 +853,8 @@ def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx
         assert roles is not None
         for role, party in parties.items():
             n += 1
+            if role is Role.subject and route.path.startswith("/v1/persons/me"):
+                party = party.person
             r = call(party.client, route, party.fill(route.path, sorted(route.methods)[0]), n, party.bodies)
             allowed = not roles or role in roles
             if allowed and r.status_code not in (200, 201, 202):

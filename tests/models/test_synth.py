@@ -46,15 +46,19 @@ def test_tables_and_providers(data: PlatformData) -> None:
     assert data.tax.n_rows <= N * data.months
 
 
-def test_usccs_are_valid_unique_and_jiangsu(data: PlatformData) -> None:
+def test_usccs_are_valid_unique_and_qinghai(data: PlatformData) -> None:
     codes = data.registry.columns["uscc"].tolist()
     assert len(set(codes)) == N
     divisions = {str(r[0]) for r in REGIONS}
+    assert all(d.startswith("63") for d in divisions)
     for code in codes:
-        assert validate_uscc(code) == code
-        assert code[:2] in ("91", "92")
+        assert validate_uscc(code) == code  # both the GB 32100 and the GB 11714 check characters
+        assert code[:2] in ("91", "92", "93")
         assert code[2:8] in divisions
-    assert {c[:2] for c in codes} == {"91", "92"}  # both enterprises and individual businesses
+    # enterprises, individual businesses and farmers' cooperatives
+    assert {c[:2] for c in codes} == {"91", "92", "93"}
+    kinds = {"91": "enterprise", "92": "individual_business", "93": "cooperative"}
+    assert [kinds[c[:2]] for c in codes] == data.registry.columns["entity_type"].tolist()
     assert np.array_equal(data.registry.columns["region"], np.array([c[2:8] for c in codes], dtype=object))
     individual = np.array([c[1] == "2" for c in codes])
     assert set(data.registry.columns["size_class"][individual].tolist()) == {"micro"}
@@ -270,7 +274,7 @@ def test_write_csv_round_trips(tmp_path: Path) -> None:
     assert sum(r[water] == "" for r in rows) == int(np.isnan(data.utilities.columns["water_m3"]).sum()) > 0
     if data.court.n_rows:
         _, rows = _read_csv(tmp_path / "court.csv")
-        assert rows[0][1] == data.court.columns["case_id"][0] and "苏" in rows[0][1]
+        assert rows[0][1] == data.court.columns["case_id"][0] and "青" in rows[0][1]
     only_providers = data.write_csv(tmp_path / "providers", include_labels=False)
     assert not any(p.name.startswith("labels") for p in only_providers)
 
@@ -313,3 +317,34 @@ def test_hundred_thousand_enterprises() -> None:
     assert data.utilities.n_rows >= data.tax.n_rows >= data.social_insurance.n_rows
     codes, features = enterprise_features(data)
     assert len(codes) == n and all(len(v) == n for v in features.values())
+
+
+def test_qinghai_industries_seasons_and_regions() -> None:
+    data = generate(6000, 7)
+    reg = data.registry.columns
+    industry, region, uscc = reg["industry"], reg["region"], reg["uscc"]
+    pastoral = np.isin(region, ["632200", "632300", "632500", "632600", "632700"])
+    # herding and farming dominate the pastoral prefectures; clean energy and mining sit in Haixi
+    assert (industry[pastoral] == "A").mean() > 2 * (industry[region == "630100"] == "A").mean()
+    haixi = region == "632800"
+    assert np.isin(industry[haixi], ["B", "D"]).mean() > 2 * np.isin(industry[~haixi], ["B", "D"]).mean()
+    coops = np.array([c[:2] == "93" for c in uscc.tolist()])
+    assert (industry[coops] == "A").mean() > 0.6
+    # herders sell in autumn, tourism peaks in summer, electricity peaks in winter
+    tax = data.tax.columns
+    by_uscc = dict(zip(uscc.tolist(), industry.tolist(), strict=True))
+    letters = np.array([by_uscc[u] for u in tax["uscc"].tolist()])
+    month = np.array([int(m[5:7]) for m in tax["month"].tolist()])
+
+    def mean_sales(letter: str, months: list[int]) -> float:
+        pick = (letters == letter) & np.isin(month, months)
+        return float(np.median(tax["taxable_sales"][pick]))
+
+    assert mean_sales("A", [9, 10, 11]) > 1.3 * mean_sales("A", [2, 3, 4])
+    assert mean_sales("H", [7, 8]) > 1.8 * mean_sales("H", [1, 2, 3, 12])
+    util = data.utilities.columns
+    umonth = np.array([int(m[5:7]) for m in util["month"].tolist()])
+    kwh = util["electricity_kwh"]
+    winter = np.nanmedian(kwh[np.isin(umonth, [12, 1])])
+    summer = np.nanmedian(kwh[np.isin(umonth, [6, 7, 8])])
+    assert winter > 1.1 * summer

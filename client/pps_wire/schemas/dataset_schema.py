@@ -2,6 +2,10 @@
 
 Sensitivity classes follow JR/T 0171-2020: C1 (low), C2 (sensitive personal/financial), C3 (most sensitive).
 C3 columns are held for the subject's own view and never released in any form to anyone else.
+Enterprise data is graded under JR/T 0197-2020 as well: ``level`` 1-5 (5 most sensitive; derived from the
+class when not declared: C1 -> 2, C2 -> 3, C3 -> 4) and ``important`` (important data, 重要数据). Level 5 and
+important data are treated as C3: never granted, never released. ``income_or_assets`` marks income, deposit,
+property and tax amounts, which a person may consent to only after the warning of 征信业管理条例 Art. 14.
 The row key is the subject key (a USCC column) together with, optionally, a period column (monthly data)
 or a record column (events such as court cases); keys must be unique within a version.
 """
@@ -19,6 +23,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 class ColumnType(StrEnum):
     uscc = "uscc"
+    resident_id = "resident_id"
+    """a person's GB 11643 resident ID number as the provider uploads it; validated and replaced by the person
+    code (a keyed pseudonym) before anything is stored, so a dataset never holds the number"""
     string = "string"
     int = "int"
     float = "float"
@@ -41,6 +48,21 @@ class ColumnSpec(BaseModel):
     unit: str | None = Field(None, max_length=40)
     description: str = Field("", max_length=500)
     sensitivity: Sensitivity
+    level: int | None = Field(None, ge=1, le=5, description="JR/T 0197-2020 level, 1 (lowest) to 5")
+    important: bool = Field(False, description="important data (JR/T 0197-2020, 重要数据): never released")
+    income_or_assets: bool = Field(
+        False, description="income, deposits, property or tax amounts (征信业管理条例 Art. 14)"
+    )
+
+    @property
+    def grade(self) -> int:
+        """The JR/T 0197 level, declared or derived from the class."""
+        return self.level if self.level is not None else {"C1": 2, "C2": 3, "C3": 4}[self.sensitivity.value]
+
+    @property
+    def never_released(self) -> bool:
+        """Class C3, level 5 or important data: held for the subject's own view only."""
+        return self.sensitivity is Sensitivity.C3 or self.grade >= 5 or self.important
 
     @model_validator(mode="after")
     def _check_name(self) -> Self:
@@ -57,11 +79,18 @@ class DatasetSchema(BaseModel):
     dataset: str | None = Field(
         None, description="informative name (the generator writes it)", max_length=100
     )
-    subject_key: str = Field(description="the column holding the subject's USCC")
+    subject_key: str = Field(
+        description="the column naming the subject: a USCC (an enterprise) or a resident ID number (a person)"
+    )
     period_key: str | None = Field(
         None, description="a month or date column that, with the subject, keys a row"
     )
     record_key: str | None = Field(None, description="an event id column that, with the subject, keys a row")
+    negative: bool = Field(
+        False,
+        description="the dataset holds negative information (不良信息); about a person it is accepted only after "
+        "the provider gave that person notice (征信业管理条例 Art. 15)",
+    )
     columns: list[ColumnSpec] = Field(min_length=1, max_length=500)
 
     @model_validator(mode="after")
@@ -74,8 +103,16 @@ class DatasetSchema(BaseModel):
         key = by_name.get(self.subject_key)
         if key is None:
             raise ValueError(f"subject_key {self.subject_key!r} is not a declared column")
-        if key.type is not ColumnType.uscc:
-            raise ValueError(f"subject_key {self.subject_key!r} must have type 'uscc'")
+        if key.type not in (ColumnType.uscc, ColumnType.resident_id):
+            raise ValueError(f"subject_key {self.subject_key!r} must have type 'uscc' or 'resident_id'")
+        others = [
+            c.name for c in self.columns if c.type is ColumnType.resident_id and c.name != self.subject_key
+        ]
+        if others:
+            raise ValueError(
+                f"only the subject key may hold resident ID numbers; {', '.join(others)} must not "
+                "(a dataset names one person per row)"
+            )
         if self.period_key and self.record_key:
             raise ValueError("give period_key or record_key, not both")
         for label, name in (("period_key", self.period_key), ("record_key", self.record_key)):

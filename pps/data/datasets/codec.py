@@ -32,6 +32,7 @@ _KIND = {
     ColumnType.float: 2,
     ColumnType.bool: 3,
     ColumnType.uscc: 4,
+    ColumnType.resident_id: 4,  # stored as the person code, never the number
     ColumnType.string: 4,
     ColumnType.date: 4,
     ColumnType.month: 4,

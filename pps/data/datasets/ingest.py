@@ -37,7 +37,7 @@ from typing import IO, Any
 import numpy as np
 
 from pps.data.datasets.schema import ColumnSpec, ColumnType, DatasetSchema
-from pps.errors import InvalidUSCC, UploadRejected, UploadTooLarge
+from pps.errors import InvalidResidentID, InvalidUSCC, UploadRejected, UploadTooLarge
 from pps.identity.uscc import validate_uscc
 from pps.infra.text import find_unsafe
 
@@ -191,7 +191,12 @@ def _month(v: Any, from_text: bool) -> str:
     return s
 
 
+def _no_pseudonyms(v: Any, from_text: bool) -> str:
+    raise _Bad("this server cannot pseudonymise resident ID numbers (no pseudonym key is configured)")
+
+
 CONVERTERS: dict[ColumnType, Callable[[Any, bool], Any]] = {
+    ColumnType.resident_id: _no_pseudonyms,
     ColumnType.uscc: _uscc,
     ColumnType.string: _text,
     ColumnType.int: _int,
@@ -220,12 +225,27 @@ class Chunker:
     _digests: array[int] = field(default_factory=lambda: array("Q"))
     _row_numbers: array[int] = field(default_factory=lambda: array("L"))
     _buffer: dict[str, list[Any]] = field(default_factory=dict)
+    pseudonymize: Callable[[str], str] | None = None
+    """resident ID number -> person code (``pps.identity.persons.Pseudonymizer.code``): what a resident_id
+    column stores instead of the number"""
 
     def __post_init__(self) -> None:
         self._columns: list[ColumnSpec] = list(self.schema.columns)
-        self._convert = [(c.name, CONVERTERS[c.type]) for c in self._columns]
+        converters = dict(CONVERTERS)
+        if self.pseudonymize is not None:
+            converters[ColumnType.resident_id] = self._person_code
+        self._convert = [(c.name, converters[c.type]) for c in self._columns]
         self._keys = self.schema.key_columns
         self._reset()
+
+    def _person_code(self, v: Any, from_text: bool) -> str:
+        assert self.pseudonymize is not None
+        if isinstance(v, int) and not isinstance(v, bool):
+            raise _Bad("a resident ID number must be text (as a number it loses its check character)")
+        try:
+            return self.pseudonymize(_text(v, from_text))
+        except InvalidResidentID as exc:
+            raise _Bad(exc.message) from None
 
     def _reset(self) -> None:
         self._buffer = {c.name: [] for c in self._columns}

@@ -8,7 +8,7 @@ the ledger keeps the record that it existed, who uploaded it and when.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
@@ -27,10 +27,18 @@ from pps.data.datasets.ingest import (
     UploadLimits,
     read_chunks,
 )
-from pps.data.datasets.schema import DatasetSchema
-from pps.errors import Conflict, DataIntegrityError, InvalidInput, NotFound
+from pps.data.datasets.schema import ColumnType, DatasetSchema
+from pps.errors import Conflict, DataIntegrityError, InvalidInput, NotFound, UploadRejected
 from pps.infra.kms import KeyEncryptionKeys, WrappedKey, new_data_key
-from pps.infra.storage.tables import Dataset, DatasetChunk, DatasetVersion, SealedDataset, new_id, utcnow
+from pps.infra.storage.tables import (
+    Dataset,
+    DatasetChunk,
+    DatasetVersion,
+    PersonNotice,
+    SealedDataset,
+    new_id,
+    utcnow,
+)
 from pps.infra.text import check_name, check_text
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
@@ -72,8 +80,11 @@ class DatasetService:
         *,
         chunk_rows: int = CHUNK_ROWS,
         limits: UploadLimits | None = None,
+        pseudonymize: Callable[[str], str] | None = None,
     ) -> None:
         self.limits = limits or UploadLimits()
+        self.pseudonymize = pseudonymize
+        """resident ID number -> person code, for ``resident_id`` subject keys (``pps.identity.persons``)"""
         self.ledger = ledger
         self.kms = kms
         self.chunk_rows = chunk_rows
@@ -220,12 +231,18 @@ class DatasetService:
         )
         session.add(version)
         session.flush()
-        chunker = Chunker(schema, chunk_rows=self.chunk_rows, limits=self.limits)
+        chunker = Chunker(
+            schema, chunk_rows=self.chunk_rows, limits=self.limits, pseudonymize=self.pseudonymize
+        )
         conn = session.connection()
         types = {c.name: c.type for c in schema.columns}
         chunk_index = 0
+        persons_named: set[str] = set()
+        needs_notice = schema.negative and types[schema.subject_key] is ColumnType.resident_id
         for chunk in read_chunks(stream, fmt, chunker):
             rows = len(chunk[schema.subject_key])
+            if needs_notice:
+                persons_named.update(chunk[schema.subject_key])
             conn.execute(
                 insert(DatasetChunk),
                 [
@@ -244,6 +261,8 @@ class DatasetService:
                 ],
             )
             chunk_index += 1
+        if persons_named:
+            self._check_notices(session, ds, persons_named, now)
         version.row_count = chunker.rows
         version.chunk_count = chunk_index
         ds.current_version = number
@@ -266,6 +285,26 @@ class DatasetService:
             now=now,
         )
         return version
+
+    def _check_notices(self, session: Session, ds: Dataset, codes: set[str], now: datetime) -> None:
+        """Negative information about a person only after the provider told that person (Art. 15)."""
+        noticed = set(
+            session.execute(
+                select(PersonNotice.subject_code).where(
+                    PersonNotice.provider_org_id == ds.provider_org_id,
+                    PersonNotice.dataset_id == ds.id,
+                    PersonNotice.created_at <= now,
+                )
+            ).scalars()
+        )
+        missing = sorted(codes - noticed)
+        if missing:
+            raise UploadRejected(
+                f"upload refused, nothing stored: {len(missing)} person(s) in this negative-information dataset "
+                "were not given notice before it is supplied (征信业管理条例 Art. 15); give notice first with "
+                "POST /v1/persons/notices",
+                details={"persons_without_notice": missing[:50], "count": len(missing)},
+            )
 
     # --- reading -------------------------------------------------------------------------------------
 

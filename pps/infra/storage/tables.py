@@ -923,3 +923,78 @@ class RecordStatement(Base):
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     withdrawn_at: Mapped[datetime | None]
+
+
+# --- natural persons: farm and herding households, individual-business owners (pps.identity.persons) ------
+
+
+class Person(Base):
+    """A natural person on the platform, keyed by the keyed pseudonym of the resident ID number (``code``,
+    also the subject organisation's ``uscc``); the number itself is never stored, only its masked form."""
+
+    __tablename__ = "persons"
+
+    code: Mapped[str] = mapped_column(String(18), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    """``household`` (a farm or herding household) or ``individual_business`` (its owner)"""
+    id_masked: Mapped[str] = mapped_column(String(18))
+    """first 6 and last 4 characters of the resident ID number, for display to the person"""
+    created_at: Mapped[datetime]
+
+
+class PersonConsentTerms(Base):
+    """The separate grants (单独同意) a person gave with a consent: to provide data to the bank (PIPL Art. 23),
+    per sensitive field (Art. 28-29), and the acknowledged warning of adverse consequences for income, asset
+    and tax fields (征信业管理条例 Art. 14), in writing for an agreed purpose (Art. 18)."""
+
+    __tablename__ = "person_consent_terms"
+
+    consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"), primary_key=True)
+    subject_code: Mapped[str] = mapped_column(String(18), index=True)
+    separate_grant_at: Mapped[datetime]
+    sensitive_fields_json: Mapped[str] = mapped_column(Text)
+    """``[{"dataset_id": ..., "fields": [...]}]``: each sensitive field granted separately"""
+    warning_sha256: Mapped[str | None] = mapped_column(String(64))
+    """hash of the Art. 14 warning text shown and acknowledged (null if no such field is covered)"""
+    warning_text: Mapped[str | None] = mapped_column(Text)
+
+
+class PersonNotice(Base):
+    """A notice to a person: that negative information will be supplied (征信业管理条例 Art. 15), by whom."""
+
+    __tablename__ = "person_notices"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_code: Mapped[str] = mapped_column(String(18), index=True)
+    provider_org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class FreeReport(Base):
+    """A credit report a person read for free (two a calendar year, 征信业管理条例 Art. 17)."""
+
+    __tablename__ = "free_reports"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_code: Mapped[str] = mapped_column(String(18), index=True)
+    year: Mapped[int]
+    issued_at: Mapped[datetime]
+
+
+class ImpactAssessment(Base):
+    """A personal-information protection impact assessment of one processing activity (PIPL Art. 55-56), kept
+    at least three years and shown to the persons concerned."""
+
+    __tablename__ = "impact_assessments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(64), index=True)
+    activity: Mapped[str] = mapped_column(String(500))
+    assessment_json: Mapped[str] = mapped_column(Text)
+    """purpose and means lawful, necessary; impact on rights and risks; protective measures (Art. 56)"""
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    retain_until: Mapped[datetime]

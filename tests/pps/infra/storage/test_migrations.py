@@ -41,3 +41,65 @@ def test_upgrade_is_idempotent_and_seeds_the_ledger_head(database_url: str) -> N
         assert set(Base.metadata.tables) <= tables
     finally:
         db.dispose()
+
+
+def test_field_grades_migration_grades_existing_datasets(database_url: str) -> None:
+    """0015: a schema stored before JR/T 0197 levels gets them derived from its JR/T 0171 classes."""
+    import json
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from pps.data.datasets.schema import DatasetSchema
+
+    old = {
+        "dataset": "tax",
+        "subject_key": "uscc",
+        "period_key": None,
+        "record_key": None,
+        "columns": [
+            {"name": "uscc", "type": "uscc", "unit": None, "description": "", "sensitivity": "C1"},
+            {"name": "tax_paid", "type": "float", "unit": "CNY", "description": "", "sensitivity": "C2"},
+            {"name": "case_id", "type": "string", "unit": None, "description": "", "sensitivity": "C3"},
+            {"name": "x", "type": "float", "unit": None, "description": "", "sensitivity": "C2", "level": 5},
+        ],
+    }
+    db = Database(database_url)
+    try:
+        migrate.upgrade(db.engine, "0016_persons")
+        now = datetime.now(UTC)
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO organizations (id, name, role, uscc, created_at) "
+                    "VALUES ('org_p', 'provider', 'data_provider', NULL, :t)"
+                ),
+                {"t": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO datasets (id, provider_org_id, name, description, schema_json, created_at, "
+                    "platform_aggregates) VALUES ('ds_1', 'org_p', 'tax', '', :s, :t, false)"
+                ),
+                {"s": json.dumps(old), "t": now},
+            )
+        migrate.upgrade(db.engine)
+        with db.engine.connect() as conn:
+            stored = conn.execute(text("SELECT schema_json FROM datasets WHERE id = 'ds_1'")).scalar_one()
+        schema = DatasetSchema.model_validate_json(stored)
+        assert [c.level for c in schema.columns] == [2, 3, 4, 5]
+        assert [c.important for c in schema.columns] == [False] * 4
+        assert [c.never_released for c in schema.columns] == [False, False, True, True]
+        migrate.upgrade(db.engine)  # idempotent
+        migrate_down = __import__("alembic.command", fromlist=["downgrade"]).downgrade
+        cfg = migrate.alembic_config()
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            migrate_down(cfg, "0016_persons")
+        with db.engine.connect() as conn:
+            back = json.loads(
+                conn.execute(text("SELECT schema_json FROM datasets WHERE id = 'ds_1'")).scalar_one()
+            )
+        assert back["columns"][:3] == old["columns"][:3] and back["columns"][3]["level"] == 5
+    finally:
+        db.dispose()

@@ -1,0 +1,176 @@
+"""Demo step: a Haixi herding household on the platform (issue 19).
+
+A herding household in Ulan county (Haixi) is onboarded by its resident ID number; the agriculture bureau
+uploads household ratings and production keyed by ID number (pseudonymised on arrival); the household is
+refused a consent without its separate grants, then grants one after reading the Art. 14 warning; Bank A's
+authorised 农牧贷 rating query gets its grade and its encrypted model scores the household over the granted
+fields only; the household reads two free reports (a third is refused)
+and its access history; the ID number is nowhere in the database or the ledger.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from rich.console import Console
+
+from models.households import generate_households
+from pps_client import Client
+from pps_wire.resident_id import mask_resident_id
+from protocols.he_scoring import BankScoringKey
+
+PURPOSE = "farm_herding_loan"
+
+
+class _Checks(Protocol):
+    def check(self, what: str, ok: bool, detail: str = "") -> None: ...
+
+
+def _call(client: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
+    return client.request(method, path, **kw)
+
+
+def run_household_step(
+    url: str,
+    admin_token: str,
+    bank_token: str,
+    bank_id: str,
+    db_path: Path,
+    checks: _Checks,
+    console: Console,
+) -> None:
+    data = generate_households(500, 19, months=12)
+    cols = data.ratings.columns
+    row = next(
+        i
+        for i, (c, t) in enumerate(zip(cols["county"].tolist(), cols["household_type"].tolist(), strict=True))
+        if c.startswith("6328") and t == "herding"
+    )
+    resident_id, grade = str(cols["resident_id"][row]), str(cols["grade"][row])
+    with (
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60) as admin,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {bank_token}"}, timeout=60) as bank,
+    ):
+        bureau_org = admin.post(
+            "/v1/orgs", json={"name": "Haixi Agriculture and Rural Affairs Bureau", "role": "data_provider"}
+        ).json()
+        bureau_token = admin.post(f"/v1/orgs/{bureau_org['id']}/tokens", json={"label": "demo"}).json()[
+            "token"
+        ]
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {bureau_token}"}, timeout=120
+        ) as bureau:
+            ids = {}
+            for table in data.provider_tables():
+                ds = bureau.post("/v1/datasets", json={"name": table.name, "schema": table.schema}).json()
+                ids[table.name] = ds["id"]
+                out = db_path.parent / "households"
+                table.write_csv(out)
+                body = (out / f"{table.name}.csv").read_bytes()
+                r = bureau.post(f"/v1/datasets/{ds['id']}/versions", params={"format": "csv"}, content=body)
+                (out / f"{table.name}.csv").unlink()
+                console.print(
+                    f"  {table.name}: {r.json().get('rows')} rows uploaded, ID numbers pseudonymised"
+                )
+        bad = resident_id[:17] + ("0" if resident_id[17] != "0" else "1")
+        r = admin.post("/v1/persons", json={"resident_id": bad, "kind": "household"})
+        checks.check(
+            "an ID number with a wrong check character is refused (GB 11643)",
+            r.status_code == 422 and r.json()["error"]["code"] == "invalid_resident_id",
+            r.json()["error"]["message"],
+        )
+        person = admin.post("/v1/persons", json={"resident_id": resident_id, "kind": "household"}).json()
+        code = person["code"]
+        console.print(f"  household {person['id_masked']} onboarded as {code} (a keyed pseudonym)")
+        checks.check(
+            "the household is shown only masked", person["id_masked"] == mask_resident_id(resident_id)
+        )
+        herder_token = admin.post(f"/v1/orgs/{person['org_id']}/tokens", json={"label": "phone"}).json()[
+            "token"
+        ]
+        admin.post(
+            "/v1/impact-assessments",
+            json={
+                "purpose": PURPOSE,
+                "activity": "农牧贷 underwriting over household ratings",
+                "lawful_and_necessary": "separate consent of the household; the 农牧贷 data contract only",
+                "impact_and_risks": "a refused or dearer loan; re-identification if the pseudonym key leaked",
+                "measures": "pseudonymised IDs, encryption at rest, per-field consent, ledger, free reports",
+            },
+        )
+        terms = {
+            "bank_org_id": bank_id,
+            "purpose": PURPOSE,
+            "scope": [
+                {"dataset_id": ids["household_ratings"], "fields": ["grade", "rated_on", "livestock_units"]}
+            ],
+            "operations": ["score"],
+            "valid_until": (datetime.now(UTC) + timedelta(days=180)).isoformat(),
+        }
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {herder_token}"}, timeout=60
+        ) as herder:
+            r = herder.post("/v1/consents", json=terms)
+            checks.check(
+                "a consent without the separate grant is refused (PIPL Art. 23)",
+                r.json()["error"]["code"] == "separate_consent_required",
+            )
+            preview = herder.post(
+                "/v1/persons/me/consents/preview", json=terms | {"separate": {"provide_to_bank": False}}
+            ).json()
+            console.print(f"  [dim]{preview['warning'].splitlines()[0]}[/]")
+            separate = {
+                "provide_to_bank": True,
+                "sensitive_fields": preview["sensitive_fields"],
+                "warning_sha256": preview["warning_sha256"],
+            }
+            r = herder.post("/v1/persons/me/consents", json=terms | {"separate": separate})
+            checks.check(
+                "the household grants Bank A separately, field by field, after the Art. 14 warning",
+                r.status_code == 201,
+                r.json().get("id", r.text),
+            )
+            answer = bank.post(
+                "/v1/household-ratings/query", json={"purpose": PURPOSE, "subjects": [code]}
+            ).json()
+            checks.check(
+                "Bank A's authorised 农牧贷 rating query returns the household's 信用户 grade",
+                answer[0]["grade"] == grade,
+                f"{answer[0]['grade']} rated {answer[0]['rated_on']}",
+            )
+            sdk = Client(url, bank_token)
+            key = BankScoringKey.create()  # Bank A's own CKKS key: the model's weights stay secret
+            weights = {"hh_grade_score": -0.6, "hh_log_livestock": -0.2, "hh_insured": -0.4}
+            scored = sdk.scoring.score(key, key.encrypt_model(weights, 0.8), purpose=PURPOSE, subjects=[code])
+            checks.check(
+                "Bank A scores the household for 农牧贷 with its encrypted model (grade, livestock; not insurance,"
+                " which the household did not grant)",
+                scored.subjects == [] and scored.not_scored[0].reason == "field_not_covered",
+                scored.not_scored[0].reason if scored.not_scored else "scored",
+            )
+            weights.pop("hh_insured")
+            scored = sdk.scoring.score(key, key.encrypt_model(weights, 0.8), purpose=PURPOSE, subjects=[code])
+            checks.check(
+                "with a model over the granted fields only, Bank A decrypts the household's probability of default",
+                scored.subjects == [code],
+                f"{scored.as_dict().get(code, float('nan')):.4f}",
+            )
+            left = [herder.post("/v1/persons/me/report").json()["free_reports_left"] for _ in range(2)]
+            third = herder.post("/v1/persons/me/report")
+            checks.check(
+                "two free reports a year; the third is refused (征信业管理条例 Art. 17)",
+                left == [1, 0] and third.json()["error"]["code"] == "free_reports_exhausted",
+            )
+            history = herder.get("/v1/persons/me").json()["history"]
+            checks.check(
+                "the household's history shows Bank A's query",
+                "policy.release" in [h["action"] for h in history],
+                ", ".join(h["action"] for h in history),
+            )
+    with sqlite3.connect(db_path) as conn:
+        dump = "\n".join(conn.iterdump())
+    checks.check("the ID number is nowhere in the database dump or ledger", resident_id not in dump)

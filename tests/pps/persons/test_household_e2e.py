@@ -1,0 +1,244 @@
+"""End to end over HTTP: a Haixi herding household onboarded by resident ID number grants separate consent, is
+rated, has its rating queried for 农牧贷 by a bank, reads its free reports and access history; bad input is
+refused and changes nothing; the ID number appears nowhere in the database, the logs or the ledger export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from models.households import GRADE_SCORE, generate_households
+from pps.infra.settings import Settings
+from pps.infra.storage.tables import Consent, FreeReport, Organization, Person, PersonConsentTerms, Role
+from pps.runtime import Runtime
+from pps_client import Client
+from pps_wire.resident_id import mask_resident_id
+from protocols.he_scoring import BankScoringKey
+from tests.conftest import OrgFactory, OrgHandle
+
+PURPOSE = "farm_herding_loan"
+ASSESSMENT = {
+    "purpose": PURPOSE,
+    "activity": "农牧贷 underwriting over household ratings and production",
+    "lawful_and_necessary": "the household's separate consent; only the fields of the 农牧贷 data contract",
+    "impact_and_risks": "a refused or dearer loan; re-identification if the pseudonym key leaked",
+    "measures": "pseudonymised IDs, encryption at rest, per-field separate consent, ledger, free reports",
+}
+
+
+def _upload(client: httpx.Client, table: Any, tmp: Path) -> str:
+    table.write_csv(tmp)
+    r = client.post("/v1/datasets", json={"name": table.name, "schema": table.schema})
+    assert r.status_code == 201, r.text
+    ds = r.json()["id"]
+    body = (tmp / f"{table.name}.csv").read_bytes()
+    r = client.post(f"/v1/datasets/{ds}/versions", params={"format": "csv"}, content=body)
+    assert r.status_code == 201, r.text
+    return str(ds)
+
+
+def _count(rt: Runtime, table: Any) -> int:
+    with rt.db.transaction(write=False) as s:
+        return int(s.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+@pytest.fixture
+def world(make_org: OrgFactory) -> dict[str, OrgHandle]:
+    return {
+        "admin": make_org(Role.platform_admin, "Qinghai credit platform operator (青信融)"),
+        "bureau": make_org(Role.data_provider, "Haixi agriculture and rural affairs bureau"),
+        "bank": make_org(Role.bank, "Qinghai Rural Commercial Bank"),
+        "auditor": make_org(Role.auditor, "PBoC Xining audit office"),
+    }
+
+
+def test_a_haixi_herding_household_end_to_end(
+    runtime: Runtime,
+    settings: Settings,
+    world: dict[str, OrgHandle],
+    http: Callable[..., httpx.Client],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    data = generate_households(300, 11, months=12)
+    ratings = data.ratings.columns
+    herding_haixi = [
+        i
+        for i, (c, t) in enumerate(
+            zip(ratings["county"].tolist(), ratings["household_type"].tolist(), strict=True)
+        )
+        if c.startswith("6328") and t == "herding"
+    ]
+    row = herding_haixi[0]
+    resident_id = str(ratings["resident_id"][row])
+    expected_grade = str(ratings["grade"][row])
+
+    admin, bureau, bank = http(world["admin"].token), http(world["bureau"].token), http(world["bank"].token)
+    ds_ratings = _upload(bureau, data.ratings, tmp_path)
+    _upload(bureau, data.production, tmp_path)
+
+    # --- onboarding: a bad number is refused and creates nothing -------------------------------------------
+    orgs = _count(runtime, Organization)
+    bad = resident_id[:17] + ("0" if resident_id[17] != "0" else "1")
+    r = admin.post("/v1/persons", json={"resident_id": bad, "kind": "household"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_resident_id", r.text
+    assert "check character" in r.json()["error"]["message"] and bad not in r.text
+    assert _count(runtime, Organization) == orgs and _count(runtime, Person) == 0
+
+    r = admin.post("/v1/persons", json={"resident_id": resident_id, "kind": "household"})
+    assert r.status_code == 201, r.text
+    person = r.json()
+    code = person["code"]
+    assert person["id_masked"] == mask_resident_id(resident_id) and resident_id not in r.text
+    r = admin.post("/v1/persons", json={"resident_id": resident_id, "kind": "household"})
+    assert r.status_code == 409
+    r = admin.post(f"/v1/orgs/{person['org_id']}/tokens", json={"label": "phone"})
+    assert r.status_code == 201, r.text
+    herder = http(r.json()["token"])
+
+    scope = [{"dataset_id": ds_ratings, "fields": ["grade", "rated_on", "livestock_units"]}]
+    terms: dict[str, Any] = {
+        "bank_org_id": world["bank"].id,
+        "purpose": PURPOSE,
+        "scope": scope,
+        "operations": ["score"],
+        "valid_until": (datetime.now(UTC) + timedelta(days=90)).isoformat(),
+    }
+
+    # --- before consent: the bank learns nothing -------------------------------------------------------------
+    r = bank.post("/v1/household-ratings/query", json={"purpose": PURPOSE, "subjects": [code]})
+    assert r.status_code == 200 and r.json()[0]["grade"] is None and "no_grant" in r.json()[0]["denied"]
+
+    # --- consent without the separate grants is refused; nothing is stored ------------------------------------
+    r = herder.post("/v1/consents", json=terms)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "separate_consent_required", r.text
+    full = {"provide_to_bank": True, "sensitive_fields": {ds_ratings: ["grade", "livestock_units"]}}
+    r = herder.post("/v1/persons/me/consents", json=terms | {"separate": full})
+    assert r.status_code == 422 and "impact assessment" in r.json()["error"]["message"]
+    r = admin.post("/v1/impact-assessments", json=ASSESSMENT)
+    assert r.status_code == 201, r.text
+    r = herder.post("/v1/persons/me/consents", json=terms | {"separate": {**full, "provide_to_bank": False}})
+    assert r.json()["error"]["code"] == "separate_consent_required" and "Art. 23" in r.text
+    r = herder.post(
+        "/v1/persons/me/consents",
+        json=terms | {"separate": {**full, "sensitive_fields": {ds_ratings: ["grade"]}}},
+    )
+    assert r.json()["error"]["details"]["missing"] == [f"{ds_ratings}.livestock_units"]
+    r = herder.post("/v1/persons/me/consents", json=terms | {"separate": full})
+    error = r.json()["error"]
+    assert error["code"] == "separate_consent_required" and error["details"]["missing"] == ["art14_warning"]
+    assert "第十四条" in error["details"]["warning"]
+    assert _count(runtime, Consent) == 0 and _count(runtime, PersonConsentTerms) == 0
+
+    # --- what the portal shows, then the grant with every separate grant -------------------------------------
+    r = herder.post("/v1/persons/me/consents/preview", json=terms | {"separate": {"provide_to_bank": False}})
+    preview = r.json()
+    assert (
+        preview["sensitive_fields"] == {ds_ratings: ["grade", "livestock_units"]}
+        and preview["impact_assessed"]
+    )
+    r = herder.post(
+        "/v1/persons/me/consents",
+        json=terms | {"separate": {**full, "warning_sha256": preview["warning_sha256"]}},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["subject_uscc"] == code
+
+    # --- the bank's authorised rating query: the grade and date, nothing else ---------------------------------
+    r = bank.post("/v1/household-ratings/query", json={"purpose": PURPOSE, "subjects": [code]})
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["grade"] == expected_grade and r.json()[0]["denied"] is None
+    # --- encrypted 农牧贷 scoring: the bank's own model, under its own CKKS key, over household features ------
+    bank_sdk = Client(str(bank.base_url), world["bank"].token)
+    catalogue = {f.name: f for f in bank_sdk.scoring.features()}
+    assert catalogue["hh_grade_score"].available and catalogue["hh_log_livestock"].available
+    weights = {"hh_grade_score": -0.6, "hh_log_livestock": -0.2}
+    key = BankScoringKey.create()
+    scored = bank_sdk.scoring.score(key, key.encrypt_model(weights, 0.5), purpose=PURPOSE, subjects=[code])
+    livestock = float(ratings["livestock_units"][row])
+    x = np.array([GRADE_SCORE[expected_grade], np.round(np.log1p(livestock) / 0.05) * 0.05])
+    plain = 1 / (1 + np.exp(-(0.5 + x @ np.array(list(weights.values())))))
+    assert scored.subjects == [code] and abs(scored.as_dict()[code] - plain) < 1e-3
+    # a model reading a field the household did not grant (its subsidies): the household is not scored
+    other = bank_sdk.scoring.score(
+        key, key.encrypt_model({"hh_log_subsidies": 0.1}, 0.0), purpose=PURPOSE, subjects=[code]
+    )
+    assert other.subjects == [] and other.not_scored[0].reason == "field_not_covered"
+    # the same data for a purpose the household did not consent to: denied
+    r = bank.post("/v1/household-ratings/query", json={"purpose": "loan_underwriting", "subjects": [code]})
+    assert r.json()[0]["grade"] is None
+
+    # --- free reports: two a year, the third refused and not counted ------------------------------------------
+    for left in (1, 0):
+        r = herder.post("/v1/persons/me/report")
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert report["free_reports_left"] == left
+    assert {d["dataset"] for d in report["records"]} == {"household_ratings", "household_production"}
+    assert report["records"][0]["rows"][0]["resident_id"] == code  # the stored key is the code
+    assert report["assessments"][0]["purpose"] == PURPOSE
+    actions = [h["action"] for h in report["history"]]
+    assert (
+        "person.onboard" in actions and "person.separate_consent" in actions and "policy.release" in actions
+    )
+    r = herder.post("/v1/persons/me/report")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "free_reports_exhausted", r.text
+    assert _count(runtime, FreeReport) == 2
+    r = herder.get("/v1/persons/me")
+    assert r.json()["free_reports_left"] == 0 and r.json()["person"]["code"] == code
+
+    # --- the ID number in clear: nowhere ------------------------------------------------------------------------
+    entries: list[Any] = []
+    after = None
+    auditor = http(world["auditor"].token)
+    while True:
+        r = auditor.get("/v1/audit/entries", params={"limit": 200} | ({"after": after} if after else {}))
+        page = r.json()
+        entries.extend(page["items"])
+        after = page["next_after"]
+        if after is None:
+            break
+    ledger_text = json.dumps(entries, ensure_ascii=False)
+    assert code in ledger_text
+    env = {
+        "PPS_DATA_DIR": str(settings.data_dir),
+        "PPS_DATABASE_URL": settings.resolved_database_url,
+        "PPS_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "PPS_ENVIRONMENT": "test",
+    }
+    from pps.cli import app as cli
+
+    export = tmp_path / "export.jsonl"
+    result = CliRunner().invoke(cli, ["audit", "export", "--out", str(export), "--subject", code], env=env)
+    assert result.exit_code == 0, result.output
+    assert code in export.read_text()
+    texts = {"ledger (auditor)": ledger_text, "ledger export": export.read_text(), "logs": caplog.text}
+    if settings.resolved_database_url.startswith("sqlite"):
+        path = settings.resolved_database_url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as conn:
+            texts["database dump"] = "\n".join(conn.iterdump())
+        for suffix in ("", "-wal"):
+            f = Path(path + suffix)
+            if f.exists():
+                texts[f"database file{suffix}"] = f.read_bytes().decode("latin-1")
+    else:  # PostgreSQL: every text column of every table
+        with runtime.db.transaction(write=False) as s:
+            rows = []
+            for table in Organization.metadata.sorted_tables:
+                rows.extend(str(tuple(r)) for r in s.execute(select(table)))
+            texts["database dump"] = "\n".join(rows)
+    for where, text in texts.items():
+        assert resident_id not in text, where
+        assert resident_id[6:14] + resident_id[14:17] not in text, where  # nor its birth date and sequence
