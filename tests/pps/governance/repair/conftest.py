@@ -161,6 +161,7 @@ def consent_all(rt: Runtime, bank_id: str, usccs: list[str], datasets: dict[str,
                 scope=scope,
                 operations=["score", "aggregate"],
                 valid_until=utcnow() + timedelta(days=30),
+                granularity="score",  # these tests read scores back; issue 17's default for the purpose is a grade
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=OPERATOR)
             rt.consents.approve(s, c, actor=OPERATOR)
