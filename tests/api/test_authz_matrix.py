@@ -563,7 +563,11 @@ def _approval_bodies(runtime: Runtime, bank: str) -> dict[str, Any]:
     with runtime.db.transaction(write=False) as s:
         table = runtime.features.table(s)
     names = ["company_age_years", "log_registered_capital", "size_class_ordinal"]
-    weights = {n: 1.0 / float(np.nanstd(table.values[n]) or 1.0) for n in names}
+    # weights about 1/std over the enterprises the enclave samples, so no feature dominates the score's variance
+    # (households' rows, zero in these features, are not among them)
+    firms = [i for i, u in enumerate(table.usccs) if not u.startswith("P")]
+    weights = {n: 1.0 / float(np.nanstd(table.values[n][firms]) or 1.0) for n in names}
+    weights["company_age_years"] *= 0.6  # age correlates with the others: keep its share well under the cap
     model = json.dumps({"model": {"kind": "logistic", "weights": weights, "bias": -2.0}}).encode()
     release = ("approval", "encrypted_model", "sealed_model")
     quote_hash, blob = _provisioned(runtime, "model_approval", model, release, None)

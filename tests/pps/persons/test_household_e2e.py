@@ -115,6 +115,7 @@ def test_a_haixi_herding_household_end_to_end(
         "scope": scope,
         "operations": ["score"],
         "valid_until": (datetime.now(UTC) + timedelta(days=90)).isoformat(),
+        "granularity": "score",  # the bank decrypts the score itself (issue 17: 农牧贷's default is a grade)
     }
 
     # --- before consent: the bank learns nothing -------------------------------------------------------------

@@ -409,5 +409,7 @@ def test_updates_clipped_round_after_round_stop_training_as_divergent(
     assert view.state == "aborted" and view.model_id is None
     assert view.abort_reason is not None and "clipped to clip_norm 1" in view.abort_reason
     assert "Standardise every feature" in view.abort_reason
-    assert [e["action"] for e in entries(runtime, fed_id)].count("federation.round.done") == 3
+    # aborted at the third clipped round in a row: after round 3 if round 1's updates were clipped too (the
+    # data decides), after round 4 if they disagreed first
+    assert [e["action"] for e in entries(runtime, fed_id)].count("federation.round.done") in (2, 3)
     assert clients[0].models.list() == []
