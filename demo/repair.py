@@ -116,7 +116,7 @@ def repair_step(
     synth_dir: Path,
 ) -> dict[str, int]:
     """Run the step; returns how many data keys it made (datasets, objections, repairs) for the key rotation."""
-    centre_org = admin.orgs.create("Suzhou Public Credit Centre", "data_provider")
+    centre_org = admin.orgs.create("Qinghai Public Credit Centre", "data_provider")
     centre = Client(url, admin.tokens.issue(centre_org.id, label="demo").token, timeout=300.0)
     pen = data.penalties
     assert pen is not None

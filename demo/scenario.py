@@ -535,7 +535,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             bank_a_id=orgs["Bank A"].id,
             datasets=datasets,
             names={code: f"Enterprise {i + 1}" for i, code in enumerate(enterprises)},
-            bureau=client["Suzhou Tax Bureau"],
+            bureau=client["Qinghai Tax Bureau"],
             synth_dir=synth_dir,
         )
 
