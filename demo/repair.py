@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from models.features import FEATURE_RESOLUTION, enterprise_features
 from models.synth import PlatformData, Table
 from pps.infra.storage.tables import utcnow
 from pps_client import Client, Conflict
@@ -114,6 +116,7 @@ def repair_step(
     names: dict[str, str],
     bureau: Client,
     synth_dir: Path,
+    vendor_key: Ed25519PublicKey,
 ) -> dict[str, int]:
     """Run the step; returns how many data keys it made (datasets, objections, repairs) for the key rotation."""
     centre_org = admin.orgs.create("Qinghai Public Credit Centre", "data_provider")
@@ -130,11 +133,32 @@ def repair_step(
         f"({with_records / data.registry.n_rows:.1%} of enterprises)"
     )
     holder, other = clients[records.holder], clients[records.other]
-    scope = {
-        datasets["tax"]: ["taxable_sales", "tax_paid", "arrears"],
-        datasets["utilities"]: ["arrears", "electricity_kwh"],
-        datasets["penalties"]: ["*"],
+    # Bank A's model for this step, approved in the enclave like any other (issue 17): the record count beside
+    # four ordinary features, standardised with the platform's published statistics
+    weights = {
+        "dishonesty_records": 0.9,
+        "log_sales_mean_last6": -0.4,
+        "company_age_years": -0.3,
+        "log_registered_capital": -0.3,
+        "tax_filing_ratio": -0.3,
     }
+    _codes, values = enterprise_features(data)
+    preprocess = {}
+    for name in weights:
+        if name == "dishonesty_records":
+            continue  # a count: kept as it is, one record adds 0.9 to the logit
+        step = FEATURE_RESOLUTION[name]
+        v = np.nan_to_num(values[name])
+        v = np.round(v / step) * step if step > 0 else v
+        preprocess[name] = {"center": float(v.mean()), "scale": float(v.std() or 1.0)}
+    catalogue = {f.name: f for f in bank_a.scoring.features()}
+    scope: dict[str, list[str]] = {datasets["penalties"]: ["*"]}
+    for name in weights:
+        for dataset_id, fields in catalogue[name].datasets.items():
+            scope.setdefault(dataset_id, [])
+            if scope[dataset_id] != ["*"]:
+                scope[dataset_id] = sorted(set(scope[dataset_id]) | set(fields))
+    scope = {k: v for k, v in scope.items() if v}
     for enterprise in (holder, other):
         enterprise.consents.grant(
             bank_a_id,
@@ -142,9 +166,12 @@ def repair_step(
             scope=scope,
             operations=["score"],
             valid_until=utcnow() + timedelta(days=90),
+            granularity="score",  # the bank decrypts the probability itself
         )
     key = BankScoringKey.create()
-    model = key.encrypt_model({"dishonesty_records": 0.9, "log_sales_mean_last6": -0.1}, -1.5)
+    spec = {"kind": "logistic", "weights": weights, "bias": -1.5, "preprocess": preprocess}
+    _approval, model = bank_a.scoring.approve(key, spec, vendor_key=vendor_key)
+    assert model is not None
     pair = [records.holder, records.other]
     before = bank_a.scoring.score(key, model, purpose="loan_underwriting", subjects=pair).as_dict()
     check(

@@ -537,6 +537,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             names={code: f"Enterprise {i + 1}" for i, code in enumerate(enterprises)},
             bureau=client["Qinghai Tax Bureau"],
             synth_dir=synth_dir,
+            vendor_key=rt.enclave.vendor_public_key,
         )
 
         console.rule("[bold]8. The operator rotates the key-encryption key")
