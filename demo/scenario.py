@@ -568,7 +568,8 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         consent_entries = auditor.ledger.entries(action="consent.*", limit=500).items
         checks.check(
             "the auditor filters the ledger: every consent step is there",
-            len(consent_entries) == 7 + made["consents"],
+            # 7 of steps 2-5, Enterprise 5's grade consent (6b), and the credit-repair step's grants
+            len(consent_entries) == 8 + made["consents"],
             f"{len(consent_entries)} consent entries",
         )
 
