@@ -134,13 +134,14 @@ def repair_step(
     )
     holder, other = clients[records.holder], clients[records.other]
     # Bank A's model for this step, approved in the enclave like any other (issue 17): the record count beside
-    # four ordinary features, standardised with the platform's published statistics
+    # four ordinary features (none of its other models' features, so that no combination of its approved
+    # models isolates one), standardised with the platform's statistics
     weights = {
         "dishonesty_records": 0.9,
-        "log_sales_mean_last6": -0.4,
-        "company_age_years": -0.3,
-        "log_registered_capital": -0.3,
-        "tax_filing_ratio": -0.3,
+        "log_tax_mean_last6": -0.4,
+        "log_electricity_mean_last6": -0.3,
+        "log_headcount_last": -0.3,
+        "size_class_ordinal": -0.3,
     }
     _codes, values = enterprise_features(data)
     preprocess = {}

@@ -228,11 +228,12 @@ def vertical_steps(
         from protocols.he_scoring import BankScoringKey
 
         key = BankScoringKey.create()
-        weights = dict(zip(PLATFORM_FEATURES, (0.12, -0.2, -0.4, -0.3, 0.2, 0.3, 0.2), strict=True))
+        # weights that spread the score (no combination with Bank A's other approved models isolates a feature)
+        weights = dict(zip(PLATFORM_FEATURES, (0.06, -0.25, -3.0, -0.3, 0.2, 0.3, 0.2), strict=True))
         # the model is approved in the enclave first; the enclave encrypts it under Bank A's key
         _approval, approved = bank.scoring.approve(
             key,
-            {"kind": "logistic", "weights": weights, "bias": -2.5},
+            {"kind": "logistic", "weights": weights, "bias": 0.3},
             vendor_key=rt.enclave.vendor_public_key,
         )
         assert approved is not None
