@@ -140,7 +140,7 @@ def repair_step(
         "dishonesty_records": 0.9,
         "log_tax_mean_last6": -0.4,
         "log_electricity_mean_last6": -0.3,
-        "log_headcount_last": -0.3,
+        "electricity_trend": -0.3,
         "size_class_ordinal": -0.3,
     }
     _codes, values = enterprise_features(data)
