@@ -233,10 +233,13 @@ def repair_step(
     tax_rows = next(d for d in other.datasets.my_records() if d.dataset == "tax")
     month = max(str(r["month"]) for r in tax_rows.rows)
     objection = other.objections.file(
-        datasets["tax"], ["taxable_sales"], "this month's sales include a cancelled invoice", record_key=month
+        datasets["tax"],
+        ["tax_paid"],
+        "this month's tax paid includes a refund since cancelled",
+        record_key=month,
     )
     bureau.objections.unverifiable(
-        objection.id, "the cancelled invoice cannot be matched in the bureau's system"
+        objection.id, "the cancelled refund cannot be matched in the bureau's system"
     )
     shown = bank_a.scoring.score(key, model, purpose="loan_underwriting", subjects=pair)
     check(
