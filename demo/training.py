@@ -63,7 +63,11 @@ def bulk_consent(
         ids = {}
         for u in usccs:
             terms = Terms(
-                purpose=PURPOSE, scope=scope, operations=operations, valid_until=utcnow() + timedelta(days=90)
+                purpose=PURPOSE,
+                scope=scope,
+                operations=operations,
+                valid_until=utcnow() + timedelta(days=90),
+                granularity="score",  # Bank A decrypts its portfolio's probabilities itself
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=u, terms=terms, actor=SUBJECT)
             rt.consents.approve(s, c, actor=SUBJECT)

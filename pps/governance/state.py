@@ -257,7 +257,7 @@ class BudgetReducer:
 class ObjectionReducer:
     name = "objections"
     table = "objections"
-    actions = frozenset({"objection.file", "objection.accept", "objection.reject"})
+    actions = frozenset({"objection.file", "objection.accept", "objection.reject", "objection.unverifiable"})
 
     def fold(self, state: dict[str, Any], doc: dict[str, Any]) -> None:
         ids = [o["id"] for o in doc.get("objects", []) if o.get("kind") == "objection"]
@@ -288,6 +288,8 @@ class ObjectionReducer:
                 corrected_version=detail.get("version"),
                 corrected_fields=detail.get("changed"),
             )
+        elif action == "objection.unverifiable":
+            row["state"] = "unverifiable"  # 征信业管理条例 Art. 25's third outcome: kept, annotated
         else:
             row["state"] = "rejected"
 
