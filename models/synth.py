@@ -211,6 +211,24 @@ def column(
     return {"name": name, "type": type_, "unit": unit, "description": description, "sensitivity": sensitivity}
 
 
+GSXT: Final = "国家企业信用信息公示系统 (National Enterprise Credit Information Publicity System)"
+CREDIT_CHINA: Final = "信用中国 (Credit China) and the issuing authority's publication"
+COURT_PUBLIC: Final = (
+    "中国裁判文书网 and 中国执行信息公开网 (judgements and enforcement published by the courts)"
+)
+
+
+def disclose(columns: list[dict[str, Any]], modes: dict[str, str], published_in: str | None = None) -> None:
+    """Declare the disclosure mode (issue 23) of the named columns; ``public`` ones name where they are published."""
+    for col in columns:
+        mode = modes.get(col["name"])
+        if mode is None:
+            continue
+        col["disclosure"] = mode
+        if mode == "public":
+            col["published_in"] = published_in
+
+
 @dataclass(frozen=True)
 class Table:
     """One dataset as its provider would upload it: column-major arrays plus the declared schema.
@@ -597,6 +615,14 @@ def _registry(rng: np.random.Generator, e: _Enterprises) -> Table:
         "registered_on": e.registered_on,
         "registered_capital": np.round(capital, 2),
     }
+    disclose(
+        schema["columns"],
+        dict.fromkeys(
+            ("industry", "region", "size_class", "entity_type", "registered_on", "registered_capital"),
+            "public",
+        ),
+        GSXT,
+    )
     return Table("registry", PROVIDERS["registry"], schema, columns)
 
 
@@ -664,6 +690,7 @@ def _tax(rng: np.random.Generator, e: _Enterprises) -> tuple[Table, Array]:
         "taxable_sales": sales[:, _PRE:][i, j],
         "tax_paid": tax_paid[:, _PRE:][i, j],
     }
+    disclose(schema["columns"], {"taxable_sales": "masked", "tax_paid": "masked"})
     return Table("tax", PROVIDERS["tax"], schema, columns), sales
 
 
@@ -713,6 +740,7 @@ def _social_insurance(rng: np.random.Generator, e: _Enterprises) -> Table:
         "headcount": headcount[i, j],
         "contributions": contributions[i, j],
     }
+    disclose(schema["columns"], {"headcount": "masked", "contributions": "aggregate_only"})
     return Table("social_insurance", PROVIDERS["social_insurance"], schema, columns)
 
 
@@ -796,6 +824,7 @@ def _utilities(rng: np.random.Generator, e: _Enterprises, sales: Array) -> tuple
         "water_m3": water[i, j],
         "arrears": arrears[i, j],
     }
+    disclose(schema["columns"], {"electricity_kwh": "aggregate_only", "arrears": "masked"})
     return Table("utilities", PROVIDERS["utilities"], schema, columns), worst_in_bills
 
 
@@ -937,6 +966,9 @@ def _court(rng: np.random.Generator, e: _Enterprises) -> tuple[Table, Array, Arr
     }
     enforcement = np.bincount(idx[defendant & enforce], minlength=e.n)
     other = np.bincount(idx[defendant & ~enforce], minlength=e.n)
+    disclose(
+        schema["columns"], dict.fromkeys(("filed_on", "case_type", "role", "status"), "public"), COURT_PUBLIC
+    )
     return Table("court", PROVIDERS["court"], schema, columns), enforcement, other
 
 
@@ -1074,11 +1106,34 @@ def _penalties(rng: np.random.Generator, e: _Enterprises, tax: Table) -> tuple[T
         "fine_paid_on": paid_on[rows],
         "tax_arrears": arrears[rows],
     }
+    disclose(
+        schema["columns"],
+        dict.fromkeys(
+            (
+                "record_id",
+                "kind",
+                "authority",
+                "decided_on",
+                "conduct_ended_on",
+                "grade",
+                "min_publicity_months",
+                "max_publicity_months",
+                "fine_amount",
+            ),
+            "public",
+        ),
+        CREDIT_CHINA,
+    )
+    disclose(schema["columns"], {"fine_paid_on": "masked", "tax_arrears": "masked"})
+    schema["published_on"] = "decided_on"
     tax_schema = {
         **tax.schema,
         "columns": [
             *tax.schema["columns"],
-            column("arrears", "float", "tax arrears outstanding at the end of the month", "C2", "CNY"),
+            {
+                **column("arrears", "float", "tax arrears outstanding at the end of the month", "C2", "CNY"),
+                "disclosure": "masked",
+            },
         ],
     }
     new_tax = Table("tax", tax.provider, tax_schema, {**tax.columns, "arrears": np.round(owed, 2)})

@@ -45,6 +45,7 @@ from pps.services.household import HouseholdRatings
 from pps.services.psi import PSIService
 from pps.services.psi_cache import SetupCache
 from pps.services.registry import ModelRegistry
+from pps.services.reports import CreditReports
 from pps.services.scoring import ScoringService
 from pps.services.sealed import SealedService
 from pps.services.vertical import VerticalTrainingService
@@ -87,6 +88,7 @@ class Runtime:
     persons: PersonRegistry
     person_rules: PersonRules
     household_ratings: HouseholdRatings
+    reports: CreditReports
 
     @classmethod
     def build(
@@ -248,6 +250,7 @@ class Runtime:
             persons=PersonRegistry(identity, pseudonyms),
             person_rules=PersonRules(ledger, consents),
             household_ratings=HouseholdRatings(policy, datasets),
+            reports=CreditReports(ledger, policy, datasets, ttl=timedelta(hours=settings.report_ttl_hours)),
         )
 
     @property

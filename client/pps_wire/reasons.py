@@ -77,6 +77,16 @@ REASONS: dict[str, Reason] = {
         "ask the person to consent in its portal, which takes the separate grants; the operator records the "
         "impact assessment",
     ),
+    "compute_only": Reason(
+        "the field is used only inside computations (scoring, training, the enclave, cohort aggregates): no query "
+        "or credit report shows it, whatever the consent says",
+        "use it through encrypted scoring or a joint model instead; only its provider can change its disclosure mode",
+    ),
+    "never_disclosed": Reason(
+        "the field's disclosure mode is never (class C3, level 5, important data, declared so by its provider, or "
+        "narrowed to that by the enterprise's consent)",
+        "drop it from the query; no consent can let it out",
+    ),
     "no_data": Reason(
         "the platform holds no record for this enterprise",
         "check the code; the enterprise may not be on the platform yet",

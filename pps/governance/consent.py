@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pps.data.datasets.schema import DatasetSchema, Sensitivity
+from pps.data.datasets.schema import DatasetSchema, Disclosure, Sensitivity, narrowest
 from pps.errors import Conflict, InvalidInput, NotFound, SeparateConsentRequired
 from pps.identity.uscc import validate_uscc
 from pps.infra.storage.tables import Consent, ConsentState, Dataset, Organization, Role, new_id, utcnow
@@ -43,6 +43,10 @@ class Operation(StrEnum):
     aggregate = "aggregate"
     train = "train"
     enclave = "enclave"
+    report = "report"
+    """the consented part of the standard credit report (masked summaries; issue 23)"""
+    query = "query"
+    """an authorised query of the subject's records through the disclosure modes (issue 23)"""
 
 
 OPERATIONS = frozenset(Operation)
@@ -149,7 +153,9 @@ class ConsentService:
                     names.extend(
                         c.name
                         for c in schema.columns
-                        if c.sensitivity is Sensitivity.C1 and c.name not in keys
+                        if c.sensitivity is Sensitivity.C1
+                        and c.name not in keys
+                        and c.mode is not Disclosure.never
                     )
                     continue
                 try:
@@ -161,12 +167,42 @@ class ConsentService:
                         f"field {f!r} is class C3, JR/T 0197 level 5 or important data: it is never released "
                         "and cannot be granted"
                     )
+                if col.mode is Disclosure.never:
+                    raise InvalidInput(f"field {f!r} is declared never disclosed: it cannot be granted")
                 names.append(f)
             names = sorted(set(names) - keys)
             if not names:
                 raise InvalidInput(f"the scope for dataset {dataset_id} names no grantable field")
-            resolved.append({"dataset_id": dataset_id, "fields": names})
+            entry: dict[str, Any] = {"dataset_id": dataset_id, "fields": names}
+            modes = item.get("modes") or {}
+            if modes:
+                entry["modes"] = self._narrowing(schema, dataset_id, names, modes)
+            resolved.append(entry)
         return sorted(resolved, key=lambda i: i["dataset_id"])
+
+    @staticmethod
+    def _narrowing(schema: DatasetSchema, dataset_id: str, names: list[str], modes: Any) -> dict[str, str]:
+        """A consent's per-field disclosure modes: each may only narrow the provider's (issue 23)."""
+        if not isinstance(modes, dict):
+            raise InvalidInput("modes maps a field to a disclosure mode")
+        out: dict[str, str] = {}
+        for name, mode in sorted(modes.items()):
+            if name not in names:
+                raise InvalidInput(f"{dataset_id}: modes names {name!r}, which the scope does not grant")
+            try:
+                wanted = Disclosure(mode)
+            except ValueError:
+                raise InvalidInput(
+                    f"{dataset_id}.{name}: disclosure mode must be one of {', '.join(Disclosure)}"
+                ) from None
+            provider = schema.column(name).mode
+            if narrowest(wanted, provider) is not wanted:
+                raise InvalidInput(
+                    f"{dataset_id}.{name}: a consent may narrow the provider's disclosure mode ({provider.value}), "
+                    f"never widen it (asked {wanted.value})"
+                )
+            out[name] = wanted.value
+        return out
 
     def _check_terms(
         self,

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from pps.data.datasets.schema import DatasetSchema
+from pps.data.datasets.schema import DatasetSchema, Disclosure, narrowest
 from pps.errors import InvalidInput
 from pps.governance.consent import check_purpose
 from pps.governance.persons import person_deny_reasons
@@ -68,6 +68,10 @@ class DenyReason(StrEnum):
     """the purpose is a product whose data contract does not name a field (pps.governance.products)"""
     person_rule = "person_rule"
     """a person's separate consent, warning or impact assessment is missing (pps.governance.persons)"""
+    compute_only = "compute_only"
+    """the field is used only inside computations (scoring, training, the enclave): no query or report shows it"""
+    never_disclosed = "never_disclosed"
+    """the field's disclosure mode is ``never`` (or the consent narrowed it to that): it never leaves"""
 
 
 # when several consents fail, the one that came closest decides the reason shown
@@ -231,6 +235,24 @@ def _id_in(session: Session, ids: list[str]) -> ColumnElement[bool]:
     return Consent.id.in_(ids)
 
 
+DISCLOSING_OPERATIONS = ("report", "query")
+"""Operations that let values out to a bank (through the disclosure modes) rather than compute over them."""
+
+
+@dataclass(frozen=True)
+class FieldDecision:
+    """How one field of one subject may leave through a report or a query (:meth:`PolicyEngine.disclose`)."""
+
+    dataset_id: str
+    field: str
+    mode: Disclosure | None
+    """the mode used (the provider's, narrowed by the consent); None when the field is withheld"""
+    reason: DenyReason | None = None
+    detail: str = ""
+    consent_id: str | None = None
+    """the consent relied on (None for public fields: lawfully public, no consent needed)"""
+
+
 class PolicyEngine:
     def __init__(self, ledger: Ledger, quarantine: Quarantine | None = None) -> None:
         self.ledger = ledger
@@ -249,7 +271,7 @@ class PolicyEngine:
                     col = schema.column(name)
                 except KeyError:
                     raise InvalidInput(f"dataset {dataset_id} has no field {name!r}") from None
-                if col.never_released:
+                if col.never_released or col.mode is Disclosure.never:
                     c3.append(f"{dataset_id}.{name}")
         return c3
 
@@ -333,6 +355,94 @@ class PolicyEngine:
                 for d in decisions
             ]
         return decisions
+
+    def disclose(
+        self,
+        session: Session,
+        *,
+        bank_org_id: str,
+        subjects: Sequence[str],
+        fields: Mapping[str, Sequence[str]],
+        operation: str,
+        purpose: str,
+        now: datetime | None = None,
+    ) -> dict[str, list[FieldDecision]]:
+        """Per subject and field, the disclosure mode a report or query may use, or why the field is withheld.
+
+        ``public`` fields are allowed without consent (lawfully public; the caller still records the access);
+        ``never`` and ``compute_only`` ones are withheld whatever the consent says; ``masked`` and
+        ``aggregate_only`` ones need a consent covering this bank, purpose, operation and field (decided field by
+        field, so a consent over some of a dataset's fields lets those out), and the consent's per-field mode
+        narrows the provider's. Reads only; the caller records what it released.
+        """
+        now = now or utcnow()
+        check_purpose(purpose)
+        if operation not in DISCLOSING_OPERATIONS:
+            raise InvalidInput(f"operation must be one of {', '.join(DISCLOSING_OPERATIONS)}")
+        subjects = tuple(subjects)
+        out: dict[str, list[FieldDecision]] = {s: [] for s in subjects}
+        if len(out) != len(subjects):
+            raise InvalidInput("a request names each subject once")
+        scopes: dict[str, dict[str, dict[str, str]]] = {}
+        for dataset_id, names in fields.items():
+            ds = session.get(Dataset, dataset_id)
+            if ds is None or ds.deleted_at is not None:
+                raise InvalidInput(f"dataset {dataset_id} does not exist")
+            schema = DatasetSchema.model_validate_json(ds.schema_json)
+            for name in dict.fromkeys(names):
+                try:
+                    col = schema.column(name)
+                except KeyError:
+                    raise InvalidInput(f"dataset {dataset_id} has no field {name!r}") from None
+                mode = col.mode
+                if mode is Disclosure.public:
+                    for s in subjects:
+                        out[s].append(FieldDecision(dataset_id, name, mode))
+                    continue
+                if mode in (Disclosure.never, Disclosure.compute_only):
+                    reason = (
+                        DenyReason.never_disclosed if mode is Disclosure.never else DenyReason.compute_only
+                    )
+                    for s in subjects:
+                        out[s].append(
+                            FieldDecision(
+                                dataset_id, name, None, reason, f"{dataset_id}.{name} is {mode.value}"
+                            )
+                        )
+                    continue
+                req = Request(bank_org_id, subjects, {dataset_id: (name,)}, operation, purpose)
+                for d in self.decide(session, req, now=now):
+                    if not d.allowed:
+                        out[d.subject].append(FieldDecision(dataset_id, name, None, d.reason, d.detail, None))
+                        continue
+                    cid = str(d.consent_id)
+                    if cid not in scopes:
+                        consent = session.get(Consent, cid)
+                        scopes[cid] = {
+                            i["dataset_id"]: i.get("modes") or {}
+                            for i in (json.loads(consent.scope_json) if consent else [])
+                        }
+                    narrowed = scopes[cid].get(dataset_id, {}).get(name)
+                    used = narrowest(mode, Disclosure(narrowed)) if narrowed else mode
+                    if used in (Disclosure.never, Disclosure.compute_only):
+                        reason = (
+                            DenyReason.never_disclosed
+                            if used is Disclosure.never
+                            else DenyReason.compute_only
+                        )
+                        out[d.subject].append(
+                            FieldDecision(
+                                dataset_id,
+                                name,
+                                None,
+                                reason,
+                                f"consent {cid} narrows it to {used.value}",
+                                cid,
+                            )
+                        )
+                    else:
+                        out[d.subject].append(FieldDecision(dataset_id, name, used, consent_id=cid))
+        return out
 
     def candidates(self, session: Session, bank_org_id: str, purpose: str) -> tuple[str, ...]:
         """Every subject with a consent of any state for this bank and purpose, sorted: "all consented" is

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
         ge=1 << 20,
         description="largest scoring request (public context + encrypted model, base64)",
     )
+    # the credit report and authorised queries (pps.services.reports)
+    report_ttl_hours: int = Field(
+        24, ge=1, le=24 * 31, description="how long a released report or query result is valid and kept"
+    )
     # model approval, output granularity and disclosure accounting (pps.services.approval)
     unsafe_unapproved_models: bool = Field(
         False,

@@ -15,12 +15,17 @@ class ScopeItemIn(Request):
     fields: list[str] = Field(
         min_length=1, max_length=500, description='field names; "*" means every C1 field (never C2 or C3)'
     )
+    modes: dict[str, Literal["public", "masked", "aggregate_only", "compute_only", "never"]] | None = Field(
+        None,
+        max_length=500,
+        description="field -> disclosure mode for queries and the credit report: may only narrow the provider's",
+    )
 
 
 class ConsentTerms(Request):
     purpose: str = Field(max_length=64)
     scope: list[ScopeItemIn] = Field(min_length=1, max_length=100)
-    operations: list[str] = Field(min_length=1, max_length=5)
+    operations: list[str] = Field(min_length=1, max_length=7)
     valid_from: AwareDatetime | None = Field(None, description="default: now; with a timezone")
     valid_until: AwareDatetime = Field(description="with a timezone, e.g. 2027-01-01T00:00:00Z")
     max_uses: int | None = Field(None, ge=1, le=1_000_000)
@@ -46,6 +51,7 @@ class ConsentDecision(Request):
 class ScopeItem(Response):
     dataset_id: str
     fields: list[str]
+    modes: dict[str, str] | None = None
 
 
 class ConsentPublic(Response):

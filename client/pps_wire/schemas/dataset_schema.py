@@ -6,6 +6,12 @@ Enterprise data is graded under JR/T 0197-2020 as well: ``level`` 1-5 (5 most se
 class when not declared: C1 -> 2, C2 -> 3, C3 -> 4) and ``important`` (important data, 重要数据). Level 5 and
 important data are treated as C3: never granted, never released. ``income_or_assets`` marks income, deposit,
 property and tax amounts, which a person may consent to only after the warning of 征信业管理条例 Art. 14.
+Each column has a disclosure mode (issue 23; ``docs/disclosure.md``), widest first: ``public`` (lawfully public,
+shown with where it is published, no consent needed), ``masked`` (ranges, months, initials; only under consent),
+``aggregate_only`` (only summaries over the subject's rows), ``compute_only`` (only inside scoring, training, the
+enclave and cohort aggregates), ``never``. The provider declares it; the rules cap it (C3, level 5 and important
+data are ``never``; a person's data is never ``public``); undeclared, it is derived: ``never`` for what is never
+released, ``masked`` for C1, ``compute_only`` otherwise. A consent may narrow it, never widen it.
 The row key is the subject key (a USCC column) together with, optionally, a period column (monthly data)
 or a record column (events such as court cases); keys must be unique within a version.
 """
@@ -40,6 +46,25 @@ class Sensitivity(StrEnum):
     C3 = "C3"
 
 
+class Disclosure(StrEnum):
+    """How a field may leave through a query or the credit report, widest first (see the module docstring)."""
+
+    public = "public"
+    masked = "masked"
+    aggregate_only = "aggregate_only"
+    compute_only = "compute_only"
+    never = "never"
+
+
+DISCLOSURE_ORDER: tuple[Disclosure, ...] = tuple(Disclosure)
+"""Widest first: a narrowing may only move a field to the right."""
+
+
+def narrowest(*modes: Disclosure) -> Disclosure:
+    """The narrowest of ``modes`` (what a consent's narrowing and the provider's mode leave together)."""
+    return max(modes, key=DISCLOSURE_ORDER.index)
+
+
 class ColumnSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +78,27 @@ class ColumnSpec(BaseModel):
     income_or_assets: bool = Field(
         False, description="income, deposits, property or tax amounts (征信业管理条例 Art. 14)"
     )
+
+    disclosure: Disclosure | None = Field(
+        None,
+        description="how the field may leave through a query or the credit report; default derived from its grade "
+        "(never for C3, level 5 and important data; masked for C1; compute_only otherwise)",
+    )
+    published_in: str | None = Field(
+        None,
+        max_length=200,
+        description="where the value is lawfully published (needed for disclosure 'public'), e.g. "
+        "国家企业信用信息公示系统",
+    )
+
+    @property
+    def mode(self) -> Disclosure:
+        """The disclosure mode the provider declared, or the one derived from the grade."""
+        if self.disclosure is not None:
+            return self.disclosure
+        if self.never_released:
+            return Disclosure.never
+        return Disclosure.masked if self.sensitivity is Sensitivity.C1 else Disclosure.compute_only
 
     @property
     def grade(self) -> int:
@@ -69,6 +115,14 @@ class ColumnSpec(BaseModel):
         if not _NAME.match(self.name):
             raise ValueError(
                 f"column name {self.name!r} must be snake_case (a-z, 0-9, _), starting with a letter"
+            )
+        if self.never_released and self.disclosure not in (None, Disclosure.never):
+            raise ValueError(
+                f"column {self.name!r} is class C3, level 5 or important data: its disclosure can only be 'never'"
+            )
+        if self.disclosure is Disclosure.public and not (self.published_in or "").strip():
+            raise ValueError(
+                f"column {self.name!r} is declared public: name where it is lawfully published (published_in)"
             )
         return self
 
@@ -90,6 +144,11 @@ class DatasetSchema(BaseModel):
         False,
         description="the dataset holds negative information (不良信息); about a person it is accepted only after "
         "the provider gave that person notice (征信业管理条例 Art. 15)",
+    )
+    published_on: str | None = Field(
+        None,
+        description="a date column giving each row's publication date (for public fields; default: the date the "
+        "version was uploaded)",
     )
     columns: list[ColumnSpec] = Field(min_length=1, max_length=500)
 
@@ -124,6 +183,17 @@ class DatasetSchema(BaseModel):
                 raise ValueError(f"{label} must differ from the subject key")
         if self.period_key and by_name[self.period_key].type not in (ColumnType.month, ColumnType.date):
             raise ValueError("period_key must be a month or date column")
+        if self.published_on is not None and (
+            self.published_on not in by_name or by_name[self.published_on].type is not ColumnType.date
+        ):
+            raise ValueError(f"published_on {self.published_on!r} must be a declared date column")
+        if key.type is ColumnType.resident_id:
+            public = [c.name for c in self.columns if c.disclosure is Disclosure.public]
+            if public:
+                raise ValueError(
+                    f"a person's data is never public here: {', '.join(public)} (PIPL Art. 13(6) allows lawfully "
+                    "public personal information only within a reasonable scope; use masked)"
+                )
         return self
 
     @property

@@ -6,6 +6,13 @@ The schema is part of the API (a provider declares it, ``GET /v1/datasets`` retu
 
 from __future__ import annotations
 
-from pps_wire.schemas.dataset_schema import ColumnSpec, ColumnType, DatasetSchema, Sensitivity
+from pps_wire.schemas.dataset_schema import (
+    ColumnSpec,
+    ColumnType,
+    DatasetSchema,
+    Disclosure,
+    Sensitivity,
+    narrowest,
+)
 
-__all__ = ["ColumnSpec", "ColumnType", "DatasetSchema", "Sensitivity"]
+__all__ = ["ColumnSpec", "ColumnType", "DatasetSchema", "Disclosure", "Sensitivity", "narrowest"]

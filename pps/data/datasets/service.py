@@ -375,22 +375,27 @@ class DatasetService:
             version = self.current(session, ds)
             if version is None or version.wrapped_dek is None:
                 continue
-            schema = DatasetSchema.model_validate_json(version.schema_json)
-            dek = self._dek(version)
-            keys = self._chunks(session, version, schema.subject_key, dek, range(version.chunk_count))
-            hits = {i: np.nonzero(k.values == uscc)[0] for i, k in enumerate(keys)}
-            hits = {i: rows for i, rows in hits.items() if len(rows)}
-            if not hits:
-                continue
-            columns = {
-                c.name: self._chunks(session, version, c.name, dek, sorted(hits)) for c in schema.columns
-            }
-            rows_out: list[dict[str, Any]] = []
-            for pos, chunk_index in enumerate(sorted(hits)):
-                for r in hits[chunk_index]:
-                    rows_out.append({name: _py(parts[pos], int(r)) for name, parts in columns.items()})
-            found.append(SubjectRecords(ds, version.version, schema, rows_out))
+            rows_out = self.rows_of(session, version, uscc)
+            if rows_out:
+                schema = DatasetSchema.model_validate_json(version.schema_json)
+                found.append(SubjectRecords(ds, version.version, schema, rows_out))
         return found
+
+    def rows_of(self, session: Session, version: DatasetVersion, uscc: str) -> list[dict[str, Any]]:
+        """Every row about one subject in one version, every column (decrypted only where the subject's rows are)."""
+        schema = DatasetSchema.model_validate_json(version.schema_json)
+        dek = self._dek(version)
+        keys = self._chunks(session, version, schema.subject_key, dek, range(version.chunk_count))
+        hits = {i: np.nonzero(k.values == uscc)[0] for i, k in enumerate(keys)}
+        hits = {i: rows for i, rows in hits.items() if len(rows)}
+        if not hits:
+            return []
+        columns = {c.name: self._chunks(session, version, c.name, dek, sorted(hits)) for c in schema.columns}
+        rows_out: list[dict[str, Any]] = []
+        for pos, chunk_index in enumerate(sorted(hits)):
+            for r in hits[chunk_index]:
+                rows_out.append({name: _py(parts[pos], int(r)) for name, parts in columns.items()})
+        return rows_out
 
     # --- single records and corrections (pps.governance.objections) ---------------------------------------------
 

@@ -998,3 +998,28 @@ class ImpactAssessment(Base):
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime]
     retain_until: Mapped[datetime]
+
+
+class DisclosureDocument(Base):
+    """A credit report or an authorised query's result, as signed and released (issue 23).
+
+    ``body`` is the signed note (the canonical JSON document and the service's signature); it holds only what
+    the disclosure modes let out (public and masked values, summaries), and is erased once ``expires_at`` is
+    past: the row then only says that it was released, when, to whom and its digest.
+    """
+
+    __tablename__ = "disclosure_documents"
+    __table_args__ = (Index("ix_disclosure_documents_bank_org_id_created_at", "bank_org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``report`` or ``query``"""
+    subject_uscc: Mapped[str] = mapped_column(String(18), index=True)
+    bank_org_id: Mapped[str | None] = mapped_column(String(40))
+    """the requesting bank; None when the subject read its own report"""
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the canonical document"""
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    body: Mapped[str | None] = mapped_column(Text)
