@@ -85,7 +85,13 @@ _DTYPE_KIND = {"uscc": "O", "string": "O", "month": "O", "int": "i", "float": "f
 def test_schemas_declare_every_column(data: PlatformData) -> None:
     for table in data.tables():
         schema = table.schema
-        assert set(schema) == {"dataset", "subject_key", "period_key", "record_key", "columns"}
+        assert set(schema) - {"published_on"} == {
+            "dataset",
+            "subject_key",
+            "period_key",
+            "record_key",
+            "columns",
+        }
         assert schema["dataset"] == table.name
         names = [c["name"] for c in schema["columns"]]
         assert names == list(table.columns), table.name
@@ -94,7 +100,15 @@ def test_schemas_declare_every_column(data: PlatformData) -> None:
         for key in (schema["period_key"], schema["record_key"]):
             assert key is None or key in names
         for col in schema["columns"]:
-            assert set(col) == {"name", "type", "unit", "description", "sensitivity"}
+            # issue 23: a disclosure mode where the provider declares one, and where public ones are published
+            assert set(col) - {"disclosure", "published_in"} == {
+                "name",
+                "type",
+                "unit",
+                "description",
+                "sensitivity",
+            }
+            assert ("published_in" in col) == (col.get("disclosure") == "public")
             assert re.fullmatch(r"[a-z][a-z0-9_]*", col["name"])
             assert col["type"] in COLUMN_TYPES
             assert col["sensitivity"] in SENSITIVITY_CLASSES
