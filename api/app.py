@@ -34,6 +34,7 @@ from api.routers import federated as federated_routes
 from api.routers import models as model_routes
 from api.routers import objections as objection_routes
 from api.routers import repairs as repair_routes
+from api.routers import reports as report_routes
 from api.routers import sealed as sealed_routes
 from api.routers import training as training_routes
 from pps.infra.settings import Settings, get_settings
@@ -211,6 +212,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     training_routes.router,
     federated_routes.router,
     sealed_routes.router,
+    report_routes.router,
 )
 """Every router of the API. Each route must declare exactly one guard (see ``api.deps``)."""
 

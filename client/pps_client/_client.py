@@ -64,6 +64,7 @@ class Client:
         from pps_client._resources.objections import Objections
         from pps_client._resources.psi import PSI
         from pps_client._resources.repairs import Repairs
+        from pps_client._resources.reports import Reports
         from pps_client._resources.scoring import Scoring
         from pps_client._resources.sealed import Sealed
         from pps_client._resources.vertical import Vertical
@@ -80,6 +81,7 @@ class Client:
         self.sealed = Sealed(self)
         self.objections = Objections(self)
         self.repairs = Repairs(self)
+        self.reports = Reports(self)
         self.ledger = Ledger(self)
         self.models = Models(self)
         self.vertical = Vertical(self)

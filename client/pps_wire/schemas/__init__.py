@@ -47,7 +47,7 @@ from pps_wire.schemas.consent import (
     ScopeItem,
     ScopeItemIn,
 )
-from pps_wire.schemas.dataset_schema import ColumnSpec, ColumnType, DatasetSchema, Sensitivity
+from pps_wire.schemas.dataset_schema import ColumnSpec, ColumnType, DatasetSchema, Disclosure, Sensitivity
 from pps_wire.schemas.datasets import (
     CatalogColumn,
     CatalogDataset,
@@ -112,6 +112,7 @@ from pps_wire.schemas.registry import (
     ModelOut,
     ModelReportOut,
 )
+from pps_wire.schemas.reports import QueryOut, QueryRequest, ReportRequest, SignedDocumentOut
 from pps_wire.schemas.scoring import (
     ALL_CONSENTED,
     Disputed,
@@ -172,6 +173,7 @@ __all__ = [
     "DatasetPublic",
     "DatasetSchema",
     "DecisionOut",
+    "Disclosure",
     "DishonestyRecordPublic",
     "Disputed",
     "EnclaveJobIn",
@@ -226,6 +228,8 @@ __all__ = [
     "ProvisionedIn",
     "PublicKeyOut",
     "PurposesOut",
+    "QueryOut",
+    "QueryRequest",
     "QuoteOut",
     "ReceiptKeyOut",
     "RepairApprove",
@@ -235,6 +239,7 @@ __all__ = [
     "RepairNoticePublic",
     "RepairObject",
     "RepairPublic",
+    "ReportRequest",
     "Request",
     "Response",
     "ResultRef",
@@ -253,6 +258,7 @@ __all__ = [
     "SealedScoringOut",
     "SealedUploadIn",
     "Sensitivity",
+    "SignedDocumentOut",
     "StatementCreate",
     "StatementPublic",
     "SubjectDataset",
