@@ -218,7 +218,7 @@ COURT_PUBLIC: Final = (
 )
 
 
-def disclose(columns: list[dict[str, Any]], modes: dict[str, str], published_in: str | None = None) -> None:
+def disclose(columns: Any, modes: dict[str, str], published_in: str | None = None) -> None:
     """Declare the disclosure mode (issue 23) of the named columns; ``public`` ones name where they are published."""
     for col in columns:
         mode = modes.get(col["name"])

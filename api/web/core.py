@@ -42,6 +42,7 @@ from api.routers import aggregates, audit, consent, datasets, identity, jobs, pe
 from api.routers import models as model_routes
 from api.routers import objections as objection_routes
 from api.routers import repairs as repair_routes
+from api.routers import reports as report_routes
 from pps.errors import AuthenticationError, Forbidden, InvalidInput, PayloadTooLarge, PPSError
 from pps.identity.service import MAX_TOKEN_LENGTH
 from pps.infra.storage.tables import ApiToken, Organization, Role, WebSession, utcnow
@@ -248,6 +249,7 @@ _API_ROUTERS = (
     objection_routes.router,
     repair_routes.router,
     persons.router,
+    report_routes.router,
 )
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -181,6 +181,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "statement_added": ("Statement added.", "声明已添加。"),
     "objected": ("Objection filed.", "异议已提交。"),
     "created": ("Created", "创建时间"),
+    "credit_report": ("Standard credit report", "标准化信用信息报告"),
+    "credit_report_hint": (
+        "Public records always; masked tax, social-insurance and utility histories only under the enterprise's "
+        "consent (report operation). Your query is recorded in its access history.",
+        "公开信息无需授权；纳税、社保、水电等脱敏摘要仅在企业授权（report 操作）后提供。查询将记入企业的访问记录。",
+    ),
+    "credit_report_own": ("My credit report (free)", "我的信用报告（免费）"),
 }
 
 

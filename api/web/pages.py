@@ -24,6 +24,7 @@ from api.routers import aggregates, audit, consent, datasets, identity, jobs, sy
 from api.routers import models as model_routes
 from api.routers import objections as objection_routes
 from api.routers import repairs as repair_routes
+from api.routers import reports as report_routes
 from api.schemas import (
     CheckpointOut,
     ConsentDecision,
@@ -49,7 +50,14 @@ from pps.infra.storage.tables import (
 from pps.ledger.store import EntryFilter
 from pps_wire import merkle
 from pps_wire.checkpoint import verify_checkpoint
-from pps_wire.schemas import RepairApprove, RepairCreate, RepairDeny, RepairObject, StatementCreate
+from pps_wire.schemas import (
+    RepairApprove,
+    RepairCreate,
+    RepairDeny,
+    RepairObject,
+    ReportRequest,
+    StatementCreate,
+)
 
 from .core import (
     COOKIE,
@@ -685,6 +693,23 @@ def bank_request(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
     )
     call(page, consent.request_consent, body, page.caller, rt)
     return redirect(f"{PREFIX}/bank", done="requested")
+
+
+@router.post("/bank/reports")
+def bank_report(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
+    body = ReportRequest(subject_uscc=one(form, "subject_uscc"), purpose=one(form, "purpose"))
+    made = call(page, report_routes.create_report, body, page.caller, rt)
+    return redirect(f"{PREFIX}/bank/reports/{made.id}")
+
+
+@router.get("/bank/reports/{doc_id}", response_class=HTMLResponse)
+def bank_report_view(doc_id: Annotated[str, Path(max_length=40)], page: WebDep, rt: RuntimeDep) -> Response:
+    return call(page, report_routes.get_document_html, doc_id, page.caller, rt)
+
+
+@router.get("/subject/report", response_class=HTMLResponse)
+def subject_report(page: WebDep, rt: RuntimeDep) -> Response:
+    return call(page, report_routes.own_report_html, page.caller, rt)
 
 
 @router.get("/bank/jobs", response_class=HTMLResponse)

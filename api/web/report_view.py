@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.web.core import _templates
-
 _W, _H = 360, 80
 
 
@@ -55,6 +53,8 @@ def charts(part: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render_report(document: dict[str, Any], note: str) -> str:
+    from api.web.core import _templates  # here: api.web.core imports the routes that import this module
+
     consented = document.get("sections", {}).get("consented", {}) or dict(document.get("results") or {})
     return _templates.get_template("credit_report.html").render(
         doc=document,

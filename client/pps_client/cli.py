@@ -52,7 +52,12 @@ consent_app = typer.Typer(help="Consent: ask enterprises for it, verify receipts
 data_app = typer.Typer(
     help="A data provider's datasets: upload a file as a new version.", no_args_is_help=True
 )
+credit_app = typer.Typer(
+    help="The standard credit report and authorised queries through the disclosure modes.",
+    no_args_is_help=True,
+)
 app.add_typer(consent_app, name="consent")
+app.add_typer(credit_app, name="credit")
 app.add_typer(data_app, name="data")
 
 console = Console()
@@ -784,6 +789,109 @@ def report(
         page = client.models.report_html(model_id)
     out.write_text(page, encoding="utf-8")
     console.print(f"wrote {out} ({len(page):,} bytes)")
+
+
+# --- the credit report and authorised queries (issue 23) ---------------------------------------------------------
+
+
+def _withheld_table(title: str, withheld: Sequence[dict[str, Any]]) -> None:
+    if not withheld:
+        return
+    table = Table(title=title)
+    for col in ("source", "field", "reason"):
+        table.add_column(col)
+    for w in withheld:
+        table.add_row(str(w.get("source")), str(w.get("field")), str(w.get("reason")))
+    console.print(table)
+
+
+@credit_app.command("report")
+def credit_report(
+    subject: Annotated[str, typer.Argument(help="the enterprise's USCC")],
+    purpose: Annotated[str, typer.Option(help="why you ask (the purpose catalogue)")] = "loan_underwriting",
+    out: Annotated[Path | None, typer.Option(help="write the signed document (JSON) here")] = None,
+    html: Annotated[Path | None, typer.Option(help="write the printable view here")] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = "",
+) -> None:
+    """An enterprise's standard credit report: public records always, masked histories under its consent."""
+    with connected(url, token) as client:
+        got = client.reports.report(subject, purpose)
+        page = client.reports.html(got.id) if html else None
+    sections = got.document.get("sections", {})
+    summary(
+        f"credit report {got.id}",
+        [
+            ("subject", got.subject_uscc),
+            ("sections", ", ".join(sorted(sections))),
+            ("consented histories", ", ".join(sorted(sections.get("consented", {}))) or "none (no consent)"),
+            ("valid until", got.expires_at.isoformat()),
+            ("ledger entry", str(got.ledger_index)),
+        ],
+    )
+    _withheld_table("withheld", got.document.get("withheld", []))
+    if out:
+        out.write_text(json.dumps({"note": got.note, "document": got.document}, ensure_ascii=False), "utf-8")
+    if html and page is not None:
+        html.write_text(page, encoding="utf-8")
+
+
+@credit_app.command("query")
+def credit_query(
+    subjects: Annotated[Path, typer.Option(help="a file with one USCC per line")],
+    field: Annotated[list[str], typer.Option(help="DATASET_ID:FIELD, repeatable")],
+    purpose: Annotated[str, typer.Option(help="why you ask")] = "loan_underwriting",
+    months: Annotated[int, typer.Option(help="for monthly data: the last N months")] = 12,
+    out: Annotated[Path | None, typer.Option(help="write the signed results (JSON lines) here")] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = "",
+) -> None:
+    """Query a portfolio's records through the disclosure modes: per subject, what was let out and why not."""
+    fields: dict[str, list[str]] = {}
+    for f in field:
+        ds, sep, name = f.partition(":")
+        if not sep or not name:
+            fail(f"--field takes DATASET_ID:FIELD, got {f!r}")
+        fields.setdefault(ds, []).append(name)
+    usccs = read_lines(subjects, "subjects")
+    with connected(url, token) as client:
+        got = client.reports.query(usccs, fields, purpose, months=months)
+    table = Table(title=f"{got.allowed} of {len(got.results)} subjects answered")
+    for col in ("subject", "document", "let out", "withheld (reason)"):
+        table.add_column(col)
+    for r in got.results:
+        withheld = r.document.get("withheld", [])
+        table.add_row(
+            r.subject_uscc,
+            r.id,
+            str(sum(len(v.get("rows", [])) for v in r.document.get("results", {}).values())) + " rows",
+            ", ".join(f"{w['field']} ({w['reason']})" for w in withheld),
+        )
+    console.print(table)
+    if out:
+        out.write_text(
+            "".join(
+                json.dumps({"note": r.note, "document": r.document}, ensure_ascii=False) + "\n"
+                for r in got.results
+            ),
+            encoding="utf-8",
+        )
+
+
+@credit_app.command("verify")
+def credit_verify(
+    path: Annotated[Path, typer.Argument(help="a document written by 'credit report --out' (JSON)")],
+    url: Url = DEFAULT_URL,
+    token: Token = "",
+) -> None:
+    """Check a report's signature (the ledger's key) and that it has not expired."""
+    note = json.loads(path.read_text(encoding="utf-8"))["note"]
+    with connected(url, token) as client:
+        try:
+            doc = client.reports.verify(note)
+        except Exception as exc:
+            fail(f"DOES NOT VERIFY: {exc}", EXIT_NOT_VERIFIED)
+    console.print(f"verified: {doc['id']} about {doc['subject_uscc']}, valid until {doc['expires_at']}")
 
 
 # --- a provider's upload --------------------------------------------------------------------------------------

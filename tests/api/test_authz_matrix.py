@@ -91,6 +91,8 @@ class Party:
     federations: dict[str, str]
     models: dict[str, str]
     trainings: dict[str, str]
+    report_id: str = "rpt_missing"
+    """(bank and subject) a credit report the bank asked about the subject (issue 23)"""
 
     def fill(self, path: str, method: str = "GET") -> str:
         if method == "DELETE" and "{dataset_id}" in path:
@@ -122,6 +124,8 @@ class Party:
             path = path.replace("{training_id}", self.trainings.get(action, "vlr_missing"))
         if "{job_id}" in path:
             path = path.replace("{job_id}", self.jobs["/cancel" if path.endswith("/cancel") else ""])
+        if "{doc_id}" in path:
+            path = path.replace("{doc_id}", self.report_id)
         if path.endswith("/disable"):
             return path.replace("{org_id}", self.disposable.id)
         return (
@@ -193,6 +197,11 @@ def parties(
     federations, frame = _federations(runtime, made)
     models, trainings, model_bodies = _models(runtime, made, synthetic.columns["uscc"].tolist())
     person, person_bodies = _person(runtime, made, http, make_org, terms, tmp_path)
+    report = bank.client.post(
+        "/v1/reports", json={"subject_uscc": subject.org.uscc, "purpose": "loan_underwriting"}
+    )
+    assert report.status_code == 201, report.text
+    bank.report_id = subject.report_id = report.json()["id"]
     for party in made.values():
         party.federations = federations if party is bank else dict.fromkeys(federations, "fed_missing")
         party.consents = consents
@@ -238,6 +247,12 @@ def parties(
             **model_bodies,
             **sealed,
             **person_bodies,
+            "POST /v1/reports": {"subject_uscc": subject.org.uscc, "purpose": "loan_underwriting"},
+            "POST /v1/queries": {
+                "subjects": [subject.org.uscc],
+                "fields": {made[Role.data_provider].dataset_id: ["amount"]},
+                "purpose": "loan_underwriting",
+            },
             "POST /v1/policy/check": {
                 "subjects": [subject.org.uscc],
                 "fields": {made[Role.data_provider].dataset_id: ["amount"]},
@@ -882,10 +897,12 @@ OBJECT_ROUTES = [
     and "{consent_id}" not in r.path
     and "{objection_id}" not in r.path
     and "{app_id}" not in r.path
+    and "{doc_id}" not in r.path
 ]
 # consents have two parties (subject and bank); tests/api/test_consent_api.py has their tenant matrix;
 # objections have two too (subject and provider): tests/pps/governance/objections/test_refusals.py has theirs;
 # so do repair applications (subject and authority): tests/pps/governance/repair/test_repair_flow.py
+# and credit reports (bank and subject): tests/pps/services/reports/test_reports_api.py
 
 
 @pytest.mark.slow
