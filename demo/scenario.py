@@ -27,6 +27,7 @@ from rich.table import Table
 
 from demo.households import run_household_step
 from demo.repair import add_demo_records, months_back, repair_step
+from demo.reports import report_step
 from demo.training import german_credit_step, horizontal_step, vertical_steps, write_report
 from models.synth import generate
 from pps import errors
@@ -592,6 +593,19 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             checks.check,
             [(b, orgs[b].id, tokens[b]) for b in ("Bank A", "Bank B", "Bank C")],
             figures,
+        )
+
+        console.rule("[bold]9d. The standard credit report: a consenting and a non-consenting enterprise")
+        report_step(
+            console,
+            checks.check,
+            bank_a=bank_a,
+            bank_a_id=orgs["Bank A"].id,
+            clients={code: client[f"Enterprise {i + 1}"] for i, code in enumerate(enterprises)},
+            names={code: f"Enterprise {i + 1}" for i, code in enumerate(enterprises)},
+            datasets=datasets,
+            records=demo_records,
+            out_dir=data_dir,
         )
 
     console.rule("[bold]10. Offline verification of the whole ledger")
