@@ -103,3 +103,71 @@ def test_field_grades_migration_grades_existing_datasets(database_url: str) -> N
         assert back["columns"][:3] == old["columns"][:3] and back["columns"][3]["level"] == 5
     finally:
         db.dispose()
+
+
+def test_disclosure_modes_migration_writes_the_implicit_modes(database_url: str) -> None:
+    """0018: every column of a stored schema gets the disclosure mode it had implicitly; none becomes public."""
+    import json
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from pps.data.datasets.schema import DatasetSchema
+
+    old = {
+        "dataset": "tax",
+        "subject_key": "uscc",
+        "period_key": None,
+        "record_key": None,
+        "columns": [
+            {"name": "uscc", "type": "uscc", "unit": None, "description": "", "sensitivity": "C1", "level": 2},
+            {"name": "tax_paid", "type": "float", "unit": "CNY", "description": "", "sensitivity": "C2", "level": 3},
+            {"name": "case_id", "type": "string", "unit": None, "description": "", "sensitivity": "C3", "level": 4},
+            {"name": "x", "type": "float", "unit": None, "description": "", "sensitivity": "C1", "level": 5},
+            {"name": "y", "type": "float", "unit": None, "description": "", "sensitivity": "C1", "level": 2,
+             "disclosure": "aggregate_only"},
+        ],
+    }  # fmt: skip
+    db = Database(database_url)
+    try:
+        migrate.upgrade(db.engine, "0017_field_grades")
+        now = datetime.now(UTC)
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO organizations (id, name, role, uscc, created_at) "
+                    "VALUES ('org_p', 'provider', 'data_provider', NULL, :t)"
+                ),
+                {"t": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO datasets (id, provider_org_id, name, description, schema_json, created_at, "
+                    "platform_aggregates) VALUES ('ds_1', 'org_p', 'tax', '', :s, :t, false)"
+                ),
+                {"s": json.dumps(old), "t": now},
+            )
+        migrate.upgrade(db.engine)
+        with db.engine.connect() as conn:
+            stored = conn.execute(text("SELECT schema_json FROM datasets WHERE id = 'ds_1'")).scalar_one()
+        schema = DatasetSchema.model_validate_json(stored)
+        assert [c.disclosure for c in schema.columns] == [
+            "masked",
+            "compute_only",
+            "never",
+            "never",
+            "aggregate_only",
+        ]
+        migrate_down = __import__("alembic.command", fromlist=["downgrade"]).downgrade
+        cfg = migrate.alembic_config()
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            migrate_down(cfg, "0017_field_grades")
+        with db.engine.connect() as conn:
+            back = json.loads(
+                conn.execute(text("SELECT schema_json FROM datasets WHERE id = 'ds_1'")).scalar_one()
+            )
+            tables = inspect(conn).get_table_names()
+        assert back["columns"] == old["columns"] and "disclosure_documents" not in tables
+    finally:
+        db.dispose()
