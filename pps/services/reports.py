@@ -347,6 +347,17 @@ class CreditReports:
         binding = bind_sources(session)
         bound = {b.dataset_id: b for b in binding.bound.values()}
         cutoff = _month_back(now.date(), months)
+        # each dataset read once for every subject something of it is let out about
+        needed: dict[str, list[str]] = {}
+        for uscc in usccs:
+            for ds_id in {d.dataset_id for d in decided[uscc] if d.mode is not None}:
+                needed.setdefault(ds_id, []).append(uscc)
+        bindings: dict[str, BoundSource] = {}
+        read: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for ds_id, who in needed.items():
+            b = bindings[ds_id] = bound.get(ds_id) or self._bind_one(session, ds_id)
+            version = session.get(DatasetVersion, (b.dataset_id, b.version))
+            read[ds_id] = self.datasets.rows_of_many(session, version, who) if version is not None else {}
         issued = []
         for uscc in usccs:
             decisions = decided[uscc]
@@ -358,10 +369,9 @@ class CreditReports:
             for dataset_id, per_field in by_ds.items():
                 if all(d.mode is None for d in per_field.values()):
                     continue
-                b = bound.get(dataset_id) or self._bind_one(session, dataset_id)
-                version = session.get(DatasetVersion, (b.dataset_id, b.version))
-                sources[dataset_id] = _source_info(b, version)
-                rows = self._rows(session, b, uscc)
+                b = bindings[dataset_id]
+                sources[dataset_id] = _source_info(b, session.get(DatasetVersion, (b.dataset_id, b.version)))
+                rows = read[dataset_id].get(uscc, [])
                 period = b.schema.period_key
                 if period:
                     rows = sorted(

@@ -383,19 +383,28 @@ class DatasetService:
 
     def rows_of(self, session: Session, version: DatasetVersion, uscc: str) -> list[dict[str, Any]]:
         """Every row about one subject in one version, every column (decrypted only where the subject's rows are)."""
+        return self.rows_of_many(session, version, [uscc]).get(uscc, [])
+
+    def rows_of_many(
+        self, session: Session, version: DatasetVersion, usccs: Iterable[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Every row about each of ``usccs`` in one version, every column: the subject key column is decrypted
+        once, the other columns only in the chunks holding those subjects' rows."""
+        wanted = np.asarray(sorted(set(usccs)), dtype=object)
         schema = DatasetSchema.model_validate_json(version.schema_json)
         dek = self._dek(version)
         keys = self._chunks(session, version, schema.subject_key, dek, range(version.chunk_count))
-        hits = {i: np.nonzero(k.values == uscc)[0] for i, k in enumerate(keys)}
+        hits = {i: np.nonzero(np.isin(k.values, wanted))[0] for i, k in enumerate(keys)}
         hits = {i: rows for i, rows in hits.items() if len(rows)}
+        out: dict[str, list[dict[str, Any]]] = {}
         if not hits:
-            return []
+            return out
         columns = {c.name: self._chunks(session, version, c.name, dek, sorted(hits)) for c in schema.columns}
-        rows_out: list[dict[str, Any]] = []
         for pos, chunk_index in enumerate(sorted(hits)):
             for r in hits[chunk_index]:
-                rows_out.append({name: _py(parts[pos], int(r)) for name, parts in columns.items()})
-        return rows_out
+                row = {name: _py(parts[pos], int(r)) for name, parts in columns.items()}
+                out.setdefault(str(row[schema.subject_key]), []).append(row)
+        return out
 
     # --- single records and corrections (pps.governance.objections) ---------------------------------------------
 
