@@ -42,6 +42,7 @@ from pps.errors import Gone, InvalidInput, NotFound
 from pps.governance import masking
 from pps.governance.policy import FieldDecision, PolicyEngine
 from pps.governance.records import DishonestyRecord, RecordBook, status
+from pps.identity.persons import is_person_code
 from pps.identity.uscc import validate_uscc
 from pps.infra.storage.tables import (
     DatasetVersion,
@@ -76,6 +77,13 @@ class Issued:
     document: dict[str, Any]
     note: str
     ledger_index: int | None
+
+
+def _enterprise(code: str) -> str:
+    """An enterprise's USCC, checked; a person's code is refused (a person's report is its own, issue 19)."""
+    if isinstance(code, str) and is_person_code(code):
+        raise InvalidInput("the standard credit report and queries are about enterprises, not persons")
+    return validate_uscc(code)
 
 
 def _month_back(today: dt.date, months: int) -> str:
@@ -198,7 +206,7 @@ class CreditReports:
         """The report about ``subject_uscc`` for a bank (``bank_org_id`` and ``purpose``), or for the subject
         itself (both None: everything about it, unmasked — its own free report)."""
         now = now or utcnow()
-        uscc = validate_uscc(subject_uscc)
+        uscc = _enterprise(subject_uscc)
         own = bank_org_id is None
         if not own and not purpose:
             raise InvalidInput("a bank's report names its purpose")
@@ -334,7 +342,7 @@ class CreditReports:
             raise InvalidInput(f"months must be 1 to {MAX_QUERY_MONTHS}")
         if not fields or not all(fields.values()):
             raise InvalidInput("name at least one field of each dataset queried")
-        usccs = tuple(validate_uscc(s) for s in subjects)
+        usccs = tuple(_enterprise(s) for s in subjects)
         decided = self.policy.disclose(
             session,
             bank_org_id=bank_org_id,
