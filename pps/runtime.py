@@ -260,10 +260,13 @@ class Runtime:
 
     def recover_long_lived(self) -> Recovered:
         """Fail the trainings whose serving process died, abort abandoned federations (start-up and periodic;
-        :mod:`pps.infra.recovery`)."""
-        return recover_long_lived(
+        :mod:`pps.infra.recovery`), and erase the credit reports and query results past their expiry."""
+        recovered = recover_long_lived(
             self.db, self.ledger, stale_after=timedelta(hours=self.settings.federation_stale_hours)
         )
+        with self.db.transaction() as session:
+            self.reports.sweep(session)
+        return recovered
 
     def check_state(self) -> StateReport:
         """Replay the ledger and compare consents, budgets and objections with their rows (start-up and periodic;
