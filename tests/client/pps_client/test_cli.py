@@ -27,6 +27,10 @@ COMMANDS = [
     ["report"],
     ["data"],
     ["data", "upload"],
+    ["credit"],
+    ["credit", "report"],
+    ["credit", "query"],
+    ["credit", "verify"],
 ]
 
 UNREACHABLE = "http://127.0.0.1:9"
