@@ -444,6 +444,77 @@ class PolicyEngine:
                         out[d.subject].append(FieldDecision(dataset_id, name, used, consent_id=cid))
         return out
 
+    def release_disclosure(
+        self,
+        session: Session,
+        decided: Mapping[str, Sequence[FieldDecision]],
+        *,
+        bank_org_id: str,
+        operation: str,
+        purpose: str,
+        job: ObjectRef,
+        actor: Actor,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, list[FieldDecision]]:
+        """Spend one use of each consent a report or query relies on, atomically, and record the release.
+
+        A consent whose last use another release took first (or that was revoked or expired in between: the
+        guarded spend re-checks it under the row lock) no longer covers its fields: they come back withheld with
+        ``uses_exhausted``. Public fields spend nothing. The ``policy.release`` entry (``spends_uses``) is what
+        the ledger's replay counts uses by, as for every computation.
+        """
+        now = now or utcnow()
+        relied = sorted({d.consent_id for ds in decided.values() for d in ds if d.consent_id and d.mode})
+        spent = self._spend(session, relied, now) if relied else set()
+        out: dict[str, list[FieldDecision]] = {}
+        for subject, ds in decided.items():
+            out[subject] = [
+                d
+                if not d.consent_id or d.mode is None or d.consent_id in spent
+                else FieldDecision(
+                    d.dataset_id,
+                    d.field,
+                    None,
+                    DenyReason.uses_exhausted,
+                    f"{d.consent_id}: no use left at release",
+                    d.consent_id,
+                )
+                for d in ds
+            ]
+        if spent:
+            subjects = tuple(s for s, ds in out.items() if any(d.consent_id in spent and d.mode for d in ds))
+            fields: dict[str, set[str]] = {}
+            for ds in out.values():
+                for d in ds:
+                    if d.consent_id in spent and d.mode:
+                        fields.setdefault(d.dataset_id, set()).add(d.field)
+            self.ledger.append(
+                session,
+                EntryDraft(
+                    action="policy.release",
+                    actor=actor,
+                    objects=(job, *(ObjectRef("dataset", ds) for ds in sorted(fields))),
+                    subjects=subjects,
+                    purpose=purpose,
+                    consent_ids=tuple(sorted(spent)),
+                    released=(Release(to=bank_org_id, what=f"{operation} {job.id}"),),
+                    request_id=request_id,
+                    detail={
+                        "bank": bank_org_id,
+                        "operation": operation,
+                        "fields": {k: sorted(v) for k, v in sorted(fields.items())},
+                        "allowed": len(subjects),
+                        "denied": {},
+                        "part": 1,
+                        "parts": 1,
+                        "spends_uses": True,
+                    },
+                ),
+                now=now,
+            )
+        return out
+
     def candidates(self, session: Session, bank_org_id: str, purpose: str) -> tuple[str, ...]:
         """Every subject with a consent of any state for this bank and purpose, sorted: "all consented" is
         this set, decided subject by subject."""

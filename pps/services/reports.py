@@ -210,6 +210,7 @@ class CreditReports:
         own = bank_org_id is None
         if not own and not purpose:
             raise InvalidInput("a bank's report names its purpose")
+        doc_id = new_id("rpt")
         binding = bind_sources(session, REPORT_SOURCES)
         bound = binding.bound
         names = {b.dataset_id: b.name for b in bound.values()}
@@ -225,13 +226,24 @@ class CreditReports:
         else:
             assert bank_org_id is not None
             assert purpose is not None
-            decisions = self.policy.disclose(
+            asked = self.policy.disclose(
                 session,
                 bank_org_id=bank_org_id,
                 subjects=(uscc,),
                 fields=fields,
                 operation="report",
                 purpose=purpose,
+                now=now,
+            )
+            decisions = self.policy.release_disclosure(
+                session,
+                asked,
+                bank_org_id=bank_org_id,
+                operation="report",
+                purpose=purpose,
+                job=ObjectRef("report", doc_id),
+                actor=actor,
+                request_id=request_id,
                 now=now,
             )[uscc]
         by_ds: dict[str, dict[str, FieldDecision]] = {}
@@ -267,7 +279,7 @@ class CreditReports:
         withheld = self._withheld(decisions, names)
         document = {
             "format": REPORT_FORMAT,
-            "id": new_id("rpt"),
+            "id": doc_id,
             "subject_uscc": uscc,
             "requested_by": "subject" if own else bank_org_id,
             "purpose": purpose,
@@ -343,13 +355,23 @@ class CreditReports:
         if not fields or not all(fields.values()):
             raise InvalidInput("name at least one field of each dataset queried")
         usccs = tuple(_enterprise(s) for s in subjects)
-        decided = self.policy.disclose(
+        decided = self.policy.release_disclosure(
             session,
+            self.policy.disclose(
+                session,
+                bank_org_id=bank_org_id,
+                subjects=usccs,
+                fields={k: tuple(v) for k, v in fields.items()},
+                operation="query",
+                purpose=purpose,
+                now=now,
+            ),
             bank_org_id=bank_org_id,
-            subjects=usccs,
-            fields={k: tuple(v) for k, v in fields.items()},
             operation="query",
             purpose=purpose,
+            job=ObjectRef("query", new_id("qry")),
+            actor=actor,
+            request_id=request_id,
             now=now,
         )
         binding = bind_sources(session)

@@ -39,7 +39,12 @@ class World:
 
 
 def grant(
-    rt: Runtime, bank_id: str, uscc: str, datasets: dict[str, str], modes: dict[str, str] | None = None
+    rt: Runtime,
+    bank_id: str,
+    uscc: str,
+    datasets: dict[str, str],
+    modes: dict[str, str] | None = None,
+    max_uses: int | None = None,
 ) -> str:
     scope = [
         {
@@ -59,6 +64,7 @@ def grant(
             scope=scope,
             operations=["report", "query"],
             valid_until=utcnow() + timedelta(days=30),
+            max_uses=max_uses,
         )
         c: Consent = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=OPERATOR)
         rt.consents.approve(s, c, actor=OPERATOR)

@@ -210,3 +210,24 @@ def test_signed_expiring_and_the_subject_reads_its_own(world: World) -> None:
     assert all(isinstance(r["taxable_sales"]["value"], float) for r in tax if r["taxable_sales"]["value"])
     assert {v["mode"] for v in values(own.document["sections"]["consented"])} == {"own"}
     assert own.document["withheld"] == []  # its own report: every field, compute_only and never ones too
+
+
+def test_reports_and_queries_spend_consent_uses(world: World) -> None:
+    """Each report or query relying on a consent spends one use of it, as a computation does; the ledger's replay
+    counts the same uses; once spent, the consented part is withheld (``uses_exhausted``) and the public stays."""
+    grant(world.rt, world.bank.id, world.no.uscc or "", world.datasets, max_uses=2)
+    assert "consented" in report(world, world.no.uscc or "").document["sections"]
+    with world.rt.db.transaction() as s:
+        world.rt.reports.query(
+            s,
+            bank_org_id=world.bank.id,
+            subjects=[world.no.uscc or ""],
+            fields={world.datasets["tax"]: ["taxable_sales"]},
+            purpose=PURPOSE,
+            actor=BANK,
+        )
+    third = report(world, world.no.uscc or "").document
+    assert "consented" not in third["sections"] and third["sections"]["registration"]
+    assert {w["reason"] for w in third["withheld"] if w["source"] == "tax"} == {"uses_exhausted"}
+    state = world.rt.check_state()
+    assert state.ok, state.summary()
