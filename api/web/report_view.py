@@ -32,8 +32,8 @@ def charts(part: dict[str, Any]) -> list[dict[str, Any]]:
             lo = hi = None
             if isinstance(value, dict) and "from" in value:
                 lo, hi = float(value["from"]), float(value["to"])
-            elif isinstance(value, int | float):
-                lo = hi = float(value)
+            elif isinstance(value, int | float):  # the subject's own view: a bar from zero
+                lo, hi = 0.0, float(value)
             points.append((str(r.get("month", "")), lo, hi))
         top = max((h for _, _, h in points if h is not None), default=0.0) or 1.0
         step = _W / max(len(points), 1)
