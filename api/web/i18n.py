@@ -188,6 +188,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "公开信息无需授权；纳税、社保、水电等脱敏摘要仅在企业授权（report 操作）后提供。查询将记入企业的访问记录。",
     ),
     "credit_report_own": ("My credit report (free)", "我的信用报告（免费）"),
+    "disclosure_modes": ("Disclosure modes for reports and queries", "报告与查询的披露方式"),
+    "disclosure_modes_hint": (
+        "optional, field=mode, …: masked, aggregate_only, compute_only or never; only narrows the provider's",
+        "可选，字段=方式，…：masked、aggregate_only、compute_only 或 never；只能比数据提供方的更严格",
+    ),
 }
 
 

@@ -252,6 +252,19 @@ def subject_home(
     )
 
 
+def _modes(text: str) -> dict[str, str] | None:
+    """``field=mode, ...`` from the grant form: the consent's narrowing of disclosure modes (issue 23)."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, mode = part.partition("=")
+        if not sep or not name.strip() or not mode.strip():
+            raise InvalidInput(f"disclosure modes are field=mode, separated by commas; got {part!r}")
+        out[name.strip()] = mode.strip()
+    return out or None
+
+
 @router.post("/subject/consents")
 def subject_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
     fields = [f.strip() for f in one(form, "fields", "*").split(",") if f.strip()]
@@ -263,7 +276,9 @@ def subject_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
         {
             "bank_org_id": one(form, "bank_org_id"),
             "purpose": one(form, "purpose"),
-            "scope": [{"dataset_id": one(form, "dataset_id"), "fields": fields}],
+            "scope": [
+                {"dataset_id": one(form, "dataset_id"), "fields": fields, "modes": _modes(one(form, "modes"))}
+            ],
             "operations": form.get("operations", []),
             "valid_until": _day_end(until, "valid until"),
             "max_uses": int(max_uses) if max_uses.isdigit() else (None if not max_uses else -1),
