@@ -16,6 +16,9 @@ from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
 from pps.governance.objections import ObjectionService
 from pps.governance.policy import PolicyEngine
+from pps.governance.signatures import ConsentSignatures
+from pps.identity.keys import SubjectKeyService
+from pps.identity.realname import SimulatedRealName
 from pps.identity.service import IdentityService
 from pps.infra import keyring
 from pps.infra.executor import Executor, executor_from_settings
@@ -46,6 +49,7 @@ class Runtime:
     db: Database
     ledger: Ledger
     identity: IdentityService
+    keys: SubjectKeyService
     kms: LocalFileKMS
     datasets: DatasetService
     features: FeatureStore
@@ -75,6 +79,11 @@ class Runtime:
         key = load_or_create_ed25519(settings.resolved_key_dir / LEDGER_SIGNING_KEY_FILE)
         ledger = Ledger(NoteSigner(settings.ledger_origin, key), settings.ledger_origin)
         identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
+        subject_keys = SubjectKeyService(
+            ledger,
+            settings.secret_key.get_secret_value().encode(),
+            SimulatedRealName(settings.secret_key.get_secret_value().encode()),
+        )
         kms = LocalFileKMS(settings.resolved_key_dir)
         datasets = DatasetService(
             ledger,
@@ -97,7 +106,8 @@ class Runtime:
         if open_keys and migrate.is_up_to_date(db.engine):  # else /readyz says the schema needs upgrading
             keyring.open_keys(db, kms, (datasets, objections, models))
         receipt_key = load_or_create_ed25519(settings.resolved_key_dir / RECEIPT_SIGNING_KEY_FILE)
-        consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key))
+        signatures = ConsentSignatures()
+        consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key), signatures)
         identity.on_disable.append(consents.close_for_org)
         jobs = JobService(
             db,
@@ -105,7 +115,7 @@ class Runtime:
             workers=settings.job_workers,
             result_ttl=timedelta(hours=settings.job_result_ttl_hours),
         )
-        policy = PolicyEngine(ledger)
+        policy = PolicyEngine(ledger, signatures)
         executor = executor_from_settings(settings)
         psi = PSIService(
             db,
@@ -165,6 +175,7 @@ class Runtime:
             db=db,
             ledger=ledger,
             identity=identity,
+            keys=subject_keys,
             kms=kms,
             datasets=datasets,
             features=features,

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from pps.data.datasets.schema import DatasetSchema, Sensitivity
 from pps.errors import InvalidInput
 from pps.governance.consent import check_purpose
+from pps.governance.signatures import ConsentSignatures
 from pps.infra.storage.tables import Consent, ConsentState, Dataset, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.store import Ledger
@@ -212,8 +213,10 @@ def _id_in(session: Session, ids: list[str]) -> ColumnElement[bool]:
 
 
 class PolicyEngine:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, signatures: ConsentSignatures | None = None) -> None:
         self.ledger = ledger
+        self.signatures = signatures or ConsentSignatures()
+        """a consent without a valid signature by its subject's enrolled key is no consent (``no_grant``)"""
 
     def _c3_fields(self, session: Session, fields: Mapping[str, Sequence[str]]) -> list[str]:
         c3 = []
@@ -261,13 +264,32 @@ class PolicyEngine:
             )
             .all()
         )
+        active = []
         for row in rows:
             if row[1] in wanted:
                 by_subject.setdefault(row[1], []).append(row)
+                if row[2] == _ACTIVE:
+                    active.append(
+                        (row[0], row[1], req.bank_org_id, req.purpose, row[8], row[9], row[3], row[4], row[6])
+                    )
+        unsigned = self.signatures.unsigned_among(session, req.bank_org_id, req.purpose, active)
         check = _Checker(req, now)
         decisions = []
         for subject in req.subjects:
             candidates = by_subject.get(subject)
+            if candidates and unsigned:
+                forged = [r for r in candidates if r[0] in unsigned]
+                candidates = [r for r in candidates if r[0] not in unsigned]
+                if forged and not candidates:
+                    decisions.append(
+                        Decision(
+                            subject,
+                            False,
+                            reason=DenyReason.no_grant,
+                            detail=f"{forged[0][0]} is not consent its subject signed: {unsigned[forged[0][0]]}",
+                        )
+                    )
+                    continue
             if not candidates:
                 decisions.append(
                     Decision(

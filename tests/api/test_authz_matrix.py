@@ -19,6 +19,7 @@ from pps.infra.storage.tables import Role
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed
 
 ROUTES = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
 ROUTE_IDS = [f"{sorted(r.methods)[0]} {r.path}" for r in ROUTES]
@@ -305,7 +306,7 @@ def _models(
             c = runtime.consents.request(
                 s, bank=org, subject_uscc=u, terms=terms, actor=Actor(None, "subject")
             )
-            runtime.consents.approve(s, c, actor=Actor(None, "subject"))
+            runtime.consents.approve(s, c, signed=signed(runtime, s, c), actor=Actor(None, "subject"))
         fields = runtime.features.fields_for(s, ["industry_c"])
         model = runtime.models.register(
             s,
