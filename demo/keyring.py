@@ -68,7 +68,7 @@ def signed(rt: Any, session: Any, consent: Any, action: str = "approve") -> Any:
     from pps_wire.subject_sign import action_text, b64
 
     key = subject_key(rt, session, consent.subject_uscc)
-    text = action_text(rt.consents.signing_document(consent, action))  # type: ignore[arg-type]
+    text = action_text(rt.consents.signing_document(consent, action))
     return SignedAction(text=text, key_id=key.key_id, signature=b64(key.sign(text)))
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from pps.data.datasets.schema import DatasetSchema, Sensitivity
 from pps.errors import InvalidSubjectSignature
-from pps.infra.storage.tables import Consent, ConsentSignature, Dataset, SubjectKey, new_id
+from pps.infra.storage.tables import Consent, ConsentSignature, ConsentState, Dataset, SubjectKey, new_id
 from pps_wire.errors import ProofVerificationError
 from pps_wire.subject_sign import canonical_scope, format_utc, parse_action_text, unb64, verify_signature
 
@@ -338,3 +338,28 @@ class ConsentSignatures:
             if verdict is not None:
                 out[row[0]] = verdict
         return out
+
+
+def consents_in_force_unsigned(
+    session: Session, signatures: ConsentSignatures, now: datetime
+) -> list[tuple[Consent, str]]:
+    """Every active, unexpired consent that does not carry a valid signature by a key its subject enrolled,
+    with the reason (``pps audit verify`` names them)."""
+    found: list[tuple[Consent, str]] = []
+    query = (
+        select(Consent)
+        .where(Consent.state == ConsentState.active, Consent.valid_until > now)
+        .order_by(Consent.id)
+        .execution_options(yield_per=2000)
+    )
+    batch: list[Consent] = []
+    for consent in session.execute(query).scalars():
+        batch.append(consent)
+        if len(batch) == 2000:
+            problems = signatures.problems(session, batch)
+            found.extend((c, problems[c.id]) for c in batch if c.id in problems)
+            batch = []
+    if batch:
+        problems = signatures.problems(session, batch)
+        found.extend((c, problems[c.id]) for c in batch if c.id in problems)
+    return found
