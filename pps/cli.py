@@ -497,7 +497,7 @@ def audit_verify(
     table.add_row("nodes checked", str(report.nodes_checked))
     table.add_row("checkpoints checked", str(report.checkpoints_checked))
     table.add_row("latest checkpoint size", str(report.latest_checkpoint_size))
-    table.add_row("active consents signed by their subjects", str(consents_checked))
+    table.add_row("signed consents", f"{consents_checked} active, each signed by its subject")
     if report.consistent_with is not None:
         table.add_row("consistent with saved checkpoint of size", str(report.consistent_with))
     if save is not None:

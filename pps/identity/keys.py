@@ -88,6 +88,7 @@ class SubjectKeyService:
             raise InvalidSubjectSignature(
                 f"the proof of possession does not verify ({exc}); sign the enrolment document with the new key"
             ) from None
+        verification = self.realname.verify(org.uscc, representative)  # who is enrolling, first
         active = self.active_keys(session, org.uscc)
         if active:
             if endorsement is None:
@@ -103,7 +104,6 @@ class SubjectKeyService:
                 verify_signature(endorser.algorithm, endorser.public_key, text, endorsement.signature)
             except ProofVerificationError as exc:
                 raise InvalidSubjectSignature(f"the endorsement does not verify ({exc})") from None
-        verification = self.realname.verify(org.uscc, representative)
         kid = key_id(key.algorithm, key.public_key)
         if session.get(SubjectKey, kid) is not None:
             raise Conflict(f"key {kid} is already enrolled")

@@ -81,12 +81,10 @@ class SubjectKeys(Resource):
         endorse_with: SubjectKey | None = None,
     ) -> SubjectKeyPublic:
         """Enrol ``key`` (only its public half leaves). ``endorse_with``: for a rotation, an active key."""
-        me = self._client.me().org
-        if me.uscc is None:
-            raise ValueError("only a subject (an organisation with a USCC) enrols a consent-signing key")
+        me = self._client.me().org  # not a subject: the service refuses by role
         text = action_text(
             enrolment_document(
-                org_id=me.id, subject=me.uscc, algorithm=key.algorithm, public_key=key.public_key
+                org_id=me.id, subject=me.uscc or "", algorithm=key.algorithm, public_key=key.public_key
             )
         )
         body = SubjectKeyEnrol.model_validate(
