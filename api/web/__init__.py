@@ -13,11 +13,13 @@ from fastapi.staticfiles import StaticFiles
 
 from .core import PREFIX
 from .pages import router
+from .passkeys import router as passkey_router
 
 
 def install(app: FastAPI) -> None:
     """Serve the pages under ``/ui`` (``/`` sends a browser there); the API's routes are untouched."""
     app.include_router(router)
+    app.include_router(passkey_router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="ui-static")
 
     @app.get("/", include_in_schema=False)

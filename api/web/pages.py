@@ -47,6 +47,7 @@ from pps.ledger.store import EntryFilter
 from pps_wire import merkle
 from pps_wire.checkpoint import verify_checkpoint
 
+from . import passkeys
 from .core import (
     COOKIE,
     HOME,
@@ -251,8 +252,7 @@ def subject_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
             "max_uses": int(max_uses) if max_uses.isdigit() else (None if not max_uses else -1),
         }
     )
-    call(page, consent.grant, body, page.caller, rt)
-    return redirect(f"{PREFIX}/subject", done="consent_granted")
+    return passkeys.grant_to_sign(page, rt, body)  # the subject's passkey signs the terms, then it is granted
 
 
 @router.post("/subject/consents/{consent_id}/{decision}")
@@ -266,7 +266,7 @@ def subject_decide(
     if decision == "revoke":
         call(page, consent.revoke, consent_id, page.caller, rt)
     elif decision == "approve":
-        call(page, consent.approve, consent_id, page.caller, rt)
+        return passkeys.approval_to_sign(page, rt, consent_id)
     elif decision == "deny":
         reason = one(form, "reason") or "declined by the enterprise"
         call(page, consent.deny, consent_id, ConsentDecision(reason=reason), page.caller, rt)

@@ -166,6 +166,10 @@ def check_public_key(algorithm: str, public_key: bytes) -> None:
             Ed25519PublicKey.from_public_bytes(public_key)
         except ValueError:
             raise ProofVerificationError("not an Ed25519 public key") from None
+    elif algorithm == "webauthn-es256":
+        from pps_wire.passkey import check_public_key as check_passkey
+
+        check_passkey(public_key)
     elif algorithm == "sm2":
         if len(public_key) != 64:
             raise ProofVerificationError("an SM2 public key is the 64-byte point x||y (no 04 prefix)")
@@ -185,6 +189,11 @@ def verify_signature(algorithm: str, public_key: bytes, text: str, signature: by
     """Check ``signature`` over ``text`` (UTF-8) by ``public_key``; raise :class:`ProofVerificationError`."""
     check_public_key(algorithm, public_key)
     data = text.encode()
+    if algorithm == "webauthn-es256":
+        from pps_wire.passkey import verify_assertion
+
+        verify_assertion(public_key, text, signature)
+        return
     if algorithm == "ed25519":
         try:
             Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)

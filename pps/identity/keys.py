@@ -28,7 +28,15 @@ from pps.infra.text import check_name
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
 from pps_wire.errors import ProofVerificationError
-from pps_wire.subject_sign import ALGORITHMS, action_text, enrolment_document, key_id, verify_signature
+from pps_wire.passkey import ALGORITHM as PASSKEY
+from pps_wire.subject_sign import (
+    ALGORITHMS,
+    action_text,
+    check_public_key,
+    enrolment_document,
+    key_id,
+    verify_signature,
+)
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,77 @@ class SubjectKeyService:
                     "algorithm": key.algorithm,
                     "real_name": {"reference": verification.reference, "method": verification.method},
                     "rotation_endorsed_by": endorsement.key_id if endorsement else None,
+                },
+            ),
+            now=now,
+        )
+        return row
+
+    def enrol_passkey(
+        self,
+        session: Session,
+        *,
+        org: Organization,
+        public_key: bytes,
+        credential_id: str,
+        representative: Representative,
+        actor: Actor,
+        label: str = "passkey",
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> SubjectKey:
+        """Enrol a passkey the subject registered in the portal (its registration, checked by the web layer
+        with py_webauthn against the challenge it issued, is the proof of possession). A subject that already
+        has an active key rotates with an endorsement (``pps-client keys enrol --endorse-with``) instead."""
+        if actor.org_id != org.id:
+            raise OperatorBounded("only the subject itself can enrol its passkey")
+        if org.role is not Role.subject or org.uscc is None:
+            raise InvalidInput("only a subject (an enterprise or a person) enrols a consent-signing key")
+        if org.disabled_at is not None:
+            raise Conflict(f"organisation {org.id} is disabled")
+        check_name(label or "passkey", "the key's label")
+        try:
+            check_public_key(PASSKEY, public_key)
+        except ProofVerificationError as exc:
+            raise InvalidInput(str(exc)) from None
+        now = now or utcnow()
+        verification = self.realname.verify(org.uscc, representative)
+        if self.active_keys(session, org.uscc):
+            raise InvalidSubjectSignature(
+                "you already have an active key: a further key is enrolled with an endorsement by it "
+                "(pps-client keys enrol --endorse-with), or revoke it first"
+            )
+        kid = key_id(PASSKEY, public_key)
+        if session.get(SubjectKey, kid) is not None:
+            raise Conflict(f"key {kid} is already enrolled")
+        row = SubjectKey(
+            key_id=kid,
+            org_id=org.id,
+            subject_uscc=org.uscc,
+            algorithm=PASSKEY,
+            public_key=public_key,
+            credential_id=credential_id,
+            label=label.strip() or "passkey",
+            verification_ref=verification.reference,
+            representative_hash=representative_hash(self._key, representative),
+            enrolled_at=now,
+            revoked_at=None,
+        )
+        session.add(row)
+        session.flush()
+        self.ledger.append(
+            session,
+            EntryDraft(
+                action="subject_key.enrol",
+                actor=actor,
+                objects=(ObjectRef("subject_key", kid), ObjectRef("org", org.id)),
+                subjects=(org.uscc,),
+                request_id=request_id,
+                detail={
+                    "key_id": kid,
+                    "algorithm": PASSKEY,
+                    "real_name": {"reference": verification.reference, "method": verification.method},
+                    "rotation_endorsed_by": None,
                 },
             ),
             now=now,
