@@ -19,7 +19,7 @@ from pps.infra.storage.tables import Role
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
-from tests.helpers import signed
+from tests.helpers import signed, signed_body, signed_decision
 
 ROUTES = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
 ROUTE_IDS = [f"{sorted(r.methods)[0]} {r.path}" for r in ROUTES]
@@ -146,7 +146,11 @@ def parties(
         party.jobs = {"": _job(runtime, party.org, run=True), "/cancel": _job(runtime, party.org, run=False)}
     terms = consent_terms(made)
     active = [
-        subject.client.post("/v1/consents", json={**terms, "bank_org_id": bank.org.id}) for _ in range(2)
+        subject.client.post(
+            "/v1/consents",
+            json=signed_body(subject.org.key, str(subject.org.uscc), {**terms, "bank_org_id": bank.org.id}),
+        )
+        for _ in range(2)
     ]
     asked = [
         bank.client.post("/v1/consent-requests", json={**terms, "subject_uscc": subject.org.uscc})
@@ -186,7 +190,10 @@ def parties(
         party.models = models if party is bank else {}
         party.trainings = trainings if party is bank else {}
         party.bodies = {
-            "POST /v1/consents": {**terms, "bank_org_id": bank.org.id},
+            "POST /v1/consents": signed_body(
+                subject.org.key, str(subject.org.uscc), {**terms, "bank_org_id": bank.org.id}
+            ),
+            "POST /v1/consents/{consent_id}/approve": signed_decision(subject.org.key, asked[0].json()),
             "POST /v1/consent-requests": {**terms, "subject_uscc": subject.org.uscc},
             "POST /v1/consents/{consent_id}/deny": {"reason": "not now"},
             "POST /v1/psi": {"purpose": "loan_underwriting", "reveal": "size", "request": _psi_request()},
@@ -450,12 +457,16 @@ def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, A
         dataset_id = sealed.dataset_id
     granted = subject.client.post(
         "/v1/consents",
-        json={
-            **terms,
-            "bank_org_id": bank.org.id,
-            "scope": [{"dataset_id": dataset_id, "fields": ["amount"]}],
-            "operations": ["aggregate", "score"],
-        },
+        json=signed_body(
+            subject.org.key,
+            str(subject.org.uscc),
+            {
+                **terms,
+                "bank_org_id": bank.org.id,
+                "scope": [{"dataset_id": dataset_id, "fields": ["amount"]}],
+                "operations": ["aggregate", "score"],
+            },
+        ),
     )
     assert granted.status_code == 201, granted.text
     weight = encrypt_sealed_weights(ctx.public_context, {"amount": 0.5})["amount"]
