@@ -225,5 +225,3 @@ def subject_signed(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
         )
         return redirect(f"{PREFIX}/subject", done="consent_approved")
     raise InvalidInput("only a grant or an approval is signed here")
-
-
