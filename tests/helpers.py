@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
+from demo.keyring import REPRESENTATIVE_ID, remember_key, signed, signed_grant, subject_key
 from pps.identity.uscc import ALPHABET, make_uscc
 
 
@@ -16,9 +18,16 @@ def uscc_for(n: int) -> str:
 
 # --- subjects' own keys (issue 24): every consent is signed by its subject ---------------------------------
 
-from demo.keyring import REPRESENTATIVE_ID, remember_key, signed, signed_grant, subject_key  # noqa: E402
-
-__all__ = ["REPRESENTATIVE_ID", "remember_key", "signed", "signed_grant", "subject_key", "uscc_for"]
+__all__ = [
+    "REPRESENTATIVE_ID",
+    "remember_key",
+    "signed",
+    "signed_body",
+    "signed_decision",
+    "signed_grant",
+    "subject_key",
+    "uscc_for",
+]
 
 
 def signed_body(key: Any, subject: str, body: dict[str, Any]) -> dict[str, Any]:
