@@ -33,12 +33,15 @@ from pps_client._exceptions import (
     TransportError,
     VerificationError,
 )
+from pps_wire.reasons import advice
 from pps_wire.schemas import FederationOut, JobPublic
 from pps_wire.subject_sign import SubjectKey
 
 EXIT_FAILED = 1
 EXIT_NOT_VERIFIED = 3
 EXIT_UNREACHABLE = 4
+EXIT_NOTHING_DONE = 5
+"""A job that ran but scored (matched, counted) nobody: a script must not take it for success."""
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 app = typer.Typer(
@@ -283,6 +286,16 @@ def score(
             ("written to", str(out)),
         ],
     )
+    if reasons:
+        err_console.print("why some were not scored, and what to do:", highlight=False)
+        for code, n in sorted(reasons.items(), key=lambda item: -item[1]):
+            err_console.print(f"  {n:>7,}  {advice(code)}", highlight=False, soft_wrap=True)
+    if not result.subjects:
+        fail(
+            f"job {job.id} scored no enterprise ({len(result.not_scored):,} not scored; reasons above and in "
+            f"{out}; every reason is explained in docs/reasons.md)",
+            EXIT_NOTHING_DONE,
+        )
 
 
 # --- aggregates -----------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ a stage machine (:class:`ScoringServer`: CONTEXT, then MODEL, then any number of
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from protocols.errors import (
 )
 from protocols.he_isolation import IsolatedWorker
 from protocols.he_scoring.load import LoadedModel, PublicScoringContext, check_public_context, load_model
+from protocols.he_scoring.noise import NoisePool, gaussian, noise_key
 from protocols.he_scoring.protobuf import encode_ckks_vector
 from protocols.he_scoring.seal_objects import seal_save
 from protocols.he_scoring.wire import (
@@ -177,18 +177,17 @@ def encode_features(
 # --- scoring -------------------------------------------------------------------------------------------------
 
 
-def _gaussian(n: int, std: float, packing: Packing) -> list[Any]:
-    """``n`` Gaussian samples (complex with independent parts, for complex packing) from the operating
-    system's CSPRNG (Box-Muller)."""
-    bits = np.frombuffer(os.urandom(16 * n), dtype=np.uint64).reshape(2, n)
-    u1 = 1.0 - (bits[0] >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    u2 = (bits[1] >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    radius = std * np.sqrt(-2.0 * np.log(u1))
-    if packing is Packing.COMPLEX:
-        samples: list[Any] = (radius * np.exp(2j * np.pi * u2)).tolist()
-    else:
-        samples = (radius * np.cos(2 * np.pi * u2)).tolist()
-    return samples
+def plan_rescale(model: LoadedModel) -> bool:
+    """Whether :func:`score` rescales its products once: only if the scale left is still enough for the
+    result's precision and the remaining modulus keeps the headroom."""
+    final = model.level
+    if len(final.prime_bits) < 2:
+        return False
+    after_bits = 2 * math.log2(model.scale) - final.prime_bits[-1]
+    return (
+        after_bits >= MIN_RESULT_SCALE_BITS
+        and final.bits - final.prime_bits[-1] >= after_bits + HEADROOM_BITS
+    )
 
 
 @contextmanager
@@ -210,13 +209,16 @@ def score(
     limits: ScoringLimits = DEFAULT_LIMITS,
     worker: IsolatedWorker | None = None,
     profile: dict[str, float] | None = None,
+    noise_pool: NoisePool | None = None,
 ) -> ScoreResultMessage:
     """Evaluate the encrypted model over plaintext features; RESULT holds one ciphertext per block of subjects.
 
     ``features`` is the float64 matrix of the admitted subjects (rows) in ``model.required_features`` order,
     or the same already encoded with :func:`encode_features` (the cached path). ``noise_std`` is the standard
     deviation of the Gaussian noise added to every score before release. ``profile``, if given, accumulates
-    seconds per stage (diagnostics).
+    seconds per stage (diagnostics). ``noise_pool``, if given (for this ``context``), supplies pre-made
+    encryptions of the noise (:mod:`protocols.he_scoring.noise`), one per block, each used once; blocks it
+    cannot supply are noised inline as without it.
     """
     if isinstance(noise_std, bool) or not isinstance(noise_std, int | float):
         raise TypeError(f"noise_std must be a number, got {type(noise_std).__name__}")
@@ -245,16 +247,10 @@ def score(
         with _timed(profile, "encode"):
             encoded = encode_features(context, loaded, features, limits)
     ev, encoder, encryptor = context.evaluator, context.encoder, context.encryptor
-    final = loaded.level
-    rescale = False
-    product_bits = 2 * math.log2(loaded.scale)
-    if len(final.prime_bits) >= 2:
-        after_bits = product_bits - final.prime_bits[-1]
-        if (
-            after_bits >= MIN_RESULT_SCALE_BITS
-            and final.bits - final.prime_bits[-1] >= after_bits + HEADROOM_BITS
-        ):
-            rescale = True
+    rescale = plan_rescale(loaded)
+    if noise_pool is not None and noise_pool.context is not context:
+        raise InvalidParameters("the noise pool belongs to another context than the one given")
+    pool_key = noise_key(context, loaded, float(noise_std)) if noise_pool is not None else None
     layout = encoded.layout
     blobs: list[bytes] = []
     try:
@@ -282,14 +278,16 @@ def score(
                     with _timed(profile, "rescale"):
                         ev.rescale_to_next_inplace(acc)
                 with _timed(profile, "noise_and_rerandomise"):
-                    noise = seal.Plaintext()
-                    if noise_std > 0:
-                        samples = _gaussian(context.slots, noise_std, loaded.packing)
-                        encoder.encode(samples, acc.parms_id(), acc.scale, noise)
-                    else:
-                        encoder.encode(0.0, acc.parms_id(), acc.scale, noise)
-                    fresh = seal.Ciphertext()
-                    encryptor.encrypt(noise, fresh)
+                    fresh = noise_pool.take(pool_key) if noise_pool is not None and pool_key else None
+                    if fresh is None:
+                        noise = seal.Plaintext()
+                        if noise_std > 0:
+                            samples = gaussian(context.slots, noise_std, loaded.packing)
+                            encoder.encode(samples, acc.parms_id(), acc.scale, noise)
+                        else:
+                            encoder.encode(0.0, acc.parms_id(), acc.scale, noise)
+                        fresh = seal.Ciphertext()
+                        encryptor.encrypt(noise, fresh)
                     ev.add_inplace(acc, fresh)
                 with _timed(profile, "serialise"):
                     blobs.append(encode_ckks_vector(seal_save(acc), layout.used_slots(b), float(acc.scale)))

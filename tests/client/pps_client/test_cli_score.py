@@ -64,3 +64,21 @@ def test_bank_score_writes_decrypted_scores_and_reasons(
     model.write_text(json.dumps({"kind": "logistic", "weights": {"favourite_colour": 1.0}}))
     result = runner.invoke(app, args)
     assert result.exit_code != 0 and "favourite_colour" in result.output
+
+
+def test_a_job_that_scores_nobody_exits_5_with_the_reasons_and_what_to_do(
+    world: World, base_url: str, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.json"
+    model.write_text(json.dumps({"kind": "logistic", "weights": {"tax_filing_ratio": 1.0}, "bias": 0.0}))
+    subjects = tmp_path / "applicants.txt"
+    subjects.write_text("\n".join(world.revoked[:1] + world.strangers[:2]) + "\n")
+    out = tmp_path / "scores.csv"
+    args = ["score", str(model), "--purpose", PURPOSE, "--subjects", str(subjects)]
+    args += ["--key", str(tmp_path / "bank.key"), "--out", str(out), "--url", base_url]
+    result = runner.invoke(app, [*args, "--token", world.bank.token])
+    assert result.exit_code == 5, result.output
+    assert "scored no enterprise" in result.output and "docs/reasons.md" in result.output
+    assert "no_grant: the enterprise has given your organisation no consent" in result.output
+    assert "revoked: the enterprise revoked its consent" in result.output
+    assert len(list(csv.DictReader(out.open()))) == 3  # the CSV still says who and why
