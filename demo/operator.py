@@ -21,9 +21,9 @@ from pps_wire.subject_sign import SubjectKey
 REP_IDS = (
     "11010519491231002X",
     "440524188001010014",
-    "630102198503150012",
-    "630104199002280011",
-    "632123197812120013",
+    "630102198503150011",
+    "630104199002280018",
+    "632123197812120018",
 )
 """The demo enterprises' legal representatives' resident ID numbers (well formed, GB 11643; fictitious)."""
 
