@@ -252,6 +252,7 @@ def subject_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
             "max_uses": int(max_uses) if max_uses.isdigit() else (None if not max_uses else -1),
         }
     )
+    guard(page, consent.grant)  # a bank posting this form is refused by the API route's own guard
     return passkeys.grant_to_sign(page, rt, body)  # the subject's passkey signs the terms, then it is granted
 
 
@@ -266,6 +267,7 @@ def subject_decide(
     if decision == "revoke":
         call(page, consent.revoke, consent_id, page.caller, rt)
     elif decision == "approve":
+        guard(page, consent.approve)
         return passkeys.approval_to_sign(page, rt, consent_id)
     elif decision == "deny":
         reason = one(form, "reason") or "declined by the enterprise"
