@@ -65,6 +65,27 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "授权已撤回，立即生效（包括运行中的任务）。",
     ),
     "consent_approved": ("Request approved.", "请求已同意。"),
+    "my_keys": ("My keys", "我的密钥"),
+    "keys_hint": (
+        "Your consent is signed by your own key, never by the platform. Register a passkey on this device after "
+        "your legal representative's real-name check, or enrol a local key with pps-client keys enrol.",
+        "您的授权由您自己的密钥签署，平台无法代签。请在法定代表人实名核验后在本设备上注册通行密钥，或用 pps-client keys enrol 登记本地密钥。",
+    ),
+    "no_keys": ("You have not enrolled a key yet.", "您尚未登记密钥。"),
+    "register_passkey": ("Register a passkey", "注册通行密钥"),
+    "representative_name": ("Legal representative", "法定代表人"),
+    "representative_id": ("Representative's ID number", "法定代表人身份证号"),
+    "passkey_enrolled": (
+        "Passkey registered: it now signs your consent.",
+        "通行密钥已注册，今后由其签署您的授权。",
+    ),
+    "sign_consent": ("Sign with your passkey", "用通行密钥签署"),
+    "sign_hint": (
+        "Check the terms: your passkey signs exactly this text, and the consent exists only once it is signed.",
+        "请核对条款：您的通行密钥将签署以下文本，签署后授权方才生效。",
+    ),
+    "algorithm": ("Algorithm", "算法"),
+    "enrolled": ("Enrolled", "登记时间"),
     "consent_denied": ("Request denied.", "请求已拒绝。"),
     "grant_on_this": ("Grant consent on this dataset", "就此数据集授权"),
     # auditor

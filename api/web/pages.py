@@ -51,6 +51,7 @@ from pps_wire import merkle
 from pps_wire.checkpoint import verify_checkpoint
 from pps_wire.schemas import RepairApprove, RepairCreate, RepairDeny, RepairObject, StatementCreate
 
+from . import passkeys
 from .core import (
     COOKIE,
     HOME,
@@ -261,8 +262,8 @@ def subject_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
             "max_uses": int(max_uses) if max_uses.isdigit() else (None if not max_uses else -1),
         }
     )
-    call(page, consent.grant, body, page.caller, rt)
-    return redirect(f"{PREFIX}/subject", done="consent_granted")
+    guard(page, consent.grant)  # a bank posting this form is refused by the API route's own guard
+    return passkeys.grant_to_sign(page, rt, body)  # the subject's passkey signs the terms, then it is granted
 
 
 @router.post("/subject/consents/{consent_id}/{decision}")
@@ -276,7 +277,8 @@ def subject_decide(
     if decision == "revoke":
         call(page, consent.revoke, consent_id, page.caller, rt)
     elif decision == "approve":
-        call(page, consent.approve, consent_id, page.caller, rt)
+        guard(page, consent.approve)
+        return passkeys.approval_to_sign(page, rt, consent_id)
     elif decision == "deny":
         reason = one(form, "reason") or "declined by the enterprise"
         call(page, consent.deny, consent_id, ConsentDecision(reason=reason), page.caller, rt)

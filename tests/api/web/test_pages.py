@@ -21,7 +21,7 @@ from pps.ledger.entry import Actor, ObjectRef
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
 from pps_wire import merkle
-from tests.api.web.conftest import World, csrf_of, grant, log_in, submit_job
+from tests.api.web.conftest import World, csrf_of, enrol_passkey, grant, log_in, sign_on_page, submit_job
 from tests.conftest import OrgFactory
 
 Client = Callable[..., TestClient]
@@ -278,7 +278,14 @@ def test_a_subject_grants_revokes_and_answers_requests(
         "valid_until": (utcnow() + timedelta(days=200)).date().isoformat(),
         "max_uses": "5",
     }
-    done = client.post("/ui/subject/consents", data=form, follow_redirects=False)
+    unkeyed = client.post("/ui/subject/consents", data=form, follow_redirects=False)
+    assert unkeyed.status_code == 422 and "register a passkey first" in unkeyed.text  # its key is local only
+    passkey = enrol_passkey(runtime, world.subject)
+    to_sign = client.post("/ui/subject/consents", data={**form, "csrf": csrf_of(home.text)})
+    assert to_sign.status_code == 200 and "Sign with your passkey" in to_sign.text, to_sign.text
+    with runtime.db.transaction(write=False) as session:
+        assert session.execute(select(Consent)).first() is None  # nothing exists before it is signed
+    done = sign_on_page(client, to_sign.text, passkey)
     assert done.status_code == 303, done.text
     with runtime.db.transaction(write=False) as session:
         consent = session.execute(select(Consent)).scalar_one()
@@ -328,6 +335,30 @@ def test_a_subject_grants_revokes_and_answers_requests(
     assert denied.status_code == 200 and "Request denied." in denied.text
     assert _consent_state(runtime, request_id) is ConsentState.denied
     assert "denied" in bank.get("/ui/bank").text
+
+    # another request, approved: the passkey signs its terms by id
+    bank.post(
+        "/ui/bank/consent-requests",
+        data={
+            "csrf": csrf_of(bank.get("/ui/bank").text),
+            "subject_uscc": world.subject.uscc,
+            "purpose": "post_loan_monitoring",
+            "dataset_id": world.dataset_id,
+            "fields": "*",
+            "operations": "score",
+            "valid_until": (utcnow() + timedelta(days=100)).date().isoformat(),
+        },
+    )
+    with runtime.db.transaction(write=False) as session:
+        second = session.execute(
+            select(Consent.id).where(Consent.state == ConsentState.requested)
+        ).scalar_one()
+    pending = client.get("/ui/subject")
+    to_sign = client.post(f"/ui/subject/consents/{second}/approve", data={"csrf": csrf_of(pending.text)})
+    assert to_sign.status_code == 200 and f'"consent_id":"{second}"' in to_sign.text.replace("&#34;", '"')
+    approved = sign_on_page(client, to_sign.text, passkey)
+    assert approved.status_code == 303 and "consent_approved" in approved.headers["location"]
+    assert _consent_state(runtime, second) is ConsentState.active
 
 
 def test_a_subject_sees_its_own_records_only_and_the_look_is_logged(
