@@ -141,7 +141,8 @@ class Runtime:
         if open_keys and migrate.is_up_to_date(db.engine):  # else /readyz says the schema needs upgrading
             keyring.open_keys(db, kms, (datasets, objections, repairs, models))
         receipt_key = load_or_create_ed25519(settings.resolved_key_dir / RECEIPT_SIGNING_KEY_FILE)
-        signatures = ConsentSignatures()
+        quarantine = Quarantine()
+        signatures = ConsentSignatures(quarantine)
         consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key), signatures)
         identity.on_disable.append(consents.close_for_org)
         jobs = JobService(
@@ -150,7 +151,6 @@ class Runtime:
             workers=settings.job_workers,
             result_ttl=timedelta(hours=settings.job_result_ttl_hours),
         )
-        quarantine = Quarantine()
         policy = PolicyEngine(ledger, quarantine, signatures)
         executor = executor_from_settings(settings)
         psi = PSIService(

@@ -20,6 +20,7 @@ def uscc_for(n: int) -> str:
 
 __all__ = [
     "REPRESENTATIVE_ID",
+    "first_token",
     "remember_key",
     "signed",
     "signed_body",
@@ -75,3 +76,17 @@ def signed_decision(key: Any, consent: dict[str, Any], action: str = "approve") 
         granularity=consent["granularity"],
     )
     return {"signature": signed_action(key, doc)}
+
+
+def first_token(rt: Any, session: Any, org: Any, label: str = "test", days: int = 1) -> Any:
+    """``org``'s first API token as the service mints it now (issue 24): the operator issues a one-time enrolment
+    code and the organisation redeems it itself. Returns the :class:`pps.identity.service.IssuedToken`."""
+    from datetime import timedelta
+
+    from pps.ledger.entry import OPERATOR
+
+    code = rt.identity.issue_enrolment_code(session, org=org, actor=OPERATOR)
+    _, issued = rt.identity.redeem_enrolment_code(
+        session, code=code.secret, label=label, ttl=timedelta(days=days)
+    )
+    return issued

@@ -140,6 +140,19 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "请立即复制此令牌：它只显示一次。",
     ),
     "token_revoked": ("Token revoked.", "令牌已撤销。"),
+    "enrolment_code": ("One-time enrolment code", "一次性开通码"),
+    "enrolment_code_once": (
+        "Deliver this code to the organisation out of band (a letter to its legal representative, its security "
+        "officer in person): it redeems it once for its own first API token (POST /v1/enrol, or "
+        "`pps-client enrol CODE`). It is shown once; the platform keeps only its HMAC.",
+        "请通过线下渠道（寄给法定代表人的信函、当面交给安全负责人）把此码交给该机构：机构用它一次性换取自己的第一个 API 令牌"
+        "（POST /v1/enrol 或 `pps-client enrol CODE`）。此码只显示一次，平台只保存其 HMAC。",
+    ),
+    "self_credentialed": (
+        "A bank's or a subject's credentials are minted only by the organisation itself, from its one-time "
+        "enrolment code: the operator cannot issue them, and revokes them only by a two-operator break-glass.",
+        "银行和信息主体的凭证只能由其自己用一次性开通码生成：运营方不能签发；撤销须两名运营人员共同执行（break-glass）。",
+    ),
     "current_token": ("Your current API token (to confirm it is you)", "您当前的 API 令牌（确认身份）"),
     "reauth_hint": (
         "A new token is issued only after you enter a valid API token of your organisation again, and it "

@@ -25,13 +25,15 @@ from webauthn.helpers.cose import COSEAlgorithmIdentifier
 from webauthn.helpers.exceptions import InvalidRegistrationResponse
 
 from api.deps import RuntimeDep
-from api.routers import consent
+from api.routers import consent, persons
 from api.schemas import ConsentGrant, ConsentSigned
 from pps.errors import InvalidInput, InvalidSubjectSignature, NotFound
+from pps.governance.persons import SeparateGrant
 from pps.identity.realname import Representative
 from pps.infra.storage.tables import Organization, Role, SubjectKey
 from pps_wire.errors import ProofVerificationError
 from pps_wire.passkey import ALGORITHM, b64url, unb64url, verify_assertion
+from pps_wire.schemas.persons import PersonConsentGrant
 from pps_wire.subject_sign import action_document, action_text, parse_action_text
 
 from .core import PREFIX, FormDep, PageRoute, WebDep, call, one, redirect, render, require
@@ -166,6 +168,34 @@ def grant_to_sign(page: Any, rt: Any, body: ConsentGrant) -> Response:
         valid_from=body.valid_from,
         valid_until=body.valid_until,
         max_uses=body.max_uses,
+        granularity=body.granularity,
+    )
+    return sign_page(page, rt, document, {"action": "grant", "bank": body.bank_org_id, **body.model_dump()})
+
+
+def person_grant_to_sign(page: Any, rt: Any, body: PersonConsentGrant) -> Response:
+    """A person's grant: the terms and its separate grants, checked first (a missing grant is named before
+    anything is signed), then signed together by the person's passkey."""
+    separate = SeparateGrant(
+        body.separate.provide_to_bank, body.separate.sensitive_fields, body.separate.warning_sha256
+    )
+    with rt.db.transaction(write=False) as session:
+        rt.consents._bank(session, body.bank_org_id)
+        rt.person_rules.check_separate(
+            session, body.bank_org_id, body.purpose, [i.model_dump() for i in body.scope], separate
+        )
+    document = action_document(
+        action="grant",
+        subject=page.caller.uscc or "",
+        bank=body.bank_org_id,
+        purpose=body.purpose,
+        scope=[i.model_dump() for i in body.scope],
+        operations=body.operations,
+        valid_from=body.valid_from,
+        valid_until=body.valid_until,
+        max_uses=body.max_uses,
+        granularity=body.granularity,
+        separate=separate.signed_form(),
     )
     return sign_page(page, rt, document, {"action": "grant", "bank": body.bank_org_id, **body.model_dump()})
 
@@ -205,19 +235,22 @@ def subject_signed(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
         raise InvalidSubjectSignature(str(exc)) from None
     signature = {"text": text, "key_id": key.key_id, "signature": base64.b64encode(raw).decode()}
     if doc["action"] == "grant":
-        body = ConsentGrant.model_validate(
-            {
-                "bank_org_id": doc["bank"],
-                "purpose": doc["purpose"],
-                "scope": doc["scope"],
-                "operations": doc["operations"],
-                "valid_from": doc["valid_from"],
-                "valid_until": doc["valid_until"],
-                "max_uses": doc["max_uses"],
-                "signature": signature,
-            }
-        )
-        call(page, consent.grant, body, page.caller, rt)
+        terms = {
+            "bank_org_id": doc["bank"],
+            "purpose": doc["purpose"],
+            "scope": doc["scope"],
+            "operations": doc["operations"],
+            "valid_from": doc["valid_from"],
+            "valid_until": doc["valid_until"],
+            "max_uses": doc["max_uses"],
+            "granularity": doc.get("granularity"),
+            "signature": signature,
+        }
+        if "separate" in doc:  # a person's grant, with the separate grants it signed
+            person_body = PersonConsentGrant.model_validate({**terms, "separate": doc["separate"]})
+            call(page, persons.grant, person_body, page.caller, rt)
+            return redirect(f"{PREFIX}/person", done="person_done_granted")
+        call(page, consent.grant, ConsentGrant.model_validate(terms), page.caller, rt)
         return redirect(f"{PREFIX}/subject", done="consent_granted")
     if doc["action"] == "approve":
         call(

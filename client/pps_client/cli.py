@@ -1013,10 +1013,14 @@ def consent_grant(
     fields: Annotated[str, typer.Option(help='field names, comma-separated ("*": every C1 field)')] = "*",
     operations: Annotated[str, typer.Option(help="psi, score, aggregate, train, enclave")] = "psi,score",
     max_uses: Annotated[int | None, typer.Option(help="at most this many uses")] = None,
+    granularity: Annotated[
+        str | None,
+        typer.Option(help="what a score may release: decision, grade or score (default: the purpose's own)"),
+    ] = None,
     url: Url = DEFAULT_URL,
     token: Token = "",
 ) -> None:
-    """Grant a bank consent (an enterprise), signed here with your own key."""
+    """Grant a bank consent (an enterprise), signed here with your own key (the granularity is signed too)."""
     try:
         until = datetime.fromisoformat(valid_until.replace("Z", "+00:00"))
     except ValueError:
@@ -1033,6 +1037,7 @@ def consent_grant(
                 operations=split(operations),
                 valid_until=until,
                 max_uses=max_uses,
+                granularity=granularity,
                 key=signer,
             )
         except ValueError as exc:

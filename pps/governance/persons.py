@@ -228,6 +228,19 @@ class PersonRules:
                 )
         return sensitive, text, digest
 
+    def check_separate(
+        self,
+        session: Session,
+        bank_org_id: str,
+        purpose: str,
+        scope: list[dict[str, Any]],
+        grant: SeparateGrant,
+    ) -> None:
+        """Raise, naming what is missing, unless ``grant`` holds every separate grant these terms need (the
+        portal asks before the person signs)."""
+        check_purpose(purpose)
+        self._check_grant(session, bank_org_id, purpose, scope, grant)
+
     def preview(
         self, session: Session, *, bank_org_id: str, purpose: str, scope: list[dict[str, Any]]
     ) -> tuple[dict[str, list[str]], str | None, str | None, bool]:

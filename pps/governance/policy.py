@@ -298,10 +298,12 @@ class PolicyEngine:
             .all()
         )
         active = []
+        divergent = self.quarantine.rows(CONSENTS_TABLE)
         for row in rows:
             if row[1] in wanted:
                 by_subject.setdefault(row[1], []).append(row)
-                if row[2] == _ACTIVE:
+                # a row the ledger does not give is refused as such (state_divergent) by the checker below
+                if row[2] == _ACTIVE and row[0] not in divergent:
                     active.append(
                         (
                             row[0],
@@ -317,7 +319,7 @@ class PolicyEngine:
                         )
                     )
         unsigned = self.signatures.unsigned_among(session, req.bank_org_id, req.purpose, active)
-        check = _Checker(req, now, self.quarantine.rows(CONSENTS_TABLE))
+        check = _Checker(req, now, divergent)
         decisions = []
         for subject in req.subjects:
             candidates = by_subject.get(subject)

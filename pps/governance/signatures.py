@@ -28,8 +28,13 @@ from sqlalchemy.orm import Session
 from pps.data.datasets.schema import DatasetSchema, Sensitivity
 from pps.errors import InvalidSubjectSignature
 from pps.infra.storage.tables import Consent, ConsentSignature, ConsentState, Dataset, SubjectKey, new_id
+from pps.ledger.replay import Quarantine
 from pps_wire.errors import ProofVerificationError
 from pps_wire.subject_sign import canonical_scope, format_utc, parse_action_text, unb64, verify_signature
+
+SUBJECT_KEYS_TABLE = "subject_keys"
+SIGNATURES_TABLE = "consent_signatures"
+"""The tables of keys and signatures (:mod:`pps.governance.state` reconciles them with the ledger)."""
 
 MAX_SKEW = timedelta(minutes=15)
 """How far a signed action's ``signed_at`` may be from the server's clock when it arrives."""
@@ -60,8 +65,11 @@ def _parse_signed_time(text: Any) -> datetime:
 
 
 class ConsentSignatures:
-    def __init__(self) -> None:
+    def __init__(self, quarantine: Quarantine | None = None) -> None:
         self._verdicts: dict[tuple[Any, ...], str | None] = {}
+        self.quarantine = quarantine or Quarantine()
+        """keys and signature rows the last reconciliation with the ledger found divergent
+        (:mod:`pps.governance.state`): ignored, so what they would sign is no consent"""
 
     # --- a new action ----------------------------------------------------------------------------------
 
@@ -90,6 +98,10 @@ class ConsentSignatures:
             )
         if key.revoked_at is not None:
             raise InvalidSubjectSignature(f"key {key.key_id} was revoked at {key.revoked_at.isoformat()}")
+        if key.key_id in self.quarantine.rows(SUBJECT_KEYS_TABLE):
+            raise InvalidSubjectSignature(
+                f"key {key.key_id} differs from its enrolment in the ledger; it signs nothing until reconciled"
+            )
         try:
             verify_signature(key.algorithm, key.public_key, signed.text, unb64(signed.signature, "signature"))
             doc = parse_action_text(signed.text)
@@ -321,7 +333,11 @@ class ConsentSignatures:
                 return {}
             query = query.where(ConsentSignature.consent_id.in_(consent_ids))
         out: dict[str, tuple[tuple[Any, ...], tuple[Any, ...], Any]] = {}
+        bad_sigs = self.quarantine.rows(SIGNATURES_TABLE)
+        bad_keys = self.quarantine.rows(SUBJECT_KEYS_TABLE)
         for r in session.execute(query).all():
+            if r[1] in bad_sigs or r[6] in bad_keys:
+                continue  # a row the ledger does not give: not the subject's signature
             prior = out.get(r[0])
             if prior is not None and _time(prior[2]) >= _time(r[5]):
                 continue

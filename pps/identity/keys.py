@@ -32,6 +32,7 @@ from pps_wire.passkey import ALGORITHM as PASSKEY
 from pps_wire.subject_sign import (
     ALGORITHMS,
     action_text,
+    b64,
     check_public_key,
     enrolment_document,
     key_id,
@@ -141,6 +142,7 @@ class SubjectKeyService:
                 detail={
                     "key_id": kid,
                     "algorithm": key.algorithm,
+                    "public_key": b64(key.public_key),
                     "real_name": {"reference": verification.reference, "method": verification.method},
                     "rotation_endorsed_by": endorsement.key_id if endorsement else None,
                 },
@@ -212,6 +214,7 @@ class SubjectKeyService:
                 detail={
                     "key_id": kid,
                     "algorithm": PASSKEY,
+                    "public_key": b64(public_key),
                     "real_name": {"reference": verification.reference, "method": verification.method},
                     "rotation_endorsed_by": None,
                 },

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from pps.governance.policy import Request as PolicyRequest
-from pps.infra.storage.tables import ApiToken, Consent, ConsentState, Role, WebSession, utcnow
+from pps.infra.storage.tables import ApiToken, Consent, ConsentState, Organization, Role, WebSession, utcnow
 from pps.ledger.entry import Actor, ObjectRef
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
@@ -505,13 +505,49 @@ def test_the_operator_onboards_issues_and_revokes_tokens(
         data={"csrf": csrf_of(home.text), "name": "Bank C", "role": "bank", "uscc": ""},
         follow_redirects=False,
     )
-    assert made.status_code == 303
-    org_page = client.get(made.headers["location"])
-    assert "Bank C" in org_page.text and "Nothing here yet." in org_page.text
-    issued = client.post(
-        made.headers["location"] + "/tokens",
+    # a bank is onboarded with a one-time enrolment code, shown once; the operator cannot mint its token
+    assert made.status_code == 201, made.text
+    code = re.search(r'id="enrolment-code">(enr_[^<]+)<', made.text)
+    assert code and "Bank C" in made.text and "Nothing here yet." in made.text
+    assert 'id="issue-token"' not in made.text and 'id="self-credentialed"' in made.text
+    with runtime.db.transaction(write=False) as session:
+        bank_c_id = session.execute(select(Organization.id).where(Organization.name == "Bank C")).scalar_one()
+    forced = client.post(
+        f"/ui/orgs/{bank_c_id}/tokens",
         data={
-            "csrf": csrf_of(org_page.text),
+            "csrf": csrf_of(made.text),
+            "label": "ops",
+            "ttl_days": "3",
+            "current_token": world.admin.token,
+        },
+    )
+    assert forced.status_code == 403 and "operator_bounded" in forced.text
+    with runtime.db.transaction(write=False) as session:
+        seen = runtime.ledger.entries(session, EntryFilter(action="operator.refused"), limit=10)
+        assert any(json.loads(e.entry)["detail"]["for_org"] == bank_c_id for e in seen)
+        assert session.execute(select(ApiToken.id).where(ApiToken.org_id == bank_c_id)).first() is None
+    # Bank C redeems its code itself, once
+    anonymous = page_client()
+    enrolled = anonymous.post("/v1/enrol", json={"code": code.group(1), "label": "own"})
+    assert enrolled.status_code == 201, enrolled.text
+    assert anonymous.post("/v1/enrol", json={"code": code.group(1)}).status_code == 401
+    bank_c = page_client()
+    assert log_in(bank_c, enrolled.json()["token"]["token"]).status_code == 303
+
+    # an organisation the operator does credential (a data provider): issue after re-authentication, revoke
+    made = client.post(
+        "/ui/operator/orgs",
+        data={"csrf": csrf_of(home.text), "name": "Haidong Tax", "role": "data_provider", "uscc": ""},
+    )
+    assert made.status_code == 201 and 'id="issue-token"' in made.text
+    with runtime.db.transaction(write=False) as session:
+        tax_id = session.execute(
+            select(Organization.id).where(Organization.name == "Haidong Tax")
+        ).scalar_one()
+    issued = client.post(
+        f"/ui/orgs/{tax_id}/tokens",
+        data={
+            "csrf": csrf_of(made.text),
             "label": "ops",
             "ttl_days": "3",
             "current_token": world.admin.token,
@@ -520,13 +556,13 @@ def test_the_operator_onboards_issues_and_revokes_tokens(
     assert issued.status_code == 201
     secret = re.search(r'id="issued-token">(pps_[^<]+)<', issued.text)
     assert secret
-    bank_c = page_client()
-    assert log_in(bank_c, secret.group(1)).status_code == 303
+    tax = page_client()
+    assert log_in(tax, secret.group(1)).status_code == 303
     with runtime.db.transaction(write=False) as session:
         token_id = session.execute(select(ApiToken.id).where(ApiToken.label == "ops")).scalar_one()
     revoked = client.post(f"/ui/tokens/{token_id}/revoke", data={"csrf": csrf_of(issued.text)})
     assert revoked.status_code == 200 and "Token revoked." in revoked.text
-    assert bank_c.get("/ui/bank", follow_redirects=False).status_code == 303  # its session ended with it
+    assert tax.get("/ui/datasets", follow_redirects=False).status_code == 303  # its session ended with it
     dup = client.post(
         "/ui/operator/orgs", data={"csrf": csrf_of(home.text), "name": "Bank C", "role": "bank"}
     )

@@ -408,3 +408,145 @@ def test_key_enrolment_needs_the_real_name_step_and_proof_of_possession(
     )
     with runtime.db.transaction(write=False) as session:
         assert session.execute(select(ConsentSignature.key_id)).scalars().all().count(new.key_id) == 1
+
+
+def test_a_key_and_a_signed_consent_written_into_the_database_are_named_by_the_replay_and_refused(
+    world: dict[str, Any], base_url: str, runtime: Runtime
+) -> None:
+    """The database's editor enrols its own key for an enterprise and signs a consent with it: every row is
+    well formed and the signature verifies, so only the ledger tells. The state replay (issue 21's reducers, with
+    the keys and signatures of issue 24) names the key, the signature and the consent, and from then on the key
+    signs nothing and the consent decides as no consent."""
+    from pps.infra.storage.tables import SubjectKey as KeyRow
+    from pps_wire.subject_sign import action_text, b64
+
+    s1, s2, _ = world["subjects"]
+    honest = client(base_url, s1).consents.grant(world["bank"].id, **terms(world["ds"]))
+    client(base_url, s1).consents.revoke(honest.id)  # signed: a third signature row the entries carry
+    again = client(base_url, s1).consents.grant(world["bank"].id, **terms(world["ds"]))
+    clean = runtime.check_state()
+    assert clean.ok, [d.describe() for d in clean.divergences]
+    assert clean.rows_checked["subject_keys"] >= 3 and clean.rows_checked["consent_signatures"] == 3
+
+    forger = SubjectKey.generate()
+    now = utcnow()
+    doc = action_document(
+        action="grant",
+        subject=str(s2.uscc),
+        bank=world["bank"].id,
+        purpose="loan_underwriting",
+        scope=[{"dataset_id": world["ds"], "fields": ["tax_paid"]}],
+        operations=["score"],
+        valid_until=now + timedelta(days=30),
+        signed_at=now,
+    )
+    text = action_text(doc)
+    with runtime.db.transaction() as session:
+        session.add(
+            KeyRow(
+                key_id=forger.key_id,
+                org_id=s2.id,
+                subject_uscc=str(s2.uscc),
+                algorithm="ed25519",
+                public_key=forger.public_key,
+                credential_id=None,
+                label="default",
+                verification_ref="rn_forged",
+                representative_hash=b"\0" * 32,
+                enrolled_at=now - timedelta(hours=1),
+                revoked_at=None,
+            )
+        )
+        forged = Consent(
+            id=new_id("cns"),
+            subject_uscc=str(s2.uscc),
+            bank_org_id=world["bank"].id,
+            purpose="loan_underwriting",
+            scope_json=json.dumps([{"dataset_id": world["ds"], "fields": ["tax_paid"]}]),
+            operations_json=json.dumps(["score"]),
+            valid_from=now,
+            valid_until=now + timedelta(days=30),
+            max_uses=None,
+            granularity="grade",
+            uses=0,
+            state=ConsentState.active,
+            requested_by="subject",
+            created_at=now,
+            decided_at=now,
+        )
+        session.add(forged)
+        session.flush()
+        sig = ConsentSignature(
+            id=new_id("csg"),
+            consent_id=forged.id,
+            action="grant",
+            key_id=forger.key_id,
+            text=text,
+            signature=b64(forger.sign(text)),
+            nonce=doc["nonce"],
+            signed_at=now,
+            recorded_at=now,
+        )
+        session.add(sig)
+        forged_id, sig_id = forged.id, sig.id
+    with runtime.db.transaction(write=False) as session:  # the signature alone holds: a valid key, valid text
+        assert forged_id not in {
+            c.id for c, _ in consents_in_force_unsigned(session, runtime.consents.signatures, utcnow())
+        }
+    report = runtime.check_state()
+    named = {(d.table, d.row_id, d.column) for d in report.divergences}
+    assert {
+        ("subject_keys", forger.key_id, "*"),
+        ("consent_signatures", sig_id, "*"),
+        ("consents", forged_id, "*"),
+    } <= named, named
+    decisions = decide(base_url, world["bank"], world["ds"], [str(s1.uscc), str(s2.uscc)])
+    assert decisions[0].allowed and decisions[0].consent_id == again.id
+    assert not decisions[1].allowed
+    with runtime.db.transaction(write=False) as session:  # the key is ignored: the consent is unsigned
+        assert runtime.consents.signatures.problem(session, session.get(Consent, forged_id)) == (
+            "no signature by the subject"
+        )
+    with pytest.raises(InvalidRequest, match="differs from its enrolment in the ledger"):
+        Client(base_url, s2.token, subject_key=forger).consents.grant(world["bank"].id, **terms(world["ds"]))
+
+
+def test_the_granularity_is_signed_and_a_widened_row_is_no_consent(
+    world: dict[str, Any], base_url: str, runtime: Runtime, http: Callable[..., httpx.Client]
+) -> None:
+    """Issue 17's output granularity is one of the signed terms: what a score may release is the subject's to
+    say. A grant that signs one granularity and sends another is refused; a row widened after signing (a grade
+    consent turned into a score consent in the database) decides as no consent."""
+    from tests.helpers import signed_body
+
+    s1, s2, s3 = world["subjects"]
+    graded = client(base_url, s1).consents.grant(world["bank"].id, **terms(world["ds"], granularity="grade"))
+    default = client(base_url, s2).consents.grant(world["bank"].id, **terms(world["ds"]))  # signs null
+    assert graded.granularity == default.granularity == "grade"  # loan underwriting's published default
+    with runtime.db.transaction(write=False) as session:
+        sig = session.execute(
+            select(ConsentSignature).where(ConsentSignature.consent_id == graded.id)
+        ).scalar_one()
+        assert '"granularity":"grade"' in sig.text
+    assert [
+        d.allowed for d in decide(base_url, world["bank"], world["ds"], [str(s1.uscc), str(s2.uscc)])
+    ] == [
+        True,
+        True,
+    ]
+    body = {
+        "bank_org_id": world["bank"].id,
+        "purpose": "loan_underwriting",
+        "scope": [{"dataset_id": world["ds"], "fields": ["tax_paid"]}],
+        "operations": ["score"],
+        "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
+        "granularity": "grade",
+    }
+    sent = {**signed_body(s3.key, str(s3.uscc), body), "granularity": "score"}  # signed grade, asks score
+    refused = http(s3.token).post("/v1/consents", json=sent)
+    assert refused.status_code == 422 and "granularity" in refused.json()["error"]["message"], refused.text
+    with runtime.db.transaction() as session:
+        session.execute(update(Consent).where(Consent.id == graded.id).values(granularity="score"))
+    widened = decide(base_url, world["bank"], world["ds"], [str(s1.uscc)])[0]
+    assert not widened.allowed and widened.reason == "no_grant"
+    assert "differs from what the subject signed: granularity" in widened.detail
