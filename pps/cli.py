@@ -478,7 +478,8 @@ def audit_verify(
         bool,
         typer.Option(
             "--state",
-            help="also rebuild consents (terms, state, uses), privacy budgets and objections from the entries "
+            help="also rebuild consents (terms, state, uses), privacy budgets, objections, subjects' keys and "
+            "consent signatures from the entries "
             "and name every row that differs (table, id, column, ledger value, row value)",
         ),
     ] = False,

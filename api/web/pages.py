@@ -261,6 +261,7 @@ def subject_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
             "operations": form.get("operations", []),
             "valid_until": _day_end(until, "valid until"),
             "max_uses": int(max_uses) if max_uses.isdigit() else (None if not max_uses else -1),
+            "granularity": one(form, "granularity") or None,  # signed with the rest of the terms
         }
     )
     guard(page, consent.grant)  # a bank posting this form is refused by the API route's own guard

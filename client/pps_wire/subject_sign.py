@@ -110,7 +110,7 @@ def action_document(
         raise ValueError(
             "a grant names no consent id; an approval or revocation names the consent it acts on"
         )
-    doc = {
+    doc: dict[str, Any] = {
         "type": ACTION_TYPE,
         "action": action,
         "consent_id": consent_id,
