@@ -37,7 +37,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "valid_until": ("Valid until", "有效期至"),
     "max_uses": ("Maximum uses", "最多使用次数"),
     "granularity": ("What a score may tell the bank", "评分可向银行透露的程度"),
-    "granularity_default": ("the purpose's default (coarsest that serves it)", "按用途默认（满足用途的最粗粒度）"),
+    "granularity_default": (
+        "the purpose's default (coarsest that serves it)",
+        "按用途默认（满足用途的最粗粒度）",
+    ),
     "optional": ("optional", "可选"),
     "grant": ("Grant", "授权"),
     "revoke": ("Revoke", "撤回"),
