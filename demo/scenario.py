@@ -546,7 +546,10 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         actions = [d.action for d in docs]
         checks.check(
             "its history (onboarding, consent, Bank A's policy check, its self-query) is proven against the checkpoint",
-            actions[:2] == ["org.create", "token.issue"]
+            # onboarded by the operator with a one-time code, which the enterprise redeemed itself for its first
+            # token, then its own key enrolled after the real-name step (issue 24)
+            actions[:5]
+            == ["org.create", "org.enrolment_code", "org.enrol", "token.issue", "subject_key.enrol"]
             and {"consent.grant", "policy.admit", "subject.self_query"} <= set(actions),
         )
 
@@ -596,9 +599,9 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         consent_entries = auditor.ledger.entries(action="consent.*", limit=500).items
         checks.check(
             "the auditor filters the ledger: every consent step is there",
-            # 7 of steps 2-5, the shadow bank's request (3b), Enterprise 5's grade consent (6b), and the
-            # credit-repair step's grants
-            len(consent_entries) == 9 + made["consents"],
+            # 7 of steps 2-5; the shadow bank's request (3b) and its denial when two operators offboard the
+            # shadow bank; Enterprise 5's grade consent (6b); and the credit-repair step's grants
+            len(consent_entries) == 10 + made["consents"],
             f"{len(consent_entries)} consent entries",
         )
 
