@@ -59,3 +59,20 @@ def test_narrowest_never_widens() -> None:
         for b in DISCLOSURE_ORDER:
             n = narrowest(a, b)
             assert DISCLOSURE_ORDER.index(n) == max(DISCLOSURE_ORDER.index(a), DISCLOSURE_ORDER.index(b))
+
+
+def test_a_consents_narrowing_is_in_what_the_subject_signs() -> None:
+    from pps_wire.subject_sign import canonical_scope
+
+    plain = [
+        {"dataset_id": "ds_b", "fields": ["y", "x"]},
+        {"dataset_id": "ds_a", "fields": ["z"], "modes": None},
+    ]
+    assert canonical_scope(plain) == [
+        {"dataset_id": "ds_a", "fields": ["z"]},
+        {"dataset_id": "ds_b", "fields": ["x", "y"]},
+    ]  # as before issue 23: old signatures still verify
+    narrowed = [{"dataset_id": "ds_a", "fields": ["z"], "modes": {"z": "aggregate_only"}}]
+    assert canonical_scope(narrowed) == [
+        {"dataset_id": "ds_a", "fields": ["z"], "modes": {"z": "aggregate_only"}}
+    ]

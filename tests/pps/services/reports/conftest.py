@@ -15,6 +15,7 @@ from pps.infra.storage.tables import Consent, Organization, Role, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed
 from tests.pps.governance.repair.conftest import Rec, base_data, build_records  # noqa: F401 (fixture)
 from tests.pps.services.scoring.conftest import upload_tables
 
@@ -67,7 +68,7 @@ def grant(
             max_uses=max_uses,
         )
         c: Consent = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=OPERATOR)
-        rt.consents.approve(s, c, actor=OPERATOR)
+        rt.consents.approve(s, c, signed=signed(rt, s, c), actor=OPERATOR)
         return c.id
 
 

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from pps.infra.storage.tables import utcnow
 from tests.api.web.conftest import csrf_of, log_in
-from tests.pps.services.reports.conftest import OPERATOR, PURPOSE, World
+from tests.pps.services.reports.conftest import PURPOSE, World
 
 
 def test_bank_console_and_enterprise_portal(world: World, app: object) -> None:
@@ -31,10 +31,13 @@ def test_bank_console_and_enterprise_portal(world: World, app: object) -> None:
     assert own.status_code == 200 and "subject" in own.text and world.yes.uscc in own.text
 
 
-def test_the_portal_grant_narrows_modes(world: World, app: object) -> None:
+def test_the_portal_grant_form_takes_modes(world: World, app: object) -> None:
+    """The portal's grant form carries the enterprise's narrowing (field=mode) into the terms its passkey signs
+    (issue 24); the narrowing itself is checked at grant (``test_reports.py::test_a_consent_narrows_never_widens``)."""
     ent = TestClient(app)  # type: ignore[arg-type]
     assert log_in(ent, world.no.token).status_code == 303
     home = ent.get("/ui/subject")
+    assert 'id="grant-modes"' in home.text
     form = {
         "csrf": csrf_of(home.text),
         "bank_org_id": world.bank.id,
@@ -44,18 +47,10 @@ def test_the_portal_grant_narrows_modes(world: World, app: object) -> None:
         "operations": ["report"],
         "valid_until": (utcnow() + timedelta(days=60)).date().isoformat(),
     }
-    widened = ent.post("/ui/subject/consents", data={**form, "modes": "taxable_sales=public"})
-    assert widened.status_code == 422 and "widen" in widened.text, widened.text[widened.text.find("<main") :][
-        :900
-    ]
-    done = ent.post(
-        "/ui/subject/consents", data={**form, "modes": "taxable_sales=aggregate_only"}, follow_redirects=False
-    )
-    assert done.status_code == 303, done.text
-    with world.rt.db.transaction() as s:
-        doc = world.rt.reports.report(
-            s, subject_uscc=world.no.uscc or "", bank_org_id=world.bank.id, purpose=PURPOSE, actor=OPERATOR
-        ).document
-    tax = doc["sections"]["consented"]["tax"]
-    assert tax["summaries"]["taxable_sales"]["mode"] == "aggregate_only"
-    assert all(r["tax_paid"]["mode"] == "masked" and "taxable_sales" not in r for r in tax["rows"])
+    bad = ent.post("/ui/subject/consents", data={**form, "modes": "taxable_sales"})
+    assert bad.status_code == 422 and "field=mode" in bad.text
+    unknown = ent.post("/ui/subject/consents", data={**form, "modes": "taxable_sales=hidden"})
+    assert unknown.status_code == 422
+    # well-formed: on to the passkey that signs the terms (this enterprise has none yet, so it is told to add one)
+    ok = ent.post("/ui/subject/consents", data={**form, "modes": "taxable_sales=aggregate_only"})
+    assert "passkey" in ok.text and "field=mode" not in ok.text
