@@ -28,19 +28,21 @@ from protocols.secagg.params import (
     KEY_BYTES,
     MAX_CLIENTS,
     MAX_DIM,
+    MAX_TAIL,
     MIN_SURVIVORS,
     MODULUS,
     MODULUS_BITS,
     SHAMIR_PRIME,
     SHARE_BYTES,
     STAGE_OF,
+    TAIL_BITS,
     MsgType,
     RoundInfo,
     SecAggParams,
     Stage,
     session_id,
 )
-from protocols.secagg.quantisation import clip_l2, dequantise, quantise
+from protocols.secagg.quantisation import clip_l2, dequantise, dequantise_tail, quantise
 from protocols.secagg.server import SecAggServer
 from protocols.secagg.shamir import shamir_combine, shamir_split
 
@@ -49,12 +51,14 @@ __all__ = [
     "KEY_BYTES",
     "MAX_CLIENTS",
     "MAX_DIM",
+    "MAX_TAIL",
     "MIN_SURVIVORS",
     "MODULUS",
     "MODULUS_BITS",
     "SHAMIR_PRIME",
     "SHARE_BYTES",
     "STAGE_OF",
+    "TAIL_BITS",
     "Frame",
     "InvalidSecAggMessage",
     "MsgType",
@@ -68,6 +72,7 @@ __all__ = [
     "clip_l2",
     "decode_frame",
     "dequantise",
+    "dequantise_tail",
     "encode_frame",
     "pairwise_mask",
     "peek_type",
