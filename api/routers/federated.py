@@ -55,6 +55,10 @@ def federation_spec(body: FederationIn) -> FederationSpec:
         hidden=body.hidden,
         seed=body.seed,
         phase_timeout_s=body.phase_timeout_s,
+        standardise=body.standardise,
+        validation_fraction=body.validation_fraction,
+        patience=body.patience,
+        min_delta=body.min_delta,
         purpose=body.purpose,
     )
 

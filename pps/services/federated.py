@@ -71,7 +71,18 @@ from pps.infra.storage.tables import (
 )
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
-from pps_wire.federated import MODEL_KINDS, make_model, model_hyper
+from pps_wire.federated import (
+    MODEL_KINDS,
+    federation_model,
+    fold_standardisation,
+    joint_standardisation,
+    make_model,
+    mean_loss,
+    model_hyper,
+    prior_loss,
+    round_tail,
+    with_prior_bias,
+)
 from protocols.errors import InvalidParameters
 from protocols.secagg import (
     MIN_SURVIVORS,
@@ -129,6 +140,10 @@ class FederationSpec:
     hidden: int = 16
     seed: int = 0
     phase_timeout_s: int = 600
+    standardise: bool = True
+    validation_fraction: float = 0.2
+    patience: int = 5
+    min_delta: float = 1e-4
     purpose: str = PURPOSE
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -160,6 +175,7 @@ class FederationSpec:
             ("hidden", self.hidden, 1, 1024),
             ("seed", self.seed, 0, 2**31 - 1),
             ("phase_timeout_s", self.phase_timeout_s, 1, 7 * 24 * 3600),
+            ("patience", self.patience, 1, MAX_ROUNDS),
         ):
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise InvalidInput(f"{name} must be an integer in [{lo}, {hi}]")
@@ -172,6 +188,14 @@ class FederationSpec:
                 raise InvalidInput(
                     f"{name} must be a finite number in {'[0' if name == 'l2' else '(0'}, 1e6]"
                 )
+        if not isinstance(self.standardise, bool):
+            raise InvalidInput("standardise must be true or false")
+        if not 0.0 <= self.validation_fraction <= 0.5:
+            raise InvalidInput(
+                "validation_fraction must be in [0, 0.5] (0: no validation loss, no early stopping)"
+            )
+        if not math.isfinite(self.min_delta) or not 0.0 <= self.min_delta <= 1.0:
+            raise InvalidInput("min_delta must be in [0, 1]")
         n_params = self.n_params()
         if n_params > MAX_PARAMS:
             raise InvalidInput(f"the model would have {n_params} parameters; at most {MAX_PARAMS}")
@@ -198,6 +222,10 @@ class FederationSpec:
             "hidden": self.hidden,
             "seed": self.seed,
             "phase_timeout_s": self.phase_timeout_s,
+            "standardise": self.standardise,
+            "validation_fraction": float(self.validation_fraction),
+            "patience": self.patience,
+            "min_delta": float(self.min_delta),
         }
 
 
@@ -249,16 +277,24 @@ class FederatedService:
             )
         )
 
-    def _params(self, fed: Federation) -> SecAggParams:
+    def _params(self, fed: Federation, round_no: int) -> SecAggParams:
         config = json.loads(fed.config_json)
         n = len(json.loads(config["participants_order"])) if "participants_order" in config else 0
-        return SecAggParams(n=n, threshold=fed.threshold, dim=fed.n_params, clip_norm=config["clip_norm"])
+        k = len(json.loads(fed.feature_schema_json))
+        return SecAggParams(
+            n=n,
+            threshold=fed.threshold,
+            dim=fed.n_params,
+            clip_norm=config["clip_norm"],
+            tail=round_tail(k, round_no, config),
+        )
 
     def _info(self, fed: Federation, round_no: int) -> RoundInfo:
-        return RoundInfo(fed.id, round_no, self._params(fed))
+        return RoundInfo(fed.id, round_no, self._params(fed, round_no))
 
     def _round(self, session: Session, fed: Federation) -> FederationRound | None:
-        if fed.current_round == 0:
+        """The round in progress (or the last one); None while inviting. Round 0 is the statistics round."""
+        if fed.state is FederationState.inviting:
             return None
         return session.get(FederationRound, (fed.id, fed.current_round))
 
@@ -405,7 +441,8 @@ class FederatedService:
             config = json.loads(fed.config_json)
             k = len(json.loads(fed.feature_schema_json))
             initial = make_model(spec_kind, k, **model_hyper(fed.kind, config, fed.local_epochs)).get_flat()
-            self._start_round(session, fed, 1, initial, actor=actor, request_id=request_id)
+            first = 0 if config.get("standardise") else 1  # round 0: the joint feature statistics
+            self._start_round(session, fed, first, initial, actor=actor, request_id=request_id)
         return fed
 
     def _start_round(
@@ -574,11 +611,56 @@ class FederatedService:
         order = self._order(fed)
         survivors = [order[i - 1] for i in sorted(srv.u3)]
         dropped = [order[i - 1] for i in sorted(set(range(1, srv.params.n + 1)) - srv.u3)]
-        new = _weights(rnd.global_weights) + total / weight
-        diverged = self._divergence(session, fed, rnd, total / weight)
-        if diverged is not None:
-            self._abort(session, fed, rnd, diverged, actor=actor, request_id=request_id)
-            return
+        detail: dict[str, Any] = {
+            "round": rnd.round_no,
+            "survivors": survivors,
+            "dropped": dropped,
+            "total_weight": weight,
+        }
+        config = json.loads(fed.config_json)
+        names = json.loads(fed.feature_schema_json)
+        tail = srv.tail_total or []
+        stop: dict[str, Any] | None = None
+        limit: dict[str, Any] = {}
+        if rnd.round_no == 0:  # federated standardisation: the joint statistics; the bias at the base rate
+            try:
+                stats = joint_standardisation(tail, len(names))
+            except ValueError as exc:
+                self._abort(
+                    session,
+                    fed,
+                    rnd,
+                    f"the statistics round failed: {exc}",
+                    actor=actor,
+                    request_id=request_id,
+                )
+                return
+            stats["constant"] = [names[j] for j in stats["constant"]]
+            new = with_prior_bias(_weights(rnd.global_weights), stats)
+            rnd.metrics_json = json.dumps({"statistics": stats})
+            detail.update(statistics=True, rows=stats["rows"], constant_features=stats["constant"])
+        else:
+            new = _weights(rnd.global_weights) + total / weight
+            diverged = self._divergence(session, fed, rnd, total / weight)
+            if diverged is None and len(tail) == 3 and tail[1] > 0:
+                metrics = {
+                    "validation_loss": mean_loss(tail),
+                    "validation_rows": tail[1],
+                    "validation_positives": tail[2],
+                    "prior_loss": prior_loss(tail),
+                }
+                rnd.metrics_json = json.dumps(metrics)
+                detail.update(
+                    validation_rows=tail[1], validation_loss_micro=round(1e6 * metrics["validation_loss"])
+                )
+                diverged, stop = self._early_stop(session, fed, rnd, metrics, config)
+            if diverged is None and stop is None and rnd.round_no >= fed.rounds:
+                session.flush()
+                limit = self._round_limit(session, fed, rnd)
+                diverged = limit.pop("underfit", None)
+            if diverged is not None:
+                self._abort(session, fed, rnd, diverged, actor=actor, request_id=request_id)
+                return
         rnd.phase, rnd.ended_at = RoundPhase.done, now
         rnd.result_weights, rnd.total_weight = _weights_bytes(new), weight
         rnd.survivors_json = json.dumps(survivors)
@@ -591,18 +673,97 @@ class FederatedService:
                 objects=(ObjectRef("federation", fed.id),),
                 purpose=PURPOSE,
                 request_id=request_id,
-                detail={
-                    "round": rnd.round_no,
-                    "survivors": survivors,
-                    "dropped": dropped,
-                    "total_weight": weight,
-                },
+                detail=detail,
             ),
         )
-        if rnd.round_no < fed.rounds:
+        if stop is not None:
+            best = session.get(FederationRound, (fed.id, stop["best_round"]))
+            assert best is not None
+            self._finish(
+                session, fed, _weights(best.global_weights), stop, actor=actor, request_id=request_id
+            )
+        elif rnd.round_no < fed.rounds:
             self._start_round(session, fed, rnd.round_no + 1, new, actor=actor, request_id=request_id)
         else:
-            self._finish(session, fed, new, actor=actor, request_id=request_id)
+            self._finish(session, fed, new, limit or None, actor=actor, request_id=request_id)
+
+    def _validation(self, session: Session, fed: Federation, upto: int) -> list[tuple[int, dict[str, Any]]]:
+        """``(round, metrics)`` of the training rounds up to ``upto`` that measured a validation loss."""
+        rows = session.scalars(
+            select(FederationRound)
+            .where(
+                FederationRound.federation_id == fed.id,
+                FederationRound.round_no >= 1,
+                FederationRound.round_no <= upto,
+                FederationRound.metrics_json.is_not(None),
+            )
+            .order_by(FederationRound.round_no)
+        ).all()
+        return [(r.round_no, json.loads(r.metrics_json)) for r in rows if r.metrics_json]
+
+    def _early_stop(
+        self,
+        session: Session,
+        fed: Federation,
+        rnd: FederationRound,
+        metrics: dict[str, Any],
+        config: dict[str, Any],
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """``(why training diverged, None)`` or ``(None, how it stopped early)`` or ``(None, None)``.
+
+        The loss a round reports is that of the global model it *started from* (the previous round's result),
+        measured by every bank on its own validation rows and summed securely. Early stopping: when the loss has
+        not improved by ``min_delta`` (relative) for ``patience`` rounds, training stops and the best global model
+        is registered (``converged: true``). Divergence: a loss that is not finite, or more than twice the best
+        loss seen (plus 0.1), stops training with an error and no model."""
+        session.flush()
+        history = self._validation(session, fed, rnd.round_no)
+        losses = [(r, m["validation_loss"]) for r, m in history]
+        loss = metrics["validation_loss"]
+        best_round, best = losses[0]
+        for r, v in losses[1:]:
+            if v < best * (1.0 - float(config.get("min_delta", 1e-4))):
+                best_round, best = r, v
+        if not math.isfinite(loss) or loss > 2.0 * best + 0.1:
+            return (
+                f"training diverged in round {rnd.round_no}: the securely aggregated validation loss rose to "
+                f"{loss:.4g} (best {best:.4g}, round {best_round}); standardise every feature (mean 0, variance 1: "
+                "create the federation with standardise=true) and lower the learning rate; no model was registered",
+                None,
+            )
+        patience = int(config.get("patience", 5))
+        if rnd.round_no - best_round >= patience:
+            return None, {
+                "stopped": "early_stopping",
+                "converged": True,
+                "best_round": best_round,
+                "reason": (
+                    f"the validation loss did not improve for {patience} rounds after round {best_round} "
+                    f"({best:.4g}); the global model that round started from is registered"
+                ),
+            }
+        return None, None
+
+    def _round_limit(self, session: Session, fed: Federation, rnd: FederationRound) -> dict[str, Any]:
+        """How a federation that ran all its rounds ended: ``converged: false``; with ``underfit`` (a reason)
+        when the last measured validation loss is no better than predicting the base rate."""
+        history = self._validation(session, fed, rnd.round_no)
+        outcome: dict[str, Any] = {
+            "stopped": "round_limit",
+            "converged": False,
+            "best_round": None,
+            "reason": f"stopped at the round limit ({fed.rounds}) without early stopping: more rounds may help",
+        }
+        if history and history[-1][0] >= 2:  # a model trained for at least one round was measured
+            r, m = history[-1]
+            if m["validation_loss"] >= m["prior_loss"]:
+                outcome["underfit"] = (
+                    f"training stopped at the round limit ({fed.rounds}) with a model no better than predicting "
+                    f"the base rate: validation loss {m['validation_loss']:.4g} against {m['prior_loss']:.4g} for "
+                    f"the constant prediction (round {r}). The model is useless as it is: standardise the features "
+                    "(standardise=true), raise rounds or the learning rate; no model was registered"
+                )
+        return outcome
 
     def _divergence(
         self, session: Session, fed: Federation, rnd: FederationRound, step: np.ndarray[Any, Any]
@@ -675,17 +836,29 @@ class FederatedService:
         session: Session,
         fed: Federation,
         weights: np.ndarray[Any, Any],
+        outcome: dict[str, Any] | None,
         *,
         actor: Actor,
         request_id: str | None,
     ) -> None:
+        """Register the model: ``weights`` in the space the banks trained in, folded onto raw features when the
+        federation standardised them (the statistics are recorded beside them)."""
         fed.state, fed.ended_at = FederationState.done, self.clock()
         session.flush()
-        rounds = session.scalars(
+        all_rounds = session.scalars(
             select(FederationRound)
             .where(FederationRound.federation_id == fed.id)
             .order_by(FederationRound.round_no)
         ).all()
+        rounds = [r for r in all_rounds if r.round_no >= 1]
+        stats = self._statistics(session, fed)
+        history = self._validation(session, fed, fed.current_round)
+        outcome = {
+            **(outcome or {"stopped": "round_limit", "converged": False, "best_round": None}),
+            "rounds_run": len(rounds),
+        }
+        outcome.pop("underfit", None)
+        fed.outcome_json = json.dumps(outcome)
         order = self._order(fed)
         dropouts = sorted({o for r in rounds for o in order if o not in json.loads(r.survivors_json or "[]")})
         done = self.ledger.append(
@@ -696,7 +869,13 @@ class FederatedService:
                 objects=(ObjectRef("federation", fed.id),),
                 purpose=PURPOSE,
                 request_id=request_id,
-                detail={"rounds": len(rounds), "dropouts": dropouts},
+                detail={
+                    "rounds": len(rounds),
+                    "dropouts": dropouts,
+                    "stopped": outcome["stopped"],
+                    "converged": bool(outcome["converged"]),
+                    "best_round": outcome.get("best_round"),
+                },
             ),
         )
         if self.registry is None:
@@ -710,7 +889,17 @@ class FederatedService:
         )
         config = json.loads(fed.config_json)
         config.pop("participants_order", None)
-        artifact = {"weights": [float(v) for v in weights], "kind": fed.kind, "config": config}
+        model = federation_model(fed.kind, len(json.loads(fed.feature_schema_json)), config, fed.local_epochs)
+        model.set_flat(weights)
+        if stats is not None:
+            model = fold_standardisation(model, stats)
+        artifact = {
+            "weights": [float(v) for v in model.get_flat()],
+            "kind": fed.kind,
+            "config": config,
+            "standardisation": stats,
+            "weights_on": "raw features" if stats is None else "raw features (standardisation folded in)",
+        }
         record = self.registry.register(
             session,
             kind=fed.kind,
@@ -725,6 +914,13 @@ class FederatedService:
                 "participants": order,
                 "dropouts": dropouts,
                 "total_weight_per_round": [r.total_weight for r in rounds],
+                "rounds_run": outcome["rounds_run"],
+                "stopped": outcome["stopped"],
+                "stop_reason": outcome.get("reason"),
+                "converged": bool(outcome["converged"]),
+                "best_round": outcome.get("best_round"),
+                "validation_loss": [{"round": r, "loss": m["validation_loss"]} for r, m in history],
+                "standardised": stats is not None,
             },
             evaluation=None,
             artifacts=dict.fromkeys(order, artifact),
@@ -734,6 +930,14 @@ class FederatedService:
             request_id=request_id,
         )
         fed.model_id = record.id
+
+    def _statistics(self, session: Session, fed: Federation) -> dict[str, Any] | None:
+        """The joint feature statistics of round 0, or None (a federation that does not standardise)."""
+        r0 = session.get(FederationRound, (fed.id, 0))
+        if r0 is None or not r0.metrics_json:
+            return None
+        stats: dict[str, Any] = json.loads(r0.metrics_json)["statistics"]
+        return stats
 
     # --- views ---------------------------------------------------------------------------------------------
 
@@ -778,10 +982,23 @@ class FederatedService:
             "round": None,
             "global_weights": None,
             "inbox": None,
+            "standardisation": None,
+            "validation": [],
+            "outcome": json.loads(fed.outcome_json) if fed.outcome_json else None,
         }
         rnd = self._round(session, fed)
         if rnd is None:
             return out
+        out["standardisation"] = self._statistics(session, fed)
+        out["validation"] = [
+            {
+                "round": r,
+                "loss": m["validation_loss"],
+                "prior_loss": m["prior_loss"],
+                "rows": m["validation_rows"],
+            }
+            for r, m in self._validation(session, fed, fed.current_round)
+        ]
         out["round"] = {
             "round_no": rnd.round_no,
             "phase": rnd.phase.value,
@@ -791,6 +1008,11 @@ class FederatedService:
             "abort_reason": rnd.abort_reason,
         }
         final = rnd.result_weights if rnd.result_weights is not None else rnd.global_weights
+        best = (out["outcome"] or {}).get("best_round")
+        if best is not None:  # stopped early: the registered model is the one the best round started from
+            kept = session.get(FederationRound, (fed.id, best))
+            assert kept is not None
+            final = kept.global_weights
         out["global_weights"] = [float(v) for v in _weights(final)]
         stage = STAGE_OF_PHASE.get(rnd.phase) if rnd.phase is not RoundPhase.done else None
         if stage is not None:

@@ -98,8 +98,8 @@ class Federations(Resource):
         )
 
     @staticmethod
-    def model(view: FederationOut) -> FedModelBase:
-        """The federation's current global model (:mod:`pps_wire.federated`)."""
+    def _training_model(view: FederationOut) -> FedModelBase:
+        """The global model in the space the banks train in (standardised features, if the federation is)."""
         from pps_wire.federated import federation_model
 
         m = federation_model(view.kind, len(view.feature_schema), view.config, view.local_epochs)
@@ -107,12 +107,22 @@ class Federations(Resource):
             m.set_flat(view.global_weights)
         return m
 
+    @classmethod
+    def model(cls, view: FederationOut) -> FedModelBase:
+        """The federation's current global model (:mod:`pps_wire.federated`) on *raw* features: the joint
+        standardisation, if any, is folded into its weights. Once done, the registered model."""
+        from pps_wire.federated import fold_standardisation
+
+        m = cls._training_model(view)
+        return fold_standardisation(m, view.standardisation) if view.standardisation else m
+
     def step(self, federation_id: str, x: npt.ArrayLike, y: npt.ArrayLike) -> FederationOut:
         """Take this bank's next action in the current round, if there is one now; return the federation.
 
         Advertise keys → share keys → train locally from the round's global model and post the masked update
         (weighted by this bank's sample count) → post unmasking shares. Returns at once when waiting for others.
         """
+        from pps_wire.federated import round_tail
         from protocols.secagg import RoundInfo, SecAggClient, SecAggParams
 
         view = self.get(federation_id)
@@ -126,6 +136,7 @@ class Federations(Resource):
                 threshold=view.threshold,
                 dim=view.n_params,
                 clip_norm=view.config["clip_norm"],
+                tail=round_tail(len(view.feature_schema), r, view.config),
             )
             sa = SecAggClient(RoundInfo(federation_id, r, params), view.my_position)
             self._rounds[federation_id] = (r, sa)
@@ -137,19 +148,43 @@ class Federations(Resource):
         if phase == "share_keys":
             return self.post_message(federation_id, sa.share_keys(inbox))
         if phase == "masked_input":
-            import numpy as np
-
-            model = self.model(view)
-            start = model.get_flat()
-            labels = np.asarray(y)
-            delta = model.fit(x, labels).get_flat() - start
-            weight = min(len(labels), sa.info.params.max_weight)
-            return self.post_message(federation_id, sa.masked_input(inbox, delta, weight))
+            return self.post_message(federation_id, self._masked_input(view, sa, inbox, x, y))
         if phase == "unmask":
             out = self.post_message(federation_id, sa.unmask(inbox))
             self._rounds.pop(federation_id, None)
             return out
         return view
+
+    def _masked_input(
+        self, view: FederationOut, sa: Any, inbox: bytes, x: npt.ArrayLike, y: npt.ArrayLike
+    ) -> bytes:
+        """Round 0: this bank's feature moments (summed securely: the joint statistics). A training round: the
+        validation loss of the round's global model on this bank's held-out rows, then the local update on the
+        others, both on features standardised with the joint statistics."""
+        import numpy as np
+
+        from pps_wire.federated import local_moments, standardise, validation_split, validation_tail
+
+        k, labels = len(view.feature_schema), np.asarray(y)
+        features = np.asarray(x, dtype=np.float64)
+        p = sa.info.params
+        if view.current_round == 0:
+            weight = min(len(labels), p.max_weight)
+            return bytes(
+                sa.masked_input(inbox, np.zeros(p.dim), weight, tail=local_moments(features, labels, k))
+            )
+        if view.standardisation:
+            features = standardise(features, view.standardisation)
+        fraction = float(view.config.get("validation_fraction", 0.0))
+        train, held = validation_split(
+            len(labels), labels, fraction, seed=int(view.config["seed"]) + view.my_position
+        )
+        model = self._training_model(view)
+        tail = validation_tail(model, features[held], labels[held]) if p.tail else []
+        start = model.get_flat()
+        delta = model.fit(features[train], labels[train]).get_flat() - start
+        weight = min(len(train), p.max_weight)
+        return bytes(sa.masked_input(inbox, delta, weight, tail=tail))
 
     def train(
         self,

@@ -32,6 +32,22 @@ class FederationIn(Request):
     hidden: int = Field(16, ge=1, le=1024, description="hidden units (horizontal_mlp)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the initial model and of local shuffling")
     phase_timeout_s: int = Field(600, ge=1, le=7 * 24 * 3600)
+    standardise: bool = Field(
+        True,
+        description="round 0 computes the features' joint means and variances by secure aggregation; every bank "
+        "then trains on standardised features (the registered model is folded back onto raw features)",
+    )
+    validation_fraction: float = Field(
+        0.2,
+        ge=0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="rows each bank holds out; their log-loss is summed securely every round (0: none)",
+    )
+    patience: int = Field(5, ge=1, le=200, description="rounds without improvement before early stopping")
+    min_delta: float = Field(
+        1e-4, ge=0, le=1, allow_inf_nan=False, description="relative improvement that counts"
+    )
     purpose: Literal["joint_model_training"] = PURPOSE
 
 
@@ -91,6 +107,20 @@ class FederationOut(Response):
         description="the model the current round trains from (the result, once the round is done)"
     )
     inbox: str | None = Field(description="base64 frame this bank needs for the current phase, if any")
+    standardisation: dict[str, Any] | None = Field(
+        None,
+        description="the joint feature statistics of round 0 (rows, mean, scale, constant): what every bank "
+        "standardises with; null for a federation that does not standardise",
+    )
+    validation: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="per training round: the securely aggregated validation log-loss of the global model the "
+        "round started from, the loss of predicting the base rate, the rows",
+    )
+    outcome: dict[str, Any] | None = Field(
+        None,
+        description="once done: rounds_run, stopped (early_stopping | round_limit), converged, best_round, reason",
+    )
 
 
 class FederationSummaryOut(Response):

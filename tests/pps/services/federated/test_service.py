@@ -28,26 +28,8 @@ pytestmark = pytest.mark.db
 
 
 @pytest.fixture(scope="module")
-def split() -> Any:
-    return non_iid_banks(1500, banks=3, seed=3)
-
-
-@pytest.fixture(scope="module")
 def split4() -> Any:
     return non_iid_banks(2000, banks=4, seed=3)
-
-
-@pytest.fixture
-def banks(make_org: OrgFactory) -> list[OrgHandle]:
-    return [make_org(Role.bank) for _ in range(3)]
-
-
-@pytest.fixture
-def clients(banks: list[OrgHandle], base_url: str) -> Iterator[list[Client]]:
-    made = [Client(base_url, b.token) for b in banks]
-    yield made
-    for c in made:
-        c.close()
 
 
 @pytest.fixture
@@ -77,6 +59,9 @@ def create(fc: Client, banks: list[OrgHandle], split: Any, **over: Any) -> Feder
         "threshold": 2,
         "local_epochs": 1,
         "clip_norm": 5.0,
+        # these tests exercise the secure-aggregation rounds; round 0 (statistics) and validation have their own
+        "standardise": False,
+        "validation_fraction": 0.0,
         **over,
     }
     return fc.federations.create(**body)
