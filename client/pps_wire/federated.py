@@ -403,6 +403,17 @@ def prior_loss(tail: list[int]) -> float:
     return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
+def best_round(losses: list[tuple[int, float]], min_delta: float) -> tuple[int, float]:
+    """``(round, loss)`` of the best validation loss so far: a later round counts as better only if it improves
+    on the best by more than ``min_delta`` (relative). The early-stopping rule of a federation: stop when the
+    current round is ``patience`` rounds past it."""
+    best_r, best = losses[0]
+    for r, v in losses[1:]:
+        if v < best * (1.0 - min_delta):
+            best_r, best = r, v
+    return best_r, best
+
+
 def round_tail(n_features: int, round_no: int, config: dict[str, Any]) -> int:
     """How many exact integers each bank appends in ``round_no`` (server and banks build the same
     ``SecAggParams``): round 0 (federated standardisation) its moments, a training round its validation loss

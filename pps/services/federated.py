@@ -16,6 +16,16 @@ federation are **aborted** (never averaged over a partial set, and never over tw
 solve the aggregate for the other's update); after the unmask phase the weighted sum is decoded and
 ``global += sum(w_i * delta_i) / sum(w_i)``.
 
+Round 0 and validation (``standardise``, ``validation_fraction``, ``patience``, ``min_delta``; issue 16): a
+standardising federation starts with a **statistics round** whose inputs carry only a tail of exact integers —
+each bank's rows, positives, feature sums and sums of squares — from which the service computes the joint means
+and scales (``pps_wire.federated.joint_standardisation``) and starts round 1 with the bias at the base rate's
+log-odds; every bank trains on standardised features and the registered model is folded back onto raw ones. Each
+training round's tail is the banks' validation log-loss of the round's global model (sum, rows, positives):
+early stopping registers the best round's model (``converged: true``); a loss that blows up, or a model at its
+round limit no better than the base rate, aborts the federation with the cause and the fix and no model. The
+outcome (rounds run, why it stopped, ``converged``) is on the federation and in the registry's training record.
+
 Persistence: the federation, its participants, each round (phase, the global model it started from, its
 result) and every accepted message are rows; the server's protocol state is rebuilt from the stored messages on
 every request, so a restarted server continues the round where it was (or aborts it once its deadline has
@@ -36,7 +46,9 @@ bank's (unless it colludes with all survivors but one). The clients' secrets nev
 
 Ledger: ``federation.create``, ``federation.accept`` (each participation), ``federation.round.start``,
 ``federation.round.submit`` (each message: round, stage, size), ``federation.round.done`` (survivors,
-drop-outs, total weight), ``federation.round.aborted``, ``federation.done``. No floats in entries.
+drop-outs, total weight; round 0: rows and constant features; a training round: validation rows and loss in
+millionths), ``federation.round.aborted``, ``federation.done`` (rounds, how training stopped, ``converged``). No
+floats in entries.
 """
 
 from __future__ import annotations
@@ -82,6 +94,9 @@ from pps_wire.federated import (
     prior_loss,
     round_tail,
     with_prior_bias,
+)
+from pps_wire.federated import (
+    best_round as best_so_far,
 )
 from protocols.errors import InvalidParameters
 from protocols.secagg import (
@@ -720,10 +735,7 @@ class FederatedService:
         history = self._validation(session, fed, rnd.round_no)
         losses = [(r, m["validation_loss"]) for r, m in history]
         loss = metrics["validation_loss"]
-        best_round, best = losses[0]
-        for r, v in losses[1:]:
-            if v < best * (1.0 - float(config.get("min_delta", 1e-4))):
-                best_round, best = r, v
+        best_round, best = best_so_far(losses, float(config.get("min_delta", 1e-4)))
         if not math.isfinite(loss) or loss > 2.0 * best + 0.1:
             return (
                 f"training diverged in round {rnd.round_no}: the securely aggregated validation loss rose to "

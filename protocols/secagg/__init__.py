@@ -5,14 +5,20 @@ Who learns what (*semi-honest* banks and server; stages, messages and parameters
 
 * the **server** learns ``sum_i w_i * clip(x_i)`` and ``sum_i w_i`` over the banks that finish the round (the
   survivors ``U3``), and the sets of banks per stage; never a single update. A round never finishes with fewer
-  than ``max(threshold, 3)`` survivors (with two, either could subtract its own update from the sum);
+  than ``max(threshold, 3)`` survivors (with two, either could subtract its own update from the sum). A round
+  may carry a *tail* of exact integers beside the update (``SecAggParams.tail``): the server learns their exact
+  sums over the survivors (joint feature moments, validation-loss sums), never one bank's;
+* **malicious banks**: a sum longer than ``sum w_i * clip_norm`` (no clipped inputs make one) is refused
+  (:func:`~protocols.secagg.quantisation.dequantise`); a bank that stays inside the clip ball or overstates its
+  weight is not caught here (its influence is bounded only in the enclave mode);
 * **drop-outs**: banks that leave after sharing their keys are survived as long as ``threshold`` banks send
   their unmasking shares; their inputs are never revealed (only their mask keys are);
 * a **bank** learns the public keys, the survivor set and the aggregate: subtracting its own contribution leaves
   the sum of at least two others;
 * **collusion**: the server with up to ``threshold - 1`` banks learns nothing beyond the sum of the other
   survivors (``threshold > n / 2``). Not covered: a malicious server that shows banks different survivor sets,
-  out-of-range inputs from malicious banks (a wrong sum, no privacy loss), leakage from the aggregate itself.
+  out-of-range inputs from malicious banks beyond what the sum's norm check catches (see docs/protocols.md and
+  the enclave job ``fedavg_aggregate`` for a bound no bank can evade), leakage from the aggregate itself.
 
 Parties: :mod:`~protocols.secagg.client` (:class:`SecAggClient`) and :mod:`~protocols.secagg.server`
 (:class:`SecAggServer`); the frames in :mod:`~protocols.secagg.messages`, the parameters in
