@@ -593,7 +593,7 @@ class FedAvgAggregateJob(EnclaveJob):
     The check: every update is parsed here, in the clear; one that is malformed, not finite, made for other
     terms or over ``max_weight`` is **refused** (its position is named in the output, it adds nothing); every
     other update is **clipped** to ``clip_norm`` here, whatever the bank did before sending it. The output
-    ``aggregate`` (plain) is ``{"sum": sum_i w_i clip(u_i), "weight": sum_i w_i, "tail": exact sums, "banks":
+    ``aggregate`` (plain) is ``{"terms": the round's terms, "sum": sum_i w_i clip(u_i), "weight": sum_i w_i, "tail": exact sums, "banks":
     positions summed, "clipped": how many were clipped, "refused": {position: reason}}``; with fewer than
     ``min_banks`` accepted updates the job fails and nothing leaves.
 
@@ -646,8 +646,7 @@ class FedAvgAggregateJob(EnclaveJob):
             )
         return {
             "aggregate": {
-                "federation": terms["federation"],
-                "round": terms["round"],
+                "terms": terms,
                 "sum": [float(v) for v in total],
                 "weight": weight,
                 "tail": tail,

@@ -26,6 +26,14 @@ early stopping registers the best round's model (``converged: true``); a loss th
 round limit no better than the base rate, aborts the federation with the cause and the fix and no model. The
 outcome (rounds run, why it stopped, ``converged``) is on the federation and in the registry's training record.
 
+Enclave mode (``aggregation="enclave"``, issue 24 item 5): a round has one phase, ``masked_input``; each bank
+provisions ``{terms, update, weight, tail}`` to the attested enclave under a quote it verified
+(:meth:`submit_enclave`; the initiator also the round's terms and output policy) and the enclave's
+``fedavg_aggregate`` job refuses malformed or off-terms updates by name, clips the rest to ``clip_norm`` and
+releases only the sum — so one bank moves the model by at most its clipped, weighted share. The safe-room learns
+what secure aggregation gives it, plus how many updates were clipped and which banks were refused; the enclave
+sees each update.
+
 Persistence: the federation, its participants, each round (phase, the global model it started from, its
 result) and every accepted message are rows; the server's protocol state is rebuilt from the stored messages on
 every request, so a restarted server continues the round where it was (or aborts it once its deadline has
@@ -127,6 +135,8 @@ PHASE_OF_STAGE: Final = {
     Stage.DONE: RoundPhase.done,
 }
 STAGE_OF_PHASE: Final = {v: k for k, v in PHASE_OF_STAGE.items()}
+AGGREGATIONS: Final = ("secagg", "enclave")
+ENCLAVE_JOB: Final = "fedavg_aggregate"
 CLIPPED_ROUNDS: Final = 3
 """Rounds in a row whose averaged update is (nearly) as long as ``clip_norm`` before training stops as divergent:
 a weighted mean of updates each clipped to ``clip_norm`` is that long only if (nearly) every bank's update was
@@ -159,6 +169,9 @@ class FederationSpec:
     validation_fraction: float = 0.2
     patience: int = 5
     min_delta: float = 1e-4
+    aggregation: str = "secagg"
+    """``secagg`` (pairwise masks: the server learns only the sum) or ``enclave`` (each bank provisions its update to
+    the attested enclave, which refuses or clips it and releases only the sum: one bank's influence is bounded)"""
     purpose: str = PURPOSE
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -203,6 +216,8 @@ class FederationSpec:
                 raise InvalidInput(
                     f"{name} must be a finite number in {'[0' if name == 'l2' else '(0'}, 1e6]"
                 )
+        if self.aggregation not in AGGREGATIONS:
+            raise InvalidInput(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
         if not isinstance(self.standardise, bool):
             raise InvalidInput("standardise must be true or false")
         if not 0.0 <= self.validation_fraction <= 0.5:
@@ -241,7 +256,16 @@ class FederationSpec:
             "validation_fraction": float(self.validation_fraction),
             "patience": self.patience,
             "min_delta": float(self.min_delta),
+            "aggregation": self.aggregation,
         }
+
+
+def _enclave_mode(fed: Federation) -> bool:
+    return bool(json.loads(fed.config_json).get("aggregation") == "enclave")
+
+
+def _handle(fed: Federation, round_no: int) -> str:
+    return f"fed-{fed.id[-24:]}-{round_no}"
 
 
 def _weights_bytes(w: np.ndarray[Any, Any]) -> bytes:
@@ -260,11 +284,14 @@ class FederatedService:
         *,
         registry: Registry | None = None,
         executor: Executor | None = None,
+        enclave: Any = None,
     ) -> None:
         self.db = db
         self.ledger = ledger
         self.registry = registry
         self.executor = executor
+        self.enclave = enclave
+        """``pps.services.enclave.EnclaveService``: runs the ``fedavg_aggregate`` job of enclave-mode federations"""
         """where unmasking expands the banks' masks (``None`` or in-process: here)"""
         self.clock: Callable[[], datetime] = utcnow
 
@@ -477,7 +504,7 @@ class FederatedService:
             FederationRound(
                 federation_id=fed.id,
                 round_no=round_no,
-                phase=RoundPhase.advertise_keys,
+                phase=RoundPhase.masked_input if _enclave_mode(fed) else RoundPhase.advertise_keys,
                 global_weights=_weights_bytes(weights),
                 phase_deadline=now + timedelta(seconds=timeout),
                 started_at=now,
@@ -504,6 +531,11 @@ class FederatedService:
         """Accept one secure-aggregation message from a participant; closes the phase when it is complete."""
         assert actor.org_id is not None
         fed, part = self._load(session, fed_id, actor.org_id, lock=True)
+        if _enclave_mode(fed):
+            raise SecAggStageError(
+                "this federation aggregates in the enclave: provision your update to it and post it to "
+                "/v1/federations/{id}/enclave-input"
+            )
         mtype = peek_type(data)
         if mtype not in STAGE_OF:
             raise InvalidSecAggMessage(
@@ -561,6 +593,21 @@ class FederatedService:
         assert actor.org_id is not None
         fed, _ = self._load(session, fed_id, actor.org_id, lock=True)
         rnd = self._running_round(session, fed)
+        if _enclave_mode(fed):
+            posted = self._senders(session, fed, rnd)[Stage.MASKED_INPUT]
+            if not self._overdue(rnd):
+                missing = sorted(set(range(1, len(self._order(fed)) + 1)) - posted)
+                if missing:
+                    order = self._order(fed)
+                    raise SecAggStageError(
+                        f"the round is open until its deadline {rnd.phase_deadline.isoformat()}: bank(s) "
+                        f"{', '.join(order[i - 1] for i in missing)} have not provisioned their update",
+                        details={"phase": rnd.phase.value, "waiting_for": [order[i - 1] for i in missing]},
+                    )
+                if actor.org_id != fed.initiator_org_id:
+                    raise Forbidden("only the initiating bank may close a phase before its deadline")
+            self._close_enclave(session, fed, rnd, actor=actor, request_id=request_id)
+            return fed
         srv = self._server(session, fed, rnd)
         if not self._overdue(rnd):
             missing = sorted(self._expected(srv) - srv.received())
@@ -577,6 +624,175 @@ class FederatedService:
                 raise Forbidden("only the initiating bank may close a phase before its deadline")
         self._close(session, fed, rnd, srv, actor=actor, request_id=request_id)
         return fed
+
+    # --- enclave mode --------------------------------------------------------------------------------------
+
+    def terms(self, fed: Federation, round_no: int) -> dict[str, Any]:
+        """The round's terms as every bank provisions them with its update (the enclave refuses an update made
+        for other terms, so no one — the initiator or the host — can loosen the clip for one bank)."""
+        p = self._params(fed, round_no)
+        return {
+            "federation": fed.id,
+            "round": round_no,
+            "dim": p.dim,
+            "clip_norm": p.clip_norm,
+            "max_weight": p.max_weight,
+            "tail": p.tail,
+            "min_banks": p.min_survivors,
+        }
+
+    def submit_enclave(
+        self,
+        session: Session,
+        fed_id: str,
+        *,
+        update: tuple[bytes, bytes],
+        terms: tuple[bytes, bytes] | None,
+        actor: Actor,
+        request_id: str | None = None,
+    ) -> Federation:
+        """A bank's update, HPKE-encrypted to the enclave under a quote it verified (``(quote_hash, ciphertext)``),
+        handed straight to the enclave (slot ``bank<position>``); the initiator also provisions the round's terms
+        and the output policy (slot ``terms``). Closes the round when every bank has posted."""
+        assert actor.org_id is not None
+        fed, part = self._load(session, fed_id, actor.org_id, lock=True)
+        if not _enclave_mode(fed):
+            raise SecAggStageError("this federation uses secure aggregation: post your messages instead")
+        rnd = self._running_round(session, fed)
+        if self._overdue(rnd):
+            raise SecAggStageError(
+                "the round's deadline has passed (late update); it closes with the banks heard from: call advance"
+            )
+        if part.position in self._senders(session, fed, rnd)[Stage.MASKED_INPUT]:
+            raise SecAggStageError(
+                f"bank {part.position} already provisioned its update for this round (replay)"
+            )
+        is_initiator = actor.org_id == fed.initiator_org_id
+        if (terms is not None) != is_initiator:
+            raise InvalidInput(
+                "the initiating bank provisions the round's terms with its update; no other bank does"
+            )
+        if self.enclave is None:
+            raise InvalidInput("this safe-room runs no enclave")
+        host = self.enclave.running_host()
+        handle = _handle(fed, rnd.round_no)
+        receipts: list[dict[str, Any]] = []
+        if terms is not None:
+            receipts.append(
+                host.provision(
+                    handle, job=ENCLAVE_JOB, slot="terms", quote_hash=terms[0], ciphertext=terms[1]
+                )
+            )
+            if receipts[0].get("output") != {"release": ["aggregate"], "recipient_key": None}:
+                self.enclave.drop(handle)
+                raise InvalidInput("the round's output policy must release the plain aggregate only")
+        receipts.append(
+            host.provision(
+                handle,
+                job=ENCLAVE_JOB,
+                slot=f"bank{part.position}",
+                quote_hash=update[0],
+                ciphertext=update[1],
+            )
+        )
+        entry = self.ledger.append(
+            session,
+            EntryDraft(
+                action="federation.round.submit",
+                actor=actor,
+                objects=(ObjectRef("federation", fed.id),),
+                purpose=PURPOSE,
+                request_id=request_id,
+                detail={
+                    "round": rnd.round_no,
+                    "stage": "enclave_input",
+                    "bytes": len(update[1]),
+                    "sha256": receipts[-1]["sha256"],
+                    "terms": terms is not None,
+                },
+            ),
+        )
+        session.add(
+            FederationMessage(
+                federation_id=fed.id,
+                round_no=rnd.round_no,
+                stage=int(Stage.MASKED_INPUT),
+                bank_org_id=actor.org_id,
+                payload=json.dumps({"receipts": receipts, "instance": host.starts}).encode(),
+                ledger_index=entry.index,
+                created_at=self.clock(),
+            )
+        )
+        session.flush()
+        if self._senders(session, fed, rnd)[Stage.MASKED_INPUT] == set(range(1, len(self._order(fed)) + 1)):
+            self._close_enclave(session, fed, rnd, actor=actor, request_id=request_id)
+        return fed
+
+    def _close_enclave(
+        self, session: Session, fed: Federation, rnd: FederationRound, *, actor: Actor, request_id: str | None
+    ) -> None:
+        """Run the round's ``fedavg_aggregate`` job on what was provisioned; abort if it cannot run."""
+        from enclave_sim import errors as ee
+
+        stored = session.scalars(
+            select(FederationMessage).where(
+                FederationMessage.federation_id == fed.id, FederationMessage.round_no == rnd.round_no
+            )
+        ).all()
+        output = None
+        for m in stored:
+            for receipt in json.loads(m.payload)["receipts"]:
+                if receipt.get("slot") == "terms":
+                    output = receipt["output"]
+        if output is None or self.enclave is None:
+            self._abort(
+                session,
+                fed,
+                rnd,
+                "the initiating bank never provisioned the round's terms; nothing was aggregated",
+                actor=actor,
+                request_id=request_id,
+            )
+            return
+        try:
+            _, plain = self.enclave.running_host().run(_handle(fed, rnd.round_no), params={}, output=output)
+        except ee.EnclaveError as exc:
+            self._abort(
+                session,
+                fed,
+                rnd,
+                f"the enclave aggregated nothing: {exc.message}",
+                actor=actor,
+                request_id=request_id,
+            )
+            return
+        agg = plain["aggregate"]
+        if agg["terms"] != self.terms(fed, rnd.round_no):
+            self._abort(
+                session,
+                fed,
+                rnd,
+                "the enclave aggregated under other terms than the round's",
+                actor=actor,
+                request_id=request_id,
+            )
+            return
+        total = np.asarray(agg["sum"], dtype=np.float64)
+        refused = {self._order(fed)[int(i) - 1]: why for i, why in agg["refused"].items()}
+        self._complete(
+            session,
+            fed,
+            rnd,
+            total,
+            int(agg["weight"]),
+            [int(v) for v in agg["tail"]],
+            set(agg["banks"]),
+            {"aggregation": "enclave", "clipped": int(agg["clipped"]), "refused": sorted(refused)},
+            actor=actor,
+            request_id=request_id,
+        )
+        metrics = json.loads(rnd.metrics_json) if rnd.metrics_json else {}
+        rnd.metrics_json = json.dumps({**metrics, "clipped": int(agg["clipped"]), "refused": refused})
 
     def _running_round(self, session: Session, fed: Federation) -> FederationRound:
         if fed.state is FederationState.aborted:
@@ -623,18 +839,40 @@ class FederatedService:
             rnd.phase = PHASE_OF_STAGE[stage]
             rnd.phase_deadline = now + timedelta(seconds=json.loads(fed.config_json)["phase_timeout_s"])
             return
+        assert srv.tail_total is not None
+        self._complete(
+            session, fed, rnd, total, weight, srv.tail_total, srv.u3, {}, actor=actor, request_id=request_id
+        )
+
+    def _complete(
+        self,
+        session: Session,
+        fed: Federation,
+        rnd: FederationRound,
+        total: np.ndarray[Any, Any],
+        weight: int,
+        tail: list[int],
+        summed: set[int],
+        extra: dict[str, Any],
+        *,
+        actor: Actor,
+        request_id: str | None,
+    ) -> None:
+        """A round's aggregate is in (``sum w_i x_i``, ``sum w_i``, the tail's sums over the banks ``summed``):
+        statistics or the FedAvg step, validation, early stopping; then the next round or the end."""
+        now = self.clock()
         order = self._order(fed)
-        survivors = [order[i - 1] for i in sorted(srv.u3)]
-        dropped = [order[i - 1] for i in sorted(set(range(1, srv.params.n + 1)) - srv.u3)]
+        survivors = [order[i - 1] for i in sorted(summed)]
+        dropped = [order[i - 1] for i in range(1, len(order) + 1) if i not in summed]
         detail: dict[str, Any] = {
             "round": rnd.round_no,
             "survivors": survivors,
             "dropped": dropped,
             "total_weight": weight,
+            **extra,
         }
         config = json.loads(fed.config_json)
         names = json.loads(fed.feature_schema_json)
-        tail = srv.tail_total or []
         stop: dict[str, Any] | None = None
         limit: dict[str, Any] = {}
         if rnd.round_no == 0:  # federated standardisation: the joint statistics; the bias at the base rate
@@ -714,7 +952,8 @@ class FederatedService:
             )
             .order_by(FederationRound.round_no)
         ).all()
-        return [(r.round_no, json.loads(r.metrics_json)) for r in rows if r.metrics_json]
+        found = [(r.round_no, json.loads(r.metrics_json)) for r in rows if r.metrics_json]
+        return [(r, m) for r, m in found if "validation_loss" in m]
 
     def _early_stop(
         self,
@@ -1030,7 +1269,10 @@ class FederatedService:
         if stage is not None:
             senders = self._senders(session, fed, rnd)
             out["round"]["posted"] = part.position in senders[stage]
-            out["inbox"] = self._inbox(session, fed, rnd, stage, part.position, senders)
+            if _enclave_mode(fed):
+                out["enclave_terms"] = self.terms(fed, rnd.round_no)
+            else:
+                out["inbox"] = self._inbox(session, fed, rnd, stage, part.position, senders)
         return out
 
     def _inbox(

@@ -48,6 +48,12 @@ class FederationIn(Request):
     min_delta: float = Field(
         1e-4, ge=0, le=1, allow_inf_nan=False, description="relative improvement that counts"
     )
+    aggregation: Literal["secagg", "enclave"] = Field(
+        "secagg",
+        description="secagg: pairwise masks, the safe-room learns only the sum; enclave: each bank provisions its "
+        "update to the attested enclave, which refuses or clips it and releases only the sum (one bank's "
+        "influence bounded)",
+    )
     purpose: Literal["joint_model_training"] = PURPOSE
 
 
@@ -64,6 +70,18 @@ class MessageIn(Request):
 
 class AdvanceIn(Request):
     pass
+
+
+class SealedIn(Request):
+    quote_hash: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="the quote it was encrypted for (hex)")
+    ciphertext: str = Field(max_length=MAX_MESSAGE_B64, description="HPKE enc || ciphertext, base64")
+
+
+class EnclaveInputIn(Request):
+    update: SealedIn = Field(description="{terms, update, weight, tail} provisioned to slot bank<position>")
+    terms: SealedIn | None = Field(
+        None, description="the initiating bank only: the round's terms and output policy, slot terms"
+    )
 
 
 class ParticipantOut(Response):
@@ -116,6 +134,10 @@ class FederationOut(Response):
         default_factory=list,
         description="per training round: the securely aggregated validation log-loss of the global model the "
         "round started from, the loss of predicting the base rate, the rows",
+    )
+    enclave_terms: dict[str, Any] | None = Field(
+        None,
+        description="enclave-mode federations: the terms this round's updates are provisioned with",
     )
     outcome: dict[str, Any] | None = Field(
         None,

@@ -29,3 +29,20 @@ def clients(banks: list[OrgHandle], base_url: str) -> Iterator[list[Client]]:
     yield made
     for c in made:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def split4() -> Any:
+    return non_iid_banks(2000, banks=4, seed=3)
+
+
+@pytest.fixture
+def banks4(banks: list[OrgHandle], make_org: OrgFactory) -> list[OrgHandle]:
+    return [*banks, make_org(Role.bank)]
+
+
+@pytest.fixture
+def clients4(clients: list[Client], banks4: list[OrgHandle], base_url: str) -> Iterator[list[Client]]:
+    fourth = Client(base_url, banks4[3].token)
+    yield [*clients, fourth]
+    fourth.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +14,6 @@ import pytest
 
 from api.app import create_app
 from api.live import running_server
-from models.fl import non_iid_banks
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import FederationMessage, FederationRound, Role, utcnow
 from pps.ledger.store import EntryFilter
@@ -25,23 +24,6 @@ from protocols.secagg import SecAggAborted, Stage
 from tests.conftest import OrgFactory, OrgHandle
 
 pytestmark = pytest.mark.db
-
-
-@pytest.fixture(scope="module")
-def split4() -> Any:
-    return non_iid_banks(2000, banks=4, seed=3)
-
-
-@pytest.fixture
-def banks4(banks: list[OrgHandle], make_org: OrgFactory) -> list[OrgHandle]:
-    return [*banks, make_org(Role.bank)]
-
-
-@pytest.fixture
-def clients4(clients: list[Client], banks4: list[OrgHandle], base_url: str) -> Iterator[list[Client]]:
-    fourth = Client(base_url, banks4[3].token)
-    yield [*clients, fourth]
-    fourth.close()
 
 
 def past_the_deadline(rt: Runtime) -> None:
