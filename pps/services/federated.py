@@ -745,6 +745,8 @@ class FederatedService:
                 if receipt.get("slot") == "terms":
                     output = receipt["output"]
         if output is None or self.enclave is None:
+            if self.enclave is not None:
+                self.enclave.drop(_handle(fed, rnd.round_no))  # the banks' updates leave the enclave unused
             self._abort(
                 session,
                 fed,
