@@ -106,7 +106,7 @@ from pps_wire.federated import (
 from pps_wire.federated import (
     best_round as best_so_far,
 )
-from protocols.errors import InvalidParameters
+from protocols.errors import InvalidParameters, TrainingDiverged
 from protocols.secagg import (
     MIN_SURVIVORS,
     STAGE_OF,
@@ -914,7 +914,7 @@ class FederatedService:
                 limit = self._round_limit(session, fed, rnd)
                 diverged = limit.pop("underfit", None)
             if diverged is not None:
-                self._abort(session, fed, rnd, diverged, actor=actor, request_id=request_id)
+                self._abort(session, fed, rnd, diverged, actor=actor, request_id=request_id, diverged=True)
                 return
         rnd.phase, rnd.ended_at = RoundPhase.done, now
         rnd.result_weights, rnd.total_weight = _weights_bytes(new), weight
@@ -1067,10 +1067,24 @@ class FederatedService:
         *,
         actor: Actor,
         request_id: str | None,
+        diverged: bool = False,
     ) -> None:
+        """End the round and the federation without a model. ``diverged``: training itself failed (divergence,
+        or a model no better than the base rate), recorded as ``training_diverged`` in the outcome."""
         now = self.clock()
         rnd.phase, rnd.abort_reason, rnd.ended_at = RoundPhase.aborted, reason, now
         fed.state, fed.abort_reason, fed.ended_at = FederationState.aborted, reason, now
+        if diverged:
+            fed.outcome_json = json.dumps(
+                {
+                    "stopped": "diverged",
+                    "converged": False,
+                    "code": TrainingDiverged.code,
+                    "rounds_run": max(0, rnd.round_no),
+                    "best_round": None,
+                    "reason": reason,
+                }
+            )
         session.flush()
         self.ledger.append(
             session,

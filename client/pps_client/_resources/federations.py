@@ -266,12 +266,18 @@ class Federations(Resource):
         vendor_key: Ed25519PublicKey | None = None,
     ) -> FederationOut:
         """Take part until the federation is done or aborted; :class:`~pps_client.JobTimeout` after
-        ``timeout`` seconds."""
+        ``timeout`` seconds. A federation stopped because training failed — divergence, or a model no better
+        than predicting the base rate — raises :class:`protocols.errors.TrainingDiverged` naming the cause and
+        the fix (no model was registered); other aborts (too few banks) return the aborted view."""
         deadline = time.monotonic() + timeout
         while True:
             view = self.step(federation_id, x, y, vendor_key=vendor_key)
             if on_step is not None:
                 on_step(view)
+            if view.state == "aborted" and (view.outcome or {}).get("code") == "training_diverged":
+                from protocols.errors import TrainingDiverged
+
+                raise TrainingDiverged(view.abort_reason or "training diverged")
             if view.state in ("done", "aborted"):
                 return view
             if time.monotonic() > deadline:

@@ -15,6 +15,7 @@ from pps.runtime import Runtime
 from pps_client import Client
 from pps_wire.federated import FRAC_BITS
 from pps_wire.schemas import FederationOut
+from protocols.errors import TrainingDiverged
 from tests.conftest import OrgHandle
 from tests.pps.services.federated.test_service import entries, step_all
 
@@ -142,7 +143,11 @@ def test_a_model_no_better_than_the_base_rate_is_refused_not_registered(
     view = run(clients, banks, split, rounds=3, learning_rate=1e-4)
     assert view.state == "aborted" and view.model_id is None
     assert view.abort_reason is not None and "no better than predicting the base rate" in view.abort_reason
+    assert view.outcome is not None and view.outcome["code"] == "training_diverged"
     assert clients[0].models.list() == []
+    # train() says so with the error vertical training raises, naming the cause and the fix
+    with pytest.raises(TrainingDiverged, match="no better than predicting the base rate"):
+        clients[1].federations.train(view.id, split.banks[1].x_train, split.banks[1].y_train, timeout=5)
 
 
 def test_a_rising_validation_loss_stops_training_as_divergent(
