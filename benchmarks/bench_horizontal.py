@@ -25,7 +25,8 @@ Rows, each the mean ± std over seeds of the test AUC, Brier score and expected 
   (``protocols.secagg``, 3 banks, threshold 2): round 0 sums each bank's row count, positives, feature sums and
   sums of squares exactly (the server learns only the sums); every bank standardises with the joint statistics
   and round 1 starts at the base rate's log-odds; each round also sums every bank's validation log-loss (20 %
-  of its rows held out), early stopping with patience 5 (``pps_wire.federated.best_round``), at most 60 rounds;
+  of its rows held out), early stopping with patience 5 (``pps_wire.federated.best_round``) once the validation
+  rows hold at least 10 positives and 10 negatives (``judges``), at most 60 rounds;
   the model registered is folded back onto raw features.
 
 Also printed: rounds run and how training stopped, and the AUC gap to pooled (the ratio the issue asks for:
@@ -55,6 +56,7 @@ from pps_wire.federated import (
     fedavg,
     fold_standardisation,
     joint_standardisation,
+    judges,
     local_moments,
     mean_loss,
     round_tail,
@@ -177,7 +179,7 @@ def fedavg_now(
         losses.append((r, mean_loss(vt)))
         best_r, _ = best_round(losses, MIN_DELTA)
         flat = flat + total / weight
-        if r - best_r >= PATIENCE:
+        if judges(vt[1], vt[2]) and r - best_r >= PATIENCE:
             stopped, kept = "early_stopping", history[best_r]
             break
     final = FedLogisticRegression(k, **HYPER).set_flat(kept if kept is not None else flat)

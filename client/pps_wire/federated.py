@@ -403,6 +403,16 @@ def prior_loss(tail: list[int]) -> float:
     return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
+MIN_VALIDATION_CLASS: Final = 10
+"""fewest validation positives (and negatives), summed over the banks, for the validation loss to stop training
+early or to judge it underfit: below, the loss over a handful of positives is noise (German credit at 3 %: three)"""
+
+
+def judges(validation_rows: int, validation_positives: int) -> bool:
+    """Whether a summed validation loss over these rows may stop training early or refuse an underfit model."""
+    return min(validation_positives, validation_rows - validation_positives) >= MIN_VALIDATION_CLASS
+
+
 def best_round(losses: list[tuple[int, float]], min_delta: float) -> tuple[int, float]:
     """``(round, loss)`` of the best validation loss so far: a later round counts as better only if it improves
     on the best by more than ``min_delta`` (relative). The early-stopping rule of a federation: stop when the

@@ -92,10 +92,12 @@ from pps.infra.storage.tables import (
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
 from pps_wire.federated import (
+    MIN_VALIDATION_CLASS,
     MODEL_KINDS,
     federation_model,
     fold_standardisation,
     joint_standardisation,
+    judges,
     make_model,
     mean_loss,
     model_hyper,
@@ -985,6 +987,8 @@ class FederatedService:
                 None,
             )
         patience = int(config.get("patience", 5))
+        if not judges(metrics["validation_rows"], metrics["validation_positives"]):
+            return None, None  # too few validation positives to stop on: train to the round limit
         if rnd.round_no - best_round >= patience:
             return None, {
                 "stopped": "early_stopping",
@@ -1009,7 +1013,12 @@ class FederatedService:
         }
         if history and history[-1][0] >= 2:  # a model trained for at least one round was measured
             r, m = history[-1]
-            if m["validation_loss"] >= m["prior_loss"]:
+            if not judges(m["validation_rows"], m["validation_positives"]):
+                outcome["reason"] += (
+                    f"; the validation rows hold {m['validation_positives']} positives, too few "
+                    f"(< {MIN_VALIDATION_CLASS}) to stop early or judge the model underfit"
+                )
+            elif m["validation_loss"] >= m["prior_loss"]:
                 outcome["underfit"] = (
                     f"training stopped at the round limit ({fed.rounds}) with a model no better than predicting "
                     f"the base rate: validation loss {m['validation_loss']:.4g} against {m['prior_loss']:.4g} for "

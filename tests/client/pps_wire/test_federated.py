@@ -94,3 +94,10 @@ def test_best_round_counts_only_improvements_beyond_min_delta() -> None:
     losses = [(1, 0.30), (2, 0.25), (3, 0.2499), (4, 0.26)]
     assert best_round(losses, 1e-3) == (2, 0.25)
     assert best_round(losses, 0.0) == (3, 0.2499)
+
+
+def test_a_validation_loss_over_few_positives_does_not_judge() -> None:
+    from pps_wire.federated import MIN_VALIDATION_CLASS, judges
+
+    assert judges(1000, MIN_VALIDATION_CLASS) and not judges(1000, MIN_VALIDATION_CLASS - 1)
+    assert not judges(MIN_VALIDATION_CLASS + 5, 10)  # too few negatives
