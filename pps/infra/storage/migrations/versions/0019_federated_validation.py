@@ -4,8 +4,8 @@
 training round's securely aggregated validation loss; ``federations.outcome_json``: rounds run, why training
 stopped, whether it converged. Both nullable: federations trained before carry neither.
 
-Revision ID: 0018_federated_validation
-Revises: 0017_field_grades
+Revision ID: 0019_federated_validation
+Revises: 0018_subject_keys
 Create Date: 2026-12-07
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0018_federated_validation"
-down_revision: str | None = "0017_field_grades"
+revision: str = "0019_federated_validation"
+down_revision: str | None = "0018_subject_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
