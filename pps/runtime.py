@@ -215,7 +215,16 @@ class Runtime:
             unsafe_small_keys=settings.unsafe_small_paillier_keys,
         )
         federated = FederatedService(db, ledger, registry=models, executor=executor)
-        sealed = SealedService(db, ledger, policy, enclave, datasets, aggregates)
+        sealed = SealedService(
+            db,
+            ledger,
+            policy,
+            enclave,
+            datasets,
+            aggregates,
+            model_policy=None if settings.unsafe_unapproved_models else approvals.policy,
+            disclosures=disclosures,
+        )
         return cls(
             settings=settings,
             db=db,
