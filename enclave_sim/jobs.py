@@ -419,7 +419,7 @@ class ModelApprovalJob(EnclaveJob):
     def finish(self) -> dict[str, Any]:
         import base64
 
-        from enclave_sim.model_check import ModelPolicy, parse_model, verify_model
+        from enclave_sim.model_check import ModelPolicy, parse_model, release_error, verify_model
 
         doc = _json(self.inputs["bank"], "the bank's model")
         if not isinstance(doc, dict) or "model" not in doc or set(doc) - {"model", "context", "packing"}:
@@ -470,6 +470,7 @@ class ModelApprovalJob(EnclaveJob):
             "encrypted_model_sha256": encrypted_sha256,
             "context_id": context_id,
             "prior_models": len(prior),
+            "release_error": round(release_error(model, sample), 6),
             "verdict": verdict.as_dict(),
         }
         return out

@@ -19,10 +19,17 @@ features; a model that *reads* concentrates it. The policy says so in numbers (:
 * no packing: one resolution step of a feature moves the score by at most ``max_step_ratio`` times the
   spread (standard deviation) of the rest of the score, so that no feature's steps stand clear of the others'
   noise (packing needs a step larger than the whole range of what it is packed over);
-* across models: a bank's approved models in the window, taken together, may not isolate a feature — the
-  largest share feature ``j`` can reach in *any* linear combination of them (its leverage,
-  ``b_j^T (B B^T)^+ b_j`` with ``B`` the models' contribution scales) stays at most ``max_share``, so k
-  models cannot be solved for k features.
+* across models: a bank's approved models in the window, taken together, may not pin a feature down — the
+  best linear estimate of feature ``j`` from all their outputs (each seen with its release error, see
+  :func:`release_error`), with the other features as noise, stays at least as imprecise as the read-back
+  floor above. In numbers: the posterior standard deviation ``sqrt(Sigma - Sigma W^T (W Sigma W^T + T)^-1 W
+  Sigma)_jj``, with ``W`` the models' effective weights per unit of each feature, ``Sigma`` the features'
+  variances on the platform's distribution (taken as independent) and ``T`` the outputs' error variances.
+  So k models cannot be solved for k features (``t + d`` and ``t - d`` give ``t`` to the release error), while
+  an honest update — a retraining, or one weight moved a little — isolates only the *difference*, whose effect
+  on the score drowns in the output's resolution. (The leverage ``b_j^T (B B^T)^+ b_j``, the largest share
+  feature ``j`` reaches in any combination, is still reported; it is 1 for any two models differing in one
+  weight, which is why it is not the rule.)
 
 Release granularity (:class:`Granularity`): the subject's consent says what leaves — ``decision`` (approve /
 decline at the bank's stated PD threshold), ``grade`` (the bank's PD band edges, at most
@@ -393,12 +400,14 @@ def check_model(
             f"{policy.max_step_ratio:g} x the spread of the rest of it (packing)"
         )
     leverage = _leverage([*prior, model], sample)
-    isolated = sorted(n for n, v in leverage.items() if v > policy.max_share + 1e-9 and n in shares)
-    if prior and isolated:
+    solved = _solved([*prior, model], sample, resolution, policy) if prior else {}
+    isolated = sorted(n for n, r in solved.items() if r < 1 and n in shares)
+    if isolated:
         reasons.append(
             f"with the bank's {len(prior)} model(s) approved in the last {policy.window_days} days, a linear "
-            f"combination isolates {', '.join(isolated)} (above {policy.max_share:.0%} of its variance): "
-            "k models must not solve for k features"
+            f"combination of their outputs pins down {', '.join(isolated)} more precisely than the coarser of "
+            f"its resolution and {policy.min_readback_relative:.0%} of its typical value: k models must not "
+            "solve for k features"
         )
     return Verdict(
         shares,
@@ -407,6 +416,51 @@ def check_model(
         contribution_std,
         tuple(reasons),
     )
+
+
+def release_error(model: PlainModel, sample: Mapping[str, FloatArray]) -> float:
+    """The error (standard deviation, log-odds) with which the model's finest release — its PD rounded to
+    ``score_resolution`` — tells a typical subject's logit: the rounding's ``r / sqrt(12)`` in PD over ``p (1 -
+    p)``, its median on the platform's distribution (the read-back floor is about a typical subject too).
+
+    Encrypted scoring releases logits, not rounded PDs: it adds Gaussian noise of this standard deviation to an
+    approved model's logits (:mod:`pps.services.scoring`), so that no path releases the model more finely."""
+    p = model.pd(sample)
+    slope = np.maximum(p * (1 - p), 1e-6) if p.size else np.array([0.25])
+    return float(np.median(model.score_resolution / math.sqrt(12) / slope))
+
+
+def _solved(
+    models: Sequence[PlainModel],
+    sample: Mapping[str, FloatArray],
+    resolution: Mapping[str, float],
+    policy: ModelPolicy,
+) -> dict[str, float]:
+    """Per feature: the posterior standard deviation of the feature given every model's
+    output (linear-Gaussian: outputs ``W x + e``, ``e`` the release errors), over its read-back floor; below 1,
+    the models together pin it down."""
+    names = sorted({n for m in models for n in m.features if n in sample})
+    xs = {n: np.asarray(sample[n], dtype=np.float64) for n in names}
+    var = np.array([float(np.nanvar(xs[n])) for n in names])
+    w = np.zeros((len(models), len(names)))
+    for i, m in enumerate(models):
+        for j, n in enumerate(names):
+            if n in m.weights:
+                w[i, j] = m.weights[n] / m.prep(n).scale
+    noise = np.diag([release_error(m, sample) ** 2 for m in models])
+    sigma_w = var[:, None] * w.T  # Sigma W^T
+    gram = w @ sigma_w + noise
+    explained = np.einsum("jk,kl,jl->j", sigma_w, np.linalg.pinv(gram, rcond=1e-12), sigma_w)
+    post = np.sqrt(np.maximum(var - explained, 0.0))
+    out: dict[str, float] = {}
+    for j, n in enumerate(names):
+        x = xs[n][np.isfinite(xs[n])]
+        if x.size == 0 or len(np.unique(x)) <= 2:  # a flag is one bit: the step rule's
+            continue
+        floor = _readback_floor(n, x, resolution.get(n, 0.0), policy.min_readback_relative)
+        if floor > 0:
+            out[n] = float(post[j] / floor)
+    return out
 
 
 def _leverage(models: Sequence[PlainModel], sample: Mapping[str, FloatArray]) -> dict[str, float]:

@@ -138,8 +138,9 @@ def test_k_models_cannot_solve_for_a_feature(platform: Platform) -> None:
     decoys = [n for n in platform.ranked if n != t][:3]
     sd = {n: float(np.nanstd(platform.sample[n])) for n in [t, *decoys]}
     share = 1 / np.sqrt(len(decoys))
-    plus = PlainModel({t: 1 / sd[t], **{n: share / sd[n] for n in decoys}}, 0.0)
-    minus = PlainModel({t: 1 / sd[t], **{n: -share / sd[n] for n in decoys}}, 0.0)
+    centred = {n: Prep(float(np.nanmean(platform.sample[n])), sd[n]) for n in [t, *decoys]}
+    plus = PlainModel({t: 1.0, **dict.fromkeys(decoys, share)}, 0.0, centred)  # PDs near 1/2: finest
+    minus = PlainModel({t: 1.0, **dict.fromkeys(decoys, -share)}, 0.0, centred)
     first = check_model(plus, POLICY, platform.sample, FEATURE_RESOLUTION)
     assert first.approved, first.reasons
     alone = check_model(minus, POLICY, platform.sample, FEATURE_RESOLUTION)
@@ -154,6 +155,31 @@ def test_retraining_an_honest_model_is_not_an_attack(platform: Platform) -> None
     names = platform.ranked[:10]
     v1, v2 = honest_lr(platform, names, c=1.0), honest_lr(platform, names, c=0.05)
     assert check_model(v2, POLICY, platform.sample, FEATURE_RESOLUTION, prior=[v1]).approved
+
+
+def test_an_honest_update_of_one_weight_passes_and_differencing_does_not(platform: Platform) -> None:
+    """Issue 17: two honest models that differ in one weight span ``e_j`` (leverage 1), yet their difference
+    moves the score by less than the output's resolution says: the update passes. A difference large enough to
+    read the feature through the two releases is refused."""
+    names = platform.ranked[:10]
+    v1 = honest_lr(platform, names)
+    for t in names[:5]:
+        for bump in (0.5, 0.9, 1.25, 1.5):  # one weight halved, or up by half: an honest update
+            w = dict(v1.weights)
+            w[t] *= bump
+            v2 = PlainModel(w, v1.bias, dict(v1.preprocess), threshold=v1.threshold)
+            verdict = check_model(v2, POLICY, platform.sample, FEATURE_RESOLUTION, prior=[v1])
+            assert verdict.leverage[t] > 0.99  # the old rule (leverage <= max_share) refused this
+            assert verdict.approved, (t, bump, verdict.reasons)
+    t = "electricity_trend"
+    assert t in v1.weights
+    w = dict(v1.weights)
+    w[t] += 0.7  # 0.7 more log-odds per standard deviation of the feature: the difference reads it
+    attack = PlainModel(w, v1.bias, dict(v1.preprocess))
+    assert check_model(attack, POLICY, platform.sample, FEATURE_RESOLUTION).approved  # alone it passes
+    verdict = check_model(attack, POLICY, platform.sample, FEATURE_RESOLUTION, prior=[v1])
+    assert not verdict.approved
+    assert any(t in r and "k models must not solve for k features" in r for r in verdict.reasons)
 
 
 def test_parse_model_refuses_bad_specs() -> None:
@@ -290,8 +316,9 @@ def test_the_enclave_approves_signs_encrypts_and_refuses(
     t = "log_sales_mean_last6"
     decoys = [n for n in platform.ranked[:12] if n != t][:3]
     sd = {n: float(np.nanstd(platform.sample[n])) for n in [t, *decoys]}
-    plus = PlainModel({t: 1 / sd[t], **{n: 0.577 / sd[n] for n in decoys}}, 0.0)
-    minus = PlainModel({t: 1 / sd[t], **{n: -0.577 / sd[n] for n in decoys}}, 0.0)
+    centred = {n: Prep(float(np.nanmean(platform.sample[n])), sd[n]) for n in [t, *decoys]}
+    plus = PlainModel({t: 1.0, **dict.fromkeys(decoys, 0.577)}, 0.0, centred)
+    minus = PlainModel({t: 1.0, **dict.fromkeys(decoys, -0.577)}, 0.0, centred)
     out = bank.provision_to(
         enclave, "ap3", "model_approval", json.dumps({"model": plus.as_dict()}).encode(), APPROVAL_RELEASE
     )
