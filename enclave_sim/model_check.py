@@ -20,11 +20,12 @@ features; a model that *reads* concentrates it. The policy says so in numbers (:
   spread (standard deviation) of the rest of the score, so that no feature's steps stand clear of the others'
   noise (packing needs a step larger than the whole range of what it is packed over);
 * across models: a bank's approved models in the window, taken together, may not pin a feature down — the
-  best linear estimate of feature ``j`` from all their outputs (each seen with its release error, see
+  best linear unbiased estimate of feature ``j`` from all their outputs (each seen with its release error, see
   :func:`release_error`), with the other features as noise, stays at least as imprecise as the read-back
-  floor above. In numbers: the posterior standard deviation ``sqrt(Sigma - Sigma W^T (W Sigma W^T + T)^-1 W
-  Sigma)_jj``, with ``W`` the models' effective weights per unit of each feature, ``Sigma`` the features'
-  variances on the platform's distribution (taken as independent) and ``T`` the outputs' error variances.
+  floor above. In numbers: its standard deviation ``1 / sqrt(w_j^T (W_-j Sigma_-j W_-j^T + T)^+ w_j)``, with
+  ``W`` the models' effective weights per unit of each feature (``w_j`` its column, ``W_-j`` the others),
+  ``Sigma`` the features' variances on the platform's distribution (taken as independent) and ``T`` the
+  outputs' error variances.
   So k models cannot be solved for k features (``t + d`` and ``t - d`` give ``t`` to the release error), while
   an honest update — a retraining, or one weight moved a little — isolates only the *difference*, whose effect
   on the score drowns in the output's resolution. (The leverage ``b_j^T (B B^T)^+ b_j``, the largest share
@@ -87,10 +88,15 @@ class ModelPolicy:
     min_readback_relative: float = 0.2
     """Read from one score with the rest of it as noise, no feature may be pinned down more precisely than
     the coarser of its resolution step and this fraction of its typical value (``log1p`` features: of the
-    amount, i.e. ``log(1 + r)``) — or half its population spread, for a feature narrower than that (guessing
-    its median already comes within 20 %)."""
+    amount, i.e. ``log(1 + r)``) — or ``narrow_spread`` times its population spread, for a feature narrower
+    than that (guessing its median already comes within 20 %)."""
+    narrow_spread: float = 1.0
+    """For a feature narrower than that (its population already pins it within ``min_readback_relative``), the
+    read-back floor is this fraction of its population standard deviation: 1 — the score may not tell it more
+    precisely than the population does (0.5 before issue 17's follow-up let ``tax_months_filed``, 72 % at its
+    maximum, be read to 5.5 % when guessing the median gives 9 %)."""
     window_days: int = 90
-    """Approved models of one bank within this window are checked together (leverage)."""
+    """Approved models of one bank within this window are checked together (posterior precision)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_material_features <= MAX_MODEL_FEATURES:
@@ -102,6 +108,8 @@ class ModelPolicy:
         for name in ("max_contribution_std", "max_abs_bias", "max_step_ratio"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
+        if not 0 < self.narrow_spread <= 4:
+            raise ValueError("narrow_spread must be in (0, 4]")
         if not 1 <= self.window_days <= 3660:
             raise ValueError("window_days must be in [1, 3660]")
 
@@ -308,9 +316,11 @@ def _step(resolution: float) -> float:
     return resolution if resolution > 0 else 1.0
 
 
-def _readback_floor(name: str, x: FloatArray, resolution: float, relative: float) -> float:
+def _readback_floor(
+    name: str, x: FloatArray, resolution: float, relative: float, narrow: float = 1.0
+) -> float:
     """The precision (in feature units) below which a feature counts as read back."""
-    spread = float(np.std(x)) / 2  # a narrow feature: the score may not halve what the population says
+    spread = float(np.std(x)) * narrow  # a narrow feature: the score may not say more than the population
     if name.startswith("log_"):
         return max(_step(resolution), min(math.log1p(relative), spread))
     typical = float(np.median(np.abs(x)))
@@ -377,7 +387,7 @@ def check_model(
         x = x[np.isfinite(x)]
         if w_eff == 0 or x.size == 0 or len(np.unique(x)) <= 2:
             continue
-        floor = _readback_floor(n, x, resolution[n], policy.min_readback_relative)
+        floor = _readback_floor(n, x, resolution[n], policy.min_readback_relative, policy.narrow_spread)
         if floor > 0:
             readback[n] = (rest / w_eff) / floor
     pinned = sorted(n for n, r in readback.items() if r < 1)
@@ -436,9 +446,10 @@ def _solved(
     resolution: Mapping[str, float],
     policy: ModelPolicy,
 ) -> dict[str, float]:
-    """Per feature: the posterior standard deviation of the feature given every model's
-    output (linear-Gaussian: outputs ``W x + e``, ``e`` the release errors), over its read-back floor; below 1,
-    the models together pin it down."""
+    """Per feature ``j``: the standard deviation of the best linear unbiased estimate of ``x_j`` from every
+    model's output (outputs ``W x + e``; the other features and the release errors ``e`` are the noise:
+    ``1 / sqrt(w_j^T (W_-j Sigma_-j W_-j^T + T)^+ w_j)``), over its read-back floor; below 1, the models together
+    pin it down. For one model without release error it is the single-model rule's ``rest / |w_j|``."""
     names = sorted({n for m in models for n in m.features if n in sample})
     xs = {n: np.asarray(sample[n], dtype=np.float64) for n in names}
     var = np.array([float(np.nanvar(xs[n])) for n in names])
@@ -448,16 +459,22 @@ def _solved(
             if n in m.weights:
                 w[i, j] = m.weights[n] / m.prep(n).scale
     noise = np.diag([release_error(m, sample) ** 2 for m in models])
-    sigma_w = var[:, None] * w.T  # Sigma W^T
-    gram = w @ sigma_w + noise
-    explained = np.einsum("jk,kl,jl->j", sigma_w, np.linalg.pinv(gram, rcond=1e-12), sigma_w)
-    post = np.sqrt(np.maximum(var - explained, 0.0))
+    post = np.full(len(names), math.inf)
+    for j in range(len(names)):
+        if not np.any(w[:, j]):
+            continue
+        rest = np.delete(w, j, axis=1)
+        cov = (rest * np.delete(var, j)) @ rest.T + noise  # what hides x_j in the outputs
+        info = float(w[:, j] @ np.linalg.pinv(cov, rcond=1e-12) @ w[:, j])
+        post[j] = 1 / math.sqrt(info) if info > 0 else math.inf
     out: dict[str, float] = {}
     for j, n in enumerate(names):
         x = xs[n][np.isfinite(xs[n])]
         if x.size == 0 or len(np.unique(x)) <= 2:  # a flag is one bit: the step rule's
             continue
-        floor = _readback_floor(n, x, resolution.get(n, 0.0), policy.min_readback_relative)
+        floor = _readback_floor(
+            n, x, resolution.get(n, 0.0), policy.min_readback_relative, policy.narrow_spread
+        )
         if floor > 0:
             out[n] = float(post[j] / floor)
     return out

@@ -629,7 +629,7 @@ class SealedHE:
         top = int(first.chain_index())
         released: list[str] = []
         seen: set[str] = set()
-        picked: list[tuple[ts.CKKSVector, list[int]]] = []
+        picked: list[tuple[ts.CKKSVector, list[int], int]] = []
         for i, block in enumerate(blocks):
             shape = {"ciphertext", "slots", "subjects"} | ({"block"} if model is not None else set())
             if not isinstance(block, dict) or set(block) != shape:
