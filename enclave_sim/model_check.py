@@ -220,6 +220,76 @@ class PlainModel:
         return out
 
 
+@dataclass(frozen=True)
+class Characteristic:
+    """One scorecard characteristic: bin ``b`` is ``[edges[b-1], edges[b])`` (open at both ends), ``points[b]``
+    its points; ``missing`` the points of a missing value (``None``: none allowed)."""
+
+    edges: tuple[float, ...]
+    points: tuple[float, ...]
+    missing: float | None = None
+
+    def points_of(self, x: FloatArray) -> FloatArray:
+        bins = np.searchsorted(np.asarray(self.edges), np.nan_to_num(x), side="right")
+        out: FloatArray = np.where(
+            np.isnan(x), 0.0 if self.missing is None else self.missing, np.asarray(self.points)[bins]
+        )
+        return out
+
+
+@dataclass(frozen=True)
+class PlainScorecard:
+    """A scorecard ``base_points + sum_j points_j(bin of x_j)`` in plaintext (bins on the features at their
+    published resolution). The policy's scale-free rules apply (shares, packing, read-back); its points have no
+    log-odds scale, so the weight and bias bounds do not, and it releases points (encrypted scoring only)."""
+
+    characteristics: dict[str, Characteristic]
+    base_points: float = 0.0
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(self.characteristics)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "scorecard",
+            "base_points": self.base_points,
+            "features": [
+                {
+                    "name": n,
+                    "edges": list(c.edges),
+                    "points": list(c.points),
+                    **({"missing_points": c.missing} if c.missing is not None else {}),
+                }
+                for n, c in self.characteristics.items()
+            ],
+        }
+
+    def digest(self) -> str:
+        return hashlib.sha256(_canonical(self.as_dict())).hexdigest()
+
+    def contributions(self, x: Mapping[str, FloatArray]) -> FloatArray:
+        cols = [c.points_of(np.asarray(x[n], dtype=np.float64)) for n, c in self.characteristics.items()]
+        return np.column_stack(cols) if cols else np.empty((0, 0))
+
+    def slopes(self, sample: Mapping[str, FloatArray]) -> dict[str, float]:
+        """Per feature, the least-squares slope of its points on the feature (its linear part, for the
+        cross-model rule)."""
+        out = {}
+        for n, c in self.characteristics.items():
+            if n not in sample:
+                continue
+            x = np.asarray(sample[n], dtype=np.float64)
+            ok = np.isfinite(x)
+            v = float(np.var(x[ok])) if ok.any() else 0.0
+            p = c.points_of(x[ok])
+            out[n] = float(np.mean((x[ok] - x[ok].mean()) * (p - p.mean())) / v) if v > 0 else 0.0
+        return out
+
+
+Model = PlainModel | PlainScorecard
+
+
 def _num(value: object, what: str, limit: float = MAX_ABS_PARAMETER) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProvisioningError(f"{what} must be a number")
@@ -232,6 +302,11 @@ def _num(value: object, what: str, limit: float = MAX_ABS_PARAMETER) -> float:
 def parse_model(doc: object) -> PlainModel:
     """The bank's model spec: ``{"kind": "logistic", "weights": {name: w}, "bias": b, "preprocess":
     {name: {center, scale, clip}}, "release": {threshold, grade_edges, score_resolution}}``."""
+    if isinstance(doc, Mapping) and doc.get("kind") == "scorecard":
+        raise ProvisioningError(
+            "a logistic model is needed here: a scorecard releases points, through encrypted scoring only "
+            "(no PD to grade or decide on)"
+        )
     if not isinstance(doc, Mapping) or doc.get("kind") != "logistic":
         raise ProvisioningError('the model must be an object with "kind": "logistic"')
     unknown = sorted(set(doc) - {"kind", "weights", "bias", "preprocess", "release"})
@@ -280,6 +355,47 @@ def parse_model(doc: object) -> PlainModel:
     if not MIN_SCORE_RESOLUTION <= resolution <= 0.5:
         raise ProvisioningError(f"release.score_resolution must be in [{MIN_SCORE_RESOLUTION}, 0.5]")
     return PlainModel(w, bias, prep, threshold, edges, resolution)
+
+
+def parse_scorecard(doc: object) -> PlainScorecard:
+    """``{"kind": "scorecard", "base_points": p, "features": [{"name", "edges", "points"[, "missing_points"]}]}``
+    (the shape of :class:`protocols.he_scoring.Scorecard`: ``len(points) == len(edges) + 1``)."""
+    if not isinstance(doc, Mapping) or doc.get("kind") != "scorecard":
+        raise ProvisioningError('a scorecard is an object with "kind": "scorecard"')
+    unknown = sorted(set(doc) - {"kind", "base_points", "features"})
+    if unknown:
+        raise ProvisioningError(f"unknown scorecard field(s): {', '.join(unknown)}")
+    items = doc.get("features")
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_MODEL_FEATURES:
+        raise ProvisioningError(f"features must list 1-{MAX_MODEL_FEATURES} characteristics")
+    out: dict[str, Characteristic] = {}
+    for item in items:
+        if not isinstance(item, Mapping) or set(item) - {"name", "edges", "points", "missing_points"}:
+            raise ProvisioningError("a characteristic is {name, edges, points[, missing_points]}")
+        name = item.get("name")
+        if not isinstance(name, str) or not name or name in out:
+            raise ProvisioningError("characteristic names are distinct non-empty strings")
+        edges_doc, points_doc = item.get("edges"), item.get("points")
+        if not isinstance(edges_doc, list) or not 1 <= len(edges_doc) <= 255:
+            raise ProvisioningError(f"characteristic {name!r}: 1-255 bin edges")
+        if not isinstance(points_doc, list) or len(points_doc) != len(edges_doc) + 1:
+            raise ProvisioningError(f"characteristic {name!r}: points must have len(edges) + 1 entries")
+        edges = tuple(_num(e, f"{name}.edges") for e in edges_doc)
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ProvisioningError(f"characteristic {name!r}: edges must increase")
+        points = tuple(_num(v, f"{name}.points") for v in points_doc)
+        missing = item.get("missing_points")
+        out[name] = Characteristic(
+            edges, points, None if missing is None else _num(missing, f"{name}.missing_points")
+        )
+    return PlainScorecard(out, _num(doc.get("base_points", 0.0), "base_points"))
+
+
+def parse_any_model(doc: object) -> Model:
+    """A logistic model (:func:`parse_model`) or a scorecard (:func:`parse_scorecard`), by ``kind``."""
+    if isinstance(doc, Mapping) and doc.get("kind") == "scorecard":
+        return parse_scorecard(doc)
+    return parse_model(doc)
 
 
 # --- the check ---------------------------------------------------------------------------------------------
@@ -337,14 +453,16 @@ def _contribution_scales(
 
 
 def check_model(
-    model: PlainModel,
+    model: Model,
     policy: ModelPolicy,
     sample: Mapping[str, FloatArray],
     resolution: Mapping[str, float],
-    prior: Sequence[PlainModel] = (),
+    prior: Sequence[Model] = (),
 ) -> Verdict:
     """Check ``model`` against ``policy`` on the platform's feature ``sample`` (raw features, at their
     published resolution); ``prior`` are the bank's models approved in the policy's window."""
+    if isinstance(model, PlainScorecard):
+        return _check_scorecard(model, policy, sample, resolution, prior)
     reasons: list[str] = []
     missing = [n for n in model.features if n not in sample or n not in resolution]
     if missing:
@@ -440,8 +558,20 @@ def release_error(model: PlainModel, sample: Mapping[str, FloatArray]) -> float:
     return float(np.median(model.score_resolution / math.sqrt(12) / slope))
 
 
+def _effective(m: Model, sample: Mapping[str, FloatArray]) -> dict[str, float]:
+    """A model's weight per unit of each raw feature (a scorecard: its points' least-squares slope)."""
+    if isinstance(m, PlainScorecard):
+        return m.slopes(sample)
+    return {n: w / m.prep(n).scale for n, w in m.weights.items()}
+
+
+def _release_error(m: Model, sample: Mapping[str, FloatArray]) -> float:
+    # a scorecard releases its points (encrypted scoring, 2^-16 noise): no error to speak of
+    return release_error(m, sample) if isinstance(m, PlainModel) else 0.0
+
+
 def _solved(
-    models: Sequence[PlainModel],
+    models: Sequence[Model],
     sample: Mapping[str, FloatArray],
     resolution: Mapping[str, float],
     policy: ModelPolicy,
@@ -455,10 +585,10 @@ def _solved(
     var = np.array([float(np.nanvar(xs[n])) for n in names])
     w = np.zeros((len(models), len(names)))
     for i, m in enumerate(models):
+        eff = _effective(m, sample)
         for j, n in enumerate(names):
-            if n in m.weights:
-                w[i, j] = m.weights[n] / m.prep(n).scale
-    noise = np.diag([release_error(m, sample) ** 2 for m in models])
+            w[i, j] = eff.get(n, 0.0)
+    noise = np.diag([_release_error(m, sample) ** 2 for m in models])
     post = np.full(len(names), math.inf)
     for j in range(len(names)):
         if not np.any(w[:, j]):
@@ -472,37 +602,131 @@ def _solved(
         x = xs[n][np.isfinite(xs[n])]
         if x.size == 0 or len(np.unique(x)) <= 2:  # a flag is one bit: the step rule's
             continue
+        # a narrow feature: the models together may not halve what the population says (one score alone may
+        # not narrow it at all: the single-model rule)
         floor = _readback_floor(
-            n, x, resolution.get(n, 0.0), policy.min_readback_relative, policy.narrow_spread
+            n, x, resolution.get(n, 0.0), policy.min_readback_relative, policy.narrow_spread / 2
         )
         if floor > 0:
             out[n] = float(post[j] / floor)
     return out
 
 
-def _leverage(models: Sequence[PlainModel], sample: Mapping[str, FloatArray]) -> dict[str, float]:
+def _leverage(models: Sequence[Model], sample: Mapping[str, FloatArray]) -> dict[str, float]:
     """Per feature, the largest variance share it reaches in any linear combination of ``models`` (features
     taken as independent): ``b_j^T (B B^T)^+ b_j`` where ``B[m, j]`` is the signed standard deviation of
     model ``m``'s contribution of feature ``j``. One model: its shares. Models spanning ``e_j``: 1."""
     names = sorted({n for m in models for n in m.features if n in sample})
     b = np.zeros((len(models), len(names)))
     for i, m in enumerate(models):
+        eff = _effective(m, sample)
         for j, n in enumerate(names):
-            if n in m.weights:
-                z = m.prep(n).apply(np.asarray(sample[n], dtype=np.float64))
-                b[i, j] = float(np.nanstd(m.weights[n] * z)) * (1.0 if m.weights[n] >= 0 else -1.0)
+            if n in eff:
+                b[i, j] = eff[n] * float(np.nanstd(np.asarray(sample[n], dtype=np.float64)))
     gram = b @ b.T
     inv = np.linalg.pinv(gram, rcond=1e-10)
     lev = np.einsum("ij,ik,kj->j", b, inv, b)
     return {n: float(min(1.0, max(0.0, v))) for n, v in zip(names, lev, strict=True)}
 
 
-def verify_model(
-    model: PlainModel,
+def _check_scorecard(
+    card: PlainScorecard,
     policy: ModelPolicy,
     sample: Mapping[str, FloatArray],
     resolution: Mapping[str, float],
-    prior: Sequence[PlainModel] = (),
+    prior: Sequence[Model],
+) -> Verdict:
+    """The scale-free rules on a scorecard: shares (material features, largest share), packing (no jump
+    between adjacent bins above ``max_step_ratio`` times the spread of the rest of the score), read-back (no
+    bin narrower than the read-back floor whose jumps both stand clear of the rest's spread: one score would
+    place the value in it; nor may the points' linear part read it as a logistic weight would). The cross-model
+    rule is for logistic models only (below)."""
+    missing = [n for n in card.features if n not in sample or n not in resolution]
+    if missing:
+        raise ProvisioningError(f"the platform publishes no feature(s) {', '.join(missing)}")
+    names = card.features
+    c = card.contributions(sample)
+    sd = c.std(axis=0)
+    total = float((sd**2).sum())
+    if total <= 0:
+        raise refused(["the score does not vary over the platform's enterprises"])
+    shares = {n: float(v**2 / total) for n, v in zip(names, sd, strict=True)}
+    reasons: list[str] = []
+    material = [n for n, v in shares.items() if v >= policy.material_share]
+    if len(material) < policy.min_material_features:
+        reasons.append(
+            f"only {len(material)} feature(s) carry at least {policy.material_share:.0%} of the score's "
+            f"variance; at least {policy.min_material_features} must (a scoring model spreads its weight)"
+        )
+    top = max(shares, key=lambda n: shares[n])
+    if shares[top] > policy.max_share:
+        reasons.append(
+            f"feature {top} carries {shares[top]:.0%} of the score's variance, above the "
+            f"{policy.max_share:.0%} allowed (a model this concentrated reads the feature back)"
+        )
+    unbinned = [
+        n
+        for n, ch in card.characteristics.items()
+        if ch.missing is None and np.isnan(np.asarray(sample[n], dtype=np.float64)).any()
+    ]
+    if unbinned:
+        reasons.append(
+            f"feature(s) {', '.join(unbinned)} have missing values on the platform: give them missing_points"
+        )
+    score_total = c.sum(axis=1)
+    step_ratio: dict[str, float] = {}
+    pinned: list[str] = []
+    for j, n in enumerate(names):
+        ch = card.characteristics[n]
+        x = np.asarray(sample[n], dtype=np.float64)
+        x = x[np.isfinite(x)]
+        if x.size == 0 or len(np.unique(x)) <= 2:
+            continue
+        rest = float((score_total - c[:, j]).std())
+        jumps = np.abs(np.diff(np.asarray(ch.points)))
+        step_ratio[n] = float(jumps.max()) / rest if rest > 0 else math.inf
+        floor = _readback_floor(n, x, resolution[n], policy.min_readback_relative, policy.narrow_spread)
+        slope = abs(card.slopes({n: x})[n])
+        if slope > 0 and floor > 0 and rest / slope < floor:  # its linear part, read as a logistic weight
+            pinned.append(n)
+            continue
+        widths = np.diff(np.asarray(ch.edges))  # interior bins
+        for b, width in enumerate(widths):
+            inside = np.count_nonzero((x >= ch.edges[b]) & (x < ch.edges[b + 1]))
+            if inside and width < floor and min(jumps[b], jumps[b + 1]) > rest:
+                pinned.append(n)
+                break
+    packed = [n for n, r in step_ratio.items() if r > policy.max_step_ratio]
+    if packed:
+        reasons.append(
+            f"one bin step of {', '.join(packed)} moves the score by more than {policy.max_step_ratio:g} x the "
+            "spread of the rest of it (packing)"
+        )
+    if pinned:
+        reasons.append(
+            f"a bin of {', '.join(sorted(pinned))} narrower than the coarser of its resolution and "
+            f"{policy.min_readback_relative:.0%} of its typical value stands clear of the rest of the score "
+            "(one score would read the value into it)"
+        )
+    # across models: a scorecard's points are not linear in its features, so the cross-model rule (linear
+    # algebra on the models' weights) does not apply to it; the disclosure budget (distinct models per subject
+    # and window) bounds what several scorecards release together
+    leverage = _leverage([*prior, card], sample)
+    return Verdict(
+        shares,
+        {n: leverage.get(n, 0.0) for n in names},
+        step_ratio,
+        {n: float(v) for n, v in zip(names, sd, strict=True)},
+        tuple(reasons),
+    )
+
+
+def verify_model(
+    model: Model,
+    policy: ModelPolicy,
+    sample: Mapping[str, FloatArray],
+    resolution: Mapping[str, float],
+    prior: Sequence[Model] = (),
 ) -> Verdict:
     """:func:`check_model`, raising :class:`enclave_sim.errors.ModelRefused` naming every rule broken."""
     verdict = check_model(model, policy, sample, resolution, prior)
