@@ -213,6 +213,8 @@ class Runtime:
             models,
             executor=executor,
             unsafe_small_keys=settings.unsafe_small_paillier_keys,
+            model_policy=None if settings.unsafe_unapproved_models else approvals.policy,
+            disclosures=disclosures,
         )
         federated = FederatedService(db, ledger, registry=models, executor=executor)
         sealed = SealedService(
