@@ -28,8 +28,9 @@ Operations (registered in :class:`enclave_sim.core.EnclaveCore`)::
     he_aggregate context_id, epsilon, min_cohort, items [{name, ciphertext, count, lower, upper[, scheme]}]
                  -> results {name: {sum, count, mean, sum_scale, count_scale, scheme}}
     he_scores    context_id, query_id, dataset_id, subjects [asked], noise_std, quote_hash, provision,
-                 blocks [{ciphertext, slots [int], subjects [str]}]
+                 blocks [{ciphertext, slots [int], subjects [str][, block]}][, model]
                  -> release (the format of :func:`pps_wire.provision.pack_release`), released, output
+                    [, model_digest]
 
 **Only result shapes are decrypted, and only results leave.** ``he_aggregate`` decrypts a ciphertext and
 refuses it unless every slot holds the same value (what a rotate-and-sum over all slots produces); a feature
@@ -43,6 +44,17 @@ only ciphertexts that went through a multiplication (one level below a fresh enc
 uploaded is refused), releases only the slots the request lists, adds Gaussian noise of at least
 :data:`MIN_SCORE_NOISE_STD` to each and encrypts them to the bank — the host carries the result but cannot
 read it.
+
+**Scores at the published grid, under the model policy** (issue 24 item 3). With ``model`` — ``{weights:
+{column: weight ciphertext}, columns: {column: {blocks, resolution, lower, upper}}, n, policy}``, which the
+service always sends — the enclave decrypts the bank's weights (each one value in every slot) and the named
+columns (inside only: their values never leave), checks the weights against the published model policy on
+the dataset's own distribution at the grid (``policy`` null: only with ``unsafe_unapproved_models``), checks
+that each score block the host computed is those weights times those columns, and releases
+``sum_j w_j grid_j(x_j)`` (each value rounded to its column's published resolution) plus noise, never the
+host's product as is; each block names its ``block`` number. The reply adds ``model_digest`` (HMAC under the
+seal key of the weights: stable per model, untestable outside) for disclosure accounting. A sealed column so
+yields no more than an ordinary feature at its grid would.
 
 **The recipient key never comes from the host.** A bank that wants scores verifies a fresh context quote
 (:func:`pps_wire.sealed.report_nonce`) and provisions to that quote (:func:`pps_wire.provision.encrypt_for_enclave`, job

@@ -39,10 +39,14 @@ Who learns what, under which assumptions
   everything; the noisy aggregates it releases to a bank; never a feature value, a weight or a score (it
   holds only ciphertexts under a key it does not have, and score releases are HPKE-encrypted to the bank).
 * **The bank learns** what an ordinary dataset would give it: noisy aggregates over cohorts of at least the
-  minimum size (budget spent), and noisy scores of its consented subjects. Its weights are encrypted under
-  the enclave's public context, so it cannot read them back either (nor can anyone else outside the enclave).
-* **The enclave learns** the decrypted aggregates and the listed subjects' scores; it never decrypts a
-  column: ``he_aggregate`` refuses a ciphertext whose slots differ, ``he_scores`` one at the top level.
+  minimum size (budget spent), and noisy scores of its consented subjects (only those whose consent allows
+  ``score``), computed inside the enclave from the columns on their published grid (:data:`GRID_LEVELS`) by
+  a model that passed the published model policy on this dataset's distribution, counted against each
+  subject's disclosure budget. Its weights are encrypted under the enclave's public context, so it cannot
+  read them back either (nor can anyone else outside the enclave).
+* **The enclave learns** the decrypted aggregates, the listed subjects' scores, the bank's weights and the
+  scored columns (to check the model and score at the grid); none of them leaves except as a result:
+  ``he_aggregate`` refuses a ciphertext whose slots differ, ``he_scores`` one at the top level.
 * **The recipient key** of a score release reaches the enclave only inside the bank's provisioned request;
   the host cannot substitute it (the enclave refuses), nor reuse the request for another dataset or subjects.
 * **Residual risks.** The enclave cannot tell how the host built a mask or a score ciphertext, nor who a
