@@ -729,11 +729,16 @@ class VerticalTrainingService:
                 model_digest=f"vertical:{model_id}",
                 granularity=dict.fromkeys(found, "score"),
             )
-            if accounted.refused:
-                raise Conflict(
-                    f"{len(accounted.refused)} subject(s) reached their disclosure budget for this bank "
-                    "(distinct models per window): nothing was released — name other subjects"
+            if accounted.refused:  # over budget: left out (as on the encrypted path), the rest computed again
+                keep = [i for i, u in enumerate(found) if u not in accounted.refused]
+                excluded = {**excluded, "disclosure_budget": len(found) - len(keep)}
+                found, rows = [found[i] for i in keep], [rows[i] for i in keep]
+                if not found:
+                    return b"", [], excluded
+                x = (admission.table.matrix(list(names), rows) - np.asarray(part["mean"])) / np.asarray(
+                    part["scale"]
                 )
+                message = vl.host_score_contribution(vl.HostModel(np.asarray(part["weights"])), x, key)
             Gate(
                 self.policy,
                 Request(bank, tuple(found), fields, "score", purpose),
