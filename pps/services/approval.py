@@ -74,6 +74,8 @@ def approval_public(row: ModelApproval) -> dict[str, Any]:
         "encrypted_model_sha256": row.encrypted_model_sha256,
         "context_id": row.context_id,
         "features": doc["features"],
+        "kind": doc.get("kind", "logistic"),
+        "release_error": doc.get("release_error", 0.0),
         "verdict": doc["verdict"],
         "signature": doc["signature"],
         "signing_key": row.signing_key,
