@@ -16,7 +16,7 @@ from pps.infra.settings import Settings
 from pps.infra.storage.tables import LedgerEntry, ModelApproval, Role
 from pps.runtime import Runtime
 from pps_client import Client
-from pps_client._exceptions import Refused
+from pps_client._exceptions import InvalidRequest, Refused
 from protocols.he_scoring import BankScoringKey, Scorecard, ScorecardFeature
 from tests.conftest import OrgFactory
 from tests.pps.services.scoring.conftest import PURPOSE, Platform, World, _consent
@@ -244,6 +244,10 @@ def test_a_scorecard_is_approved_and_only_the_approved_one_runs(
         bins = np.searchsorted(np.asarray(f["edges"]), np.nan_to_num(x), side="right")
         want += np.where(np.isnan(x), f.get("missing_points", 0.0), np.asarray(f["points"])[bins])
     np.testing.assert_allclose(np.asarray(result.raw), want, atol=1e-2)
+    with pytest.raises(InvalidRequest, match="graded scoring takes a logistic model"):  # points have no PD
+        client.scoring.graded(
+            approval["id"], approval["model_digest"], purpose=PURPOSE, vendor_key=vendor, subjects=subjects
+        )
     # a crafted card (one characteristic, points = the value on the published grid): refused, nothing runs
     x = table.values["log_sales_mean_last6"]
     lo, hi = np.nanquantile(x, [0.1, 0.9])
