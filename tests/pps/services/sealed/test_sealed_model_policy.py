@@ -16,7 +16,7 @@ from pps.infra.storage.tables import Disclosure, LedgerEntry, Role
 from pps.runtime import Runtime
 from pps_client import APIError, Client
 from tests.conftest import OrgFactory
-from tests.helpers import uscc_for
+from tests.helpers import signed, uscc_for
 from tests.pps.services.sealed.test_sealed_service import PURPOSE
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -71,7 +71,7 @@ def _consent_all(rt: Runtime, bank_id: str, dataset_id: str, usccs: list[str]) -
             c = rt.consents.request(
                 s, bank=bank, subject_uscc=u, terms=terms, actor=Actor(None, "subject", "api")
             )
-            rt.consents.approve(s, c, actor=Actor(None, "subject", "api"))
+            rt.consents.approve(s, c, signed=signed(rt, s, c), actor=Actor(None, "subject", "api"))
 
 
 def _entries(rt: Runtime, action: str) -> list[dict[str, Any]]:

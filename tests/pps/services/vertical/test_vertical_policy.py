@@ -23,6 +23,7 @@ from pps.runtime import Runtime
 from pps.services.registry import PLATFORM
 from protocols import paillier_fast as pf
 from tests.conftest import OrgFactory
+from tests.helpers import signed
 from tests.pps.services.scoring.conftest import upload_platform
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -87,7 +88,7 @@ def test_a_crafted_host_half_is_refused_and_contributions_follow_granularity(
                 granularity="score" if i < 8 else "grade",
             )
             c = runtime.consents.request(s, bank=org, subject_uscc=u, terms=terms, actor=SUBJECT)
-            runtime.consents.approve(s, c, actor=SUBJECT)
+            runtime.consents.approve(s, c, signed=signed(runtime, s, c), actor=SUBJECT)
     public, _private = pf.generate_keypair(2048)
     actor = Actor(bank.id, "bank", "api")
     crafted = _register(runtime, bank.id, fields, [0.0, 0.0, 0.0, 1.0])  # the host half reads sales back
