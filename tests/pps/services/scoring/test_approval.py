@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from models.features import enterprise_features
 from pps.infra.settings import Settings
-from pps.infra.storage.tables import LedgerEntry, ModelApproval, Role
+from pps.infra.storage.tables import LedgerEntry, ModelApproval
 from pps.runtime import Runtime
 from pps_client import Client
 from pps_client._exceptions import InvalidRequest, Refused
@@ -197,8 +197,19 @@ def test_granularity_and_disclosure_budget(
     assert again.subjects == scored
 
     # the subject sees who received which model's results about it, and at which granularity
-    me = make_org(Role.subject, "Graded Co", uscc=graded[0])
-    mine = Client(base_url, me.token).scoring.disclosures()
+    # (its organisation exists already: it enrolled its consent-signing key to grant; it redeems a code)
+    from datetime import timedelta
+
+    from pps.infra.storage.tables import Organization
+    from pps.ledger.entry import OPERATOR
+
+    with runtime.db.transaction() as s:
+        org = s.scalars(select(Organization).where(Organization.uscc == graded[0])).one()
+        code = runtime.identity.issue_enrolment_code(s, org=org, actor=OPERATOR)
+        _, issued = runtime.identity.redeem_enrolment_code(
+            s, code=code.secret, label="test", ttl=timedelta(days=1)
+        )
+    mine = Client(base_url, issued.secret).scoring.disclosures()
     assert mine["budget_models"] == 1
     [row] = mine["disclosures"]
     assert row["bank_org_id"] == world.bank.id and row["granularity"] == "grade"
