@@ -223,9 +223,20 @@ class Runtime:
             models,
             executor=executor,
             unsafe_small_keys=settings.unsafe_small_paillier_keys,
+            model_policy=None if settings.unsafe_unapproved_models else approvals.policy,
+            disclosures=disclosures,
         )
         federated = FederatedService(db, ledger, registry=models, executor=executor, enclave=enclave)
-        sealed = SealedService(db, ledger, policy, enclave, datasets, aggregates)
+        sealed = SealedService(
+            db,
+            ledger,
+            policy,
+            enclave,
+            datasets,
+            aggregates,
+            model_policy=None if settings.unsafe_unapproved_models else approvals.policy,
+            disclosures=disclosures,
+        )
         return cls(
             settings=settings,
             db=db,

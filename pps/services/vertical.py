@@ -59,9 +59,12 @@ from sqlalchemy.orm import Session
 from enclave_sim import errors as ee
 from enclave_sim.host import RemoteCoordinator
 from enclave_sim.jobs import VerticalLRCoordinatorJob
+from enclave_sim.model_check import ModelPolicy, PlainModel, Prep, verify_model
+from models.features import FEATURE_RESOLUTION
 from pps.data.features import FeatureStore, admit_on_features
-from pps.errors import Conflict, InvalidInput, NotFound, RateLimited
+from pps.errors import Conflict, InvalidInput, ModelRefused, NotFound, RateLimited
 from pps.governance.consent import check_purpose
+from pps.governance.disclosure import DisclosureAccounting, granularity_of
 from pps.governance.policy import PolicyEngine, Request
 from pps.governance.records import Counted
 from pps.governance.release import Gate
@@ -147,6 +150,11 @@ class VerticalTrainingService:
     idle_timeout_s: float = IDLE_TIMEOUT_S
     unsafe_small_keys: bool = False
     """accept a coordinator key under 2048 bits (tests only: PPS_UNSAFE_SMALL_PAILLIER_KEYS)"""
+    model_policy: ModelPolicy | None = None
+    """The published model policy the host half must meet before any contribution is released (``None`` only
+    with ``unsafe_unapproved_models``): the bank steers the host half through its labels, so a training can
+    make it read a platform feature back."""
+    disclosures: DisclosureAccounting = field(default_factory=DisclosureAccounting)
     _live: dict[str, _Live] = field(default_factory=dict)
     _reserved: dict[str, str] = field(default_factory=dict)
     """training id -> bank, for sessions being started (they count against the limits)"""
@@ -667,11 +675,70 @@ class VerticalTrainingService:
         )
         usable = admission.usable(subjects)
         allowed, found, rows, excluded = usable.allowed, usable.subjects, usable.rows, usable.left_out
+        half = PlainModel(
+            {n: float(w) for n, w in zip(names, part["weights"], strict=True)},
+            0.0,
+            {
+                n: Prep(float(m), float(sc))
+                for n, m, sc in zip(names, part["mean"], part["scale"], strict=True)
+                if float(sc) > 0
+            },
+        )
+        if self.model_policy is not None:  # before anything is computed for any subject
+            table = admission.table
+            sample = {n: table.values[n] for n in names}
+            try:
+                verify_model(half, self.model_policy, sample, FEATURE_RESOLUTION)
+            except (ee.ModelRefused, ee.ProvisioningError) as exc:
+                with self.db.transaction() as s:
+                    self.ledger.append(
+                        s,
+                        EntryDraft(
+                            action="model.refuse",
+                            actor=actor,
+                            objects=(ref, ObjectRef("org", bank)),
+                            purpose=purpose,
+                            request_id=request_id,
+                            detail={
+                                "path": "vertical.contributions",
+                                "policy_digest": self.model_policy.digest(),
+                                "reason": exc.message,
+                            },
+                        ),
+                    )
+                raise ModelRefused(
+                    f"the host half of model {model_id} does not meet the published model policy "
+                    f"({exc.message}); no contribution was computed"
+                ) from None
+        with self.db.transaction(write=False) as s:
+            levels = granularity_of(s, {u: allowed[u].consent_id for u in found})
+        coarse = [u for u in found if levels[u] != "score"]
+        if coarse:  # a contribution is a number about the subject: only those who allowed scores get one
+            keep = [i for i, u in enumerate(found) if levels[u] == "score"]
+            found, rows = [found[i] for i in keep], [rows[i] for i in keep]
+            excluded = {**excluded, "granularity": excluded.get("granularity", 0) + len(coarse)}
         if not found:
             return b"", [], excluded
         x = (admission.table.matrix(list(names), rows) - np.asarray(part["mean"])) / np.asarray(part["scale"])
         message = vl.host_score_contribution(vl.HostModel(np.asarray(part["weights"])), x, key)
         with self.db.transaction() as s:
+            accounted = self.disclosures.spend(
+                s,
+                bank=bank,
+                subjects=found,
+                model_digest=f"vertical:{model_id}",
+                granularity=dict.fromkeys(found, "score"),
+            )
+            if accounted.refused:  # over budget: left out (as on the encrypted path), the rest computed again
+                keep = [i for i, u in enumerate(found) if u not in accounted.refused]
+                excluded = {**excluded, "disclosure_budget": len(found) - len(keep)}
+                found, rows = [found[i] for i in keep], [rows[i] for i in keep]
+                if not found:
+                    return b"", [], excluded
+                x = (admission.table.matrix(list(names), rows) - np.asarray(part["mean"])) / np.asarray(
+                    part["scale"]
+                )
+                message = vl.host_score_contribution(vl.HostModel(np.asarray(part["weights"])), x, key)
             Gate(
                 self.policy,
                 Request(bank, tuple(found), fields, "score", purpose),

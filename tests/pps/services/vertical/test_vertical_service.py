@@ -66,7 +66,11 @@ def world(runtime: Runtime, make_org: OrgFactory, data: PlatformData, tmp_path: 
             (u, ["score"]) for u in score_only
         ]:
             terms = Terms(
-                purpose=PURPOSE, scope=scope, operations=ops, valid_until=utcnow() + timedelta(days=30)
+                purpose=PURPOSE,
+                scope=scope,
+                operations=ops,
+                valid_until=utcnow() + timedelta(days=30),
+                granularity="score",  # a host-half contribution is a score
             )
             c = runtime.consents.request(s, bank=org, subject_uscc=uscc, terms=terms, actor=SUBJECT)
             runtime.consents.approve(s, c, signed=signed(runtime, s, c), actor=SUBJECT)
