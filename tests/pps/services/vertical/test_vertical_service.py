@@ -251,14 +251,26 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
     assert _entries(runtime, "model.evaluate")[0]["detail"]["auc_bp"] == round(ev.auc * 10_000)
 
 
+@pytest.mark.parametrize(
+    ("victim_batch", "ended_before"),
+    [(2, "epoch 0 batch 2"), (0, "epoch 1 batch 0")],
+    ids=["in-the-batch-under-way", "already-used-this-epoch"],
+)
 def test_a_revocation_mid_training_stops_that_subjects_features_at_the_next_batch(
-    runtime: Runtime, base_url: str, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime,
+    base_url: str,
+    world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    victim_batch: int,
+    ended_before: str,
 ) -> None:
-    """Issue 24, item 4: the subject in batch 2 revokes while batch 2 is under way (its FORWARD sent): the host
-    never computes batch 2's gradient, nor anything after; the training ends there, nothing is registered, and
-    the use its first batch spent stays spent."""
+    """Issue 24, item 4: a subject revokes while batch 2 of epoch 0 is under way (its FORWARD sent). In batch 2:
+    the host never computes batch 2's gradient, nor anything after. In batch 0 (used already): the epoch's other
+    batches go on without it and the next epoch's start, which decides for every subject, ends the training.
+    Either way its features are never read after the revocation, nothing is registered, and the use the first
+    batch spent stays spent."""
     batches = vl.batches_for(CONFIG, 300, 0)
-    victim_row = int(batches[2][0])
+    victim_row = int(batches[victim_batch][0])
     victim = world["train"][victim_row]
     read: list[tuple[str, list[int]]] = []  # every read of the platform's features, in order
     forward, residuals = vl.Host.forward, vl.Host.receive_residuals
@@ -290,9 +302,11 @@ def test_a_revocation_mid_training_stops_that_subjects_features_at_the_next_batc
         assert "1 subject(s)" in str(e.value) and victim not in str(e.value)  # how many, never who
         trainings = bank.vertical.list()
     assert trainings[0].state == "failed" and trainings[0].model_id is None
-    # the reads before the revocation, and none after: batch 2's gradient was never computed
-    assert [kind for kind, _ in read] == ["forward", "gradient", "forward", "gradient", "forward"]
-    assert revoked_at == [5] and victim_row in read[4][1]
+    # the reads before the revocation: batches 0 and 1, and batch 2's FORWARD; after it, none of the subject's
+    assert revoked_at == [5] and victim_row in read[2 * victim_batch][1]
+    assert all(victim_row not in rows for _, rows in read[5:])
+    after = [kind for kind, _ in read[5:]]
+    assert after == ([] if victim_batch == 2 else ["gradient"] + ["forward", "gradient"] * (len(batches) - 3))
     with runtime.db.transaction(write=False) as s:
         assert s.execute(select(RegisteredModel)).first() is None
         victim_consent = s.get(Consent, world["consents"][victim])
@@ -300,9 +314,11 @@ def test_a_revocation_mid_training_stops_that_subjects_features_at_the_next_batc
         assert victim_consent is not None and other is not None
         assert victim_consent.uses == 1 and other.uses == 1  # spent when the first batch left, kept
     (fail,) = _entries(runtime, "training.fail")
-    assert "before epoch 0 batch 2" in fail["detail"]["reason"]
-    assert fail["detail"]["uses_spent"] is True and fail["detail"]["batches_used"] == 3
-    used = [_digest([world["train"][int(i)] for i in b]) for b in batches[:3]]
+    assert f"before {ended_before}" in fail["detail"]["reason"]
+    assert fail["detail"]["uses_spent"] is True
+    # what the unfinished epoch used: batches 0-2 of epoch 0, or none of epoch 1 (epoch 0 has its own entry)
+    used = [_digest([world["train"][int(i)] for i in b]) for b in batches[:3]] if victim_batch == 2 else []
+    assert fail["detail"]["batches_used"] == len(used)
     assert fail["detail"]["subjects_sha256"] == hashlib.sha256("".join(used).encode()).hexdigest()
     assert runtime.check_state().ok  # the uses spent are the uses the ledger records
 
