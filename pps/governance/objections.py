@@ -141,8 +141,11 @@ def affected_releases(
     ledger: Ledger, session: Session, uscc: str, dataset_id: str, fields: Sequence[str]
 ) -> list[tuple[int, dict[str, Any], list[str]]]:
     """``(ledger index, entry, fields it read)`` of every release so far that released ``uscc``'s result computed
-    with one of ``fields`` of the dataset (aggregates excepted: a notice would reveal cohort membership)."""
-    found = []
+    with one of ``fields`` of the dataset (aggregates excepted: a notice would reveal cohort membership).
+
+    One per result: a computation that released in steps (a vertical training: its first batch's intermediate
+    values, then the model) is named once, by its last release."""
+    found: list[tuple[int, dict[str, Any], list[str]]] = []
     after: int | None = None
     wanted = set(fields)
     while True:
@@ -168,8 +171,15 @@ def affected_releases(
             if released_here:
                 found.append((stored.index, doc, used))
         if len(page) < 500:
-            return found
+            break
         after = page[-1].index
+    last: dict[tuple[str, str, str], tuple[int, dict[str, Any], list[str]]] = {}
+    for hit in found:  # in ledger order: a later release of the same result replaces the earlier
+        doc = hit[1]
+        result = (doc.get("objects") or [{}])[0]
+        bank = str((doc.get("detail") or {}).get("bank") or (doc.get("released") or [{}])[0].get("to"))
+        last[(str(result.get("kind")), str(result.get("id")), bank)] = hit
+    return sorted(last.values(), key=lambda hit: hit[0])
 
 
 def open_disputes(

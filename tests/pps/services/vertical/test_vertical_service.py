@@ -19,6 +19,7 @@ from models.metrics import auc, evaluate
 from models.synth import PlatformData, generate
 from pps.errors import PPSError
 from pps.governance.consent import Terms
+from pps.governance.objections import affected_releases
 from pps.infra.storage.tables import Consent, LedgerEntry, Organization, RegisteredModel, Role, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
@@ -247,6 +248,14 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
     batches = vl.batches_for(CONFIG, 300, 0)
     digests = [_digest([result.subjects[int(i)] for i in b]) for b in batches]
     assert epochs[0]["detail"]["subjects_sha256"] == hashlib.sha256("".join(digests).encode()).hexdigest()
+    # a value corrected later reaches the bank once per training (by the model's release), not once per step
+    dataset_id, names = next(iter(art["fields"].items()))
+    with runtime.db.transaction(write=False) as s:
+        hits = affected_releases(runtime.ledger, s, result.subjects[0], dataset_id, names)
+    trainings = [h[1] for h in hits if h[1]["objects"][0]["kind"] == "training"]
+    assert [(d["objects"][0]["id"], d["released"][0]["what"]) for d in trainings] == [
+        (model.training["training"], "model:vertical_lr")
+    ]
     assert len(_entries(runtime, "model.register")) == 1
     assert _entries(runtime, "model.evaluate")[0]["detail"]["auc_bp"] == round(ev.auc * 10_000)
 
