@@ -25,6 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +34,18 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.bench_vertical_service import PURPOSE, build
-from pps.governance.policy import Request
+from pps.governance.policy import Decision, Request
 from protocols import paillier_fast as pf
 from protocols import vertical_lr as vl
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def _median(fn: object, repeats: int) -> float:
+def _median(fn: Callable[[], None], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -80,14 +82,14 @@ def main() -> None:
         y = np.array([labels[u] for u in subjects], dtype=float)
         xg = np.random.default_rng(1).normal(size=(len(subjects), 10)) + 0.5 * y[:, None]
 
-        def check(part: list[object]) -> None:
+        def check(part: Sequence[Decision]) -> None:
             with rt.db.transaction(write=False) as s:
-                assert all(d.allowed for d in rt.policy.in_force(s, part))  # type: ignore[arg-type]
+                assert all(d.allowed for d in rt.policy.in_force(s, part))
 
         results = []
-        epoch_check = _median(lambda: check(admitted), args.repeats)  # type: ignore[arg-type]
+        epoch_check = _median(lambda: check(admitted), args.repeats)
         for size in sizes:
-            batch_check = _median(lambda size=size: check(admitted[:size]), args.repeats)  # type: ignore[misc]
+            batch_check = _median(partial(check, admitted[:size]), args.repeats)
             config = vl.VerticalLRConfig(epochs=1, batch_size=size, early_stopping=False)
             coordinator = vl.Coordinator(pf.generate_keypair(args.key_bits)[1])
             t = time.perf_counter()
