@@ -415,7 +415,9 @@ class VerticalTrainingService:
             live = self._live.pop(training_id, None)
         self.enclave.drop(training_id)
         used: dict[str, Any] = {}
+        closed: list[EntryDraft] = []
         if live is not None:  # what the unfinished epoch read of the platform's features, batch by batch
+            closed = self._epoch_entries(training_id, live, live.closed)  # ended in the failing request
             used = {
                 "uses_spent": live.spent,
                 "epoch": live.host.epoch,
@@ -427,16 +429,42 @@ class VerticalTrainingService:
             if row is None or row.state is not TrainingState.training:
                 return
             row.state, row.error, row.updated_at = TrainingState.failed, why, utcnow()
-            self.ledger.append(
+            self.ledger.append_many(
                 s,
-                EntryDraft(
-                    action="training.fail",
-                    actor=SERVICE,
-                    objects=(_ref(training_id),),
-                    purpose=row.purpose,
-                    detail={"kind": KIND, "reason": why[:200], "epochs": row.epochs_done, **used},
-                ),
+                [
+                    *closed,
+                    EntryDraft(
+                        action="training.fail",
+                        actor=SERVICE,
+                        objects=(_ref(training_id),),
+                        purpose=row.purpose,
+                        detail={"kind": KIND, "reason": why[:200], "epochs": row.epochs_done, **used},
+                    ),
+                ],
             )
+
+    @staticmethod
+    def _epoch_entries(
+        training_id: str, live: _Live, closed: Sequence[tuple[int, list[str]]]
+    ) -> list[EntryDraft]:
+        """A ``training.epoch`` entry per ended epoch: its batches and a digest of the subjects each used."""
+        return [
+            EntryDraft(
+                action="training.epoch",
+                actor=SERVICE,
+                objects=(_ref(training_id),),
+                purpose=live.purpose,
+                detail={
+                    "kind": KIND,
+                    "epoch": epoch,
+                    "batches": len(batches),
+                    "rows": len(live.subjects),
+                    "subjects_sha256": _epoch_digest(batches),
+                    "consent": "decided again before every batch",
+                },
+            )
+            for epoch, batches in closed
+        ]
 
     def exchange(self, training_id: str, frames: Sequence[bytes], *, actor: Actor) -> list[bytes]:
         """Feed the bank's frames to host and coordinator, in order; answer the frames for the bank."""
@@ -482,26 +510,7 @@ class VerticalTrainingService:
                 row = s.get(VerticalTraining, training_id)
                 assert row is not None
                 row.epochs_done, row.updated_at = epochs, utcnow()
-                self.ledger.append_many(
-                    s,
-                    [
-                        EntryDraft(
-                            action="training.epoch",
-                            actor=SERVICE,
-                            objects=(_ref(training_id),),
-                            purpose=live.purpose,
-                            detail={
-                                "kind": KIND,
-                                "epoch": epoch,
-                                "batches": len(batches),
-                                "rows": len(live.subjects),
-                                "subjects_sha256": _epoch_digest(batches),
-                                "consent": "decided again before every batch",
-                            },
-                        )
-                        for epoch, batches in closed
-                    ],
-                )
+                self.ledger.append_many(s, self._epoch_entries(training_id, live, closed))
         return out
 
     def _decide_batch(self, training_id: str, live: _Live) -> list[str]:

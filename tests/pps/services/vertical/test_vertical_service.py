@@ -328,6 +328,9 @@ def test_a_revocation_mid_training_stops_that_subjects_features_at_the_next_batc
     # what the unfinished epoch used: batches 0-2 of epoch 0, or none of epoch 1 (epoch 0 has its own entry)
     used = [_digest([world["train"][int(i)] for i in b]) for b in batches[:3]] if victim_batch == 2 else []
     assert fail["detail"]["batches_used"] == len(used)
+    assert [e["detail"]["epoch"] for e in _entries(runtime, "training.epoch")] == (
+        [] if victim_batch == 2 else [0]
+    )
     assert fail["detail"]["subjects_sha256"] == hashlib.sha256("".join(used).encode()).hexdigest()
     assert runtime.check_state().ok  # the uses spent are the uses the ledger records
 
