@@ -24,8 +24,10 @@ from pps.infra.storage.tables import Consent, FreeReport, Organization, Person, 
 from pps.runtime import Runtime
 from pps_client import Client
 from pps_wire.resident_id import mask_resident_id
+from pps_wire.subject_sign import SubjectKey
 from protocols.he_scoring import BankScoringKey
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed_body
 
 PURPOSE = "farm_herding_loan"
 ASSESSMENT = {
@@ -104,9 +106,17 @@ def test_a_haixi_herding_household_end_to_end(
     assert person["id_masked"] == mask_resident_id(resident_id) and resident_id not in r.text
     r = admin.post("/v1/persons", json={"resident_id": resident_id, "kind": "household"})
     assert r.status_code == 409
+    # the operator cannot mint the household's credential (issue 24): the household redeems its one-time code
     r = admin.post(f"/v1/orgs/{person['org_id']}/tokens", json={"label": "phone"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "operator_bounded", r.text
+    r = http(None).post("/v1/enrol", json={"code": person["enrolment_code"], "label": "phone"})
     assert r.status_code == 201, r.text
-    herder = http(r.json()["token"])
+    herder = http(r.json()["token"]["token"])
+    # its own consent-signing key, made on its phone, enrolled after the real-name check of the person itself
+    herder_key = SubjectKey.generate()
+    Client(str(herder.base_url), r.json()["token"]["token"]).keys.enrol(
+        herder_key, representative_name="才让", representative_id=resident_id
+    )
 
     scope = [{"dataset_id": ds_ratings, "fields": ["grade", "rated_on", "livestock_units"]}]
     terms: dict[str, Any] = {
@@ -150,10 +160,16 @@ def test_a_haixi_herding_household_end_to_end(
         preview["sensitive_fields"] == {ds_ratings: ["grade", "livestock_units"]}
         and preview["impact_assessed"]
     )
-    r = herder.post(
+    granted = terms | {"separate": {**full, "warning_sha256": preview["warning_sha256"]}}
+    r = herder.post("/v1/persons/me/consents", json=granted)  # every separate grant, but unsigned
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_subject_signature", r.text
+    r = herder.post(  # signed over other separate grants than those sent
         "/v1/persons/me/consents",
-        json=terms | {"separate": {**full, "warning_sha256": preview["warning_sha256"]}},
+        json={**granted, "signature": signed_body(herder_key, code, terms | {"separate": full})["signature"]},
     )
+    assert r.status_code == 422 and "separate" in r.json()["error"]["message"], r.text
+    assert _count(runtime, Consent) == 0
+    r = herder.post("/v1/persons/me/consents", json=signed_body(herder_key, code, granted))
     assert r.status_code == 201, r.text
     assert r.json()["subject_uscc"] == code
 

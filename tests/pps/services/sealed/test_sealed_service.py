@@ -28,7 +28,7 @@ from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from pps_client import APIError, AttestationError, Client, encrypt_sealed_columns
 from tests.conftest import OrgFactory
-from tests.helpers import uscc_for
+from tests.helpers import signed, uscc_for
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ def _consent(rt: Runtime, bank_id: str, dataset_id: str, usccs: list[str]) -> di
                 valid_until=utcnow() + timedelta(days=30),
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=u, terms=terms, actor=SUBJECT)
-            rt.consents.approve(s, c, actor=SUBJECT)
+            rt.consents.approve(s, c, signed=signed(rt, s, c), actor=SUBJECT)
             ids[u] = c.id
     return ids
 
@@ -297,6 +297,7 @@ def test_bad_uploads_are_refused_before_storage(
         assert refused.value.reason == "measurement"
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_rotating_the_he_key_is_an_audited_migration(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
@@ -396,6 +397,7 @@ def test_a_plaintext_upload_into_a_sealed_dataset_is_refused(
         assert ds is not None and ds.current_version is None
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_sealed_aggregates_are_under_the_differencing_control(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:

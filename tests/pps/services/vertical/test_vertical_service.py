@@ -28,6 +28,7 @@ from pps_wire.frames import pack_frames
 from pps_wire.schemas import VerticalStarted
 from protocols import vertical_lr as vl
 from tests.conftest import OrgFactory
+from tests.helpers import signed
 from tests.pps.services.scoring.conftest import upload_platform
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -70,7 +71,7 @@ def world(runtime: Runtime, make_org: OrgFactory, data: PlatformData, tmp_path: 
                 purpose=PURPOSE, scope=scope, operations=ops, valid_until=utcnow() + timedelta(days=30)
             )
             c = runtime.consents.request(s, bank=org, subject_uscc=uscc, terms=terms, actor=SUBJECT)
-            runtime.consents.approve(s, c, actor=SUBJECT)
+            runtime.consents.approve(s, c, signed=signed(runtime, s, c), actor=SUBJECT)
             consents[uscc] = c.id
     labels = _labels(data)
     customers = usccs[:360]  # train+score, score only, and 20 who never consented
@@ -461,6 +462,7 @@ def test_bad_frames_and_strangers_change_nothing(
         assert e.value.status == 422
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_a_restart_mid_training_fails_the_session_cleanly(
     runtime: Runtime, settings: Any, base_url: str, world: dict[str, Any]
 ) -> None:
@@ -495,6 +497,7 @@ def test_a_restart_mid_training_fails_the_session_cleanly(
     ]
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_the_cli_trains_keeps_the_bank_half_and_lists_the_model(
     runtime: Runtime, base_url: str, world: dict[str, Any], tmp_path: Path
 ) -> None:
