@@ -523,15 +523,27 @@ class PolicyEngine:
         For computations that release as they go (a vertical training hands the bank intermediate values every
         mini-batch): the use was spent when the first value left, so ``uses`` is not checked again — a consent
         whose last use *this* computation took still holds for it. A consent's terms cannot change once granted,
-        so the row's state and window are all there is to decide again."""
+        so the row's state and window, and its subject's signature (a signature or key row found divergent since
+        is no signature: ``no_grant``), are all there is to decide again."""
         now = now or utcnow()
         ids = sorted({str(d.consent_id) for d in admitted if d.allowed and d.consent_id})
         found: dict[str, Any] = {}
         for start in range(0, len(ids), SPEND_CHUNK):
             chunk = ids[start : start + SPEND_CHUNK]
-            for hit in session.connection().execute(select(*_GRANT_COLUMNS).where(_id_in(session, chunk))):
+            query = select(*_GRANT_COLUMNS, Consent.bank_org_id, Consent.purpose).where(
+                _id_in(session, chunk)
+            )
+            for hit in session.connection().execute(query):
                 found[hit[0]] = hit
         divergent = self.quarantine.rows(CONSENTS_TABLE)
+        unsigned = self.signatures.unsigned_of(
+            session,
+            [  # the shape ConsentSignatures judges: id, subject, bank, purpose, terms, window, uses, granularity
+                (r[0], r[1], r[11], r[12], r[8], r[9], r[3], r[4], r[6], r[10])
+                for r in found.values()
+                if r[2] == _ACTIVE and r[0] not in divergent
+            ],
+        )
         check = _Checker(Request("", (), {}, "", ""), now, divergent)
         out = []
         for d in admitted:
@@ -546,6 +558,8 @@ class PolicyEngine:
                 )
                 continue
             reason, detail = self._holds(check, row)
+            if reason is None and row[0] in unsigned:
+                reason, detail = DenyReason.no_grant, f"not consent its subject signed: {unsigned[row[0]]}"
             out.append(
                 d
                 if reason is None

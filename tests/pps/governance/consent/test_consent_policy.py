@@ -311,13 +311,14 @@ def test_in_force_decides_a_running_computations_consents_again_without_counting
     world: World, runtime: Runtime
 ) -> None:
     """``PolicyEngine.in_force`` (vertical training, before every batch): a consent whose last use the computation
-    itself spent still holds; a revoked, expired or quarantined (edited outside the service) one does not."""
+    itself spent still holds; a revoked, expired or quarantined (edited outside the service) one does not, nor
+    one whose subject's signature is gone."""
     from sqlalchemy import text
 
-    consents = [world.grant(s, max_uses=1) for s in world.subjects[:3]]
+    consents = [world.grant(s, max_uses=1) for s in world.subjects[:4]]
     req = Request(
         world.bank.id,
-        tuple(s.uscc for s in world.subjects[:3] if s.uscc),
+        tuple(s.uscc for s in world.subjects[:4] if s.uscc),
         {world.ds: ("tax_paid",)},
         "score",
         "loan_underwriting",
@@ -331,13 +332,15 @@ def test_in_force_decides_a_running_computations_consents_again_without_counting
     assert all(d.allowed for d in released)  # each consent's only use is spent
     with runtime.db.transaction(write=False) as sess:
         assert {d.reason for d in runtime.policy.decide(sess, req)} == {DenyReason.uses_exhausted}
-        assert [d.allowed for d in runtime.policy.in_force(sess, admitted)] == [True, True, True]
+        assert [d.allowed for d in runtime.policy.in_force(sess, admitted)] == [True, True, True, True]
     with runtime.db.transaction() as sess:
         runtime.consents.revoke(sess, sess.get(Consent, consents[1].id), actor=OPERATOR)  # type: ignore[arg-type]
     with (
         runtime.db.engine.begin() as conn
     ):  # a use limit raised outside the service: quarantined at the check
         conn.execute(text("UPDATE consents SET max_uses = 100 WHERE id = :id"), {"id": consents[2].id})
+        # and the subject's signature of another taken away: no longer consent its subject signed (issue 24)
+        conn.execute(text("DELETE FROM consent_signatures WHERE consent_id = :id"), {"id": consents[3].id})
     assert not runtime.check_state().ok
     with runtime.db.transaction(write=False) as sess:
         held = runtime.policy.in_force(sess, admitted)
@@ -346,5 +349,7 @@ def test_in_force_decides_a_running_computations_consents_again_without_counting
         (True, None),
         (False, DenyReason.revoked),
         (False, DenyReason.state_divergent),
+        (False, DenyReason.no_grant),
     ]
+    assert "signed" in held[3].detail
     assert later[0].reason is DenyReason.expired
