@@ -635,7 +635,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
     )
     state = rt.check_state()
     checks.check(
-        "pps audit verify --state: consents, uses, budgets and objections rebuilt from the ledger match their rows",
+        "pps audit verify --state: consents, uses, budgets, objections, subjects' keys and signatures rebuilt from the ledger match their rows",
         state.ok,
         f"{state.entries_replayed} entries replayed, rows compared: "
         + ", ".join(f"{t} {n}" for t, n in sorted(state.rows_checked.items()))

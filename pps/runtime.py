@@ -224,7 +224,7 @@ class Runtime:
             executor=executor,
             unsafe_small_keys=settings.unsafe_small_paillier_keys,
         )
-        federated = FederatedService(db, ledger, registry=models, executor=executor)
+        federated = FederatedService(db, ledger, registry=models, executor=executor, enclave=enclave)
         sealed = SealedService(db, ledger, policy, enclave, datasets, aggregates)
         return cls(
             settings=settings,
