@@ -285,9 +285,9 @@ class Runtime:
         )
 
     def check_state(self) -> StateReport:
-        """Replay the ledger and compare consents, budgets and objections with their rows (start-up and periodic;
-        :mod:`pps.ledger.replay`): the consents and budgets found divergent are refused from now on, until a
-        later check finds them reconciled."""
+        """Replay the ledger and compare consents, budgets, objections, credit repairs and record exclusions with
+        their rows (start-up and periodic; :mod:`pps.ledger.replay`): the consents and budgets found divergent
+        are refused from now on, until a later check finds them reconciled."""
         with self.db.transaction(write=False, snapshot=True) as session:
             report = self.reconciler.run(session)
         self.quarantine.update(report)
