@@ -663,18 +663,35 @@ def portfolio(data: Path, label: str, features: list[str]) -> tuple[Any, Any]:
     return x.reshape(len(rows), len(features)), y
 
 
-def take_part(client: Client, federation_id: str, x: Any, y: Any, poll: float) -> FederationOut:
-    """Take part until the federation ends, with a progress bar over its rounds."""
+def _pinned(vendor_key: str | None) -> Any:
+    if not vendor_key:
+        return None
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(vendor_key))
+    except ValueError:
+        fail("--vendor-key must be the enclave vendor's Ed25519 key, 64 hex characters")
+
+
+def take_part(
+    client: Client, federation_id: str, x: Any, y: Any, poll: float, vendor_key: str | None = None
+) -> FederationOut:
+    """Take part until the federation ends, with a progress bar over its rounds (round 0: the joint feature
+    statistics)."""
+    pinned = _pinned(vendor_key)
     view = client.federations.get(federation_id)
+    if view.config.get("aggregation") == "enclave" and pinned is None:
+        fail("this federation aggregates in the enclave: pass --vendor-key (the vendor key you pinned)")
     with bar() as progress:
         task = progress.add_task("waiting for the other banks", total=view.rounds)
         while view.state not in ("done", "aborted"):
-            view = client.federations.step(federation_id, x, y)
+            view = client.federations.step(federation_id, x, y, vendor_key=pinned)
             if view.state == "running" and view.round is not None:
                 progress.update(
                     task,
                     description=f"round {view.current_round}/{view.rounds}: {view.round.phase.replace('_', ' ')}",
-                    completed=view.current_round - 1,
+                    completed=max(0, view.current_round - 1),
                 )
             time.sleep(poll)
         progress.update(task, completed=view.rounds if view.state == "done" else view.current_round)
@@ -695,6 +712,14 @@ def federation_summary(client: Client, view: FederationOut, x: Any, y: Any) -> N
         if found is not None:
             rows.append(("AUC on your own rows", f"{found:.4f}"))
         rows.append(("model", str(view.model_id)))
+    if view.outcome is not None:
+        rows.append(
+            (
+                "stopped",
+                f"{view.outcome['stopped'].replace('_', ' ')} after {view.outcome['rounds_run']} rounds "
+                f"(converged: {'yes' if view.outcome['converged'] else 'no'})",
+            )
+        )
     summary(f"federation {view.id}", rows)
     if view.state != "done":
         fail(
@@ -716,6 +741,17 @@ def federate(
         int | None, typer.Option(help="fewest banks a round may finish with (default: a majority)")
     ] = None,
     local_epochs: Annotated[int, typer.Option(min=1, max=100)] = 1,
+    aggregation: Annotated[
+        str,
+        typer.Option(
+            help="secagg (pairwise masks) or enclave (the attested enclave clips every bank's update: one bank's "
+            "influence bounded; needs --vendor-key)"
+        ),
+    ] = "secagg",
+    vendor_key: Annotated[
+        str | None,
+        typer.Option(envvar="PPS_ENCLAVE_VENDOR_KEY", help="the enclave vendor's Ed25519 key (hex), pinned"),
+    ] = None,
     poll: Annotated[float, typer.Option(hidden=True)] = 0.5,
     url: Url = DEFAULT_URL,
     token: Token = "",
@@ -737,13 +773,14 @@ def federate(
                 rounds=rounds,
                 threshold=threshold or n // 2 + 1,
                 local_epochs=local_epochs,
+                aggregation=aggregation,
             )
         except ValueError as exc:
             fail(f"the federation is not valid: {exc}")
         err_console.print(
             f"federation {fed.id} created; the other banks join with: pps-client join {fed.id} ..."
         )
-        view = take_part(client, fed.id, x, y, poll)
+        view = take_part(client, fed.id, x, y, poll, vendor_key)
         federation_summary(client, view, x, y)
 
 
@@ -754,6 +791,10 @@ def join(
         Path, typer.Argument(exists=True, dir_okay=False, help="CSV of your own labelled portfolio")
     ],
     label: Annotated[str, typer.Option(help="the label column (1 = default)")],
+    vendor_key: Annotated[
+        str | None,
+        typer.Option(envvar="PPS_ENCLAVE_VENDOR_KEY", help="the enclave vendor's Ed25519 key (hex), pinned"),
+    ] = None,
     poll: Annotated[float, typer.Option(hidden=True)] = 0.5,
     url: Url = DEFAULT_URL,
     token: Token = "",
@@ -765,7 +806,7 @@ def join(
         x, y = portfolio(data, label, list(view.feature_schema))
         if view.state == "inviting":
             client.federations.accept(federation_id)
-        view = take_part(client, federation_id, x, y, poll)
+        view = take_part(client, federation_id, x, y, poll, vendor_key)
         federation_summary(client, view, x, y)
 
 

@@ -116,7 +116,9 @@ class Party:
             path = path.replace("{statement_id}", self.repairs.get("statement", "stm_missing"))
         if "{federation_id}" in path:
             action = (
-                "/" + path.rsplit("/", 1)[1] if path.endswith(("/accept", "/messages", "/advance")) else ""
+                "/" + path.rsplit("/", 1)[1]
+                if path.endswith(("/accept", "/messages", "/advance", "/enclave-input"))
+                else ""
             )
             path = path.replace("{federation_id}", self.federations[action])
         if "{model_id}" in path:
@@ -205,7 +207,7 @@ def parties(
     enclave_job = _enclave_job_body(runtime)
     approval_bodies = _approval_bodies(runtime, bank.org.id)
     sealed = _sealed_bodies(runtime, made, terms)
-    federations, frame = _federations(runtime, made)
+    federations, frame, enclave_input = _federations(runtime, made)
     models, trainings, model_bodies = _models(runtime, made, synthetic.columns["uscc"].tolist())
     person, person_bodies = _person(runtime, made, http, make_org, terms, tmp_path)
     report = bank.client.post(
@@ -261,6 +263,7 @@ def parties(
             "POST /v1/federations/{federation_id}/accept": {"purpose": "joint_model_training"},
             "POST /v1/federations/{federation_id}/messages": {"message": frame},
             "POST /v1/federations/{federation_id}/advance": {},
+            "POST /v1/federations/{federation_id}/enclave-input": enclave_input,
             "POST /v1/objections": {"dataset_id": objected, "fields": ["f3"], "reason": "matrix"},
             "POST /v1/objections/{objection_id}/accept": {"corrected": {"f1": 2.0}},
             "POST /v1/objections/{objection_id}/reject": {"reason": "matrix"},
@@ -378,9 +381,10 @@ def _person(
     return person, bodies
 
 
-def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, str], str]:
+def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, str], str, dict[str, Any]]:
     """The bank's federations: one it is invited to, two running at advertise-keys (it initiated both), and
-    its first secure-aggregation message for one of them."""
+    its first secure-aggregation message for one of them; one aggregated in the enclave that another bank
+    initiated, and the bank's update provisioned to the enclave under a verified quote."""
     import base64
 
     from pps.services.federated import FederationSpec
@@ -389,7 +393,14 @@ def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, s
     bank, other = made[Role.bank].org, made[Role.data_provider].disposable
     third = made[Role.subject].disposable  # a round needs at least three banks
 
-    def start(initiator: OrgHandle, invitee: OrgHandle, *, accept: bool, timeout: int = 600) -> str:
+    def start(
+        initiator: OrgHandle,
+        invitee: OrgHandle,
+        *,
+        accept: bool,
+        timeout: int = 600,
+        aggregation: str = "secagg",
+    ) -> str:
         spec = FederationSpec(
             name="matrix",
             participants=(initiator.id, invitee.id, third.id),
@@ -398,6 +409,8 @@ def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, s
             rounds=1,
             threshold=2,
             phase_timeout_s=timeout,
+            standardise=False,
+            aggregation=aggregation,
         )
         with runtime.db.transaction() as s:
             fed_id = runtime.federated.create(s, spec, actor=Actor(initiator.id, "bank")).id
@@ -414,12 +427,44 @@ def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, s
         # its phase deadline passes while the matrix runs: then any participant may close the phase
         "/advance": start(bank, other, accept=True, timeout=1),
     }
+    feds["/enclave-input"] = start(other, bank, accept=True, aggregation="enclave")
     feds[""] = feds["/messages"]
     with runtime.db.transaction(write=False) as s:
         position = runtime.federated.view(s, feds["/messages"], bank.id)["my_position"]
     info = RoundInfo(feds["/messages"], 1, SecAggParams(n=3, threshold=2, dim=2, clip_norm=5.0))
     frame = base64.b64encode(SecAggClient(info, position).advertise_keys()).decode()
-    return feds, frame
+    return feds, frame, _enclave_input(runtime, feds["/enclave-input"], bank.id)
+
+
+def _enclave_input(runtime: Runtime, fed_id: str, bank_id: str) -> dict[str, Any]:
+    import base64
+    import json
+    import os
+
+    from enclave_sim.platform import expected_measurement
+    from pps_wire import provision as crypto
+    from pps_wire.quote import Quote, standard_policy
+
+    with runtime.db.transaction(write=False) as s:
+        view = runtime.federated.view(s, fed_id, bank_id)
+    terms = view["enclave_terms"]
+    body = {"terms": terms, "update": [0.0] * terms["dim"], "weight": 10, "tail": [0] * terms["tail"]}
+    nonce = os.urandom(32)
+    quote = runtime.enclave.quote(nonce)
+    sealed = crypto.encrypt_for_enclave(
+        quote,
+        standard_policy(measurements=[expected_measurement()], nonce=nonce),
+        vendor_key=runtime.enclave.vendor_public_key,
+        job="fedavg_aggregate",
+        slot=f"bank{view['my_position']}",
+        body=json.dumps(body).encode(),
+    )
+    return {
+        "update": {
+            "quote_hash": Quote.parse(quote).quote_hash.hex(),
+            "ciphertext": base64.b64encode(sealed).decode(),
+        }
+    }
 
 
 def _models(

@@ -669,6 +669,8 @@ class Federation(Base):
     model_id: Mapped[str | None] = mapped_column(String(64))
     """the registered model, once training is done"""
     abort_reason: Mapped[str | None] = mapped_column(Text)
+    outcome_json: Mapped[str | None] = mapped_column(Text)
+    """once done: rounds run, why training stopped (early stopping or the round limit), ``converged``"""
     created_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
 
@@ -706,6 +708,9 @@ class FederationRound(Base):
     result_weights: Mapped[bytes | None] = mapped_column(LargeBinary)
     total_weight: Mapped[int | None] = mapped_column(BigInteger)
     survivors_json: Mapped[str | None] = mapped_column(Text)
+    metrics_json: Mapped[str | None] = mapped_column(Text)
+    """round 0: the joint feature statistics; a training round: the securely aggregated validation loss of
+    the global model it started from"""
     abort_reason: Mapped[str | None] = mapped_column(Text)
     phase_deadline: Mapped[datetime]
     started_at: Mapped[datetime]
