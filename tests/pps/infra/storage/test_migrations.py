@@ -106,7 +106,7 @@ def test_field_grades_migration_grades_existing_datasets(database_url: str) -> N
 
 
 def test_disclosure_modes_migration_writes_the_implicit_modes(database_url: str) -> None:
-    """0019: every column of a stored schema gets the disclosure mode it had implicitly; none becomes public."""
+    """0020: every column of a stored schema gets the disclosure mode it had implicitly; none becomes public."""
     import json
     from datetime import UTC, datetime
 
@@ -130,7 +130,7 @@ def test_disclosure_modes_migration_writes_the_implicit_modes(database_url: str)
     }  # fmt: skip
     db = Database(database_url)
     try:
-        migrate.upgrade(db.engine, "0018_subject_keys")
+        migrate.upgrade(db.engine, "0019_federated_validation")
         now = datetime.now(UTC)
         with db.engine.begin() as conn:
             conn.execute(
@@ -162,7 +162,7 @@ def test_disclosure_modes_migration_writes_the_implicit_modes(database_url: str)
         cfg = migrate.alembic_config()
         with db.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            migrate_down(cfg, "0018_subject_keys")
+            migrate_down(cfg, "0019_federated_validation")
         with db.engine.connect() as conn:
             back = json.loads(
                 conn.execute(text("SELECT schema_json FROM datasets WHERE id = 'ds_1'")).scalar_one()

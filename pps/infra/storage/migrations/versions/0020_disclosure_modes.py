@@ -6,8 +6,8 @@ Every column of every existing dataset schema (and of every version) gets the di
 ``disclosure_documents`` holds the credit reports and query results released (erased at expiry). The downgrade
 drops the table and removes only the modes the upgrade would have added.
 
-Revision ID: 0019_disclosure_modes
-Revises: 0018_subject_keys
+Revision ID: 0020_disclosure_modes
+Revises: 0019_federated_validation
 Create Date: 2026-12-07
 """
 
@@ -19,8 +19,8 @@ from alembic import op
 
 import pps.infra.storage.types
 
-revision: str = "0019_disclosure_modes"
-down_revision: str | None = "0018_subject_keys"
+revision: str = "0020_disclosure_modes"
+down_revision: str | None = "0019_federated_validation"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
