@@ -391,9 +391,12 @@ class ModelApprovalJob(EnclaveJob):
 
     Inputs: ``bank`` (party): ``{"model": <model spec>, "context": base64 public CKKS context | null,
     "packing": "none" | ...}`` (:func:`enclave_sim.model_check.parse_model`); ``platform`` (host): the
-    platform's features of its enterprises at their published resolution (the distribution the shares are
-    computed on); ``policy`` (host): ``{"policy": ModelPolicy, "resolution": {feature: step}}``; ``prior``
-    (host, sealed): the bank's models approved in the policy's window, as this job sealed them.
+    platform's features of its subjects at their published resolution (the distribution the shares are
+    computed on), keys ``"<population>:<n>"``; ``policy`` (host): ``{"policy": ModelPolicy, "resolution":
+    {feature: step}, "populations": {"enterprise": [features], "household": [features]}}`` — the model is
+    checked on the rows of the one population whose features it reads
+    (:func:`enclave_sim.model_check.population_sample`); ``prior`` (host, sealed): the bank's models approved
+    in the policy's window, as this job sealed them.
 
     Outputs (plain): ``approval`` (signed by the enclave: digests of the model, of the policy and of the
     encrypted model, the features, the preprocessing, the verdict's shares), ``encrypted_model`` (the model
@@ -419,7 +422,7 @@ class ModelApprovalJob(EnclaveJob):
     def finish(self) -> dict[str, Any]:
         import base64
 
-        from enclave_sim.model_check import ModelPolicy, parse_model, verify_model
+        from enclave_sim.model_check import ModelPolicy, parse_model, population_sample, verify_model
 
         doc = _json(self.inputs["bank"], "the bank's model")
         if not isinstance(doc, dict) or "model" not in doc or set(doc) - {"model", "context", "packing"}:
@@ -431,9 +434,13 @@ class ModelApprovalJob(EnclaveJob):
         try:
             policy = ModelPolicy.from_dict(pol["policy"])
             resolution = {str(k): float(v) for k, v in pol["resolution"].items()}
+            populations = {str(p): [str(n) for n in ns] for p, ns in pol.get("populations", {}).items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProvisioningError(f"the model policy is malformed: {exc}") from None
-        _keys, sample, _ = parse_table(self.inputs["platform"], what="platform features", labelled=False)
+        keys, sample, _ = parse_table(self.inputs["platform"], what="platform features", labelled=False)
+        population = None
+        if populations:
+            population, sample = population_sample(model, keys, sample, populations)
         prior = [parse_model(m) for m in _json(self.inputs["prior"], "prior models")]
         prior = [m for m in prior if m.digest() != model.digest()]  # the same model again is no new read
         verdict = verify_model(model, policy, sample, resolution, prior)
@@ -470,6 +477,7 @@ class ModelApprovalJob(EnclaveJob):
             "encrypted_model_sha256": encrypted_sha256,
             "context_id": context_id,
             "prior_models": len(prior),
+            "population": population,
             "verdict": verdict.as_dict(),
         }
         return out

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from models.households import GRADE_SCORE, generate_households
+from models.households import GRADE_SCORE, HOUSEHOLD_MODEL_FEATURES, generate_households, household_model
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Consent, FreeReport, Organization, Person, PersonConsentTerms, Role
 from pps.runtime import Runtime
 from pps_client import Client
+from pps_client._exceptions import Refused
 from pps_wire.resident_id import mask_resident_id
 from protocols.he_scoring import BankScoringKey
 from tests.conftest import OrgFactory, OrgHandle
@@ -51,6 +51,12 @@ def _upload(client: httpx.Client, table: Any, tmp: Path) -> str:
 def _count(rt: Runtime, table: Any) -> int:
     with rt.db.transaction(write=False) as s:
         return int(s.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """As in production: encrypted scoring runs only models the enclave approved."""
+    return settings.model_copy(update={"unsafe_unapproved_models": False})
 
 
 @pytest.fixture
@@ -161,22 +167,72 @@ def test_a_haixi_herding_household_end_to_end(
     r = bank.post("/v1/household-ratings/query", json={"purpose": PURPOSE, "subjects": [code]})
     assert r.status_code == 200, r.text
     assert r.json()[0]["grade"] == expected_grade and r.json()[0]["denied"] is None
-    # --- encrypted 农牧贷 scoring: the bank's own model, under its own CKKS key, over household features ------
+    # --- encrypted 农牧贷 scoring with a model the enclave approved on the households' features ----------------
     bank_sdk = Client(str(bank.base_url), world["bank"].token)
     catalogue = {f.name: f for f in bank_sdk.scoring.features()}
     assert catalogue["hh_grade_score"].available and catalogue["hh_log_livestock"].available
-    weights = {"hh_grade_score": -0.6, "hh_log_livestock": -0.2}
     key = BankScoringKey.create()
-    scored = bank_sdk.scoring.score(key, key.encrypt_model(weights, 0.5), purpose=PURPOSE, subjects=[code])
-    livestock = float(ratings["livestock_units"][row])
-    x = np.array([GRADE_SCORE[expected_grade], np.round(np.log1p(livestock) / 0.05) * 0.05])
-    plain = 1 / (1 + np.exp(-(0.5 + x @ np.array(list(weights.values())))))
-    assert scored.subjects == [code] and abs(scored.as_dict()[code] - plain) < 1e-3
-    # a model reading a field the household did not grant (its subsidies): the household is not scored
-    other = bank_sdk.scoring.score(
-        key, key.encrypt_model({"hh_log_subsidies": 0.1}, 0.0), purpose=PURPOSE, subjects=[code]
-    )
-    assert other.subjects == [] and other.not_scored[0].reason == "field_not_covered"
+    vendor = runtime.enclave.vendor_public_key
+    # the bank's own encryption of a model is refused at the door (settings as in production)
+    with pytest.raises(Refused) as refusal:
+        bank_sdk.scoring.score(
+            key, key.encrypt_model({"hh_grade_score": -0.6}, 0.5), purpose=PURPOSE, subjects=[code]
+        )
+    assert refusal.value.code == "model_not_approved"
+    # a model concentrated on one household feature is refused in the enclave, naming it
+    with pytest.raises(Refused) as refusal:
+        bank_sdk.scoring.approve(
+            key, {"kind": "logistic", "weights": {"hh_log_livestock": 1.0}}, vendor_key=vendor
+        )
+    assert refusal.value.code == "model_refused" and "hh_log_livestock carries 100%" in str(refusal.value)
+    # a model reading an enterprise's and a household's features at once: no subject has both
+    with pytest.raises(Refused) as refusal:
+        bank_sdk.scoring.approve(
+            key,
+            {
+                "kind": "logistic",
+                "weights": {"hh_grade_score": -0.5, "hh_insured": -0.3, "tax_filing_ratio": -1.0},
+            },
+            vendor_key=vendor,
+        )
+    assert refusal.value.code == "model_refused" and "one kind of subject" in str(refusal.value)
+    # the bank's honest 农牧贷 scorecard (its weight spread over seven features): approved on the households
+    spec = household_model(data)
+    approval, encrypted = bank_sdk.scoring.approve(key, spec, vendor_key=vendor)
+    assert encrypted is not None and approval["verdict"]["approved"], approval
+    assert set(approval["features"]) == set(HOUSEHOLD_MODEL_FEATURES)
+    assert max(approval["verdict"]["shares"].values()) <= 0.6
+    # its consent covers the grade and livestock only: the approved model reads more, so it is not scored
+    scored = bank_sdk.scoring.score(key, encrypted, purpose=PURPOSE, subjects=[code])
+    assert scored.subjects == [] and scored.not_scored[0].reason == "field_not_covered"
+    # a second separate consent for the model's fields (the production survey's income too, after the warning)
+    read: dict[str, set[str]] = {}
+    for n in spec["weights"]:
+        for ds, fs in catalogue[n].datasets.items():
+            read.setdefault(ds, set()).update(fs)
+    model_scope = [{"dataset_id": ds, "fields": sorted(fs)} for ds, fs in sorted(read.items())]
+    wide = terms | {"scope": model_scope}
+    preview = herder.post(
+        "/v1/persons/me/consents/preview", json=wide | {"separate": {"provide_to_bank": False}}
+    ).json()
+    separate = {
+        "provide_to_bank": True,
+        "sensitive_fields": preview["sensitive_fields"],
+        "warning_sha256": preview["warning_sha256"],
+    }
+    r = herder.post("/v1/persons/me/consents", json=wide | {"separate": separate})
+    assert r.status_code == 201, r.text
+    scored = bank_sdk.scoring.score(key, encrypted, purpose=PURPOSE, subjects=[code])
+    assert scored.subjects == [code], scored.not_scored
+    with runtime.db.transaction(write=False) as s:
+        table = runtime.features.table(s)
+    _found, rows, _ = table.rows([code])
+    z = spec["bias"]
+    for n, w in spec["weights"].items():
+        p = spec["preprocess"][n]
+        z += w * (float(table.values[n][rows[0]]) - p["center"]) / p["scale"]
+    assert abs(scored.raw[0] - z) < 1e-3
+    assert table.values["hh_grade_score"][rows[0]] == GRADE_SCORE[expected_grade]
     # the same data for a purpose the household did not consent to: denied
     r = bank.post("/v1/household-ratings/query", json={"purpose": "loan_underwriting", "subjects": [code]})
     assert r.json()[0]["grade"] is None
