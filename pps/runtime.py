@@ -40,6 +40,7 @@ from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
 from pps.services.approval import GradedScoringService, ModelApprovalService
 from pps.services.enclave import EnclaveService
+from pps.services.explanation import ExplanationService
 from pps.services.federated import FederatedService
 from pps.services.household import HouseholdRatings
 from pps.services.psi import PSIService
@@ -87,6 +88,7 @@ class Runtime:
     persons: PersonRegistry
     person_rules: PersonRules
     household_ratings: HouseholdRatings
+    explanations: ExplanationService
 
     @classmethod
     def build(
@@ -248,6 +250,7 @@ class Runtime:
             persons=PersonRegistry(identity, pseudonyms),
             person_rules=PersonRules(ledger, consents),
             household_ratings=HouseholdRatings(policy, datasets),
+            explanations=ExplanationService(approvals),
         )
 
     @property

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -112,7 +113,8 @@ def test_a_haixi_herding_household_end_to_end(
     assert r.status_code == 409
     r = admin.post(f"/v1/orgs/{person['org_id']}/tokens", json={"label": "phone"})
     assert r.status_code == 201, r.text
-    herder = http(r.json()["token"])
+    herder_token = r.json()["token"]
+    herder = http(herder_token)
 
     scope = [{"dataset_id": ds_ratings, "fields": ["grade", "rated_on", "livestock_units"]}]
     terms: dict[str, Any] = {
@@ -211,28 +213,68 @@ def test_a_haixi_herding_household_end_to_end(
         for ds, fs in catalogue[n].datasets.items():
             read.setdefault(ds, set()).update(fs)
     model_scope = [{"dataset_id": ds, "fields": sorted(fs)} for ds, fs in sorted(read.items())]
-    wide = terms | {"scope": model_scope}
-    preview = herder.post(
-        "/v1/persons/me/consents/preview", json=wide | {"separate": {"provide_to_bank": False}}
-    ).json()
-    separate = {
-        "provide_to_bank": True,
-        "sensitive_fields": preview["sensitive_fields"],
-        "warning_sha256": preview["warning_sha256"],
-    }
-    r = herder.post("/v1/persons/me/consents", json=wide | {"separate": separate})
-    assert r.status_code == 201, r.text
+    herder_sdk = Client(str(bank.base_url), herder_token)  # the SDK does what the portal does
+    valid_until = datetime.now(UTC) + timedelta(days=90)
+    wide = {"purpose": PURPOSE, "scope": model_scope, "operations": ["score"], "valid_until": valid_until}
+    shown = herder_sdk.persons.preview(world["bank"].id, granularity="score", **wide)  # type: ignore[arg-type]
+    assert shown.warning is not None and "sales_income" in shown.warning and shown.impact_assessed
+    consent = herder_sdk.persons.consent(
+        world["bank"].id,
+        shown=shown,
+        provide_to_bank=True,
+        granularity="score",
+        **wide,  # type: ignore[arg-type]
+    )
+    assert consent.subject_uscc == code and consent.state == "active"
     scored = bank_sdk.scoring.score(key, encrypted, purpose=PURPOSE, subjects=[code])
     assert scored.subjects == [code], scored.not_scored
     with runtime.db.transaction(write=False) as s:
         table = runtime.features.table(s)
     _found, rows, _ = table.rows([code])
-    z = spec["bias"]
+    z_subject = spec["bias"]
     for n, w in spec["weights"].items():
         p = spec["preprocess"][n]
-        z += w * (float(table.values[n][rows[0]]) - p["center"]) / p["scale"]
-    assert abs(scored.raw[0] - z) < 1e-3
+        z_subject += w * (float(table.values[n][rows[0]]) - p["center"]) / p["scale"]
+    assert scored.raw is not None and abs(scored.raw[0] - z_subject) < 1e-3
     assert table.values["hh_grade_score"][rows[0]] == GRADE_SCORE[expected_grade]
+
+    # --- PIPL Art. 24: the household asks why; the enclave explains from the approved model ---------------------
+    decisions = herder_sdk.decisions.list()
+    assert [(d.bank_org_id, d.model_digest) for d in decisions] == [
+        (world["bank"].id, approval["model_digest"])
+    ]
+    assert (
+        decisions[0].purposes == [PURPOSE]
+        and decisions[0].explainable
+        and decisions[0].granularity == "score"
+    )
+    why = herder_sdk.decisions.explain(world["bank"].id, approval["model_digest"])
+    assert why.population == "household" and set(why.features) == set(HOUSEHOLD_MODEL_FEATURES)
+    assert 1 <= len(why.drivers) <= 3 and all(d.feature in HOUSEHOLD_MODEL_FEATURES for d in why.drivers)
+    assert all(round(d.share, 1) == d.share and 0 < d.share <= 1 for d in why.drivers)
+    # the drivers are this household's: the features whose contribution is furthest from the households' mean
+    with runtime.db.transaction(write=False) as s:
+        table = runtime.features.table(s)
+    households = [i for i, u in enumerate(table.usccs) if u.startswith("P")]
+    phi = {}
+    for n, w in spec["weights"].items():
+        p = spec["preprocess"][n]
+        z = (table.values[n] - p["center"]) / p["scale"] * w
+        phi[n] = float(z[rows[0]] - z[households].mean())
+    expected = sorted(phi, key=lambda n: -abs(phi[n]))[: len(why.drivers)]
+    assert [d.feature for d in why.drivers] == expected
+    assert all((d.direction == "raises") == (phi[d.feature] > 0) for d in why.drivers)
+    assert abs(why.result["pd"] - 1 / (1 + np.exp(-z_subject))) <= 0.006  # the score's resolution (0.01)
+    assert (
+        "weights" not in why.model_dump_json()
+        and str(spec["weights"]["hh_log_land"]) not in why.model_dump_json()
+    )
+    # only about a decision that was made, only by the subject
+    r = herder.post(
+        "/v1/me/decisions/explain", json={"bank_org_id": world["bank"].id, "model_digest": "0" * 64}
+    )
+    assert r.status_code == 404, r.text
+    assert bank.get("/v1/me/decisions").status_code == 403
     # the same data for a purpose the household did not consent to: denied
     r = bank.post("/v1/household-ratings/query", json={"purpose": "loan_underwriting", "subjects": [code]})
     assert r.json()[0]["grade"] is None
