@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -26,6 +28,7 @@ from pps_client import Client
 from pps_client._exceptions import Refused
 from pps_wire.resident_id import mask_resident_id
 from protocols.he_scoring import BankScoringKey
+from tests.api.web.conftest import csrf_of, log_in
 from tests.conftest import OrgFactory, OrgHandle
 
 PURPOSE = "farm_herding_loan"
@@ -75,6 +78,7 @@ def test_a_haixi_herding_household_end_to_end(
     settings: Settings,
     world: dict[str, OrgHandle],
     http: Callable[..., httpx.Client],
+    app: FastAPI,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -275,6 +279,26 @@ def test_a_haixi_herding_household_end_to_end(
     )
     assert r.status_code == 404, r.text
     assert bank.get("/v1/me/decisions").status_code == 403
+    # the same in the household's portal, in plain Chinese: the decision, then "为什么？"
+    portal = TestClient(app)
+    try:
+        assert log_in(portal, herder_token).status_code == 303
+        home = portal.get("/ui/person")
+        assert "银行对我的自动评估" in home.text and "为什么？给我解释" in home.text, home.text
+        r = portal.post(
+            "/ui/person/decisions/explain",
+            data={
+                "csrf": csrf_of(home.text),
+                "bank_org_id": world["bank"].id,
+                "model_digest": approval["model_digest"],
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert all(f'data-feature="{d.feature}"' in r.text for d in why.drivers)
+        assert "让您的风险变" in r.text and "农牧贷" in r.text
+        assert str(spec["weights"]["hh_log_land"]) not in r.text
+    finally:
+        portal.close()
     # the same data for a purpose the household did not consent to: denied
     r = bank.post("/v1/household-ratings/query", json={"purpose": "loan_underwriting", "subjects": [code]})
     assert r.json()[0]["grade"] is None
