@@ -173,6 +173,9 @@ def parties(
     }
     # a small synthetic registry (every column the feature store reads), for the jobs and models below
     synthetic = generate(12, 7).registry
+    synthetic.columns["uscc"][0] = (
+        subject.org.uscc
+    )  # the subject is registered: its decisions can be explained
     registry = made[Role.data_provider].client.post(
         "/v1/datasets", json={"name": "registry", "schema": synthetic.schema}
     )
@@ -188,7 +191,7 @@ def parties(
     objected, objections = _objections(made)
     repairs, repair_bodies = _repairs(made, tmp_path)
     enclave_job = _enclave_job_body(runtime)
-    approval_bodies = _approval_bodies(runtime, bank.org.id)
+    approval_bodies = _approval_bodies(runtime, bank.org.id, subject.org.uscc)
     sealed = _sealed_bodies(runtime, made, terms)
     federations, frame = _federations(runtime, made)
     models, trainings, model_bodies = _models(runtime, made, synthetic.columns["uscc"].tolist())
@@ -550,9 +553,10 @@ def _provisioned(
     }
 
 
-def _approval_bodies(runtime: Runtime, bank: str) -> dict[str, Any]:
+def _approval_bodies(runtime: Runtime, bank: str, subject: str) -> dict[str, Any]:
     """A model that passes the policy on the small registry (three registry features, equal shares), approved
-    once here (for the graded request) and provisioned once more for the approval route itself."""
+    once here (for the graded request), provisioned once more for the approval route itself, and counted as
+    disclosed about ``subject`` (for the explanation route)."""
     import json
 
     from cryptography.hazmat.primitives import serialization
@@ -579,6 +583,10 @@ def _approval_bodies(runtime: Runtime, bank: str) -> dict[str, Any]:
         actor=Actor(bank, "bank", "api"),
     )
     quote_hash_2, blob_2 = _provisioned(runtime, "model_approval", model, release, None)
+    with runtime.db.transaction() as s:
+        runtime.disclosures.spend(
+            s, bank=bank, subjects=[subject], model_digest=row.model_digest, granularity={subject: "score"}
+        )
     recipient = (
         X25519PrivateKey.generate()
         .public_key()
@@ -588,6 +596,7 @@ def _approval_bodies(runtime: Runtime, bank: str) -> dict[str, Any]:
     quote_hash_3, blob_3 = _provisioned(runtime, "graded_score", request, ("scores", "summary"), recipient)
     return {
         "POST /v1/scoring/approvals": {"quote_hash": quote_hash_2, "model": blob_2},
+        "POST /v1/me/decisions/explain": {"bank_org_id": bank, "model_digest": row.model_digest},
         "POST /v1/scoring/graded": {
             "approval_id": row.id,
             "purpose": "loan_underwriting",
