@@ -17,6 +17,7 @@ from pps.data.datasets.service import DatasetService
 from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
 from pps.governance.disclosure import DisclosureAccounting
+from pps.governance.erasure import Erasure
 from pps.governance.objections import ObjectionService
 from pps.governance.persons import PersonRules
 from pps.governance.policy import CONSENTS_TABLE, PolicyEngine
@@ -89,6 +90,7 @@ class Runtime:
     person_rules: PersonRules
     household_ratings: HouseholdRatings
     explanations: ExplanationService
+    erasure: Erasure
 
     @classmethod
     def build(
@@ -251,6 +253,7 @@ class Runtime:
             person_rules=PersonRules(ledger, consents),
             household_ratings=HouseholdRatings(policy, datasets),
             explanations=ExplanationService(approvals),
+            erasure=Erasure(ledger, consents, datasets),
         )
 
     @property

@@ -36,6 +36,8 @@ from pps_wire.schemas.persons import (
     AssessmentIn,
     AssessmentOut,
     ConsentPreviewOut,
+    ErasedOut,
+    ErasureIn,
     NoticeIn,
     NoticeOut,
     PersonApproval,
@@ -287,3 +289,27 @@ def rating_query(body: RatingQueryIn, caller: Bank, rt: RuntimeDep) -> list[Rati
             RatingAnswerOut(subject=a.subject, grade=a.grade, rated_on=a.rated_on, denied=a.denied)
             for a in answers
         ]
+
+
+@router.post(
+    "/persons/me/erase",
+    summary="a person withdraws every consent and has its data deleted (PIPL Art. 47); its account closes",
+)
+def erase(body: ErasureIn, caller: Subject, rt: RuntimeDep) -> ErasedOut:
+    if not body.confirm:
+        raise InvalidInput(
+            "set confirm to true to withdraw every consent and delete your data; nothing changed"
+        )
+    with rt.db.transaction() as session:
+        _org, person = _me(rt, session, caller)
+        done = rt.erasure.erase(session, person=person, actor=caller.actor, request_id=current_request_id())
+    rt.features.clear()
+    return ErasedOut(
+        code=done.code,
+        consents_ended=done.consents_ended,
+        datasets=done.datasets,
+        rows_removed=done.rows_removed,
+        versions_shredded=done.versions_shredded,
+        records_deleted=done.records_deleted,
+        erased_at=done.erased_at,
+    )

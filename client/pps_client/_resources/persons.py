@@ -22,6 +22,8 @@ from pps_wire.schemas.persons import (
     AssessmentIn,
     AssessmentOut,
     ConsentPreviewOut,
+    ErasedOut,
+    ErasureIn,
     PersonApproval,
     PersonConsentGrant,
     PersonCreate,
@@ -164,6 +166,13 @@ class Persons(Resource):
         """A free report (two a calendar year, 征信业管理条例 Art. 17; the third raises ``free_reports_exhausted``
         and is not counted): the person's records, consents, history, notices and assessments."""
         return self._client._call("POST", "/v1/persons/me/report", PersonReportOut)
+
+    def erase(self) -> ErasedOut:
+        """Withdraw every consent and delete the person's data (PIPL Art. 47): its rows leave every dataset
+        (the versions that held them are crypto-shredded), its reports, notices and disclosures are deleted,
+        its account closes (this client's token stops working); the ledger keeps the pseudonymous fact."""
+        body = ErasureIn(confirm=True)
+        return self._client._call("POST", "/v1/persons/me/erase", ErasedOut, json_body=dumps(body))
 
     # --- a bank -------------------------------------------------------------------------------------------
 

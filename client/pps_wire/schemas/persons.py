@@ -112,3 +112,17 @@ class RatingAnswerOut(Response):
     grade: str | None = None
     rated_on: str | None = None
     denied: str | None = Field(None, description="why no rating was released for this household")
+
+
+class ErasureIn(Request):
+    confirm: bool = Field(description="true: withdraw every consent and delete my data (PIPL Art. 47)")
+
+
+class ErasedOut(Response):
+    code: str
+    consents_ended: int
+    datasets: int
+    rows_removed: int
+    versions_shredded: int
+    records_deleted: int
+    erased_at: datetime
