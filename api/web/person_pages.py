@@ -25,7 +25,7 @@ from pps.governance.products import PRODUCTS
 from pps.identity.persons import is_person_code
 from pps.infra.storage.tables import ConsentState, Organization, Role, utcnow
 from pps_wire.schemas import ExplainIn
-from pps_wire.schemas.persons import PersonConsentGrant
+from pps_wire.schemas.persons import ErasureIn, PersonConsentGrant
 
 from .core import (
     LANG_COOKIE,
@@ -103,6 +103,14 @@ MESSAGES.update(
         "person_lowers": ("lowers your risk", "让您的风险变低"),
         "person_weight": ("share", "占比"),
         "person_times_used": ("times", "次"),
+        "person_erase": ("Delete my data and leave", "删除我的数据并退出"),
+        "person_erase_warn": (
+            "Every bank loses your consent at once, your records are deleted from every department's data, and "
+            "your account closes. This cannot be undone.",
+            "所有银行的授权马上停止，各部门登记的您的信息都会删除，您的账户也会关闭。删除后不能恢复。",
+        ),
+        "person_erase_confirm": ("Yes, delete everything", "确认全部删除"),
+        "person_erased": ("Your data was deleted.", "您的数据已删除。"),
         "person_object": (
             "If a record is wrong, you can object to it (free).",
             "如果某项记录不对，您可以免费提出异议。",
@@ -278,3 +286,13 @@ def person_explain(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
         for d in why.drivers
     }
     return render(page, page.request, "person_explain.html", why=why, names=names, purposes=_labels(page))
+
+
+@router.post("/person/erase", response_class=HTMLResponse)
+def person_erase(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
+    """PIPL Art. 47 (and Art. 15: withdrawal as easy as consent): one confirmed tap deletes the person's data."""
+    page = _require_person(page)
+    if one(form, "confirm") != "yes":
+        raise InvalidInput("tick the box to confirm / 请勾选确认")
+    done = call(page, persons.erase, ErasureIn(confirm=True), page.caller, rt)
+    return render(page, page.request, "person_erased.html", done=done)

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from models.households import generate_households
@@ -34,6 +36,7 @@ from pps.ledger.entry import OPERATOR
 from pps.ledger.verify import verify_ledger
 from pps.runtime import Runtime
 from pps_client import APIError, Client
+from tests.api.web.conftest import csrf_of, log_in
 from tests.conftest import OrgFactory
 from tests.pps.persons.test_person_rules import _assess, _terms
 from tests.pps.services.scoring.conftest import upload_tables
@@ -57,7 +60,12 @@ def _keys(rt: Runtime) -> dict[tuple[str, int], list[str]]:
 
 
 def test_a_person_erases_its_data_and_the_ledger_keeps_the_fact(
-    runtime: Runtime, make_org: OrgFactory, base_url: str, http: Callable[..., httpx.Client], tmp_path: Path
+    runtime: Runtime,
+    make_org: OrgFactory,
+    base_url: str,
+    app: FastAPI,
+    http: Callable[..., httpx.Client],
+    tmp_path: Path,
 ) -> None:
     data = generate_households(30, 8, months=4)
     ids = upload_tables(runtime, make_org, data.provider_tables(), tmp_path)
@@ -67,9 +75,12 @@ def test_a_person_erases_its_data_and_the_ledger_keeps_the_fact(
     with runtime.db.transaction() as s:
         a = runtime.persons.onboard(s, resident_id=numbers[0], kind=PersonKind.household, actor=OPERATOR)
         b = runtime.persons.onboard(s, resident_id=numbers[1], kind=PersonKind.household, actor=OPERATOR)
-        token = runtime.identity.issue_token(
-            s, org=a.org, label="phone", ttl=__import__("datetime").timedelta(days=1), actor=OPERATOR
-        ).secret
+        token, token_b = (
+            runtime.identity.issue_token(
+                s, org=o, label="phone", ttl=__import__("datetime").timedelta(days=1), actor=OPERATOR
+            ).secret
+            for o in (a.org, b.org)
+        )
     _assess(runtime)
     with runtime.db.transaction() as s:
         for who in (a, b):
@@ -156,3 +167,17 @@ def test_a_person_erases_its_data_and_the_ledger_keeps_the_fact(
     with pytest.raises(APIError):
         Client(base_url, token).persons.erase()
     assert np.all([code not in k for k in _keys(runtime).values()])
+
+    # the other household does it on its phone: one confirmed tap
+    portal = TestClient(app)
+    try:
+        assert log_in(portal, token_b).status_code == 303
+        home = portal.get("/ui/person")
+        assert "删除我的数据并退出" in home.text
+        r = portal.post("/ui/person/erase", data={"csrf": csrf_of(home.text)})
+        assert r.status_code in (400, 422) and all(other in k for k in _keys(runtime).values())
+        r = portal.post("/ui/person/erase", data={"csrf": csrf_of(home.text), "confirm": "yes"})
+        assert r.status_code == 200 and "您的数据已删除" in r.text, r.text
+    finally:
+        portal.close()
+    assert all(other not in k for k in _keys(runtime).values())
