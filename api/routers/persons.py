@@ -107,13 +107,26 @@ def _purposes_of(session: Session, code: str) -> list[str]:
 )
 def onboard(body: PersonCreate, caller: Admin, rt: RuntimeDep) -> PersonPublic:
     with rt.db.transaction() as session:
-        done = rt.persons.onboard(
-            session,
-            resident_id=body.resident_id,
-            kind=PersonKind(body.kind),
-            actor=caller.actor,
-            request_id=current_request_id(),
-        )
+        if body.uscc is not None:
+            if body.kind != PersonKind.individual_business.value:
+                raise InvalidInput(
+                    "a uscc is given only for an individual business (kind individual_business)"
+                )
+            done = rt.persons.onboard_business(
+                session,
+                uscc=body.uscc,
+                owner_resident_id=body.resident_id,
+                actor=caller.actor,
+                request_id=current_request_id(),
+            )
+        else:
+            done = rt.persons.onboard(
+                session,
+                resident_id=body.resident_id,
+                kind=PersonKind(body.kind),
+                actor=caller.actor,
+                request_id=current_request_id(),
+            )
         return _public(done.person)
 
 

@@ -22,8 +22,9 @@ from api.routers import consent, persons, scoring
 from pps.errors import InvalidInput, NotFound
 from pps.governance.consent import PURPOSES
 from pps.governance.products import PRODUCTS
-from pps.identity.persons import is_person_code
+from pps.identity.persons import is_personal
 from pps.infra.storage.tables import ConsentState, Organization, Role, utcnow
+from pps.runtime import Runtime
 from pps_wire.schemas import ExplainIn
 from pps_wire.schemas.persons import ErasureIn, PersonConsentGrant
 
@@ -154,9 +155,11 @@ def _person_page(page: Web) -> Web:
     return replace(page, lang=asked if asked in ("en", "zh") else "zh")
 
 
-def _require_person(page: Web) -> Web:
+def _require_person(page: Web, rt: Runtime) -> Web:
     require(page, Role.subject)
-    if page.caller.uscc is None or not is_person_code(page.caller.uscc):
+    with rt.db.transaction(write=False) as s:
+        personal = page.caller.uscc is not None and is_personal(s, page.caller.uscc)
+    if not personal:
         raise NotFound("this page is for households and individual-business owners")
     return _person_page(page)
 
@@ -170,7 +173,7 @@ def _labels(page: Web) -> dict[str, str]:
 
 @router.get("/person", response_class=HTMLResponse)
 def person_home(page: WebDep, rt: RuntimeDep) -> Response:
-    page = _require_person(page)
+    page = _require_person(page, rt)
     overview = call(page, persons.overview, page.caller, rt)
     found = call(page, consent.list_consents, page.caller, rt, limit=200, state=None, after=None)
     with rt.db.transaction(write=False) as s:
@@ -224,7 +227,7 @@ def _grant_body(form: dict[str, list[str]]) -> PersonConsentGrant:
 def person_preview(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
     """Two screens: tick the items the bank may use (those the product's data contract names), then read
     the warning and confirm, with each sensitive item listed for its separate grant."""
-    page = _require_person(page)
+    page = _require_person(page, rt)
     dataset_id, purpose = one(form, "dataset_id"), one(form, "purpose")
     with rt.db.transaction(write=False) as s:
         ds = rt.datasets.get(s, dataset_id)
@@ -250,7 +253,7 @@ def person_preview(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
 
 @router.post("/person/consents")
 def person_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
-    page = _require_person(page)
+    page = _require_person(page, rt)
     call(page, persons.grant, _grant_body(form), page.caller, rt)
     return redirect(f"{PREFIX}/person", done="person_done_granted")
 
@@ -259,14 +262,14 @@ def person_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
 def person_stop(
     consent_id: Annotated[str, Path(max_length=40)], page: WebDep, rt: RuntimeDep, form: FormDep
 ) -> Response:
-    page = _require_person(page)
+    page = _require_person(page, rt)
     call(page, consent.revoke, consent_id, page.caller, rt)
     return redirect(f"{PREFIX}/person", done="person_done_revoked")
 
 
 @router.post("/person/report", response_class=HTMLResponse)
 def person_report(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
-    page = _require_person(page)
+    page = _require_person(page, rt)
     report = call(page, persons.free_report, page.caller, rt)
     return render(
         page, page.request, "person_report.html", report=report, actions=_ACTIONS_ZH, purposes=_labels(page)
@@ -276,7 +279,7 @@ def person_report(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
 @router.post("/person/decisions/explain", response_class=HTMLResponse)
 def person_explain(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
     """PIPL Art. 24: why a bank's approved model assessed the person as it did, in plain words."""
-    page = _require_person(page)
+    page = _require_person(page, rt)
     body = ExplainIn.model_validate(
         {"bank_org_id": one(form, "bank_org_id"), "model_digest": one(form, "model_digest")}
     )
@@ -291,7 +294,7 @@ def person_explain(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
 @router.post("/person/erase", response_class=HTMLResponse)
 def person_erase(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
     """PIPL Art. 47 (and Art. 15: withdrawal as easy as consent): one confirmed tap deletes the person's data."""
-    page = _require_person(page)
+    page = _require_person(page, rt)
     if one(form, "confirm") != "yes":
         raise InvalidInput("tick the box to confirm / 请勾选确认")
     done = call(page, persons.erase, ErasureIn(confirm=True), page.caller, rt)

@@ -30,7 +30,16 @@ from sqlalchemy.orm import Session
 from pps.data.datasets.schema import DatasetSchema, Sensitivity
 from pps.errors import Conflict, InvalidInput, NotFound, SeparateConsentRequired
 from pps.identity.uscc import validate_uscc
-from pps.infra.storage.tables import Consent, ConsentState, Dataset, Organization, Role, new_id, utcnow
+from pps.infra.storage.tables import (
+    Consent,
+    ConsentState,
+    Dataset,
+    Organization,
+    Person,
+    Role,
+    new_id,
+    utcnow,
+)
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, format_time
 from pps.ledger.store import Ledger
 from pps_wire.checkpoint import NoteSigner, NoteVerifier
@@ -107,8 +116,10 @@ def check_purpose(purpose: str) -> str:
     return purpose
 
 
-def _refuse_person_without_separate_grant(subject: str, separate_grant: bool) -> None:
-    if subject[:1] == "P" and not separate_grant:  # a person code (pps.identity.persons.is_person_code)
+def _refuse_person_without_separate_grant(session: Session, subject: str, separate_grant: bool) -> None:
+    # a person code, or an individual business (USCC 92...) onboarded with its owner: pps.identity.persons
+    personal = subject[:1] == "P" or (subject[:2] == "92" and session.get(Person, subject) is not None)
+    if personal and not separate_grant:
         raise SeparateConsentRequired(
             "a person's consent needs separate grants (PIPL Art. 23, 29; 征信业管理条例 Art. 14): give it "
             "through POST /v1/persons/me/consents, which takes them",
@@ -224,7 +235,7 @@ class ConsentService:
         now = now or utcnow()
         if subject.role is not Role.subject or subject.uscc is None:
             raise InvalidInput("only an enterprise (a subject organisation) can give consent")
-        _refuse_person_without_separate_grant(subject.uscc, separate_grant)
+        _refuse_person_without_separate_grant(session, subject.uscc, separate_grant)
         consent = self._new(session, subject.uscc, bank_org_id, terms, requested_by="subject", now=now)
         return self._activate(session, consent, actor=actor, request_id=request_id, now=now)
 
@@ -296,7 +307,7 @@ class ConsentService:
     ) -> Consent:
         if consent.state is not ConsentState.requested:
             raise Conflict(f"consent {consent.id} is {consent.state.value}, not awaiting a decision")
-        _refuse_person_without_separate_grant(consent.subject_uscc, separate_grant)
+        _refuse_person_without_separate_grant(session, consent.subject_uscc, separate_grant)
         now = now or utcnow()
         if consent.valid_until <= now:
             raise Conflict(f"consent request {consent.id} has expired; the bank must ask again")

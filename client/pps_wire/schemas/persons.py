@@ -14,8 +14,17 @@ from pps_wire.schemas.consent import ConsentGrant
 
 
 class PersonCreate(Request):
-    resident_id: str = Field(min_length=18, max_length=20, description="GB 11643 resident ID number")
+    resident_id: str = Field(
+        min_length=18, max_length=20, description="GB 11643 resident ID number (of the owner, with uscc)"
+    )
     kind: Literal["household", "individual_business"]
+    uscc: str | None = Field(
+        None,
+        min_length=18,
+        max_length=18,
+        description="an individual business's USCC (prefix 92): the business becomes the subject, handled with "
+        "the person rules; kind must be individual_business",
+    )
 
 
 class PersonPublic(Response):

@@ -245,6 +245,8 @@ class DatasetService:
             rows = len(chunk[schema.subject_key])
             if persons_keyed:
                 persons_named.update(chunk[schema.subject_key])
+            else:  # individual businesses (92...) that may have been erased as persons
+                persons_named.update(k for k in chunk[schema.subject_key] if str(k)[:2] == "92")
             conn.execute(
                 insert(DatasetChunk),
                 [
@@ -293,10 +295,8 @@ class DatasetService:
     @staticmethod
     def _check_erased(session: Session, codes: set[str]) -> None:
         """No rows about a person who had its data erased (PIPL Art. 47): the provider must drop them."""
-        erased = sorted(
-            session.scalars(
-                select(Person.code).where(Person.code.in_(sorted(codes)), Person.erased_at.is_not(None))
-            )
+        erased = sorted(  # few persons erase: intersect here rather than bind every code of the upload
+            codes & set(session.scalars(select(Person.code).where(Person.erased_at.is_not(None))))
         )
         if erased:
             raise UploadRejected(
