@@ -22,12 +22,12 @@ demo: $(STAMP)
 ## the test suite on every core (SQLite; set PPS_TEST_DATABASE_URL to run the storage and ledger suites on
 ## PostgreSQL); the slowest end-to-end cases (marked e2e) run with `make test-e2e`, and both in .ci/run
 test: $(STAMP)
-	$(PY) -m pytest --numprocesses=auto -m "not e2e"
+	$(PY) -m pytest --numprocesses=auto --dist=worksteal -m "not e2e"
 
 ## the end-to-end cases: the demo scenario, the notebooks, the browser walks (Debian's chromium), the SDK
 ## installed alone in a fresh venv, `pps serve` and the CLIs as subprocesses
 test-e2e: $(STAMP)
-	$(PY) -m pytest --numprocesses=auto -m e2e
+	$(PY) -m pytest --numprocesses=auto --dist=worksteal -m e2e
 
 ## the API at http://127.0.0.1:8000 (OpenAPI docs at /docs)
 serve: $(STAMP)

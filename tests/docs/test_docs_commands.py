@@ -575,6 +575,7 @@ def run_blocks(blocks: list[Block], s: Session, report: list[str]) -> None:
             )
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_every_command_in_the_docs_runs(tmp_path: Path, sessions: list[Session], database_url: str) -> None:
     """The README walk-through first, then every other block in the same installation; a block that sets up
     its own (``export PPS_...``) runs in a fresh session, in a thread beside the main one (two cores)."""

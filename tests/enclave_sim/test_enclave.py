@@ -76,6 +76,7 @@ def platform_body(gc: GermanCredit, order: np.ndarray[Any, Any] | None = None) -
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_german_credit_in_the_enclave_matches_plaintext(
     enclave: EnclaveHost, vendor: Ed25519PrivateKey, german_credit: GermanCredit
 ) -> None:

@@ -305,6 +305,7 @@ def test_table_write_csv_creates_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_hundred_thousand_enterprises() -> None:
     n = 100_000
     data = generate(n, 1)

@@ -12,6 +12,7 @@ from protocols import vertical_lr as vl
 from tests.protocols.vertical_lr.common import compare_with_centralised, run, small_data
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_breast_cancer_matches_reference_and_centralised(
     breast: datasets.VerticalSplit, coordinator_key: pf.PrivateKey
 ) -> None:
@@ -33,6 +34,7 @@ def test_breast_cancer_matches_reference_and_centralised(
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_german_credit_matches_centralised(coordinator_key: pf.PrivateKey) -> None:
     split = datasets.german_credit_vertical()
     assert split.guest_train.shape == (700, 6) and split.host_train.shape == (700, 56)

@@ -39,7 +39,7 @@ def make_executor(name: str, request: pytest.FixtureRequest, *, max_retries: int
     return RayExecutor(workers=2, max_retries=max_retries)
 
 
-@pytest.fixture(params=["inline", "pool", "ray"])
+@pytest.fixture(params=["inline", "pool", pytest.param("ray", marks=pytest.mark.e2e)])
 def executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
     """Every backend."""
     ex = make_executor(request.param, request)
@@ -47,7 +47,7 @@ def executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
     ex.close()
 
 
-@pytest.fixture(params=["pool", "ray"])
+@pytest.fixture(params=["pool", pytest.param("ray", marks=pytest.mark.e2e)])
 def remote_executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
     """The backends whose workers are other processes (which can die without taking the coordinator)."""
     ex = make_executor(request.param, request, max_retries=1)

@@ -65,7 +65,7 @@ def test_a_worker_checks_the_context_and_model_again(executor: Executor, key: Ba
         list(executor.map_chunks(scoring.score_chunk, [np.zeros((4, 1))], shared=shared))
 
 
-@pytest.fixture(params=["pool", "ray"])
+@pytest.fixture(params=["pool", pytest.param("ray", marks=pytest.mark.e2e)])
 def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Settings:
     """The runtime's settings with the executor under test (PPS_EXECUTOR, PPS_EXECUTOR_WORKERS)."""
     if request.param == "ray":

@@ -233,6 +233,7 @@ def host(vendor: Ed25519PrivateKey) -> Iterator[EnclaveHost]:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_the_bfv_pair_survives_a_restart_only_sealed_and_stays_bound(
     host: EnclaveHost, vendor: Ed25519PrivateKey
 ) -> None:
@@ -302,6 +303,7 @@ def world(runtime: Runtime, make_org: OrgFactory, base_url: str) -> dict[str, An
 
 @pytest.mark.db
 @pytest.mark.slow
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_an_integer_column_is_sealed_under_bfv_and_aggregated(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
@@ -338,6 +340,7 @@ def test_an_integer_column_is_sealed_under_bfv_and_aggregated(
 
 @pytest.mark.db
 @pytest.mark.slow
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_scoring_refuses_an_integer_column(runtime: Runtime, base_url: str, world: dict[str, Any]) -> None:
     with (
         Client(base_url, world["bank"].token, timeout=120) as bank,
@@ -374,6 +377,7 @@ def _body(
 
 @pytest.mark.db
 @pytest.mark.slow
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_bad_integer_uploads_are_refused_before_storage(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
@@ -415,6 +419,7 @@ def test_bad_integer_uploads_are_refused_before_storage(
 
 @pytest.mark.db
 @pytest.mark.slow
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_rotation_rotates_both_pairs(runtime: Runtime, base_url: str, world: dict[str, Any]) -> None:
     old = world["context"]
     with Client(base_url, world["admin"].token, timeout=120) as admin:

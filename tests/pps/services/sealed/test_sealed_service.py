@@ -297,6 +297,7 @@ def test_bad_uploads_are_refused_before_storage(
         assert refused.value.reason == "measurement"
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_rotating_the_he_key_is_an_audited_migration(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:
@@ -396,6 +397,7 @@ def test_a_plaintext_upload_into_a_sealed_dataset_is_refused(
         assert ds is not None and ds.current_version is None
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_sealed_aggregates_are_under_the_differencing_control(
     runtime: Runtime, base_url: str, world: dict[str, Any]
 ) -> None:

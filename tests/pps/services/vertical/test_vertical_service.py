@@ -339,6 +339,7 @@ def test_bad_frames_and_strangers_change_nothing(
         assert e.value.status == 422
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_a_restart_mid_training_fails_the_session_cleanly(
     runtime: Runtime, settings: Any, base_url: str, world: dict[str, Any]
 ) -> None:
@@ -373,6 +374,7 @@ def test_a_restart_mid_training_fails_the_session_cleanly(
     ]
 
 
+@pytest.mark.e2e  # heavy: run by `make test-e2e` and .ci/run, not `make test`
 def test_the_cli_trains_keeps_the_bank_half_and_lists_the_model(
     runtime: Runtime, base_url: str, world: dict[str, Any], tmp_path: Path
 ) -> None:
