@@ -5,7 +5,8 @@ uploads household ratings and production keyed by ID number (pseudonymised on ar
 refused a consent without its separate grants, then grants one after reading the Art. 14 warning; Bank A's
 authorised 农牧贷 rating query gets its grade; a household model Bank A encrypted itself is refused, the enclave
 approves Bank A's 农牧贷 scorecard on the households' features, and the approved model scores the household over
-the granted fields only; the household reads two free reports (a third is refused)
+the granted fields only; the household asks why (PIPL Art. 24) and the enclave names the features that mattered
+most; the household reads two free reports (a third is refused)
 and its access history; the ID number is nowhere in the database or the ledger.
 """
 
@@ -180,6 +181,17 @@ def run_household_step(
                 f"PD {scored.as_dict().get(code, float('nan')):.3f}"
                 if scored.subjects
                 else str(scored.not_scored),
+            )
+            decisions = herder.get("/v1/me/decisions").json()
+            why = herder.post(
+                "/v1/me/decisions/explain",
+                json={"bank_org_id": bank_id, "model_digest": approval["model_digest"]},
+            ).json()
+            drivers = why.get("drivers", [])
+            checks.check(
+                "the household asks why (PIPL Art. 24): the enclave names what mattered most, no weight",
+                len(decisions) == 1 and bool(drivers) and "weights" not in why,
+                ", ".join(f"{d['feature']} {d['direction']} risk ({d['share']:.0%})" for d in drivers),
             )
             left = [herder.post("/v1/persons/me/report").json()["free_reports_left"] for _ in range(2)]
             third = herder.post("/v1/persons/me/report")

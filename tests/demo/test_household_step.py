@@ -54,3 +54,4 @@ def test_the_household_step_passes_every_check(
     assert not failed, failed
     made = " | ".join(what for what, _ok, _d in checks.made)
     assert "the enclave approves Bank A's 农牧贷 scorecard" in made and "encrypted itself is refused" in made
+    assert "the household asks why (PIPL Art. 24)" in made
