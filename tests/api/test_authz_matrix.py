@@ -86,6 +86,8 @@ class Party:
     repairs: dict[str, str]
     person: Party
     """(the subject party) a household on the platform: the /v1/persons/me routes are a person's"""
+    erasable: Party
+    """(the person party) another household, which erases its data (the erasure closes its account)"""
     bodies: dict[str, Any]
     jobs: dict[str, str]
     federations: dict[str, str]
@@ -330,7 +332,28 @@ def _person(
         "POST /v1/persons/notices": {"code": code, "dataset_id": provider.dataset_id, "text": "matrix"},
         "POST /v1/impact-assessments": assessment,
         "POST /v1/household-ratings/query": {"purpose": "loan_underwriting", "subjects": [code]},
+        "POST /v1/persons/me/erase": {"confirm": True},
     }
+    # the erasure closes the person's account: a second household asks for it, so the first stays usable
+    with runtime.db.transaction() as s:
+        leaving = runtime.persons.onboard(
+            s, resident_id=make_resident_id("63282119800101456"), kind=PersonKind.household, actor=OPERATOR
+        )
+        leaving_token = runtime.identity.issue_token(
+            s, org=leaving.org, label="matrix", ttl=timedelta(days=1), actor=OPERATOR
+        )
+    person.erasable = Party(
+        OrgHandle(
+            leaving.org.id,
+            leaving.org.name,
+            Role.subject,
+            leaving.person.code,
+            leaving_token.secret,
+            leaving_token.token.id,
+        ),
+        http,
+        make_org(Role.bank),
+    )
     return person, bodies
 
 
@@ -868,6 +891,9 @@ def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx
             n += 1
             if role is Role.subject and route.path.startswith("/v1/persons/me"):
                 party = party.person
+                if route.path == "/v1/persons/me/erase":
+                    party.erasable.bodies = party.bodies
+                    party = party.erasable
             r = call(party.client, route, party.fill(route.path, sorted(route.methods)[0]), n, party.bodies)
             allowed = not roles or role in roles
             if allowed and r.status_code not in (200, 201, 202):
