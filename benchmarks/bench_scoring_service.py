@@ -65,7 +65,8 @@ def setup(rt: Runtime, n: int, tmp: Path) -> tuple[str, str, list[str], dict[str
             s, name="bench provider", role=Role.data_provider, uscc=None, actor=OPERATOR
         )
         bank = rt.identity.create_org(s, name="bench bank", role=Role.bank, uscc=None, actor=OPERATOR)
-        token = rt.identity.issue_token(s, org=bank, label="bench", ttl=timedelta(days=1), actor=OPERATOR)
+        code = rt.identity.issue_enrolment_code(s, org=bank, actor=OPERATOR).secret  # the bank mints its own
+        token = rt.identity.redeem_enrolment_code(s, code=code, label="bench", ttl=timedelta(days=1))[1]
         bank_id, secret = bank.id, token.secret
         provider_id = admin.id
     for table in data.provider_tables():

@@ -50,7 +50,7 @@ def main() -> None:
     from pps.ledger.replay import Reconciler
     from pps.ledger.verify import verify_ledger
     from pps.runtime import Runtime
-    from tests.helpers import uscc_for
+    from tests.helpers import signed, uscc_for
     from tests.pps.data.datasets.conftest import TAX_SCHEMA
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +92,9 @@ def main() -> None:
                     assert bank_org is not None
                     for u in usccs[start : start + 1000]:
                         c = rt.consents.request(s, bank=bank_org, subject_uscc=u, terms=terms, actor=OPERATOR)
-                        rt.consents.approve(s, c, actor=Actor(None, "subject", "api"))
+                        rt.consents.approve(
+                            s, c, signed=signed(rt, s, c), actor=Actor(None, "subject", "api")
+                        )
             req = Request(bank_id, tuple(usccs), {ds: ("tax_paid",)}, "score", "loan_underwriting")
 
             def release(n: int) -> None:

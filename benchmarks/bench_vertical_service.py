@@ -67,9 +67,10 @@ def build(rows: int, tmp: Path) -> tuple[Runtime, dict[str, str], list[str], dic
     data = generate(rows, seed=21)
     with rt.db.transaction() as s:
         bank = rt.identity.create_org(s, name="Bank A", role=Role.bank, uscc=None, actor=OPERATOR)
-        token = rt.identity.issue_token(
-            s, org=bank, label="bench", ttl=timedelta(days=1), actor=OPERATOR
-        ).secret
+        code = rt.identity.issue_enrolment_code(s, org=bank, actor=OPERATOR).secret  # the bank mints its own
+        token = rt.identity.redeem_enrolment_code(s, code=code, label="bench", ttl=timedelta(days=1))[
+            1
+        ].secret
         for table in data.provider_tables():
             provider = rt.identity.create_org(
                 s, name=f"provider of {table.name}", role=Role.data_provider, uscc=None, actor=OPERATOR

@@ -2,7 +2,8 @@
 
 A herding household in Ulan county (Haixi) is onboarded by its resident ID number; the agriculture bureau
 uploads household ratings and production keyed by ID number (pseudonymised on arrival); the household is
-refused a consent without its separate grants, then grants one after reading the Art. 14 warning; Bank A's
+refused a consent without its separate grants, then — with the one-time code the township office handed it and
+the key it enrolled on its phone (issue 24) — grants one after reading the Art. 14 warning, signed; Bank A's
 authorised 农牧贷 rating query gets its grade; a household model Bank A encrypted itself is refused, the enclave
 approves Bank A's 农牧贷 scorecard on the households' features, and the approved model scores the household over
 the granted fields only; the household asks why (PIPL Art. 24) and the enclave names the features that mattered
@@ -24,6 +25,7 @@ from rich.console import Console
 from models.households import generate_households, household_model
 from pps_client import APIError, Client
 from pps_wire.resident_id import mask_resident_id
+from pps_wire.subject_sign import SubjectKey, action_document, signed_action
 from protocols.he_scoring import BankScoringKey
 
 PURPOSE = "farm_herding_loan"
@@ -35,6 +37,22 @@ class _Checks(Protocol):
 
 def _call(client: httpx.Client, method: str, path: str, **kw: Any) -> httpx.Response:
     return client.request(method, path, **kw)
+
+
+def _signed(key: SubjectKey, code: str, terms: dict[str, Any], separate: dict[str, Any]) -> dict[str, Any]:
+    """The grant's body with the household's signature over its terms and separate grants."""
+    doc = action_document(
+        action="grant",
+        subject=code,
+        bank=terms["bank_org_id"],
+        purpose=terms["purpose"],
+        scope=terms["scope"],
+        operations=terms["operations"],
+        valid_until=datetime.fromisoformat(terms["valid_until"]),
+        granularity=terms.get("granularity"),
+        separate=separate,
+    )
+    return terms | {"separate": separate, "signature": signed_action(key, doc)}
 
 
 def run_household_step(
@@ -93,9 +111,15 @@ def run_household_step(
         checks.check(
             "the household is shown only masked", person["id_masked"] == mask_resident_id(resident_id)
         )
-        herder_token = admin.post(f"/v1/orgs/{person['org_id']}/tokens", json={"label": "phone"}).json()[
-            "token"
-        ]
+        # the township office hands the household its one-time code; the household mints its own token and
+        # enrols the key on its phone after the real-name check (issue 24): the operator holds neither
+        herder_token = httpx.post(
+            f"{url}/v1/enrol", json={"code": person["enrolment_code"], "label": "phone"}, timeout=60
+        ).json()["token"]["token"]
+        herder_key = SubjectKey.generate()
+        Client(url, herder_token).keys.enrol(
+            herder_key, representative_name="才让", representative_id=resident_id
+        )
         admin.post(
             "/v1/impact-assessments",
             json={
@@ -137,9 +161,10 @@ def run_household_step(
                 "sensitive_fields": preview["sensitive_fields"],
                 "warning_sha256": preview["warning_sha256"],
             }
-            r = herder.post("/v1/persons/me/consents", json=terms | {"separate": separate})
+            r = herder.post("/v1/persons/me/consents", json=_signed(herder_key, code, terms, separate))
             checks.check(
-                "the household grants Bank A separately, field by field, after the Art. 14 warning",
+                "the household grants Bank A separately, field by field, after the Art. 14 warning, "
+                "signed with its own key",
                 r.status_code == 201,
                 r.json().get("id", r.text),
             )

@@ -33,6 +33,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from demo.keyring import subject_key
 from models.synth import PlatformData, generate
 from pps import errors
 from pps.infra.settings import Settings
@@ -79,6 +80,8 @@ class Sandbox:
     _stack: ExitStack = field(repr=False)
     _owns_dir: bool = field(default=True, repr=False)
     _closed: bool = field(default=False, repr=False)
+    _keys: dict[str, Any] = field(default_factory=dict, repr=False)
+    """enterprise name -> its own consent-signing key (kept here, as on the enterprise's device)"""
 
     def __post_init__(self) -> None:
         atexit.register(self.close)  # a notebook kernel that stops without close() leaves no files behind
@@ -94,7 +97,7 @@ class Sandbox:
             raise errors.InvalidInput(
                 f"no organisation {name!r} in this sandbox; it has: {', '.join(self.tokens)}"
             )
-        return Client(self.url, self.tokens[name], timeout=timeout)
+        return Client(self.url, self.tokens[name], timeout=timeout, subject_key=self._keys.get(name))
 
     def grant_consents(
         self,
@@ -121,7 +124,7 @@ class Sandbox:
         granted: dict[str, str] = {}
         until = utcnow() + timedelta(days=valid_days)
         for uscc, name in zip(subjects, names, strict=True):
-            with Client(self.url, self.tokens[name]) as enterprise:
+            with Client(self.url, self.tokens[name], subject_key=self._keys[name]) as enterprise:
                 consent = enterprise.consents.grant(
                     self.orgs[bank]["id"],
                     purpose=purpose,
@@ -142,9 +145,11 @@ class Sandbox:
             for uscc in missing:
                 name = f"Enterprise {uscc}"
                 org = rt.identity.create_org(session, name=name, role=Role.subject, uscc=uscc, actor=OPERATOR)
-                issued = rt.identity.issue_token(
-                    session, org=org, label="sandbox", ttl=timedelta(days=7), actor=OPERATOR
+                code = rt.identity.issue_enrolment_code(session, org=org, actor=OPERATOR)
+                _, issued = rt.identity.redeem_enrolment_code(
+                    session, code=code.secret, label="sandbox", ttl=timedelta(days=7)
                 )
+                self._keys[name] = subject_key(rt, session, uscc)  # the enterprise's own key, enrolled
                 self.orgs[name] = {"id": org.id, "name": name, "role": "subject", "uscc": uscc}
                 self.tokens[name] = issued.secret
                 by_uscc[uscc] = name
@@ -223,8 +228,9 @@ def start_sandbox(
             plan += [(b, "bank") for b in BANKS] + [(AUDITOR, "auditor")]
             for name, role in plan:
                 org = admin.orgs.create(name, role)
-                orgs[name] = org.model_dump(mode="json")
-                tokens[name] = admin.tokens.issue(org.id, label="sandbox").token
+                orgs[name] = org.model_dump(mode="json", exclude={"enrolment_code"})
+                # each organisation redeems its own one-time code: the operator never mints a bank's token
+                tokens[name] = Client(url).orgs.enrol(org.enrolment_code, label="sandbox").token.token
         csv_dir = root / "synth"
         for table in data.provider_tables():
             table.write_csv(csv_dir)

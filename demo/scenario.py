@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from demo.households import run_household_step
+from demo.operator import REP_IDS, operator_bounds
 from demo.repair import add_demo_records, months_back, repair_step
 from demo.training import german_credit_step, horizontal_step, vertical_steps, write_report
 from models.synth import generate
@@ -50,6 +51,7 @@ from pps_client import (
     verify_receipt,
 )
 from pps_wire.schemas import OrgPublic
+from pps_wire.subject_sign import SubjectKey
 from protocols.he_scoring import BankScoringKey
 
 DEMO_ENTERPRISES = 20_000
@@ -146,6 +148,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         enterprises = [str(u) for u in data.registry.columns["uscc"][:5]]
         data, demo_records = add_demo_records(data, enterprises)
         tokens: dict[str, str] = {}
+        keys: dict[str, SubjectKey] = {}
         orgs: dict[str, OrgPublic] = {}
         plan: list[tuple[str, str, str | None]] = [
             ("Qinghai Market Regulation", "data_provider", None),
@@ -158,17 +161,38 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             ("PBoC Xining audit office", "auditor", None),
         ]
         plan += [(f"Enterprise {i + 1}", "subject", code) for i, code in enumerate(enterprises)]
+        anonymous = Client(url)
         for name, role, uscc in plan:
-            org = admin.orgs.create(name, role, uscc=uscc)
-            orgs[name] = org
-            tokens[name] = admin.tokens.issue(org.id, label="demo").token
+            created = admin.orgs.create(name, role, uscc=uscc)
+            orgs[name] = created
+            # the code goes to the organisation out of band (a letter); it mints its own first token with it
+            tokens[name] = anonymous.orgs.enrol(created.enrolment_code, label="demo").token.token
         table = Table("organisation", "role", "id", "USCC")
         for name, org in orgs.items():
             table.add_row(name, org.role.value, org.id, org.uscc or "")
         console.print(table)
-        checks.check(f"{len(plan)} organisations onboarded, each with a token", len(orgs) == len(plan))
+        checks.check(
+            f"{len(plan)} organisations onboarded, each minting its first token from a one-time enrolment code",
+            len(orgs) == len(plan),
+        )
+        for i in range(len(enterprises)):  # each enterprise's key, made and kept on its own device
+            name = f"Enterprise {i + 1}"
+            keys[name] = SubjectKey.generate("sm2" if i == 0 else "ed25519")
+            with Client(url, tokens[name]) as itself:
+                itself.keys.enrol(
+                    keys[name],
+                    representative_name=f"Legal representative {i + 1}",
+                    representative_id=REP_IDS[i],
+                )
+        checks.check(
+            "each enterprise enrolled its own consent-signing key after the real-name step (Enterprise 1: SM2)",
+            len(keys) == len(enterprises),
+        )
 
-        client = {name: Client(url, token, timeout=DEMO_TIMEOUT_S) for name, token in tokens.items()}
+        client = {
+            name: Client(url, token, timeout=DEMO_TIMEOUT_S, subject_key=keys.get(name))
+            for name, token in tokens.items()
+        }
         bank_a, bank_c = client["Bank A"], client["Bank C"]
         auditor = client["PBoC Xining audit office"]
         enterprise = client["Enterprise 1"]
@@ -198,10 +222,12 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             "the refused request left no trace", auditor.ledger.checkpoint().tree_size == size_before
         )
         bank_c_token = bank_c.me().token_id
-        admin.tokens.revoke(bank_c_token)
+        second_c = bank_c.tokens.issue(orgs["Bank C"].id, label="demo, second token").token
+        bank_c.tokens.revoke(bank_c_token)
         checks.refused(
             "Bank C's revoked token stops working at once", AuthenticationError, "token_revoked", bank_c.me
         )
+        tokens["Bank C"] = second_c
 
         console.rule(
             f"[bold]4. Providers upload {DEMO_ENTERPRISES:,} enterprises' data, validated and encrypted"
@@ -290,6 +316,8 @@ def run_demo(data_dir: Path, console: Console) -> bool:
                 orgs["Bank A"].id, **{**terms, "scope": {datasets["court"]: ["case_id"]}}
             ),
         )
+
+        operator_bounds(console, checks, admin, anonymous, orgs, enterprises, keys, tokens, url)
 
         console.rule(
             "[bold]6. The policy engine decides, per enterprise, with reasons; PSI finds the consented"
@@ -518,7 +546,10 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         actions = [d.action for d in docs]
         checks.check(
             "its history (onboarding, consent, Bank A's policy check, its self-query) is proven against the checkpoint",
-            actions[:2] == ["org.create", "token.issue"]
+            # onboarded by the operator with a one-time code, which the enterprise redeemed itself for its first
+            # token, then its own key enrolled after the real-name step (issue 24)
+            actions[:5]
+            == ["org.create", "org.enrolment_code", "org.enrol", "token.issue", "subject_key.enrol"]
             and {"consent.grant", "policy.admit", "subject.self_query"} <= set(actions),
         )
 
@@ -568,8 +599,9 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         consent_entries = auditor.ledger.entries(action="consent.*", limit=500).items
         checks.check(
             "the auditor filters the ledger: every consent step is there",
-            # 7 of steps 2-5, Enterprise 5's grade consent (6b), and the credit-repair step's grants
-            len(consent_entries) == 8 + made["consents"],
+            # 7 of steps 2-5; the shadow bank's request (3b) and its denial when two operators offboard the
+            # shadow bank; Enterprise 5's grade consent (6b); and the credit-repair step's grants
+            len(consent_entries) == 10 + made["consents"],
             f"{len(consent_entries)} consent entries",
         )
 
@@ -594,7 +626,6 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         german_credit_step(console, checks.check, figures)
 
         console.rule("[bold]9c. Three banks train one model over their own portfolios (secure aggregation)")
-        tokens["Bank C"] = admin.tokens.issue(orgs["Bank C"].id, label="demo, after the revocation").token
         horizontal_step(
             url,
             console,
@@ -613,7 +644,7 @@ def run_demo(data_dir: Path, console: Console) -> bool:
     )
     state = rt.check_state()
     checks.check(
-        "pps audit verify --state: consents, uses, budgets and objections rebuilt from the ledger match their rows",
+        "pps audit verify --state: consents, uses, budgets, objections, subjects' keys and signatures rebuilt from the ledger match their rows",
         state.ok,
         f"{state.entries_replayed} entries replayed, rows compared: "
         + ", ".join(f"{t} {n}" for t, n in sorted(state.rows_checked.items()))

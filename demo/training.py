@@ -15,6 +15,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from demo.keyring import signed
 from models.metrics import Evaluation, evaluate
 from models.synth import PlatformData
 from pps.governance.consent import Terms
@@ -70,7 +71,7 @@ def bulk_consent(
                 granularity="score",  # Bank A decrypts its portfolio's probabilities itself
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=u, terms=terms, actor=SUBJECT)
-            rt.consents.approve(s, c, actor=SUBJECT)
+            rt.consents.approve(s, c, signed=signed(rt, s, c), actor=SUBJECT)
             ids[u] = c.id
     return ids
 

@@ -320,7 +320,8 @@ class EnclaveCore:
                 f"no inputs for handle {handle} (never provisioned, already run, dropped, or the enclave restarted)"
             )
         if h.instance is None:
-            missing = [s for s in h.job.party_slots if s not in h.party] + [
+            required = h.job.party_slots if h.job.required_party_slots is None else h.job.required_party_slots
+            missing = [s for s in required if s not in h.party] + [
                 s for s in h.job.host_slots if s not in h.host
             ]
             if missing:

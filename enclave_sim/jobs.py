@@ -40,6 +40,9 @@ class EnclaveJob(ABC):
     kind: ClassVar[str]
     party_slots: ClassVar[tuple[str, ...]]
     owner_slot: ClassVar[str]
+    required_party_slots: ClassVar[tuple[str, ...] | None] = None
+    """Party slots that must be provisioned before the job starts (None: all of them). A job whose parties may
+    drop out (one slot per bank of a federation) requires only its owner's."""
     host_slots: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[frozenset[str]]
     plain_outputs: ClassVar[frozenset[str]] = frozenset()
@@ -621,11 +624,145 @@ class ExplainDecisionJob(EnclaveJob):
         }
 
 
+# --- bounded influence in horizontal training -----------------------------------------------------------------
+
+MAX_FED_BANKS = 50
+"""slots ``bank1`` .. ``bank50``: a federation's participants by position (pps.services.federated)"""
+MAX_FED_DIM = 1 << 20
+TAIL_LIMIT = 1 << 90
+
+
+def _fed_terms(doc: Any) -> dict[str, Any]:
+    keys = {"federation", "round", "dim", "clip_norm", "max_weight", "tail", "min_banks"}
+    if not isinstance(doc, dict) or set(doc) != keys:
+        raise ProvisioningError(f"the round's terms must be an object with {', '.join(sorted(keys))}")
+    ints = {"round": (0, 10_000), "dim": (1, MAX_FED_DIM), "max_weight": (1, 1 << 24), "tail": (0, 4096)}
+    ints["min_banks"] = (3, MAX_FED_BANKS)
+    for name, (lo, hi) in ints.items():
+        v = doc[name]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ProvisioningError(f"terms: {name} must be an integer in [{lo}, {hi}]")
+    clip = doc["clip_norm"]
+    if isinstance(clip, bool) or not isinstance(clip, int | float) or not 0 < clip <= 1e6:
+        raise ProvisioningError("terms: clip_norm must be a number in (0, 1e6]")
+    if not isinstance(doc["federation"], str) or not 0 < len(doc["federation"]) <= 64:
+        raise ProvisioningError("terms: federation must be a string of 1-64 characters")
+    return doc
+
+
+def _fed_update(data: bytes, terms: dict[str, Any]) -> tuple[FloatArray, int, list[int]]:
+    """One bank's input, checked against the round's terms; raises ProvisioningError naming what is wrong."""
+    doc = _json(data, "the bank's update")
+    if not isinstance(doc, dict) or set(doc) != {"terms", "update", "weight", "tail"}:
+        raise ProvisioningError("an update must be an object with terms, update, weight and tail")
+    if doc["terms"] != terms:
+        raise ProvisioningError(
+            "the update was made for other terms than the round's (clip norm, size, round)"
+        )
+    raw = doc["update"]
+    if not isinstance(raw, list) or len(raw) != terms["dim"]:
+        raise ProvisioningError(f"the update must hold {terms['dim']} numbers")
+    try:
+        update = np.array(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ProvisioningError("the update must hold numbers") from None
+    if not np.all(np.isfinite(update)):
+        raise ProvisioningError("the update holds NaN or infinity")
+    w = doc["weight"]
+    if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= terms["max_weight"]:
+        raise ProvisioningError(f"the weight must be an integer in [1, {terms['max_weight']}]")
+    tail = doc["tail"]
+    if (
+        not isinstance(tail, list)
+        or len(tail) != terms["tail"]
+        or any(isinstance(v, bool) or not isinstance(v, int) or abs(v) >= TAIL_LIMIT for v in tail)
+    ):
+        raise ProvisioningError(f"the tail must hold {terms['tail']} integers below 2^90 in magnitude")
+    return update, w, tail
+
+
+class FedAvgAggregateJob(EnclaveJob):
+    """One FedAvg round aggregated inside the enclave, with a norm bound no bank can evade.
+
+    Inputs: ``terms`` (party, the owner: the initiating bank states the round — federation, round, update size
+    ``dim``, ``clip_norm``, ``max_weight``, tail length, ``min_banks`` — and the output policy ``aggregate``);
+    ``bank1`` .. ``bank50`` (party, one per participant by position, HPKE-encrypted to the enclave under a quote
+    that bank verified): ``{"terms": <the same terms>, "update": [dim numbers], "weight": int, "tail": [ints]}``.
+    Only ``terms`` is required: a bank that never provisions has dropped out.
+
+    The check: every update is parsed here, in the clear; one that is malformed, not finite, made for other
+    terms or over ``max_weight`` is **refused** (its position is named in the output, it adds nothing); every
+    other update is **clipped** to ``clip_norm`` here, whatever the bank did before sending it. The output
+    ``aggregate`` (plain) is ``{"terms": the round's terms, "sum": sum_i w_i clip(u_i), "weight": sum_i w_i, "tail": exact sums, "banks":
+    positions summed, "clipped": how many were clipped, "refused": {position: reason}}``; with fewer than
+    ``min_banks`` accepted updates the job fails and nothing leaves.
+
+    Who learns what: the **enclave** sees each bank's update (trust moves from "the server does not collude
+    with the banks" to "the enclave is what its quote says"); the **host/server** learns exactly what secure
+    aggregation gives it — the sum, the total weight and the tail's sums — plus the number of clipped updates
+    and the refused banks with the reason (a bank that breaks the round's terms is named: JR/T 0196-2020
+    traceability); a **bank** learns the same aggregate as under secure aggregation. A malicious bank moves the
+    mean by at most ``w_i * clip_norm / sum_j w_j`` (``max_weight`` caps ``w_i``): the weight is self-declared,
+    which the enclave cannot check (it never sees the bank's rows). Drop-outs: no shares or unmasking — the
+    round sums the banks that provisioned before the host ran it.
+    """
+
+    kind = "fedavg_aggregate"
+    party_slots = ("terms", *(f"bank{i}" for i in range(1, MAX_FED_BANKS + 1)))
+    owner_slot = "terms"
+    required_party_slots = ("terms",)
+    outputs = frozenset({"aggregate"})
+    plain_outputs = frozenset({"aggregate"})
+
+    def finish(self) -> dict[str, Any]:
+        terms = _fed_terms(_json(self.inputs["terms"], "the round's terms"))
+        total = np.zeros(terms["dim"])
+        tail = [0] * terms["tail"]
+        weight, clipped = 0, 0
+        banks: list[int] = []
+        refused: dict[str, str] = {}
+        clip = float(terms["clip_norm"])
+        for i in range(1, MAX_FED_BANKS + 1):
+            data = self.inputs.get(f"bank{i}")
+            if data is None:
+                continue
+            try:
+                update, w, t = _fed_update(data, terms)
+            except ProvisioningError as exc:
+                refused[str(i)] = exc.message
+                continue
+            norm = float(np.linalg.norm(update))
+            if norm > clip:
+                update = update * (clip / norm)
+                clipped += 1
+            total += w * update
+            weight += w
+            tail = [a + b for a, b in zip(tail, t, strict=True)]
+            banks.append(i)
+        if len(banks) < terms["min_banks"]:
+            raise EnclaveJobError(
+                f"only {len(banks)} acceptable update(s) (refused: {sorted(refused) or 'none'}); a round needs "
+                f"{terms['min_banks']}: nothing was aggregated"
+            )
+        return {
+            "aggregate": {
+                "terms": terms,
+                "sum": [float(v) for v in total],
+                "weight": weight,
+                "tail": tail,
+                "banks": banks,
+                "clipped": clipped,
+                "refused": refused,
+            }
+        }
+
+
 JOBS: dict[str, type[EnclaveJob]] = {
     GBDTJob.kind: GBDTJob,
     VerticalLRCoordinatorJob.kind: VerticalLRCoordinatorJob,
     ModelApprovalJob.kind: ModelApprovalJob,
     GradedScoreJob.kind: GradedScoreJob,
     ExplainDecisionJob.kind: ExplainDecisionJob,
+    FedAvgAggregateJob.kind: FedAvgAggregateJob,
 }
 """The jobs this enclave build runs (part of its measurement: adding one changes the build)."""

@@ -21,13 +21,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import func, select
 
-from pps.errors import LedgerIntegrityError, UnknownSigningKey, translate
+from pps.errors import LedgerIntegrityError, OperatorBounded, UnknownSigningKey, translate
+from pps.identity.service import SELF_CREDENTIALED
 from pps.infra.keys import LEDGER_SIGNING_KEY_FILE, load_ed25519
 from pps.infra.settings import get_settings
 from pps.infra.storage import migrate
 from pps.infra.storage.db import Database
-from pps.infra.storage.tables import Role
+from pps.infra.storage.tables import Consent, ConsentState, Role
 from pps.ledger.entry import OPERATOR
 from pps.ledger.store import EntryFilter, Ledger
 from pps.runtime import Runtime
@@ -195,18 +197,41 @@ def org_create(
     name: Annotated[str, typer.Argument(help="organisation name (unique)")],
     role: Annotated[Role, typer.Option(help="what the organisation does in the safe-room")],
     uscc: Annotated[str | None, typer.Option(help="18-character USCC; required for subjects")] = None,
-    token: Annotated[bool, typer.Option(help="also issue an API token and print it")] = False,
+    token: Annotated[
+        bool, typer.Option(help="also issue an API token and print it (not for a bank or an enterprise)")
+    ] = False,
     ttl_days: Annotated[int, typer.Option(min=1, max=3650)] = 90,
 ) -> None:
-    """Onboard an organisation (a bank, a data provider, an auditor, an enterprise, an admin)."""
+    """Onboard an organisation (a bank, a data provider, an auditor, an enterprise, an admin) and print its
+    one-time enrolment code, to deliver out of band: the organisation redeems it for its first token
+    (`pps-client enrol CODE`). A bank's or an enterprise's token is never minted by the operator."""
+    if token and role in SELF_CREDENTIALED:
+        fail(
+            f"the operator does not mint a {role.value}'s token: deliver the enrolment code out of band and "
+            "let the organisation redeem it (`pps-client enrol CODE`)"
+        )
     with runtime() as rt, rt.db.transaction() as session:
         org = rt.identity.create_org(session, name=name, role=role, uscc=uscc, actor=OPERATOR)
         console.print(f"created {org.role.value} organisation {org.id} ({org.name})")
+        code = rt.identity.issue_enrolment_code(session, org=org, actor=OPERATOR)
+        console.print(
+            f"[bold]one-time enrolment code for {org.name} (deliver it out of band; expires "
+            f"{code.code.expires_at.isoformat(timespec='seconds')}):[/]"
+        )
+        print(code.secret)
         if token:
             issued = rt.identity.issue_token(
                 session, org=org, label="cli", ttl=timedelta(days=ttl_days), actor=OPERATOR
             )
             _print_token(issued.secret, issued.token.id, issued.token.expires_at)
+
+
+def _refuse(rt: Runtime, org_id: str, what: str, exc: OperatorBounded) -> NoReturn:
+    with rt.db.transaction() as session:
+        rt.identity.record_refusal(
+            session, action="operator.refused", actor=OPERATOR, org_id=org_id, reason=f"{what}: {exc.message}"
+        )
+    raise exc
 
 
 @org_app.command("disable")
@@ -242,20 +267,38 @@ def token_issue(
     ttl_days: Annotated[int, typer.Option(min=1, max=3650)] = 90,
 ) -> None:
     """Issue an API token for an organisation and print it (once)."""
-    with runtime() as rt, rt.db.transaction() as session:
-        org = rt.identity.get_org(session, org_id)
-        issued = rt.identity.issue_token(
-            session, org=org, label=label, ttl=timedelta(days=ttl_days), actor=OPERATOR
-        )
-        _print_token(issued.secret, issued.token.id, issued.token.expires_at)
+    with runtime() as rt:
+        try:
+            with rt.db.transaction() as session:
+                org = rt.identity.get_org(session, org_id)
+                issued = rt.identity.issue_token(
+                    session, org=org, label=label, ttl=timedelta(days=ttl_days), actor=OPERATOR
+                )
+                _print_token(issued.secret, issued.token.id, issued.token.expires_at)
+        except OperatorBounded as exc:
+            _refuse(rt, org_id, "issue a token", exc)
 
 
 @token_app.command("revoke")
 def token_revoke(token_id: Annotated[str, typer.Argument(help="token id (tok_...)")]) -> None:
     """Revoke an API token; it stops working at once."""
-    with runtime() as rt, rt.db.transaction() as session:
-        token = rt.identity.revoke_token(session, rt.identity.get_token(session, token_id), actor=OPERATOR)
-        console.print(f"revoked {token.id} of {token.org_id}")
+    with runtime() as rt:
+        with rt.db.transaction() as session:
+            token = rt.identity.get_token(session, token_id)
+            org_id, role = token.org_id, token.org.role
+            if role not in SELF_CREDENTIALED:
+                token = rt.identity.revoke_token(session, token, actor=OPERATOR)
+                console.print(f"revoked {token.id} of {token.org_id}")
+                return
+        _refuse(
+            rt,
+            org_id,
+            f"revoke token {token_id}",
+            OperatorBounded(
+                f"the operator cannot revoke a {role.value}'s credentials alone: two operators do it together "
+                "(POST /v1/break-glass, then a second operator approves)"
+            ),
+        )
 
 
 # --- privacy budgets (aggregate queries) -------------------------------------------------------------
@@ -435,7 +478,8 @@ def audit_verify(
         bool,
         typer.Option(
             "--state",
-            help="also rebuild consents (terms, state, uses), privacy budgets and objections from the entries "
+            help="also rebuild consents (terms, state, uses), privacy budgets, objections, subjects' keys and "
+            "consent signatures from the entries "
             "and name every row that differs (table, id, column, ledger value, row value)",
         ),
     ] = False,
@@ -443,7 +487,8 @@ def audit_verify(
     """Re-derive the whole Merkle tree from the stored entries and check nodes, checkpoints and consistency.
 
     Exits 0 if the ledger is intact, 3 (naming the first bad index) if anything was edited, deleted,
-    inserted or reordered, 4 if all of that holds but checkpoints are signed by a key it was not given (a
+    inserted or reordered, or (naming each) if a consent in force does not carry a valid signature by a key
+    its subject enrolled, 4 if all of that holds but checkpoints are signed by a key it was not given (a
     restored copy verified without its key directory: pass --verifier-key), 5 with --state if the ledger holds
     but a consent, budget or objection row differs from what its entries give, 1 on other errors. It writes
     nothing (no key is made) unless --save is given. Without --against it checks the database against itself
@@ -483,9 +528,29 @@ def audit_verify(
                     fail(exc.message, code=UNKNOWN_KEY_EXIT)
                 unknown_key = exc  # the entries are intact: governed state can still be checked against them
             state_report = _check_state(session, ledger) if state else None
+            from pps.governance.signatures import ConsentSignatures, consents_in_force_unsigned
+            from pps.infra.storage.tables import utcnow
+
+            unsigned = consents_in_force_unsigned(session, ConsentSignatures(), utcnow())
+            consents_checked = session.execute(
+                select(func.count()).select_from(Consent).where(Consent.state == ConsentState.active)
+            ).scalar_one()
             bar.stop()
         if state_report is not None and not state_report.ok:
             _print_divergences(state_report)
+        if unsigned:
+            lines = [
+                f"  {c.id} (subject {c.subject_uscc}, bank {c.bank_org_id}, {c.purpose}): {why}"
+                for c, why in unsigned[:50]
+            ]
+            more = f"\n  ... and {len(unsigned) - 50} more" if len(unsigned) > 50 else ""
+            fail(
+                f"CONSENT WITHOUT THE SUBJECT'S SIGNATURE: {len(unsigned)} consent(s) in force do not carry a "
+                "valid signature by a key their subject enrolled; the policy engine treats them as no "
+                "consent:\n" + "\n".join(lines) + more,
+                code=INTEGRITY_FAILURE_EXIT,
+            )
+        if state_report is not None and not state_report.ok:
             fail(
                 f"GOVERNED STATE DIVERGES FROM THE LEDGER: {len(state_report.divergences)} difference(s) in "
                 f"{', '.join(sorted({d.table for d in state_report.divergences}))}",
@@ -503,6 +568,7 @@ def audit_verify(
     table.add_row("nodes checked", str(report.nodes_checked))
     table.add_row("checkpoints checked", str(report.checkpoints_checked))
     table.add_row("latest checkpoint size", str(report.latest_checkpoint_size))
+    table.add_row("signed consents", f"{consents_checked} active, each signed by its subject")
     if report.consistent_with is not None:
         table.add_row("consistent with saved checkpoint of size", str(report.consistent_with))
     if save is not None:

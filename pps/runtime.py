@@ -22,9 +22,12 @@ from pps.governance.objections import ObjectionService
 from pps.governance.persons import PersonRules
 from pps.governance.policy import CONSENTS_TABLE, PolicyEngine
 from pps.governance.repair import RepairService
+from pps.governance.signatures import ConsentSignatures
 from pps.governance.state import BUDGETS_TABLE
 from pps.governance.statements import StatementService
+from pps.identity.keys import SubjectKeyService
 from pps.identity.persons import PersonRegistry, Pseudonymizer
+from pps.identity.realname import SimulatedRealName
 from pps.identity.service import IdentityService
 from pps.infra import keyring
 from pps.infra.executor import Executor, executor_from_settings
@@ -62,6 +65,7 @@ class Runtime:
     db: Database
     ledger: Ledger
     identity: IdentityService
+    keys: SubjectKeyService
     kms: LocalFileKMS
     datasets: DatasetService
     features: FeatureStore
@@ -104,6 +108,11 @@ class Runtime:
         key = load_or_create_ed25519(settings.resolved_key_dir / LEDGER_SIGNING_KEY_FILE)
         ledger = Ledger(NoteSigner(settings.ledger_origin, key), settings.ledger_origin)
         identity = IdentityService(ledger, settings.secret_key.get_secret_value().encode())
+        subject_keys = SubjectKeyService(
+            ledger,
+            settings.secret_key.get_secret_value().encode(),
+            SimulatedRealName(settings.secret_key.get_secret_value().encode()),
+        )
         kms = LocalFileKMS(settings.resolved_key_dir)
         pseudonyms = Pseudonymizer.from_key_dir(settings.resolved_key_dir)
         datasets = DatasetService(
@@ -136,7 +145,9 @@ class Runtime:
         if open_keys and migrate.is_up_to_date(db.engine):  # else /readyz says the schema needs upgrading
             keyring.open_keys(db, kms, (datasets, objections, repairs, models))
         receipt_key = load_or_create_ed25519(settings.resolved_key_dir / RECEIPT_SIGNING_KEY_FILE)
-        consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key))
+        quarantine = Quarantine()
+        signatures = ConsentSignatures(quarantine)
+        consents = ConsentService(ledger, NoteSigner(settings.receipt_issuer, receipt_key), signatures)
         identity.on_disable.append(consents.close_for_org)
         jobs = JobService(
             db,
@@ -144,8 +155,7 @@ class Runtime:
             workers=settings.job_workers,
             result_ttl=timedelta(hours=settings.job_result_ttl_hours),
         )
-        quarantine = Quarantine()
-        policy = PolicyEngine(ledger, quarantine)
+        policy = PolicyEngine(ledger, quarantine, signatures)
         executor = executor_from_settings(settings)
         psi = PSIService(
             db,
@@ -218,13 +228,14 @@ class Runtime:
             executor=executor,
             unsafe_small_keys=settings.unsafe_small_paillier_keys,
         )
-        federated = FederatedService(db, ledger, registry=models, executor=executor)
+        federated = FederatedService(db, ledger, registry=models, executor=executor, enclave=enclave)
         sealed = SealedService(db, ledger, policy, enclave, datasets, aggregates)
         return cls(
             settings=settings,
             db=db,
             ledger=ledger,
             identity=identity,
+            keys=subject_keys,
             kms=kms,
             datasets=datasets,
             features=features,

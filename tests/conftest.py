@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from pps.infra.settings import Settings, get_settings
 from pps.infra.storage.tables import Role
 from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
+from tests.helpers import subject_key
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 """Test vectors vendored into the repository with their licences (``tests/vectors/*/LICENSE``)."""
@@ -88,10 +90,13 @@ class OrgHandle:
     uscc: str | None
     token: str
     token_id: str
+    key: Any = None
+    """a subject's own consent-signing key (pps_wire.subject_sign.SubjectKey), enrolled"""
 
 
 class OrgFactory:
-    """Creates organisations with a token each, directly through the service (as the operator)."""
+    """Creates organisations as the operator onboards them, each redeeming its one-time enrolment code for its
+    first token; a subject also enrols its own consent-signing key (after the simulated real-name step)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -106,10 +111,12 @@ class OrgFactory:
             uscc = uscc_for(self.count)
         with self.rt.db.transaction() as session:
             org = self.rt.identity.create_org(session, name=name, role=role, uscc=uscc, actor=OPERATOR)
-            issued = self.rt.identity.issue_token(
-                session, org=org, label="test", ttl=timedelta(days=1), actor=OPERATOR
+            code = self.rt.identity.issue_enrolment_code(session, org=org, actor=OPERATOR)
+            _, issued = self.rt.identity.redeem_enrolment_code(
+                session, code=code.secret, label="test", ttl=timedelta(days=1)
             )
-        return OrgHandle(org.id, org.name, org.role, org.uscc, issued.secret, issued.token.id)
+            key = subject_key(self.rt, session, uscc) if role is Role.subject and uscc else None
+        return OrgHandle(org.id, org.name, org.role, org.uscc, issued.secret, issued.token.id, key)
 
 
 @pytest.fixture

@@ -19,16 +19,19 @@ from api.schemas import (
     ConsentGrant,
     ConsentPublic,
     ConsentRequestIn,
+    ConsentSigned,
     DecisionOut,
     Page,
     PolicyCheck,
     PolicyCheckOut,
+    SubjectSignatureIn,
     consent_public,
     consent_terms,
 )
 from pps.errors import InvalidInput, NotFound
 from pps.governance.consent import OPERATIONS, PURPOSES
 from pps.governance.policy import Request as PolicyRequest
+from pps.governance.signatures import SignedAction
 from pps.identity.uscc import validate_uscc
 from pps.infra.storage.tables import Consent, ConsentState, Organization, Role, utcnow
 from pps.ledger.entry import ObjectRef
@@ -50,6 +53,10 @@ def _visible(rt: Runtime, session: Session, caller: Caller, consent_id: str) -> 
     if not (mine or caller.sees_everything):
         raise NotFound(f"consent {consent_id} does not exist")
     return consent
+
+
+def signed_action(sig: SubjectSignatureIn | None) -> SignedAction | None:
+    return None if sig is None else SignedAction(text=sig.text, key_id=sig.key_id, signature=sig.signature)
 
 
 def _own(rt: Runtime, session: Session, caller: Caller, consent_id: str) -> Consent:
@@ -75,6 +82,7 @@ def grant(body: ConsentGrant, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
             subject=subject,
             bank_org_id=body.bank_org_id,
             terms=consent_terms(body),
+            signed=signed_action(body.signature),
             actor=caller.actor,
             request_id=current_request_id(),
         )
@@ -177,12 +185,17 @@ def receipt_key(rt: RuntimeDep) -> dict[str, str]:
     }
 
 
-@router.post("/consents/{consent_id}/approve", summary="approve a bank's request (the subject)")
-def approve(consent_id: str, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
+@router.post(
+    "/consents/{consent_id}/approve", summary="approve a bank's request, signed by your own key (the subject)"
+)
+def approve(
+    consent_id: str, caller: Subject, rt: RuntimeDep, body: ConsentSigned | None = None
+) -> ConsentPublic:
     with rt.db.transaction() as session:
         consent = rt.consents.approve(
             session,
             _own(rt, session, caller, consent_id),
+            signed=signed_action(body.signature if body else None),
             actor=caller.actor,
             request_id=current_request_id(),
         )
@@ -203,11 +216,14 @@ def deny(consent_id: str, body: ConsentDecision, caller: Subject, rt: RuntimeDep
 
 
 @router.post("/consents/{consent_id}/revoke", summary="withdraw consent, effective at once (the subject)")
-def revoke(consent_id: str, caller: Subject, rt: RuntimeDep) -> ConsentPublic:
+def revoke(
+    consent_id: str, caller: Subject, rt: RuntimeDep, body: ConsentSigned | None = None
+) -> ConsentPublic:
     with rt.db.transaction() as session:
         consent = rt.consents.revoke(
             session,
             _own(rt, session, caller, consent_id),
+            signed=signed_action(body.signature if body else None),
             actor=caller.actor,
             request_id=current_request_id(),
         )

@@ -27,6 +27,7 @@ from pps.services.federated import FederationSpec
 from pps_wire.schemas import (
     AcceptIn,
     AdvanceIn,
+    EnclaveInputIn,
     FederationIn,
     FederationOut,
     FederationSummaryOut,
@@ -55,6 +56,11 @@ def federation_spec(body: FederationIn) -> FederationSpec:
         hidden=body.hidden,
         seed=body.seed,
         phase_timeout_s=body.phase_timeout_s,
+        standardise=body.standardise,
+        validation_fraction=body.validation_fraction,
+        patience=body.patience,
+        min_delta=body.min_delta,
+        aggregation=body.aggregation,
         purpose=body.purpose,
     )
 
@@ -135,4 +141,31 @@ def post_message(federation_id: str, body: MessageIn, caller: Bank, rt: RuntimeD
 def advance(federation_id: str, body: AdvanceIn, caller: Bank, rt: RuntimeDep) -> FederationOut:
     with rt.db.transaction() as session:
         rt.federated.advance(session, federation_id, actor=caller.actor, request_id=current_request_id())
+        return _out(rt.federated.view(session, federation_id, caller.org_id))
+
+
+def _sealed(part: Any, what: str) -> tuple[bytes, bytes]:
+    try:
+        return bytes.fromhex(part.quote_hash), base64.b64decode(part.ciphertext, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{what}: ciphertext must be base64") from None
+
+
+@router.post(
+    "/federations/{federation_id}/enclave-input",
+    summary="provision my update to the enclave aggregator (enclave-mode federations)",
+)
+def enclave_input(federation_id: str, body: EnclaveInputIn, caller: Bank, rt: RuntimeDep) -> FederationOut:
+    update = _sealed(body.update, "update")
+    terms = _sealed(body.terms, "terms") if body.terms is not None else None
+    rt.enclave.host()  # started outside the transaction: a start is a ledger entry of its own
+    with rt.db.transaction() as session:
+        rt.federated.submit_enclave(
+            session,
+            federation_id,
+            update=update,
+            terms=terms,
+            actor=caller.actor,
+            request_id=current_request_id(),
+        )
         return _out(rt.federated.view(session, federation_id, caller.org_id))

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
+from api.routers.consent import signed_action
 from api.schemas import ConsentPublic, consent_public, consent_terms
 from pps.errors import InvalidInput, NotFound
 from pps.governance.persons import FREE_REPORTS_PER_YEAR, SeparateGrant
@@ -43,6 +44,7 @@ from pps_wire.schemas.persons import (
     PersonApproval,
     PersonConsentGrant,
     PersonCreate,
+    PersonCreated,
     PersonOverviewOut,
     PersonPublic,
     PersonReportOut,
@@ -105,7 +107,9 @@ def _purposes_of(session: Session, code: str) -> list[str]:
 @router.post(
     "/persons", status_code=status.HTTP_201_CREATED, summary="onboard a household or owner by ID number"
 )
-def onboard(body: PersonCreate, caller: Admin, rt: RuntimeDep) -> PersonPublic:
+def onboard(body: PersonCreate, caller: Admin, rt: RuntimeDep) -> PersonCreated:
+    """The operator onboards a person and gets its one-time enrolment code, to hand to the person out of band;
+    the person mints its own first token with it (``POST /v1/enrol``): the operator never holds one."""
     with rt.db.transaction() as session:
         if body.uscc is not None:
             if body.kind != PersonKind.individual_business.value:
@@ -127,7 +131,10 @@ def onboard(body: PersonCreate, caller: Admin, rt: RuntimeDep) -> PersonPublic:
                 actor=caller.actor,
                 request_id=current_request_id(),
             )
-        return _public(done.person)
+        code = rt.identity.issue_enrolment_code(
+            session, org=done.org, actor=caller.actor, request_id=current_request_id()
+        )
+        return PersonCreated(**_public(done.person).model_dump(), enrolment_code=code.secret)
 
 
 @router.get(
@@ -176,6 +183,7 @@ def grant(body: PersonConsentGrant, caller: Subject, rt: RuntimeDep) -> ConsentP
             bank_org_id=body.bank_org_id,
             terms=consent_terms(body),
             separate=_separate(body),
+            signed=signed_action(body.signature),
             actor=caller.actor,
             request_id=current_request_id(),
         )
@@ -196,6 +204,7 @@ def approve(consent_id: str, body: PersonApproval, caller: Subject, rt: RuntimeD
             consent,
             person=person,
             separate=_separate(body),
+            signed=signed_action(body.signature),
             actor=caller.actor,
             request_id=current_request_id(),
         )

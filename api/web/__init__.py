@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .core import PREFIX
 from .pages import router
+from .passkeys import router as passkey_router
 from .person_pages import router as person_router
 
 
@@ -20,6 +21,7 @@ def install(app: FastAPI) -> None:
     """Serve the pages under ``/ui`` (``/`` sends a browser there); the API's routes are untouched."""
     app.include_router(router)
     app.include_router(person_router)
+    app.include_router(passkey_router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="ui-static")
 
     @app.get("/", include_in_schema=False)

@@ -36,6 +36,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "operations": ("Operations", "操作"),
     "valid_until": ("Valid until", "有效期至"),
     "max_uses": ("Maximum uses", "最多使用次数"),
+    "granularity": ("What a score may tell the bank", "评分可向银行透露的程度"),
+    "granularity_default": (
+        "the purpose's default (coarsest that serves it)",
+        "按用途默认（满足用途的最粗粒度）",
+    ),
     "optional": ("optional", "可选"),
     "grant": ("Grant", "授权"),
     "revoke": ("Revoke", "撤回"),
@@ -65,6 +70,27 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "授权已撤回，立即生效（包括运行中的任务）。",
     ),
     "consent_approved": ("Request approved.", "请求已同意。"),
+    "my_keys": ("My keys", "我的密钥"),
+    "keys_hint": (
+        "Your consent is signed by your own key, never by the platform. Register a passkey on this device after "
+        "your legal representative's real-name check, or enrol a local key with pps-client keys enrol.",
+        "您的授权由您自己的密钥签署，平台无法代签。请在法定代表人实名核验后在本设备上注册通行密钥，或用 pps-client keys enrol 登记本地密钥。",
+    ),
+    "no_keys": ("You have not enrolled a key yet.", "您尚未登记密钥。"),
+    "register_passkey": ("Register a passkey", "注册通行密钥"),
+    "representative_name": ("Legal representative", "法定代表人"),
+    "representative_id": ("Representative's ID number", "法定代表人身份证号"),
+    "passkey_enrolled": (
+        "Passkey registered: it now signs your consent.",
+        "通行密钥已注册，今后由其签署您的授权。",
+    ),
+    "sign_consent": ("Sign with your passkey", "用通行密钥签署"),
+    "sign_hint": (
+        "Check the terms: your passkey signs exactly this text, and the consent exists only once it is signed.",
+        "请核对条款：您的通行密钥将签署以下文本，签署后授权方才生效。",
+    ),
+    "algorithm": ("Algorithm", "算法"),
+    "enrolled": ("Enrolled", "登记时间"),
     "consent_denied": ("Request denied.", "请求已拒绝。"),
     "grant_on_this": ("Grant consent on this dataset", "就此数据集授权"),
     # auditor
@@ -119,6 +145,19 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "请立即复制此令牌：它只显示一次。",
     ),
     "token_revoked": ("Token revoked.", "令牌已撤销。"),
+    "enrolment_code": ("One-time enrolment code", "一次性开通码"),
+    "enrolment_code_once": (
+        "Deliver this code to the organisation out of band (a letter to its legal representative, its security "
+        "officer in person): it redeems it once for its own first API token (POST /v1/enrol, or "
+        "`pps-client enrol CODE`). It is shown once; the platform keeps only its HMAC.",
+        "请通过线下渠道（寄给法定代表人的信函、当面交给安全负责人）把此码交给该机构：机构用它一次性换取自己的第一个 API 令牌"
+        "（POST /v1/enrol 或 `pps-client enrol CODE`）。此码只显示一次，平台只保存其 HMAC。",
+    ),
+    "self_credentialed": (
+        "A bank's or a subject's credentials are minted only by the organisation itself, from its one-time "
+        "enrolment code: the operator cannot issue them, and revokes them only by a two-operator break-glass.",
+        "银行和信息主体的凭证只能由其自己用一次性开通码生成：运营方不能签发；撤销须两名运营人员共同执行（break-glass）。",
+    ),
     "current_token": ("Your current API token (to confirm it is you)", "您当前的 API 令牌（确认身份）"),
     "reauth_hint": (
         "A new token is issued only after you enter a valid API token of your organisation again, and it "

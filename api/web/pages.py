@@ -36,7 +36,8 @@ from api.schemas import (
 )
 from pps.errors import InvalidInput, NotFound, PPSError
 from pps.governance.consent import OPERATIONS, PURPOSES
-from pps.identity.persons import is_personal
+from pps.identity.persons import is_person_code, is_personal
+from pps.identity.service import SELF_CREDENTIALED
 from pps.infra.storage.tables import (
     TERMINAL_JOB_STATES,
     Consent,
@@ -51,6 +52,7 @@ from pps_wire import merkle
 from pps_wire.checkpoint import verify_checkpoint
 from pps_wire.schemas import RepairApprove, RepairCreate, RepairDeny, RepairObject, StatementCreate
 
+from . import passkeys
 from .core import (
     COOKIE,
     HOME,
@@ -261,10 +263,11 @@ def subject_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
             "operations": form.get("operations", []),
             "valid_until": _day_end(until, "valid until"),
             "max_uses": int(max_uses) if max_uses.isdigit() else (None if not max_uses else -1),
+            "granularity": one(form, "granularity") or None,  # signed with the rest of the terms
         }
     )
-    call(page, consent.grant, body, page.caller, rt)
-    return redirect(f"{PREFIX}/subject", done="consent_granted")
+    guard(page, consent.grant)  # a bank posting this form is refused by the API route's own guard
+    return passkeys.grant_to_sign(page, rt, body)  # the subject's passkey signs the terms, then it is granted
 
 
 @router.post("/subject/consents/{consent_id}/{decision}")
@@ -278,7 +281,8 @@ def subject_decide(
     if decision == "revoke":
         call(page, consent.revoke, consent_id, page.caller, rt)
     elif decision == "approve":
-        call(page, consent.approve, consent_id, page.caller, rt)
+        guard(page, consent.approve)
+        return passkeys.approval_to_sign(page, rt, consent_id)
     elif decision == "deny":
         reason = one(form, "reason") or "declined by the enterprise"
         call(page, consent.deny, consent_id, ConsentDecision(reason=reason), page.caller, rt)
@@ -753,13 +757,23 @@ def operator_create_org(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response
     body = OrgCreate.model_validate(
         {"name": one(form, "name"), "role": one(form, "role"), "uscc": one(form, "uscc") or None}
     )
-    org = call(page, identity.create_org, body, page.caller, rt)
-    return redirect(f"{PREFIX}/orgs/{org.id}")
+    created = call(page, identity.create_org, body, page.caller, rt)
+    # shown once, here: the operator delivers it out of band and the organisation mints its own first token
+    return _org_page(page, rt, created.id, enrolment_code=created.enrolment_code, status_code=201)
 
 
-def _org_page(page: Web, rt: RuntimeDep, org_id: str, issued: Any = None, status_code: int = 200) -> Response:
+def _org_page(
+    page: Web,
+    rt: RuntimeDep,
+    org_id: str,
+    issued: Any = None,
+    status_code: int = 200,
+    enrolment_code: str | None = None,
+) -> Response:
     org = call(page, identity.get_org, org_id, page.caller, rt)
     tokens = call(page, identity.list_tokens, org_id, page.caller, rt)
+    # a bank's or a subject's credentials are its own (issue 24): the operator neither issues nor revokes them
+    may_manage = org.id == page.caller.org_id or org.role not in SELF_CREDENTIALED
     return render(
         page,
         page.request,
@@ -769,6 +783,8 @@ def _org_page(page: Web, rt: RuntimeDep, org_id: str, issued: Any = None, status
         org=org,
         tokens=sorted(tokens, key=lambda t: t.created_at, reverse=True),
         issued=issued,
+        enrolment_code=enrolment_code,
+        may_manage=may_manage,
         default_ttl=rt.settings.token_ttl_days,
         expires_by=page.token_expires_at,
     )

@@ -42,6 +42,7 @@ from .core import (
     require,
 )
 from .i18n import MESSAGES
+from .passkeys import person_grant_to_sign
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=PageRoute)
 
@@ -83,6 +84,11 @@ MESSAGES.update(
         "person_done_granted": (
             "Done: the bank may use what you ticked.",
             "已授权：银行只能用您勾选的内容。",
+        ),
+        "person_passkey_hint": (
+            "Your consent is signed with your own passkey (on your phone); register it once, after the "
+            "real-name check:",
+            "您的授权由您自己的通行密钥（在您的手机上）签名；实名核验后登记一次即可：",
         ),
         "person_done_revoked": (
             "Stopped: the bank can no longer use your data.",
@@ -253,9 +259,10 @@ def person_preview(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
 
 @router.post("/person/consents")
 def person_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
+    """The person confirms: the page that has its passkey sign the terms and the separate grants together
+    (:func:`api.web.passkeys.person_grant_to_sign`); the consent exists only once that signature checks."""
     page = _require_person(page, rt)
-    call(page, persons.grant, _grant_body(form), page.caller, rt)
-    return redirect(f"{PREFIX}/person", done="person_done_granted")
+    return person_grant_to_sign(page, rt, _grant_body(form))
 
 
 @router.post("/person/consents/{consent_id}/stop")

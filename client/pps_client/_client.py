@@ -12,6 +12,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from pps_client._exceptions import InvalidResponse, RequestTimeout, TransportError, api_error
 from pps_wire.schemas import Me
+from pps_wire.subject_sign import SubjectKey
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,7 +41,10 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        subject_key: SubjectKey | None = None,
     ) -> None:
+        """``subject_key``: a subject's own signing key (:class:`pps_wire.subject_sign.SubjectKey`); consent
+        grants, approvals and revocations made through this client are signed with it, locally."""
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         if timeout <= 0:
@@ -48,6 +52,7 @@ class Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.subject_key = subject_key
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -57,7 +62,7 @@ class Client:
         from pps_client._resources.datasets import Datasets
         from pps_client._resources.enclave import Enclave
         from pps_client._resources.federations import Federations
-        from pps_client._resources.identity import Orgs, Tokens
+        from pps_client._resources.identity import BreakGlassActions, Orgs, SubjectKeys, Tokens
         from pps_client._resources.jobs import Jobs
         from pps_client._resources.ledger import Ledger
         from pps_client._resources.models import Models
@@ -71,6 +76,8 @@ class Client:
 
         self.orgs = Orgs(self)
         self.tokens = Tokens(self)
+        self.keys = SubjectKeys(self)
+        self.break_glass = BreakGlassActions(self)
         self.datasets = Datasets(self)
         self.consents = Consents(self)
         self.jobs = Jobs(self)

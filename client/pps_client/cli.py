@@ -35,6 +35,7 @@ from pps_client._exceptions import (
 )
 from pps_wire.reasons import advice
 from pps_wire.schemas import FederationOut, JobPublic
+from pps_wire.subject_sign import SubjectKey
 
 EXIT_FAILED = 1
 EXIT_NOT_VERIFIED = 3
@@ -48,12 +49,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-consent_app = typer.Typer(help="Consent: ask enterprises for it, verify receipts.", no_args_is_help=True)
+consent_app = typer.Typer(
+    help="Consent: banks ask for it; enterprises grant, approve and revoke it, signing with their own key; "
+    "anyone verifies receipts.",
+    no_args_is_help=True,
+)
 data_app = typer.Typer(
     help="A data provider's datasets: upload a file as a new version.", no_args_is_help=True
 )
+keys_app = typer.Typer(
+    help="An enterprise's own consent-signing key: generate it here, enrol it, list and revoke.",
+    no_args_is_help=True,
+)
 app.add_typer(consent_app, name="consent")
 app.add_typer(data_app, name="data")
+app.add_typer(keys_app, name="keys")
+KeyFile = Annotated[
+    Path,
+    typer.Option(
+        envvar="PPS_SUBJECT_KEY",
+        help="your consent-signing key file (made by `pps-client keys generate`; keep it private)",
+    ),
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -641,18 +658,35 @@ def portfolio(data: Path, label: str, features: list[str]) -> tuple[Any, Any]:
     return x.reshape(len(rows), len(features)), y
 
 
-def take_part(client: Client, federation_id: str, x: Any, y: Any, poll: float) -> FederationOut:
-    """Take part until the federation ends, with a progress bar over its rounds."""
+def _pinned(vendor_key: str | None) -> Any:
+    if not vendor_key:
+        return None
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(vendor_key))
+    except ValueError:
+        fail("--vendor-key must be the enclave vendor's Ed25519 key, 64 hex characters")
+
+
+def take_part(
+    client: Client, federation_id: str, x: Any, y: Any, poll: float, vendor_key: str | None = None
+) -> FederationOut:
+    """Take part until the federation ends, with a progress bar over its rounds (round 0: the joint feature
+    statistics)."""
+    pinned = _pinned(vendor_key)
     view = client.federations.get(federation_id)
+    if view.config.get("aggregation") == "enclave" and pinned is None:
+        fail("this federation aggregates in the enclave: pass --vendor-key (the vendor key you pinned)")
     with bar() as progress:
         task = progress.add_task("waiting for the other banks", total=view.rounds)
         while view.state not in ("done", "aborted"):
-            view = client.federations.step(federation_id, x, y)
+            view = client.federations.step(federation_id, x, y, vendor_key=pinned)
             if view.state == "running" and view.round is not None:
                 progress.update(
                     task,
                     description=f"round {view.current_round}/{view.rounds}: {view.round.phase.replace('_', ' ')}",
-                    completed=view.current_round - 1,
+                    completed=max(0, view.current_round - 1),
                 )
             time.sleep(poll)
         progress.update(task, completed=view.rounds if view.state == "done" else view.current_round)
@@ -673,6 +707,14 @@ def federation_summary(client: Client, view: FederationOut, x: Any, y: Any) -> N
         if found is not None:
             rows.append(("AUC on your own rows", f"{found:.4f}"))
         rows.append(("model", str(view.model_id)))
+    if view.outcome is not None:
+        rows.append(
+            (
+                "stopped",
+                f"{view.outcome['stopped'].replace('_', ' ')} after {view.outcome['rounds_run']} rounds "
+                f"(converged: {'yes' if view.outcome['converged'] else 'no'})",
+            )
+        )
     summary(f"federation {view.id}", rows)
     if view.state != "done":
         fail(
@@ -694,6 +736,17 @@ def federate(
         int | None, typer.Option(help="fewest banks a round may finish with (default: a majority)")
     ] = None,
     local_epochs: Annotated[int, typer.Option(min=1, max=100)] = 1,
+    aggregation: Annotated[
+        str,
+        typer.Option(
+            help="secagg (pairwise masks) or enclave (the attested enclave clips every bank's update: one bank's "
+            "influence bounded; needs --vendor-key)"
+        ),
+    ] = "secagg",
+    vendor_key: Annotated[
+        str | None,
+        typer.Option(envvar="PPS_ENCLAVE_VENDOR_KEY", help="the enclave vendor's Ed25519 key (hex), pinned"),
+    ] = None,
     poll: Annotated[float, typer.Option(hidden=True)] = 0.5,
     url: Url = DEFAULT_URL,
     token: Token = "",
@@ -715,13 +768,14 @@ def federate(
                 rounds=rounds,
                 threshold=threshold or n // 2 + 1,
                 local_epochs=local_epochs,
+                aggregation=aggregation,
             )
         except ValueError as exc:
             fail(f"the federation is not valid: {exc}")
         err_console.print(
             f"federation {fed.id} created; the other banks join with: pps-client join {fed.id} ..."
         )
-        view = take_part(client, fed.id, x, y, poll)
+        view = take_part(client, fed.id, x, y, poll, vendor_key)
         federation_summary(client, view, x, y)
 
 
@@ -732,6 +786,10 @@ def join(
         Path, typer.Argument(exists=True, dir_okay=False, help="CSV of your own labelled portfolio")
     ],
     label: Annotated[str, typer.Option(help="the label column (1 = default)")],
+    vendor_key: Annotated[
+        str | None,
+        typer.Option(envvar="PPS_ENCLAVE_VENDOR_KEY", help="the enclave vendor's Ed25519 key (hex), pinned"),
+    ] = None,
     poll: Annotated[float, typer.Option(hidden=True)] = 0.5,
     url: Url = DEFAULT_URL,
     token: Token = "",
@@ -743,7 +801,7 @@ def join(
         x, y = portfolio(data, label, list(view.feature_schema))
         if view.state == "inviting":
             client.federations.accept(federation_id)
-        view = take_part(client, federation_id, x, y, poll)
+        view = take_part(client, federation_id, x, y, poll, vendor_key)
         federation_summary(client, view, x, y)
 
 
@@ -880,3 +938,179 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- enrolment and an enterprise's own key (issue 24) ---------------------------------------------------
+
+
+@app.command("enrol")
+def enrol(
+    code: Annotated[
+        str, typer.Argument(help="the one-time enrolment code you received out of band (enr_...)")
+    ],
+    label: Annotated[str, typer.Option(help="what the token is for")] = "enrolment",
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Redeem your organisation's one-time enrolment code for its first API token (printed once)."""
+    with reported(), Client(url) as client:
+        enrolled = client.orgs.enrol(code, label=label)
+    err_console.print(
+        f"enrolled {enrolled.org.name} ({enrolled.org.id}); token {enrolled.token.id} expires "
+        f"{enrolled.token.expires_at.isoformat(timespec='seconds')}. API token (shown once, store it now):"
+    )
+    print(enrolled.token.token)
+
+
+def _load_key(path: Path) -> SubjectKey:
+    try:
+        return SubjectKey.from_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"cannot read the key file {path}: {exc.strerror}")
+    except ValueError as exc:
+        fail(f"{path}: {exc}")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option(help="where to write the new key (refused if it exists)")],
+    algorithm: Annotated[str, typer.Option(help="ed25519, or sm2 (GB/T 32918, the 国密 option)")] = "ed25519",
+) -> None:
+    """Make a consent-signing key on this machine. Only its public half is ever sent (at enrolment)."""
+    if out.exists():
+        fail(f"{out} exists; not overwriting a key")
+    try:
+        key = SubjectKey.generate(algorithm)
+    except ValueError as exc:
+        fail(str(exc))
+    out.write_text(key.to_json(), encoding="utf-8")
+    out.chmod(0o600)
+    console.print(f"key {key.key_id} ({key.algorithm}) written to {out}")
+
+
+@keys_app.command("enrol")
+def keys_enrol(
+    key: KeyFile,
+    representative_name: Annotated[str, typer.Option(help="your legal representative's name")],
+    representative_id: Annotated[
+        str, typer.Option(help="the representative's resident ID number (checked, never stored)")
+    ],
+    endorse_with: Annotated[
+        Path | None, typer.Option(help="rotation: a key file of one of your active keys")
+    ] = None,
+    label: Annotated[str, typer.Option(help="a name for the key")] = "default",
+    url: Url = DEFAULT_URL,
+    token: Token = "",
+) -> None:
+    """Enrol your key (an enterprise) after the real-name check of your legal representative."""
+    subject_key = _load_key(key)
+    endorser = _load_key(endorse_with) if endorse_with else None
+    with connected(url, token) as client:
+        enrolled = client.keys.enrol(
+            subject_key,
+            representative_name=representative_name,
+            representative_id=representative_id,
+            label=label,
+            endorse_with=endorser,
+        )
+    console.print(
+        f"enrolled key {enrolled.key_id} ({enrolled.algorithm}); real-name check {enrolled.verification_ref}"
+    )
+
+
+@keys_app.command("list")
+def keys_list(url: Url = DEFAULT_URL, token: Token = "") -> None:
+    """Your enrolled keys."""
+    with connected(url, token) as client:
+        found = client.keys.list()
+    table = Table("key", "algorithm", "label", "enrolled", "revoked")
+    for k in found:
+        table.add_row(
+            k.key_id,
+            k.algorithm,
+            k.label,
+            k.enrolled_at.isoformat(timespec="seconds"),
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="sk_...")], url: Url = DEFAULT_URL, token: Token = ""
+) -> None:
+    """Revoke one of your keys: what it signed before stays valid, nothing it signs later is accepted."""
+    with connected(url, token) as client:
+        client.keys.revoke(key_id)
+    console.print(f"revoked {key_id}")
+
+
+@consent_app.command("grant")
+def consent_grant(
+    bank: Annotated[str, typer.Argument(help="the bank's organisation id (org_...)")],
+    purpose: Annotated[str, typer.Option(help="what the consent is for (GET /v1/purposes)")],
+    dataset: Annotated[str, typer.Option(help="the dataset id the consent covers")],
+    valid_until: Annotated[str, typer.Option(help="end of validity, e.g. 2027-01-01T00:00:00Z")],
+    key: KeyFile,
+    fields: Annotated[str, typer.Option(help='field names, comma-separated ("*": every C1 field)')] = "*",
+    operations: Annotated[str, typer.Option(help="psi, score, aggregate, train, enclave")] = "psi,score",
+    max_uses: Annotated[int | None, typer.Option(help="at most this many uses")] = None,
+    granularity: Annotated[
+        str | None,
+        typer.Option(help="what a score may release: decision, grade or score (default: the purpose's own)"),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = "",
+) -> None:
+    """Grant a bank consent (an enterprise), signed here with your own key (the granularity is signed too)."""
+    try:
+        until = datetime.fromisoformat(valid_until.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--valid-until {valid_until!r} is not an ISO time, e.g. 2027-01-01T00:00:00Z")
+    if until.tzinfo is None:
+        fail("--valid-until needs a timezone, e.g. 2027-01-01T00:00:00Z")
+    signer = _load_key(key)
+    with connected(url, token) as client:
+        try:
+            granted = client.consents.grant(
+                bank,
+                purpose=purpose,
+                scope={dataset: split(fields)},
+                operations=split(operations),
+                valid_until=until,
+                max_uses=max_uses,
+                granularity=granularity,
+                key=signer,
+            )
+        except ValueError as exc:
+            fail(f"the grant is not valid: {exc}")
+    console.print(f"granted {granted.id} to {granted.bank_org_id}, signed with {signer.key_id}")
+
+
+@consent_app.command("approve")
+def consent_approve(
+    consent_id: Annotated[str, typer.Argument(help="the bank's request (cns_...)")],
+    key: KeyFile,
+    url: Url = DEFAULT_URL,
+    token: Token = "",
+) -> None:
+    """Approve a bank's request (an enterprise), signing its terms here with your own key."""
+    signer = _load_key(key)
+    with connected(url, token) as client:
+        approved = client.consents.approve(consent_id, key=signer)
+    console.print(f"approved {approved.id} for {approved.bank_org_id}, signed with {signer.key_id}")
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    consent_id: Annotated[str, typer.Argument(help="the consent to withdraw (cns_...)")],
+    key: Annotated[
+        Path | None, typer.Option(envvar="PPS_SUBJECT_KEY", help="sign the withdrawal too (optional)")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = "",
+) -> None:
+    """Withdraw a consent (an enterprise), effective at once."""
+    signer = _load_key(key) if key else None
+    with connected(url, token) as client:
+        revoked = client.consents.revoke(consent_id, key=signer)
+    console.print(f"revoked {revoked.id}")

@@ -139,6 +139,32 @@ class RoleNotAllowed(Forbidden):
     code = "role_not_allowed"
 
 
+class OperatorBounded(Forbidden):
+    """The platform operator tried to act as an organisation: mint its credential, sign or take its consent,
+    or do alone what needs a second operator (break-glass). The attempt is refused and is a ledger entry."""
+
+    code = "operator_bounded"
+
+
+class InvalidSubjectSignature(InvalidInput):
+    """A consent action does not carry a valid signature by a key its subject enrolled (unknown or revoked
+    key, another subject's key, a signature over other terms, a nonce used before); nothing was changed."""
+
+    code = "invalid_subject_signature"
+
+
+class RealNameRefused(InvalidInput):
+    """The real-name check of the legal representative did not pass; no key was enrolled."""
+
+    code = "real_name_refused"
+
+
+class InvalidEnrolmentCode(AuthenticationError):
+    """An enrolment code is unknown, used, expired, or its organisation is disabled."""
+
+    code = "invalid_enrolment_code"
+
+
 # --- objects -----------------------------------------------------------------------------------------
 
 

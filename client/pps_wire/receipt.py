@@ -5,7 +5,11 @@ text is the RFC 8785 canonical JSON of the grant plus a newline::
 
     {"bank": {"id", "name"}, "consent_id", "granted_at", "issuer", "max_uses", "operations", "purpose",
      "scope": [{"dataset_id", "fields": [...]}], "subject", "type": "pps-consent-receipt/1",
-     "valid_from", "valid_until"}
+     "valid_from", "valid_until",
+     "subject_signature": {"key_id", "text", "signature"}}
+
+``subject_signature`` is the subject's own signature over the terms (:mod:`pps_wire.subject_sign`): the text
+it signed, the enrolled key that signed it and the base64 signature.
 
 signed with the platform's receipt key (``GET /v1/consent/public-key`` publishes its verifier key). The server
 writes it with :func:`receipt_text`; subject, bank or anyone holding the verifier key checks it with
@@ -37,6 +41,7 @@ RECEIPT_FIELDS = frozenset(
         "valid_until",
         "max_uses",
         "granted_at",
+        "subject_signature",
     }
 )
 

@@ -19,6 +19,7 @@ RFC 8785 canonical JSON of the grant plus a newline, signed with the platform's 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,14 +30,17 @@ from sqlalchemy.orm import Session
 
 from pps.data.datasets.schema import DatasetSchema, Sensitivity
 from pps.errors import Conflict, InvalidInput, NotFound, SeparateConsentRequired
+from pps.governance.signatures import ConsentSignatures, SignedAction
 from pps.identity.uscc import validate_uscc
 from pps.infra.storage.tables import (
     Consent,
+    ConsentSignature,
     ConsentState,
     Dataset,
     Organization,
     Person,
     Role,
+    SubjectKey,
     new_id,
     utcnow,
 )
@@ -44,6 +48,7 @@ from pps.ledger.entry import Actor, EntryDraft, ObjectRef, format_time
 from pps.ledger.store import Ledger
 from pps_wire.checkpoint import NoteSigner, NoteVerifier
 from pps_wire.receipt import RECEIPT_TYPE, receipt_text
+from pps_wire.subject_sign import Action, action_document
 
 
 class Operation(StrEnum):
@@ -128,9 +133,12 @@ def _refuse_person_without_separate_grant(session: Session, subject: str, separa
 
 
 class ConsentService:
-    def __init__(self, ledger: Ledger, receipt_signer: NoteSigner) -> None:
+    def __init__(
+        self, ledger: Ledger, receipt_signer: NoteSigner, signatures: ConsentSignatures | None = None
+    ) -> None:
         self.ledger = ledger
         self.signer = receipt_signer
+        self.signatures = signatures or ConsentSignatures()
 
     @property
     def receipt_verifier(self) -> NoteVerifier:
@@ -225,19 +233,97 @@ class ConsentService:
         subject: Organization,
         bank_org_id: str,
         terms: Terms,
+        signed: SignedAction | None,
         actor: Actor,
         request_id: str | None = None,
         now: datetime | None = None,
         separate_grant: bool = False,
+        separate: Mapping[str, Any] | None = None,
     ) -> Consent:
-        """The subject grants consent directly. A person's consent comes through
-        :class:`pps.governance.persons.PersonRules`, which checks its separate grants (``separate_grant``)."""
+        """The subject grants consent directly, signing the terms with its own enrolled key. A person's consent
+        comes through :class:`pps.governance.persons.PersonRules`, which checks its separate grants
+        (``separate_grant``)."""
         now = now or utcnow()
         if subject.role is not Role.subject or subject.uscc is None:
             raise InvalidInput("only an enterprise (a subject organisation) can give consent")
         _refuse_person_without_separate_grant(session, subject.uscc, separate_grant)
+        # the terms first (a malformed grant is told what is wrong with it), then the subject's signature
+        self._bank(session, bank_org_id)
+        self._check_terms(
+            terms.purpose,
+            terms.operations,
+            terms.valid_from or now,
+            terms.valid_until,
+            terms.max_uses,
+            now,
+        )
+        granularity_for(terms.purpose, terms.granularity)
+        self._resolve_scope(session, terms.scope)
+        expected = action_document(
+            action="grant",
+            subject=subject.uscc,
+            bank=bank_org_id,
+            purpose=terms.purpose,
+            scope=[{"dataset_id": i.get("dataset_id"), "fields": i.get("fields") or []} for i in terms.scope],
+            operations=terms.operations,
+            valid_from=terms.valid_from,
+            valid_until=terms.valid_until,
+            max_uses=terms.max_uses,
+            granularity=terms.granularity,
+            separate=separate,
+        )
+        key, doc = self.signatures.check_new(
+            session, subject_uscc=subject.uscc, signed=signed, expected=expected, now=now
+        )
+        assert signed is not None
         consent = self._new(session, subject.uscc, bank_org_id, terms, requested_by="subject", now=now)
-        return self._activate(session, consent, actor=actor, request_id=request_id, now=now)
+        sig = self.signatures.record(session, consent=consent, key=key, signed=signed, doc=doc, now=now)
+        return self._activate(session, consent, actor=actor, request_id=request_id, now=now, sig=sig)
+
+    def signing_document(
+        self,
+        consent: Consent,
+        action: Action,
+        *,
+        nonce: str | None = None,
+        signed_at: datetime | None = None,
+        separate: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """What the subject signs to approve or revoke ``consent`` (:mod:`pps_wire.subject_sign`); a person's
+        approval also names its separate grants (``separate``)."""
+        return action_document(
+            action=action,
+            consent_id=consent.id,
+            subject=consent.subject_uscc,
+            bank=consent.bank_org_id,
+            purpose=consent.purpose,
+            scope=json.loads(consent.scope_json),
+            operations=json.loads(consent.operations_json),
+            valid_from=consent.valid_from,
+            valid_until=consent.valid_until,
+            max_uses=consent.max_uses,
+            granularity=consent.granularity,
+            separate=separate,
+            nonce=nonce,
+            signed_at=signed_at,
+        )
+
+    def _check_signed(
+        self,
+        session: Session,
+        consent: Consent,
+        action: Action,
+        signed: SignedAction | None,
+        now: datetime,
+        separate: Mapping[str, Any] | None = None,
+    ) -> tuple[SubjectKey, dict[str, Any]]:
+        return self.signatures.check_new(
+            session,
+            subject_uscc=consent.subject_uscc,
+            signed=signed,
+            expected=self.signing_document(consent, action, separate=separate),
+            now=now,
+        )
 
     def request(
         self,
@@ -300,11 +386,14 @@ class ConsentService:
         session: Session,
         consent: Consent,
         *,
+        signed: SignedAction | None,
         actor: Actor,
         request_id: str | None = None,
         now: datetime | None = None,
         separate_grant: bool = False,
+        separate: Mapping[str, Any] | None = None,
     ) -> Consent:
+        """The subject approves a bank's request, signing its terms (by consent id) with its own key."""
         if consent.state is not ConsentState.requested:
             raise Conflict(f"consent {consent.id} is {consent.state.value}, not awaiting a decision")
         _refuse_person_without_separate_grant(session, consent.subject_uscc, separate_grant)
@@ -313,7 +402,10 @@ class ConsentService:
             raise Conflict(f"consent request {consent.id} has expired; the bank must ask again")
         self._bank(session, consent.bank_org_id)  # the bank may have been offboarded since it asked
         self._resolve_scope(session, json.loads(consent.scope_json))  # and the datasets deleted
-        return self._activate(session, consent, actor=actor, request_id=request_id, now=now)
+        key, doc = self._check_signed(session, consent, "approve", signed, now, separate)
+        assert signed is not None
+        sig = self.signatures.record(session, consent=consent, key=key, signed=signed, doc=doc, now=now)
+        return self._activate(session, consent, actor=actor, request_id=request_id, now=now, sig=sig)
 
     def deny(
         self, session: Session, consent: Consent, *, reason: str, actor: Actor, request_id: str | None = None
@@ -335,34 +427,57 @@ class ConsentService:
         consent: Consent,
         *,
         actor: Actor,
+        signed: SignedAction | None = None,
         request_id: str | None = None,
         now: datetime | None = None,
     ) -> Consent:
-        """Withdraw consent at once (PIPL art. 15): no computation admitted or released after this uses it."""
+        """Withdraw consent at once (PIPL art. 15): no computation admitted or released after this uses it.
+
+        A withdrawal only takes power away, and must be as easy as the grant (PIPL art. 15): it needs no
+        signature, but a signed one (``signed``) is checked like a grant and kept as the subject's own proof.
+        """
         if consent.state is not ConsentState.active:
             raise Conflict(
                 f"consent {consent.id} is {consent.state.value}; only an active consent can be revoked"
             )
         now = now or utcnow()
+        sig = None
+        if signed is not None:
+            key, doc = self._check_signed(session, consent, "revoke", signed, now)
+            sig = self.signatures.record(session, consent=consent, key=key, signed=signed, doc=doc, now=now)
         consent.state = ConsentState.revoked
         consent.revoked_at = now
         session.flush()
-        self.ledger.append(session, self._draft("consent.revoke", consent, actor, request_id), now=now)
+        self.ledger.append(
+            session, self._draft("consent.revoke", consent, actor, request_id, _signed_detail(sig)), now=now
+        )
         return consent
 
     def _activate(
-        self, session: Session, consent: Consent, *, actor: Actor, request_id: str | None, now: datetime
+        self,
+        session: Session,
+        consent: Consent,
+        *,
+        actor: Actor,
+        request_id: str | None,
+        now: datetime,
+        sig: ConsentSignature,
     ) -> Consent:
         consent.state = ConsentState.active
         consent.decided_at = now
-        consent.receipt = self.signer.sign(receipt_text(self.receipt_document(session, consent)))
+        consent.receipt = self.signer.sign(receipt_text(self.receipt_document(session, consent, sig)))
         session.flush()
-        self.ledger.append(session, self._draft("consent.grant", consent, actor, request_id), now=now)
+        self.ledger.append(
+            session, self._draft("consent.grant", consent, actor, request_id, _signed_detail(sig)), now=now
+        )
         return consent
 
-    def receipt_document(self, session: Session, consent: Consent) -> dict[str, Any]:
+    def receipt_document(
+        self, session: Session, consent: Consent, sig: ConsentSignature | None = None
+    ) -> dict[str, Any]:
         bank = session.get(Organization, consent.bank_org_id)
         return {
+            "subject_signature": _signed_detail(sig).get("subject_signature"),
             "type": RECEIPT_TYPE,
             "issuer": self.signer.name,
             "consent_id": consent.id,
@@ -459,3 +574,16 @@ class ConsentService:
         if after is not None:
             query = query.where(Consent.id > after)
         return list(session.execute(query).scalars())
+
+
+def _signed_detail(sig: ConsentSignature | None) -> dict[str, Any]:
+    """The subject's signature as the ledger entry and the receipt carry it (enough to verify it offline)."""
+    if sig is None:
+        return {}
+    return {
+        "subject_signature": {
+            "key_id": sig.key_id,
+            "text": sig.text,
+            "signature": sig.signature,
+        }
+    }

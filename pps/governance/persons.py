@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from pps.data.datasets.schema import DatasetSchema, Sensitivity
 from pps.errors import FreeReportsExhausted, InvalidInput, SeparateConsentRequired
 from pps.governance.consent import ConsentService, Terms, check_purpose
+from pps.governance.signatures import SignedAction
 from pps.identity.persons import is_individual_business, is_person_code
 from pps.infra.storage.tables import (
     Consent,
@@ -48,6 +49,7 @@ from pps.infra.storage.tables import (
 )
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, format_time
 from pps.ledger.store import EntryFilter, Ledger
+from pps_wire.subject_sign import canonical_separate
 
 FREE_REPORTS_PER_YEAR = 2
 ASSESSMENT_RETENTION = timedelta(days=3 * 366)
@@ -72,6 +74,16 @@ class SeparateGrant:
     """dataset id -> sensitive fields granted one by one (PIPL Art. 29)"""
     warning_sha256: str | None = None
     """SHA-256 of the Art. 14 warning the person was shown, when income, asset or tax fields are covered"""
+
+    def signed_form(self) -> dict[str, Any]:
+        """These grants as the person's signature covers them (:func:`pps_wire.subject_sign.canonical_separate`)."""
+        return canonical_separate(
+            {
+                "provide_to_bank": self.provide_to_bank,
+                "sensitive_fields": dict(self.sensitive_fields),
+                "warning_sha256": self.warning_sha256,
+            }
+        )
 
 
 def _schema(session: Session, dataset_id: str) -> DatasetSchema:
@@ -216,6 +228,19 @@ class PersonRules:
                 )
         return sensitive, text, digest
 
+    def check_separate(
+        self,
+        session: Session,
+        bank_org_id: str,
+        purpose: str,
+        scope: list[dict[str, Any]],
+        grant: SeparateGrant,
+    ) -> None:
+        """Raise, naming what is missing, unless ``grant`` holds every separate grant these terms need (the
+        portal asks before the person signs)."""
+        check_purpose(purpose)
+        self._check_grant(session, bank_org_id, purpose, scope, grant)
+
     def preview(
         self, session: Session, *, bank_org_id: str, purpose: str, scope: list[dict[str, Any]]
     ) -> tuple[dict[str, list[str]], str | None, str | None, bool]:
@@ -240,11 +265,13 @@ class PersonRules:
         bank_org_id: str,
         terms: Terms,
         separate: SeparateGrant,
+        signed: SignedAction | None,
         actor: Actor,
         request_id: str | None = None,
         now: datetime | None = None,
     ) -> Consent:
-        """A person grants consent with its separate grants; refused, with nothing stored, if one is missing."""
+        """A person grants consent with its separate grants, signed by the person's own enrolled key over the
+        terms and those grants; refused, with nothing stored, if one is missing or the signature fails."""
         now = now or utcnow()
         check_purpose(terms.purpose)
         self.consents._bank(session, bank_org_id)
@@ -256,10 +283,12 @@ class PersonRules:
             subject=subject,
             bank_org_id=bank_org_id,
             terms=terms,
+            signed=signed,
             actor=actor,
             request_id=request_id,
             now=now,
             separate_grant=True,
+            separate=separate.signed_form(),
         )
         self._record_terms(session, consent, person, sensitive, text, digest, actor, request_id, now)
         return consent
@@ -271,17 +300,25 @@ class PersonRules:
         *,
         person: Person,
         separate: SeparateGrant,
+        signed: SignedAction | None,
         actor: Actor,
         request_id: str | None = None,
         now: datetime | None = None,
     ) -> Consent:
-        """A person approves a bank's request with its separate grants."""
+        """A person approves a bank's request with its separate grants, signed by its own key."""
         now = now or utcnow()
         sensitive, text, digest = self._check_grant(
             session, consent.bank_org_id, consent.purpose, json.loads(consent.scope_json), separate
         )
         self.consents.approve(
-            session, consent, actor=actor, request_id=request_id, now=now, separate_grant=True
+            session,
+            consent,
+            signed=signed,
+            actor=actor,
+            request_id=request_id,
+            now=now,
+            separate_grant=True,
+            separate=separate.signed_form(),
         )
         self._record_terms(session, consent, person, sensitive, text, digest, actor, request_id, now)
         return consent

@@ -37,6 +37,7 @@ from pps.errors import InvalidInput
 from pps.governance.consent import check_purpose
 from pps.governance.persons import person_deny_reasons
 from pps.governance.products import outside_contract
+from pps.governance.signatures import ConsentSignatures
 from pps.infra.storage.tables import Consent, ConsentState, Dataset, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release
 from pps.ledger.replay import Quarantine
@@ -120,6 +121,7 @@ _GRANT_COLUMNS = (
     Consent.uses,
     Consent.operations_json,
     Consent.scope_json,
+    Consent.granularity,
 )
 """The columns of a consent the engine needs, read with Core as plain tuples (10^5 of them for a large
 portfolio): no ORM objects, no enum or datetime conversion by SQLAlchemy (its SQLite datetime parsing, a
@@ -195,7 +197,7 @@ class _Checker:
         return result
 
     def __call__(self, row: Any) -> tuple[DenyReason | None, str]:
-        _id, _subject, state, valid_from, valid_until, revoked_at, max_uses, uses, ops, scope = row
+        _id, _subject, state, valid_from, valid_until, revoked_at, max_uses, uses, ops, scope = row[:10]
         if _id in self.divergent:
             return (
                 DenyReason.state_divergent,
@@ -232,10 +234,17 @@ def _id_in(session: Session, ids: list[str]) -> ColumnElement[bool]:
 
 
 class PolicyEngine:
-    def __init__(self, ledger: Ledger, quarantine: Quarantine | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        quarantine: Quarantine | None = None,
+        signatures: ConsentSignatures | None = None,
+    ) -> None:
         self.ledger = ledger
         self.quarantine = quarantine or Quarantine()
         """consents whose rows the last reconciliation with the ledger found divergent: never relied on"""
+        self.signatures = signatures or ConsentSignatures()
+        """a consent without a valid signature by its subject's enrolled key is no consent (``no_grant``)"""
 
     def _c3_fields(self, session: Session, fields: Mapping[str, Sequence[str]]) -> list[str]:
         c3 = []
@@ -288,13 +297,45 @@ class PolicyEngine:
             )
             .all()
         )
+        active = []
+        divergent = self.quarantine.rows(CONSENTS_TABLE)
         for row in rows:
             if row[1] in wanted:
                 by_subject.setdefault(row[1], []).append(row)
-        check = _Checker(req, now, self.quarantine.rows(CONSENTS_TABLE))
+                # a row the ledger does not give is refused as such (state_divergent) by the checker below
+                if row[2] == _ACTIVE and row[0] not in divergent:
+                    active.append(
+                        (
+                            row[0],
+                            row[1],
+                            req.bank_org_id,
+                            req.purpose,
+                            row[8],
+                            row[9],
+                            row[3],
+                            row[4],
+                            row[6],
+                            row[10],
+                        )
+                    )
+        unsigned = self.signatures.unsigned_among(session, req.bank_org_id, req.purpose, active)
+        check = _Checker(req, now, divergent)
         decisions = []
         for subject in req.subjects:
             candidates = by_subject.get(subject)
+            if candidates and unsigned:
+                forged = [r for r in candidates if r[0] in unsigned]
+                candidates = [r for r in candidates if r[0] not in unsigned]
+                if forged and not candidates:
+                    decisions.append(
+                        Decision(
+                            subject,
+                            False,
+                            reason=DenyReason.no_grant,
+                            detail=f"{forged[0][0]} is not consent its subject signed: {unsigned[forged[0][0]]}",
+                        )
+                    )
+                    continue
             if not candidates:
                 decisions.append(
                     Decision(

@@ -16,7 +16,15 @@ privacy_budgets    ``aggregate.budget.open``, ``aggregate.budget.set``, total_mi
 objections         ``objection.file``, ``objection.accept``,         subject, dataset, provider, filed_version,
                    ``objection.reject``                              fields, state, due_at, resolved_at,
                                                                       corrected_version, corrected_fields
+subject_keys       ``subject_key.enrol``, ``subject_key.revoke``     org, subject, algorithm, public_key (and that the
+                   (issue 24)                                        key id is its hash), enrolled_at, revoked_at
+consent_signatures ``consent.grant`` (its ``subject_signature``),    consent, action, key, text, signature
+                   ``consent.revoke`` when signed (issue 24)
 =================  ===============================================  ==================================================
+
+A key or a signature row the ledger does not give is refused like a divergent consent: the policy engine
+ignores it (:class:`pps.governance.signatures.ConsentSignatures`), so a consent it would sign decides
+``no_grant``. An enrolment entry written before it recorded the public key is compared on the rest.
 
 Entries written before a fact was recorded are read as far as they go: a ``policy.release`` without
 ``detail.spends_uses`` spends unless it released a PSI result (PSI records without spending); a budget with no
@@ -34,7 +42,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pps.infra.storage.tables import Consent, Objection, PrivacyBudget
+from pps.governance.signatures import SIGNATURES_TABLE, SUBJECT_KEYS_TABLE
+from pps.infra.storage.tables import Consent, ConsentSignature, Objection, PrivacyBudget, SubjectKey
 from pps.ledger.entry import parse_time
 from pps.ledger.replay import Divergence, Reducer, count_rows, register, registered
 
@@ -336,11 +345,135 @@ class ObjectionReducer:
             yield Divergence(self.table, oid, "*", "recorded", None)
 
 
+# --- subject keys and consent signatures (issue 24) ----------------------------------------------------------
+
+
+class SubjectKeyReducer:
+    name = SUBJECT_KEYS_TABLE
+    table = SUBJECT_KEYS_TABLE
+    actions = frozenset({"subject_key.enrol", "subject_key.revoke"})
+
+    def fold(self, state: dict[str, Any], doc: dict[str, Any]) -> None:
+        detail = doc.get("detail") or {}
+        kid = detail.get("key_id")
+        if not kid:
+            return
+        if doc["action"] == "subject_key.enrol":
+            orgs = [o["id"] for o in doc.get("objects", []) if o.get("kind") == "org"]
+            state[kid] = {
+                "org_id": orgs[0] if orgs else None,
+                "subject_uscc": (doc.get("subjects") or [None])[0],
+                "algorithm": detail.get("algorithm"),
+                "public_key": detail.get("public_key"),
+                "enrolled_at": parse_time(doc["time"]),
+                "revoked_at": None,
+            }
+        else:
+            state.setdefault(kid, {})["revoked_at"] = parse_time(doc["time"])
+
+    def compare(self, session: Session, state: dict[str, Any]) -> Iterator[Divergence]:
+        from pps_wire.subject_sign import b64, key_id
+
+        seen: set[str] = set()
+        query = select(
+            SubjectKey.key_id,
+            SubjectKey.org_id,
+            SubjectKey.subject_uscc,
+            SubjectKey.algorithm,
+            SubjectKey.public_key,
+            SubjectKey.enrolled_at,
+            SubjectKey.revoked_at,
+        )
+        for r in _pages(session, query, SubjectKey.key_id, state):
+            seen.add(r.key_id)
+            want = state.get(r.key_id)
+            if want is None or "algorithm" not in want:
+                yield Divergence(self.table, r.key_id, "*", None, "present")
+                continue
+            public = b64(bytes(r.public_key))
+            if key_id(r.algorithm, bytes(r.public_key)) != r.key_id:
+                yield Divergence(self.table, r.key_id, "public_key", "the key id's public key", public)
+            have = {
+                "org_id": r.org_id,
+                "subject_uscc": r.subject_uscc,
+                "algorithm": r.algorithm,
+                "public_key": public,
+                "enrolled_at": r.enrolled_at,
+                "revoked_at": r.revoked_at,
+            }
+            for column, value in want.items():
+                if column == "public_key" and value is None:
+                    continue  # enrolled before the entry recorded it: the key id's hash still binds it
+                if have[column] != value:
+                    yield Divergence(self.table, r.key_id, column, value, have[column])
+        for kid in sorted({k for k in state if not k.startswith("__")} - seen):
+            yield Divergence(self.table, kid, "*", "recorded", None)
+
+
+class SignatureReducer:
+    """The subject's signatures, as the grant, approval and signed revocation entries carry them; keyed by
+    (consent, nonce of the signed text), since the row ids are not in the entries."""
+
+    name = SIGNATURES_TABLE
+    table = SIGNATURES_TABLE
+    actions = frozenset({"consent.grant", "consent.revoke"})
+
+    def fold(self, state: dict[str, Any], doc: dict[str, Any]) -> None:
+        sig = (doc.get("detail") or {}).get("subject_signature")
+        ids = [o["id"] for o in doc.get("objects", []) if o.get("kind") == "consent"]
+        if not sig or not ids:
+            return
+        try:
+            signed = json.loads(sig["text"])
+        except (ValueError, KeyError, TypeError):
+            signed = {}
+        state[f"{ids[0]}|{signed.get('nonce')}"] = {
+            "consent_id": ids[0],
+            "action": signed.get("action"),
+            "key_id": sig.get("key_id"),
+            "text": sig.get("text"),
+            "signature": sig.get("signature"),
+        }
+
+    def compare(self, session: Session, state: dict[str, Any]) -> Iterator[Divergence]:
+        seen: set[str] = set()
+        query = select(
+            ConsentSignature.id,
+            ConsentSignature.consent_id,
+            ConsentSignature.action,
+            ConsentSignature.key_id,
+            ConsentSignature.text,
+            ConsentSignature.signature,
+            ConsentSignature.nonce,
+        )
+        for r in _pages(session, query, ConsentSignature.id, state):
+            ref = f"{r.consent_id}|{r.nonce}"
+            want = state.get(ref)
+            if want is None or ref in seen:  # no entry, or a second row for one entry's signature
+                yield Divergence(self.table, r.id, "*", None, "present")
+                continue
+            seen.add(ref)
+            have = {
+                "consent_id": r.consent_id,
+                "action": r.action,
+                "key_id": r.key_id,
+                "text": r.text,
+                "signature": r.signature,
+            }
+            for column, value in want.items():
+                if have[column] != value:
+                    yield Divergence(self.table, r.id, column, value, have[column])
+        for ref in sorted({k for k in state if not k.startswith("__")} - seen):
+            yield Divergence(self.table, ref, "*", "recorded", None)
+
+
 def registered_reducers() -> tuple[Reducer, ...]:
-    """Every registered reducer: these three, and any a later kind of governed state registered."""
+    """Every registered reducer: these, and any a later kind of governed state registered."""
     return registered()
 
 
 CONSENTS = register(ConsentReducer())
 BUDGETS = register(BudgetReducer())
 OBJECTIONS = register(ObjectionReducer())
+SUBJECT_KEYS = register(SubjectKeyReducer())
+SIGNATURES = register(SignatureReducer())

@@ -21,20 +21,44 @@ from sqlalchemy.orm import Session
 
 from pps.errors import (
     Conflict,
+    InvalidEnrolmentCode,
     InvalidInput,
     InvalidToken,
     NotFound,
+    OperatorBounded,
     TokenExpired,
     TokenRevoked,
 )
 from pps.identity.uscc import validate_uscc
-from pps.infra.storage.tables import ApiToken, Organization, Role, new_id, utcnow
+from pps.infra.storage.tables import (
+    ApiToken,
+    BreakGlass,
+    EnrolmentCode,
+    Organization,
+    Role,
+    new_id,
+    utcnow,
+)
 from pps.infra.text import check_name
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef, Release, format_time
 from pps.ledger.store import Ledger
 
 TOKEN_PREFIX = "pps_"  # noqa: S105 - a prefix, not a secret
 MAX_TOKEN_LENGTH = 128
+ENROLMENT_PREFIX = "enr_"
+ENROLMENT_TTL = timedelta(days=14)
+SELF_CREDENTIALED = frozenset({Role.subject, Role.bank})
+"""Roles whose credentials only the organisation itself mints (from its one-time enrolment code, then with
+its own token): the operator can onboard a bank or a subject but never act as one."""
+BREAK_GLASS_ACTIONS = ("revoke_tokens", "disable_org")
+"""What two operators may do together to another organisation: take its credentials away, never give any."""
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    code: EnrolmentCode
+    secret: str
+    """The one-time code, to be delivered to the organisation out of band. Shown once; only its HMAC is kept."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +199,12 @@ class IdentityService:
     ) -> IssuedToken:
         if org.disabled_at is not None:
             raise Conflict(f"organisation {org.id} is disabled; no tokens can be issued for it")
+        if org.role in SELF_CREDENTIALED and actor.org_id != org.id:
+            raise OperatorBounded(
+                f"a {org.role.value}'s credentials are minted only by the organisation itself: {org.id} gets its "
+                "first token by redeeming its one-time enrolment code (POST /v1/enrol), then issues its own",
+                details={"org": org.id},
+            )
         if ttl <= timedelta(0):
             raise InvalidInput("a token's lifetime must be positive")
         now = now or utcnow()
@@ -267,3 +297,250 @@ class IdentityService:
 
     def authenticate(self, session: Session, token: str) -> tuple[Organization, ApiToken]:
         return self.authenticate_at_time(session, token, utcnow())
+
+    # --- enrolment codes: an organisation's first credential ------------------------------------------
+
+    def _code_hash(self, code: str) -> bytes:
+        return hmac.new(self._key, b"enrolment|" + code.encode(), hashlib.sha256).digest()
+
+    def issue_enrolment_code(
+        self,
+        session: Session,
+        *,
+        org: Organization,
+        actor: Actor,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> IssuedCode:
+        """A one-time code for ``org``'s first credential, to deliver out of band (a letter to the legal
+        representative, the bank's security officer in person). Only for an organisation that has never
+        enrolled: a second code for a subject or bank would let whoever holds it act as that organisation."""
+        if org.disabled_at is not None:
+            raise Conflict(f"organisation {org.id} is disabled")
+        now = now or utcnow()
+        if org.role in SELF_CREDENTIALED:
+            used = session.execute(
+                select(EnrolmentCode.id).where(
+                    EnrolmentCode.org_id == org.id, EnrolmentCode.used_at.is_not(None)
+                )
+            ).first()
+            if used is not None:
+                raise OperatorBounded(
+                    f"{org.id} has already enrolled; a new enrolment code would let its holder act as it. The "
+                    "organisation issues its own tokens; if it lost them all it is offboarded and onboarded anew",
+                    details={"org": org.id},
+                )
+        secret = ENROLMENT_PREFIX + secrets.token_urlsafe(24)
+        row = EnrolmentCode(
+            id=new_id("enr"),
+            org_id=org.id,
+            code_hash=self._code_hash(secret),
+            created_at=now,
+            expires_at=now + ENROLMENT_TTL,
+            used_at=None,
+        )
+        session.add(row)
+        session.flush()
+        self.ledger.append(
+            session,
+            EntryDraft(
+                action="org.enrolment_code",
+                actor=actor,
+                objects=(ObjectRef("enrolment_code", row.id), ObjectRef("org", org.id)),
+                subjects=(org.uscc,) if org.uscc else (),
+                request_id=request_id,
+                detail={"expires_at": format_time(row.expires_at), "for_org": org.id},
+            ),
+            now=now,
+        )
+        return IssuedCode(row, secret)
+
+    def redeem_enrolment_code(
+        self,
+        session: Session,
+        *,
+        code: str,
+        label: str,
+        ttl: timedelta,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[Organization, IssuedToken]:
+        """The organisation's first API token, minted by the organisation itself from its one-time code."""
+        now = now or utcnow()
+        if not code.startswith(ENROLMENT_PREFIX) or len(code) > MAX_TOKEN_LENGTH:
+            raise InvalidEnrolmentCode("not a PPS enrolment code (expected enr_...)")
+        row = session.execute(
+            select(EnrolmentCode).where(EnrolmentCode.code_hash == self._code_hash(code))
+        ).scalar_one_or_none()
+        if row is None:
+            raise InvalidEnrolmentCode("unknown enrolment code; check the letter you received")
+        if row.used_at is not None:
+            raise InvalidEnrolmentCode(
+                f"this enrolment code was used at {row.used_at.isoformat()}; if that was not you, tell the "
+                "platform operator and your bank at once"
+            )
+        if row.expires_at <= now:
+            raise InvalidEnrolmentCode(f"this enrolment code expired at {row.expires_at.isoformat()}")
+        org = self.get_org(session, row.org_id)
+        if org.disabled_at is not None:
+            raise InvalidEnrolmentCode(f"organisation {org.id} is disabled")
+        row.used_at = now
+        session.flush()
+        actor = Actor(org_id=org.id, role=org.role.value, via="api", token_id=None)
+        self.ledger.append(
+            session,
+            EntryDraft(
+                action="org.enrol",
+                actor=actor,
+                objects=(ObjectRef("enrolment_code", row.id), ObjectRef("org", org.id)),
+                subjects=(org.uscc,) if org.uscc else (),
+                request_id=request_id,
+            ),
+            now=now,
+        )
+        issued = self.issue_token(
+            session, org=org, label=label, ttl=ttl, actor=actor, request_id=request_id, now=now
+        )
+        return org, issued
+
+    # --- refusals and break-glass ---------------------------------------------------------------------
+
+    def record_refusal(
+        self,
+        session: Session,
+        *,
+        action: str,
+        actor: Actor,
+        org_id: str | None,
+        reason: str,
+        request_id: str | None = None,
+    ) -> None:
+        """A refused operator power, as a ledger entry the affected organisation sees in its history."""
+        org = session.get(Organization, org_id) if org_id else None
+        self.ledger.append(
+            session,
+            EntryDraft(
+                action=action,
+                actor=actor,
+                objects=(ObjectRef("org", org.id),) if org else (),
+                subjects=(org.uscc,) if org and org.uscc else (),
+                request_id=request_id,
+                detail={"refused": reason[:400], "for_org": org_id},
+            ),
+        )
+
+    def propose_break_glass(
+        self,
+        session: Session,
+        *,
+        org: Organization,
+        action: str,
+        reason: str,
+        actor: Actor,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> BreakGlass:
+        """One operator proposes an emergency action on another organisation; a second operator must do it."""
+        if actor.role != Role.platform_admin.value or actor.org_id is None:
+            raise OperatorBounded(
+                "break-glass is proposed by a platform operator signed in with its own token"
+            )
+        if action not in BREAK_GLASS_ACTIONS:
+            raise InvalidInput(f"break-glass action must be one of {', '.join(BREAK_GLASS_ACTIONS)}")
+        reason = reason.strip()
+        if len(reason) < 10:
+            raise InvalidInput("a break-glass action needs a reason of at least 10 characters")
+        if org.id == actor.org_id:
+            raise InvalidInput("break-glass acts on another organisation")
+        now = now or utcnow()
+        row = BreakGlass(
+            id=new_id("brk"),
+            org_id=org.id,
+            action=action,
+            reason=reason[:500],
+            proposed_by=actor.org_id,
+            proposed_at=now,
+            approved_by=None,
+            done_at=None,
+        )
+        session.add(row)
+        session.flush()
+        self._break_glass_entry(session, "break_glass.propose", row, org, actor, request_id, now)
+        return row
+
+    def approve_break_glass(
+        self,
+        session: Session,
+        row: BreakGlass,
+        *,
+        actor: Actor,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> BreakGlass:
+        """A second operator approves and so performs a proposed break-glass action."""
+        if actor.role != Role.platform_admin.value or actor.org_id is None:
+            raise OperatorBounded(
+                "break-glass is approved by a platform operator signed in with its own token"
+            )
+        if row.done_at is not None:
+            raise Conflict(f"break-glass {row.id} was done at {row.done_at.isoformat()}")
+        if actor.org_id == row.proposed_by:
+            raise OperatorBounded(
+                f"break-glass {row.id} was proposed by {row.proposed_by}: a second operator must approve it"
+            )
+        now = now or utcnow()
+        org = self.get_org(session, row.org_id)
+        row.approved_by = actor.org_id
+        row.done_at = now
+        session.flush()
+        self._break_glass_entry(session, "break_glass.do", row, org, actor, request_id, now)
+        if row.action == "revoke_tokens":
+            for token in self.list_tokens(session, org.id):
+                if token.revoked_at is None:
+                    self.revoke_token(session, token, actor=actor, request_id=request_id, now=now)
+        elif row.action == "disable_org" and org.disabled_at is None:
+            self.disable_org(
+                session, org, reason=f"break-glass {row.id}: {row.reason}", actor=actor, request_id=request_id
+            )
+        return row
+
+    def _break_glass_entry(
+        self,
+        session: Session,
+        action: str,
+        row: BreakGlass,
+        org: Organization,
+        actor: Actor,
+        request_id: str | None,
+        now: datetime,
+    ) -> None:
+        self.ledger.append(
+            session,
+            EntryDraft(
+                action=action,
+                actor=actor,
+                objects=(ObjectRef("break_glass", row.id), ObjectRef("org", org.id)),
+                subjects=(org.uscc,) if org.uscc else (),
+                request_id=request_id,
+                detail={
+                    "action": row.action,
+                    "reason": row.reason,
+                    "proposed_by": row.proposed_by,
+                    "approved_by": row.approved_by,
+                    "for_org": org.id,
+                },
+            ),
+            now=now,
+        )
+
+    def break_glass_for(self, session: Session, org_id: str | None) -> list[BreakGlass]:
+        query = select(BreakGlass).order_by(BreakGlass.proposed_at, BreakGlass.id)
+        if org_id is not None:
+            query = query.where(BreakGlass.org_id == org_id)
+        return list(session.execute(query).scalars())
+
+    def get_break_glass(self, session: Session, bg_id: str) -> BreakGlass:
+        row = session.get(BreakGlass, bg_id)
+        if row is None:
+            raise NotFound(f"break-glass {bg_id} does not exist")
+        return row

@@ -155,7 +155,11 @@ def recover_long_lived(
             .all()
         )
         for fed in federations:
-            rnd = s.get(FederationRound, (fed.id, fed.current_round)) if fed.current_round else None
+            rnd = (
+                s.get(FederationRound, (fed.id, fed.current_round))
+                if fed.state is FederationState.running
+                else None
+            )
             if fed.state is FederationState.inviting or rnd is None:
                 since, what = fed.created_at, "was still inviting"
             else:

@@ -45,16 +45,30 @@ _OBJECTS = cast(Table, LedgerEntryObject.__table__)
 _NODES = cast(Table, LedgerNode.__table__)
 
 
+OPERATOR_ACTIONS_SEEN = ("break_glass.propose", "break_glass.do", "operator.refused")
+"""Operator actions on an organisation that it sees in its own history at once, whoever made them."""
+
+
 def _involving(org_id: str, uscc: str | None) -> ColumnElement[bool]:
     by_actor = LedgerEntry.actor_org_id == org_id
+    on_it = and_(
+        LedgerEntry.action.in_(OPERATOR_ACTIONS_SEEN),
+        select(LedgerEntryObject.idx)
+        .where(
+            LedgerEntryObject.idx == LedgerEntry.idx,
+            LedgerEntryObject.kind == "org",
+            LedgerEntryObject.object_id == org_id,
+        )
+        .exists(),
+    )
     if uscc is None:
-        return by_actor
+        return or_(by_actor, on_it)
     touching = (
         select(LedgerEntrySubject.idx)
         .where(LedgerEntrySubject.idx == LedgerEntry.idx, LedgerEntrySubject.uscc == uscc)
         .exists()
     )
-    return or_(by_actor, touching)
+    return or_(by_actor, touching, on_it)
 
 
 _LOCK_HEAD = select(_HEAD.c.size, _HEAD.c.frontier).where(_HEAD.c.id == HEAD_ID).with_for_update()

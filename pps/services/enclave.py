@@ -157,6 +157,14 @@ class EnclaveService:
                 )
             return host
 
+    def running_host(self) -> EnclaveHost:
+        """The enclave already running (inside a transaction, where starting one — a ledger entry of its own —
+        must not happen); :class:`EnclaveUnavailable` if it is not."""
+        host = self._host
+        if host is None or not host.alive:
+            raise EnclaveUnavailable("the enclave is not running (it stopped or restarted): provision again")
+        return host
+
     def close(self) -> None:
         with self._lock:
             if self._host is not None:

@@ -16,6 +16,24 @@ federation are **aborted** (never averaged over a partial set, and never over tw
 solve the aggregate for the other's update); after the unmask phase the weighted sum is decoded and
 ``global += sum(w_i * delta_i) / sum(w_i)``.
 
+Round 0 and validation (``standardise``, ``validation_fraction``, ``patience``, ``min_delta``; issue 16): a
+standardising federation starts with a **statistics round** whose inputs carry only a tail of exact integers —
+each bank's rows, positives, feature sums and sums of squares — from which the service computes the joint means
+and scales (``pps_wire.federated.joint_standardisation``) and starts round 1 with the bias at the base rate's
+log-odds; every bank trains on standardised features and the registered model is folded back onto raw ones. Each
+training round's tail is the banks' validation log-loss of the round's global model (sum, rows, positives):
+early stopping registers the best round's model (``converged: true``); a loss that blows up, or a model at its
+round limit no better than the base rate, aborts the federation with the cause and the fix and no model. The
+outcome (rounds run, why it stopped, ``converged``) is on the federation and in the registry's training record.
+
+Enclave mode (``aggregation="enclave"``, issue 24 item 5): a round has one phase, ``masked_input``; each bank
+provisions ``{terms, update, weight, tail}`` to the attested enclave under a quote it verified
+(:meth:`submit_enclave`; the initiator also the round's terms and output policy) and the enclave's
+``fedavg_aggregate`` job refuses malformed or off-terms updates by name, clips the rest to ``clip_norm`` and
+releases only the sum — so one bank moves the model by at most its clipped, weighted share. The safe-room learns
+what secure aggregation gives it, plus how many updates were clipped and which banks were refused; the enclave
+sees each update.
+
 Persistence: the federation, its participants, each round (phase, the global model it started from, its
 result) and every accepted message are rows; the server's protocol state is rebuilt from the stored messages on
 every request, so a restarted server continues the round where it was (or aborts it once its deadline has
@@ -36,7 +54,9 @@ bank's (unless it colludes with all survivors but one). The clients' secrets nev
 
 Ledger: ``federation.create``, ``federation.accept`` (each participation), ``federation.round.start``,
 ``federation.round.submit`` (each message: round, stage, size), ``federation.round.done`` (survivors,
-drop-outs, total weight), ``federation.round.aborted``, ``federation.done``. No floats in entries.
+drop-outs, total weight; round 0: rows and constant features; a training round: validation rows and loss in
+millionths), ``federation.round.aborted``, ``federation.done`` (rounds, how training stopped, ``converged``). No
+floats in entries.
 """
 
 from __future__ import annotations
@@ -71,8 +91,24 @@ from pps.infra.storage.tables import (
 )
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
 from pps.ledger.store import Ledger
-from pps_wire.federated import MODEL_KINDS, make_model, model_hyper
-from protocols.errors import InvalidParameters
+from pps_wire.federated import (
+    MIN_VALIDATION_CLASS,
+    MODEL_KINDS,
+    federation_model,
+    fold_standardisation,
+    joint_standardisation,
+    judges,
+    make_model,
+    mean_loss,
+    model_hyper,
+    prior_loss,
+    round_tail,
+    with_prior_bias,
+)
+from pps_wire.federated import (
+    best_round as best_so_far,
+)
+from protocols.errors import InvalidParameters, TrainingDiverged
 from protocols.secagg import (
     MIN_SURVIVORS,
     STAGE_OF,
@@ -101,6 +137,8 @@ PHASE_OF_STAGE: Final = {
     Stage.DONE: RoundPhase.done,
 }
 STAGE_OF_PHASE: Final = {v: k for k, v in PHASE_OF_STAGE.items()}
+AGGREGATIONS: Final = ("secagg", "enclave")
+ENCLAVE_JOB: Final = "fedavg_aggregate"
 CLIPPED_ROUNDS: Final = 3
 """Rounds in a row whose averaged update is (nearly) as long as ``clip_norm`` before training stops as divergent:
 a weighted mean of updates each clipped to ``clip_norm`` is that long only if (nearly) every bank's update was
@@ -129,6 +167,13 @@ class FederationSpec:
     hidden: int = 16
     seed: int = 0
     phase_timeout_s: int = 600
+    standardise: bool = True
+    validation_fraction: float = 0.2
+    patience: int = 5
+    min_delta: float = 1e-4
+    aggregation: str = "secagg"
+    """``secagg`` (pairwise masks: the server learns only the sum) or ``enclave`` (each bank provisions its update to
+    the attested enclave, which refuses or clips it and releases only the sum: one bank's influence is bounded)"""
     purpose: str = PURPOSE
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -160,6 +205,7 @@ class FederationSpec:
             ("hidden", self.hidden, 1, 1024),
             ("seed", self.seed, 0, 2**31 - 1),
             ("phase_timeout_s", self.phase_timeout_s, 1, 7 * 24 * 3600),
+            ("patience", self.patience, 1, MAX_ROUNDS),
         ):
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise InvalidInput(f"{name} must be an integer in [{lo}, {hi}]")
@@ -172,6 +218,16 @@ class FederationSpec:
                 raise InvalidInput(
                     f"{name} must be a finite number in {'[0' if name == 'l2' else '(0'}, 1e6]"
                 )
+        if self.aggregation not in AGGREGATIONS:
+            raise InvalidInput(f"aggregation must be one of {', '.join(AGGREGATIONS)}")
+        if not isinstance(self.standardise, bool):
+            raise InvalidInput("standardise must be true or false")
+        if not 0.0 <= self.validation_fraction <= 0.5:
+            raise InvalidInput(
+                "validation_fraction must be in [0, 0.5] (0: no validation loss, no early stopping)"
+            )
+        if not math.isfinite(self.min_delta) or not 0.0 <= self.min_delta <= 1.0:
+            raise InvalidInput("min_delta must be in [0, 1]")
         n_params = self.n_params()
         if n_params > MAX_PARAMS:
             raise InvalidInput(f"the model would have {n_params} parameters; at most {MAX_PARAMS}")
@@ -198,7 +254,20 @@ class FederationSpec:
             "hidden": self.hidden,
             "seed": self.seed,
             "phase_timeout_s": self.phase_timeout_s,
+            "standardise": self.standardise,
+            "validation_fraction": float(self.validation_fraction),
+            "patience": self.patience,
+            "min_delta": float(self.min_delta),
+            "aggregation": self.aggregation,
         }
+
+
+def _enclave_mode(fed: Federation) -> bool:
+    return bool(json.loads(fed.config_json).get("aggregation") == "enclave")
+
+
+def _handle(fed: Federation, round_no: int) -> str:
+    return f"fed-{fed.id[-24:]}-{round_no}"
 
 
 def _weights_bytes(w: np.ndarray[Any, Any]) -> bytes:
@@ -217,11 +286,14 @@ class FederatedService:
         *,
         registry: Registry | None = None,
         executor: Executor | None = None,
+        enclave: Any = None,
     ) -> None:
         self.db = db
         self.ledger = ledger
         self.registry = registry
         self.executor = executor
+        self.enclave = enclave
+        """``pps.services.enclave.EnclaveService``: runs the ``fedavg_aggregate`` job of enclave-mode federations"""
         """where unmasking expands the banks' masks (``None`` or in-process: here)"""
         self.clock: Callable[[], datetime] = utcnow
 
@@ -249,16 +321,24 @@ class FederatedService:
             )
         )
 
-    def _params(self, fed: Federation) -> SecAggParams:
+    def _params(self, fed: Federation, round_no: int) -> SecAggParams:
         config = json.loads(fed.config_json)
         n = len(json.loads(config["participants_order"])) if "participants_order" in config else 0
-        return SecAggParams(n=n, threshold=fed.threshold, dim=fed.n_params, clip_norm=config["clip_norm"])
+        k = len(json.loads(fed.feature_schema_json))
+        return SecAggParams(
+            n=n,
+            threshold=fed.threshold,
+            dim=fed.n_params,
+            clip_norm=config["clip_norm"],
+            tail=round_tail(k, round_no, config),
+        )
 
     def _info(self, fed: Federation, round_no: int) -> RoundInfo:
-        return RoundInfo(fed.id, round_no, self._params(fed))
+        return RoundInfo(fed.id, round_no, self._params(fed, round_no))
 
     def _round(self, session: Session, fed: Federation) -> FederationRound | None:
-        if fed.current_round == 0:
+        """The round in progress (or the last one); None while inviting. Round 0 is the statistics round."""
+        if fed.state is FederationState.inviting:
             return None
         return session.get(FederationRound, (fed.id, fed.current_round))
 
@@ -405,7 +485,8 @@ class FederatedService:
             config = json.loads(fed.config_json)
             k = len(json.loads(fed.feature_schema_json))
             initial = make_model(spec_kind, k, **model_hyper(fed.kind, config, fed.local_epochs)).get_flat()
-            self._start_round(session, fed, 1, initial, actor=actor, request_id=request_id)
+            first = 0 if config.get("standardise") else 1  # round 0: the joint feature statistics
+            self._start_round(session, fed, first, initial, actor=actor, request_id=request_id)
         return fed
 
     def _start_round(
@@ -425,7 +506,7 @@ class FederatedService:
             FederationRound(
                 federation_id=fed.id,
                 round_no=round_no,
-                phase=RoundPhase.advertise_keys,
+                phase=RoundPhase.masked_input if _enclave_mode(fed) else RoundPhase.advertise_keys,
                 global_weights=_weights_bytes(weights),
                 phase_deadline=now + timedelta(seconds=timeout),
                 started_at=now,
@@ -452,6 +533,11 @@ class FederatedService:
         """Accept one secure-aggregation message from a participant; closes the phase when it is complete."""
         assert actor.org_id is not None
         fed, part = self._load(session, fed_id, actor.org_id, lock=True)
+        if _enclave_mode(fed):
+            raise SecAggStageError(
+                "this federation aggregates in the enclave: provision your update to it and post it to "
+                "/v1/federations/{id}/enclave-input"
+            )
         mtype = peek_type(data)
         if mtype not in STAGE_OF:
             raise InvalidSecAggMessage(
@@ -509,6 +595,21 @@ class FederatedService:
         assert actor.org_id is not None
         fed, _ = self._load(session, fed_id, actor.org_id, lock=True)
         rnd = self._running_round(session, fed)
+        if _enclave_mode(fed):
+            posted = self._senders(session, fed, rnd)[Stage.MASKED_INPUT]
+            if not self._overdue(rnd):
+                missing = sorted(set(range(1, len(self._order(fed)) + 1)) - posted)
+                if missing:
+                    order = self._order(fed)
+                    raise SecAggStageError(
+                        f"the round is open until its deadline {rnd.phase_deadline.isoformat()}: bank(s) "
+                        f"{', '.join(order[i - 1] for i in missing)} have not provisioned their update",
+                        details={"phase": rnd.phase.value, "waiting_for": [order[i - 1] for i in missing]},
+                    )
+                if actor.org_id != fed.initiator_org_id:
+                    raise Forbidden("only the initiating bank may close a phase before its deadline")
+            self._close_enclave(session, fed, rnd, actor=actor, request_id=request_id)
+            return fed
         srv = self._server(session, fed, rnd)
         if not self._overdue(rnd):
             missing = sorted(self._expected(srv) - srv.received())
@@ -525,6 +626,177 @@ class FederatedService:
                 raise Forbidden("only the initiating bank may close a phase before its deadline")
         self._close(session, fed, rnd, srv, actor=actor, request_id=request_id)
         return fed
+
+    # --- enclave mode --------------------------------------------------------------------------------------
+
+    def terms(self, fed: Federation, round_no: int) -> dict[str, Any]:
+        """The round's terms as every bank provisions them with its update (the enclave refuses an update made
+        for other terms, so no one — the initiator or the host — can loosen the clip for one bank)."""
+        p = self._params(fed, round_no)
+        return {
+            "federation": fed.id,
+            "round": round_no,
+            "dim": p.dim,
+            "clip_norm": p.clip_norm,
+            "max_weight": p.max_weight,
+            "tail": p.tail,
+            "min_banks": p.min_survivors,
+        }
+
+    def submit_enclave(
+        self,
+        session: Session,
+        fed_id: str,
+        *,
+        update: tuple[bytes, bytes],
+        terms: tuple[bytes, bytes] | None,
+        actor: Actor,
+        request_id: str | None = None,
+    ) -> Federation:
+        """A bank's update, HPKE-encrypted to the enclave under a quote it verified (``(quote_hash, ciphertext)``),
+        handed straight to the enclave (slot ``bank<position>``); the initiator also provisions the round's terms
+        and the output policy (slot ``terms``). Closes the round when every bank has posted."""
+        assert actor.org_id is not None
+        fed, part = self._load(session, fed_id, actor.org_id, lock=True)
+        if not _enclave_mode(fed):
+            raise SecAggStageError("this federation uses secure aggregation: post your messages instead")
+        rnd = self._running_round(session, fed)
+        if self._overdue(rnd):
+            raise SecAggStageError(
+                "the round's deadline has passed (late update); it closes with the banks heard from: call advance"
+            )
+        if part.position in self._senders(session, fed, rnd)[Stage.MASKED_INPUT]:
+            raise SecAggStageError(
+                f"bank {part.position} already provisioned its update for this round (replay)"
+            )
+        is_initiator = actor.org_id == fed.initiator_org_id
+        if (terms is not None) != is_initiator:
+            raise InvalidInput(
+                "the initiating bank provisions the round's terms with its update; no other bank does"
+            )
+        if self.enclave is None:
+            raise InvalidInput("this safe-room runs no enclave")
+        host = self.enclave.running_host()
+        handle = _handle(fed, rnd.round_no)
+        receipts: list[dict[str, Any]] = []
+        if terms is not None:
+            receipts.append(
+                host.provision(
+                    handle, job=ENCLAVE_JOB, slot="terms", quote_hash=terms[0], ciphertext=terms[1]
+                )
+            )
+            if receipts[0].get("output") != {"release": ["aggregate"], "recipient_key": None}:
+                self.enclave.drop(handle)
+                raise InvalidInput("the round's output policy must release the plain aggregate only")
+        receipts.append(
+            host.provision(
+                handle,
+                job=ENCLAVE_JOB,
+                slot=f"bank{part.position}",
+                quote_hash=update[0],
+                ciphertext=update[1],
+            )
+        )
+        entry = self.ledger.append(
+            session,
+            EntryDraft(
+                action="federation.round.submit",
+                actor=actor,
+                objects=(ObjectRef("federation", fed.id),),
+                purpose=PURPOSE,
+                request_id=request_id,
+                detail={
+                    "round": rnd.round_no,
+                    "stage": "enclave_input",
+                    "bytes": len(update[1]),
+                    "sha256": receipts[-1]["sha256"],
+                    "terms": terms is not None,
+                },
+            ),
+        )
+        session.add(
+            FederationMessage(
+                federation_id=fed.id,
+                round_no=rnd.round_no,
+                stage=int(Stage.MASKED_INPUT),
+                bank_org_id=actor.org_id,
+                payload=json.dumps({"receipts": receipts, "instance": host.starts}).encode(),
+                ledger_index=entry.index,
+                created_at=self.clock(),
+            )
+        )
+        session.flush()
+        if self._senders(session, fed, rnd)[Stage.MASKED_INPUT] == set(range(1, len(self._order(fed)) + 1)):
+            self._close_enclave(session, fed, rnd, actor=actor, request_id=request_id)
+        return fed
+
+    def _close_enclave(
+        self, session: Session, fed: Federation, rnd: FederationRound, *, actor: Actor, request_id: str | None
+    ) -> None:
+        """Run the round's ``fedavg_aggregate`` job on what was provisioned; abort if it cannot run."""
+        from enclave_sim import errors as ee
+
+        stored = session.scalars(
+            select(FederationMessage).where(
+                FederationMessage.federation_id == fed.id, FederationMessage.round_no == rnd.round_no
+            )
+        ).all()
+        output = None
+        for m in stored:
+            for receipt in json.loads(m.payload)["receipts"]:
+                if receipt.get("slot") == "terms":
+                    output = receipt["output"]
+        if output is None or self.enclave is None:
+            if self.enclave is not None:
+                self.enclave.drop(_handle(fed, rnd.round_no))  # the banks' updates leave the enclave unused
+            self._abort(
+                session,
+                fed,
+                rnd,
+                "the initiating bank never provisioned the round's terms; nothing was aggregated",
+                actor=actor,
+                request_id=request_id,
+            )
+            return
+        try:
+            _, plain = self.enclave.running_host().run(_handle(fed, rnd.round_no), params={}, output=output)
+        except ee.EnclaveError as exc:
+            self._abort(
+                session,
+                fed,
+                rnd,
+                f"the enclave aggregated nothing: {exc.message}",
+                actor=actor,
+                request_id=request_id,
+            )
+            return
+        agg = plain["aggregate"]
+        if agg["terms"] != self.terms(fed, rnd.round_no):
+            self._abort(
+                session,
+                fed,
+                rnd,
+                "the enclave aggregated under other terms than the round's",
+                actor=actor,
+                request_id=request_id,
+            )
+            return
+        total = np.asarray(agg["sum"], dtype=np.float64)
+        refused = {self._order(fed)[int(i) - 1]: why for i, why in agg["refused"].items()}
+        self._complete(
+            session,
+            fed,
+            rnd,
+            total,
+            int(agg["weight"]),
+            [int(v) for v in agg["tail"]],
+            set(agg["banks"]),
+            {"aggregation": "enclave", "clipped": int(agg["clipped"]), "refused": sorted(refused)},
+            actor=actor,
+            request_id=request_id,
+        )
+        metrics = json.loads(rnd.metrics_json) if rnd.metrics_json else {}
+        rnd.metrics_json = json.dumps({**metrics, "clipped": int(agg["clipped"]), "refused": refused})
 
     def _running_round(self, session: Session, fed: Federation) -> FederationRound:
         if fed.state is FederationState.aborted:
@@ -571,14 +843,81 @@ class FederatedService:
             rnd.phase = PHASE_OF_STAGE[stage]
             rnd.phase_deadline = now + timedelta(seconds=json.loads(fed.config_json)["phase_timeout_s"])
             return
+        assert srv.tail_total is not None
+        self._complete(
+            session, fed, rnd, total, weight, srv.tail_total, srv.u3, {}, actor=actor, request_id=request_id
+        )
+
+    def _complete(
+        self,
+        session: Session,
+        fed: Federation,
+        rnd: FederationRound,
+        total: np.ndarray[Any, Any],
+        weight: int,
+        tail: list[int],
+        summed: set[int],
+        extra: dict[str, Any],
+        *,
+        actor: Actor,
+        request_id: str | None,
+    ) -> None:
+        """A round's aggregate is in (``sum w_i x_i``, ``sum w_i``, the tail's sums over the banks ``summed``):
+        statistics or the FedAvg step, validation, early stopping; then the next round or the end."""
+        now = self.clock()
         order = self._order(fed)
-        survivors = [order[i - 1] for i in sorted(srv.u3)]
-        dropped = [order[i - 1] for i in sorted(set(range(1, srv.params.n + 1)) - srv.u3)]
-        new = _weights(rnd.global_weights) + total / weight
-        diverged = self._divergence(session, fed, rnd, total / weight)
-        if diverged is not None:
-            self._abort(session, fed, rnd, diverged, actor=actor, request_id=request_id)
-            return
+        survivors = [order[i - 1] for i in sorted(summed)]
+        dropped = [order[i - 1] for i in range(1, len(order) + 1) if i not in summed]
+        detail: dict[str, Any] = {
+            "round": rnd.round_no,
+            "survivors": survivors,
+            "dropped": dropped,
+            "total_weight": weight,
+            **extra,
+        }
+        config = json.loads(fed.config_json)
+        names = json.loads(fed.feature_schema_json)
+        stop: dict[str, Any] | None = None
+        limit: dict[str, Any] = {}
+        if rnd.round_no == 0:  # federated standardisation: the joint statistics; the bias at the base rate
+            try:
+                stats = joint_standardisation(tail, len(names))
+            except ValueError as exc:
+                self._abort(
+                    session,
+                    fed,
+                    rnd,
+                    f"the statistics round failed: {exc}",
+                    actor=actor,
+                    request_id=request_id,
+                )
+                return
+            stats["constant"] = [names[j] for j in stats["constant"]]
+            new = with_prior_bias(_weights(rnd.global_weights), stats)
+            rnd.metrics_json = json.dumps({"statistics": stats})
+            detail.update(statistics=True, rows=stats["rows"], constant_features=stats["constant"])
+        else:
+            new = _weights(rnd.global_weights) + total / weight
+            diverged = self._divergence(session, fed, rnd, total / weight)
+            if diverged is None and len(tail) == 3 and tail[1] > 0:
+                metrics = {
+                    "validation_loss": mean_loss(tail),
+                    "validation_rows": tail[1],
+                    "validation_positives": tail[2],
+                    "prior_loss": prior_loss(tail),
+                }
+                rnd.metrics_json = json.dumps(metrics)
+                detail.update(
+                    validation_rows=tail[1], validation_loss_micro=round(1e6 * metrics["validation_loss"])
+                )
+                diverged, stop = self._early_stop(session, fed, rnd, metrics, config)
+            if diverged is None and stop is None and rnd.round_no >= fed.rounds:
+                session.flush()
+                limit = self._round_limit(session, fed, rnd)
+                diverged = limit.pop("underfit", None)
+            if diverged is not None:
+                self._abort(session, fed, rnd, diverged, actor=actor, request_id=request_id, diverged=True)
+                return
         rnd.phase, rnd.ended_at = RoundPhase.done, now
         rnd.result_weights, rnd.total_weight = _weights_bytes(new), weight
         rnd.survivors_json = json.dumps(survivors)
@@ -591,18 +930,102 @@ class FederatedService:
                 objects=(ObjectRef("federation", fed.id),),
                 purpose=PURPOSE,
                 request_id=request_id,
-                detail={
-                    "round": rnd.round_no,
-                    "survivors": survivors,
-                    "dropped": dropped,
-                    "total_weight": weight,
-                },
+                detail=detail,
             ),
         )
-        if rnd.round_no < fed.rounds:
+        if stop is not None:
+            best = session.get(FederationRound, (fed.id, stop["best_round"]))
+            assert best is not None
+            self._finish(
+                session, fed, _weights(best.global_weights), stop, actor=actor, request_id=request_id
+            )
+        elif rnd.round_no < fed.rounds:
             self._start_round(session, fed, rnd.round_no + 1, new, actor=actor, request_id=request_id)
         else:
-            self._finish(session, fed, new, actor=actor, request_id=request_id)
+            self._finish(session, fed, new, limit or None, actor=actor, request_id=request_id)
+
+    def _validation(self, session: Session, fed: Federation, upto: int) -> list[tuple[int, dict[str, Any]]]:
+        """``(round, metrics)`` of the training rounds up to ``upto`` that measured a validation loss."""
+        rows = session.scalars(
+            select(FederationRound)
+            .where(
+                FederationRound.federation_id == fed.id,
+                FederationRound.round_no >= 1,
+                FederationRound.round_no <= upto,
+                FederationRound.metrics_json.is_not(None),
+            )
+            .order_by(FederationRound.round_no)
+        ).all()
+        found = [(r.round_no, json.loads(r.metrics_json)) for r in rows if r.metrics_json]
+        return [(r, m) for r, m in found if "validation_loss" in m]
+
+    def _early_stop(
+        self,
+        session: Session,
+        fed: Federation,
+        rnd: FederationRound,
+        metrics: dict[str, Any],
+        config: dict[str, Any],
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """``(why training diverged, None)`` or ``(None, how it stopped early)`` or ``(None, None)``.
+
+        The loss a round reports is that of the global model it *started from* (the previous round's result),
+        measured by every bank on its own validation rows and summed securely. Early stopping: when the loss has
+        not improved by ``min_delta`` (relative) for ``patience`` rounds, training stops and the best global model
+        is registered (``converged: true``). Divergence: a loss that is not finite, or more than twice the best
+        loss seen (plus 0.1), stops training with an error and no model."""
+        session.flush()
+        history = self._validation(session, fed, rnd.round_no)
+        losses = [(r, m["validation_loss"]) for r, m in history]
+        loss = metrics["validation_loss"]
+        best_round, best = best_so_far(losses, float(config.get("min_delta", 1e-4)))
+        if not math.isfinite(loss) or loss > 2.0 * best + 0.1:
+            return (
+                f"training diverged in round {rnd.round_no}: the securely aggregated validation loss rose to "
+                f"{loss:.4g} (best {best:.4g}, round {best_round}); standardise every feature (mean 0, variance 1: "
+                "create the federation with standardise=true) and lower the learning rate; no model was registered",
+                None,
+            )
+        patience = int(config.get("patience", 5))
+        if not judges(metrics["validation_rows"], metrics["validation_positives"]):
+            return None, None  # too few validation positives to stop on: train to the round limit
+        if rnd.round_no - best_round >= patience:
+            return None, {
+                "stopped": "early_stopping",
+                "converged": True,
+                "best_round": best_round,
+                "reason": (
+                    f"the validation loss did not improve for {patience} rounds after round {best_round} "
+                    f"({best:.4g}); the global model that round started from is registered"
+                ),
+            }
+        return None, None
+
+    def _round_limit(self, session: Session, fed: Federation, rnd: FederationRound) -> dict[str, Any]:
+        """How a federation that ran all its rounds ended: ``converged: false``; with ``underfit`` (a reason)
+        when the last measured validation loss is no better than predicting the base rate."""
+        history = self._validation(session, fed, rnd.round_no)
+        outcome: dict[str, Any] = {
+            "stopped": "round_limit",
+            "converged": False,
+            "best_round": None,
+            "reason": f"stopped at the round limit ({fed.rounds}) without early stopping: more rounds may help",
+        }
+        if history and history[-1][0] >= 2:  # a model trained for at least one round was measured
+            r, m = history[-1]
+            if not judges(m["validation_rows"], m["validation_positives"]):
+                outcome["reason"] += (
+                    f"; the validation rows hold {m['validation_positives']} positives, too few "
+                    f"(< {MIN_VALIDATION_CLASS}) to stop early or judge the model underfit"
+                )
+            elif m["validation_loss"] >= m["prior_loss"]:
+                outcome["underfit"] = (
+                    f"training stopped at the round limit ({fed.rounds}) with a model no better than predicting "
+                    f"the base rate: validation loss {m['validation_loss']:.4g} against {m['prior_loss']:.4g} for "
+                    f"the constant prediction (round {r}). The model is useless as it is: standardise the features "
+                    "(standardise=true), raise rounds or the learning rate; no model was registered"
+                )
+        return outcome
 
     def _divergence(
         self, session: Session, fed: Federation, rnd: FederationRound, step: np.ndarray[Any, Any]
@@ -653,10 +1076,24 @@ class FederatedService:
         *,
         actor: Actor,
         request_id: str | None,
+        diverged: bool = False,
     ) -> None:
+        """End the round and the federation without a model. ``diverged``: training itself failed (divergence,
+        or a model no better than the base rate), recorded as ``training_diverged`` in the outcome."""
         now = self.clock()
         rnd.phase, rnd.abort_reason, rnd.ended_at = RoundPhase.aborted, reason, now
         fed.state, fed.abort_reason, fed.ended_at = FederationState.aborted, reason, now
+        if diverged:
+            fed.outcome_json = json.dumps(
+                {
+                    "stopped": "diverged",
+                    "converged": False,
+                    "code": TrainingDiverged.code,
+                    "rounds_run": max(0, rnd.round_no),
+                    "best_round": None,
+                    "reason": reason,
+                }
+            )
         session.flush()
         self.ledger.append(
             session,
@@ -675,17 +1112,29 @@ class FederatedService:
         session: Session,
         fed: Federation,
         weights: np.ndarray[Any, Any],
+        outcome: dict[str, Any] | None,
         *,
         actor: Actor,
         request_id: str | None,
     ) -> None:
+        """Register the model: ``weights`` in the space the banks trained in, folded onto raw features when the
+        federation standardised them (the statistics are recorded beside them)."""
         fed.state, fed.ended_at = FederationState.done, self.clock()
         session.flush()
-        rounds = session.scalars(
+        all_rounds = session.scalars(
             select(FederationRound)
             .where(FederationRound.federation_id == fed.id)
             .order_by(FederationRound.round_no)
         ).all()
+        rounds = [r for r in all_rounds if r.round_no >= 1]
+        stats = self._statistics(session, fed)
+        history = self._validation(session, fed, fed.current_round)
+        outcome = {
+            **(outcome or {"stopped": "round_limit", "converged": False, "best_round": None}),
+            "rounds_run": len(rounds),
+        }
+        outcome.pop("underfit", None)
+        fed.outcome_json = json.dumps(outcome)
         order = self._order(fed)
         dropouts = sorted({o for r in rounds for o in order if o not in json.loads(r.survivors_json or "[]")})
         done = self.ledger.append(
@@ -696,7 +1145,13 @@ class FederatedService:
                 objects=(ObjectRef("federation", fed.id),),
                 purpose=PURPOSE,
                 request_id=request_id,
-                detail={"rounds": len(rounds), "dropouts": dropouts},
+                detail={
+                    "rounds": len(rounds),
+                    "dropouts": dropouts,
+                    "stopped": outcome["stopped"],
+                    "converged": bool(outcome["converged"]),
+                    "best_round": outcome.get("best_round"),
+                },
             ),
         )
         if self.registry is None:
@@ -710,7 +1165,17 @@ class FederatedService:
         )
         config = json.loads(fed.config_json)
         config.pop("participants_order", None)
-        artifact = {"weights": [float(v) for v in weights], "kind": fed.kind, "config": config}
+        model = federation_model(fed.kind, len(json.loads(fed.feature_schema_json)), config, fed.local_epochs)
+        model.set_flat(weights)
+        if stats is not None:
+            model = fold_standardisation(model, stats)
+        artifact = {
+            "weights": [float(v) for v in model.get_flat()],
+            "kind": fed.kind,
+            "config": config,
+            "standardisation": stats,
+            "weights_on": "raw features" if stats is None else "raw features (standardisation folded in)",
+        }
         record = self.registry.register(
             session,
             kind=fed.kind,
@@ -725,6 +1190,13 @@ class FederatedService:
                 "participants": order,
                 "dropouts": dropouts,
                 "total_weight_per_round": [r.total_weight for r in rounds],
+                "rounds_run": outcome["rounds_run"],
+                "stopped": outcome["stopped"],
+                "stop_reason": outcome.get("reason"),
+                "converged": bool(outcome["converged"]),
+                "best_round": outcome.get("best_round"),
+                "validation_loss": [{"round": r, "loss": m["validation_loss"]} for r, m in history],
+                "standardised": stats is not None,
             },
             evaluation=None,
             artifacts=dict.fromkeys(order, artifact),
@@ -734,6 +1206,14 @@ class FederatedService:
             request_id=request_id,
         )
         fed.model_id = record.id
+
+    def _statistics(self, session: Session, fed: Federation) -> dict[str, Any] | None:
+        """The joint feature statistics of round 0, or None (a federation that does not standardise)."""
+        r0 = session.get(FederationRound, (fed.id, 0))
+        if r0 is None or not r0.metrics_json:
+            return None
+        stats: dict[str, Any] = json.loads(r0.metrics_json)["statistics"]
+        return stats
 
     # --- views ---------------------------------------------------------------------------------------------
 
@@ -778,10 +1258,23 @@ class FederatedService:
             "round": None,
             "global_weights": None,
             "inbox": None,
+            "standardisation": None,
+            "validation": [],
+            "outcome": json.loads(fed.outcome_json) if fed.outcome_json else None,
         }
         rnd = self._round(session, fed)
         if rnd is None:
             return out
+        out["standardisation"] = self._statistics(session, fed)
+        out["validation"] = [
+            {
+                "round": r,
+                "loss": m["validation_loss"],
+                "prior_loss": m["prior_loss"],
+                "rows": m["validation_rows"],
+            }
+            for r, m in self._validation(session, fed, fed.current_round)
+        ]
         out["round"] = {
             "round_no": rnd.round_no,
             "phase": rnd.phase.value,
@@ -791,12 +1284,20 @@ class FederatedService:
             "abort_reason": rnd.abort_reason,
         }
         final = rnd.result_weights if rnd.result_weights is not None else rnd.global_weights
+        best = (out["outcome"] or {}).get("best_round")
+        if best is not None:  # stopped early: the registered model is the one the best round started from
+            kept = session.get(FederationRound, (fed.id, best))
+            assert kept is not None
+            final = kept.global_weights
         out["global_weights"] = [float(v) for v in _weights(final)]
         stage = STAGE_OF_PHASE.get(rnd.phase) if rnd.phase is not RoundPhase.done else None
         if stage is not None:
             senders = self._senders(session, fed, rnd)
             out["round"]["posted"] = part.position in senders[stage]
-            out["inbox"] = self._inbox(session, fed, rnd, stage, part.position, senders)
+            if _enclave_mode(fed):
+                out["enclave_terms"] = self.terms(fed, rnd.round_no)
+            else:
+                out["inbox"] = self._inbox(session, fed, rnd, stage, part.position, senders)
         return out
 
     def _inbox(

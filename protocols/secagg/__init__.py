@@ -5,14 +5,20 @@ Who learns what (*semi-honest* banks and server; stages, messages and parameters
 
 * the **server** learns ``sum_i w_i * clip(x_i)`` and ``sum_i w_i`` over the banks that finish the round (the
   survivors ``U3``), and the sets of banks per stage; never a single update. A round never finishes with fewer
-  than ``max(threshold, 3)`` survivors (with two, either could subtract its own update from the sum);
+  than ``max(threshold, 3)`` survivors (with two, either could subtract its own update from the sum). A round
+  may carry a *tail* of exact integers beside the update (``SecAggParams.tail``): the server learns their exact
+  sums over the survivors (joint feature moments, validation-loss sums), never one bank's;
+* **malicious banks**: a sum longer than ``sum w_i * clip_norm`` (no clipped inputs make one) is refused
+  (:func:`~protocols.secagg.quantisation.dequantise`); a bank that stays inside the clip ball or overstates its
+  weight is not caught here (its influence is bounded only in the enclave mode);
 * **drop-outs**: banks that leave after sharing their keys are survived as long as ``threshold`` banks send
   their unmasking shares; their inputs are never revealed (only their mask keys are);
 * a **bank** learns the public keys, the survivor set and the aggregate: subtracting its own contribution leaves
   the sum of at least two others;
 * **collusion**: the server with up to ``threshold - 1`` banks learns nothing beyond the sum of the other
   survivors (``threshold > n / 2``). Not covered: a malicious server that shows banks different survivor sets,
-  out-of-range inputs from malicious banks (a wrong sum, no privacy loss), leakage from the aggregate itself.
+  out-of-range inputs from malicious banks beyond what the sum's norm check catches (see docs/protocols.md and
+  the enclave job ``fedavg_aggregate`` for a bound no bank can evade), leakage from the aggregate itself.
 
 Parties: :mod:`~protocols.secagg.client` (:class:`SecAggClient`) and :mod:`~protocols.secagg.server`
 (:class:`SecAggServer`); the frames in :mod:`~protocols.secagg.messages`, the parameters in
@@ -28,19 +34,21 @@ from protocols.secagg.params import (
     KEY_BYTES,
     MAX_CLIENTS,
     MAX_DIM,
+    MAX_TAIL,
     MIN_SURVIVORS,
     MODULUS,
     MODULUS_BITS,
     SHAMIR_PRIME,
     SHARE_BYTES,
     STAGE_OF,
+    TAIL_BITS,
     MsgType,
     RoundInfo,
     SecAggParams,
     Stage,
     session_id,
 )
-from protocols.secagg.quantisation import clip_l2, dequantise, quantise
+from protocols.secagg.quantisation import clip_l2, dequantise, dequantise_tail, quantise
 from protocols.secagg.server import SecAggServer
 from protocols.secagg.shamir import shamir_combine, shamir_split
 
@@ -49,12 +57,14 @@ __all__ = [
     "KEY_BYTES",
     "MAX_CLIENTS",
     "MAX_DIM",
+    "MAX_TAIL",
     "MIN_SURVIVORS",
     "MODULUS",
     "MODULUS_BITS",
     "SHAMIR_PRIME",
     "SHARE_BYTES",
     "STAGE_OF",
+    "TAIL_BITS",
     "Frame",
     "InvalidSecAggMessage",
     "MsgType",
@@ -68,6 +78,7 @@ __all__ = [
     "clip_l2",
     "decode_frame",
     "dequantise",
+    "dequantise_tail",
     "encode_frame",
     "pairwise_mask",
     "peek_type",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -83,12 +84,20 @@ class SecAggClient:
         return encode_frame(self.info, MsgType.SHARE_KEYS, self.index, body)
 
     def masked_input(
-        self, shares_frame: bytes, update: npt.ArrayLike, weight: int, rng: np.random.Generator | None = None
+        self,
+        shares_frame: bytes,
+        update: npt.ArrayLike,
+        weight: int,
+        rng: np.random.Generator | None = None,
+        *,
+        tail: Sequence[int] = (),
     ) -> bytes:
+        """The masked ``(clip(update) * weight, tail, weight)``; ``tail``: the round's exact integers (its
+        :attr:`SecAggParams.tail` of them)."""
         p = self.info.params
         if self.stage is not Stage.MASKED_INPUT:
             raise SecAggStageError(f"this client is at stage {self.stage.name}, not MASKED_INPUT")
-        q = quantise(update, weight, p, rng)  # bad updates are refused before anything changes
+        q = quantise(update, weight, p, rng, tail=tail)  # bad updates are refused before anything changes
         f = decode_frame(self.info, shares_frame, MsgType.SHARES)
         r = Reader(f.body, "SHARES")
         got: dict[int, tuple[int, int]] = {}
@@ -116,15 +125,15 @@ class SecAggClient:
         self._advance(Stage.MASKED_INPUT)
         self._peer_shares.update(got)
         self._u2 = u2
-        y = q + self_mask(self._b, self.info.session, p.dim + 1)
+        y = q + self_mask(self._b, self.info.session, p.width)
         for j in sorted(u2 - {self.index}):
-            m = pairwise_mask(self._s_sk, load_pub(self._keys[j].s_pk, "s_pk"), self.info.session, p.dim + 1)
+            m = pairwise_mask(self._s_sk, load_pub(self._keys[j].s_pk, "s_pk"), self.info.session, p.width)
             if self.index < j:
                 y += m
             else:
                 y -= m
         y &= FIELD_MASK
-        body = struct.pack(">I", p.dim + 1) + y.astype(">u8").tobytes()
+        body = struct.pack(">I", p.width) + y.astype(">u8").tobytes()
         return encode_frame(self.info, MsgType.MASKED_INPUT, self.index, body)
 
     def unmask(self, survivors_frame: bytes) -> bytes:

@@ -166,9 +166,10 @@ def _parse_masked(info: RoundInfo, data: bytes) -> tuple[int, U64]:
     f = decode_frame(info, data, MsgType.MASKED_INPUT)
     r = Reader(f.body, "MASKED_INPUT")
     length = r.u32()
-    if length != info.params.dim + 1:
+    if length != info.params.width:
         raise InvalidSecAggMessage(
-            f"MASKED_INPUT has {length} elements, expected {info.params.dim + 1} (the model's parameters + weight)"
+            f"MASKED_INPUT has {length} elements, expected {info.params.width} (the model's parameters, "
+            f"{info.params.tail} exact value(s) as two limbs each, the weight)"
         )
     y = np.frombuffer(r.take(8 * length), dtype=">u8").astype(np.uint64)
     r.end()

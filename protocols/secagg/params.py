@@ -32,6 +32,12 @@ MAX_CLIENTS: Final = 1000
 MIN_SURVIVORS: Final = 3
 """fewest banks whose updates an aggregate may sum: with two, each could solve for the other's update"""
 MAX_DIM: Final = 1 << 22
+MAX_TAIL: Final = 4096
+"""most exact-integer values (statistics, validation-loss sums) a round may carry beside the update"""
+LIMB_BITS: Final = 40
+"""an exact tail value travels as two field elements, ``lo = v mod 2^40`` and ``hi = v >> 40`` (signed)"""
+TAIL_BITS: Final = 90
+"""tail values are integers in ``(-2^90, 2^90)``: ``|hi| < 2^50``, so 1000 banks' sum cannot wrap"""
 DOMAIN = b"pps-secagg/v1"
 
 
@@ -74,6 +80,9 @@ class SecAggParams:
     levels: int = 1 << 20
     """quantisation levels per unit of clip_norm on each side of zero"""
     max_weight: int = 1 << 24
+    tail: int = 0
+    """exact integers each bank appends (unclipped, unweighted, summed exactly; :func:`quantise`): a round's
+    statistics (feature sums, validation-loss sums). 0 for a plain FedAvg round"""
 
     def __post_init__(self) -> None:
         for name in ("n", "threshold", "dim", "levels", "max_weight"):
@@ -90,6 +99,8 @@ class SecAggParams:
                 f"threshold must be a majority of the {self.n} banks ({self.n // 2 + 1}..{self.n}), got "
                 f"{self.threshold}: a smaller one would let a server that claims drop-outs unmask a bank"
             )
+        if not isinstance(self.tail, int) or isinstance(self.tail, bool) or not 0 <= self.tail <= MAX_TAIL:
+            raise InvalidParameters(f"tail must be an integer in [0, {MAX_TAIL}], got {self.tail!r}")
         if self.dim > MAX_DIM:
             raise InvalidParameters(f"dim may be at most {MAX_DIM}, got {self.dim}")
         if (
@@ -102,6 +113,11 @@ class SecAggParams:
             raise InvalidParameters(
                 "n * max_weight * levels must stay below 2^61 so that the sum cannot wrap"
             )
+
+    @property
+    def width(self) -> int:
+        """Field elements in a masked input: the weighted update, the tail's two limbs per value, the weight."""
+        return self.dim + 2 * self.tail + 1
 
     @property
     def min_survivors(self) -> int:

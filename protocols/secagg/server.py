@@ -39,7 +39,7 @@ from protocols.secagg.params import (
     SecAggParams,
     Stage,
 )
-from protocols.secagg.quantisation import dequantise
+from protocols.secagg.quantisation import dequantise, dequantise_tail
 from protocols.secagg.shamir import shamir_combine
 
 
@@ -61,6 +61,8 @@ class SecAggServer:
     u1: set[int] = field(default_factory=set)
     u2: set[int] = field(default_factory=set)
     u3: set[int] = field(default_factory=set)
+    tail_total: list[int] | None = None
+    """the exact sums of the survivors' tail integers, once :meth:`aggregate` has run"""
 
     @property
     def params(self) -> SecAggParams:
@@ -189,7 +191,7 @@ class SecAggServer:
         p, session = self.params, self.info.session
         if len(self.u3) < p.min_survivors:  # close_stage aborts first; never release a sum of fewer
             raise SecAggAborted(f"only {len(self.u3)} survivors; an aggregate needs {p.min_survivors}")
-        total = np.zeros(p.dim + 1, dtype=np.uint64)
+        total = np.zeros(p.width, dtype=np.uint64)
         for y in self.masked.values():
             total += y
         t = p.threshold
@@ -211,13 +213,16 @@ class SecAggServer:
             peers = tuple((self.adverts[k].s_pk, k < j) for k in sorted(self.u3))
             masks.append(("pairwise", priv_bytes(sk), peers))
         if executor is None or executor.in_process:
-            deltas: Iterable[U64] = (_unmask_delta((session, p.dim + 1), job) for job in masks)
+            deltas: Iterable[U64] = (_unmask_delta((session, p.width), job) for job in masks)
         else:
-            shared = Shared("secagg-unmask", (session, p.dim + 1), _round_state)
+            shared = Shared("secagg-unmask", (session, p.width), _round_state)
             deltas = executor.map_chunks(_unmask_delta, masks, shared=shared)
         for delta in deltas:
             total += delta
-        return dequantise(total & FIELD_MASK, p)
+        total &= FIELD_MASK
+        out = dequantise(total, p)
+        self.tail_total = dequantise_tail(total, p)
+        return out
 
 
 _MaskJob = tuple[str, bytes, tuple[tuple[bytes, bool], ...]]

@@ -107,7 +107,14 @@ def test_subjects_see_the_entries_that_touch_them_and_nothing_else(
         )
     mine = world["subject1"].ledger.mine()
     docs = [verify_entry(item, key).entry for item in mine.items]
-    assert [d.action for d in docs] == ["org.create", "token.issue", "score.release"]
+    assert [d.action for d in docs] == [
+        "org.create",
+        "org.enrolment_code",  # the operator's onboarding gives it a one-time code (issue 24) ...
+        "org.enrol",  # ... which the subject redeems itself for its first token
+        "token.issue",
+        "subject_key.enrol",  # its own consent-signing key, after the real-name step
+        "score.release",
+    ]
     assert all(s1.uscc in d.subjects for d in docs)
     foreign = world["auditor"].ledger.entries(subject=s2.uscc).items
     assert foreign
@@ -119,7 +126,7 @@ def test_banks_see_their_own_actions_only(world: dict[str, Client]) -> None:
     bank = world["bank"]
     bank.tokens.issue(bank.me().org.id, label="rotation")
     mine = bank.ledger.mine().items
-    assert [i.entry["action"] for i in mine] == ["token.issue"]
+    assert [i.entry["action"] for i in mine] == ["org.enrol", "token.issue", "token.issue"]  # its own, all
     with pytest.raises(PermissionDenied) as refused:
         bank.ledger.entries()
     assert refused.value.code == "role_not_allowed"
@@ -172,7 +179,15 @@ def test_a_subjects_own_actions_are_in_its_history(world: dict[str, Client], bas
     key = pinned(base_url)
     docs = [verify_entry(item, key).entry for item in subject.ledger.mine().items]
     actions = [d.action for d in docs]
-    assert actions == ["org.create", "token.issue", "token.issue", "token.revoke"]
+    assert actions == [
+        "org.create",
+        "org.enrolment_code",
+        "org.enrol",
+        "token.issue",
+        "subject_key.enrol",
+        "token.issue",
+        "token.revoke",
+    ]
     assert all(me.org.uscc in d.subjects for d in docs)  # revocations name the subject too
 
 

@@ -16,10 +16,11 @@ from api.app import ROUTERS
 from api.deps import declared_roles
 from models.synth import generate
 from pps.infra.jobs import JobContext, JobOutcome
-from pps.infra.storage.tables import Role
+from pps.infra.storage.tables import Role, new_id
 from pps.ledger.entry import OPERATOR, Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed, signed_body, signed_decision, subject_key
 
 ROUTES = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
 ROUTE_IDS = [f"{sorted(r.methods)[0]} {r.path}" for r in ROUTES]
@@ -82,6 +83,8 @@ class Party:
             self.dataset_id, self.disposable_dataset_id = ids
 
     consents: dict[str, str]
+    spare_key_id: str = "sk_missing"
+    break_glass_id: str = "brk_missing"
     objections: dict[str, str]
     repairs: dict[str, str]
     person: Party
@@ -113,7 +116,9 @@ class Party:
             path = path.replace("{statement_id}", self.repairs.get("statement", "stm_missing"))
         if "{federation_id}" in path:
             action = (
-                "/" + path.rsplit("/", 1)[1] if path.endswith(("/accept", "/messages", "/advance")) else ""
+                "/" + path.rsplit("/", 1)[1]
+                if path.endswith(("/accept", "/messages", "/advance", "/enclave-input"))
+                else ""
             )
             path = path.replace("{federation_id}", self.federations[action])
         if "{model_id}" in path:
@@ -124,6 +129,10 @@ class Party:
             path = path.replace("{training_id}", self.trainings.get(action, "vlr_missing"))
         if "{job_id}" in path:
             path = path.replace("{job_id}", self.jobs["/cancel" if path.endswith("/cancel") else ""])
+        if "{key_id}" in path:
+            path = path.replace("{key_id}", self.spare_key_id)
+        if "{bg_id}" in path:
+            path = path.replace("{bg_id}", self.break_glass_id)
         if path.endswith("/disable"):
             return path.replace("{org_id}", self.disposable.id)
         return (
@@ -159,7 +168,11 @@ def parties(
         party.jobs = {"": _job(runtime, party.org, run=True), "/cancel": _job(runtime, party.org, run=False)}
     terms = consent_terms(made)
     active = [
-        subject.client.post("/v1/consents", json={**terms, "bank_org_id": bank.org.id}) for _ in range(2)
+        subject.client.post(
+            "/v1/consents",
+            json=signed_body(subject.org.key, str(subject.org.uscc), {**terms, "bank_org_id": bank.org.id}),
+        )
+        for _ in range(2)
     ]
     asked = [
         bank.client.post("/v1/consent-requests", json={**terms, "subject_uscc": subject.org.uscc})
@@ -195,10 +208,13 @@ def parties(
     enclave_job = _enclave_job_body(runtime)
     approval_bodies = _approval_bodies(runtime, bank.org.id, subject.org.uscc)
     sealed = _sealed_bodies(runtime, made, terms)
-    federations, frame = _federations(runtime, made)
+    federations, frame, enclave_input = _federations(runtime, made)
     models, trainings, model_bodies = _models(runtime, made, synthetic.columns["uscc"].tolist())
     person, person_bodies = _person(runtime, made, http, make_org, terms, tmp_path)
+    spare_key, break_glass_id = _subject_key_and_break_glass(runtime, made)
     for party in made.values():
+        party.spare_key_id = spare_key if party is subject else "sk_missing"  # only the subject's own
+        party.break_glass_id = break_glass_id
         party.federations = federations if party is bank else dict.fromkeys(federations, "fed_missing")
         party.consents = consents
         party.objections = objections
@@ -209,9 +225,19 @@ def parties(
         party.models = models if party is bank else {}
         party.trainings = trainings if party is bank else {}
         party.bodies = {
-            "POST /v1/consents": {**terms, "bank_org_id": bank.org.id},
+            "POST /v1/consents": signed_body(
+                subject.org.key, str(subject.org.uscc), {**terms, "bank_org_id": bank.org.id}
+            ),
+            "POST /v1/consents/{consent_id}/approve": signed_decision(subject.org.key, asked[0].json()),
             "POST /v1/consent-requests": {**terms, "subject_uscc": subject.org.uscc},
             "POST /v1/consents/{consent_id}/deny": {"reason": "not now"},
+            "POST /v1/enrol": lambda: {"code": _enrolment_code(runtime)},
+            "POST /v1/subject-keys": lambda: _new_key_body(subject.org),
+            "POST /v1/break-glass": {
+                "org_id": made[Role.bank].disposable.id,
+                "action": "revoke_tokens",
+                "reason": "the matrix proposes, nobody approves",
+            },
             "POST /v1/psi": {"purpose": "loan_underwriting", "reveal": "size", "request": _psi_request()},
             "POST /v1/aggregates": {
                 "scope": "consented",
@@ -233,6 +259,7 @@ def parties(
             "POST /v1/federations/{federation_id}/accept": {"purpose": "joint_model_training"},
             "POST /v1/federations/{federation_id}/messages": {"message": frame},
             "POST /v1/federations/{federation_id}/advance": {},
+            "POST /v1/federations/{federation_id}/enclave-input": enclave_input,
             "POST /v1/objections": {"dataset_id": objected, "fields": ["f3"], "reason": "matrix"},
             "POST /v1/objections/{objection_id}/accept": {"corrected": {"f1": 2.0}},
             "POST /v1/objections/{objection_id}/reject": {"reason": "matrix"},
@@ -285,9 +312,11 @@ def _person(
         done = runtime.persons.onboard(
             s, resident_id=make_resident_id("63282119800101123"), kind=PersonKind.household, actor=OPERATOR
         )
-        issued = runtime.identity.issue_token(
-            s, org=done.org, label="matrix", ttl=timedelta(days=1), actor=OPERATOR
+        enrolment = runtime.identity.issue_enrolment_code(s, org=done.org, actor=OPERATOR)
+        _, issued = runtime.identity.redeem_enrolment_code(
+            s, code=enrolment.secret, label="matrix", ttl=timedelta(days=1)
         )
+        person_key = subject_key(runtime, s, done.person.code)
         runtime.person_rules.record_assessment(
             s,
             purpose="loan_underwriting",
@@ -310,6 +339,8 @@ def _person(
             actor=Actor(bank.org.id, "bank"),
         )
         code, asked_id = done.person.code, asked.id
+        separate = {"provide_to_bank": True, "sensitive_fields": {provider.dataset_id: ["amount"]}}
+        approval = signed(runtime, s, asked, separate=separate)
     handle = OrgHandle(done.org.id, done.org.name, Role.subject, code, issued.secret, issued.token.id)
     person = Party(handle, http, make_org(Role.bank))
     person.consents = {"/approve": asked_id}
@@ -323,12 +354,16 @@ def _person(
         params={"format": "csv"},
     )
     assert up.status_code == 201, up.text
-    separate = {"provide_to_bank": True, "sensitive_fields": {provider.dataset_id: ["amount"]}}
     bodies = {
         "POST /v1/persons": {"resident_id": make_resident_id("63010219900101234"), "kind": "household"},
         "POST /v1/persons/me/consents/preview": {**terms, "bank_org_id": bank.org.id, "separate": separate},
-        "POST /v1/persons/me/consents": {**terms, "bank_org_id": bank.org.id, "separate": separate},
-        "POST /v1/persons/me/consents/{consent_id}/approve": {"separate": separate},
+        "POST /v1/persons/me/consents": signed_body(
+            person_key, code, {**terms, "bank_org_id": bank.org.id, "separate": separate}
+        ),
+        "POST /v1/persons/me/consents/{consent_id}/approve": {
+            "separate": separate,
+            "signature": {"text": approval.text, "key_id": approval.key_id, "signature": approval.signature},
+        },
         "POST /v1/persons/notices": {"code": code, "dataset_id": provider.dataset_id, "text": "matrix"},
         "POST /v1/impact-assessments": assessment,
         "POST /v1/household-ratings/query": {"purpose": "loan_underwriting", "subjects": [code]},
@@ -357,9 +392,10 @@ def _person(
     return person, bodies
 
 
-def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, str], str]:
+def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, str], str, dict[str, Any]]:
     """The bank's federations: one it is invited to, two running at advertise-keys (it initiated both), and
-    its first secure-aggregation message for one of them."""
+    its first secure-aggregation message for one of them; one aggregated in the enclave that another bank
+    initiated, and the bank's update provisioned to the enclave under a verified quote."""
     import base64
 
     from pps.services.federated import FederationSpec
@@ -368,7 +404,14 @@ def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, s
     bank, other = made[Role.bank].org, made[Role.data_provider].disposable
     third = made[Role.subject].disposable  # a round needs at least three banks
 
-    def start(initiator: OrgHandle, invitee: OrgHandle, *, accept: bool, timeout: int = 600) -> str:
+    def start(
+        initiator: OrgHandle,
+        invitee: OrgHandle,
+        *,
+        accept: bool,
+        timeout: int = 600,
+        aggregation: str = "secagg",
+    ) -> str:
         spec = FederationSpec(
             name="matrix",
             participants=(initiator.id, invitee.id, third.id),
@@ -377,6 +420,8 @@ def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, s
             rounds=1,
             threshold=2,
             phase_timeout_s=timeout,
+            standardise=False,
+            aggregation=aggregation,
         )
         with runtime.db.transaction() as s:
             fed_id = runtime.federated.create(s, spec, actor=Actor(initiator.id, "bank")).id
@@ -393,12 +438,44 @@ def _federations(runtime: Runtime, made: dict[Role, Party]) -> tuple[dict[str, s
         # its phase deadline passes while the matrix runs: then any participant may close the phase
         "/advance": start(bank, other, accept=True, timeout=1),
     }
+    feds["/enclave-input"] = start(other, bank, accept=True, aggregation="enclave")
     feds[""] = feds["/messages"]
     with runtime.db.transaction(write=False) as s:
         position = runtime.federated.view(s, feds["/messages"], bank.id)["my_position"]
     info = RoundInfo(feds["/messages"], 1, SecAggParams(n=3, threshold=2, dim=2, clip_norm=5.0))
     frame = base64.b64encode(SecAggClient(info, position).advertise_keys()).decode()
-    return feds, frame
+    return feds, frame, _enclave_input(runtime, feds["/enclave-input"], bank.id)
+
+
+def _enclave_input(runtime: Runtime, fed_id: str, bank_id: str) -> dict[str, Any]:
+    import base64
+    import json
+    import os
+
+    from enclave_sim.platform import expected_measurement
+    from pps_wire import provision as crypto
+    from pps_wire.quote import Quote, standard_policy
+
+    with runtime.db.transaction(write=False) as s:
+        view = runtime.federated.view(s, fed_id, bank_id)
+    terms = view["enclave_terms"]
+    body = {"terms": terms, "update": [0.0] * terms["dim"], "weight": 10, "tail": [0] * terms["tail"]}
+    nonce = os.urandom(32)
+    quote = runtime.enclave.quote(nonce)
+    sealed = crypto.encrypt_for_enclave(
+        quote,
+        standard_policy(measurements=[expected_measurement()], nonce=nonce),
+        vendor_key=runtime.enclave.vendor_public_key,
+        job="fedavg_aggregate",
+        slot=f"bank{view['my_position']}",
+        body=json.dumps(body).encode(),
+    )
+    return {
+        "update": {
+            "quote_hash": Quote.parse(quote).quote_hash.hex(),
+            "ciphertext": base64.b64encode(sealed).decode(),
+        }
+    }
 
 
 def _models(
@@ -438,7 +515,7 @@ def _models(
             c = runtime.consents.request(
                 s, bank=org, subject_uscc=u, terms=terms, actor=Actor(None, "subject")
             )
-            runtime.consents.approve(s, c, actor=Actor(None, "subject"))
+            runtime.consents.approve(s, c, signed=signed(runtime, s, c), actor=Actor(None, "subject"))
         fields = runtime.features.fields_for(s, ["industry_c"])
         model = runtime.models.register(
             s,
@@ -664,13 +741,17 @@ def _sealed_bodies(runtime: Runtime, made: dict[Role, Party], terms: dict[str, A
         dataset_id = sealed.dataset_id
     granted = subject.client.post(
         "/v1/consents",
-        json={
-            **terms,
-            "bank_org_id": bank.org.id,
-            "scope": [{"dataset_id": dataset_id, "fields": ["amount"]}],
-            "operations": ["aggregate", "score"],
-            "granularity": "score",
-        },
+        json=signed_body(
+            subject.org.key,
+            str(subject.org.uscc),
+            {
+                **terms,
+                "bank_org_id": bank.org.id,
+                "scope": [{"dataset_id": dataset_id, "fields": ["amount"]}],
+                "operations": ["aggregate", "score"],
+                "granularity": "score",
+            },
+        ),
     )
     assert granted.status_code == 201, granted.text
     weight = encrypt_sealed_weights(ctx.public_context, {"amount": 0.5})["amount"]
@@ -860,6 +941,8 @@ def call(client: httpx.Client, route: APIRoute, path: str, n: int, bodies: dict[
     method = sorted(route.methods)[0]
     key = f"{method} {route.path}"
     body = BODIES.get(key, bodies.get(key))
+    if callable(body):  # a body usable once (an enrolment code, a new key): made per call
+        body = body()
     if isinstance(body, bytes):
         return client.request(method, path, content=body)
     if body is not None and body.get("name") == "__unique__":
@@ -870,7 +953,10 @@ def call(client: httpx.Client, route: APIRoute, path: str, n: int, bodies: dict[
     if route.path.endswith("/versions"):
         return client.request(method, path, content=SMALL_CSV, params={"format": "csv"})
 
-    return client.request(method, path, json=body, params=params)
+    try:
+        return client.request(method, path, json=body, params=params)
+    except httpx.TimeoutException as exc:
+        raise AssertionError(f"{method} {path} did not answer in time") from exc
 
 
 @pytest.mark.slow
@@ -905,7 +991,7 @@ def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx
         r = call(anonymous, route, parties[Role.bank].fill(route.path), n, parties[Role.bank].bodies)
         if roles and r.status_code != 401:
             failures.append(f"anonymous → {route.path}: expected 401, got {r.status_code}")
-        if not roles and r.status_code != 200:
+        if not roles and r.status_code not in (200, 201):
             failures.append(f"anonymous → public {route.path}: expected 200, got {r.status_code}")
     assert failures == []
 
@@ -963,3 +1049,72 @@ def test_cross_tenant_matrix(parties: dict[Role, Party], runtime: Runtime) -> No
     for party in parties.values():  # nobody's spare token was revoked by someone else
         tokens = party.client.get(f"/v1/orgs/{party.org.id}/tokens").json()
         assert all(t["state"] == "active" for t in tokens)
+
+
+def _enrolment_code(runtime: Runtime) -> str:
+    """A fresh organisation's one-time enrolment code (each redemption needs its own)."""
+    from pps.ledger.entry import OPERATOR
+
+    with runtime.db.transaction() as session:
+        org = runtime.identity.create_org(
+            session, name=f"enrolling {new_id('x')}", role=Role.bank, uscc=None, actor=OPERATOR
+        )
+        return runtime.identity.issue_enrolment_code(session, org=org, actor=OPERATOR).secret
+
+
+def _new_key_body(subject: OrgHandle) -> dict[str, Any]:
+    """A new key for the subject, endorsed by its enrolled key (a rotation)."""
+    from pps_wire.subject_sign import SubjectKey, action_text, b64, enrolment_document
+    from tests.helpers import REPRESENTATIVE_ID
+
+    key = SubjectKey.generate()
+    text = action_text(
+        enrolment_document(
+            org_id=subject.id, subject=str(subject.uscc), algorithm="ed25519", public_key=key.public_key
+        )
+    )
+    return {
+        "algorithm": "ed25519",
+        "public_key": b64(key.public_key),
+        "proof": b64(key.sign(text)),
+        "representative_name": "Li Wei",
+        "representative_id": REPRESENTATIVE_ID,
+        "endorsement_key_id": subject.key.key_id,
+        "endorsement": b64(subject.key.sign(text)),
+    }
+
+
+def _subject_key_and_break_glass(runtime: Runtime, made: dict[Role, Party]) -> tuple[str, str]:
+    """A spare key of the subject (to revoke) and a break-glass proposal by another operator (to approve)."""
+    from pps.identity.keys import Endorsement, NewKey
+    from pps.identity.realname import Representative
+    from pps.ledger.entry import OPERATOR
+    from pps_wire.subject_sign import unb64
+    from tests.helpers import REPRESENTATIVE_ID
+
+    subject = made[Role.subject].org
+    body = _new_key_body(subject)
+    with runtime.db.transaction() as session:
+        org = runtime.identity.get_org(session, subject.id)
+        spare = runtime.keys.enrol(
+            session,
+            org=org,
+            key=NewKey("ed25519", unb64(body["public_key"], "k"), unb64(body["proof"], "p")),
+            representative=Representative("Li Wei", REPRESENTATIVE_ID),
+            endorsement=Endorsement(subject.key.key_id, unb64(body["endorsement"], "e")),
+            actor=Actor(subject.id, "subject"),
+        )
+        other = runtime.identity.create_org(
+            session, name="another operator", role=Role.platform_admin, uscc=None, actor=OPERATOR
+        )
+        target = runtime.identity.create_org(
+            session, name="break-glass target", role=Role.bank, uscc=None, actor=OPERATOR
+        )
+        proposal = runtime.identity.propose_break_glass(
+            session,
+            org=target,
+            action="disable_org",
+            reason="the matrix's second operator approves this",
+            actor=Actor(other.id, "platform_admin"),
+        )
+        return spare.key_id, proposal.id

@@ -173,7 +173,9 @@ class TestRefusedRequestsChangeNothing:
 
 
 def test_revoked_token(runtime: Runtime, http: Callable[..., httpx.Client], make_org: OrgFactory) -> None:
-    bank = make_org(Role.bank)
+    bank = make_org(
+        Role.data_provider
+    )  # a provider: the operator may revoke its tokens (not a bank's, issue 24)
     c = http(bank.token)
     assert c.get("/v1/me").status_code == 200
     assert c.delete(f"/v1/tokens/{bank.token_id}").status_code == 200

@@ -30,7 +30,7 @@ def orgs(make_org: OrgFactory) -> dict[str, OrgHandle]:
 
 @pytest.fixture
 def c(orgs: dict[str, OrgHandle], base_url: str) -> dict[str, Client]:
-    return {k: Client(base_url, o.token) for k, o in orgs.items()}
+    return {k: Client(base_url, o.token, subject_key=o.key) for k, o in orgs.items()}
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_bank_request_then_subject_decides(c: dict[str, Client], orgs: dict[str,
     with pytest.raises(NotFound):
         c["s2"].consents.approve(asked.id)  # a subject acting for another
     with pytest.raises(PermissionDenied) as refused:
-        c["bank_a"].consents.approve(asked.id)  # a bank approving its own request
+        c["bank_a"].consents.approve(asked.id, key=orgs["s1"].key)  # a bank approving its own request
     assert refused.value.code == "role_not_allowed"
     approved = c["s1"].consents.approve(asked.id)
     assert approved.state == "active" and approved.max_uses == 3
@@ -158,7 +158,7 @@ def test_a_bank_cannot_grant_consent_and_cannot_see_anothers(
     c: dict[str, Client], orgs: dict[str, OrgHandle], ds: str
 ) -> None:
     with pytest.raises(PermissionDenied) as refused:
-        c["bank_a"].consents.grant(orgs["bank_a"].id, **terms(ds))
+        c["bank_a"].consents.grant(orgs["bank_a"].id, **terms(ds), key=orgs["s1"].key)
     assert refused.value.code == "role_not_allowed"
     granted = c["s1"].consents.grant(orgs["bank_a"].id, **terms(ds))
     for who in ("bank_b", "s2"):
@@ -200,7 +200,8 @@ def test_a_request_does_not_tell_whether_an_enterprise_is_on_the_platform(
     assert on.state == off.state == "requested"
     raw_on, raw_off = (http(orgs["bank_a"].token).get(f"/v1/consents/{x.id}").json() for x in (on, off))
     assert set(raw_on) == set(raw_off)
-    joined = Client(base_url, make_org(Role.subject, uscc=newcomer).token)  # the enterprise joins later
+    newly = make_org(Role.subject, uscc=newcomer)  # the enterprise joins later
+    joined = Client(base_url, newly.token, subject_key=newly.key)
     pending = joined.consents.list(state="requested")
     assert [p.id for p in pending] == [off.id]
     assert joined.consents.approve(off.id).state == "active"

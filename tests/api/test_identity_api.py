@@ -10,7 +10,7 @@ import pytest
 from pps.infra.storage.tables import Role
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
-from pps_client import AuthenticationError, Client, Conflict, InvalidRequest, NotFound
+from pps_client import AuthenticationError, Client, Conflict, InvalidRequest, NotFound, PermissionDenied
 from tests.conftest import OrgFactory
 from tests.helpers import uscc_for
 
@@ -34,7 +34,10 @@ def test_onboarding_and_listing(admin: Client, runtime: Runtime) -> None:
 
 def test_token_lifecycle(admin: Client, base_url: str, http: Callable[..., httpx.Client]) -> None:
     bank = admin.orgs.create("Bank T", "bank")
-    issued = admin.tokens.issue(bank.id, label="batch", ttl_days=7)
+    with pytest.raises(PermissionDenied) as minted:  # the operator never holds a bank's credential (issue 24)
+        admin.tokens.issue(bank.id, label="batch", ttl_days=7)
+    assert minted.value.code == "operator_bounded"
+    issued = Client(base_url).orgs.enrol(bank.enrolment_code, label="batch", ttl_days=7).token
     assert issued.token.startswith("pps_")
     assert issued.state == "active"
     member = Client(base_url, issued.token)
@@ -51,7 +54,7 @@ def test_token_lifecycle(admin: Client, base_url: str, http: Callable[..., httpx
 
 def test_offboarding_stops_every_token(admin: Client, base_url: str, runtime: Runtime) -> None:
     bank = admin.orgs.create("Bank D", "bank")
-    member = Client(base_url, admin.tokens.issue(bank.id).token)
+    member = Client(base_url, Client(base_url).orgs.enrol(bank.enrolment_code).token.token)
     assert member.me()
     disabled = admin.orgs.disable(bank.id, "licence withdrawn")
     assert disabled.disabled_at is not None
@@ -61,7 +64,7 @@ def test_offboarding_stops_every_token(admin: Client, base_url: str, runtime: Ru
     with pytest.raises(Conflict):
         admin.orgs.disable(bank.id, "again")
     with pytest.raises(Conflict):
-        admin.tokens.issue(bank.id)
+        admin.tokens.issue(bank.id)  # disabled: refused before the operator's bound is even asked
     with pytest.raises(InvalidRequest, match="itself"):
         admin.orgs.disable(admin.me().org.id, "oops")
     with pytest.raises(NotFound):

@@ -405,9 +405,9 @@ def test_kill_during_a_consent_burst(server: Server, runtime: Runtime, make_org:
     acknowledged: dict[str, str] = {}
     lock = threading.Lock()
 
-    def grant(subject_token: str, uscc: str) -> None:
+    def grant(subject_token: str, uscc: str, key: Any) -> None:
         try:
-            consent = Client(server.url, subject_token).consents.grant(
+            consent = Client(server.url, subject_token, subject_key=key).consents.grant(
                 bank.id,
                 purpose=PURPOSE,
                 scope={ds.id: ["tax_paid"]},
@@ -424,7 +424,7 @@ def test_kill_during_a_consent_burst(server: Server, runtime: Runtime, make_org:
     children = server.children()
     with ThreadPoolExecutor(8) as pool:
         for sub in subjects:
-            pool.submit(grant, sub.token, sub.uscc or "")
+            pool.submit(grant, sub.token, sub.uscc or "", sub.key)
         deadline = time.monotonic() + 60
         while len(acknowledged) < 10 and time.monotonic() < deadline:
             time.sleep(0.01)

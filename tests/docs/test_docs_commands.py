@@ -85,6 +85,11 @@ TOKEN_FOR: list[tuple[str, str]] = [
     ("/v1/audit/", "auditor"),
 ]
 
+ENROL_FOR: list[tuple[str, str]] = [
+    # a command holding the enr_... placeholder (an enrolment code) -> whose code, by role (first match wins)
+    ("pps-client enrol", "bank"),
+]
+
 EXPECTED_FAILURE: list[tuple[str, str]] = [
     # a command the docs show failing with a given exit code (`cmd || test $? -eq N`) -> its stderr
     ("pps audit verify || test $? -eq 4", "unknown signing key"),
@@ -214,6 +219,8 @@ class Session:
     cwd: Path
     env: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)
+    codes: dict[str, str] = field(default_factory=dict)
+    """one-time enrolment codes printed by ``pps admin org create``, by role (issue 24)"""
     org_ids: dict[str, str] = field(default_factory=dict)
     subject_uscc: str | None = None
     url: str | None = None
@@ -382,6 +389,10 @@ def substitute(command: str, s: Session) -> str:
         assert role, f"`{command}` holds a token placeholder but TOKEN_FOR does not say whose token it needs"
         assert role in s.tokens, f"`{command}` needs a {role} token; none was created before it"
         cmd = cmd.replace("pps_...", s.tokens[role])
+    if "enr_..." in cmd:  # an organisation redeems the enrolment code the operator delivered out of band
+        role = next((r for key, r in ENROL_FOR if key in cmd), None)
+        assert role and role in s.codes, f"`{command}` needs an enrolment code; none was printed for {role}"
+        cmd = cmd.replace("enr_...", s.codes[role])
     if DOC_URL in cmd:
         assert s.url, f"`{command}` talks to the API, but no server was started before it in its block"
         cmd = cmd.replace(DOC_URL, s.url)
@@ -449,10 +460,17 @@ def remember(result: Result, s: Session) -> None:
     """Keeps the organisations and tokens a command printed, for the placeholders of later commands."""
     created = re.search(r"created (.+?) organisation (org_\w+) \((.*)\)", result.out)
     token = re.search(r"^(pps_\S+)$", result.out, re.M)
+    code = re.search(r"^(enr_\S+)$", result.out, re.M)
     if created:
         role = created.group(1).replace(" ", "_")
         s.org_ids.setdefault(role, created.group(2))
         if token:
+            s.tokens.setdefault(role, token.group(1))
+        if code:
+            s.codes.setdefault(role, code.group(1))
+    if re.search(r"pps-client enrol\b", result.command) and token:
+        role = next((r for key, r in ENROL_FOR if key in result.command), None)
+        if role:
             s.tokens.setdefault(role, token.group(1))
     uscc = re.search(r"--uscc (\w{18})", result.command)
     if uscc:

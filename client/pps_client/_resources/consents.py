@@ -14,11 +14,13 @@ from pps_wire.schemas import (
     ConsentGrant,
     ConsentPublic,
     ConsentRequestIn,
+    ConsentSigned,
     PolicyCheck,
     PolicyCheckOut,
     PurposesOut,
     ReceiptKeyOut,
 )
+from pps_wire.subject_sign import SubjectKey, action_document, signed_action
 
 Scope = Mapping[str, Sequence[str]] | Iterable[Mapping[str, Any]]
 """dataset id -> field names (``"*"``: every C1 field), or ``[{"dataset_id", "fields"}]``."""
@@ -53,6 +55,33 @@ def _terms(
 
 
 class Consents(Resource):
+    def _key(self, key: SubjectKey | None, what: str) -> SubjectKey:
+        key = key or self._client.subject_key
+        if key is None:
+            raise ValueError(
+                f"a consent {what} is signed by the subject's own key: pass key=..., or "
+                "Client(..., subject_key=SubjectKey.from_json(...))"
+            )
+        return key
+
+    def _signed(self, key: SubjectKey, consent: ConsentPublic, action: Any) -> dict[str, str]:
+        return signed_action(
+            key,
+            action_document(
+                action=action,
+                consent_id=consent.id,
+                subject=consent.subject_uscc,
+                bank=consent.bank_org_id,
+                purpose=consent.purpose,
+                scope=[s.model_dump() for s in consent.scope],
+                operations=consent.operations,
+                valid_from=consent.valid_from,
+                valid_until=consent.valid_until,
+                max_uses=consent.max_uses,
+                granularity=consent.granularity,
+            ),
+        )
+
     def purposes(self) -> PurposesOut:
         """The purpose catalogue and the operations consent can cover."""
         return self._client._call("GET", "/v1/purposes", PurposesOut)
@@ -68,15 +97,18 @@ class Consents(Resource):
         valid_from: datetime | None = None,
         max_uses: int | None = None,
         granularity: str | None = None,
+        key: SubjectKey | None = None,
     ) -> ConsentPublic:
-        """A subject grants consent to a bank (times need a timezone). ``granularity`` is what a score may
-        release about the subject: ``decision``, ``grade`` or ``score`` (default: the coarsest that serves the
-        purpose). The grant's signed receipt: :meth:`receipt`."""
+        """A subject grants consent to a bank (times need a timezone), signing the terms here with its own key
+        (``key``, or the client's ``subject_key``). ``granularity`` is what a score may release about the
+        subject: ``decision``, ``grade`` or ``score`` (default: the coarsest that serves the purpose); it is
+        part of the signed terms. The grant's signed receipt: :meth:`receipt`."""
+        signer = self._key(key, "grant")
+        subject = self._client.me().org.uscc or ""  # not a subject: the service refuses by role
+        terms = _terms(purpose, scope, operations, valid_until, valid_from, max_uses, granularity)
+        document = action_document(action="grant", subject=subject, bank=bank_org_id, **terms)
         body = ConsentGrant.model_validate(
-            {
-                "bank_org_id": bank_org_id,
-                **_terms(purpose, scope, operations, valid_until, valid_from, max_uses, granularity),
-            }
+            {"bank_org_id": bank_org_id, **terms, "signature": signed_action(signer, document)}
         )
         return self._client._call("POST", "/v1/consents", ConsentPublic, json_body=dumps(body))
 
@@ -109,8 +141,15 @@ class Consents(Resource):
     def get(self, consent_id: str) -> ConsentPublic:
         return self._client._call("GET", f"/v1/consents/{consent_id}", ConsentPublic)
 
-    def approve(self, consent_id: str) -> ConsentPublic:
-        return self._client._call("POST", f"/v1/consents/{consent_id}/approve", ConsentPublic)
+    def approve(self, consent_id: str, *, key: SubjectKey | None = None) -> ConsentPublic:
+        """Approve a bank's request, signing its terms (as this client reads them) with the subject's key."""
+        signer = self._key(key, "approval")
+        body = ConsentSigned.model_validate(
+            {"signature": self._signed(signer, self.get(consent_id), "approve")}
+        )
+        return self._client._call(
+            "POST", f"/v1/consents/{consent_id}/approve", ConsentPublic, json_body=dumps(body)
+        )
 
     def deny(self, consent_id: str, reason: str) -> ConsentPublic:
         body = ConsentDecision(reason=reason)
@@ -118,9 +157,18 @@ class Consents(Resource):
             "POST", f"/v1/consents/{consent_id}/deny", ConsentPublic, json_body=dumps(body)
         )
 
-    def revoke(self, consent_id: str) -> ConsentPublic:
-        """Withdraw consent, effective at once (also for jobs in flight)."""
-        return self._client._call("POST", f"/v1/consents/{consent_id}/revoke", ConsentPublic)
+    def revoke(self, consent_id: str, *, key: SubjectKey | None = None) -> ConsentPublic:
+        """Withdraw consent, effective at once (also for jobs in flight). Signed with the subject's key if this
+        client has one (kept as the subject's proof); a withdrawal needs no signature (PIPL art. 15)."""
+        signer = key or self._client.subject_key
+        if signer is None:
+            return self._client._call("POST", f"/v1/consents/{consent_id}/revoke", ConsentPublic)
+        body = ConsentSigned.model_validate(
+            {"signature": self._signed(signer, self.get(consent_id), "revoke")}
+        )
+        return self._client._call(
+            "POST", f"/v1/consents/{consent_id}/revoke", ConsentPublic, json_body=dumps(body)
+        )
 
     def receipt(self, consent_id: str) -> str:
         """The grant's signed receipt (a signed note); check it with :func:`pps_client.verify_receipt`."""

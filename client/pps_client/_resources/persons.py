@@ -24,7 +24,6 @@ from pps_wire.schemas.persons import (
     ConsentPreviewOut,
     ErasedOut,
     ErasureIn,
-    PersonApproval,
     PersonConsentGrant,
     PersonCreate,
     PersonOverviewOut,
@@ -33,6 +32,7 @@ from pps_wire.schemas.persons import (
     RatingAnswerOut,
     RatingQueryIn,
 )
+from pps_wire.subject_sign import SubjectKey, action_document, signed_action
 
 
 class Persons(Resource):
@@ -125,42 +125,34 @@ class Persons(Resource):
         provide_to_bank: bool,
         sensitive_fields: Mapping[str, Sequence[str]] | None = None,
         granularity: str | None = None,
+        key: SubjectKey | None = None,
     ) -> ConsentPublic:
         """Grant consent with the separate grants, after the person was ``shown`` the :meth:`preview`:
         ``provide_to_bank`` is the separate consent to this bank (PIPL Art. 23); ``sensitive_fields``
         (default: every one the preview named) the fields granted one by one (Art. 29); the warning the preview
-        showed is acknowledged by its hash. Refused (``separate_consent_required``) if one is missing."""
+        showed is acknowledged by its hash. The terms and the separate grants are signed here with the person's
+        own key (``key``, or the client's ``subject_key``). Refused (``separate_consent_required``) if a grant
+        is missing."""
+        signer = self._client.consents._key(key, "grant")
         separate = {
             "provide_to_bank": provide_to_bank,
             "sensitive_fields": {k: list(v) for k, v in (sensitive_fields or shown.sensitive_fields).items()},
             "warning_sha256": shown.warning_sha256,
         }
-        body = PersonConsentGrant.model_validate(
-            self._grant_body(bank_org_id, purpose, scope, operations, valid_until, granularity, separate)
+        body = self._grant_body(bank_org_id, purpose, scope, operations, valid_until, granularity, separate)
+        document = action_document(
+            action="grant",
+            subject=self._client.me().org.uscc or "",
+            bank=bank_org_id,
+            purpose=purpose,
+            scope=body["scope"],
+            operations=body["operations"],
+            valid_until=valid_until,
+            granularity=granularity,
+            separate=separate,
         )
-        return self._client._call("POST", "/v1/persons/me/consents", ConsentPublic, json_body=dumps(body))
-
-    def approve(
-        self,
-        consent_id: str,
-        *,
-        provide_to_bank: bool,
-        sensitive_fields: Mapping[str, Sequence[str]],
-        warning_sha256: str | None = None,
-    ) -> ConsentPublic:
-        """Approve a bank's consent request with the separate grants."""
-        body = PersonApproval.model_validate(
-            {
-                "separate": {
-                    "provide_to_bank": provide_to_bank,
-                    "sensitive_fields": {k: list(v) for k, v in sensitive_fields.items()},
-                    "warning_sha256": warning_sha256,
-                }
-            }
-        )
-        return self._client._call(
-            "POST", f"/v1/persons/me/consents/{consent_id}/approve", ConsentPublic, json_body=dumps(body)
-        )
+        checked = PersonConsentGrant.model_validate({**body, "signature": signed_action(signer, document)})
+        return self._client._call("POST", "/v1/persons/me/consents", ConsentPublic, json_body=dumps(checked))
 
     def report(self) -> PersonReportOut:
         """A free report (two a calendar year, 征信业管理条例 Art. 17; the third raises ``free_reports_exhausted``

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, ConfigDict, Field
 
 from pps_wire.schemas.common import Request, Response
 
@@ -31,8 +31,29 @@ class ConsentTerms(Request):
     )
 
 
+class SubjectSignatureIn(Request):
+    """The subject's own signature over a consent action (:mod:`pps_wire.subject_sign`). Sent exactly as
+    signed: unlike other requests, its strings are not stripped (the signed text ends with a newline)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    text: str = Field(max_length=20_000, description="the canonical JSON the key signed, with its newline")
+    key_id: str = Field(max_length=40, description="the enrolled key that signed")
+    signature: str = Field(max_length=4_000, description="base64 signature")
+
+
 class ConsentGrant(ConsentTerms):
     bank_org_id: str = Field(max_length=40)
+    signature: SubjectSignatureIn | None = Field(
+        None,
+        description="required: the subject's signature over these terms (a grant without one is refused)",
+    )
+
+
+class ConsentSigned(Request):
+    signature: SubjectSignatureIn | None = Field(
+        None, description="the subject's signature (required to approve; kept as proof when revoking)"
+    )
 
 
 class ConsentRequestIn(ConsentTerms):

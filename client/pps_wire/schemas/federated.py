@@ -32,6 +32,28 @@ class FederationIn(Request):
     hidden: int = Field(16, ge=1, le=1024, description="hidden units (horizontal_mlp)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the initial model and of local shuffling")
     phase_timeout_s: int = Field(600, ge=1, le=7 * 24 * 3600)
+    standardise: bool = Field(
+        True,
+        description="round 0 computes the features' joint means and variances by secure aggregation; every bank "
+        "then trains on standardised features (the registered model is folded back onto raw features)",
+    )
+    validation_fraction: float = Field(
+        0.2,
+        ge=0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="rows each bank holds out; their log-loss is summed securely every round (0: none)",
+    )
+    patience: int = Field(5, ge=1, le=200, description="rounds without improvement before early stopping")
+    min_delta: float = Field(
+        1e-4, ge=0, le=1, allow_inf_nan=False, description="relative improvement that counts"
+    )
+    aggregation: Literal["secagg", "enclave"] = Field(
+        "secagg",
+        description="secagg: pairwise masks, the safe-room learns only the sum; enclave: each bank provisions its "
+        "update to the attested enclave, which refuses or clips it and releases only the sum (one bank's "
+        "influence bounded)",
+    )
     purpose: Literal["joint_model_training"] = PURPOSE
 
 
@@ -48,6 +70,18 @@ class MessageIn(Request):
 
 class AdvanceIn(Request):
     pass
+
+
+class SealedIn(Request):
+    quote_hash: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="the quote it was encrypted for (hex)")
+    ciphertext: str = Field(max_length=MAX_MESSAGE_B64, description="HPKE enc || ciphertext, base64")
+
+
+class EnclaveInputIn(Request):
+    update: SealedIn = Field(description="{terms, update, weight, tail} provisioned to slot bank<position>")
+    terms: SealedIn | None = Field(
+        None, description="the initiating bank only: the round's terms and output policy, slot terms"
+    )
 
 
 class ParticipantOut(Response):
@@ -91,6 +125,24 @@ class FederationOut(Response):
         description="the model the current round trains from (the result, once the round is done)"
     )
     inbox: str | None = Field(description="base64 frame this bank needs for the current phase, if any")
+    standardisation: dict[str, Any] | None = Field(
+        None,
+        description="the joint feature statistics of round 0 (rows, mean, scale, constant): what every bank "
+        "standardises with; null for a federation that does not standardise",
+    )
+    validation: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="per training round: the securely aggregated validation log-loss of the global model the "
+        "round started from, the loss of predicting the base rate, the rows",
+    )
+    enclave_terms: dict[str, Any] | None = Field(
+        None,
+        description="enclave-mode federations: the terms this round's updates are provisioned with",
+    )
+    outcome: dict[str, Any] | None = Field(
+        None,
+        description="once done: rounds_run, stopped (early_stopping | round_limit), converged, best_round, reason",
+    )
 
 
 class FederationSummaryOut(Response):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pps_wire.schemas.common import Request, Response
-from pps_wire.schemas.consent import ConsentGrant
+from pps_wire.schemas.consent import ConsentGrant, SubjectSignatureIn
 
 
 class PersonCreate(Request):
@@ -35,6 +35,13 @@ class PersonPublic(Response):
     created_at: datetime
 
 
+class PersonCreated(PersonPublic):
+    enrolment_code: str = Field(
+        description="the one-time code for the person's first credential: deliver it to the person out of band "
+        "(in person at the township office, by letter); shown once"
+    )
+
+
 class SeparateGrantIn(Request):
     provide_to_bank: bool = Field(description="separate consent to provide data to this bank (PIPL Art. 23)")
     sensitive_fields: dict[str, list[str]] = Field(
@@ -51,6 +58,10 @@ class PersonConsentGrant(ConsentGrant):
 
 class PersonApproval(Request):
     separate: SeparateGrantIn
+    signature: SubjectSignatureIn | None = Field(
+        None,
+        description="required: the person's signature over the request's terms and these separate grants",
+    )
 
 
 class ConsentPreviewOut(Response):

@@ -669,6 +669,8 @@ class Federation(Base):
     model_id: Mapped[str | None] = mapped_column(String(64))
     """the registered model, once training is done"""
     abort_reason: Mapped[str | None] = mapped_column(Text)
+    outcome_json: Mapped[str | None] = mapped_column(Text)
+    """once done: rounds run, why training stopped (early stopping or the round limit), ``converged``"""
     created_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
 
@@ -706,6 +708,9 @@ class FederationRound(Base):
     result_weights: Mapped[bytes | None] = mapped_column(LargeBinary)
     total_weight: Mapped[int | None] = mapped_column(BigInteger)
     survivors_json: Mapped[str | None] = mapped_column(Text)
+    metrics_json: Mapped[str | None] = mapped_column(Text)
+    """round 0: the joint feature statistics; a training round: the securely aggregated validation loss of
+    the global model it started from"""
     abort_reason: Mapped[str | None] = mapped_column(Text)
     phase_deadline: Mapped[datetime]
     started_at: Mapped[datetime]
@@ -1000,3 +1005,74 @@ class ImpactAssessment(Base):
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime]
     retain_until: Mapped[datetime]
+
+
+# --- subject keys, signed consent, enrolment, break-glass (pps.identity.keys, pps.identity.operator) ----------
+
+
+class SubjectKey(Base):
+    """A key a subject generated itself and enrolled after the real-name step; it signs the subject's consent.
+
+    The platform holds only the public key. ``verification_ref`` names the real-name check of the legal
+    representative that enrolment passed (the representative's id number is never stored, only its HMAC).
+    """
+
+    __tablename__ = "subject_keys"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    subject_uscc: Mapped[str] = mapped_column(String(18), index=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(200))
+    credential_id: Mapped[str | None] = mapped_column(String(400), unique=True)
+    """a passkey's WebAuthn credential id (base64url); null for a local key"""
+    label: Mapped[str] = mapped_column(String(100))
+    verification_ref: Mapped[str] = mapped_column(String(80))
+    representative_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    enrolled_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class ConsentSignature(Base):
+    """A subject's signature over one consent action (grant, approve, revoke): the exact text and signature."""
+
+    __tablename__ = "consent_signatures"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(ForeignKey("subject_keys.key_id"))
+    text: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(Text)
+    """base64: the raw signature, or for a passkey the JSON of its assertion (pps_wire.passkey)"""
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+    signed_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+
+
+class EnrolmentCode(Base):
+    """A one-time code, delivered out of band, that gives an organisation its first credential."""
+
+    __tablename__ = "enrolment_codes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class BreakGlass(Base):
+    """An emergency operator action on another organisation: proposed by one operator, done by a second."""
+
+    __tablename__ = "break_glass"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(500))
+    proposed_by: Mapped[str] = mapped_column(String(40))
+    proposed_at: Mapped[datetime]
+    approved_by: Mapped[str | None] = mapped_column(String(40))
+    done_at: Mapped[datetime | None]

@@ -7,6 +7,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from pps.infra.storage.tables import Role, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed_grant
 
 SCHEMA = {
     "subject_key": "uscc",
@@ -114,6 +116,7 @@ def grant(runtime: Runtime, subject: OrgHandle, bank: OrgHandle, dataset_id: str
             subject=org,
             bank_org_id=bank.id,
             terms=terms,
+            signed=signed_grant(runtime, session, str(subject.uscc), bank.id, terms),
             actor=Actor(subject.id, "subject", token_id=subject.token_id),
         ).id
 
@@ -165,3 +168,49 @@ def page_client(app: FastAPI) -> object:
     yield make
     for c in clients:
         c.close()
+
+
+def enrol_passkey(runtime: Runtime, subject: OrgHandle, rp_id: str = "testserver") -> Any:
+    """The subject's passkey (a software authenticator), enrolled as the portal would after registration; the
+    subject's fixture key is revoked first (a passkey is a subject's first key in the portal)."""
+    from pps.identity.realname import Representative
+    from pps.infra.storage.tables import Organization
+    from pps_wire.passkey import SoftwarePasskey, b64url
+    from tests.helpers import REPRESENTATIVE_ID
+
+    passkey = SoftwarePasskey(rp_id, f"http://{rp_id}")
+    actor = Actor(subject.id, "subject", token_id=subject.token_id)
+    with runtime.db.transaction() as session:
+        for key in runtime.keys.active_keys(session, str(subject.uscc)):
+            runtime.keys.revoke(session, key, actor=actor)
+        org = session.get(Organization, subject.id)
+        assert org is not None
+        runtime.keys.enrol_passkey(
+            session,
+            org=org,
+            public_key=passkey.public_key,
+            credential_id=b64url(b"cred-" + subject.id.encode()),
+            representative=Representative("Li Wei", REPRESENTATIVE_ID),
+            actor=actor,
+        )
+    passkey.credential_id = b64url(b"cred-" + subject.id.encode())  # type: ignore[attr-defined]
+    return passkey
+
+
+def sign_on_page(client: Any, sign_page: str, passkey: Any) -> Any:
+    """Answer the portal's "sign with your passkey" page as the browser would, with ``passkey``."""
+    import base64
+    import re as _re
+
+    text_b64 = _re.search(r'name="text_b64" value="([^"]+)"', sign_page).group(1)  # type: ignore[union-attr]
+    text = base64.b64decode(text_b64).decode()
+    return client.post(
+        "/ui/subject/consents/signed",
+        data={
+            "csrf": csrf_of(sign_page),
+            "text_b64": text_b64,
+            "credential_id": passkey.credential_id,
+            "assertion": passkey.assert_text(text).decode(),
+        },
+        follow_redirects=False,
+    )

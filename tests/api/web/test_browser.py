@@ -22,6 +22,7 @@ from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from tests.api.web.conftest import JOB_KIND, World, make_world
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import REPRESENTATIVE_ID
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -59,12 +60,46 @@ def open_as(browser: Browser, base: str, org: OrgHandle) -> Page:
     return page
 
 
+def with_passkey_authenticator(page: Page) -> None:
+    """Chromium's virtual authenticator (CDP WebAuthn domain): a platform passkey that is always present."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+
+
 def test_a_subject_grants_and_revokes_consent_and_verifies_the_access(
-    browser: Browser, live: tuple[str, World]
+    browser: Browser, live: tuple[str, World], runtime: Runtime
 ) -> None:
     base, world = live
+    with (
+        runtime.db.transaction() as session
+    ):  # the portal's subject has no local key: its passkey is its first
+        for key in runtime.keys.active_keys(session, str(world.subject.uscc)):
+            runtime.keys.revoke(session, key, actor=Actor(world.subject.id, "subject"))
+    base = base.replace("127.0.0.1", "localhost")  # a passkey's relying party is a host name, never an IP
     page = open_as(browser, base, world.subject)
+    with_passkey_authenticator(page)
     expect(page.locator("h1")).to_contain_text("Enterprise portal")
+    page.click("text=My keys")
+    page.fill("#rep-name", "Li Wei")
+    page.fill("#rep-id", REPRESENTATIVE_ID)
+    page.click("#passkey-create")
+    expect(page.locator(".flash.ok")).to_contain_text("Passkey registered")
+    # listed after the fixture's revoked local key: the newest enrolment is last
+    expect(page.locator("#keys .algorithm").last).to_have_text("webauthn-es256")
+    page.click("text=My consents")
     expect(page.locator("#consents")).to_contain_text("You have not granted any consent.")
     page.select_option("#grant-bank", world.bank.id)
     page.select_option("#grant-purpose", "loan_underwriting")
@@ -73,6 +108,8 @@ def test_a_subject_grants_and_revokes_consent_and_verifies_the_access(
     page.check("#op-score")
     page.fill("#grant-until", (utcnow() + timedelta(days=90)).date().isoformat())
     page.click("#grant-button")
+    expect(page.locator("#signed-text")).to_contain_text('"action":"grant"')  # the exact text the key signs
+    page.click("#passkey-sign")
     expect(page.locator(".flash.ok")).to_contain_text("Consent granted.")
     row = page.locator("#consents tbody tr").first
     expect(row.locator(".state")).to_have_text("active")

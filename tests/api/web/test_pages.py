@@ -16,12 +16,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from pps.governance.policy import Request as PolicyRequest
-from pps.infra.storage.tables import ApiToken, Consent, ConsentState, Role, WebSession, utcnow
+from pps.infra.storage.tables import ApiToken, Consent, ConsentState, Organization, Role, WebSession, utcnow
 from pps.ledger.entry import Actor, ObjectRef
 from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
 from pps_wire import merkle
-from tests.api.web.conftest import World, csrf_of, grant, log_in, submit_job
+from tests.api.web.conftest import World, csrf_of, enrol_passkey, grant, log_in, sign_on_page, submit_job
 from tests.conftest import OrgFactory
 
 Client = Callable[..., TestClient]
@@ -278,7 +278,14 @@ def test_a_subject_grants_revokes_and_answers_requests(
         "valid_until": (utcnow() + timedelta(days=200)).date().isoformat(),
         "max_uses": "5",
     }
-    done = client.post("/ui/subject/consents", data=form, follow_redirects=False)
+    unkeyed = client.post("/ui/subject/consents", data=form, follow_redirects=False)
+    assert unkeyed.status_code == 422 and "register a passkey first" in unkeyed.text  # its key is local only
+    passkey = enrol_passkey(runtime, world.subject)
+    to_sign = client.post("/ui/subject/consents", data={**form, "csrf": csrf_of(home.text)})
+    assert to_sign.status_code == 200 and "Sign with your passkey" in to_sign.text, to_sign.text
+    with runtime.db.transaction(write=False) as session:
+        assert session.execute(select(Consent)).first() is None  # nothing exists before it is signed
+    done = sign_on_page(client, to_sign.text, passkey)
     assert done.status_code == 303, done.text
     with runtime.db.transaction(write=False) as session:
         consent = session.execute(select(Consent)).scalar_one()
@@ -328,6 +335,30 @@ def test_a_subject_grants_revokes_and_answers_requests(
     assert denied.status_code == 200 and "Request denied." in denied.text
     assert _consent_state(runtime, request_id) is ConsentState.denied
     assert "denied" in bank.get("/ui/bank").text
+
+    # another request, approved: the passkey signs its terms by id
+    bank.post(
+        "/ui/bank/consent-requests",
+        data={
+            "csrf": csrf_of(bank.get("/ui/bank").text),
+            "subject_uscc": world.subject.uscc,
+            "purpose": "post_loan_monitoring",
+            "dataset_id": world.dataset_id,
+            "fields": "*",
+            "operations": "score",
+            "valid_until": (utcnow() + timedelta(days=100)).date().isoformat(),
+        },
+    )
+    with runtime.db.transaction(write=False) as session:
+        second = session.execute(
+            select(Consent.id).where(Consent.state == ConsentState.requested)
+        ).scalar_one()
+    pending = client.get("/ui/subject")
+    to_sign = client.post(f"/ui/subject/consents/{second}/approve", data={"csrf": csrf_of(pending.text)})
+    assert to_sign.status_code == 200 and f'"consent_id":"{second}"' in to_sign.text.replace("&#34;", '"')
+    approved = sign_on_page(client, to_sign.text, passkey)
+    assert approved.status_code == 303 and "consent_approved" in approved.headers["location"]
+    assert _consent_state(runtime, second) is ConsentState.active
 
 
 def test_a_subject_sees_its_own_records_only_and_the_look_is_logged(
@@ -474,13 +505,49 @@ def test_the_operator_onboards_issues_and_revokes_tokens(
         data={"csrf": csrf_of(home.text), "name": "Bank C", "role": "bank", "uscc": ""},
         follow_redirects=False,
     )
-    assert made.status_code == 303
-    org_page = client.get(made.headers["location"])
-    assert "Bank C" in org_page.text and "Nothing here yet." in org_page.text
-    issued = client.post(
-        made.headers["location"] + "/tokens",
+    # a bank is onboarded with a one-time enrolment code, shown once; the operator cannot mint its token
+    assert made.status_code == 201, made.text
+    code = re.search(r'id="enrolment-code">(enr_[^<]+)<', made.text)
+    assert code and "Bank C" in made.text and "Nothing here yet." in made.text
+    assert 'id="issue-token"' not in made.text and 'id="self-credentialed"' in made.text
+    with runtime.db.transaction(write=False) as session:
+        bank_c_id = session.execute(select(Organization.id).where(Organization.name == "Bank C")).scalar_one()
+    forced = client.post(
+        f"/ui/orgs/{bank_c_id}/tokens",
         data={
-            "csrf": csrf_of(org_page.text),
+            "csrf": csrf_of(made.text),
+            "label": "ops",
+            "ttl_days": "3",
+            "current_token": world.admin.token,
+        },
+    )
+    assert forced.status_code == 403 and "operator_bounded" in forced.text
+    with runtime.db.transaction(write=False) as session:
+        seen = runtime.ledger.entries(session, EntryFilter(action="operator.refused"), limit=10)
+        assert any(json.loads(e.entry)["detail"]["for_org"] == bank_c_id for e in seen)
+        assert session.execute(select(ApiToken.id).where(ApiToken.org_id == bank_c_id)).first() is None
+    # Bank C redeems its code itself, once
+    anonymous = page_client()
+    enrolled = anonymous.post("/v1/enrol", json={"code": code.group(1), "label": "own"})
+    assert enrolled.status_code == 201, enrolled.text
+    assert anonymous.post("/v1/enrol", json={"code": code.group(1)}).status_code == 401
+    bank_c = page_client()
+    assert log_in(bank_c, enrolled.json()["token"]["token"]).status_code == 303
+
+    # an organisation the operator does credential (a data provider): issue after re-authentication, revoke
+    made = client.post(
+        "/ui/operator/orgs",
+        data={"csrf": csrf_of(home.text), "name": "Haidong Tax", "role": "data_provider", "uscc": ""},
+    )
+    assert made.status_code == 201 and 'id="issue-token"' in made.text
+    with runtime.db.transaction(write=False) as session:
+        tax_id = session.execute(
+            select(Organization.id).where(Organization.name == "Haidong Tax")
+        ).scalar_one()
+    issued = client.post(
+        f"/ui/orgs/{tax_id}/tokens",
+        data={
+            "csrf": csrf_of(made.text),
             "label": "ops",
             "ttl_days": "3",
             "current_token": world.admin.token,
@@ -489,13 +556,13 @@ def test_the_operator_onboards_issues_and_revokes_tokens(
     assert issued.status_code == 201
     secret = re.search(r'id="issued-token">(pps_[^<]+)<', issued.text)
     assert secret
-    bank_c = page_client()
-    assert log_in(bank_c, secret.group(1)).status_code == 303
+    tax = page_client()
+    assert log_in(tax, secret.group(1)).status_code == 303
     with runtime.db.transaction(write=False) as session:
         token_id = session.execute(select(ApiToken.id).where(ApiToken.label == "ops")).scalar_one()
     revoked = client.post(f"/ui/tokens/{token_id}/revoke", data={"csrf": csrf_of(issued.text)})
     assert revoked.status_code == 200 and "Token revoked." in revoked.text
-    assert bank_c.get("/ui/bank", follow_redirects=False).status_code == 303  # its session ended with it
+    assert tax.get("/ui/datasets", follow_redirects=False).status_code == 303  # its session ended with it
     dup = client.post(
         "/ui/operator/orgs", data={"csrf": csrf_of(home.text), "name": "Bank C", "role": "bank"}
     )

@@ -15,8 +15,9 @@ from pps.identity.persons import PersonKind
 from pps.infra.storage.tables import Consent, PersonConsentTerms, Role
 from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
-from tests.api.web.conftest import csrf_of
+from tests.api.web.conftest import csrf_of, enrol_passkey, sign_on_page
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import first_token
 from tests.pps.services.scoring.conftest import upload_tables
 
 
@@ -49,12 +50,11 @@ def test_a_herder_consents_reads_a_free_report_and_its_history_on_a_phone(
             },
             actor=OPERATOR,
         )
-        issued = runtime.identity.issue_token(
-            s, org=person.org, label="phone", ttl=__import__("datetime").timedelta(days=1), actor=OPERATOR
-        )
-    herder = page_client(
-        OrgHandle(person.org.id, person.org.name, Role.subject, person.person.code, issued.secret, "")
+        issued = first_token(runtime, s, person.org, label="phone")
+    handle = OrgHandle(
+        person.org.id, person.org.name, Role.subject, person.person.code, issued.secret, issued.token.id
     )
+    herder = page_client(handle)
 
     home = herder.get("/ui/subject", follow_redirects=True)  # a household's home is its own portal
     assert home.status_code == 200 and str(home.url).endswith("/ui/person")
@@ -95,10 +95,17 @@ def test_a_herder_consents_reads_a_free_report_and_its_history_on_a_phone(
     assert refused.status_code == 422 and "Art. 14" in refused.text
     assert _count(runtime, Consent) == 0
 
-    done = herder.post(
-        "/ui/person/consents",
-        data=form | {"granted": ["grade", "livestock_units"], "understood": "yes", "provide_to_bank": "yes"},
-    )
+    complete = form | {"granted": ["grade", "livestock_units"], "understood": "yes", "provide_to_bank": "yes"}
+    unkeyed = herder.post("/ui/person/consents", data=complete)
+    assert unkeyed.status_code == 422 and "register a passkey first" in unkeyed.text  # signed, or nothing
+    # the household registers its passkey (issue 24), then signs the terms and its separate grants with it
+    passkey = enrol_passkey(runtime, handle)
+    to_sign = herder.post("/ui/person/consents", data=complete)
+    assert to_sign.status_code == 200 and '"separate"' in to_sign.text.replace("&#34;", '"'), to_sign.text
+    assert _count(runtime, Consent) == 0  # nothing exists before it is signed
+    signed_page = sign_on_page(herder, to_sign.text, passkey)
+    assert signed_page.status_code == 303 and "person_done_granted" in signed_page.headers["location"]
+    done = herder.get(signed_page.headers["location"])
     assert done.status_code == 200 and "已授权" in done.text and "青海农商银行" in done.text
     assert _count(runtime, PersonConsentTerms) == 1
 

@@ -33,7 +33,7 @@ from pps.infra.storage.tables import Organization, Role, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
-from tests.helpers import uscc_for
+from tests.helpers import signed, uscc_for
 from tests.pps.services.scoring.conftest import Platform
 
 # --- the bare client: tenseal, httpx, json, struct, base64, hashlib, numpy; nothing else -----------------
@@ -259,7 +259,7 @@ def _consent(rt: Runtime, bank_id: str, usccs: list[str], scope: list[dict[str, 
                 valid_until=utcnow() + timedelta(days=30),
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=SUBJECT)
-            rt.consents.approve(s, c, actor=SUBJECT)
+            rt.consents.approve(s, c, signed=signed(rt, s, c), actor=SUBJECT)
 
 
 @pytest.fixture

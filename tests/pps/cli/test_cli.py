@@ -78,8 +78,15 @@ def test_operator_workflow(home: Path) -> None:
     assert code == 1 and "already exists" in out
 
     code, out = pps("admin", "org", "create", "Bank A", "--role", "bank", "--token")
-    assert code == 0, out
+    assert code == 1 and "does not mint a bank's token" in out  # the operator never mints a bank's token
+    code, out = pps("admin", "org", "create", "Bank A", "--role", "bank")
+    assert code == 0 and re.search(r"^enr_\S+$", out, re.M), out  # its one-time enrolment code instead
     bank_id = re.search(r"organisation (org_\w+)", out).group(1)  # type: ignore[union-attr]
+    code, out = pps("admin", "token", "issue", bank_id, "--label", "shadow")
+    assert code == 1 and "minted only by the organisation itself" in " ".join(out.split())
+    code, out = pps("admin", "org", "create", "Tax bureau", "--role", "data_provider", "--token")
+    assert code == 0, out
+    provider_id = re.search(r"organisation (org_\w+)", out).group(1)  # type: ignore[union-attr]
     token_id = re.search(r"token id: (tok_\w+)", out).group(1)  # type: ignore[union-attr]
     code, out = pps(
         "admin", "org", "create", "Enterprise", "--role", "subject", "--uscc", "91350100M000100Y44"
@@ -87,7 +94,7 @@ def test_operator_workflow(home: Path) -> None:
     assert code == 1 and "check character" in out
     code, out = pps("admin", "org", "list")
     assert code == 0 and "Bank A" in out and "Enterprise" not in out
-    code, out = pps("admin", "token", "issue", bank_id, "--label", "batch jobs")
+    code, out = pps("admin", "token", "issue", provider_id, "--label", "batch jobs")
     assert code == 0 and "pps_" in out
     code, out = pps("admin", "token", "revoke", token_id)
     assert code == 0, out
@@ -111,7 +118,7 @@ def test_db_commands(home: Path) -> None:
 def test_audit_verify_checkpoint_and_tamper(home: Path, tmp_path: Path) -> None:
     assert pps("admin", "bootstrap")[0] == 0
     for i in range(5):
-        assert pps("admin", "org", "create", f"Bank {i}", "--role", "bank", "--token")[0] == 0
+        assert pps("admin", "org", "create", f"Bank {i}", "--role", "data_provider", "--token")[0] == 0
     saved = tmp_path / "seen.note"
     code, out = pps("audit", "checkpoint", "--out", str(saved))
     assert code == 0 and saved.read_text() in out
@@ -119,7 +126,7 @@ def test_audit_verify_checkpoint_and_tamper(home: Path, tmp_path: Path) -> None:
 
     code, out = pps("audit", "verify", "--against", str(saved))
     assert code == 0, out
-    assert "consistent with saved checkpoint" in out and "13" in out
+    assert "consistent with saved checkpoint" in out and "19" in out
 
     code, out = pps("audit", "public-key")
     assert code == 0 and "+" in out.splitlines()[0]
@@ -127,11 +134,11 @@ def test_audit_verify_checkpoint_and_tamper(home: Path, tmp_path: Path) -> None:
     with sqlite3.connect(home / "pps.db") as db:
         db.execute(
             "UPDATE ledger_entries SET entry = CAST(replace(CAST(entry AS TEXT), 'Bank 3', 'Bank 9') AS BLOB) "
-            "WHERE idx = 8"
+            "WHERE idx = 11"
         )
     code, out = pps("audit", "verify", "--against", str(saved))
     assert code == 3, out
-    assert "first bad index 8" in out.replace("\n", " ")
+    assert "first bad index 11" in out.replace("\n", " ")
 
 
 def test_audit_export(home: Path, tmp_path: Path) -> None:
@@ -145,7 +152,7 @@ def test_audit_export(home: Path, tmp_path: Path) -> None:
     assert code == 0, out
     lines = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert lines[0]["format"] == "pps-audit-export/1"
-    assert [line["index"] for line in lines[1:]] == [2]
+    assert [line["index"] for line in lines[1:]] == [2, 3]  # onboarded, and its enrolment code issued
     assert not out_file.with_name("export.jsonl.partial").exists()
     # the export itself is on the record
     code, out = pps("audit", "verify")

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -332,7 +331,7 @@ def produced(tmp_path_factory: pytest.TempPathFactory) -> Produced:
     from pps.infra.storage.tables import Role
     from pps.ledger.entry import OPERATOR
     from pps.runtime import Runtime
-    from tests.helpers import uscc_for
+    from tests.helpers import first_token, uscc_for
 
     tmp = tmp_path_factory.mktemp("ledger")
     db_url = f"sqlite:///{(tmp / 'pps.db').as_posix()}"
@@ -351,9 +350,7 @@ def produced(tmp_path_factory: pytest.TempPathFactory) -> Produced:
             def onboard(name: str, role: Role, org_uscc: str | None = None) -> str:
                 with rt.db.transaction() as session:
                     org = rt.identity.create_org(session, name=name, role=role, uscc=org_uscc, actor=OPERATOR)
-                    issued = rt.identity.issue_token(
-                        session, org=org, label="test", ttl=timedelta(days=1), actor=OPERATOR
-                    )
+                    issued = first_token(rt, session, org)
                 return issued.token.id
 
             def export(name: str) -> tuple[str, int]:

@@ -27,9 +27,11 @@ from pps.runtime import Runtime
 from pps_client import Client
 from pps_client._exceptions import Refused
 from pps_wire.resident_id import mask_resident_id
+from pps_wire.subject_sign import SubjectKey
 from protocols.he_scoring import BankScoringKey
 from tests.api.web.conftest import csrf_of, log_in
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed_body
 
 PURPOSE = "farm_herding_loan"
 ASSESSMENT = {
@@ -115,10 +117,18 @@ def test_a_haixi_herding_household_end_to_end(
     assert person["id_masked"] == mask_resident_id(resident_id) and resident_id not in r.text
     r = admin.post("/v1/persons", json={"resident_id": resident_id, "kind": "household"})
     assert r.status_code == 409
+    # the operator cannot mint the household's credential (issue 24): the household redeems its one-time code
     r = admin.post(f"/v1/orgs/{person['org_id']}/tokens", json={"label": "phone"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "operator_bounded", r.text
+    r = http(None).post("/v1/enrol", json={"code": person["enrolment_code"], "label": "phone"})
     assert r.status_code == 201, r.text
-    herder_token = r.json()["token"]
+    herder_token = r.json()["token"]["token"]
     herder = http(herder_token)
+    # its own consent-signing key, made on its phone, enrolled after the real-name check of the person itself
+    herder_key = SubjectKey.generate()
+    Client(str(herder.base_url), herder_token).keys.enrol(
+        herder_key, representative_name="才让", representative_id=resident_id
+    )
 
     scope = [{"dataset_id": ds_ratings, "fields": ["grade", "rated_on", "livestock_units"]}]
     terms: dict[str, Any] = {
@@ -162,10 +172,16 @@ def test_a_haixi_herding_household_end_to_end(
         preview["sensitive_fields"] == {ds_ratings: ["grade", "livestock_units"]}
         and preview["impact_assessed"]
     )
-    r = herder.post(
+    granted = terms | {"separate": {**full, "warning_sha256": preview["warning_sha256"]}}
+    r = herder.post("/v1/persons/me/consents", json=granted)  # every separate grant, but unsigned
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_subject_signature", r.text
+    r = herder.post(  # signed over other separate grants than those sent
         "/v1/persons/me/consents",
-        json=terms | {"separate": {**full, "warning_sha256": preview["warning_sha256"]}},
+        json={**granted, "signature": signed_body(herder_key, code, terms | {"separate": full})["signature"]},
     )
+    assert r.status_code == 422 and "separate" in r.json()["error"]["message"], r.text
+    assert _count(runtime, Consent) == 0
+    r = herder.post("/v1/persons/me/consents", json=signed_body(herder_key, code, granted))
     assert r.status_code == 201, r.text
     assert r.json()["subject_uscc"] == code
 
@@ -217,7 +233,8 @@ def test_a_haixi_herding_household_end_to_end(
         for ds, fs in catalogue[n].datasets.items():
             read.setdefault(ds, set()).update(fs)
     model_scope = [{"dataset_id": ds, "fields": sorted(fs)} for ds, fs in sorted(read.items())]
-    herder_sdk = Client(str(bank.base_url), herder_token)  # the SDK does what the portal does
+    # the SDK does what the portal does, signing with the household's own key
+    herder_sdk = Client(str(bank.base_url), herder_token, subject_key=herder_key)
     valid_until = datetime.now(UTC) + timedelta(days=90)
     wide = {"purpose": PURPOSE, "scope": model_scope, "operations": ["score"], "valid_until": valid_until}
     shown = herder_sdk.persons.preview(world["bank"].id, granularity="score", **wide)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from pps.infra.storage.tables import Organization, Person, Role
 from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory
+from tests.helpers import signed_grant
 from tests.pps.services.scoring.conftest import upload_tables
 
 PURPOSE = "farm_herding_loan"
@@ -119,14 +120,16 @@ def test_the_policy_engine_denies_a_person_consent_without_its_separate_record(
     # the generic path refuses a person's consent outright
     with runtime.db.transaction() as s, pytest.raises(SeparateConsentRequired):
         runtime.consents.grant(
-            s, subject=org, bank_org_id=bank.id, terms=_terms(ds, ["grade"]), actor=OPERATOR
+            s, subject=org, bank_org_id=bank.id, terms=_terms(ds, ["grade"]), signed=None, actor=OPERATOR
         )
     with runtime.db.transaction() as s:  # a consent that skipped PersonRules (as a bug or an old row would)
+        terms = _terms(ds, ["grade"])
         runtime.consents.grant(
             s,
             subject=org,
             bank_org_id=bank.id,
-            terms=_terms(ds, ["grade"]),
+            terms=terms,
+            signed=signed_grant(runtime, s, person.code, bank.id, terms),  # signed, but no separate record
             actor=OPERATOR,
             separate_grant=True,
         )
@@ -150,6 +153,7 @@ def test_separate_grants_per_field_and_the_warning_are_enforced_at_decision(
             bank_org_id=bank.id,
             terms=_terms(ds, ["grade"]),
             separate=SeparateGrant(True, {ds: ["grade"]}),
+            signed=None,
             actor=OPERATOR,
         )
     _assess(runtime)
@@ -161,13 +165,16 @@ def test_separate_grants_per_field_and_the_warning_are_enforced_at_decision(
             scope=[{"dataset_id": ds, "fields": ["grade", "land_mu"]}],
         )
         assert sensitive == {ds: ["grade", "land_mu"]} and assessed and text and "land_mu" in text
+        terms = _terms(ds, ["grade", "land_mu"])
+        separate = SeparateGrant(True, {ds: ["grade", "land_mu"]}, digest)
         runtime.person_rules.grant(
             s,
             subject=org,
             person=person,
             bank_org_id=bank.id,
-            terms=_terms(ds, ["grade", "land_mu"]),
-            separate=SeparateGrant(True, {ds: ["grade", "land_mu"]}, digest),
+            terms=terms,
+            separate=separate,
+            signed=signed_grant(runtime, s, person.code, bank.id, terms, separate),
             actor=OPERATOR,
         )
     with runtime.db.transaction(write=False) as s:

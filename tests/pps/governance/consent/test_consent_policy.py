@@ -19,6 +19,7 @@ from pps.ledger.store import EntryFilter
 from pps.runtime import Runtime
 from pps_wire.receipt import verify_receipt
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed, signed_grant
 from tests.pps.data.datasets.conftest import TAX_SCHEMA
 
 pytestmark = pytest.mark.db
@@ -65,6 +66,7 @@ class World:
                 subject=s.get(Organization, subject.id),  # type: ignore[arg-type]
                 bank_org_id=bank,
                 terms=Terms(**terms),
+                signed=signed_grant(self.rt, s, str(subject.uscc), bank, Terms(**terms)),
                 actor=Actor(subject.id, "subject"),
             )
 
@@ -210,10 +212,15 @@ def test_request_approve_deny_and_receipts(world: World, runtime: Runtime) -> No
         )  # type: ignore[arg-type]
     assert pending[0].reason is DenyReason.pending
     with runtime.db.transaction() as sess:
-        approved = runtime.consents.approve(sess, sess.get(Consent, asked.id), actor=OPERATOR)  # type: ignore[arg-type]
+        approved = runtime.consents.approve(
+            sess,
+            sess.get(Consent, asked.id),
+            signed=signed(runtime, sess, sess.get(Consent, asked.id)),
+            actor=OPERATOR,
+        )  # type: ignore[arg-type]
         denied = runtime.consents.deny(sess, sess.get(Consent, asked2.id), reason="not now", actor=OPERATOR)  # type: ignore[arg-type]
         with pytest.raises(Conflict):
-            runtime.consents.approve(sess, denied, actor=OPERATOR)
+            runtime.consents.approve(sess, denied, signed=signed(runtime, sess, denied), actor=OPERATOR)
     assert approved.receipt and denied.receipt is None
     doc = verify_receipt(approved.receipt, runtime.consents.receipt_verifier)
     assert doc["consent_id"] == asked.id and doc["subject"] == subject.uscc and doc["max_uses"] == 12

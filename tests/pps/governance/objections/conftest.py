@@ -25,6 +25,7 @@ from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from protocols.he_scoring import BankScoringKey
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed
 from tests.pps.services.scoring.conftest import upload_tables
 
 PURPOSE = "loan_underwriting"
@@ -69,7 +70,7 @@ def consent(rt: Runtime, bank_id: str, usccs: list[str], scope: list[dict[str, o
                 valid_until=utcnow() + timedelta(days=30),
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=OPERATOR)
-            rt.consents.approve(s, c, actor=OPERATOR)
+            rt.consents.approve(s, c, signed=signed(rt, s, c), actor=OPERATOR)
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
-from pps.infra.storage.tables import Role
+from pps.infra.storage.tables import Organization, Role
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory
 from tests.pps.governance.objections.conftest import Flow, snapshot
@@ -149,7 +150,8 @@ def test_a_subject_may_dispute_its_own_c3_field(
     flow: Flow, runtime: Runtime, make_org: OrgFactory, http: Callable[..., httpx.Client]
 ) -> None:
     court = next(t for t in flow.data.provider_tables() if t.name == "court")
-    taken = {flow.subject.uscc, flow.other_subject.uscc}
+    with runtime.db.transaction(write=False) as session:  # subjects that enrolled a key to sign consent have
+        taken = set(session.execute(select(Organization.uscc)).scalars())  # their organisation already
     uscc, case_id = next(
         (u, c)
         for u, c in zip(court.columns["uscc"].tolist(), court.columns["case_id"].tolist(), strict=True)

@@ -29,6 +29,7 @@ from pps.infra.storage.tables import (
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed
 from tests.pps.services.scoring.conftest import upload_tables
 
 PURPOSE = "loan_underwriting"
@@ -164,7 +165,7 @@ def consent_all(rt: Runtime, bank_id: str, usccs: list[str], datasets: dict[str,
                 granularity="score",  # these tests read scores back; issue 17's default for the purpose is a grade
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=OPERATOR)
-            rt.consents.approve(s, c, actor=OPERATOR)
+            rt.consents.approve(s, c, signed=signed(rt, s, c), actor=OPERATOR)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pps.infra.storage.tables import Consent, Role
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
+from tests.helpers import signed
 
 OPERATOR = Actor(None, "operator", "cli")
 N_ENTERPRISES = 400
@@ -100,7 +101,7 @@ def consent(
             c: Consent = rt.consents.request(
                 s, bank=org, subject_uscc=u, terms=terms, actor=world.actor(bank)
             )
-            rt.consents.approve(s, c, actor=OPERATOR)
+            rt.consents.approve(s, c, signed=signed(rt, s, c), actor=OPERATOR)
             out[u] = c.id
     return out
 

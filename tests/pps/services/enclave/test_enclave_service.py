@@ -18,6 +18,7 @@ from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from pps_client import AttestationError, Client, InvalidRequest, JobFailed
 from tests.conftest import OrgFactory
+from tests.helpers import signed
 from tests.pps.services.scoring.conftest import upload_platform
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -50,7 +51,7 @@ def world(runtime: Runtime, make_org: OrgFactory, data: PlatformData, tmp_path: 
                 purpose=PURPOSE, scope=scope, operations=ops, valid_until=utcnow() + timedelta(days=30)
             )
             c = runtime.consents.request(s, bank=org, subject_uscc=uscc, terms=terms, actor=SUBJECT)
-            runtime.consents.approve(s, c, actor=SUBJECT)
+            runtime.consents.approve(s, c, signed=signed(runtime, s, c), actor=SUBJECT)
     labels = dict(
         zip(data.labels.columns["uscc"].tolist(), data.labels.columns["defaulted"].tolist(), strict=True)
     )

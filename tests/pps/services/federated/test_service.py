@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +14,6 @@ import pytest
 
 from api.app import create_app
 from api.live import running_server
-from models.fl import non_iid_banks
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import FederationMessage, FederationRound, Role, utcnow
 from pps.ledger.store import EntryFilter
@@ -25,41 +24,6 @@ from protocols.secagg import SecAggAborted, Stage
 from tests.conftest import OrgFactory, OrgHandle
 
 pytestmark = pytest.mark.db
-
-
-@pytest.fixture(scope="module")
-def split() -> Any:
-    return non_iid_banks(1500, banks=3, seed=3)
-
-
-@pytest.fixture(scope="module")
-def split4() -> Any:
-    return non_iid_banks(2000, banks=4, seed=3)
-
-
-@pytest.fixture
-def banks(make_org: OrgFactory) -> list[OrgHandle]:
-    return [make_org(Role.bank) for _ in range(3)]
-
-
-@pytest.fixture
-def clients(banks: list[OrgHandle], base_url: str) -> Iterator[list[Client]]:
-    made = [Client(base_url, b.token) for b in banks]
-    yield made
-    for c in made:
-        c.close()
-
-
-@pytest.fixture
-def banks4(banks: list[OrgHandle], make_org: OrgFactory) -> list[OrgHandle]:
-    return [*banks, make_org(Role.bank)]
-
-
-@pytest.fixture
-def clients4(clients: list[Client], banks4: list[OrgHandle], base_url: str) -> Iterator[list[Client]]:
-    fourth = Client(base_url, banks4[3].token)
-    yield [*clients, fourth]
-    fourth.close()
 
 
 def past_the_deadline(rt: Runtime) -> None:
@@ -77,6 +41,9 @@ def create(fc: Client, banks: list[OrgHandle], split: Any, **over: Any) -> Feder
         "threshold": 2,
         "local_epochs": 1,
         "clip_norm": 5.0,
+        # these tests exercise the secure-aggregation rounds; round 0 (statistics) and validation have their own
+        "standardise": False,
+        "validation_fraction": 0.0,
         **over,
     }
     return fc.federations.create(**body)

@@ -25,10 +25,10 @@ def world(make_org: OrgFactory, base_url: str) -> dict[str, Any]:
     other_bank = make_org(Role.bank, "Bank B")
     provider = make_org(Role.data_provider)
     subjects = [make_org(Role.subject) for _ in range(5)]
-    ds = Client(base_url, provider.token).datasets.create("tax", TAX_SCHEMA).id
+    ds = Client(base_url, provider.token, subject_key=provider.key).datasets.create("tax", TAX_SCHEMA).id
     consents = {}
     for s in subjects[:4]:
-        c = Client(base_url, s.token).consents.grant(
+        c = Client(base_url, s.token, subject_key=s.key).consents.grant(
             bank.id,
             purpose="loan_underwriting",
             scope={ds: ["tax_paid"]},
@@ -36,7 +36,9 @@ def world(make_org: OrgFactory, base_url: str) -> dict[str, Any]:
             valid_until=datetime.now(UTC) + timedelta(days=30),
         )
         consents[s.uscc] = c.id
-    Client(base_url, subjects[3].token).consents.revoke(consents[subjects[3].uscc])
+    Client(base_url, subjects[3].token, subject_key=subjects[3].key).consents.revoke(
+        consents[subjects[3].uscc]
+    )
     return {"bank": bank, "other_bank": other_bank, "subjects": subjects, "consents": consents}
 
 
@@ -47,29 +49,38 @@ def customers(world: dict[str, Any]) -> list[str]:
 
 
 def test_the_bank_learns_exactly_its_consented_customers(world: dict[str, Any], base_url: str) -> None:
-    bank = Client(base_url, world["bank"].token)
+    bank = Client(base_url, world["bank"].token, subject_key=world["bank"].key)
     result = bank.psi.run(customers(world), purpose="loan_underwriting")
     consented = {s.uscc for s in world["subjects"][:3]}
     assert result.intersection == consented and result.size == 3
     assert result.server_set_size == 3  # the consented set: the revoked and the unconsented are not in it
     sized = bank.psi.run(customers(world), purpose="loan_underwriting", reveal_intersection=False)
     assert sized.intersection is None and sized.size == 3
-    other = Client(base_url, world["other_bank"].token).psi.run(customers(world), purpose="loan_underwriting")
+    other = Client(base_url, world["other_bank"].token, subject_key=world["other_bank"].key).psi.run(
+        customers(world), purpose="loan_underwriting"
+    )
     assert other.size == 0 and other.server_set_size == 0
 
 
 def test_each_consented_subject_sees_the_psi_in_its_history(world: dict[str, Any], base_url: str) -> None:
-    Client(base_url, world["bank"].token).psi.run(customers(world), purpose="loan_underwriting")
+    Client(base_url, world["bank"].token, subject_key=world["bank"].key).psi.run(
+        customers(world), purpose="loan_underwriting"
+    )
     first, unconsented = world["subjects"][0], world["subjects"][4]
-    actions = [i.entry["action"] for i in Client(base_url, first.token).ledger.mine().items]
+    actions = [
+        i.entry["action"] for i in Client(base_url, first.token, subject_key=first.key).ledger.mine().items
+    ]
     assert "policy.release" in actions
     released = [
         i.entry
-        for i in Client(base_url, first.token).ledger.mine().items
+        for i in Client(base_url, first.token, subject_key=first.key).ledger.mine().items
         if i.entry["action"] == "policy.release"
     ]
     assert released[-1]["released"] == [{"to": world["bank"].id, "what": "psi:intersection"}]
-    actions = [i.entry["action"] for i in Client(base_url, unconsented.token).ledger.mine().items]
+    actions = [
+        i.entry["action"]
+        for i in Client(base_url, unconsented.token, subject_key=unconsented.key).ledger.mine().items
+    ]
     assert "policy.release" not in actions  # not in the server set, not told, not logged against it
 
 
@@ -81,11 +92,11 @@ def test_a_revocation_while_the_psi_runs_releases_nothing(
 
     def prepare_then_revoke(*args: Any, **kwargs: Any) -> Any:
         out = original(*args, **kwargs)
-        Client(base_url, victim.token).consents.revoke(world["consents"][victim.uscc])
+        Client(base_url, victim.token, subject_key=victim.key).consents.revoke(world["consents"][victim.uscc])
         return out
 
     monkeypatch.setattr(runtime.psi.cache, "get_or_prepare", prepare_then_revoke)
-    bank = Client(base_url, world["bank"].token)
+    bank = Client(base_url, world["bank"].token, subject_key=world["bank"].key)
     with pytest.raises(JobFailed, match="consent changed"):
         bank.psi.run(customers(world), purpose="loan_underwriting")
     job = bank.jobs.list()[-1]
@@ -103,7 +114,7 @@ def test_bad_psi_requests(world: dict[str, Any], base_url: str, http: Callable[.
     ):
         response = bank.post("/v1/psi", json=body)
         assert response.status_code == 422, response.text
-    assert Client(base_url, world["bank"].token).jobs.list() == []
+    assert Client(base_url, world["bank"].token, subject_key=world["bank"].key).jobs.list() == []
     response = http(world["subjects"][0].token).post(
         "/v1/psi", json={"purpose": "loan_underwriting", "reveal": "size", "request": ""}
     )

@@ -21,7 +21,7 @@ from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from pps.services.scoring import apply_preprocess, parse_preprocess
 from tests.conftest import OrgFactory, OrgHandle
-from tests.helpers import uscc_for
+from tests.helpers import signed, uscc_for
 
 OPERATOR = Actor(None, "operator", "cli")
 SUBJECT = Actor(None, "subject", "api")
@@ -113,7 +113,7 @@ def _consent(
             )
             assert bank is not None
             c = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=SUBJECT)
-            rt.consents.approve(s, c, actor=SUBJECT)
+            rt.consents.approve(s, c, signed=signed(rt, s, c), actor=SUBJECT)
             ids[uscc] = c.id
     return ids
 

@@ -28,7 +28,7 @@ from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from pps_client import APIError, AttestationError, Client, encrypt_sealed_columns
 from tests.conftest import OrgFactory
-from tests.helpers import uscc_for
+from tests.helpers import signed, uscc_for
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ def _consent(rt: Runtime, bank_id: str, dataset_id: str, usccs: list[str]) -> di
                 valid_until=utcnow() + timedelta(days=30),
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=u, terms=terms, actor=SUBJECT)
-            rt.consents.approve(s, c, actor=SUBJECT)
+            rt.consents.approve(s, c, signed=signed(rt, s, c), actor=SUBJECT)
             ids[u] = c.id
     return ids
 

@@ -26,6 +26,7 @@ from pps_wire.frames import pack_frames
 from pps_wire.schemas import VerticalStarted
 from protocols import vertical_lr as vl
 from tests.conftest import OrgFactory
+from tests.helpers import signed
 from tests.pps.services.scoring.conftest import upload_platform
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -68,7 +69,7 @@ def world(runtime: Runtime, make_org: OrgFactory, data: PlatformData, tmp_path: 
                 purpose=PURPOSE, scope=scope, operations=ops, valid_until=utcnow() + timedelta(days=30)
             )
             c = runtime.consents.request(s, bank=org, subject_uscc=uscc, terms=terms, actor=SUBJECT)
-            runtime.consents.approve(s, c, actor=SUBJECT)
+            runtime.consents.approve(s, c, signed=signed(runtime, s, c), actor=SUBJECT)
             consents[uscc] = c.id
     labels = _labels(data)
     customers = usccs[:360]  # train+score, score only, and 20 who never consented

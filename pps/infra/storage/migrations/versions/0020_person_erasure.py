@@ -1,7 +1,7 @@
 """a person's erasure at its request (PIPL Art. 47): persons.erased_at
 
-Revision ID: 0018_person_erasure
-Revises: 0017_field_grades
+Revision ID: 0020_person_erasure
+Revises: 0019_federated_validation
 Create Date: 2026-12-07
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import pps.infra.storage.types
 
-revision: str = "0018_person_erasure"
-down_revision: str | None = "0017_field_grades"
+revision: str = "0020_person_erasure"
+down_revision: str | None = "0019_federated_validation"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
