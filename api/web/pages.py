@@ -36,7 +36,7 @@ from api.schemas import (
 )
 from pps.errors import InvalidInput, NotFound, PPSError
 from pps.governance.consent import OPERATIONS, PURPOSES
-from pps.identity.persons import is_person_code, is_personal
+from pps.identity.persons import is_personal
 from pps.identity.service import SELF_CREDENTIALED
 from pps.infra.storage.tables import (
     TERMINAL_JOB_STATES,

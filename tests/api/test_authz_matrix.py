@@ -20,7 +20,7 @@ from pps.infra.storage.tables import Role, new_id
 from pps.ledger.entry import OPERATOR, Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
-from tests.helpers import signed, signed_body, signed_decision, subject_key
+from tests.helpers import first_token, signed, signed_body, signed_decision, subject_key
 
 ROUTES = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
 ROUTE_IDS = [f"{sorted(r.methods)[0]} {r.path}" for r in ROUTES]
@@ -374,9 +374,7 @@ def _person(
         leaving = runtime.persons.onboard(
             s, resident_id=make_resident_id("63282119800101456"), kind=PersonKind.household, actor=OPERATOR
         )
-        leaving_token = runtime.identity.issue_token(
-            s, org=leaving.org, label="matrix", ttl=timedelta(days=1), actor=OPERATOR
-        )
+        leaving_token = first_token(runtime, s, leaving.org, label="matrix")
     person.erasable = Party(
         OrgHandle(
             leaving.org.id,

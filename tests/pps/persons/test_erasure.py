@@ -38,6 +38,7 @@ from pps.runtime import Runtime
 from pps_client import APIError, Client
 from tests.api.web.conftest import csrf_of, log_in
 from tests.conftest import OrgFactory
+from tests.helpers import first_token, signed_grant
 from tests.pps.persons.test_person_rules import _assess, _terms
 from tests.pps.services.scoring.conftest import upload_tables
 
@@ -75,22 +76,22 @@ def test_a_person_erases_its_data_and_the_ledger_keeps_the_fact(
     with runtime.db.transaction() as s:
         a = runtime.persons.onboard(s, resident_id=numbers[0], kind=PersonKind.household, actor=OPERATOR)
         b = runtime.persons.onboard(s, resident_id=numbers[1], kind=PersonKind.household, actor=OPERATOR)
-        token, token_b = (
-            runtime.identity.issue_token(
-                s, org=o, label="phone", ttl=__import__("datetime").timedelta(days=1), actor=OPERATOR
-            ).secret
-            for o in (a.org, b.org)
-        )
+        token, token_b = (first_token(runtime, s, o).secret for o in (a.org, b.org))
     _assess(runtime)
     with runtime.db.transaction() as s:
         for who in (a, b):
+            terms, separate = (
+                _terms(ratings_ds, ["grade", "rated_on"]),
+                SeparateGrant(True, {ratings_ds: ["grade"]}),
+            )
             runtime.person_rules.grant(
                 s,
                 subject=who.org,
                 person=who.person,
                 bank_org_id=bank.id,
-                terms=_terms(ratings_ds, ["grade", "rated_on"]),
-                separate=SeparateGrant(True, {ratings_ds: ["grade"]}),
+                terms=terms,
+                separate=separate,
+                signed=signed_grant(runtime, s, who.person.code, bank.id, terms, separate),
                 actor=OPERATOR,
             )
         runtime.person_rules.take_free_report(s, person=a.person, actor=OPERATOR)

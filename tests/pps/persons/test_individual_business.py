@@ -19,6 +19,7 @@ from pps.ledger.entry import OPERATOR
 from pps.runtime import Runtime
 from pps_wire.resident_id import make_resident_id
 from tests.conftest import OrgFactory
+from tests.helpers import first_token, signed_body, signed_grant, subject_key
 from tests.pps.persons.test_person_rules import _assess, _terms
 from tests.pps.services.scoring.conftest import upload_tables
 
@@ -42,9 +43,15 @@ def test_an_individual_business_onboarded_with_its_owner_gets_the_person_rules(
         org = runtime.identity.create_org(
             s, name="个体 bakery", role=Role.subject, uscc=business, actor=OPERATOR
         )
-        # before the owner is known, the business consents like an enterprise
+        # before the owner is known, the business consents like an enterprise (signed with its own key)
+        early_terms = _terms(tax, ["tax_paid"], PURPOSE)
         early = runtime.consents.grant(
-            s, subject=org, bank_org_id=bank.id, terms=_terms(tax, ["tax_paid"], PURPOSE), actor=OPERATOR
+            s,
+            subject=org,
+            bank_org_id=bank.id,
+            terms=early_terms,
+            signed=signed_grant(runtime, s, business, bank.id, early_terms),
+            actor=OPERATOR,
         )
     operator = http(admin.token)
     r = operator.post("/v1/persons", json={"resident_id": owner, "kind": "individual_business", "uscc": firm})
@@ -81,16 +88,16 @@ def test_an_individual_business_onboarded_with_its_owner_gets_the_person_rules(
                 s,
                 subject=subject,
                 bank_org_id=bank.id,
-                terms=_terms(tax, ["tax_paid"], PURPOSE),
+                terms=early_terms,
+                signed=signed_grant(runtime, s, business, bank.id, early_terms),
                 actor=OPERATOR,
             )
     token = None
     with runtime.db.transaction() as s:
         subject = s.get(Organization, org.id)
         assert subject is not None
-        token = runtime.identity.issue_token(
-            s, org=subject, label="phone", ttl=timedelta(days=1), actor=OPERATOR
-        ).secret
+        token = first_token(runtime, s, subject).secret
+        key = subject_key(runtime, s, business)
     owner_client = http(token)
     terms = {
         "bank_org_id": bank.id,
@@ -111,16 +118,13 @@ def test_an_individual_business_onboarded_with_its_owner_gets_the_person_rules(
     assert preview["impact_assessed"]
     r = owner_client.post("/v1/persons/me/consents", json=terms | {"separate": {"provide_to_bank": False}})
     assert r.json()["error"]["code"] == "separate_consent_required" and "Art. 23" in r.text
+    separate = {
+        "provide_to_bank": True,
+        "sensitive_fields": preview["sensitive_fields"],
+        "warning_sha256": preview["warning_sha256"],
+    }
     r = owner_client.post(
-        "/v1/persons/me/consents",
-        json=terms
-        | {
-            "separate": {
-                "provide_to_bank": True,
-                "sensitive_fields": preview["sensitive_fields"],
-                "warning_sha256": preview["warning_sha256"],
-            }
-        },
+        "/v1/persons/me/consents", json=signed_body(key, business, terms | {"separate": separate})
     )
     assert r.status_code == 201, r.text
     with runtime.db.transaction(write=False) as s:
