@@ -46,9 +46,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
 from enclave_sim.host import EnclaveHost  # noqa: E402
+from enclave_sim.model_check import ModelPolicy  # noqa: E402
 from enclave_sim.sealed import MIN_SCORE_NOISE_STD  # noqa: E402
 from pps.data import dp  # noqa: E402
-from pps.services.sealed import DEFAULT_PARAMS  # noqa: E402
+from pps.services.sealed import DEFAULT_PARAMS, GRID_LEVELS  # noqa: E402
 from pps_client import (  # noqa: E402
     encrypt_sealed_columns,
     encrypt_sealed_integer_columns,
@@ -115,7 +116,7 @@ def main() -> None:
         recipient = bank.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         subjects = [f"s{i}" for i in range(n)]  # the enclave binds the list; USCCs are checked by the service
 
-        def sealed_score() -> None:
+        def sealed_score(checked: bool = False) -> None:
             enc = encrypt_sealed_weights(public, weights)
             w = [ts.ckks_vector_from(evaluation, enc[k]) for k in names]
             blocks = []
@@ -131,6 +132,7 @@ def main() -> None:
                         "ciphertext": _b64(acc.serialize()),
                         "slots": list(range(used)),
                         "subjects": subjects[b * slots : b * slots + used],
+                        **({"block": b} if checked else {}),
                     }
                 )
             nonce = os.urandom(32)
@@ -156,6 +158,26 @@ def main() -> None:
                 quote_hash=quote_hash.hex(),
                 provision=_b64(provision),
                 blocks=blocks,
+                **(
+                    {
+                        "model": {
+                            "weights": {k: _b64(enc[k]) for k in names},
+                            "columns": {
+                                k: {
+                                    "blocks": [_b64(c) for c in columns[k]],
+                                    "resolution": 16.0 / GRID_LEVELS,
+                                    "lower": -8.0,
+                                    "upper": 8.0,
+                                }
+                                for k in names
+                            },
+                            "n": n,
+                            "policy": ModelPolicy().as_dict(),
+                        }
+                    }
+                    if checked
+                    else {}
+                ),
             )
             scores = open_scores(
                 base64.b64decode(got["release"]),
@@ -239,6 +261,12 @@ def main() -> None:
         rows = []
         for what, ordinary, sealed in (
             ("scoring", ordinary_score, sealed_score),
+            # the baseline here is sealed scoring as it was (no check): the ratio is the grid and check's cost
+            (
+                "sealed scoring at the grid, model checked (vs sealed unchecked)",
+                sealed_score,
+                lambda: sealed_score(True),
+            ),
             ("aggregate (sum + count)", ordinary_aggregate, sealed_aggregate),
             ("exact integer aggregate (BFV)", ordinary_int_aggregate, exact_aggregate),
         ):

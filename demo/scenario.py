@@ -428,11 +428,15 @@ def run_demo(data_dir: Path, console: Console) -> bool:
         x = feature_table.matrix(list(weights), rows)
         x[:, 0] = (x[:, 0] - 11.0) / 2.0
         plain = 1 / (1 + np.exp(-(-1.0 + x @ np.array(list(weights.values())))))
+        # an approved model's logits carry noise at its release error (its PD rounded to the score resolution,
+        # in log-odds): the encrypted path tells no more than the rounded PD would
+        tau = float(approval["release_error"])
         checks.check(
-            "Bank A decrypts scores for Enterprises 1 and 3 only, equal to plaintext scoring within 1e-3",
+            f"Bank A decrypts scores for Enterprises 1 and 3 only, equal to plaintext scoring up to the noise of "
+            f"the model's release error ({tau:.3f} log-odds)",
             scored.subjects == [enterprises[0], enterprises[2]]
             and scored.probabilities is not None
-            and float(np.max(np.abs(scored.probabilities - plain))) < 1e-3,
+            and float(np.max(np.abs(scored.probabilities - plain))) < 5 * tau * 0.25 + 1e-3,
         )
         checks.check(
             "Enterprise 5 consented at grade granularity: the encrypted path gives Bank A no score for it",

@@ -425,14 +425,22 @@ class ModelApprovalJob(EnclaveJob):
     def finish(self) -> dict[str, Any]:
         import base64
 
-        from enclave_sim.model_check import ModelPolicy, parse_model, population_sample, verify_model
+        from enclave_sim.model_check import (
+            ModelPolicy,
+            PlainModel,
+            PlainScorecard,
+            parse_any_model,
+            population_sample,
+            release_error,
+            verify_model,
+        )
 
         doc = _json(self.inputs["bank"], "the bank's model")
         if not isinstance(doc, dict) or "model" not in doc or set(doc) - {"model", "context", "packing"}:
             raise ProvisioningError(
                 'the bank\'s input must be {"model": ..., "context": ..., "packing": ...}'
             )
-        model = parse_model(doc["model"])
+        model = parse_any_model(doc["model"])
         pol = _json(self.inputs["policy"], "the model policy")
         try:
             policy = ModelPolicy.from_dict(pol["policy"])
@@ -444,7 +452,7 @@ class ModelApprovalJob(EnclaveJob):
         population = None
         if populations:
             population, sample = population_sample(model, keys, sample, populations)
-        prior = [parse_model(m) for m in _json(self.inputs["prior"], "prior models")]
+        prior = [parse_any_model(m) for m in _json(self.inputs["prior"], "prior models")]
         prior = [m for m in prior if m.digest() != model.digest()]  # the same model again is no new read
         verdict = verify_model(model, policy, sample, resolution, prior)
         out: dict[str, Any] = {"sealed_model": model.as_dict()}
@@ -452,18 +460,36 @@ class ModelApprovalJob(EnclaveJob):
         context_id = None
         if doc.get("context") is not None:
             from protocols.errors import ProtocolError
-            from protocols.he_scoring.bank import encrypt_model_public
+            from protocols.he_scoring.bank import (
+                Scorecard,
+                ScorecardFeature,
+                encrypt_model_public,
+                encrypt_scorecard_public,
+            )
             from protocols.he_scoring.wire import DEFAULT_PACKING, Packing
 
             try:
                 context = base64.b64decode(str(doc["context"]), validate=True)
-                message = encrypt_model_public(
-                    context,
-                    {n: w / model.prep(n).scale for n, w in model.weights.items()},
-                    model.bias
-                    - sum(w * model.prep(n).center / model.prep(n).scale for n, w in model.weights.items()),
-                    packing=Packing(doc.get("packing", DEFAULT_PACKING)),
-                )
+                packing = Packing(doc.get("packing", DEFAULT_PACKING))
+                if isinstance(model, PlainScorecard):
+                    card = Scorecard(
+                        tuple(
+                            ScorecardFeature(n, c.edges, c.points, c.missing)
+                            for n, c in model.characteristics.items()
+                        ),
+                        model.base_points,
+                    )
+                    message = encrypt_scorecard_public(context, card, packing=packing)
+                else:
+                    message = encrypt_model_public(
+                        context,
+                        {n: w / model.prep(n).scale for n, w in model.weights.items()},
+                        model.bias
+                        - sum(
+                            w * model.prep(n).center / model.prep(n).scale for n, w in model.weights.items()
+                        ),
+                        packing=packing,
+                    )
             except (ProtocolError, ValueError) as exc:
                 raise ProvisioningError(
                     f"the model could not be encrypted under the context: {exc}"
@@ -476,11 +502,15 @@ class ModelApprovalJob(EnclaveJob):
             "model_digest": model.digest(),
             "policy_digest": policy.digest(),
             "features": list(model.features),
-            "clip": {n: list(p.clip) for n, p in model.preprocess.items() if p.clip is not None},
+            "kind": "scorecard" if isinstance(model, PlainScorecard) else "logistic",
+            "clip": {n: list(p.clip) for n, p in model.preprocess.items() if p.clip is not None}
+            if isinstance(model, PlainModel)
+            else {},
             "encrypted_model_sha256": encrypted_sha256,
             "context_id": context_id,
             "prior_models": len(prior),
             "population": population,
+            "release_error": round(release_error(model, sample), 6) if isinstance(model, PlainModel) else 0.0,
             "verdict": verdict.as_dict(),
         }
         return out

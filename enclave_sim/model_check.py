@@ -19,10 +19,18 @@ features; a model that *reads* concentrates it. The policy says so in numbers (:
 * no packing: one resolution step of a feature moves the score by at most ``max_step_ratio`` times the
   spread (standard deviation) of the rest of the score, so that no feature's steps stand clear of the others'
   noise (packing needs a step larger than the whole range of what it is packed over);
-* across models: a bank's approved models in the window, taken together, may not isolate a feature — the
-  largest share feature ``j`` can reach in *any* linear combination of them (its leverage,
-  ``b_j^T (B B^T)^+ b_j`` with ``B`` the models' contribution scales) stays at most ``max_share``, so k
-  models cannot be solved for k features.
+* across models: a bank's approved models in the window, taken together, may not pin a feature down — the
+  best linear unbiased estimate of feature ``j`` from all their outputs (each seen with its release error, see
+  :func:`release_error`), with the other features as noise, stays at least as imprecise as the read-back
+  floor above. In numbers: its standard deviation ``1 / sqrt(w_j^T (W_-j Sigma_-j W_-j^T + T)^+ w_j)``, with
+  ``W`` the models' effective weights per unit of each feature (``w_j`` its column, ``W_-j`` the others),
+  ``Sigma`` the features' variances on the platform's distribution (taken as independent) and ``T`` the
+  outputs' error variances.
+  So k models cannot be solved for k features (``t + d`` and ``t - d`` give ``t`` to the release error), while
+  an honest update — a retraining, or one weight moved a little — isolates only the *difference*, whose effect
+  on the score drowns in the output's resolution. (The leverage ``b_j^T (B B^T)^+ b_j``, the largest share
+  feature ``j`` reaches in any combination, is still reported; it is 1 for any two models differing in one
+  weight, which is why it is not the rule.)
 
 Release granularity (:class:`Granularity`): the subject's consent says what leaves — ``decision`` (approve /
 decline at the bank's stated PD threshold), ``grade`` (the bank's PD band edges, at most
@@ -80,10 +88,15 @@ class ModelPolicy:
     min_readback_relative: float = 0.2
     """Read from one score with the rest of it as noise, no feature may be pinned down more precisely than
     the coarser of its resolution step and this fraction of its typical value (``log1p`` features: of the
-    amount, i.e. ``log(1 + r)``) — or half its population spread, for a feature narrower than that (guessing
-    its median already comes within 20 %)."""
+    amount, i.e. ``log(1 + r)``) — or ``narrow_spread`` times its population spread, for a feature narrower
+    than that (guessing its median already comes within 20 %)."""
+    narrow_spread: float = 1.0
+    """For a feature narrower than that (its population already pins it within ``min_readback_relative``), the
+    read-back floor is this fraction of its population standard deviation: 1 — the score may not tell it more
+    precisely than the population does (0.5 before issue 17's follow-up let ``tax_months_filed``, 72 % at its
+    maximum, be read to 5.5 % when guessing the median gives 9 %)."""
     window_days: int = 90
-    """Approved models of one bank within this window are checked together (leverage)."""
+    """Approved models of one bank within this window are checked together (posterior precision)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_material_features <= MAX_MODEL_FEATURES:
@@ -95,6 +108,8 @@ class ModelPolicy:
         for name in ("max_contribution_std", "max_abs_bias", "max_step_ratio"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
+        if not 0 < self.narrow_spread <= 4:
+            raise ValueError("narrow_spread must be in (0, 4]")
         if not 1 <= self.window_days <= 3660:
             raise ValueError("window_days must be in [1, 3660]")
 
@@ -205,6 +220,76 @@ class PlainModel:
         return out
 
 
+@dataclass(frozen=True)
+class Characteristic:
+    """One scorecard characteristic: bin ``b`` is ``[edges[b-1], edges[b])`` (open at both ends), ``points[b]``
+    its points; ``missing`` the points of a missing value (``None``: none allowed)."""
+
+    edges: tuple[float, ...]
+    points: tuple[float, ...]
+    missing: float | None = None
+
+    def points_of(self, x: FloatArray) -> FloatArray:
+        bins = np.searchsorted(np.asarray(self.edges), np.nan_to_num(x), side="right")
+        out: FloatArray = np.where(
+            np.isnan(x), 0.0 if self.missing is None else self.missing, np.asarray(self.points)[bins]
+        )
+        return out
+
+
+@dataclass(frozen=True)
+class PlainScorecard:
+    """A scorecard ``base_points + sum_j points_j(bin of x_j)`` in plaintext (bins on the features at their
+    published resolution). The policy's scale-free rules apply (shares, packing, read-back); its points have no
+    log-odds scale, so the weight and bias bounds do not, and it releases points (encrypted scoring only)."""
+
+    characteristics: dict[str, Characteristic]
+    base_points: float = 0.0
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(self.characteristics)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "scorecard",
+            "base_points": self.base_points,
+            "features": [
+                {
+                    "name": n,
+                    "edges": list(c.edges),
+                    "points": list(c.points),
+                    **({"missing_points": c.missing} if c.missing is not None else {}),
+                }
+                for n, c in self.characteristics.items()
+            ],
+        }
+
+    def digest(self) -> str:
+        return hashlib.sha256(_canonical(self.as_dict())).hexdigest()
+
+    def contributions(self, x: Mapping[str, FloatArray]) -> FloatArray:
+        cols = [c.points_of(np.asarray(x[n], dtype=np.float64)) for n, c in self.characteristics.items()]
+        return np.column_stack(cols) if cols else np.empty((0, 0))
+
+    def slopes(self, sample: Mapping[str, FloatArray]) -> dict[str, float]:
+        """Per feature, the least-squares slope of its points on the feature (its linear part, for the
+        cross-model rule)."""
+        out = {}
+        for n, c in self.characteristics.items():
+            if n not in sample:
+                continue
+            x = np.asarray(sample[n], dtype=np.float64)
+            ok = np.isfinite(x)
+            v = float(np.var(x[ok])) if ok.any() else 0.0
+            p = c.points_of(x[ok])
+            out[n] = float(np.mean((x[ok] - x[ok].mean()) * (p - p.mean())) / v) if v > 0 else 0.0
+        return out
+
+
+Model = PlainModel | PlainScorecard
+
+
 def _num(value: object, what: str, limit: float = MAX_ABS_PARAMETER) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProvisioningError(f"{what} must be a number")
@@ -217,6 +302,11 @@ def _num(value: object, what: str, limit: float = MAX_ABS_PARAMETER) -> float:
 def parse_model(doc: object) -> PlainModel:
     """The bank's model spec: ``{"kind": "logistic", "weights": {name: w}, "bias": b, "preprocess":
     {name: {center, scale, clip}}, "release": {threshold, grade_edges, score_resolution}}``."""
+    if isinstance(doc, Mapping) and doc.get("kind") == "scorecard":
+        raise ProvisioningError(
+            "a logistic model is needed here: a scorecard releases points, through encrypted scoring only "
+            "(no PD to grade or decide on)"
+        )
     if not isinstance(doc, Mapping) or doc.get("kind") != "logistic":
         raise ProvisioningError('the model must be an object with "kind": "logistic"')
     unknown = sorted(set(doc) - {"kind", "weights", "bias", "preprocess", "release"})
@@ -267,11 +357,52 @@ def parse_model(doc: object) -> PlainModel:
     return PlainModel(w, bias, prep, threshold, edges, resolution)
 
 
+def parse_scorecard(doc: object) -> PlainScorecard:
+    """``{"kind": "scorecard", "base_points": p, "features": [{"name", "edges", "points"[, "missing_points"]}]}``
+    (the shape of :class:`protocols.he_scoring.Scorecard`: ``len(points) == len(edges) + 1``)."""
+    if not isinstance(doc, Mapping) or doc.get("kind") != "scorecard":
+        raise ProvisioningError('a scorecard is an object with "kind": "scorecard"')
+    unknown = sorted(set(doc) - {"kind", "base_points", "features"})
+    if unknown:
+        raise ProvisioningError(f"unknown scorecard field(s): {', '.join(unknown)}")
+    items = doc.get("features")
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_MODEL_FEATURES:
+        raise ProvisioningError(f"features must list 1-{MAX_MODEL_FEATURES} characteristics")
+    out: dict[str, Characteristic] = {}
+    for item in items:
+        if not isinstance(item, Mapping) or set(item) - {"name", "edges", "points", "missing_points"}:
+            raise ProvisioningError("a characteristic is {name, edges, points[, missing_points]}")
+        name = item.get("name")
+        if not isinstance(name, str) or not name or name in out:
+            raise ProvisioningError("characteristic names are distinct non-empty strings")
+        edges_doc, points_doc = item.get("edges"), item.get("points")
+        if not isinstance(edges_doc, list) or not 1 <= len(edges_doc) <= 255:
+            raise ProvisioningError(f"characteristic {name!r}: 1-255 bin edges")
+        if not isinstance(points_doc, list) or len(points_doc) != len(edges_doc) + 1:
+            raise ProvisioningError(f"characteristic {name!r}: points must have len(edges) + 1 entries")
+        edges = tuple(_num(e, f"{name}.edges") for e in edges_doc)
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ProvisioningError(f"characteristic {name!r}: edges must increase")
+        points = tuple(_num(v, f"{name}.points") for v in points_doc)
+        missing = item.get("missing_points")
+        out[name] = Characteristic(
+            edges, points, None if missing is None else _num(missing, f"{name}.missing_points")
+        )
+    return PlainScorecard(out, _num(doc.get("base_points", 0.0), "base_points"))
+
+
+def parse_any_model(doc: object) -> Model:
+    """A logistic model (:func:`parse_model`) or a scorecard (:func:`parse_scorecard`), by ``kind``."""
+    if isinstance(doc, Mapping) and doc.get("kind") == "scorecard":
+        return parse_scorecard(doc)
+    return parse_model(doc)
+
+
 # --- the population a model scores -------------------------------------------------------------------------
 
 
 def population_sample(
-    model: PlainModel,
+    model: PlainModel | PlainScorecard,
     keys: Sequence[str],
     sample: Mapping[str, FloatArray],
     populations: Mapping[str, Sequence[str]],
@@ -344,9 +475,11 @@ def _is_log(name: str) -> bool:
     return name.removeprefix("hh_").startswith("log_")
 
 
-def _readback_floor(name: str, x: FloatArray, resolution: float, relative: float) -> float:
+def _readback_floor(
+    name: str, x: FloatArray, resolution: float, relative: float, narrow: float = 1.0
+) -> float:
     """The precision (in feature units) below which a feature counts as read back."""
-    spread = float(np.std(x)) / 2  # a narrow feature: the score may not halve what the population says
+    spread = float(np.std(x)) * narrow  # a narrow feature: the score may not say more than the population
     if _is_log(name):
         return max(_step(resolution), min(math.log1p(relative), spread))
     typical = float(np.median(np.abs(x)))
@@ -363,14 +496,16 @@ def _contribution_scales(
 
 
 def check_model(
-    model: PlainModel,
+    model: Model,
     policy: ModelPolicy,
     sample: Mapping[str, FloatArray],
     resolution: Mapping[str, float],
-    prior: Sequence[PlainModel] = (),
+    prior: Sequence[Model] = (),
 ) -> Verdict:
     """Check ``model`` against ``policy`` on the platform's feature ``sample`` (raw features, at their
     published resolution); ``prior`` are the bank's models approved in the policy's window."""
+    if isinstance(model, PlainScorecard):
+        return _check_scorecard(model, policy, sample, resolution, prior)
     reasons: list[str] = []
     missing = [n for n in model.features if n not in sample or n not in resolution]
     if missing:
@@ -413,7 +548,7 @@ def check_model(
         x = x[np.isfinite(x)]
         if w_eff == 0 or x.size == 0 or len(np.unique(x)) <= 2:
             continue
-        floor = _readback_floor(n, x, resolution[n], policy.min_readback_relative)
+        floor = _readback_floor(n, x, resolution[n], policy.min_readback_relative, policy.narrow_spread)
         if floor > 0:
             readback[n] = (rest / w_eff) / floor
     pinned = sorted(n for n, r in readback.items() if r < 1)
@@ -436,12 +571,14 @@ def check_model(
             f"{policy.max_step_ratio:g} x the spread of the rest of it (packing)"
         )
     leverage = _leverage([*prior, model], sample)
-    isolated = sorted(n for n, v in leverage.items() if v > policy.max_share + 1e-9 and n in shares)
-    if prior and isolated:
+    solved = _solved([*prior, model], sample, resolution, policy) if prior else {}
+    isolated = sorted(n for n, r in solved.items() if r < 1 and n in shares)
+    if isolated:
         reasons.append(
             f"with the bank's {len(prior)} model(s) approved in the last {policy.window_days} days, a linear "
-            f"combination isolates {', '.join(isolated)} (above {policy.max_share:.0%} of its variance): "
-            "k models must not solve for k features"
+            f"combination of their outputs pins down {', '.join(isolated)} more precisely than the coarser of "
+            f"its resolution and {policy.min_readback_relative:.0%} of its typical value: k models must not "
+            "solve for k features"
         )
     return Verdict(
         shares,
@@ -452,29 +589,187 @@ def check_model(
     )
 
 
-def _leverage(models: Sequence[PlainModel], sample: Mapping[str, FloatArray]) -> dict[str, float]:
+def release_error(model: PlainModel, sample: Mapping[str, FloatArray]) -> float:
+    """The error (standard deviation, log-odds) with which the model's finest release — its PD rounded to
+    ``score_resolution`` — tells a typical subject's logit: the rounding's ``r / sqrt(12)`` in PD over ``p (1 -
+    p)``, its median on the platform's distribution (the read-back floor is about a typical subject too).
+
+    Encrypted scoring releases logits, not rounded PDs: it adds Gaussian noise of this standard deviation to an
+    approved model's logits (:mod:`pps.services.scoring`), so that no path releases the model more finely."""
+    p = model.pd(sample)
+    slope = np.maximum(p * (1 - p), 1e-6) if p.size else np.array([0.25])
+    return float(np.median(model.score_resolution / math.sqrt(12) / slope))
+
+
+def _effective(m: Model, sample: Mapping[str, FloatArray]) -> dict[str, float]:
+    """A model's weight per unit of each raw feature (a scorecard: its points' least-squares slope)."""
+    if isinstance(m, PlainScorecard):
+        return m.slopes(sample)
+    return {n: w / m.prep(n).scale for n, w in m.weights.items()}
+
+
+def _release_error(m: Model, sample: Mapping[str, FloatArray]) -> float:
+    # a scorecard releases its points (encrypted scoring, 2^-16 noise): no error to speak of
+    return release_error(m, sample) if isinstance(m, PlainModel) else 0.0
+
+
+def _solved(
+    models: Sequence[Model],
+    sample: Mapping[str, FloatArray],
+    resolution: Mapping[str, float],
+    policy: ModelPolicy,
+) -> dict[str, float]:
+    """Per feature ``j``: the standard deviation of the best linear unbiased estimate of ``x_j`` from every
+    model's output (outputs ``W x + e``; the other features and the release errors ``e`` are the noise:
+    ``1 / sqrt(w_j^T (W_-j Sigma_-j W_-j^T + T)^+ w_j)``), over its read-back floor; below 1, the models together
+    pin it down. For one model without release error it is the single-model rule's ``rest / |w_j|``."""
+    names = sorted({n for m in models for n in m.features if n in sample})
+    xs = {n: np.asarray(sample[n], dtype=np.float64) for n in names}
+    var = np.array([float(np.nanvar(xs[n])) for n in names])
+    w = np.zeros((len(models), len(names)))
+    for i, m in enumerate(models):
+        eff = _effective(m, sample)
+        for j, n in enumerate(names):
+            w[i, j] = eff.get(n, 0.0)
+    noise = np.diag([_release_error(m, sample) ** 2 for m in models])
+    post = np.full(len(names), math.inf)
+    for j in range(len(names)):
+        if not np.any(w[:, j]):
+            continue
+        rest = np.delete(w, j, axis=1)
+        cov = (rest * np.delete(var, j)) @ rest.T + noise  # what hides x_j in the outputs
+        info = float(w[:, j] @ np.linalg.pinv(cov, rcond=1e-12) @ w[:, j])
+        post[j] = 1 / math.sqrt(info) if info > 0 else math.inf
+    out: dict[str, float] = {}
+    for j, n in enumerate(names):
+        x = xs[n][np.isfinite(xs[n])]
+        if x.size == 0 or len(np.unique(x)) <= 2:  # a flag is one bit: the step rule's
+            continue
+        # a narrow feature: the models together may not halve what the population says (one score alone may
+        # not narrow it at all: the single-model rule)
+        floor = _readback_floor(
+            n, x, resolution.get(n, 0.0), policy.min_readback_relative, policy.narrow_spread / 2
+        )
+        if floor > 0:
+            out[n] = float(post[j] / floor)
+    return out
+
+
+def _leverage(models: Sequence[Model], sample: Mapping[str, FloatArray]) -> dict[str, float]:
     """Per feature, the largest variance share it reaches in any linear combination of ``models`` (features
     taken as independent): ``b_j^T (B B^T)^+ b_j`` where ``B[m, j]`` is the signed standard deviation of
     model ``m``'s contribution of feature ``j``. One model: its shares. Models spanning ``e_j``: 1."""
     names = sorted({n for m in models for n in m.features if n in sample})
     b = np.zeros((len(models), len(names)))
     for i, m in enumerate(models):
+        eff = _effective(m, sample)
         for j, n in enumerate(names):
-            if n in m.weights:
-                z = m.prep(n).apply(np.asarray(sample[n], dtype=np.float64))
-                b[i, j] = float(np.nanstd(m.weights[n] * z)) * (1.0 if m.weights[n] >= 0 else -1.0)
+            if n in eff:
+                b[i, j] = eff[n] * float(np.nanstd(np.asarray(sample[n], dtype=np.float64)))
     gram = b @ b.T
     inv = np.linalg.pinv(gram, rcond=1e-10)
     lev = np.einsum("ij,ik,kj->j", b, inv, b)
     return {n: float(min(1.0, max(0.0, v))) for n, v in zip(names, lev, strict=True)}
 
 
-def verify_model(
-    model: PlainModel,
+def _check_scorecard(
+    card: PlainScorecard,
     policy: ModelPolicy,
     sample: Mapping[str, FloatArray],
     resolution: Mapping[str, float],
-    prior: Sequence[PlainModel] = (),
+    prior: Sequence[Model],
+) -> Verdict:
+    """The scale-free rules on a scorecard: shares (material features, largest share), packing (no jump
+    between adjacent bins above ``max_step_ratio`` times the spread of the rest of the score), read-back (no
+    bin narrower than the read-back floor whose jumps both stand clear of the rest's spread: one score would
+    place the value in it; nor may the points' linear part read it as a logistic weight would). The cross-model
+    rule is for logistic models only (below)."""
+    missing = [n for n in card.features if n not in sample or n not in resolution]
+    if missing:
+        raise ProvisioningError(f"the platform publishes no feature(s) {', '.join(missing)}")
+    names = card.features
+    c = card.contributions(sample)
+    sd = c.std(axis=0)
+    total = float((sd**2).sum())
+    if total <= 0:
+        raise refused(["the score does not vary over the platform's enterprises"])
+    shares = {n: float(v**2 / total) for n, v in zip(names, sd, strict=True)}
+    reasons: list[str] = []
+    material = [n for n, v in shares.items() if v >= policy.material_share]
+    if len(material) < policy.min_material_features:
+        reasons.append(
+            f"only {len(material)} feature(s) carry at least {policy.material_share:.0%} of the score's "
+            f"variance; at least {policy.min_material_features} must (a scoring model spreads its weight)"
+        )
+    top = max(shares, key=lambda n: shares[n])
+    if shares[top] > policy.max_share:
+        reasons.append(
+            f"feature {top} carries {shares[top]:.0%} of the score's variance, above the "
+            f"{policy.max_share:.0%} allowed (a model this concentrated reads the feature back)"
+        )
+    unbinned = [
+        n
+        for n, ch in card.characteristics.items()
+        if ch.missing is None and np.isnan(np.asarray(sample[n], dtype=np.float64)).any()
+    ]
+    if unbinned:
+        reasons.append(
+            f"feature(s) {', '.join(unbinned)} have missing values on the platform: give them missing_points"
+        )
+    score_total = c.sum(axis=1)
+    step_ratio: dict[str, float] = {}
+    pinned: list[str] = []
+    for j, n in enumerate(names):
+        ch = card.characteristics[n]
+        x = np.asarray(sample[n], dtype=np.float64)
+        x = x[np.isfinite(x)]
+        if x.size == 0 or len(np.unique(x)) <= 2:
+            continue
+        rest = float((score_total - c[:, j]).std())
+        jumps = np.abs(np.diff(np.asarray(ch.points)))
+        step_ratio[n] = float(jumps.max()) / rest if rest > 0 else math.inf
+        floor = _readback_floor(n, x, resolution[n], policy.min_readback_relative, policy.narrow_spread)
+        slope = abs(card.slopes({n: x})[n])
+        if slope > 0 and floor > 0 and rest / slope < floor:  # its linear part, read as a logistic weight
+            pinned.append(n)
+            continue
+        widths = np.diff(np.asarray(ch.edges))  # interior bins
+        for b, width in enumerate(widths):
+            inside = np.count_nonzero((x >= ch.edges[b]) & (x < ch.edges[b + 1]))
+            if inside and width < floor and min(jumps[b], jumps[b + 1]) > rest:
+                pinned.append(n)
+                break
+    packed = [n for n, r in step_ratio.items() if r > policy.max_step_ratio]
+    if packed:
+        reasons.append(
+            f"one bin step of {', '.join(packed)} moves the score by more than {policy.max_step_ratio:g} x the "
+            "spread of the rest of it (packing)"
+        )
+    if pinned:
+        reasons.append(
+            f"a bin of {', '.join(sorted(pinned))} narrower than the coarser of its resolution and "
+            f"{policy.min_readback_relative:.0%} of its typical value stands clear of the rest of the score "
+            "(one score would read the value into it)"
+        )
+    # across models: a scorecard's points are not linear in its features, so the cross-model rule (linear
+    # algebra on the models' weights) does not apply to it; the disclosure budget (distinct models per subject
+    # and window) bounds what several scorecards release together
+    leverage = _leverage([*prior, card], sample)
+    return Verdict(
+        shares,
+        {n: leverage.get(n, 0.0) for n in names},
+        step_ratio,
+        {n: float(v) for n, v in zip(names, sd, strict=True)},
+        tuple(reasons),
+    )
+
+
+def verify_model(
+    model: Model,
+    policy: ModelPolicy,
+    sample: Mapping[str, FloatArray],
+    resolution: Mapping[str, float],
+    prior: Sequence[Model] = (),
 ) -> Verdict:
     """:func:`check_model`, raising :class:`enclave_sim.errors.ModelRefused` naming every rule broken."""
     verdict = check_model(model, policy, sample, resolution, prior)

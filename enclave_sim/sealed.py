@@ -28,8 +28,9 @@ Operations (registered in :class:`enclave_sim.core.EnclaveCore`)::
     he_aggregate context_id, epsilon, min_cohort, items [{name, ciphertext, count, lower, upper[, scheme]}]
                  -> results {name: {sum, count, mean, sum_scale, count_scale, scheme}}
     he_scores    context_id, query_id, dataset_id, subjects [asked], noise_std, quote_hash, provision,
-                 blocks [{ciphertext, slots [int], subjects [str]}]
+                 blocks [{ciphertext, slots [int], subjects [str][, block]}][, model]
                  -> release (the format of :func:`pps_wire.provision.pack_release`), released, output
+                    [, model_digest]
 
 **Only result shapes are decrypted, and only results leave.** ``he_aggregate`` decrypts a ciphertext and
 refuses it unless every slot holds the same value (what a rotate-and-sum over all slots produces); a feature
@@ -43,6 +44,17 @@ only ciphertexts that went through a multiplication (one level below a fresh enc
 uploaded is refused), releases only the slots the request lists, adds Gaussian noise of at least
 :data:`MIN_SCORE_NOISE_STD` to each and encrypts them to the bank — the host carries the result but cannot
 read it.
+
+**Scores at the published grid, under the model policy** (issue 24 item 3). With ``model`` — ``{weights:
+{column: weight ciphertext}, columns: {column: {blocks, resolution, lower, upper}}, n, policy}``, which the
+service always sends — the enclave decrypts the bank's weights (each one value in every slot) and the named
+columns (inside only: their values never leave), checks the weights against the published model policy on
+the dataset's own distribution at the grid (``policy`` null: only with ``unsafe_unapproved_models``), checks
+that each score block the host computed is those weights times those columns, and releases
+``sum_j w_j grid_j(x_j)`` (each value rounded to its column's published resolution) plus noise, never the
+host's product as is; each block names its ``block`` number. The reply adds ``model_digest`` (HMAC under the
+seal key of the weights: stable per model, untestable outside) for disclosure accounting. A sealed column so
+yields no more than an ordinary feature at its grid would.
 
 **The recipient key never comes from the host.** A bank that wants scores verifies a fresh context quote
 (:func:`pps_wire.sealed.report_nonce`) and provisions to that quote (:func:`pps_wire.provision.encrypt_for_enclave`, job
@@ -73,10 +85,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -130,8 +144,16 @@ SCORES_FIELDS = frozenset(
         "quote_hash",
         "provision",
         "blocks",
+        "model",
     }
 )
+MODEL_FIELDS = frozenset({"weights", "columns", "n", "policy"})
+MAX_MODEL_SUBJECTS = 200_000
+WEIGHT_TOLERANCE = 1e-4
+"""Relative spread (to ``max(1, |w|)``) allowed between the slots of a weight ciphertext (one value, replicated)."""
+PRODUCT_TOLERANCE = 1e-4
+"""How far (relative to ``1 + sum_j |w_j| max(|lower_j|, |upper_j|)``) the host's product may be from the weights
+times the columns the enclave decrypted (CKKS noise is ~1e-7 of it): further, and it is not the bank's model."""
 
 
 class Platform(Protocol):
@@ -544,9 +566,71 @@ class SealedHE:
             )
         return policy, quote_hash, asked
 
+    def _sealed_model(self, ctx: ts.Context, cid: str, doc: Any) -> _SealedModel:
+        """The bank's weights and the columns they read, decrypted here; the model policy checked on the
+        dataset's own distribution at the published grid (:mod:`enclave_sim.model_check`) before any score."""
+        from enclave_sim.model_check import ModelPolicy, PlainModel, verify_model
+
+        if not isinstance(doc, dict) or set(doc) != MODEL_FIELDS:
+            raise EnclaveProtocolError(f"model is {{{', '.join(sorted(MODEL_FIELDS))}}}")
+        n = _int(doc["n"], "model.n", 1, MAX_MODEL_SUBJECTS)
+        weights_doc, columns_doc = doc["weights"], doc["columns"]
+        if (
+            not isinstance(weights_doc, dict)
+            or not isinstance(columns_doc, dict)
+            or not 0 < len(weights_doc) <= 64
+            or set(weights_doc) != set(columns_doc)
+        ):
+            raise EnclaveProtocolError("model.weights and model.columns name the same 1-64 columns")
+        slots = ctx.seal_context().data.first_context_data().parms().poly_modulus_degree() // 2
+        weights: dict[str, float] = {}
+        raw: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+        grid: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+        step: dict[str, float] = {}
+        reach = 1.0
+        for name in sorted(weights_doc):
+            values = self._slots(ctx, self._vector(ctx, _bytes(weights_doc, name), f"weight {name!r}"))
+            w = float(np.median(values))
+            if float(np.max(np.abs(values - w))) > WEIGHT_TOLERANCE * max(1.0, abs(w)):
+                raise ProvisioningError(f"weight {name!r} must be one value replicated across every slot")
+            weights[name] = float(f"{w:.6g}")  # CKKS noise below the 6th digit: the same model digests alike
+            col = columns_doc[name]
+            if not isinstance(col, dict) or set(col) != {"blocks", "resolution", "lower", "upper"}:
+                raise EnclaveProtocolError("a model column is {blocks, resolution, lower, upper}")
+            lower = _float(col["lower"], "lower", -1e15, 1e15)
+            upper = _float(col["upper"], "upper", lower, 1e15)
+            res = _float(col["resolution"], "resolution", 1e-12, 1e15)
+            blocks = col["blocks"]
+            if not isinstance(blocks, list) or len(blocks) != -(-n // slots):
+                raise EnclaveProtocolError(f"column {name!r}: one block per {slots} subjects")
+            x = np.concatenate(
+                [
+                    self._slots(ctx, self._vector(ctx, _bytes({"b": b}, "b"), f"column {name!r} block {i}"))
+                    for i, b in enumerate(blocks)
+                ]
+            )[:n]
+            x = np.clip(x, lower, upper)
+            raw[name] = x
+            grid[name] = np.round(x / res) * res  # the published grid, as ordinary features are rounded
+            step[name] = res
+            reach += abs(weights[name]) * max(abs(lower), abs(upper))
+        if doc["policy"] is not None:
+            try:
+                policy = ModelPolicy.from_dict(doc["policy"])
+            except (TypeError, ValueError) as exc:
+                raise ProvisioningError(f"the model policy is malformed: {exc}") from None
+            verify_model(PlainModel(dict(weights), 0.0), policy, grid, step)
+        digest = hmac.new(
+            self.platform.seal_key,
+            json.dumps({"context": cid, "weights": weights}, sort_keys=True).encode(),
+            hashlib.sha256,
+        ).hexdigest()
+        return _SealedModel(weights, raw, grid, reach, digest)
+
     def _scores(self, msg: dict[str, Any]) -> dict[str, Any]:
         cid, ctx = self._context(msg)
         policy, quote_hash, asked = self._score_request(msg, cid)
+        model = self._sealed_model(ctx, cid, msg["model"]) if msg.get("model") is not None else None
         allowed = set(asked)
         noise_std = _float(msg.get("noise_std"), "noise_std", MIN_SCORE_NOISE_STD, MAX_SCORE_NOISE_STD)
         blocks = msg.get("blocks")
@@ -557,10 +641,11 @@ class SealedHE:
         top = int(first.chain_index())
         released: list[str] = []
         seen: set[str] = set()
-        picked: list[tuple[ts.CKKSVector, list[int]]] = []
+        picked: list[tuple[ts.CKKSVector, list[int], int]] = []
         for i, block in enumerate(blocks):
-            if not isinstance(block, dict) or set(block) != {"ciphertext", "slots", "subjects"}:
-                raise EnclaveProtocolError("a score block is {ciphertext, slots, subjects}")
+            shape = {"ciphertext", "slots", "subjects"} | ({"block"} if model is not None else set())
+            if not isinstance(block, dict) or set(block) != shape:
+                raise EnclaveProtocolError(f"a score block is {{{', '.join(sorted(shape))}}}")
             wanted, who = block["slots"], block["subjects"]
             if (
                 not isinstance(wanted, list)
@@ -586,12 +671,27 @@ class SealedHE:
                     f"score block {i} is a fresh ciphertext at the top level, not a product of weights and "
                     "features: it could be a feature column, and is not decrypted"
                 )
-            picked.append((vec, wanted))
+            at = 0
+            if model is not None:
+                n = len(next(iter(model.raw.values())))
+                at = _int(block["block"], f"block {i}: block", 0, max(0, (n - 1) // slots))
+                if at * slots + max(wanted) >= n:
+                    raise EnclaveProtocolError(f"block {i}: a slot past the dataset's last subject")
+            picked.append((vec, wanted, at))
         rng = np.random.default_rng(int.from_bytes(os.urandom(32), "big"))
         scores: list[float] = []
-        for vec, wanted in picked:
-            values = self._slots(ctx, vec)
-            chosen = values[wanted] + rng.normal(0.0, noise_std, len(wanted))
+        for vec, wanted, at in picked:
+            values = self._slots(ctx, vec)[wanted]
+            if model is not None:
+                rows = np.asarray(wanted, dtype=np.int64) + at * slots
+                exact = sum(w * model.raw[n_][rows] for n_, w in model.weights.items())
+                if float(np.max(np.abs(values - exact))) > PRODUCT_TOLERANCE * model.reach:
+                    raise OutputPolicyViolation(
+                        "a score ciphertext is not the bank's weights times the dataset's columns; nothing was "
+                        "released"
+                    )
+                values = sum(w * model.grid[n_][rows] for n_, w in model.weights.items())
+            chosen = values + rng.normal(0.0, noise_std, len(wanted))
             if not np.isfinite(chosen).all():
                 raise OutputPolicyViolation("a score is not a finite number")
             scores.extend(float(v) for v in chosen)
@@ -610,4 +710,21 @@ class SealedHE:
             },
             secret={SCORES_OUTPUT: scores},
         )
-        return {"release": _b64(release), "released": len(scores), "output": policy.public()}
+        out = {"release": _b64(release), "released": len(scores), "output": policy.public()}
+        if model is not None:
+            out["model_digest"] = model.digest
+        return out
+
+
+@dataclass(frozen=True)
+class _SealedModel:
+    """A bank's sealed-scoring weights as the enclave decrypted them, and the columns they read."""
+
+    weights: dict[str, float]
+    raw: dict[str, np.ndarray[Any, np.dtype[np.float64]]]
+    """each column as decrypted (clipped to its bounds): what the host's product must match"""
+    grid: dict[str, np.ndarray[Any, np.dtype[np.float64]]]
+    """each column on its published grid: what the released score is computed from"""
+    reach: float
+    digest: str
+    """keyed by the seal key: the same weights digest alike, and nobody outside can test a guess"""

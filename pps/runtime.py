@@ -227,9 +227,20 @@ class Runtime:
             models,
             executor=executor,
             unsafe_small_keys=settings.unsafe_small_paillier_keys,
+            model_policy=None if settings.unsafe_unapproved_models else approvals.policy,
+            disclosures=disclosures,
         )
         federated = FederatedService(db, ledger, registry=models, executor=executor, enclave=enclave)
-        sealed = SealedService(db, ledger, policy, enclave, datasets, aggregates)
+        sealed = SealedService(
+            db,
+            ledger,
+            policy,
+            enclave,
+            datasets,
+            aggregates,
+            model_policy=None if settings.unsafe_unapproved_models else approvals.policy,
+            disclosures=disclosures,
+        )
         return cls(
             settings=settings,
             db=db,
@@ -280,9 +291,9 @@ class Runtime:
         )
 
     def check_state(self) -> StateReport:
-        """Replay the ledger and compare consents, budgets and objections with their rows (start-up and periodic;
-        :mod:`pps.ledger.replay`): the consents and budgets found divergent are refused from now on, until a
-        later check finds them reconciled."""
+        """Replay the ledger and compare consents, budgets, objections, credit repairs and record exclusions with
+        their rows (start-up and periodic; :mod:`pps.ledger.replay`): the consents and budgets found divergent
+        are refused from now on, until a later check finds them reconciled."""
         with self.db.transaction(write=False, snapshot=True) as session:
             report = self.reconciler.run(session)
         self.quarantine.update(report)

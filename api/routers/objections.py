@@ -7,8 +7,6 @@ Another organisation's objections answer 404. The flow and who learns what: :mod
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from datetime import datetime
 from typing import Annotated
@@ -18,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
+from api.routers._cases import attachment, base64_file, check_owner, check_visible, page
 from api.schemas import Page
-from pps.errors import EvidenceRejected, NotFound
+from pps.errors import NotFound
 from pps.governance.objections import Evidence, is_overdue
 from pps.infra.storage.tables import CorrectionNotice, Objection, ObjectionState, Organization, Role, utcnow
 from pps.ledger.entry import ObjectRef
@@ -42,8 +41,6 @@ Provider = Annotated[Caller, allow(Role.data_provider)]
 Bank = Annotated[Caller, allow(Role.bank)]
 Reader = Annotated[Caller, allow(Role.subject, Role.data_provider, Role.platform_admin, Role.auditor)]
 Party = Annotated[Caller, allow(Role.subject, Role.data_provider)]
-
-_EXTENSIONS = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
 
 
 def body_limit(evidence_max_bytes: int) -> int:
@@ -103,18 +100,19 @@ def _visible(
     """The objection if the caller is its subject or its dataset's provider (or, with ``oversight``, an admin
     or auditor); otherwise 404, as if it did not exist."""
     o = rt.objections.get(session, objection_id)
-    mine = (caller.role is Role.subject and o.subject_uscc == caller.uscc) or (
-        caller.role is Role.data_provider and o.provider_org_id == caller.org_id
+    check_visible(
+        caller,
+        subject_uscc=o.subject_uscc,
+        owner_org_id=o.provider_org_id,
+        oversight=oversight,
+        missing=f"objection {objection_id} does not exist",
     )
-    if not (mine or (oversight and caller.sees_everything)):
-        raise NotFound(f"objection {objection_id} does not exist")
     return o
 
 
 def _provider_owns(rt: Runtime, session: Session, caller: Caller, objection_id: str) -> Objection:
     o = rt.objections.get(session, objection_id)
-    if o.provider_org_id != caller.org_id:
-        raise NotFound(f"objection {objection_id} does not exist")
+    check_owner(caller, o.provider_org_id, f"objection {objection_id} does not exist")
     return o
 
 
@@ -127,11 +125,7 @@ def _provider_owns(rt: Runtime, session: Session, caller: Caller, objection_id: 
 def file_objection(body: ObjectionCreate, caller: Subject, rt: RuntimeDep) -> ObjectionPublic:
     evidence = None
     if body.evidence is not None:
-        try:
-            data = base64.b64decode(body.evidence.content, validate=True)
-        except (binascii.Error, ValueError):
-            raise EvidenceRejected("evidence.content is not base64") from None
-        evidence = Evidence(body.evidence.media_type, data)
+        evidence = Evidence(body.evidence.media_type, base64_file(body.evidence.content, "evidence.content"))
     with rt.db.transaction() as session:
         subject = session.get(Organization, caller.org_id)
         if subject is None:
@@ -175,6 +169,7 @@ def list_objections(
             limit=limit,
         )
         items = [_public(rt, session, o, now) for o in found]
+    listed = page(found, items, limit)
     if caller.role is not Role.subject and found:  # reasons shown to a provider or overseer: noted, batched
         rt.reads.note(
             actor=caller.actor,
@@ -183,7 +178,7 @@ def list_objections(
             subjects=[o.subject_uscc for o in found],
             request_id=current_request_id(),
         )
-    return Page(items=items, next_after=found[-1].id if len(found) == limit else None)
+    return listed
 
 
 @router.get("/objections/{objection_id}", summary="one objection")
@@ -213,17 +208,7 @@ def get_evidence(objection_id: str, caller: Party, rt: RuntimeDep) -> Response:
     with rt.db.transaction() as session:
         o = _visible(rt, session, caller, objection_id, oversight=False)
         evidence = rt.objections.evidence(session, o, actor=caller.actor, request_id=current_request_id())
-    ext = _EXTENSIONS.get(evidence.media_type, "bin")
-    return Response(
-        content=evidence.data,
-        media_type=evidence.media_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="evidence-{o.id}.{ext}"',
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
-            "Cache-Control": "no-store",
-        },
-    )
+    return attachment(evidence.data, evidence.media_type, f"evidence-{o.id}")
 
 
 @router.post(
@@ -287,4 +272,4 @@ def corrections(
     with rt.db.transaction(write=False) as session:
         found = rt.objections.corrections(session, caller.org_id, after=after, limit=limit)
         items = [correction_public(n) for n in found]
-    return Page(items=items, next_after=found[-1].id if len(found) == limit else None)
+    return page(found, items, limit)

@@ -9,8 +9,6 @@ flow and who learns what: :mod:`pps.governance.repair`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from datetime import datetime
 from typing import Annotated
@@ -20,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from api.deps import Caller, PageLimit, RuntimeDep, allow
 from api.middleware import current_request_id
+from api.routers._cases import attachment, base64_file, check_owner, check_visible, page
 from api.schemas import Page
-from pps.errors import EvidenceRejected, NotFound
+from pps.errors import NotFound
 from pps.governance.records import RecordBook
 from pps.governance.records import status as record_status
 from pps.governance.repair import OPEN_STATES, Proof, commitment_text, is_overdue
@@ -57,8 +56,6 @@ Bank = Annotated[Caller, allow(Role.bank)]
 Reader = Annotated[Caller, allow(Role.subject, Role.data_provider, Role.platform_admin, Role.auditor)]
 Party = Annotated[Caller, allow(Role.subject, Role.data_provider)]
 Operator = Annotated[Caller, allow(Role.platform_admin)]
-
-_EXTENSIONS = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
 
 
 def body_limit(proof_max_bytes: int) -> int:
@@ -149,11 +146,13 @@ def _visible(
     rt: Runtime, session: Session, caller: Caller, app_id: str, *, oversight: bool
 ) -> RepairApplication:
     a = rt.repairs.get(session, app_id)
-    mine = (caller.role is Role.subject and a.subject_uscc == caller.uscc) or (
-        caller.role is Role.data_provider and a.authority_org_id == caller.org_id
+    check_visible(
+        caller,
+        subject_uscc=a.subject_uscc,
+        owner_org_id=a.authority_org_id,
+        oversight=oversight,
+        missing=f"repair application {app_id} does not exist",
     )
-    if not (mine or (oversight and caller.sees_everything)):
-        raise NotFound(f"repair application {app_id} does not exist")
     return a
 
 
@@ -193,13 +192,10 @@ def sweep(caller: Operator, rt: RuntimeDep) -> dict[str, int]:
     REPAIRS_PATH.removeprefix("/v1"), status_code=status.HTTP_201_CREATED, summary="apply for credit repair"
 )
 def apply(body: RepairCreate, caller: Subject, rt: RuntimeDep) -> RepairPublic:
-    proofs = []
-    for n, p in enumerate(body.proofs, 1):
-        try:
-            data = base64.b64decode(p.content, validate=True)
-        except (binascii.Error, ValueError):
-            raise EvidenceRejected(f"proof {n}: content is not base64") from None
-        proofs.append(Proof(p.kind, p.media_type, data))
+    proofs = [
+        Proof(p.kind, p.media_type, base64_file(p.content, f"proof {n}: content"))
+        for n, p in enumerate(body.proofs, 1)
+    ]
     with rt.db.transaction() as session:
         app = rt.repairs.apply(
             session,
@@ -238,7 +234,7 @@ def list_repairs(
             limit=limit,
         )
         items = [repair_public(rt, session, a, now) for a in found]
-    return Page(items=items, next_after=found[-1].id if len(found) == limit else None)
+    return page(found, items, limit)
 
 
 @router.get(REPAIRS_PATH.removeprefix("/v1") + "/{app_id}", summary="one repair application")
@@ -258,22 +254,12 @@ def get_proof(app_id: str, position: int, caller: Party, rt: RuntimeDep) -> Resp
         media_type, data = rt.repairs.proof(
             session, a, position, actor=caller.actor, request_id=current_request_id()
         )
-    return Response(
-        content=data,
-        media_type=media_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="proof-{app_id}-{position}.{_EXTENSIONS.get(media_type, "bin")}"',
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
-            "Cache-Control": "no-store",
-        },
-    )
+    return attachment(data, media_type, f"proof-{app_id}-{position}")
 
 
 def _authority_owns(rt: Runtime, session: Session, caller: Caller, app_id: str) -> RepairApplication:
     a = rt.repairs.get(session, app_id)
-    if a.authority_org_id != caller.org_id:
-        raise NotFound(f"repair application {app_id} does not exist")
+    check_owner(caller, a.authority_org_id, f"repair application {app_id} does not exist")
     return a
 
 
@@ -330,7 +316,7 @@ def repair_notices(
     with rt.db.transaction(write=False) as session:
         found = rt.repairs.notices(session, caller.org_id, after=after, limit=limit)
         items = [notice_public(n) for n in found]
-    return Page(items=items, next_after=found[-1].id if len(found) == limit else None)
+    return page(found, items, limit)
 
 
 # --- statements and the third objection outcome -------------------------------------------------------------

@@ -66,6 +66,7 @@ from pps.data.datasets import codec
 from pps.data.datasets.schema import DatasetSchema, Sensitivity
 from pps.data.datasets.service import DatasetService, check_values
 from pps.errors import Conflict, InvalidInput, NotFound
+from pps.governance.casework import is_overdue_case, list_cases
 from pps.governance.evidence import check_evidence
 from pps.infra.kms import KeyEncryptionKeys, WrappedKey, new_data_key
 from pps.infra.storage.tables import (
@@ -129,16 +130,22 @@ def _canonical(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+OPEN_STATES = (ObjectionState.open,)
+
+
 def is_overdue(objection: Objection, now: datetime) -> bool:
-    return objection.state is ObjectionState.open and objection.due_at <= now
+    return is_overdue_case(objection.state, objection.due_at, OPEN_STATES, now)
 
 
 def affected_releases(
     ledger: Ledger, session: Session, uscc: str, dataset_id: str, fields: Sequence[str]
 ) -> list[tuple[int, dict[str, Any], list[str]]]:
     """``(ledger index, entry, fields it read)`` of every release so far that released ``uscc``'s result computed
-    with one of ``fields`` of the dataset (aggregates excepted: a notice would reveal cohort membership)."""
-    found = []
+    with one of ``fields`` of the dataset (aggregates excepted: a notice would reveal cohort membership).
+
+    One per result: a computation that released in steps (a vertical training: its first batch's intermediate
+    values, then the model) is named once, by its last release."""
+    found: list[tuple[int, dict[str, Any], list[str]]] = []
     after: int | None = None
     wanted = set(fields)
     while True:
@@ -164,8 +171,15 @@ def affected_releases(
             if released_here:
                 found.append((stored.index, doc, used))
         if len(page) < 500:
-            return found
+            break
         after = page[-1].index
+    last: dict[tuple[str, str, str], tuple[int, dict[str, Any], list[str]]] = {}
+    for hit in found:  # in ledger order: a later release of the same result replaces the earlier
+        doc = hit[1]
+        result = (doc.get("objects") or [{}])[0]
+        bank = str((doc.get("detail") or {}).get("bank") or (doc.get("released") or [{}])[0].get("to"))
+        last[(str(result.get("kind")), str(result.get("id")), bank)] = hit
+    return sorted(last.values(), key=lambda hit: hit[0])
 
 
 def open_disputes(
@@ -386,21 +400,17 @@ class ObjectionService:
         after: str | None = None,
         limit: int = 50,
     ) -> list[Objection]:
-        now = now or utcnow()
-        query = select(Objection).order_by(Objection.id).limit(limit)
-        if subject_uscc is not None:
-            query = query.where(Objection.subject_uscc == subject_uscc)
-        if provider_org_id is not None:
-            query = query.where(Objection.provider_org_id == provider_org_id)
-        if state is not None:
-            query = query.where(Objection.state == state)
-        if overdue is True:
-            query = query.where(Objection.state == ObjectionState.open, Objection.due_at <= now)
-        elif overdue is False:
-            query = query.where((Objection.state != ObjectionState.open) | (Objection.due_at > now))
-        if after is not None:
-            query = query.where(Objection.id > after)
-        return list(session.execute(query).scalars())
+        return list_cases(
+            session,
+            Objection,
+            equal=((Objection.subject_uscc, subject_uscc), (Objection.provider_org_id, provider_org_id)),
+            state=state,
+            open_states=OPEN_STATES,
+            overdue=overdue,
+            now=now or utcnow(),
+            after=after,
+            limit=limit,
+        )
 
     def evidence(
         self,
@@ -544,32 +554,17 @@ class ObjectionService:
         reason = reason.strip()
         if not reason or len(reason) > MAX_REASON:
             raise InvalidInput(f"a rejection needs a reason of 1 to {MAX_REASON} characters")
-        objection = self._lock_open(session, objection)
-        now = now or utcnow()
-        texts = self.sealed(objection)
-        objection.state = ObjectionState.rejected
-        objection.resolved_at = now
-        objection.sealed = self._seal(
-            objection.id, self._dek(objection), Sealed(texts.record_key, texts.reason, reason)
-        )
-        session.flush()
-        self.ledger.append(
+        return self._close(
             session,
-            EntryDraft(
-                action="objection.reject",
-                actor=actor,
-                objects=(ObjectRef("objection", objection.id), ObjectRef("dataset", objection.dataset_id)),
-                subjects=(objection.subject_uscc,),
-                request_id=request_id,
-                detail={
-                    "fields": json.loads(objection.fields_json),
-                    "late": objection.due_at <= now,
-                    "reason_sha256": hashlib.sha256(reason.encode()).hexdigest(),
-                },
-            ),
+            objection,
+            ObjectionState.rejected,
+            action="objection.reject",
+            text=reason,
+            digest="reason_sha256",
+            actor=actor,
+            request_id=request_id,
             now=now,
         )
-        return objection
 
     def unverifiable(
         self,
@@ -588,19 +583,46 @@ class ObjectionService:
             raise InvalidInput(
                 f"say what was checked and why it could not be verified, in 1 to {MAX_REASON} characters"
             )
+        return self._close(
+            session,
+            objection,
+            ObjectionState.unverifiable,
+            action="objection.unverifiable",
+            text=note,
+            digest="note_sha256",
+            actor=actor,
+            request_id=request_id,
+            now=now,
+        )
+
+    def _close(
+        self,
+        session: Session,
+        objection: Objection,
+        outcome: ObjectionState,
+        *,
+        action: str,
+        text: str,
+        digest: str,
+        actor: Actor,
+        request_id: str | None,
+        now: datetime | None,
+    ) -> Objection:
+        """Close an open objection without a correction (rejected, or unverifiable): the provider's text sealed
+        beside the subject's, an ``action`` entry carrying its digest under ``digest``."""
         objection = self._lock_open(session, objection)
         now = now or utcnow()
         texts = self.sealed(objection)
-        objection.state = ObjectionState.unverifiable
+        objection.state = outcome
         objection.resolved_at = now
         objection.sealed = self._seal(
-            objection.id, self._dek(objection), Sealed(texts.record_key, texts.reason, note)
+            objection.id, self._dek(objection), Sealed(texts.record_key, texts.reason, text)
         )
         session.flush()
         self.ledger.append(
             session,
             EntryDraft(
-                action="objection.unverifiable",
+                action=action,
                 actor=actor,
                 objects=(ObjectRef("objection", objection.id), ObjectRef("dataset", objection.dataset_id)),
                 subjects=(objection.subject_uscc,),
@@ -608,7 +630,7 @@ class ObjectionService:
                 detail={
                     "fields": json.loads(objection.fields_json),
                     "late": objection.due_at <= now,
-                    "note_sha256": hashlib.sha256(note.encode()).hexdigest(),
+                    digest: hashlib.sha256(text.encode()).hexdigest(),
                 },
             ),
             now=now,

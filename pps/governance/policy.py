@@ -514,6 +514,114 @@ class PolicyEngine:
         )
         return final
 
+    def in_force(
+        self, session: Session, admitted: Sequence[Decision], *, now: datetime | None = None
+    ) -> list[Decision]:
+        """Whether the consents a running computation was admitted under (and already spent a use of) still
+        hold: active, inside their window, not quarantined as divergent. Reads only; spends nothing.
+
+        For computations that release as they go (a vertical training hands the bank intermediate values every
+        mini-batch): the use was spent when the first value left, so ``uses`` is not checked again — a consent
+        whose last use *this* computation took still holds for it. A consent's terms cannot change once granted,
+        so the row's state and window, and its subject's signature (a signature or key row found divergent since
+        is no signature: ``no_grant``), are all there is to decide again."""
+        now = now or utcnow()
+        ids = sorted({str(d.consent_id) for d in admitted if d.allowed and d.consent_id})
+        found: dict[str, Any] = {}
+        for start in range(0, len(ids), SPEND_CHUNK):
+            chunk = ids[start : start + SPEND_CHUNK]
+            query = select(*_GRANT_COLUMNS, Consent.bank_org_id, Consent.purpose).where(
+                _id_in(session, chunk)
+            )
+            for hit in session.connection().execute(query):
+                found[hit[0]] = hit
+        divergent = self.quarantine.rows(CONSENTS_TABLE)
+        unsigned = self.signatures.unsigned_of(
+            session,
+            [  # the shape ConsentSignatures judges: id, subject, bank, purpose, terms, window, uses, granularity
+                (r[0], r[1], r[11], r[12], r[8], r[9], r[3], r[4], r[6], r[10])
+                for r in found.values()
+                if r[2] == _ACTIVE and r[0] not in divergent
+            ],
+        )
+        check = _Checker(Request("", (), {}, "", ""), now, divergent)
+        out = []
+        for d in admitted:
+            row: Any = found.get(str(d.consent_id)) if d.allowed else None
+            if row is None:
+                out.append(
+                    d
+                    if not d.allowed
+                    else Decision(
+                        d.subject, False, reason=DenyReason.no_grant, detail=f"{d.consent_id}: gone"
+                    )
+                )
+                continue
+            reason, detail = self._holds(check, row)
+            if reason is None and row[0] in unsigned:
+                reason, detail = DenyReason.no_grant, f"not consent its subject signed: {unsigned[row[0]]}"
+            out.append(
+                d
+                if reason is None
+                else Decision(d.subject, False, reason=reason, detail=f"{row[0]}: {detail}")
+            )
+        return out
+
+    @staticmethod
+    def _holds(check: _Checker, row: Any) -> tuple[DenyReason | None, str]:
+        """:class:`_Checker` without the terms and the use count (see :meth:`in_force`)."""
+        _id, _subject, state, valid_from, valid_until, revoked_at = row[:6]
+        if _id in check.divergent:
+            return DenyReason.state_divergent, "its stored row differs from the ledger"
+        if state != _ACTIVE:
+            if state == _REVOKED:
+                when = check.time(revoked_at).isoformat() if revoked_at is not None else "?"
+                return DenyReason.revoked, f"revoked at {when}"
+            return (DenyReason.denied, "denied") if state == _DENIED else (DenyReason.pending, "not granted")
+        if check.before(valid_from):
+            return DenyReason.not_yet_valid, f"valid from {check.time(valid_from).isoformat()}"
+        if not check.before(valid_until):
+            return DenyReason.expired, f"expired at {check.time(valid_until).isoformat()}"
+        return None, ""
+
+    def confirm(
+        self,
+        session: Session,
+        req: Request,
+        *,
+        admitted: Sequence[Decision],
+        job: ObjectRef,
+        what: str,
+        actor: Actor,
+        request_id: str | None = None,
+        now: datetime | None = None,
+        withheld: Mapping[str, str] | None = None,
+    ) -> list[Decision]:
+        """Decide again right before the final result of a computation whose uses were spent when it first
+        released (:meth:`in_force`), and record it as a ``policy.release`` that spends nothing."""
+        now = now or utcnow()
+        withheld = withheld or {}
+        by = {d.subject: d for d in self.in_force(session, admitted, now=now)}
+        final = [
+            Decision(s, False, reason=DenyReason.record_excluded, detail=withheld[s])
+            if s in withheld
+            else by.get(s) or Decision(s, False, reason=DenyReason.no_grant, detail="not admitted")
+            for s in req.subjects
+        ]
+        self._record(
+            session,
+            "policy.release",
+            req,
+            final,
+            job=job,
+            actor=actor,
+            request_id=request_id,
+            now=now,
+            what=what,
+            spends=False,
+        )
+        return final
+
     def _release_decisions(
         self, session: Session, req: Request, now: datetime, admitted: Sequence[Decision] | None
     ) -> list[Decision]:

@@ -11,7 +11,10 @@ subjects' data follows (scoring, sealed queries, aggregates, enclave jobs, verti
      statistic, a sealed score batch, an enclave release): any loss refuses the release with a
      :class:`~pps.errors.Conflict` naming how many were lost, and the caller's transaction rolls back;
    * :meth:`Gate.release_some` — results made per subject (scores): the lost are named with their reasons,
-     the caller recomputes without them, and the rest leave.
+     the caller recomputes without them, and the rest leave;
+   * :meth:`Gate.confirm_all` — the final result of a computation that released as it went and spent its uses
+     when the first value left (a vertical training, which also decides again before every mini-batch,
+     :mod:`pps.services.vertical`): decided again (:meth:`PolicyEngine.in_force`), nothing spent twice.
 
 Dishonesty records are decided again the same way: a gate given the records a computation counted per subject
 (``records``, from :attr:`pps.data.features.Admission.records`) holds back a subject one of whose counted
@@ -92,3 +95,27 @@ class Gate:
             what_changed = "the consent or dishonesty records" if records else "the consent"
             raise Conflict(f"{what_changed} of {len(released.lost)} subject(s) {refusal}")
         return released.kept
+
+    def confirm_all(
+        self, session: Session, *, what: str, refusal: str, admitted: Sequence[Decision]
+    ) -> tuple[str, ...]:
+        """:meth:`release_all` for a computation that already spent its uses when it first released (a vertical
+        training, at its first mini-batch): decide again whether the consents relied on still hold, record it,
+        spend nothing; raise :class:`Conflict` if any subject was lost."""
+        withheld = RecordBook.withheld(session, self.records, self.request.subjects) if self.records else None
+        final = self.policy.confirm(
+            session,
+            self.request,
+            admitted=admitted,
+            job=self.job,
+            what=what,
+            actor=self.actor,
+            request_id=self.request_id,
+            withheld=withheld,
+        )
+        lost = [d for d in final if not d.allowed]
+        if lost:
+            records = any(d.reason is DenyReason.record_excluded for d in lost)
+            what_changed = "the consent or dishonesty records" if records else "the consent"
+            raise Conflict(f"{what_changed} of {len(lost)} subject(s) {refusal}")
+        return tuple(d.subject for d in final)

@@ -49,13 +49,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pps.data.datasets import codec
 from pps.data.datasets.service import DatasetService
 from pps.data.sources import bind_sources
 from pps.errors import Conflict, EvidenceRejected, InvalidInput, NotFound
+from pps.governance.casework import is_overdue_case, list_cases
 from pps.governance.evidence import check_evidence
 from pps.governance.objections import affected_releases
 from pps.governance.records import SOURCE, DishonestyRecord, RecordBook, status
@@ -138,7 +139,7 @@ def _proof_aad(application_id: str, position: int, kind: str, media_type: str, s
 
 
 def is_overdue(application: RepairApplication, now: datetime) -> bool:
-    return application.state in OPEN_STATES and application.due_at <= now
+    return is_overdue_case(application.state, application.due_at, OPEN_STATES, now)
 
 
 class RepairService:
@@ -419,23 +420,20 @@ class RepairService:
         after: str | None = None,
         limit: int = 50,
     ) -> list[RepairApplication]:
-        now = now or utcnow()
-        query = select(RepairApplication).order_by(RepairApplication.id).limit(limit)
-        if subject_uscc is not None:
-            query = query.where(RepairApplication.subject_uscc == subject_uscc)
-        if authority_org_id is not None:
-            query = query.where(RepairApplication.authority_org_id == authority_org_id)
-        if state is not None:
-            query = query.where(RepairApplication.state == state)
-        if overdue is True:
-            query = query.where(RepairApplication.state.in_(OPEN_STATES), RepairApplication.due_at <= now)
-        elif overdue is False:
-            query = query.where(
-                or_(RepairApplication.state.not_in(OPEN_STATES), RepairApplication.due_at > now)
-            )
-        if after is not None:
-            query = query.where(RepairApplication.id > after)
-        return list(session.execute(query).scalars())
+        return list_cases(
+            session,
+            RepairApplication,
+            equal=(
+                (RepairApplication.subject_uscc, subject_uscc),
+                (RepairApplication.authority_org_id, authority_org_id),
+            ),
+            state=state,
+            open_states=OPEN_STATES,
+            overdue=overdue,
+            now=now or utcnow(),
+            after=after,
+            limit=limit,
+        )
 
     def proofs_info(self, session: Session, app: RepairApplication) -> list[dict[str, Any]]:
         rows = session.execute(

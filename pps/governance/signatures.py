@@ -365,6 +365,28 @@ class ConsentSignatures:
                 out[row[0]] = verdict
         return out
 
+    def unsigned_of(self, session: Session, rows: Iterable[tuple[Any, ...]]) -> dict[str, str]:
+        """:meth:`unsigned_among` for the consents a running computation relies on, read by id (any bank and
+        purpose): what :meth:`pps.governance.policy.PolicyEngine.in_force` asks before each batch of a training."""
+        out: dict[str, str] = {}
+        schemas: dict[str, DatasetSchema | None] = {}
+        for part in _chunks(list(rows)):
+            sigs = self._signatures(session, [r[0] for r in part])
+            for row in part:
+                found = sigs.get(row[0])
+                if found is None:
+                    out[row[0]] = "no signature by the subject"
+                    continue
+                verdict = self._verdict(session, found[0], found[1], tuple(row), schemas)
+                if verdict is not None:
+                    out[row[0]] = verdict
+        return out
+
+
+def _chunks(rows: list[tuple[Any, ...]], size: int = 10_000) -> Iterable[list[tuple[Any, ...]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
 
 def consents_in_force_unsigned(
     session: Session, signatures: ConsentSignatures, now: datetime

@@ -1,4 +1,5 @@
-"""Governed state rebuilt from the ledger: the reducers for consents, privacy budgets and objections.
+"""Governed state rebuilt from the ledger: the reducers for consents, privacy budgets, objections, credit repairs,
+record exclusions, subject keys and consent signatures.
 
 Each reducer (:class:`pps.ledger.replay.Reducer`) says which entries change its table and how, and compares the
 rebuilt state with the rows; :mod:`pps.ledger.replay` runs them (``pps audit verify --state``, and the service
@@ -14,8 +15,16 @@ consents           ``consent.request``, ``consent.grant``,           subject, ba
 privacy_budgets    ``aggregate.budget.open``, ``aggregate.budget.set``, total_micro, spent_micro
                    ``aggregate.release``, ``sealed.aggregate``
 objections         ``objection.file``, ``objection.accept``,         subject, dataset, provider, filed_version,
-                   ``objection.reject``                              fields, state, due_at, resolved_at,
+                   ``objection.reject``, ``objection.unverifiable``  fields, state, due_at, resolved_at,
                                                                       corrected_version, corrected_fields
+repair_            ``repair.apply``, ``repair.approve``,             subject, dataset, dataset_version, record,
+applications       ``repair.deny``, ``repair.object``                authority, state, commitment_sha256, due_at,
+                                                                      created_at, decided_at; reasons_json and
+                                                                      objection_text by the sha256 their entries
+                                                                      carry (an approval's note: not compared)
+record_exclusions  ``repair.approve`` (reason ``repaired``),         subject, reason, repair_id, excluded_at; a
+                   ``record.expire`` (a period ended)                row deleted (a repaired record used again) or
+                                                                      added without an entry is named
 subject_keys       ``subject_key.enrol``, ``subject_key.revoke``     org, subject, algorithm, public_key (and that the
                    (issue 24)                                        key id is its hash), enrolled_at, revoked_at
 consent_signatures ``consent.grant`` (its ``subject_signature``),    consent, action, key, text, signature
@@ -30,20 +39,29 @@ Entries written before a fact was recorded are read as far as they go: a ``polic
 ``detail.spends_uses`` spends unless it released a PSI result (PSI records without spending); a budget with no
 ``aggregate.budget.open`` entry takes its total from its first release (remaining + spent) or, with none, is
 not checked for its total; a consent granted before ``valid_from`` was recorded is not checked for it.
-Other kinds of governed state (credit repairs, disclosure accounting, ...) register their own reducer.
+Other kinds of governed state (disclosure accounting, ...) register their own reducer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from pps.governance.signatures import SIGNATURES_TABLE, SUBJECT_KEYS_TABLE
-from pps.infra.storage.tables import Consent, ConsentSignature, Objection, PrivacyBudget, SubjectKey
+from pps.infra.storage.tables import (
+    Consent,
+    ConsentSignature,
+    Objection,
+    PrivacyBudget,
+    RecordExclusion,
+    RepairApplication,
+    SubjectKey,
+)
 from pps.ledger.entry import parse_time
 from pps.ledger.replay import Divergence, Reducer, count_rows, register, registered
 
@@ -467,6 +485,197 @@ class SignatureReducer:
             yield Divergence(self.table, ref, "*", "recorded", None)
 
 
+# --- credit repairs ---------------------------------------------------------------------------------------------
+
+
+def _object(doc: dict[str, Any], kind: str) -> str | None:
+    ids = [o["id"] for o in doc.get("objects", []) if o.get("kind") == kind]
+    return ids[0] if ids else None
+
+
+def _sha256(text: str | None) -> str | None:
+    return hashlib.sha256(text.encode()).hexdigest() if text is not None else None
+
+
+class RepairReducer:
+    """Credit-repair applications (:mod:`pps.governance.repair`): who applied for which record, under which
+    commitment, to which authority, by when, and what was decided. The texts that are not on the ledger (the
+    denial reasons, the objection) are compared by the digests their entries carry; an approval's note is on
+    no entry and not compared."""
+
+    name = "repair_applications"
+    table = "repair_applications"
+    actions = frozenset({"repair.apply", "repair.approve", "repair.deny", "repair.object"})
+
+    def fold(self, state: dict[str, Any], doc: dict[str, Any]) -> None:
+        app_id = _object(doc, "repair")
+        if app_id is None:
+            return
+        detail = doc.get("detail") or {}
+        action = doc["action"]
+        at = parse_time(doc["time"])
+        if action == "repair.apply":
+            state[app_id] = {
+                "subject_uscc": (doc.get("subjects") or [None])[0],
+                "dataset_id": _object(doc, "dataset"),
+                "dataset_version": detail.get("version"),
+                "record_id": _object(doc, "record"),
+                "authority_org_id": detail.get("authority"),
+                "state": "pending",
+                "commitment_sha256": detail.get("commitment_sha256"),
+                "due_at": _time(detail.get("due_at")),
+                "created_at": at,
+                "decided_at": None,
+                "reasons_sha256": _sha256("[]"),
+                "objection_sha256": None,
+            }
+            return
+        row = state.setdefault(app_id, {})
+        if action == "repair.approve":
+            # the note becomes the reasons; it is on no entry: not compared from here on
+            row.update(state="approved", decided_at=at, reasons_sha256=_UNKNOWN)
+        elif action == "repair.deny":
+            row.update(state="denied", decided_at=at, reasons_sha256=detail.get("reasons_sha256", _UNKNOWN))
+        elif action == "repair.object":
+            row.update(
+                state="reconsidering",
+                due_at=_time(detail.get("due_at")),
+                objection_sha256=detail.get("text_sha256", _UNKNOWN),
+            )
+
+    def compare(self, session: Session, state: dict[str, Any]) -> Iterator[Divergence]:
+        seen: set[str] = set()
+        query = select(
+            RepairApplication.id,
+            RepairApplication.subject_uscc,
+            RepairApplication.dataset_id,
+            RepairApplication.dataset_version,
+            RepairApplication.record_id,
+            RepairApplication.authority_org_id,
+            RepairApplication.state,
+            RepairApplication.commitment_sha256,
+            RepairApplication.due_at,
+            RepairApplication.created_at,
+            RepairApplication.decided_at,
+            RepairApplication.reasons_json,
+            RepairApplication.objection_text,
+        )
+        for r in _pages(session, query, RepairApplication.id, state):
+            seen.add(r.id)
+            want = state.get(r.id)
+            if want is None or "subject_uscc" not in want:
+                yield Divergence(self.table, r.id, "*", None, "present")
+                continue
+            have = {
+                "subject_uscc": r.subject_uscc,
+                "dataset_id": r.dataset_id,
+                "dataset_version": r.dataset_version,
+                "record_id": r.record_id,
+                "authority_org_id": r.authority_org_id,
+                "state": r.state.value,
+                "commitment_sha256": bytes(r.commitment_sha256).hex(),
+                "due_at": r.due_at,
+                "created_at": r.created_at,
+                "decided_at": r.decided_at,
+                "reasons_sha256": _sha256(r.reasons_json or "[]"),
+                "objection_sha256": _sha256(r.objection_text),
+            }
+            for column, value in want.items():
+                if value is not _UNKNOWN and have[column] != value:
+                    name = {
+                        "reasons_sha256": "reasons_json",
+                        "objection_sha256": "objection_text",
+                    }.get(column, column)
+                    yield Divergence(self.table, r.id, name, value, have[column])
+        for app_id in sorted({k for k in state if not k.startswith("__")} - seen):
+            yield Divergence(self.table, app_id, "*", "recorded", None)
+
+
+_UNKNOWN: Any = object()
+"""A value no entry records (an approval's note): not compared."""
+
+
+# --- record exclusions -----------------------------------------------------------------------------------------
+
+
+def exclusion_id(dataset_id: str, record_id: str) -> str:
+    """How a record exclusion is named in a divergence: ``<dataset id>:<record id>``."""
+    return f"{dataset_id}:{record_id}"
+
+
+class ExclusionReducer:
+    """Dishonesty records no longer used (:mod:`pps.governance.records`): excluded by an approved repair
+    (``repair.approve``) or written down when a period ended (``record.expire``). A deleted exclusion would
+    bring a repaired record back into every score: the row the ledger records and the table lacks is named."""
+
+    name = "record_exclusions"
+    table = "record_exclusions"
+    actions = frozenset({"repair.approve", "record.expire"})
+
+    def fold(self, state: dict[str, Any], doc: dict[str, Any]) -> None:
+        dataset_id, record_id = _object(doc, "dataset"), _object(doc, "record")
+        if dataset_id is None or record_id is None:
+            return
+        key = exclusion_id(dataset_id, record_id)
+        if key in state:  # written once: a repair of a record already expired adds no row
+            return
+        detail = doc.get("detail") or {}
+        subject = (doc.get("subjects") or [None])[0]
+        if doc["action"] == "repair.approve":
+            state[key] = {
+                "subject_uscc": subject,
+                "reason": "repaired",
+                "repair_id": _object(doc, "repair"),
+                "excluded_at": _time(detail.get("excluded_from")) or parse_time(doc["time"]),
+            }
+        else:
+            state[key] = {
+                "subject_uscc": subject,
+                "reason": detail.get("reason"),
+                "repair_id": None,
+                "excluded_at": _time(detail.get("at")) or parse_time(doc["time"]),
+            }
+
+    def compare(self, session: Session, state: dict[str, Any]) -> Iterator[Divergence]:
+        seen: set[str] = set()
+        columns = (
+            RecordExclusion.dataset_id,
+            RecordExclusion.record_id,
+            RecordExclusion.subject_uscc,
+            RecordExclusion.reason,
+            RecordExclusion.repair_id,
+            RecordExclusion.excluded_at,
+        )
+        after: tuple[str, str] | None = None
+        while True:  # keyset pages over the two-column key
+            query = select(*columns).order_by(RecordExclusion.dataset_id, RecordExclusion.record_id)
+            if after is not None:
+                query = query.where(tuple_(RecordExclusion.dataset_id, RecordExclusion.record_id) > after)
+            rows = session.execute(query.limit(_PAGE)).all()
+            count_rows(state, len(rows))
+            for r in rows:
+                key = exclusion_id(r.dataset_id, r.record_id)
+                seen.add(key)
+                want = state.get(key)
+                if want is None:
+                    yield Divergence(self.table, key, "*", None, "present")
+                    continue
+                have = {
+                    "subject_uscc": r.subject_uscc,
+                    "reason": r.reason,
+                    "repair_id": r.repair_id,
+                    "excluded_at": r.excluded_at,
+                }
+                for column, value in want.items():
+                    if have[column] != value:
+                        yield Divergence(self.table, key, column, value, have[column])
+            if len(rows) < _PAGE:
+                break
+            after = (rows[-1].dataset_id, rows[-1].record_id)
+        for key in sorted({k for k in state if not k.startswith("__")} - seen):
+            yield Divergence(self.table, key, "*", "recorded", None)
+
+
 def registered_reducers() -> tuple[Reducer, ...]:
     """Every registered reducer: these, and any a later kind of governed state registered."""
     return registered()
@@ -477,3 +686,5 @@ BUDGETS = register(BudgetReducer())
 OBJECTIONS = register(ObjectionReducer())
 SUBJECT_KEYS = register(SubjectKeyReducer())
 SIGNATURES = register(SignatureReducer())
+REPAIRS = register(RepairReducer())
+EXCLUSIONS = register(ExclusionReducer())

@@ -85,6 +85,8 @@ def approval_public(row: ModelApproval) -> dict[str, Any]:
         "encrypted_model_sha256": row.encrypted_model_sha256,
         "context_id": row.context_id,
         "features": doc["features"],
+        "kind": doc.get("kind", "logistic"),
+        "release_error": doc.get("release_error", 0.0),
         "verdict": doc["verdict"],
         "signature": doc["signature"],
         "signing_key": row.signing_key,
@@ -370,6 +372,11 @@ class GradedScoringService:
                 raise InvalidInput("a job names each subject once")
         with self.a.db.transaction(write=False) as session:
             row = self.a.approved(session, bank=bank, approval_id=approval_id)
+            if json.loads(row.approval_json).get("kind", "logistic") != "logistic":
+                raise InvalidInput(
+                    "graded scoring takes a logistic model (a PD to grade or decide on); an approved scorecard "
+                    "releases points through encrypted scoring (POST /v1/scoring), to subjects who allowed scores"
+                )
             names = json.loads(row.approval_json)["features"]
             fields = self.a.features.fields_for(session, names)
             session.expunge(row)

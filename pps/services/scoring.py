@@ -97,6 +97,8 @@ MAX_PREPROCESS_ABS = 1e12
 MAX_PREPARED = 32
 """Checked contexts and models kept in memory between submission and the job's start (else re-checked)."""
 BLOCKS_PER_CHUNK = 8
+MAX_APPROVED_NOISE_STD = 1.0
+"""Cap (log-odds) on the noise an approved model's logits get from its release error."""
 """Result ciphertexts per executor chunk: progress is reported (and cancellation checked) per chunk."""
 
 
@@ -415,7 +417,15 @@ class ScoringService:
                     for n in loaded.required_features
                 },
             )
-            approval = {"approval_id": row.id, "approved_model_digest": row.model_digest}
+            # an approved model's logits carry noise at its release error (the PD it may release, rounded to
+            # its score resolution, in log-odds): encrypted logits say no more than the rounded PD would, which
+            # is what the k-models rule assumes (enclave_sim.model_check.release_error)
+            release_error = float(json.loads(row.approval_json).get("release_error", 0.0))
+            approval = {
+                "approval_id": row.id,
+                "approved_model_digest": row.model_digest,
+                "noise_std": repr(max(self.noise_std, min(release_error, MAX_APPROVED_NOISE_STD))),
+            }
         job = self.jobs.submit(
             session,
             kind=KIND,
@@ -516,14 +526,18 @@ class ScoringService:
         return encoded
 
     def _evaluate(
-        self, prepared: _Prepared, encoded: EncodedColumns | np.ndarray[Any, Any], ctx: JobContext | None
+        self,
+        prepared: _Prepared,
+        encoded: EncodedColumns | np.ndarray[Any, Any],
+        ctx: JobContext | None,
+        noise_std: float | None = None,
     ) -> ScoreResultMessage:
         return evaluate_in_chunks(
             self.executor,
             prepared.context,
             prepared.model,
             encoded,
-            noise_std=self.noise_std,
+            noise_std=self.noise_std if noise_std is None else noise_std,
             limits=self.limits,
             on_progress=ctx.progress if ctx is not None else None,
         )
@@ -589,7 +603,8 @@ class ScoringService:
         ctx.progress(0, 1)
         encoded = self._encode(prepared, table, found, rows, spec) if found else None
         lap("encode_s")
-        result = self._evaluate(prepared, encoded, ctx) if encoded is not None else None
+        noise = float(params["noise_std"]) if "noise_std" in params else None
+        result = self._evaluate(prepared, encoded, ctx, noise) if encoded is not None else None
         lap("evaluate_s")
         outcome = JobOutcome(
             result=b"", media_type=SCORE_RESULT_MEDIA_TYPE, finalize=lambda _s: {}, released_what="scores"
@@ -634,7 +649,10 @@ class ScoringService:
                     scored = [s_ for s_, _ in kept]
                     final = (
                         self._evaluate(
-                            prepared, self._encode(prepared, table, scored, [r for _, r in kept], spec), None
+                            prepared,
+                            self._encode(prepared, table, scored, [r for _, r in kept], spec),
+                            None,
+                            noise,
                         )
                         if kept
                         else None

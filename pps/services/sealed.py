@@ -39,10 +39,14 @@ Who learns what, under which assumptions
   everything; the noisy aggregates it releases to a bank; never a feature value, a weight or a score (it
   holds only ciphertexts under a key it does not have, and score releases are HPKE-encrypted to the bank).
 * **The bank learns** what an ordinary dataset would give it: noisy aggregates over cohorts of at least the
-  minimum size (budget spent), and noisy scores of its consented subjects. Its weights are encrypted under
-  the enclave's public context, so it cannot read them back either (nor can anyone else outside the enclave).
-* **The enclave learns** the decrypted aggregates and the listed subjects' scores; it never decrypts a
-  column: ``he_aggregate`` refuses a ciphertext whose slots differ, ``he_scores`` one at the top level.
+  minimum size (budget spent), and noisy scores of its consented subjects (only those whose consent allows
+  ``score``), computed inside the enclave from the columns on their published grid (:data:`GRID_LEVELS`) by
+  a model that passed the published model policy on this dataset's distribution, counted against each
+  subject's disclosure budget. Its weights are encrypted under the enclave's public context, so it cannot
+  read them back either (nor can anyone else outside the enclave).
+* **The enclave learns** the decrypted aggregates, the listed subjects' scores, the bank's weights and the
+  scored columns (to check the model and score at the grid); none of them leaves except as a result:
+  ``he_aggregate`` refuses a ciphertext whose slots differ, ``he_scores`` one at the top level.
 * **The recipient key** of a score release reaches the enclave only inside the bank's provisioned request;
   the host cannot substitute it (the enclave refuses), nor reuse the request for another dataset or subjects.
 * **Residual risks.** The enclave cannot tell how the host built a mask or a score ciphertext, nor who a
@@ -78,6 +82,7 @@ from sqlalchemy.orm import Session
 
 from enclave_sim import errors as ee
 from enclave_sim.host import EnclaveHost
+from enclave_sim.model_check import ModelPolicy
 from enclave_sim.sealed import DEFAULT_PLAIN_MODULUS_BITS, MAX_PROVISION
 from pps.data.datasets.schema import DatasetSchema
 from pps.data.datasets.service import DatasetService
@@ -85,6 +90,7 @@ from pps.errors import (
     BudgetExhausted,
     Conflict,
     InvalidInput,
+    ModelRefused,
     NotFound,
     OutputPolicyViolation,
     PayloadTooLarge,
@@ -92,6 +98,7 @@ from pps.errors import (
     translate,
 )
 from pps.governance.consent import check_purpose
+from pps.governance.disclosure import DisclosureAccounting, granularity_of
 from pps.governance.policy import PolicyEngine, Request
 from pps.governance.release import Gate
 from pps.identity.uscc import validate_uscc
@@ -123,6 +130,24 @@ MAX_ATTRIBUTE_VALUE = 64
 DEFAULT_MIN_COHORT = 10
 DEFAULT_SCORE_NOISE_STD = 2.0**-16
 MICRO = 1_000_000
+GRID_LEVELS = 100
+"""A sealed real column's published resolution is its clipping range over this many steps (1 % of the range):
+sealed scores are computed from the values on that grid, inside the enclave, as ordinary features are rounded
+to theirs (:data:`models.features.FEATURE_RESOLUTION`) — a sealed column yields no more than an ordinary one."""
+
+
+def grid_step(lower: float, upper: float) -> float:
+    """The published resolution of a sealed real column clipped to ``[lower, upper]``."""
+    return (upper - lower) / GRID_LEVELS
+
+
+def column_resolution(meta: Mapping[str, Any]) -> float:
+    """The published resolution of a stored column (``columns_json`` entry); integer columns: 1."""
+    if meta.get("type") == "integer":
+        return 1.0
+    return float(meta.get("resolution") or grid_step(float(meta["lower"]), float(meta["upper"])))
+
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SERVICE = Actor(None, "service", "sealed")
 ENCLAVE = Actor(None, "service", "enclave")
@@ -221,6 +246,10 @@ class SealedService:
     min_cohort: int = DEFAULT_MIN_COHORT
     score_noise_std: float = DEFAULT_SCORE_NOISE_STD
     max_epsilon: float = 1.0
+    model_policy: ModelPolicy | None = None
+    """The published model policy the enclave checks every sealed-scoring model against (on the dataset's own
+    distribution at the published grid) before any score; ``None`` only with ``unsafe_unapproved_models``."""
+    disclosures: DisclosureAccounting = field(default_factory=DisclosureAccounting)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -644,7 +673,12 @@ class SealedService:
             attributes_json=json.dumps({a: list(v) for a, v in attributes.items()}),
             columns_json=json.dumps(
                 {
-                    c: {"lower": col.lower, "upper": col.upper, "type": "integer" if col.integer else "real"}
+                    c: {
+                        "lower": col.lower,
+                        "upper": col.upper,
+                        "type": "integer" if col.integer else "real",
+                        "resolution": 1.0 if col.integer else grid_step(col.lower, col.upper),
+                    }
                     for c, col in columns.items()
                 }
             ),
@@ -933,6 +967,10 @@ class SealedService:
             decisions = self.policy.admit(s, req, job=ref, actor=actor, request_id=request_id)
         index = {u: i for i, u in enumerate(all_subjects)}
         allowed = {d.subject: d for d in decisions if d.allowed and d.subject in index}
+        with self.db.transaction(write=False) as s:
+            levels = granularity_of(s, {u: d.consent_id for u, d in allowed.items()})
+        coarse = sum(1 for u in allowed if levels[u] != "score")
+        allowed = {u: d for u, d in allowed.items() if levels[u] == "score"}  # a sealed score is a score
         order = [u for u in subjects if u in allowed]
         denied: dict[str, int] = {}
         for d in decisions:
@@ -941,6 +979,8 @@ class SealedService:
         no_data = sum(1 for d in decisions if d.allowed and d.subject not in index)
         if no_data:
             denied["no_data"] = no_data
+        if coarse:
+            denied["granularity"] = coarse
         if not order:
             raise OutputPolicyViolation(f"no listed subject may be scored ({denied}); nothing was computed")
         evalctx = self._eval_context(row)
@@ -961,25 +1001,82 @@ class SealedService:
             who = [all_subjects[b * per + slot] for slot in slots]
             released_order.extend(who)
             payload.append(
-                {"ciphertext": base64.b64encode(acc.serialize()).decode(), "slots": slots, "subjects": who}
+                {
+                    "ciphertext": base64.b64encode(acc.serialize()).decode(),
+                    "slots": slots,
+                    "subjects": who,
+                    "block": b,
+                }
             )
+        # the enclave decrypts the weights and the columns they read, checks the model against the published
+        # policy on this dataset's distribution, checks the product above is that model, and releases scores
+        # computed from the columns on their published grid
+        model = {
+            "weights": {n: base64.b64encode(weights[n]).decode() for n in names},
+            "columns": {
+                n: {
+                    "blocks": [base64.b64encode(b).decode() for b in columns[n]],
+                    "resolution": column_resolution(cols[n]),
+                    "lower": float(cols[n]["lower"]),
+                    "upper": float(cols[n]["upper"]),
+                }
+                for n in names
+            },
+            "n": len(all_subjects),
+            "policy": self.model_policy.as_dict() if self.model_policy is not None else None,
+        }
         host = self._host_for(row)
-        got = self._call(
-            host,
-            "he_scores",
-            context_id=row.id,
-            query_id=qid,
-            dataset_id=dataset_id,
-            subjects=list(subjects),
-            noise_std=self.score_noise_std,
-            quote_hash=quote_hash,
-            provision=base64.b64encode(provision).decode(),
-            blocks=payload,
-        )
+        try:
+            got = self._call(
+                host,
+                "he_scores",
+                context_id=row.id,
+                query_id=qid,
+                dataset_id=dataset_id,
+                subjects=list(subjects),
+                noise_std=self.score_noise_std,
+                quote_hash=quote_hash,
+                provision=base64.b64encode(provision).decode(),
+                blocks=payload,
+                model=model,
+            )
+        except ModelRefused as exc:
+            with self.db.transaction() as s:
+                self.ledger.append(
+                    s,
+                    EntryDraft(
+                        action="model.refuse",
+                        actor=actor,
+                        objects=(ref, ObjectRef("dataset", dataset_id), ObjectRef("org", bank)),
+                        purpose=purpose,
+                        request_id=request_id,
+                        detail={
+                            "path": "sealed.score",
+                            "policy_digest": self.model_policy.digest() if self.model_policy else "",
+                            "reason": exc.message,
+                            "weights": list(names),
+                        },
+                    ),
+                )
+            raise
+        model_digest = "sealed:" + str(got["model_digest"])
         release = base64.b64decode(got["release"])
         recipient = got["output"]["recipient_key"]
         what = f"sealed.score:{dataset_id}:{','.join(names)}"
         with self.db.transaction() as s:
+            accounted = self.disclosures.spend(
+                s,
+                bank=bank,
+                subjects=released_order,
+                model_digest=model_digest,
+                granularity=dict.fromkeys(released_order, "score"),
+            )
+            if accounted.refused:
+                raise Conflict(
+                    f"{len(accounted.refused)} subject(s) reached their disclosure budget for this bank "
+                    "(distinct models per window): the encrypted scores were discarded — nothing was released; "
+                    "score them with a model already counted, or name other subjects"
+                )
             Gate(
                 self.policy,
                 Request(bank, tuple(released_order), {dataset_id: names}, "score", purpose),
@@ -1005,6 +1102,8 @@ class SealedService:
                     released=(Release(to=bank, what=what),),
                     detail={
                         "weights": list(names),
+                        "model_digest": model_digest,
+                        "resolution": {n: repr(column_resolution(cols[n])) for n in names},
                         "subjects_scored": len(released_order),
                         "not_used": dict(sorted(denied.items())),
                         "recipient_key": str(recipient),

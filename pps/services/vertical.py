@@ -27,9 +27,19 @@ The flow:
    ``[RESIDUALS, MASKED_GRADIENT]`` and gets ``[DECRYPTED, FORWARD of the next batch]``; the safe-room feeds
    RESIDUALS to the host, sends the host's masked gradient to the enclave and applies the answer, and forwards
    the bank's MASKED_GRADIENT to the enclave. SETUP and EPOCH_END go to host and coordinator alike.
+
+   **Consent per batch** (issue 24, item 4; PIPL Art. 15). Before a batch reads the platform's features — its
+   FORWARD and, a round trip later, its RESIDUALS — consent is decided again for the batch's subjects (for all
+   of them at the start of each epoch; :meth:`PolicyEngine.in_force`, with the dishonesty records counted):
+   a revoked, expired or quarantined consent, or a repaired record, ends the training there, so a withdrawn
+   subject's features are never read again, and the bank gets a 409 naming how many subjects (never who). The
+   first FORWARD is the first platform-derived value to leave, so one use of each consent is spent then (a
+   ``policy.release`` of ``vertical_lr:intermediate``): a training that fails or is cancelled afterwards has
+   spent it too. Each epoch leaves a ``training.epoch`` entry with its batch count and a digest of the
+   subjects each batch used (``training.fail`` says the same of an unfinished epoch).
 4. **Finish** (:meth:`VerticalTrainingService.finish`). Once the bank's EPOCH_END stopped training, consent is
-   decided again (a ``policy.release`` entry spending one use per consent): if any subject's consent no longer
-   holds, no model is registered. Otherwise the model is registered (:mod:`pps.services.registry`, kind
+   decided again (a ``policy.release`` entry that spends nothing: the use was spent at the first batch): if any
+   subject's consent no longer holds, no model is registered. Otherwise the model is registered (:mod:`pps.services.registry`, kind
    ``vertical_lr``) with its host half sealed as a ``platform`` part that never leaves; the bank keeps its own
    half. The enclave job ends, releasing only its summary (decryption and epoch counts).
 5. **Scoring an applicant** (:meth:`VerticalTrainingService.contributions`): the bank sends its own Paillier
@@ -59,11 +69,14 @@ from sqlalchemy.orm import Session
 from enclave_sim import errors as ee
 from enclave_sim.host import RemoteCoordinator
 from enclave_sim.jobs import VerticalLRCoordinatorJob
+from enclave_sim.model_check import ModelPolicy, PlainModel, Prep, verify_model
+from models.features import FEATURE_RESOLUTION
 from pps.data.features import FeatureStore, admit_on_features
-from pps.errors import Conflict, InvalidInput, NotFound, RateLimited
+from pps.errors import Conflict, InvalidInput, ModelRefused, NotFound, RateLimited
 from pps.governance.consent import check_purpose
-from pps.governance.policy import PolicyEngine, Request
-from pps.governance.records import Counted
+from pps.governance.disclosure import DisclosureAccounting, granularity_of
+from pps.governance.policy import Decision, PolicyEngine, Request
+from pps.governance.records import Counted, RecordBook
 from pps.governance.release import Gate
 from pps.identity.uscc import validate_uscc
 from pps.infra.executor import Executor
@@ -125,6 +138,25 @@ class _Live:
     used_at: float = field(default_factory=time.monotonic)
     records: dict[str, tuple[Counted, ...]] | None = None
     """dishonesty records counted per subject (decided again at release)"""
+    admitted: dict[str, Decision] = field(default_factory=dict)
+    """the admission's decision per training subject (the consent relied on)"""
+    spent: bool = False
+    """one use of each consent was spent: the first platform-derived values left for the bank"""
+    batches: list[str] = field(default_factory=list)
+    """this epoch's batches that read the platform's features so far: a digest of each one's subjects"""
+    closed: list[tuple[int, list[str]]] = field(default_factory=list)
+    """epochs ended but not yet written to the ledger (a ``training.epoch`` entry each)"""
+
+
+def _digest(subjects: Sequence[str]) -> str:
+    """What a batch (or an epoch of batches) used, without naming anyone: sha256 of the subjects' USCCs, one a
+    line, in the batch's order (an auditor recomputes it from the ``policy.admit`` entries and the SETUP's
+    batch schedule)."""
+    return hashlib.sha256("\n".join(subjects).encode()).hexdigest()
+
+
+def _epoch_digest(batches: Sequence[str]) -> str:
+    return hashlib.sha256("".join(batches).encode()).hexdigest()
 
 
 def _ref(training_id: str) -> ObjectRef:
@@ -147,6 +179,11 @@ class VerticalTrainingService:
     idle_timeout_s: float = IDLE_TIMEOUT_S
     unsafe_small_keys: bool = False
     """accept a coordinator key under 2048 bits (tests only: PPS_UNSAFE_SMALL_PAILLIER_KEYS)"""
+    model_policy: ModelPolicy | None = None
+    """The published model policy the host half must meet before any contribution is released (``None`` only
+    with ``unsafe_unapproved_models``): the bank steers the host half through its labels, so a training can
+    make it read a platform feature back."""
+    disclosures: DisclosureAccounting = field(default_factory=DisclosureAccounting)
     _live: dict[str, _Live] = field(default_factory=dict)
     _reserved: dict[str, str] = field(default_factory=dict)
     """training id -> bank, for sessions being started (they count against the limits)"""
@@ -350,6 +387,7 @@ class VerticalTrainingService:
                 handle=training_id,
                 output=output,
                 records=admission.records,
+                admitted={u: allowed[u] for u in found},
             )
         return Started(row, tuple(found), excluded, pk_msg)
 
@@ -382,23 +420,59 @@ class VerticalTrainingService:
 
     def _fail(self, training_id: str, why: str) -> None:
         with self._lock:
-            self._live.pop(training_id, None)
+            live = self._live.pop(training_id, None)
         self.enclave.drop(training_id)
+        used: dict[str, Any] = {}
+        closed: list[EntryDraft] = []
+        if live is not None:  # what the unfinished epoch read of the platform's features, batch by batch
+            closed = self._epoch_entries(training_id, live, live.closed)  # ended in the failing request
+            used = {
+                "uses_spent": live.spent,
+                "epoch": live.host.epoch,
+                "batches_used": len(live.batches),
+                "subjects_sha256": _epoch_digest(live.batches),
+            }
         with self.db.transaction() as s:
             row = s.get(VerticalTraining, training_id)
             if row is None or row.state is not TrainingState.training:
                 return
             row.state, row.error, row.updated_at = TrainingState.failed, why, utcnow()
-            self.ledger.append(
+            self.ledger.append_many(
                 s,
-                EntryDraft(
-                    action="training.fail",
-                    actor=SERVICE,
-                    objects=(_ref(training_id),),
-                    purpose=row.purpose,
-                    detail={"kind": KIND, "reason": why[:200], "epochs": row.epochs_done},
-                ),
+                [
+                    *closed,
+                    EntryDraft(
+                        action="training.fail",
+                        actor=SERVICE,
+                        objects=(_ref(training_id),),
+                        purpose=row.purpose,
+                        detail={"kind": KIND, "reason": why[:200], "epochs": row.epochs_done, **used},
+                    ),
+                ],
             )
+
+    @staticmethod
+    def _epoch_entries(
+        training_id: str, live: _Live, closed: Sequence[tuple[int, list[str]]]
+    ) -> list[EntryDraft]:
+        """A ``training.epoch`` entry per ended epoch: its batches and a digest of the subjects each used."""
+        return [
+            EntryDraft(
+                action="training.epoch",
+                actor=SERVICE,
+                objects=(_ref(training_id),),
+                purpose=live.purpose,
+                detail={
+                    "kind": KIND,
+                    "epoch": epoch,
+                    "batches": len(batches),
+                    "rows": len(live.subjects),
+                    "subjects_sha256": _epoch_digest(batches),
+                    "consent": "decided again before every batch",
+                },
+            )
+            for epoch, batches in closed
+        ]
 
     def exchange(self, training_id: str, frames: Sequence[bytes], *, actor: Actor) -> list[bytes]:
         """Feed the bank's frames to host and coordinator, in order; answer the frames for the bank."""
@@ -432,16 +506,65 @@ class VerticalTrainingService:
                     self._fail(training_id, f"the enclave failed: {exc.message}")
                     raise
             if live.host.stage is vl.Stage.READY_FORWARD:
+                used = self._decide_batch(training_id, live)
                 out.append(live.host.forward())
+                live.batches.append(_digest(used))
             live.last = (digest, list(out))
             done = live.host.done
             epochs = live.host.epoch + (1 if done else 0)
-        if epochs != epochs_before or done:
+            closed, live.closed = live.closed, []
+        if epochs != epochs_before or done or closed:
             with self.db.transaction() as s:
                 row = s.get(VerticalTraining, training_id)
                 assert row is not None
                 row.epochs_done, row.updated_at = epochs, utcnow()
+                self.ledger.append_many(s, self._epoch_entries(training_id, live, closed))
         return out
+
+    def _decide_batch(self, training_id: str, live: _Live) -> list[str]:
+        """Before a batch reads the platform's features (its FORWARD, then its RESIDUALS): decide again for the
+        batch's subjects — for every subject at the start of an epoch — that their consents still hold and no
+        dishonesty record counted for them was repaired or expired. A subject lost ends the training at once
+        (a model needs every subject, :meth:`finish`): its features are never read again. Before the first
+        FORWARD, the first platform-derived values to leave, one use of each consent is spent (a
+        ``policy.release`` of ``vertical_lr:intermediate``): a training that fails or is cancelled later has
+        used its subjects' data and keeps that use spent. Returns the batch's subjects, in its order."""
+        host = live.host
+        rows = host.batch_rows()
+        batch = [live.subjects[int(i)] for i in rows]
+        everyone = not live.spent or (host.batch == 0 and host.stage is vl.Stage.READY_FORWARD)
+        subjects = list(live.subjects) if everyone else batch
+        request = Request(live.bank, tuple(subjects), live.fields, OPERATION, live.purpose)
+        gate = Gate(self.policy, request, job=_ref(training_id), actor=SERVICE, records=live.records)
+        where = f"before epoch {host.epoch} batch {host.batch} read the platform's features"
+        refusal = f"no longer allows training: the training was ended {where}; no model was registered"
+        try:
+            if not live.spent:
+                with self.db.transaction() as s:
+                    gate.release_all(
+                        s,
+                        what=f"{KIND}:intermediate",
+                        refusal=refusal,
+                        admitted=[live.admitted[u] for u in subjects],
+                    )
+                live.spent = True
+                return batch
+            with self.db.transaction(write=False) as s:
+                lost = [
+                    d for d in self.policy.in_force(s, [live.admitted[u] for u in subjects]) if not d.allowed
+                ]
+                withheld = RecordBook.withheld(s, live.records, subjects) if live.records else {}
+            if lost or withheld:
+                what = "the consent or dishonesty records" if withheld else "the consent"
+                raise Conflict(
+                    f"{what} of {len({d.subject for d in lost} | set(withheld))} subject(s) {refusal}"
+                )
+        except Conflict as exc:
+            self._fail(training_id, exc.message)
+            raise Conflict(
+                f"training {training_id}: {exc.message} — align again and start a new training"
+            ) from None
+        return batch
 
     def _dispatch(self, live: _Live, kind: vl.MessageType, frame: bytes) -> list[bytes]:
         host, coordinator = live.host, live.coordinator
@@ -480,6 +603,8 @@ class VerticalTrainingService:
                     "RESIDUALS: send your MASKED_GRADIENT of the previous batch first"
                 )
             at = (host.epoch, host.batch)
+            if host.stage is vl.Stage.AWAITING_RESIDUALS:  # the host's gradient reads the batch's features
+                self._decide_batch(live.handle, live)
             masked = host.receive_residuals(frame)
             host.receive_decrypted(coordinator.decrypt(masked))
             live.pending = at
@@ -503,8 +628,11 @@ class VerticalTrainingService:
         if kind is vl.MessageType.EPOCH_END:
             if live.pending is not None:
                 raise vl.ProtocolStateError("EPOCH_END: send your MASKED_GRADIENT of the last batch first")
+            ended = host.epoch
             host.receive_epoch_end(frame)
             coordinator.receive_epoch_end(frame)
+            live.closed.append((ended, live.batches))
+            live.batches = []
             return []
         raise vl.ProtocolStateError(f"the bank does not send {kind.name}")
 
@@ -534,13 +662,14 @@ class VerticalTrainingService:
                         actor=SERVICE,
                         request_id=request_id,
                         records=live.records,
-                    ).release_all(
+                    ).confirm_all(  # the uses were spent at the first batch: decided again, nothing spent
                         s,
                         what=f"model:{KIND}",
                         refusal=(
                             "no longer allows training; no model was "
                             "registered — align again and start a new training"
                         ),
+                        admitted=[live.admitted[u] for u in live.subjects],
                     )
                     record = self.models.register(
                         s,
@@ -667,11 +796,70 @@ class VerticalTrainingService:
         )
         usable = admission.usable(subjects)
         allowed, found, rows, excluded = usable.allowed, usable.subjects, usable.rows, usable.left_out
+        half = PlainModel(
+            {n: float(w) for n, w in zip(names, part["weights"], strict=True)},
+            0.0,
+            {
+                n: Prep(float(m), float(sc))
+                for n, m, sc in zip(names, part["mean"], part["scale"], strict=True)
+                if float(sc) > 0
+            },
+        )
+        if self.model_policy is not None:  # before anything is computed for any subject
+            table = admission.table
+            sample = {n: table.values[n] for n in names}
+            try:
+                verify_model(half, self.model_policy, sample, FEATURE_RESOLUTION)
+            except (ee.ModelRefused, ee.ProvisioningError) as exc:
+                with self.db.transaction() as s:
+                    self.ledger.append(
+                        s,
+                        EntryDraft(
+                            action="model.refuse",
+                            actor=actor,
+                            objects=(ref, ObjectRef("org", bank)),
+                            purpose=purpose,
+                            request_id=request_id,
+                            detail={
+                                "path": "vertical.contributions",
+                                "policy_digest": self.model_policy.digest(),
+                                "reason": exc.message,
+                            },
+                        ),
+                    )
+                raise ModelRefused(
+                    f"the host half of model {model_id} does not meet the published model policy "
+                    f"({exc.message}); no contribution was computed"
+                ) from None
+        with self.db.transaction(write=False) as s:
+            levels = granularity_of(s, {u: allowed[u].consent_id for u in found})
+        coarse = [u for u in found if levels[u] != "score"]
+        if coarse:  # a contribution is a number about the subject: only those who allowed scores get one
+            keep = [i for i, u in enumerate(found) if levels[u] == "score"]
+            found, rows = [found[i] for i in keep], [rows[i] for i in keep]
+            excluded = {**excluded, "granularity": excluded.get("granularity", 0) + len(coarse)}
         if not found:
             return b"", [], excluded
         x = (admission.table.matrix(list(names), rows) - np.asarray(part["mean"])) / np.asarray(part["scale"])
         message = vl.host_score_contribution(vl.HostModel(np.asarray(part["weights"])), x, key)
         with self.db.transaction() as s:
+            accounted = self.disclosures.spend(
+                s,
+                bank=bank,
+                subjects=found,
+                model_digest=f"vertical:{model_id}",
+                granularity=dict.fromkeys(found, "score"),
+            )
+            if accounted.refused:  # over budget: left out (as on the encrypted path), the rest computed again
+                keep = [i for i, u in enumerate(found) if u not in accounted.refused]
+                excluded = {**excluded, "disclosure_budget": len(found) - len(keep)}
+                found, rows = [found[i] for i in keep], [rows[i] for i in keep]
+                if not found:
+                    return b"", [], excluded
+                x = (admission.table.matrix(list(names), rows) - np.asarray(part["mean"])) / np.asarray(
+                    part["scale"]
+                )
+                message = vl.host_score_contribution(vl.HostModel(np.asarray(part["weights"])), x, key)
             Gate(
                 self.policy,
                 Request(bank, tuple(found), fields, "score", purpose),

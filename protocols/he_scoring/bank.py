@@ -369,6 +369,48 @@ def encrypt_model_public(
     across all slots, at the level the safe-room computes at. Only the bank's secret key opens it.
     """
     packing = Packing(packing)
+    if not isinstance(weights, Mapping) or not weights:
+        raise InvalidParameters("weights must be a non-empty mapping of feature name to weight")
+    names = check_feature_names(list(weights), DEFAULT_LIMITS.max_features)
+    values = [*(float(weights[n]) for n in names), float(bias)]
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidParameters("weights and bias must be finite")
+    blobs = _encrypt_public(public_context, values)
+    return EncryptedModelMessage(
+        ModelKind.LOGISTIC, context_id_of(bytes(public_context)), names, blobs, packing=packing
+    )
+
+
+def encrypt_scorecard_public(
+    public_context: bytes, scorecard: Scorecard, *, packing: Packing = DEFAULT_PACKING
+) -> EncryptedModelMessage:
+    """MODEL for a scorecard encrypted under the *public* key of ``public_context`` (the enclave's half of an
+    approved scorecard, as :func:`encrypt_model_public` for a logistic model): bin edges in plaintext, the
+    points of every bin encrypted, in the order of :meth:`BankScoringKey.encrypt_scorecard`."""
+    packing = Packing(packing)
+    if not isinstance(scorecard, Scorecard):
+        raise TypeError(f"scorecard must be a Scorecard, got {type(scorecard).__name__}")
+    values: list[float] = []
+    bins: list[tuple[tuple[float, ...], bool]] = []
+    for f in scorecard.features:
+        values += f.points
+        if f.missing_points is not None:
+            values.append(f.missing_points)
+        bins.append((f.edges, f.missing_points is not None))
+    values.append(float(scorecard.base_points))
+    blobs = _encrypt_public(public_context, values)
+    return EncryptedModelMessage(
+        ModelKind.SCORECARD,
+        context_id_of(bytes(public_context)),
+        scorecard.feature_names,
+        blobs,
+        tuple(bins),
+        packing,
+    )
+
+
+def _encrypt_public(public_context: bytes, values: list[float]) -> tuple[bytes, ...]:
+    """Each value in its own public-key ciphertext, replicated across all slots, at the working level."""
     parts = parse_context(bytes(public_context))
     parms = load_parameters(parts.parameters)
     degree = int(parms.poly_modulus_degree())
@@ -384,12 +426,6 @@ def encrypt_model_public(
     level = working_level(data_levels(ctx), math.log2(parts.scale))
     if level is None:
         raise InvalidContext("the coefficient modulus chain is too short for a product at this scale")
-    if not isinstance(weights, Mapping) or not weights:
-        raise InvalidParameters("weights must be a non-empty mapping of feature name to weight")
-    names = check_feature_names(list(weights), DEFAULT_LIMITS.max_features)
-    values = [*(float(weights[n]) for n in names), float(bias)]
-    if not all(math.isfinite(v) for v in values):
-        raise InvalidParameters("weights and bias must be finite")
     blobs = []
     for v in values:
         plain = seal.Plaintext()
@@ -397,6 +433,4 @@ def encrypt_model_public(
         ciphertext = seal.Ciphertext()
         encryptor.encrypt(plain, ciphertext)
         blobs.append(encode_ckks_vector(seal_save(ciphertext), slots, parts.scale))
-    return EncryptedModelMessage(
-        ModelKind.LOGISTIC, context_id_of(bytes(public_context)), names, tuple(blobs), packing=packing
-    )
+    return tuple(blobs)

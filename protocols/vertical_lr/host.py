@@ -52,6 +52,13 @@ class Host(_Trainer):
         body_out = json.dumps({"n_rows": self.n_rows, "n_features": self.n_features}, sort_keys=True).encode()
         return self._message(MessageType.SETUP_ACK, body=body_out)
 
+    def batch_rows(self) -> np.ndarray:
+        """The rows (indices into the features) of the current batch: what the next FORWARD, or the RESIDUALS
+        awaited, reads. A caller that must re-decide whether it may still use those rows asks here first."""
+        if self.stage not in (Stage.READY_FORWARD, Stage.AWAITING_RESIDUALS):
+            raise ProtocolStateError(f"host: no batch is due while {self.stage.value}")
+        return self._batches[self.batch]
+
     def obfuscators_per_epoch(self) -> int:
         per_batch = self.n_features + (1 if self.config and self.config.compute_loss else 0)
         return self.n_rows + len(self._batches) * per_batch

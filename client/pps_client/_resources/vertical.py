@@ -159,7 +159,13 @@ class Vertical(Resource):
         (the platform does the same with its own); the statistics stay with the bank's half
         (``guest_model.mean``/``scale``) and apply when scoring. Training that diverges stops with
         :class:`protocols.errors.TrainingDiverged` (its message names the cause and the fix) and the session is
-        cancelled: no model is registered."""
+        cancelled: no model is registered.
+
+        Consent is decided again before every batch reads the platform's features: a subject whose consent
+        was withdrawn (or expired) meanwhile ends the session there with :class:`~pps_client.Conflict` (409,
+        naming how many subjects, never who), and nothing is registered — align again (the withdrawn subject
+        is no longer in the intersection) and train anew. The session's first batch spends one use of each
+        consent, which stays spent if the training fails or is cancelled later."""
         import numpy as np
 
         from protocols import vertical_lr as vl

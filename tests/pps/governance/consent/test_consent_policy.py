@@ -305,3 +305,51 @@ def test_large_requests_are_recorded_in_parts(world: World, runtime: Runtime) ->
         decisions = runtime.policy.admit(sess, req, job=ObjectRef("job", "big"), actor=OPERATOR)
         assert runtime.ledger.size(sess) == size + 3
     assert len(decisions) == 4_500 and not any(d.allowed for d in decisions)
+
+
+def test_in_force_decides_a_running_computations_consents_again_without_counting_its_own_use(
+    world: World, runtime: Runtime
+) -> None:
+    """``PolicyEngine.in_force`` (vertical training, before every batch): a consent whose last use the computation
+    itself spent still holds; a revoked, expired or quarantined (edited outside the service) one does not, nor
+    one whose subject's signature is gone."""
+    from sqlalchemy import text
+
+    consents = [world.grant(s, max_uses=1) for s in world.subjects[:4]]
+    req = Request(
+        world.bank.id,
+        tuple(s.uscc for s in world.subjects[:4] if s.uscc),
+        {world.ds: ("tax_paid",)},
+        "score",
+        "loan_underwriting",
+    )
+    job, bank = ObjectRef("job", "job_in_force"), Actor(world.bank.id, "bank")
+    with runtime.db.transaction() as sess:
+        admitted = runtime.policy.admit(sess, req, job=job, actor=bank)
+        released = runtime.policy.release(
+            sess, req, job=job, what="first batch", actor=bank, admitted=admitted
+        )
+    assert all(d.allowed for d in released)  # each consent's only use is spent
+    with runtime.db.transaction(write=False) as sess:
+        assert {d.reason for d in runtime.policy.decide(sess, req)} == {DenyReason.uses_exhausted}
+        assert [d.allowed for d in runtime.policy.in_force(sess, admitted)] == [True, True, True, True]
+    with runtime.db.transaction() as sess:
+        runtime.consents.revoke(sess, sess.get(Consent, consents[1].id), actor=OPERATOR)  # type: ignore[arg-type]
+    with (
+        runtime.db.engine.begin() as conn
+    ):  # a use limit raised outside the service: quarantined at the check
+        conn.execute(text("UPDATE consents SET max_uses = 100 WHERE id = :id"), {"id": consents[2].id})
+        # and the subject's signature of another taken away: no longer consent its subject signed (issue 24)
+        conn.execute(text("DELETE FROM consent_signatures WHERE consent_id = :id"), {"id": consents[3].id})
+    assert not runtime.check_state().ok
+    with runtime.db.transaction(write=False) as sess:
+        held = runtime.policy.in_force(sess, admitted)
+        later = runtime.policy.in_force(sess, admitted, now=utcnow() + timedelta(days=31))
+    assert [(d.allowed, d.reason) for d in held] == [
+        (True, None),
+        (False, DenyReason.revoked),
+        (False, DenyReason.state_divergent),
+        (False, DenyReason.no_grant),
+    ]
+    assert "signed" in held[3].detail
+    assert later[0].reason is DenyReason.expired

@@ -13,11 +13,11 @@ from sqlalchemy import select
 
 from models.features import enterprise_features
 from pps.infra.settings import Settings
-from pps.infra.storage.tables import LedgerEntry, ModelApproval, Role
+from pps.infra.storage.tables import LedgerEntry, ModelApproval
 from pps.runtime import Runtime
 from pps_client import Client
-from pps_client._exceptions import Refused
-from protocols.he_scoring import BankScoringKey
+from pps_client._exceptions import InvalidRequest, Refused
+from protocols.he_scoring import BankScoringKey, Scorecard, ScorecardFeature
 from tests.conftest import OrgFactory
 from tests.pps.services.scoring.conftest import PURPOSE, Platform, World, _consent
 
@@ -106,7 +106,14 @@ def test_only_the_approved_model_runs_and_crafted_models_are_refused(
     subjects = world.consented[:12]
     result = client.scoring.score(key, encrypted, purpose=PURPOSE, subjects=subjects)
     assert result.subjects == subjects
-    np.testing.assert_allclose(np.asarray(result.raw), logits(runtime, model, subjects), atol=1e-3)
+    # with noise at the model's release error: the logits say no more than its PD at the score resolution
+    with runtime.db.transaction(write=False) as s:
+        row = s.get(ModelApproval, approval["id"])
+        assert row is not None
+        tau = json.loads(row.approval_json)["release_error"]
+    assert 0 < tau < 1
+    error = np.asarray(result.raw) - logits(runtime, model, subjects)
+    assert np.abs(error).max() < 6 * tau and np.std(error) > tau / 4
 
     # the same weights encrypted by the bank itself, or the approved bytes altered: refused at the door
     own = key.encrypt_model({n: model["weights"][n] / model["preprocess"][n]["scale"] for n in FEATURES}, 0.0)
@@ -190,10 +197,90 @@ def test_granularity_and_disclosure_budget(
     assert again.subjects == scored
 
     # the subject sees who received which model's results about it, and at which granularity
-    me = make_org(Role.subject, "Graded Co", uscc=graded[0])
-    mine = Client(base_url, me.token).scoring.disclosures()
+    # (its organisation exists already: it enrolled its consent-signing key to grant; it redeems a code)
+    from datetime import timedelta
+
+    from pps.infra.storage.tables import Organization
+    from pps.ledger.entry import OPERATOR
+
+    with runtime.db.transaction() as s:
+        org = s.scalars(select(Organization).where(Organization.uscc == graded[0])).one()
+        code = runtime.identity.issue_enrolment_code(s, org=org, actor=OPERATOR)
+        _, issued = runtime.identity.redeem_enrolment_code(
+            s, code=code.secret, label="test", ttl=timedelta(days=1)
+        )
+    mine = Client(base_url, issued.secret).scoring.disclosures()
     assert mine["budget_models"] == 1
     [row] = mine["disclosures"]
     assert row["bank_org_id"] == world.bank.id and row["granularity"] == "grade"
     assert row["model_digest"] == approval["model_digest"]
     json.dumps(mine)
+
+
+def test_a_scorecard_is_approved_and_only_the_approved_one_runs(
+    runtime: Runtime, platform: Platform, world: World, base_url: str
+) -> None:
+    """Issue 17: scorecards could not be approved at all. Bins + points are checked in the enclave on the
+    platform's distribution; the enclave encrypts the approved card; a crafted card is refused."""
+    vendor = runtime.enclave.vendor_public_key
+    client = Client(base_url, world.bank.token)
+    key = BankScoringKey.create()
+    model = honest_model(platform)
+    with runtime.db.transaction(write=False) as s:
+        table = runtime.features.table(s)
+    features = []
+    for n in FEATURES:
+        x = table.values[n]
+        edges = sorted({float(e) for e in np.nanquantile(x, [0.2, 0.4, 0.6, 0.8])})
+        mid = [float(np.nanmin(x)), *edges]
+        p = model["preprocess"][n]
+        points = [round(40 * model["weights"][n] * (m - p["center"]) / p["scale"], 2) for m in mid]
+        features.append(
+            {
+                "name": n,
+                "edges": edges,
+                "points": points,
+                **({"missing_points": 0.0} if np.isnan(x).any() else {}),
+            }
+        )
+    card = {"kind": "scorecard", "base_points": 600.0, "features": features}
+    approval, encrypted = client.scoring.approve(key, card, vendor_key=vendor)
+    assert encrypted is not None and approval["verdict"]["approved"]
+    subjects = world.consented[:8]
+    result = client.scoring.score(key, encrypted, purpose=PURPOSE, subjects=subjects)
+    _found, rows, _ = table.rows(subjects)
+    want = np.full(len(rows), 600.0)
+    for f in features:
+        x = table.matrix([f["name"]], rows)[:, 0]
+        bins = np.searchsorted(np.asarray(f["edges"]), np.nan_to_num(x), side="right")
+        want += np.where(np.isnan(x), f.get("missing_points", 0.0), np.asarray(f["points"])[bins])
+    np.testing.assert_allclose(np.asarray(result.raw), want, atol=1e-2)
+    with pytest.raises(InvalidRequest, match="graded scoring takes a logistic model"):  # points have no PD
+        client.scoring.graded(
+            approval["id"], approval["model_digest"], purpose=PURPOSE, vendor_key=vendor, subjects=subjects
+        )
+    # a crafted card (one characteristic, points = the value on the published grid): refused, nothing runs
+    x = table.values["log_sales_mean_last6"]
+    lo, hi = np.nanquantile(x, [0.1, 0.9])
+    edges = [round(float(e), 2) for e in np.arange(lo, hi, 0.05)][:255]
+    crafted = {
+        "kind": "scorecard",
+        "features": [
+            {"name": "log_sales_mean_last6", "edges": edges, "points": [0.0, *edges], "missing_points": 0.0}
+        ],
+    }
+    with pytest.raises(Refused) as e:
+        client.scoring.approve(key, crafted, vendor_key=vendor)
+    assert e.value.code == "model_refused" and "log_sales_mean_last6" in str(e.value)
+    own = key.encrypt_scorecard(  # the approved card encrypted by the bank itself: not what was approved
+        Scorecard(
+            tuple(
+                ScorecardFeature(f["name"], tuple(f["edges"]), tuple(f["points"]), f.get("missing_points"))
+                for f in features
+            ),
+            600.0,
+        )
+    )
+    with pytest.raises(Refused) as e:
+        client.scoring.score(key, own, purpose=PURPOSE, subjects=subjects)
+    assert e.value.code == "model_not_approved"

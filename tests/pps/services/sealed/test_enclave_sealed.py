@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from enclave_sim.errors import EnclaveProtocolError, OutputPolicyViolation, ProvisioningError, SealingError
 from enclave_sim.host import EnclaveHost
+from enclave_sim.model_check import ModelPolicy
 from enclave_sim.platform import MODULES, expected_measurement
 from enclave_sim.sealed import MIN_SCORE_NOISE_STD
 from pps_wire.provision import OutputPolicy, encrypt_for_enclave
@@ -336,3 +337,159 @@ def test_the_secret_key_survives_a_restart_only_sealed(vendor: Ed25519PrivateKey
             other.call("he_load", context_id=got["context_id"], sealed=got["sealed"])
     finally:
         other.stop()
+
+
+# --- sealed scoring at the published grid, under the model policy (issue 24 item 3, issue 17) ---------------
+
+RANGE = (0.0, 1000.0)
+STEP = (RANGE[1] - RANGE[0]) / 100  # pps.services.sealed.grid_step: 1 % of the clipping range
+
+
+def _model_payload(
+    keys: dict[str, Any],
+    columns: dict[str, np.ndarray[Any, Any]],
+    weights: dict[str, float],
+    policy: dict[str, Any] | None,
+    *,
+    weight_blobs: dict[str, bytes] | None = None,
+) -> dict[str, Any]:
+    blobs = weight_blobs or {
+        k: ts.ckks_vector(keys["pub"], [w] * SLOTS).serialize() for k, w in weights.items()
+    }
+    return {
+        "weights": {k: b64(v) for k, v in blobs.items()},
+        "columns": {
+            k: {
+                "blocks": [b64(_column(keys, columns[k]))],
+                "resolution": STEP,
+                "lower": RANGE[0],
+                "upper": RANGE[1],
+            }
+            for k in weights
+        },
+        "n": SLOTS,
+        "policy": policy,
+    }
+
+
+def _linear(
+    keys: dict[str, Any], columns: dict[str, np.ndarray[Any, Any]], weights: dict[str, float]
+) -> bytes:
+    acc = None
+    for k, w in weights.items():
+        term = ts.ckks_vector_from(keys["eval"], ts.ckks_vector(keys["pub"], [w] * SLOTS).serialize()) * (
+            ts.ckks_vector_from(keys["eval"], _column(keys, columns[k]))
+        )
+        acc = term if acc is None else acc + term
+    assert acc is not None
+    out: bytes = acc.serialize()
+    return out
+
+
+def _open(req: dict[str, Any], reply: dict[str, Any]) -> dict[str, float]:
+    return open_scores(
+        base64.b64decode(reply["release"]),
+        req["key"],
+        result_key=req["output"].result_key,
+        quote_hash=req["quote_hash"],
+        query_id="q1",
+        dataset_id="ds1",
+        subjects=req["subjects"],
+    )
+
+
+def test_the_read_back_attack_recovers_no_more_than_the_published_grid(
+    host: EnclaveHost, keys: dict[str, Any], vendor: Ed25519PrivateKey
+) -> None:
+    """Issue 24: weight 1.0 on a sealed 0-1000 column read 40 values back within 1.5e-4. At the published grid
+    (1 % of the range) the bank learns each value's grid cell and nothing finer, even with the policy off."""
+    x = np.random.default_rng(11).uniform(*RANGE, SLOTS)
+    cols = {"sales": x}
+    asked = [f"s{i}" for i in range(40)]
+    req = _bank_request(host, keys, vendor, asked)
+    block = {
+        "ciphertext": b64(_linear(keys, cols, {"sales": 1.0})),
+        "slots": list(range(40)),
+        "subjects": asked,
+        "block": 0,
+    }
+    reply = _he_scores(host, keys, req, [block], model=_model_payload(keys, cols, {"sales": 1.0}, None))
+    got = np.array(list(_open(req, reply).values()))
+    grid = np.round(x[:40] / STEP) * STEP
+    assert np.allclose(got, grid, atol=1e-3)  # the grid value, plus the release noise: no finer
+    errors = np.abs(got - x[:40])
+    assert errors.max() > 0.3 * STEP and errors.max() <= STEP / 2 + 1e-3  # vs 1.5e-4 before
+    assert np.median(errors) > 0.1 * STEP
+
+
+def test_a_crafted_sealed_model_is_refused_before_any_score(
+    host: EnclaveHost, keys: dict[str, Any], vendor: Ed25519PrivateKey
+) -> None:
+    from enclave_sim.errors import ModelRefused
+    from enclave_sim.model_check import ModelPolicy
+
+    rng = np.random.default_rng(12)
+    cols = {k: rng.uniform(*RANGE, SLOTS) for k in ("a", "b", "c", "d")}
+    asked = [f"s{i}" for i in range(10)]
+    policy = ModelPolicy().as_dict()
+    crafted = {
+        "one-hot": {"a": 0.004},
+        "packed": {"a": 1e-6, "b": 1e-3, "c": 1.0},
+    }
+    for name, weights in crafted.items():
+        req = _bank_request(host, keys, vendor, asked)
+        block = {
+            "ciphertext": b64(_linear(keys, cols, weights)),
+            "slots": list(range(10)),
+            "subjects": asked,
+            "block": 0,
+        }
+        with pytest.raises(ModelRefused, match="model policy"):
+            _he_scores(host, keys, req, [block], model=_model_payload(keys, cols, weights, policy))
+        with pytest.raises(ProvisioningError, match="used already"):  # the request is spent: nothing left
+            _he_scores(host, keys, req, [block], model=_model_payload(keys, cols, weights, None))
+    honest = {"a": 0.001, "b": -0.0012, "c": 0.0008, "d": 0.0009}
+    req = _bank_request(host, keys, vendor, asked)
+    block = {
+        "ciphertext": b64(_linear(keys, cols, honest)),
+        "slots": list(range(10)),
+        "subjects": asked,
+        "block": 0,
+    }
+    reply = _he_scores(host, keys, req, [block], model=_model_payload(keys, cols, honest, policy))
+    got = np.array(list(_open(req, reply).values()))
+    want = sum(w * np.round(cols[k][:10] / STEP) * STEP for k, w in honest.items())
+    assert np.allclose(got, want, atol=1e-3)
+    assert len(reply["model_digest"]) == 64
+
+
+def test_a_score_ciphertext_that_is_not_the_checked_model_is_refused(
+    host: EnclaveHost, keys: dict[str, Any], vendor: Ed25519PrivateKey
+) -> None:
+    """The host shows the enclave an honest model but multiplies a column by another weight: refused."""
+    rng = np.random.default_rng(13)
+    cols = {k: rng.uniform(*RANGE, SLOTS) for k in ("a", "b", "c", "d")}
+    honest = {"a": 0.001, "b": -0.0012, "c": 0.0008, "d": 0.0009}
+    asked = ["s0", "s1"]
+    req = _bank_request(host, keys, vendor, asked)
+    block = {
+        "ciphertext": b64(_product(keys, cols["a"], 1.0)),
+        "slots": [0, 1],
+        "subjects": asked,
+        "block": 0,
+    }
+    with pytest.raises(OutputPolicyViolation, match="not the bank's weights"):
+        _he_scores(
+            host, keys, req, [block], model=_model_payload(keys, cols, honest, ModelPolicy().as_dict())
+        )
+    req = _bank_request(host, keys, vendor, asked)
+    spread = ts.ckks_vector(keys["pub"], list(rng.uniform(0, 1, SLOTS))).serialize()  # not one weight
+    blobs = {k: ts.ckks_vector(keys["pub"], [w] * SLOTS).serialize() for k, w in honest.items()}
+    with pytest.raises(ProvisioningError, match="replicated"):
+        _he_scores(
+            host,
+            keys,
+            req,
+            [{**block, "ciphertext": b64(_linear(keys, cols, honest))}],
+            model=_model_payload(keys, cols, honest, None, weight_blobs={**blobs, "a": spread}),
+        )

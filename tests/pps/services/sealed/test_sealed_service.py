@@ -51,7 +51,9 @@ def _data() -> dict[str, Any]:
     }
 
 
-def _consent(rt: Runtime, bank_id: str, dataset_id: str, usccs: list[str]) -> dict[str, str]:
+def _consent(
+    rt: Runtime, bank_id: str, dataset_id: str, usccs: list[str], granularity: str = "score"
+) -> dict[str, str]:
     ids = {}
     with rt.db.transaction() as s:
         bank = s.get(Organization, bank_id)
@@ -62,6 +64,7 @@ def _consent(rt: Runtime, bank_id: str, dataset_id: str, usccs: list[str]) -> di
                 scope=[{"dataset_id": dataset_id, "fields": ["sales", "arrears"]}],
                 operations=["aggregate", "score"],
                 valid_until=utcnow() + timedelta(days=30),
+                granularity=granularity,
             )
             c = rt.consents.request(s, bank=bank, subject_uscc=u, terms=terms, actor=SUBJECT)
             rt.consents.approve(s, c, signed=signed(rt, s, c), actor=SUBJECT)
@@ -114,6 +117,8 @@ def world(runtime: Runtime, make_org: OrgFactory, base_url: str) -> dict[str, An
         )
     consented, revoked = data["subjects"][:40], data["subjects"][40:45]
     ids = _consent(runtime, bank.id, up.dataset_id, consented + revoked)
+    graded = data["subjects"][45:47]  # consented to a grade only: a sealed score is a score
+    ids.update(_consent(runtime, bank.id, up.dataset_id, graded, granularity="grade"))
     _revoke(runtime, [ids[u] for u in revoked])
     return {
         **data,
@@ -125,6 +130,7 @@ def world(runtime: Runtime, make_org: OrgFactory, base_url: str) -> dict[str, An
         "dataset_id": up.dataset_id,
         "consented": consented,
         "revoked": revoked,
+        "graded": graded,
         "consent_ids": ids,
         "vendor": vendor,
     }
@@ -139,7 +145,7 @@ def test_aggregates_and_scoring_over_a_sealed_dataset(
         blobs = s.execute(select(SealedBlock.ciphertext)).scalars().all()
     raw = b"".join(blobs)
     assert len(blobs) == 2 and b"sales" not in raw  # one ciphertext per column and block, no plaintext
-    sales, arrears = world["columns"]["sales"], world["columns"]["arrears"]
+    sales = world["columns"]["sales"]
     index = {u: i for i, u in enumerate(world["subjects"])}
     with Client(base_url, world["bank"].token, timeout=120) as bank:
         got = bank.sealed.aggregate(
@@ -156,7 +162,7 @@ def test_aggregates_and_scoring_over_a_sealed_dataset(
         assert got.sum != pytest.approx(true, abs=1e-6)  # noised inside the enclave
 
         stranger = uscc_for(123_456)
-        asked = world["consented"][:12] + world["revoked"][:2] + [stranger]
+        asked = world["consented"][:12] + world["revoked"][:2] + world["graded"] + [stranger]
         scored = bank.sealed.score(
             vendor_key=world["vendor"],
             purpose=PURPOSE,
@@ -165,9 +171,11 @@ def test_aggregates_and_scoring_over_a_sealed_dataset(
             weights={"sales": 0.01, "arrears": -0.2},
         )
         assert set(scored.scores) == set(world["consented"][:12])
+        grid = {"sales": 100 / 100, "arrears": 10 / 100}  # the published grid: 1 % of the clipping range
         for u, score in scored.scores.items():
-            assert score == pytest.approx(0.01 * sales[index[u]] - 0.2 * arrears[index[u]], abs=1e-3)
-        assert scored.not_used == {"revoked": 2, "no_grant": 1}
+            on_grid = {k: round(v[index[u]] / grid[k]) * grid[k] for k, v in world["columns"].items()}
+            assert score == pytest.approx(0.01 * on_grid["sales"] - 0.2 * on_grid["arrears"], abs=1e-4)
+        assert scored.not_used == {"revoked": 2, "no_grant": 1, "granularity": 2}
     actions = _actions(runtime)
     for action in ("sealed.keygen", "sealed.quote", "sealed.upload", "sealed.aggregate", "sealed.score"):
         assert action in actions

@@ -4,6 +4,7 @@ both halves; revocation mid-training, bad frames and strangers change nothing.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from models.metrics import auc, evaluate
 from models.synth import PlatformData, generate
 from pps.errors import PPSError
 from pps.governance.consent import Terms
+from pps.governance.objections import affected_releases
 from pps.infra.storage.tables import Consent, LedgerEntry, Organization, RegisteredModel, Role, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
@@ -66,7 +68,11 @@ def world(runtime: Runtime, make_org: OrgFactory, data: PlatformData, tmp_path: 
             (u, ["score"]) for u in score_only
         ]:
             terms = Terms(
-                purpose=PURPOSE, scope=scope, operations=ops, valid_until=utcnow() + timedelta(days=30)
+                purpose=PURPOSE,
+                scope=scope,
+                operations=ops,
+                valid_until=utcnow() + timedelta(days=30),
+                granularity="score",  # a host-half contribution is a score
             )
             c = runtime.consents.request(s, bank=org, subject_uscc=uscc, terms=terms, actor=SUBJECT)
             runtime.consents.approve(s, c, signed=signed(runtime, s, c), actor=SUBJECT)
@@ -88,6 +94,10 @@ def world(runtime: Runtime, make_org: OrgFactory, data: PlatformData, tmp_path: 
         "score_only": score_only,
         "consents": consents,
     }
+
+
+def _digest(subjects: list[str]) -> str:
+    return hashlib.sha256("\n".join(subjects).encode()).hexdigest()
 
 
 def _entries(rt: Runtime, action: str) -> list[dict[str, Any]]:
@@ -224,34 +234,150 @@ def test_a_bank_trains_with_the_platform_and_scores_with_both_halves(
     admits = [e for e in _entries(runtime, "policy.admit") if e["detail"]["operation"] == "train"]
     assert admits and sum(len(e["subjects"]) for e in admits) == 300  # the aligned subjects, each named
     releases = [e for e in _entries(runtime, "policy.release") if e["detail"]["operation"] == "train"]
-    assert sum(len(e["subjects"]) for e in releases) == 300 + 300  # the PSI alignment, then the model
+    # the PSI alignment (spends nothing), the first batch (spends a use), the model (decided again, spends nothing)
+    assert [(e["released"][0]["what"], e["detail"]["spends_uses"]) for e in releases] == [
+        ("psi:intersection", False),
+        ("vertical_lr:intermediate", True),
+        ("model:vertical_lr", False),
+    ]
+    assert all(len(e["subjects"]) == 300 for e in releases)
+    with runtime.db.transaction(write=False) as s:
+        uses = {
+            c.uses for c in s.execute(select(Consent)).scalars() if c.id in set(model.training["consents"])
+        }
+    assert uses == {1}  # one training, one use
+    # each epoch on the record: its batches and a digest of the subjects each batch used
+    epochs = _entries(runtime, "training.epoch")
+    per_epoch = [(e, len(vl.batches_for(CONFIG, 300, e))) for e in range(3)]
+    assert [(e["detail"]["epoch"], e["detail"]["batches"]) for e in epochs] == per_epoch
+    batches = vl.batches_for(CONFIG, 300, 0)
+    digests = [_digest([result.subjects[int(i)] for i in b]) for b in batches]
+    assert epochs[0]["detail"]["subjects_sha256"] == hashlib.sha256("".join(digests).encode()).hexdigest()
+    # a value corrected later reaches the bank once per training (by the model's release), not once per step
+    dataset_id, names = next(iter(art["fields"].items()))
+    with runtime.db.transaction(write=False) as s:
+        hits = affected_releases(runtime.ledger, s, result.subjects[0], dataset_id, names)
+    trainings = [h[1] for h in hits if h[1]["objects"][0]["kind"] == "training"]
+    assert [(d["objects"][0]["id"], d["released"][0]["what"]) for d in trainings] == [
+        (model.training["training"], "model:vertical_lr")
+    ]
     assert len(_entries(runtime, "model.register")) == 1
     assert _entries(runtime, "model.evaluate")[0]["detail"]["auc_bp"] == round(ev.auc * 10_000)
 
 
-def test_revocation_during_training_registers_no_model(
-    runtime: Runtime, base_url: str, world: dict[str, Any]
+@pytest.mark.parametrize(
+    ("victim_batch", "ended_before"),
+    [(2, "epoch 0 batch 2"), (0, "epoch 1 batch 0")],
+    ids=["in-the-batch-under-way", "already-used-this-epoch"],
+)
+def test_a_revocation_mid_training_stops_that_subjects_features_at_the_next_batch(
+    runtime: Runtime,
+    base_url: str,
+    world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    victim_batch: int,
+    ended_before: str,
 ) -> None:
-    revoked = False
+    """Issue 24, item 4: a subject revokes while batch 2 of epoch 0 is under way (its FORWARD sent). In batch 2:
+    the host never computes batch 2's gradient, nor anything after. In batch 0 (used already): the epoch's other
+    batches go on without it and the next epoch's start, which decides for every subject, ends the training.
+    Either way its features are never read after the revocation, nothing is registered, and the use the first
+    batch spent stays spent."""
+    batches = vl.batches_for(CONFIG, 300, 0)
+    victim_row = int(batches[victim_batch][0])
+    victim = world["train"][victim_row]
+    read: list[tuple[str, list[int]]] = []  # every read of the platform's features, in order
+    forward, residuals = vl.Host.forward, vl.Host.receive_residuals
 
-    def revoke_once(epoch: int, batches: int) -> None:
-        nonlocal revoked
-        if not revoked and batches == 2:
+    def spy_forward(self: vl.Host) -> bytes:
+        read.append(("forward", [int(i) for i in self.batch_rows()]))
+        return forward(self)
+
+    def spy_residuals(self: vl.Host, data: bytes) -> bytes:
+        read.append(("gradient", [int(i) for i in self.batch_rows()]))
+        return residuals(self, data)
+
+    monkeypatch.setattr(vl.Host, "forward", spy_forward)
+    monkeypatch.setattr(vl.Host, "receive_residuals", spy_residuals)
+    revoked_at: list[int] = []
+
+    def revoke_once(epoch: int, done: int) -> None:
+        if not revoked_at and done == 2:  # batches 0 and 1 done; batch 2's FORWARD has left
             with runtime.db.transaction() as s:
-                c = s.get(Consent, world["consents"][world["train"][5]])
+                c = s.get(Consent, world["consents"][victim])
                 assert c is not None
                 runtime.consents.revoke(s, c, actor=SUBJECT)
-            revoked = True
+            revoked_at.append(len(read))
 
     with Client(base_url, world["bank"].token, timeout=120) as bank:
         with pytest.raises(APIError) as e:
             _train(bank, runtime, world, on_batch=revoke_once)
         assert e.value.status == 409 and "no model was registered" in str(e.value)
+        assert "1 subject(s)" in str(e.value) and victim not in str(e.value)  # how many, never who
         trainings = bank.vertical.list()
     assert trainings[0].state == "failed" and trainings[0].model_id is None
+    # the reads before the revocation: batches 0 and 1, and batch 2's FORWARD; after it, none of the subject's
+    assert revoked_at == [5] and victim_row in read[2 * victim_batch][1]
+    assert all(victim_row not in rows for _, rows in read[5:])
+    after = [kind for kind, _ in read[5:]]
+    assert after == ([] if victim_batch == 2 else ["gradient"] + ["forward", "gradient"] * (len(batches) - 3))
     with runtime.db.transaction(write=False) as s:
         assert s.execute(select(RegisteredModel)).first() is None
-    assert len(_entries(runtime, "training.fail")) == 1
+        victim_consent = s.get(Consent, world["consents"][victim])
+        other = s.get(Consent, world["consents"][world["train"][0]])
+        assert victim_consent is not None and other is not None
+        assert victim_consent.uses == 1 and other.uses == 1  # spent when the first batch left, kept
+    (fail,) = _entries(runtime, "training.fail")
+    assert f"before {ended_before}" in fail["detail"]["reason"]
+    assert fail["detail"]["uses_spent"] is True
+    # what the unfinished epoch used: batches 0-2 of epoch 0, or none of epoch 1 (epoch 0 has its own entry)
+    used = [_digest([world["train"][int(i)] for i in b]) for b in batches[:3]] if victim_batch == 2 else []
+    assert fail["detail"]["batches_used"] == len(used)
+    assert [e["detail"]["epoch"] for e in _entries(runtime, "training.epoch")] == (
+        [] if victim_batch == 2 else [0]
+    )
+    assert fail["detail"]["subjects_sha256"] == hashlib.sha256("".join(used).encode()).hexdigest()
+    assert runtime.check_state().ok  # the uses spent are the uses the ledger records
+
+
+def test_a_cancelled_training_spent_its_use_once_values_left(
+    runtime: Runtime, base_url: str, world: dict[str, Any]
+) -> None:
+    """Cancelled before anything of the platform's left: no use spent; cancelled after the first batch: spent."""
+    import base64
+
+    args = {
+        "purpose": PURPOSE,
+        "subjects": world["train"],
+        "platform_features": FEATURES,
+        "vendor_key": runtime.enclave.vendor_public_key,
+        "key_bits": 1024,
+    }
+    pos = {c: i for i, c in enumerate(world["customers"])}
+    with Client(base_url, world["bank"].token, timeout=120) as bank:
+        quiet = _start(bank, name="cancelled at once", **args)
+        bank.vertical.cancel(quiet.id)
+
+        def uses() -> set[int]:
+            with runtime.db.transaction(write=False) as s:
+                return {
+                    c.uses for c in s.execute(select(Consent)).scalars() if c.subject_uscc in world["train"]
+                }
+
+        assert uses() == {0}
+        started = _start(bank, name="cancelled after a batch", **args)
+        idx = [pos[c] for c in started.subjects]
+        guest = vl.Guest(world["bank_x"][idx], world["labels"][idx])
+        guest.receive_public_key(base64.b64decode(started.public_key))
+        _ack, forward = bank.vertical.exchange(started.id, [guest.setup(CONFIG)])
+        assert vl.decode_message(forward, guest.public_key).type is vl.MessageType.FORWARD
+        bank.vertical.cancel(started.id)
+        assert bank.vertical.get(started.id).state == "failed"
+    assert uses() == {1}
+    fails = {e["objects"][0]["id"]: e["detail"] for e in _entries(runtime, "training.fail")}
+    assert fails[quiet.id]["uses_spent"] is False and fails[started.id]["uses_spent"] is True
+    assert fails[started.id]["batches_used"] == 1
+    assert runtime.check_state().ok
 
 
 def test_bad_frames_and_strangers_change_nothing(
