@@ -256,7 +256,9 @@ def test_a_haixi_herding_household_end_to_end(
     for n, w in spec["weights"].items():
         p = spec["preprocess"][n]
         z_subject += w * (float(table.values[n][rows[0]]) - p["center"]) / p["scale"]
-    assert scored.raw is not None and abs(scored.raw[0] - z_subject) < 1e-3
+    # the approved model's logits carry noise at its release error (the k-models rule's assumption)
+    tolerance = max(1e-3, 5 * float(approval.get("release_error") or 0.0))
+    assert scored.raw is not None and abs(scored.raw[0] - z_subject) < tolerance, (tolerance, approval)
     assert table.values["hh_grade_score"][rows[0]] == GRADE_SCORE[expected_grade]
 
     # --- PIPL Art. 24: the household asks why; the enclave explains from the approved model ---------------------
