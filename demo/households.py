@@ -4,8 +4,10 @@ A herding household in Ulan county (Haixi) is onboarded by its resident ID numbe
 uploads household ratings and production keyed by ID number (pseudonymised on arrival); the household is
 refused a consent without its separate grants, then — with the one-time code the township office handed it and
 the key it enrolled on its phone (issue 24) — grants one after reading the Art. 14 warning, signed; Bank A's
-authorised 农牧贷 rating query gets its grade and its encrypted model scores the household over the granted
-fields only; the household reads two free reports (a third is refused)
+authorised 农牧贷 rating query gets its grade; a household model Bank A encrypted itself is refused, the enclave
+approves Bank A's 农牧贷 scorecard on the households' features, and the approved model scores the household over
+the granted fields only; the household asks why (PIPL Art. 24) and the enclave names the features that mattered
+most; the household reads two free reports (a third is refused)
 and its access history; the ID number is nowhere in the database or the ledger.
 """
 
@@ -17,9 +19,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
-from models.households import generate_households
+from models.households import generate_households, household_model
 from pps_client import APIError, Client
 from pps_wire.resident_id import mask_resident_id
 from pps_wire.subject_sign import SubjectKey, action_document, signed_action
@@ -46,6 +49,7 @@ def _signed(key: SubjectKey, code: str, terms: dict[str, Any], separate: dict[st
         scope=terms["scope"],
         operations=terms["operations"],
         valid_until=datetime.fromisoformat(terms["valid_until"]),
+        granularity=terms.get("granularity"),
         separate=separate,
     )
     return terms | {"separate": separate, "signature": signed_action(key, doc)}
@@ -59,6 +63,7 @@ def run_household_step(
     db_path: Path,
     checks: _Checks,
     console: Console,
+    vendor_key: Ed25519PublicKey,
 ) -> None:
     data = generate_households(500, 19, months=12)
     cols = data.ratings.columns
@@ -125,14 +130,19 @@ def run_household_step(
                 "measures": "pseudonymised IDs, encryption at rest, per-field consent, ledger, free reports",
             },
         )
+        spec = household_model(data)  # Bank A's 农牧贷 scorecard, fitted on its own household labels
+        catalogue = {f["name"]: f for f in bank.get("/v1/features").json()}
+        read: dict[str, set[str]] = {ids["household_ratings"]: {"grade", "rated_on"}}
+        for name in spec["weights"]:
+            for dataset_id, fields in catalogue[name]["datasets"].items():
+                read.setdefault(dataset_id, set()).update(fields)
         terms = {
             "bank_org_id": bank_id,
             "purpose": PURPOSE,
-            "scope": [
-                {"dataset_id": ids["household_ratings"], "fields": ["grade", "rated_on", "livestock_units"]}
-            ],
+            "scope": [{"dataset_id": d, "fields": sorted(f)} for d, f in sorted(read.items())],
             "operations": ["score"],
             "valid_until": (datetime.now(UTC) + timedelta(days=180)).isoformat(),
+            "granularity": "score",  # Bank A decrypts the household's score itself (HE scoring)
         }
         with httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {herder_token}"}, timeout=60
@@ -168,17 +178,45 @@ def run_household_step(
             )
             sdk = Client(url, bank_token)
             key = BankScoringKey.create()  # Bank A's own CKKS key: the model's weights stay secret
-            weights = {"hh_grade_score": -0.6, "hh_log_livestock": -0.2}
             try:
-                sdk.scoring.score(key, key.encrypt_model(weights, 0.8), purpose=PURPOSE, subjects=[code])
+                sdk.scoring.score(
+                    key, key.encrypt_model({"hh_grade_score": -0.6}, 0.8), purpose=PURPOSE, subjects=[code]
+                )
                 refused = "scored"
             except APIError as exc:
                 refused = exc.code
             checks.check(
-                "Bank A's own encrypted household model is refused: only a model the enclave approved runs "
-                "(approval of household models is not built yet; the scoring path is in the tests)",
+                "a household model Bank A encrypted itself is refused: only a model the enclave approved runs",
                 refused == "model_not_approved",
                 refused,
+            )
+            approval, model = sdk.scoring.approve(key, spec, vendor_key=vendor_key)
+            shares = approval["verdict"]["shares"]
+            checks.check(
+                "the enclave approves Bank A's 农牧贷 scorecard on the households' features (no feature above "
+                "60 % of the score's variance)",
+                approval["verdict"]["approved"] and model is not None,
+                ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])[:3]),
+            )
+            assert model is not None
+            scored = sdk.scoring.score(key, model, purpose=PURPOSE, subjects=[code])
+            checks.check(
+                "the approved model scores the household under its separate consent, encrypted end to end",
+                scored.subjects == [code],
+                f"PD {scored.as_dict().get(code, float('nan')):.3f}"
+                if scored.subjects
+                else str(scored.not_scored),
+            )
+            decisions = herder.get("/v1/me/decisions").json()
+            why = herder.post(
+                "/v1/me/decisions/explain",
+                json={"bank_org_id": bank_id, "model_digest": approval["model_digest"]},
+            ).json()
+            drivers = why.get("drivers", [])
+            checks.check(
+                "the household asks why (PIPL Art. 24): the enclave names what mattered most, no weight",
+                len(decisions) == 1 and bool(drivers) and "weights" not in why,
+                ", ".join(f"{d['feature']} {d['direction']} risk ({d['share']:.0%})" for d in drivers),
             )
             left = [herder.post("/v1/persons/me/report").json()["free_reports_left"] for _ in range(2)]
             third = herder.post("/v1/persons/me/report")

@@ -610,9 +610,18 @@ def run_demo(data_dir: Path, console: Console) -> bool:
             f"{len(consent_entries)} consent entries",
         )
 
-        console.rule("[bold]9a. A Haixi herding household: separate consent, 农牧贷 rating, free reports")
+        console.rule(
+            "[bold]9a. A Haixi herding household: separate consent, 农牧贷 rating, an approved model, free reports"
+        )
         run_household_step(
-            url, admin_token, tokens["Bank A"], orgs["Bank A"].id, data_dir / "pps.db", checks, console
+            url,
+            admin_token,
+            tokens["Bank A"],
+            orgs["Bank A"].id,
+            data_dir / "pps.db",
+            checks,
+            console,
+            rt.enclave.vendor_public_key,
         )
 
         console.rule("[bold]9b. Bank A and the platform train a joint model; nobody sees the other's data")

@@ -394,9 +394,12 @@ class ModelApprovalJob(EnclaveJob):
 
     Inputs: ``bank`` (party): ``{"model": <model spec>, "context": base64 public CKKS context | null,
     "packing": "none" | ...}`` (:func:`enclave_sim.model_check.parse_model`); ``platform`` (host): the
-    platform's features of its enterprises at their published resolution (the distribution the shares are
-    computed on); ``policy`` (host): ``{"policy": ModelPolicy, "resolution": {feature: step}}``; ``prior``
-    (host, sealed): the bank's models approved in the policy's window, as this job sealed them.
+    platform's features of its subjects at their published resolution (the distribution the shares are
+    computed on), keys ``"<population>:<n>"``; ``policy`` (host): ``{"policy": ModelPolicy, "resolution":
+    {feature: step}, "populations": {"enterprise": [features], "household": [features]}}`` — the model is
+    checked on the rows of the one population whose features it reads
+    (:func:`enclave_sim.model_check.population_sample`); ``prior`` (host, sealed): the bank's models approved
+    in the policy's window, as this job sealed them.
 
     Outputs (plain): ``approval`` (signed by the enclave: digests of the model, of the policy and of the
     encrypted model, the features, the preprocessing, the verdict's shares), ``encrypted_model`` (the model
@@ -427,6 +430,7 @@ class ModelApprovalJob(EnclaveJob):
             PlainModel,
             PlainScorecard,
             parse_any_model,
+            population_sample,
             release_error,
             verify_model,
         )
@@ -441,9 +445,13 @@ class ModelApprovalJob(EnclaveJob):
         try:
             policy = ModelPolicy.from_dict(pol["policy"])
             resolution = {str(k): float(v) for k, v in pol["resolution"].items()}
+            populations = {str(p): [str(n) for n in ns] for p, ns in pol.get("populations", {}).items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProvisioningError(f"the model policy is malformed: {exc}") from None
-        _keys, sample, _ = parse_table(self.inputs["platform"], what="platform features", labelled=False)
+        keys, sample, _ = parse_table(self.inputs["platform"], what="platform features", labelled=False)
+        population = None
+        if populations:
+            population, sample = population_sample(model, keys, sample, populations)
         prior = [parse_any_model(m) for m in _json(self.inputs["prior"], "prior models")]
         prior = [m for m in prior if m.digest() != model.digest()]  # the same model again is no new read
         verdict = verify_model(model, policy, sample, resolution, prior)
@@ -501,6 +509,7 @@ class ModelApprovalJob(EnclaveJob):
             "encrypted_model_sha256": encrypted_sha256,
             "context_id": context_id,
             "prior_models": len(prior),
+            "population": population,
             "release_error": round(release_error(model, sample), 6) if isinstance(model, PlainModel) else 0.0,
             "verdict": verdict.as_dict(),
         }
@@ -551,6 +560,98 @@ class GradedScoreJob(EnclaveJob):
         scores = {k: coarsen(float(p), model.granularity(levels[k])) for k, p in zip(keys, pd, strict=True)}
         summary = {g: sum(1 for v in levels.values() if v == g) for g in GRANULARITIES}
         return {"scores": scores, "summary": {"scored": len(keys), "by_granularity": summary}}
+
+
+MAX_EXPLAINED_FEATURES = 5
+
+
+class ExplainDecisionJob(EnclaveJob):
+    """Why an approved model scored one subject as it did (PIPL Art. 24: explanation of an automated decision).
+
+    Inputs: ``request`` (party; the platform provisions it on the subject's behalf, under a quote it verified):
+    ``{"model_digest": hex, "granularity": "decision" | "grade" | "score", "top": 1-5}`` and the output policy;
+    ``model`` (host, sealed): the approved model as :class:`ModelApprovalJob` sealed it; ``population`` (host):
+    the platform's features, keyed ``"<population>:<n>"`` as for the approval (the baseline); ``subject`` (host):
+    the subject's own features (one key). ``policy`` (host): ``{"populations": {...}}``.
+
+    Output (plain, signed): ``explanation`` — the model's digest, the features it reads, the population it was
+    compared with, the ``top`` features that moved this subject's score most away from the population's average
+    score (``w_j * (z_j - mean z_j)``, the exact attribution of a logistic model's log-odds with features taken
+    as independent), each with its direction (``raises`` or ``lowers`` the estimated risk) and its share of the
+    total movement rounded to 10 %; and the result at the granularity the bank was released
+    (:func:`enclave_sim.model_check.coarsen`), recomputed on the subject's current data.
+
+    Who learns what: the subject learns its own result (at the granularity its consent gave the bank) and, for
+    at most five features, a direction and a share in steps of 10 % — never a weight, a coefficient, another
+    subject's value or the population's figures beyond what the ranking implies. The host learns the same (it
+    relays it). Rounded shares of one subject's movement fix the bank's weights only to within what the
+    rounding and the unknown preprocessing leave (``docs/security.md``).
+    """
+
+    kind = "explain_decision"
+    party_slots = ("request",)
+    owner_slot = "request"
+    host_slots = ("model", "population", "subject", "policy")
+    outputs = frozenset({"explanation"})
+    plain_outputs = outputs
+    signed_outputs = outputs
+    sealed_slots = {"model": APPROVED_MODEL_LABEL}
+
+    def finish(self) -> dict[str, Any]:
+        from enclave_sim.model_check import GRANULARITIES, coarsen, parse_model, population_sample
+
+        request = _json(self.inputs["request"], "the explanation request")
+        if not isinstance(request, dict) or set(request) != {"model_digest", "granularity", "top"}:
+            raise ProvisioningError('the request must be {"model_digest", "granularity", "top"}')
+        if request["granularity"] not in GRANULARITIES:
+            raise ProvisioningError(f"granularity must be one of {', '.join(GRANULARITIES)}")
+        top = request["top"]
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_EXPLAINED_FEATURES:
+            raise ProvisioningError(f"top must be an integer in [1, {MAX_EXPLAINED_FEATURES}]")
+        models = _json(self.inputs["model"], "the approved model")
+        if not isinstance(models, list) or len(models) != 1:
+            raise ProvisioningError("an explanation takes exactly one approved model")
+        model = parse_model(models[0])
+        if request["model_digest"] != model.digest():
+            raise EnclaveJobError("the approved model supplied is not the one the explanation is about")
+        pol = _json(self.inputs["policy"], "the populations")
+        try:
+            populations = {str(p): [str(n) for n in ns] for p, ns in pol["populations"].items()}
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ProvisioningError(f"the populations are malformed: {exc}") from None
+        keys, sample, _ = parse_table(self.inputs["population"], what="population features", labelled=False)
+        population, rows = population_sample(model, keys, sample, populations)
+        who, mine, _ = parse_table(self.inputs["subject"], what="the subject's features", labelled=False)
+        if len(who) != 1 or any(n not in mine for n in model.features):
+            raise ProvisioningError("supply exactly one subject, with every feature the model reads")
+        mean = model.contributions(rows).mean(axis=0)
+        own = model.contributions(mine)[0]
+        phi = own - mean
+        total = float(np.abs(phi).sum())
+        ranked = sorted(range(len(phi)), key=lambda j: -abs(float(phi[j])))
+        drivers = []
+        for j in ranked[:top]:
+            share = round(abs(float(phi[j])) / total, 1) if total > 0 else 0.0
+            if share <= 0:
+                continue
+            drivers.append(
+                {
+                    "feature": model.features[j],
+                    "direction": "raises" if phi[j] > 0 else "lowers",
+                    "share": share,
+                }
+            )
+        pd = float(model.pd(mine)[0])
+        return {
+            "explanation": {
+                "model_digest": model.digest(),
+                "features": list(model.features),
+                "population": population,
+                "drivers": drivers,
+                "result": coarsen(pd, model.granularity(request["granularity"])),
+                "granularity": request["granularity"],
+            }
+        }
 
 
 # --- bounded influence in horizontal training -----------------------------------------------------------------
@@ -691,6 +792,7 @@ JOBS: dict[str, type[EnclaveJob]] = {
     VerticalLRCoordinatorJob.kind: VerticalLRCoordinatorJob,
     ModelApprovalJob.kind: ModelApprovalJob,
     GradedScoreJob.kind: GradedScoreJob,
+    ExplainDecisionJob.kind: ExplainDecisionJob,
     FedAvgAggregateJob.kind: FedAvgAggregateJob,
 }
 """The jobs this enclave build runs (part of its measurement: adding one changes the build)."""

@@ -398,6 +398,44 @@ def parse_any_model(doc: object) -> Model:
     return parse_model(doc)
 
 
+# --- the population a model scores -------------------------------------------------------------------------
+
+
+def population_sample(
+    model: PlainModel | PlainScorecard,
+    keys: Sequence[str],
+    sample: Mapping[str, FloatArray],
+    populations: Mapping[str, Sequence[str]],
+) -> tuple[str, dict[str, FloatArray]]:
+    """The rows and columns of the one population whose features ``model`` reads: ``(population, sample)``.
+
+    The platform's subjects are of several kinds (enterprises, farm and herding households) with features of
+    their own; a row of one kind holds 0 in the other kind's features, so a model's shares are computed over
+    its own population only (a household model over the households, never diluted by enterprises' zeros).
+    Sample keys are ``"<population>:<n>"``. A model reading features of two populations is refused: no subject
+    has both.
+    """
+    owner = {n: pop for pop, names in populations.items() for n in names}
+    unknown = [n for n in model.features if n not in owner]
+    if unknown:
+        raise ProvisioningError(f"the platform publishes no feature(s) {', '.join(unknown)}")
+    used = sorted({owner[n] for n in model.features})
+    if len(used) != 1:
+        raise refused(
+            [
+                "the model reads features of "
+                + " and ".join(used)
+                + ": a model scores one kind of subject (no subject has both kinds of features)"
+            ]
+        )
+    pop = used[0]
+    rows = np.fromiter((k.split(":", 1)[0] == pop for k in keys), dtype=bool, count=len(keys))
+    if not rows.any():
+        raise refused([f"the platform holds no {pop} to check the model on"])
+    names = set(populations[pop])
+    return pop, {n: np.asarray(v)[rows] for n, v in sample.items() if n in names}
+
+
 # --- the check ---------------------------------------------------------------------------------------------
 
 
@@ -432,12 +470,17 @@ def _step(resolution: float) -> float:
     return resolution if resolution > 0 else 1.0
 
 
+def _is_log(name: str) -> bool:
+    """A ``log1p`` amount: enterprise ``log_*`` and household ``hh_log_*`` features."""
+    return name.removeprefix("hh_").startswith("log_")
+
+
 def _readback_floor(
     name: str, x: FloatArray, resolution: float, relative: float, narrow: float = 1.0
 ) -> float:
     """The precision (in feature units) below which a feature counts as read back."""
     spread = float(np.std(x)) * narrow  # a narrow feature: the score may not say more than the population
-    if name.startswith("log_"):
+    if _is_log(name):
         return max(_step(resolution), min(math.log1p(relative), spread))
     typical = float(np.median(np.abs(x)))
     if typical == 0:  # mostly zero (a count of rare events): its steps are the step-ratio rule's
@@ -472,7 +515,7 @@ def check_model(
     var = sd**2
     total = float(var.sum())
     if total <= 0:
-        raise refused(["the score does not vary over the platform's enterprises"])
+        raise refused(["the score does not vary over the platform's subjects"])
     shares = {n: float(v / total) for n, v in zip(names, var, strict=True)}
     material = [n for n, s in shares.items() if s >= policy.material_share]
     if len(material) < policy.min_material_features:

@@ -17,6 +17,7 @@ from pps.data.datasets.service import DatasetService
 from pps.data.features import FeatureStore
 from pps.governance.consent import ConsentService
 from pps.governance.disclosure import DisclosureAccounting
+from pps.governance.erasure import Erasure
 from pps.governance.objections import ObjectionService
 from pps.governance.persons import PersonRules
 from pps.governance.policy import CONSENTS_TABLE, PolicyEngine
@@ -43,6 +44,7 @@ from pps.ledger.store import Ledger
 from pps.services.aggregates import AggregateService
 from pps.services.approval import GradedScoringService, ModelApprovalService
 from pps.services.enclave import EnclaveService
+from pps.services.explanation import ExplanationService
 from pps.services.federated import FederatedService
 from pps.services.household import HouseholdRatings
 from pps.services.psi import PSIService
@@ -93,6 +95,8 @@ class Runtime:
     person_rules: PersonRules
     household_ratings: HouseholdRatings
     reports: CreditReports
+    explanations: ExplanationService
+    erasure: Erasure
 
     @classmethod
     def build(
@@ -273,6 +277,8 @@ class Runtime:
             person_rules=PersonRules(ledger, consents),
             household_ratings=HouseholdRatings(policy, datasets),
             reports=CreditReports(ledger, policy, datasets, ttl=timedelta(hours=settings.report_ttl_hours)),
+            explanations=ExplanationService(approvals),
+            erasure=Erasure(ledger, consents, datasets),
         )
 
     @property

@@ -37,6 +37,8 @@ from pps_wire.schemas.persons import (
     AssessmentIn,
     AssessmentOut,
     ConsentPreviewOut,
+    ErasedOut,
+    ErasureIn,
     NoticeIn,
     NoticeOut,
     PersonApproval,
@@ -109,13 +111,26 @@ def onboard(body: PersonCreate, caller: Admin, rt: RuntimeDep) -> PersonCreated:
     """The operator onboards a person and gets its one-time enrolment code, to hand to the person out of band;
     the person mints its own first token with it (``POST /v1/enrol``): the operator never holds one."""
     with rt.db.transaction() as session:
-        done = rt.persons.onboard(
-            session,
-            resident_id=body.resident_id,
-            kind=PersonKind(body.kind),
-            actor=caller.actor,
-            request_id=current_request_id(),
-        )
+        if body.uscc is not None:
+            if body.kind != PersonKind.individual_business.value:
+                raise InvalidInput(
+                    "a uscc is given only for an individual business (kind individual_business)"
+                )
+            done = rt.persons.onboard_business(
+                session,
+                uscc=body.uscc,
+                owner_resident_id=body.resident_id,
+                actor=caller.actor,
+                request_id=current_request_id(),
+            )
+        else:
+            done = rt.persons.onboard(
+                session,
+                resident_id=body.resident_id,
+                kind=PersonKind(body.kind),
+                actor=caller.actor,
+                request_id=current_request_id(),
+            )
         code = rt.identity.issue_enrolment_code(
             session, org=done.org, actor=caller.actor, request_id=current_request_id()
         )
@@ -296,3 +311,27 @@ def rating_query(body: RatingQueryIn, caller: Bank, rt: RuntimeDep) -> list[Rati
             RatingAnswerOut(subject=a.subject, grade=a.grade, rated_on=a.rated_on, denied=a.denied)
             for a in answers
         ]
+
+
+@router.post(
+    "/persons/me/erase",
+    summary="a person withdraws every consent and has its data deleted (PIPL Art. 47); its account closes",
+)
+def erase(body: ErasureIn, caller: Subject, rt: RuntimeDep) -> ErasedOut:
+    if not body.confirm:
+        raise InvalidInput(
+            "set confirm to true to withdraw every consent and delete your data; nothing changed"
+        )
+    with rt.db.transaction() as session:
+        _org, person = _me(rt, session, caller)
+        done = rt.erasure.erase(session, person=person, actor=caller.actor, request_id=current_request_id())
+    rt.features.clear()
+    return ErasedOut(
+        code=done.code,
+        consents_ended=done.consents_ended,
+        datasets=done.datasets,
+        rows_removed=done.rows_removed,
+        versions_shredded=done.versions_shredded,
+        records_deleted=done.records_deleted,
+        erased_at=done.erased_at,
+    )

@@ -16,11 +16,20 @@ from sqlalchemy import select
 from api.deps import Caller, RuntimeDep, allow
 from api.middleware import current_request_id
 from api.schemas import JobPublic, job_public
+from models.features import FEATURES
+from models.households import HOUSEHOLD_FEATURES
 from pps.errors import InvalidInput
 from pps.infra.storage.tables import ModelApproval, Role
 from pps.services.approval import approval_public
 from pps.services.scoring import ALL_CONSENTED
-from pps_wire.schemas import GradedScoringIn, ModelApprovalIn, ScoringIn
+from pps_wire.schemas import (
+    AutomatedDecisionOut,
+    ExplainIn,
+    ExplanationOut,
+    GradedScoringIn,
+    ModelApprovalIn,
+    ScoringIn,
+)
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
@@ -150,3 +159,38 @@ def my_disclosures(caller: Subject, rt: RuntimeDep) -> dict[str, Any]:
         "window_days": rt.disclosures.window_days,
         "disclosures": rows,
     }
+
+
+def _describe(name: str) -> str:
+    return FEATURES.get(name) or HOUSEHOLD_FEATURES.get(name) or name
+
+
+@router.get(
+    "/me/decisions",
+    summary="the automated decisions that used your data: which bank, which approved model, for what (PIPL Art. 24)",
+)
+def my_decisions(caller: Subject, rt: RuntimeDep) -> list[AutomatedDecisionOut]:
+    if caller.uscc is None:
+        raise InvalidInput("only a data subject (an enterprise or a person) has decisions about it")
+    with rt.db.transaction(write=False) as session:
+        rows = rt.explanations.decisions(session, caller.uscc)
+    return [AutomatedDecisionOut.model_validate(d.as_dict()) for d in rows]
+
+
+@router.post(
+    "/me/decisions/explain",
+    summary="why an approved model scored you as it did: its main features and their direction, computed in "
+    "the enclave (PIPL Art. 24)",
+)
+def explain_decision(body: ExplainIn, caller: Subject, rt: RuntimeDep) -> ExplanationOut:
+    if caller.uscc is None:
+        raise InvalidInput("only a data subject (an enterprise or a person) has decisions about it")
+    out = rt.explanations.explain(
+        subject=caller.uscc,
+        bank_org_id=body.bank_org_id,
+        model_digest=body.model_digest.lower(),
+        actor=caller.actor,
+        request_id=current_request_id(),
+    )
+    out["drivers"] = [{**d, "description": _describe(d["feature"])} for d in out["drivers"]]
+    return ExplanationOut.model_validate(out)

@@ -38,7 +38,7 @@ from sqlalchemy import delete
 
 from api.deps import Caller, RoleGuard, RuntimeDep, declared_roles
 from api.errors import status_for
-from api.routers import aggregates, audit, consent, datasets, identity, jobs, persons
+from api.routers import aggregates, audit, consent, datasets, identity, jobs, persons, scoring
 from api.routers import models as model_routes
 from api.routers import objections as objection_routes
 from api.routers import repairs as repair_routes
@@ -250,6 +250,7 @@ _API_ROUTERS = (
     repair_routes.router,
     persons.router,
     report_routes.router,
+    scoring.router,
 )
 P = ParamSpec("P")
 R = TypeVar("R")

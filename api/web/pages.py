@@ -37,7 +37,7 @@ from api.schemas import (
 )
 from pps.errors import InvalidInput, NotFound, PPSError
 from pps.governance.consent import OPERATIONS, PURPOSES
-from pps.identity.persons import is_person_code
+from pps.identity.persons import is_personal
 from pps.identity.service import SELF_CREDENTIALED
 from pps.infra.storage.tables import (
     TERMINAL_JOB_STATES,
@@ -224,7 +224,9 @@ def subject_home(
     page: WebDep, rt: RuntimeDep, dataset: Annotated[str, Query(max_length=40)] = ""
 ) -> Response:
     require(page, Role.subject)
-    if page.caller.uscc and is_person_code(page.caller.uscc):  # a household: its own portal
+    with rt.db.transaction(write=False) as s:
+        personal = bool(page.caller.uscc) and is_personal(s, str(page.caller.uscc))
+    if personal:  # a household or an onboarded individual business: its own portal
         return redirect(f"{PREFIX}/person")
     found = call(
         page,

@@ -4,7 +4,8 @@ Plain words, one column, large touch targets. What it does, all through the API 
 (:func:`api.web.core.call`): see who the platform knows you as (the masked ID number and the person code),
 which banks may use which of your data and withdraw that at once, grant a bank consent with the separate
 grants the law asks for (each sensitive item ticked on its own, the Art. 14 warning read first), take one of
-the two free reports of the year, and read every access to your data.
+the two free reports of the year, read every access to your data, and ask why a bank's model assessed you
+as it did (PIPL Art. 24, :mod:`pps.services.explanation`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse, Response
 
 from api.deps import RuntimeDep
-from api.routers import consent, persons
+from api.routers import consent, persons, scoring
 from pps.errors import InvalidInput, NotFound
 from pps.governance.consent import PURPOSES
 from pps.governance.products import PRODUCTS
-from pps.identity.persons import is_person_code
+from pps.identity.persons import is_personal
 from pps.infra.storage.tables import ConsentState, Organization, Role, utcnow
-from pps_wire.schemas.persons import PersonConsentGrant
+from pps.runtime import Runtime
+from pps_wire.schemas import ExplainIn
+from pps_wire.schemas.persons import ErasureIn, PersonConsentGrant
 
 from .core import (
     LANG_COOKIE,
@@ -91,8 +94,48 @@ MESSAGES.update(
             "Stopped: the bank can no longer use your data.",
             "已停止：这家银行不能再用您的数据。",
         ),
+        "person_decisions": ("Banks' automatic assessments of me", "银行对我的自动评估"),
+        "person_no_decisions": ("No bank has assessed you automatically.", "还没有银行对您做过自动评估。"),
+        "person_why": ("Why? Explain it to me", "为什么？给我解释"),
+        "person_explain": ("Why the bank's model assessed me so", "银行的模型为什么这样评估我"),
+        "person_explain_intro": (
+            "Computed inside the protected enclave from the bank's approved model. It shows what mattered most "
+            "for you compared with the average household, never the bank's formula or anyone else's data.",
+            "由受保护的安全环境根据银行经审核的模型算出：和一般农牧户相比，对您影响最大的几项。"
+            "不会显示银行的公式，也不会显示别人的数据。",
+        ),
+        "person_used_for": ("Used for", "用于"),
+        "person_result": ("Result the bank received", "银行得到的结果"),
+        "person_raises": ("raises your risk", "让您的风险变高"),
+        "person_lowers": ("lowers your risk", "让您的风险变低"),
+        "person_weight": ("share", "占比"),
+        "person_times_used": ("times", "次"),
+        "person_erase": ("Delete my data and leave", "删除我的数据并退出"),
+        "person_erase_warn": (
+            "Every bank loses your consent at once, your records are deleted from every department's data, and "
+            "your account closes. This cannot be undone.",
+            "所有银行的授权马上停止，各部门登记的您的信息都会删除，您的账户也会关闭。删除后不能恢复。",
+        ),
+        "person_erase_confirm": ("Yes, delete everything", "确认全部删除"),
+        "person_erased": ("Your data was deleted.", "您的数据已删除。"),
+        "person_object": (
+            "If a record is wrong, you can object to it (free).",
+            "如果某项记录不对，您可以免费提出异议。",
+        ),
     }
 )
+
+_FEATURES_ZH = {
+    "hh_grade_score": "信用户等级",
+    "hh_log_livestock": "牲畜数量",
+    "hh_log_land": "承包地和草场面积",
+    "hh_insured": "是否参加养殖或种植保险",
+    "hh_log_subsidies": "去年领到的政府补贴",
+    "hh_cooperative_member": "是否加入合作社",
+    "hh_family_farm": "是否登记为家庭农场",
+    "hh_log_sales_income": "平均每月卖出收入",
+    "hh_min_yield_index": "草场或庄稼最差月份的情况",
+}
 
 _ACTIONS_ZH = {
     "person.onboard": "您在平台登记",
@@ -118,9 +161,11 @@ def _person_page(page: Web) -> Web:
     return replace(page, lang=asked if asked in ("en", "zh") else "zh")
 
 
-def _require_person(page: Web) -> Web:
+def _require_person(page: Web, rt: Runtime) -> Web:
     require(page, Role.subject)
-    if page.caller.uscc is None or not is_person_code(page.caller.uscc):
+    with rt.db.transaction(write=False) as s:
+        personal = page.caller.uscc is not None and is_personal(s, page.caller.uscc)
+    if not personal:
         raise NotFound("this page is for households and individual-business owners")
     return _person_page(page)
 
@@ -134,7 +179,7 @@ def _labels(page: Web) -> dict[str, str]:
 
 @router.get("/person", response_class=HTMLResponse)
 def person_home(page: WebDep, rt: RuntimeDep) -> Response:
-    page = _require_person(page)
+    page = _require_person(page, rt)
     overview = call(page, persons.overview, page.caller, rt)
     found = call(page, consent.list_consents, page.caller, rt, limit=200, state=None, after=None)
     with rt.db.transaction(write=False) as s:
@@ -144,10 +189,12 @@ def person_home(page: WebDep, rt: RuntimeDep) -> Response:
             for d in rt.datasets.list_datasets(s, provider_org_id=None, limit=200)
             if d.name.startswith("household")
         ]
+    decisions = call(page, scoring.my_decisions, page.caller, rt)
     return render(
         page,
         page.request,
         "person.html",
+        decisions=decisions,
         flash=page.request.query_params.get("done"),
         me=overview,
         active=[c for c in found.items if c.state == ConsentState.active.value and not c.expired],
@@ -186,7 +233,7 @@ def _grant_body(form: dict[str, list[str]]) -> PersonConsentGrant:
 def person_preview(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
     """Two screens: tick the items the bank may use (those the product's data contract names), then read
     the warning and confirm, with each sensitive item listed for its separate grant."""
-    page = _require_person(page)
+    page = _require_person(page, rt)
     dataset_id, purpose = one(form, "dataset_id"), one(form, "purpose")
     with rt.db.transaction(write=False) as s:
         ds = rt.datasets.get(s, dataset_id)
@@ -214,7 +261,7 @@ def person_preview(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
 def person_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
     """The person confirms: the page that has its passkey sign the terms and the separate grants together
     (:func:`api.web.passkeys.person_grant_to_sign`); the consent exists only once that signature checks."""
-    page = _require_person(page)
+    page = _require_person(page, rt)
     return person_grant_to_sign(page, rt, _grant_body(form))
 
 
@@ -222,15 +269,40 @@ def person_grant(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
 def person_stop(
     consent_id: Annotated[str, Path(max_length=40)], page: WebDep, rt: RuntimeDep, form: FormDep
 ) -> Response:
-    page = _require_person(page)
+    page = _require_person(page, rt)
     call(page, consent.revoke, consent_id, page.caller, rt)
     return redirect(f"{PREFIX}/person", done="person_done_revoked")
 
 
 @router.post("/person/report", response_class=HTMLResponse)
 def person_report(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
-    page = _require_person(page)
+    page = _require_person(page, rt)
     report = call(page, persons.free_report, page.caller, rt)
     return render(
         page, page.request, "person_report.html", report=report, actions=_ACTIONS_ZH, purposes=_labels(page)
     )
+
+
+@router.post("/person/decisions/explain", response_class=HTMLResponse)
+def person_explain(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
+    """PIPL Art. 24: why a bank's approved model assessed the person as it did, in plain words."""
+    page = _require_person(page, rt)
+    body = ExplainIn.model_validate(
+        {"bank_org_id": one(form, "bank_org_id"), "model_digest": one(form, "model_digest")}
+    )
+    why = call(page, scoring.explain_decision, body, page.caller, rt)
+    names = {
+        d.feature: (_FEATURES_ZH.get(d.feature, d.description) if page.lang == "zh" else d.description)
+        for d in why.drivers
+    }
+    return render(page, page.request, "person_explain.html", why=why, names=names, purposes=_labels(page))
+
+
+@router.post("/person/erase", response_class=HTMLResponse)
+def person_erase(page: WebDep, rt: RuntimeDep, form: FormDep) -> Response:
+    """PIPL Art. 47 (and Art. 15: withdrawal as easy as consent): one confirmed tap deletes the person's data."""
+    page = _require_person(page, rt)
+    if one(form, "confirm") != "yes":
+        raise InvalidInput("tick the box to confirm / 请勾选确认")
+    done = call(page, persons.erase, ErasureIn(confirm=True), page.caller, rt)
+    return render(page, page.request, "person_erased.html", done=done)

@@ -67,6 +67,7 @@ class Client:
         from pps_client._resources.ledger import Ledger
         from pps_client._resources.models import Models
         from pps_client._resources.objections import Objections
+        from pps_client._resources.persons import Decisions, Persons
         from pps_client._resources.psi import PSI
         from pps_client._resources.repairs import Repairs
         from pps_client._resources.reports import Reports
@@ -83,6 +84,8 @@ class Client:
         self.jobs = Jobs(self)
         self.psi = PSI(self)
         self.scoring = Scoring(self)
+        self.persons = Persons(self)
+        self.decisions = Decisions(self)
         self.aggregates = Aggregates(self)
         self.enclave = Enclave(self)
         self.sealed = Sealed(self)

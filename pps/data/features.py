@@ -171,6 +171,12 @@ class FeatureStore:
         self.clock: Callable[[], datetime.datetime] = utcnow
         """what "now" is for the records' periods (tests move it)"""
 
+    def clear(self) -> None:
+        """Drop every cached table (after an erasure: no copy of the erased subject's features stays in
+        memory; the next use rebuilds from the new versions)."""
+        with self._lock:
+            self._cache.clear()
+
     def _records_key(self, session: Session, binding: SourceBinding) -> tuple[str, str, int] | None:
         """What identifies the records in use: the exclusions written so far and the day (periods end by
         date). None without a records source."""

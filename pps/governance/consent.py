@@ -38,6 +38,7 @@ from pps.infra.storage.tables import (
     ConsentState,
     Dataset,
     Organization,
+    Person,
     Role,
     SubjectKey,
     new_id,
@@ -124,8 +125,10 @@ def check_purpose(purpose: str) -> str:
     return purpose
 
 
-def _refuse_person_without_separate_grant(subject: str, separate_grant: bool) -> None:
-    if subject[:1] == "P" and not separate_grant:  # a person code (pps.identity.persons.is_person_code)
+def _refuse_person_without_separate_grant(session: Session, subject: str, separate_grant: bool) -> None:
+    # a person code, or an individual business (USCC 92...) onboarded with its owner: pps.identity.persons
+    personal = subject[:1] == "P" or (subject[:2] == "92" and session.get(Person, subject) is not None)
+    if personal and not separate_grant:
         raise SeparateConsentRequired(
             "a person's consent needs separate grants (PIPL Art. 23, 29; 征信业管理条例 Art. 14): give it "
             "through POST /v1/persons/me/consents, which takes them",
@@ -279,7 +282,7 @@ class ConsentService:
         now = now or utcnow()
         if subject.role is not Role.subject or subject.uscc is None:
             raise InvalidInput("only an enterprise (a subject organisation) can give consent")
-        _refuse_person_without_separate_grant(subject.uscc, separate_grant)
+        _refuse_person_without_separate_grant(session, subject.uscc, separate_grant)
         # the terms first (a malformed grant is told what is wrong with it), then the subject's signature
         self._bank(session, bank_org_id)
         self._check_terms(
@@ -429,7 +432,7 @@ class ConsentService:
         """The subject approves a bank's request, signing its terms (by consent id) with its own key."""
         if consent.state is not ConsentState.requested:
             raise Conflict(f"consent {consent.id} is {consent.state.value}, not awaiting a decision")
-        _refuse_person_without_separate_grant(consent.subject_uscc, separate_grant)
+        _refuse_person_without_separate_grant(session, consent.subject_uscc, separate_grant)
         now = now or utcnow()
         if consent.valid_until <= now:
             raise Conflict(f"consent request {consent.id} has expired; the bank must ask again")

@@ -34,7 +34,7 @@ from pps.data.datasets.schema import DatasetSchema, Sensitivity
 from pps.errors import FreeReportsExhausted, InvalidInput, SeparateConsentRequired
 from pps.governance.consent import ConsentService, Terms, check_purpose
 from pps.governance.signatures import SignedAction
-from pps.identity.persons import is_person_code
+from pps.identity.persons import is_individual_business, is_person_code
 from pps.infra.storage.tables import (
     Consent,
     Dataset,
@@ -491,6 +491,10 @@ def person_deny_reasons(
     """For subjects the consent check allowed (subject -> consent id): for each person among them, the reason
     to deny instead, if a person's rule is not met (what :class:`pps.governance.policy.PolicyEngine` asks)."""
     persons = {s: c for s, c in consent_ids.items() if is_person_code(s)}
+    businesses = [s for s in consent_ids if is_individual_business(s)]
+    if businesses:  # individual businesses onboarded with their owner (PersonRegistry.onboard_business)
+        owned = set(session.scalars(select(Person.code).where(Person.code.in_(businesses))))
+        persons |= {s: consent_ids[s] for s in businesses if s in owned}
     if not persons:
         return {}
     reasons: dict[str, str] = {}

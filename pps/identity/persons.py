@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from pps.errors import Conflict, InvalidInput, NotFound
 from pps.identity.service import IdentityService
-from pps.identity.uscc import ALPHABET, new_uscc
+from pps.identity.uscc import ALPHABET, new_uscc, validate_uscc
 from pps.infra.keys import load_or_create_secret
 from pps.infra.storage.tables import Organization, Person, Role, utcnow
 from pps.ledger.entry import Actor, EntryDraft, ObjectRef
@@ -53,6 +53,25 @@ KIND_NAMES_ZH = {PersonKind.household: "农牧户", PersonKind.individual_busine
 def is_person_code(code: str) -> bool:
     """Whether a subject key is a person code (a pseudonym), not an enterprise's USCC."""
     return code[:1] == PERSON_AUTHORITY
+
+
+INDIVIDUAL_BUSINESS_PREFIX = "92"
+"""GB 32100: registration authority 9 (market regulation), organisation type 2 (个体工商户)."""
+
+
+def is_individual_business(uscc: str) -> bool:
+    """Whether a USCC is an individual business's (prefix 92): its owner is a natural person."""
+    return uscc[:2] == INDIVIDUAL_BUSINESS_PREFIX
+
+
+def is_personal(session: Session, subject: str) -> bool:
+    """Whether ``subject`` is handled with the person rules: a person code, or the USCC of an individual business
+    (个体工商户, owned by a natural person — its tax, utilities and court data are the owner's personal
+    information under PIPL) that the operator onboarded with its owner (:meth:`PersonRegistry.onboard_business`).
+    """
+    if is_person_code(subject):
+        return True
+    return is_individual_business(subject) and session.get(Person, subject) is not None
 
 
 class Pseudonymizer:
@@ -126,6 +145,66 @@ class PersonRegistry:
                 subjects=(code,),
                 request_id=request_id,
                 detail={"kind": kind.value, "id_masked": masked},
+            ),
+            now=now,
+        )
+        return Onboarded(person, org)
+
+    def onboard_business(
+        self,
+        session: Session,
+        *,
+        uscc: str,
+        owner_resident_id: str,
+        actor: Actor,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Onboarded:
+        """An individual business (USCC prefix 92) whose owner is a natural person: the business is the subject
+        (its data is keyed by its USCC) and is handled with the person rules; the owner's ID number is checked
+        and kept only masked. The subject organisation of that USCC is used if it exists, else created."""
+        uscc = validate_uscc(uscc)
+        if not is_individual_business(uscc):
+            raise InvalidInput(
+                f"{uscc} is not an individual business's code (GB 32100: an individual business's starts with 92)"
+            )
+        number = validate_resident_id(owner_resident_id)
+        masked = mask_resident_id(number)
+        del number
+        if session.get(Person, uscc) is not None:
+            raise Conflict(f"this individual business is already handled as a person ({uscc})")
+        now = now or utcnow()
+        org = session.execute(select(Organization).where(Organization.uscc == uscc)).scalar_one_or_none()
+        if org is None:
+            org = self.identity.create_org(
+                session,
+                name=f"{KIND_NAMES_ZH[PersonKind.individual_business]} {masked} ({uscc[-6:]})",
+                role=Role.subject,
+                uscc=uscc,
+                actor=actor,
+                request_id=request_id,
+                now=now,
+            )
+        elif org.role is not Role.subject:
+            raise Conflict(f"organisation {org.id} with code {uscc} is not a data subject")
+        person = Person(
+            code=uscc,
+            org_id=org.id,
+            kind=PersonKind.individual_business.value,
+            id_masked=masked,
+            created_at=now,
+        )
+        session.add(person)
+        session.flush()
+        self.identity.ledger.append(
+            session,
+            EntryDraft(
+                action="person.onboard",
+                actor=actor,
+                objects=(ObjectRef("org", org.id),),
+                subjects=(uscc,),
+                request_id=request_id,
+                detail={"kind": PersonKind.individual_business.value, "id_masked": masked, "by": "uscc"},
             ),
             now=now,
         )

@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
@@ -38,13 +39,15 @@ from enclave_sim import errors as ee
 from enclave_sim.core import signed_bytes
 from enclave_sim.jobs import GradedScoreJob, ModelApprovalJob
 from enclave_sim.model_check import ModelPolicy
-from models.features import FEATURE_RESOLUTION
+from models.features import FEATURE_RESOLUTION, FEATURES
+from models.households import HOUSEHOLD_FEATURE_RESOLUTION, HOUSEHOLD_FEATURES
 from pps.data.features import FeatureStore, admit_on_features
 from pps.errors import EnclaveUnavailable, InvalidInput, ModelNotApproved, ModelRefused, ProvisioningFailed
 from pps.governance.consent import check_purpose
 from pps.governance.disclosure import DisclosureAccounting, granularity_of
 from pps.governance.policy import PolicyEngine, Request
 from pps.governance.release import Gate
+from pps.identity.persons import is_person_code
 from pps.identity.uscc import validate_uscc
 from pps.infra.jobs import JobContext, JobOutcome, JobService
 from pps.infra.storage.db import Database
@@ -60,8 +63,16 @@ GRADED_MEDIA_TYPE = "application/vnd.pps.enclave-release+json"
 SERVICE = Actor(None, "service", "job")
 MAX_GRADED_SUBJECTS = 100_000
 MAX_SAMPLE = 5_000
-"""Enterprises the policy's shares are computed on (a fixed-seed sample when the platform has more: every
-feature goes to the enclave, since the host does not know which the model reads)."""
+"""Subjects of each population the policy's shares are computed on (a fixed-seed sample when the platform has
+more: every feature goes to the enclave, since the host does not know which the model reads)."""
+RESOLUTION: dict[str, float] = {**FEATURE_RESOLUTION, **HOUSEHOLD_FEATURE_RESOLUTION}
+"""The published resolution of every feature a model may read."""
+POPULATIONS: dict[str, tuple[str, ...]] = {
+    "enterprise": tuple(FEATURES),
+    "household": tuple(HOUSEHOLD_FEATURES),
+}
+"""Which features describe which kind of subject: a model reads one kind's (households are persons, keyed by
+person codes, :mod:`pps.identity.persons`)."""
 
 
 def approval_public(row: ModelApproval) -> dict[str, Any]:
@@ -100,7 +111,8 @@ class ModelApprovalService:
         return {
             "policy": self.policy.as_dict(),
             "digest": self.policy.digest(),
-            "resolution": dict(FEATURE_RESOLUTION),
+            "resolution": dict(RESOLUTION),
+            "populations": {k: list(v) for k, v in POPULATIONS.items()},
         }
 
     def record_policy(self, session: Session) -> None:
@@ -126,16 +138,23 @@ class ModelApprovalService:
     # --- approval -------------------------------------------------------------------------------------
 
     def _sample(self) -> bytes:
+        """Up to :data:`MAX_SAMPLE` subjects of each population (enterprises, households), every feature, keyed
+        ``"<population>:<n>"``: the distribution, not whose it is. The enclave checks a model on the population
+        whose features it reads (a household's enterprise features are 0, and the other way round)."""
         with self.db.transaction(write=False) as session:
             table = self.features.table(session)
-        n = len(table.usccs)
-        rows = np.arange(n)
-        if n > MAX_SAMPLE:
-            rows = np.sort(np.random.default_rng(0).choice(n, size=MAX_SAMPLE, replace=False))
-        names = sorted(table.values)
-        keys = [f"r{i}" for i in range(len(rows))]  # the distribution, not whose it is
+        person = np.fromiter((is_person_code(u) for u in table.usccs), dtype=bool, count=len(table.usccs))
+        keys: list[str] = []
+        picked: list[npt.NDArray[np.int64]] = []
+        for pop, mask in (("enterprise", ~person), ("household", person)):
+            rows = np.flatnonzero(mask)
+            if len(rows) > MAX_SAMPLE:
+                rows = np.sort(np.random.default_rng(0).choice(rows, size=MAX_SAMPLE, replace=False))
+            keys.extend(f"{pop}:{i}" for i in range(len(rows)))
+            picked.append(rows)
+        rows = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
         cols = {}
-        for name in names:
+        for name in sorted(table.values):
             v = table.values[name][rows]
             cols[name] = [None if not np.isfinite(x) else float(x) for x in v]
         return table_bytes(keys, cols)
@@ -177,7 +196,13 @@ class ModelApprovalService:
                 handle,
                 job=kind,
                 slot="policy",
-                data=json.dumps({"policy": self.policy.as_dict(), "resolution": FEATURE_RESOLUTION}).encode(),
+                data=json.dumps(
+                    {
+                        "policy": self.policy.as_dict(),
+                        "resolution": RESOLUTION,
+                        "populations": {k: list(v) for k, v in POPULATIONS.items()},
+                    }
+                ).encode(),
             )
             host.supply(handle, job=kind, slot="prior", data=json.dumps(prior).encode())
             _release, plain = host.run(handle, params={}, output=declared)

@@ -20,7 +20,7 @@ from pps.infra.storage.tables import Role, new_id
 from pps.ledger.entry import OPERATOR, Actor
 from pps.runtime import Runtime
 from tests.conftest import OrgFactory, OrgHandle
-from tests.helpers import signed, signed_body, signed_decision, subject_key
+from tests.helpers import first_token, signed, signed_body, signed_decision, subject_key
 
 ROUTES = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
 ROUTE_IDS = [f"{sorted(r.methods)[0]} {r.path}" for r in ROUTES]
@@ -89,6 +89,8 @@ class Party:
     repairs: dict[str, str]
     person: Party
     """(the subject party) a household on the platform: the /v1/persons/me routes are a person's"""
+    erasable: Party
+    """(the person party) another household, which erases its data (the erasure closes its account)"""
     bodies: dict[str, Any]
     jobs: dict[str, str]
     federations: dict[str, str]
@@ -190,6 +192,9 @@ def parties(
     }
     # a small synthetic registry (every column the feature store reads), for the jobs and models below
     synthetic = generate(12, 7).registry
+    synthetic.columns["uscc"][0] = (
+        subject.org.uscc
+    )  # the subject is registered: its decisions can be explained
     registry = made[Role.data_provider].client.post(
         "/v1/datasets", json={"name": "registry", "schema": synthetic.schema}
     )
@@ -205,7 +210,7 @@ def parties(
     objected, objections = _objections(made)
     repairs, repair_bodies = _repairs(made, tmp_path)
     enclave_job = _enclave_job_body(runtime)
-    approval_bodies = _approval_bodies(runtime, bank.org.id)
+    approval_bodies = _approval_bodies(runtime, bank.org.id, subject.org.uscc)
     sealed = _sealed_bodies(runtime, made, terms)
     federations, frame, enclave_input = _federations(runtime, made)
     models, trainings, model_bodies = _models(runtime, made, synthetic.columns["uscc"].tolist())
@@ -377,7 +382,26 @@ def _person(
         "POST /v1/persons/notices": {"code": code, "dataset_id": provider.dataset_id, "text": "matrix"},
         "POST /v1/impact-assessments": assessment,
         "POST /v1/household-ratings/query": {"purpose": "loan_underwriting", "subjects": [code]},
+        "POST /v1/persons/me/erase": {"confirm": True},
     }
+    # the erasure closes the person's account: a second household asks for it, so the first stays usable
+    with runtime.db.transaction() as s:
+        leaving = runtime.persons.onboard(
+            s, resident_id=make_resident_id("63282119800101456"), kind=PersonKind.household, actor=OPERATOR
+        )
+        leaving_token = first_token(runtime, s, leaving.org, label="matrix")
+    person.erasable = Party(
+        OrgHandle(
+            leaving.org.id,
+            leaving.org.name,
+            Role.subject,
+            leaving.person.code,
+            leaving_token.secret,
+            leaving_token.token.id,
+        ),
+        http,
+        make_org(Role.bank),
+    )
     return person, bodies
 
 
@@ -642,9 +666,10 @@ def _provisioned(
     }
 
 
-def _approval_bodies(runtime: Runtime, bank: str) -> dict[str, Any]:
+def _approval_bodies(runtime: Runtime, bank: str, subject: str) -> dict[str, Any]:
     """A model that passes the policy on the small registry (three registry features, equal shares), approved
-    once here (for the graded request) and provisioned once more for the approval route itself."""
+    once here (for the graded request), provisioned once more for the approval route itself, and counted as
+    disclosed about ``subject`` (for the explanation route)."""
     import json
 
     from cryptography.hazmat.primitives import serialization
@@ -671,6 +696,10 @@ def _approval_bodies(runtime: Runtime, bank: str) -> dict[str, Any]:
         actor=Actor(bank, "bank", "api"),
     )
     quote_hash_2, blob_2 = _provisioned(runtime, "model_approval", model, release, None)
+    with runtime.db.transaction() as s:
+        runtime.disclosures.spend(
+            s, bank=bank, subjects=[subject], model_digest=row.model_digest, granularity={subject: "score"}
+        )
     recipient = (
         X25519PrivateKey.generate()
         .public_key()
@@ -680,6 +709,7 @@ def _approval_bodies(runtime: Runtime, bank: str) -> dict[str, Any]:
     quote_hash_3, blob_3 = _provisioned(runtime, "graded_score", request, ("scores", "summary"), recipient)
     return {
         "POST /v1/scoring/approvals": {"quote_hash": quote_hash_2, "model": blob_2},
+        "POST /v1/me/decisions/explain": {"bank_org_id": bank, "model_digest": row.model_digest},
         "POST /v1/scoring/graded": {
             "approval_id": row.id,
             "purpose": "loan_underwriting",
@@ -960,6 +990,9 @@ def test_role_route_matrix(parties: dict[Role, Party], http: Callable[..., httpx
             n += 1
             if role is Role.subject and route.path.startswith("/v1/persons/me"):
                 party = party.person
+                if route.path == "/v1/persons/me/erase":
+                    party.erasable.bodies = party.bodies
+                    party = party.erasable
             r = call(party.client, route, party.fill(route.path, sorted(route.methods)[0]), n, party.bodies)
             allowed = not roles or role in roles
             if allowed and r.status_code not in (200, 201, 202):

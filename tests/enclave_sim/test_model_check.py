@@ -479,3 +479,94 @@ def test_the_enclave_approves_and_encrypts_a_scorecard(
     )
     want = card.base_points + card.contributions({n: x[:, j] for j, n in enumerate(names)}).sum(axis=1)
     np.testing.assert_allclose(got.raw, want, atol=1e-3)
+
+
+# --- households: the model is checked on the population whose features it reads ------------------------------
+
+
+def _households() -> tuple[Any, list[str], dict[str, np.ndarray[Any, Any]], dict[str, list[str]]]:
+    from models.households import HOUSEHOLD_FEATURE_RESOLUTION, HOUSEHOLD_FEATURES, generate_households
+    from models.households import household_features as hh_features
+
+    data = generate_households(400, 5, months=12)
+    _codes, hh = hh_features(data.ratings.columns, data.production.columns)
+    hh = {
+        n: np.round(v / HOUSEHOLD_FEATURE_RESOLUTION[n]) * HOUSEHOLD_FEATURE_RESOLUTION[n]
+        if HOUSEHOLD_FEATURE_RESOLUTION[n] > 0
+        else v
+        for n, v in hh.items()
+    }
+    ent = generate(300, 6, months=12)
+    _u, ef = enterprise_features(ent)
+    n_e, n_h = len(_u), len(_codes)
+    sample = {n: np.concatenate([np.nan_to_num(ef[n]), np.zeros(n_h)]) for n in FEATURES}
+    sample |= {n: np.concatenate([np.zeros(n_e), hh[n]]) for n in HOUSEHOLD_FEATURES}
+    keys = [f"enterprise:{i}" for i in range(n_e)] + [f"household:{i}" for i in range(n_h)]
+    populations = {"enterprise": list(FEATURES), "household": list(HOUSEHOLD_FEATURES)}
+    return data, keys, sample, populations
+
+
+def test_a_household_model_is_checked_on_the_households_and_an_honest_one_passes() -> None:
+    from enclave_sim.model_check import population_sample
+    from models.households import HOUSEHOLD_FEATURE_RESOLUTION, household_model
+
+    data, keys, sample, populations = _households()
+    resolution = {**FEATURE_RESOLUTION, **HOUSEHOLD_FEATURE_RESOLUTION}
+    model = parse_model(household_model(data))
+    pop, rows = population_sample(model, keys, sample, populations)
+    assert pop == "household" and len(rows["hh_grade_score"]) == 400 and "tax_filing_ratio" not in rows
+    verdict = verify_model(model, POLICY, rows, resolution)
+    assert max(verdict.shares.values()) <= POLICY.max_share
+    # over every subject (enterprises' household features are 0) the shares would be another model's
+    diluted = check_model(model, POLICY, sample, resolution)
+    assert diluted.shares != verdict.shares
+    # the same model leaning on the grade (as a plain fit does): refused as reading it back
+    plain = household_model(data)
+    plain["weights"]["hh_grade_score"] *= 4
+    refusal = check_model(parse_model(plain), POLICY, rows, resolution)
+    assert any("hh_grade_score carries" in r for r in refusal.reasons), refusal.reasons
+
+
+def test_a_model_over_two_populations_or_none_is_refused() -> None:
+    from enclave_sim.model_check import population_sample
+
+    _data, keys, sample, populations = _households()
+    mixed = parse_model({"kind": "logistic", "weights": {"hh_grade_score": -1.0, "tax_filing_ratio": -1.0}})
+    with pytest.raises(ModelRefused, match="one kind of subject"):
+        population_sample(mixed, keys, sample, populations)
+    with pytest.raises(ProvisioningError, match="no feature"):
+        population_sample(parse_model({"kind": "logistic", "weights": {"x": 1.0}}), keys, sample, populations)
+    only_firms = [k for k in keys if k.startswith("enterprise:")]
+    hh = parse_model({"kind": "logistic", "weights": {"hh_grade_score": -1.0}})
+    with pytest.raises(ModelRefused, match="no household"):
+        population_sample(hh, only_firms, {n: v[: len(only_firms)] for n, v in sample.items()}, populations)
+
+
+def test_household_log_amounts_are_read_back_at_the_log_floor() -> None:
+    """``hh_log_*`` features are log1p amounts like the enterprises' ``log_*``: read back means pinned within
+    20 % of the *amount* (``log1p(0.2)`` in log units), the same rule for households as for enterprises."""
+    from enclave_sim.model_check import _readback_floor, population_sample
+    from models.households import HOUSEHOLD_FEATURE_RESOLUTION
+
+    _data, keys, sample, populations = _households()
+    x = sample["hh_log_livestock"][[k.startswith("household:") for k in keys]]
+    assert _readback_floor("hh_log_livestock", x, 0.05, 0.2) == pytest.approx(np.log1p(0.2))
+    assert _readback_floor("log_sales_mean_last6", x, 0.05, 0.2) == pytest.approx(np.log1p(0.2))
+
+    def verdict(flag_weight: float) -> tuple[str, ...]:
+        crafted = parse_model(
+            {
+                "kind": "logistic",
+                "weights": {
+                    "hh_log_livestock": 1.0,
+                    "hh_insured": flag_weight,
+                    "hh_cooperative_member": flag_weight,
+                    "hh_family_farm": flag_weight,
+                },
+            }
+        )
+        _pop, rows = population_sample(crafted, keys, sample, populations)
+        return check_model(crafted, ModelPolicy(max_share=1.0), rows, HOUSEHOLD_FEATURE_RESOLUTION).reasons
+
+    assert any("hides hh_log_livestock" in r for r in verdict(0.02))  # the flags hide it within 2 %: refused
+    assert not any("hides hh_log_livestock" in r for r in verdict(0.5))  # hidden beyond 20 % of the amount

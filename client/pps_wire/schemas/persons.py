@@ -14,8 +14,17 @@ from pps_wire.schemas.consent import ConsentGrant, SubjectSignatureIn
 
 
 class PersonCreate(Request):
-    resident_id: str = Field(min_length=18, max_length=20, description="GB 11643 resident ID number")
+    resident_id: str = Field(
+        min_length=18, max_length=20, description="GB 11643 resident ID number (of the owner, with uscc)"
+    )
     kind: Literal["household", "individual_business"]
+    uscc: str | None = Field(
+        None,
+        min_length=18,
+        max_length=18,
+        description="an individual business's USCC (prefix 92): the business becomes the subject, handled with "
+        "the person rules; kind must be individual_business",
+    )
 
 
 class PersonPublic(Response):
@@ -123,3 +132,17 @@ class RatingAnswerOut(Response):
     grade: str | None = None
     rated_on: str | None = None
     denied: str | None = Field(None, description="why no rating was released for this household")
+
+
+class ErasureIn(Request):
+    confirm: bool = Field(description="true: withdraw every consent and delete my data (PIPL Art. 47)")
+
+
+class ErasedOut(Response):
+    code: str
+    consents_ended: int
+    datasets: int
+    rows_removed: int
+    versions_shredded: int
+    records_deleted: int
+    erased_at: datetime

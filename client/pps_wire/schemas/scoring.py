@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -135,3 +136,53 @@ class GradedScoringIn(Request):
     quote_hash: str = Field(pattern=HEX64, description="the quote the request was encrypted for")
     request: ProvisionedIn = Field(description='{"model_digest": ...} provisioned to job graded_score')
     recipient_key: str = Field(pattern=HEX64, description="hex X25519 public key the scores are encrypted to")
+
+
+# --- explanations of automated decisions (PIPL Art. 24) --------------------------------------------------------
+
+
+class AutomatedDecisionOut(Response):
+    """``GET /v1/me/decisions``: one approved model whose output about you reached a bank."""
+
+    bank_org_id: str
+    bank: str
+    model_digest: str
+    approval_id: str | None
+    granularity: str = Field(description="what the bank got: decision, grade or score")
+    first_at: datetime
+    last_at: datetime
+    releases: int
+    purposes: list[str] = Field(description="what the results were used for (the purposes of the releases)")
+    explainable: bool = Field(description="the enclave holds the approved model, so it can be explained")
+
+
+class ExplainIn(Request):
+    bank_org_id: str = Field(max_length=40)
+    model_digest: str = Field(pattern=HEX64)
+
+
+class Driver(Response):
+    feature: str
+    description: str
+    direction: Literal["raises", "lowers"] = Field(description="raises or lowers your estimated risk")
+    share: float = Field(description="its share of what moved your score from the average, rounded to 10 %")
+
+
+class ExplanationOut(Response):
+    """``POST /v1/me/decisions/explain``: why an approved model scored you as it did, computed in the enclave."""
+
+    bank_org_id: str
+    bank: str
+    approval_id: str
+    model_digest: str
+    purposes: list[str]
+    features: list[str] = Field(description="every feature the model reads")
+    population: str = Field(description="whom your features were compared with: enterprise or household")
+    drivers: list[Driver]
+    result: dict[str, Any] = Field(
+        description="the result at the granularity the bank was given, recomputed on your current data"
+    )
+    granularity: str
+    signature: str = Field(description="the enclave's Ed25519 signature over the explanation")
+    signing_key: str
+    explained_at: datetime

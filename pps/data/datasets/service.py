@@ -34,6 +34,7 @@ from pps.infra.storage.tables import (
     Dataset,
     DatasetChunk,
     DatasetVersion,
+    Person,
     PersonNotice,
     SealedDataset,
     new_id,
@@ -238,11 +239,14 @@ class DatasetService:
         types = {c.name: c.type for c in schema.columns}
         chunk_index = 0
         persons_named: set[str] = set()
-        needs_notice = schema.negative and types[schema.subject_key] is ColumnType.resident_id
+        persons_keyed = types[schema.subject_key] is ColumnType.resident_id
+        needs_notice = schema.negative and persons_keyed
         for chunk in read_chunks(stream, fmt, chunker):
             rows = len(chunk[schema.subject_key])
-            if needs_notice:
+            if persons_keyed:
                 persons_named.update(chunk[schema.subject_key])
+            else:  # individual businesses (92...) that may have been erased as persons
+                persons_named.update(k for k in chunk[schema.subject_key] if str(k)[:2] == "92")
             conn.execute(
                 insert(DatasetChunk),
                 [
@@ -262,6 +266,8 @@ class DatasetService:
             )
             chunk_index += 1
         if persons_named:
+            self._check_erased(session, persons_named)
+        if persons_named and needs_notice:
             self._check_notices(session, ds, persons_named, now)
         version.row_count = chunker.rows
         version.chunk_count = chunk_index
@@ -285,6 +291,19 @@ class DatasetService:
             now=now,
         )
         return version
+
+    @staticmethod
+    def _check_erased(session: Session, codes: set[str]) -> None:
+        """No rows about a person who had its data erased (PIPL Art. 47): the provider must drop them."""
+        erased = sorted(  # few persons erase: intersect here rather than bind every code of the upload
+            codes & set(session.scalars(select(Person.code).where(Person.erased_at.is_not(None))))
+        )
+        if erased:
+            raise UploadRejected(
+                f"upload refused, nothing stored: {len(erased)} person(s) in it asked for their data to be "
+                "deleted (PIPL Art. 47); remove their rows and upload again",
+                details={"erased_persons": erased[:50], "count": len(erased)},
+            )
 
     def _check_notices(self, session: Session, ds: Dataset, codes: set[str], now: datetime) -> None:
         """Negative information about a person only after the provider told that person (Art. 15)."""
@@ -560,6 +579,118 @@ class DatasetService:
             now=now,
         )
         return Correction(version, old.version, changed)
+
+    # --- erasure of one subject (PIPL Art. 47) ---------------------------------------------------------
+
+    def erase_subject(
+        self,
+        session: Session,
+        ds: Dataset,
+        code: str,
+        *,
+        actor: Actor,
+        request_id: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[int, list[int]] | None:
+        """Delete every row of subject ``code`` from dataset ``ds``: ``(rows removed, versions shredded)``, or
+        None when no readable version holds it.
+
+        Data keys are per version, not per subject, so the subject's rows cannot be shredded alone: the current
+        version is copied without them into a new version under a new data key, then every version that held
+        them (the old current one included) is crypto-shredded — its chunks and wrapped key deleted, as
+        :meth:`delete` does for a whole dataset. Versions without the subject stay. The ledger entry
+        ``dataset.erase_subject`` names the subject (its pseudonymous code), the versions and the counts.
+        """
+        if ds.deleted_at is not None or session.get(SealedDataset, ds.id) is not None:
+            return None
+        session.execute(select(Dataset.id).where(Dataset.id == ds.id).with_for_update())
+        session.refresh(ds)
+        key = DatasetSchema.model_validate_json(ds.schema_json).subject_key
+        holding = []
+        for v in self.versions(session, ds.id):
+            if v.wrapped_dek is None:
+                continue
+            keys = np.asarray(self.read_columns(session, v, [key])[key].values, dtype=object)
+            if bool((keys == code).any()):
+                holding.append(v)
+        if not holding:
+            return None
+        now = now or utcnow()
+        current = self.current(session, ds)
+        removed = 0
+        detail: dict[str, Any] = {}
+        if current is not None and any(v.version == current.version for v in holding):
+            schema = DatasetSchema.model_validate_json(current.schema_json)
+            types = {c.name: c.type for c in schema.columns}
+            cols = self.read_columns(session, current, list(types))
+            keep = np.flatnonzero(np.asarray(cols[key].values, dtype=object) != code)
+            removed = current.row_count - len(keep)
+            number = self._next_version(session, ds.id)
+            dek = new_data_key()
+            wrapped = self.kms.wrap(dek, codec.dek_aad(ds.id, number))
+            size = current.chunk_rows
+            chunks = (len(keep) + size - 1) // size
+            version = DatasetVersion(
+                dataset_id=ds.id,
+                version=number,
+                schema_json=current.schema_json,
+                format="erasure",
+                row_count=len(keep),
+                chunk_rows=size,
+                chunk_count=chunks,
+                kek_version=wrapped.kek_version,
+                wrapped_dek=wrapped.blob,
+                created_at=now,
+            )
+            session.add(version)
+            session.flush()
+            conn = session.connection()
+            for index in range(chunks):
+                part = keep[index * size : (index + 1) * size]
+                conn.execute(
+                    insert(DatasetChunk),
+                    [
+                        {
+                            "dataset_id": ds.id,
+                            "version": number,
+                            "column": name,
+                            "chunk": index,
+                            "ciphertext": codec.seal(
+                                dek,
+                                codec.chunk_aad(ds.id, number, name, index, len(part)),
+                                codec.encode(types[name], [_py(cols[name], int(i)) for i in part]),
+                            ),
+                        }
+                        for name in types
+                    ],
+                )
+            ds.current_version = number
+            detail = {"from_version": current.version, "version": number, "kek_version": wrapped.kek_version}
+        shredded = sorted(v.version for v in holding)
+        session.execute(
+            delete(DatasetChunk).where(DatasetChunk.dataset_id == ds.id, DatasetChunk.version.in_(shredded))
+        )
+        session.execute(
+            update(DatasetVersion)
+            .where(DatasetVersion.dataset_id == ds.id, DatasetVersion.version.in_(shredded))
+            .values(wrapped_dek=None, kek_version=None, shredded_at=now)
+        )
+        session.flush()
+        for v in holding:
+            session.expire(v)
+        self.ledger.append(
+            session,
+            EntryDraft(
+                action="dataset.erase_subject",
+                actor=actor,
+                objects=(ObjectRef("dataset", ds.id),),
+                subjects=(code,),
+                request_id=request_id,
+                detail={**detail, "rows_removed": removed, "versions_shredded": shredded},
+            ),
+            now=now,
+        )
+        return removed, shredded
 
     # --- shredding and keys --------------------------------------------------------------------------
 

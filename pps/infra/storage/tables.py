@@ -944,8 +944,10 @@ class Person(Base):
     kind: Mapped[str] = mapped_column(String(24))
     """``household`` (a farm or herding household) or ``individual_business`` (its owner)"""
     id_masked: Mapped[str] = mapped_column(String(18))
-    """first 6 and last 4 characters of the resident ID number, for display to the person"""
+    """first 6 and last 4 characters of the resident ID number, for display to the person (emptied on erasure)"""
     created_at: Mapped[datetime]
+    erased_at: Mapped[datetime | None]
+    """when the person's data was erased at its request (PIPL Art. 47); uploads naming it are refused since"""
 
 
 class PersonConsentTerms(Base):

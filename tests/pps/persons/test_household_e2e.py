@@ -15,17 +15,21 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from models.households import GRADE_SCORE, generate_households
+from models.households import GRADE_SCORE, HOUSEHOLD_MODEL_FEATURES, generate_households, household_model
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import Consent, FreeReport, Organization, Person, PersonConsentTerms, Role
 from pps.runtime import Runtime
 from pps_client import Client
+from pps_client._exceptions import Refused
 from pps_wire.resident_id import mask_resident_id
 from pps_wire.subject_sign import SubjectKey
 from protocols.he_scoring import BankScoringKey
+from tests.api.web.conftest import csrf_of, log_in
 from tests.conftest import OrgFactory, OrgHandle
 from tests.helpers import signed_body
 
@@ -56,6 +60,12 @@ def _count(rt: Runtime, table: Any) -> int:
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """As in production: encrypted scoring runs only models the enclave approved."""
+    return settings.model_copy(update={"unsafe_unapproved_models": False})
+
+
+@pytest.fixture
 def world(make_org: OrgFactory) -> dict[str, OrgHandle]:
     return {
         "admin": make_org(Role.platform_admin, "Qinghai credit platform operator (青信融)"),
@@ -70,6 +80,7 @@ def test_a_haixi_herding_household_end_to_end(
     settings: Settings,
     world: dict[str, OrgHandle],
     http: Callable[..., httpx.Client],
+    app: FastAPI,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -111,10 +122,11 @@ def test_a_haixi_herding_household_end_to_end(
     assert r.status_code == 403 and r.json()["error"]["code"] == "operator_bounded", r.text
     r = http(None).post("/v1/enrol", json={"code": person["enrolment_code"], "label": "phone"})
     assert r.status_code == 201, r.text
-    herder = http(r.json()["token"]["token"])
+    herder_token = r.json()["token"]["token"]
+    herder = http(herder_token)
     # its own consent-signing key, made on its phone, enrolled after the real-name check of the person itself
     herder_key = SubjectKey.generate()
-    Client(str(herder.base_url), r.json()["token"]["token"]).keys.enrol(
+    Client(str(herder.base_url), herder_token).keys.enrol(
         herder_key, representative_name="才让", representative_id=resident_id
     )
 
@@ -177,22 +189,135 @@ def test_a_haixi_herding_household_end_to_end(
     r = bank.post("/v1/household-ratings/query", json={"purpose": PURPOSE, "subjects": [code]})
     assert r.status_code == 200, r.text
     assert r.json()[0]["grade"] == expected_grade and r.json()[0]["denied"] is None
-    # --- encrypted 农牧贷 scoring: the bank's own model, under its own CKKS key, over household features ------
+    # --- encrypted 农牧贷 scoring with a model the enclave approved on the households' features ----------------
     bank_sdk = Client(str(bank.base_url), world["bank"].token)
     catalogue = {f.name: f for f in bank_sdk.scoring.features()}
     assert catalogue["hh_grade_score"].available and catalogue["hh_log_livestock"].available
-    weights = {"hh_grade_score": -0.6, "hh_log_livestock": -0.2}
     key = BankScoringKey.create()
-    scored = bank_sdk.scoring.score(key, key.encrypt_model(weights, 0.5), purpose=PURPOSE, subjects=[code])
-    livestock = float(ratings["livestock_units"][row])
-    x = np.array([GRADE_SCORE[expected_grade], np.round(np.log1p(livestock) / 0.05) * 0.05])
-    plain = 1 / (1 + np.exp(-(0.5 + x @ np.array(list(weights.values())))))
-    assert scored.subjects == [code] and abs(scored.as_dict()[code] - plain) < 1e-3
-    # a model reading a field the household did not grant (its subsidies): the household is not scored
-    other = bank_sdk.scoring.score(
-        key, key.encrypt_model({"hh_log_subsidies": 0.1}, 0.0), purpose=PURPOSE, subjects=[code]
+    vendor = runtime.enclave.vendor_public_key
+    # the bank's own encryption of a model is refused at the door (settings as in production)
+    with pytest.raises(Refused) as refusal:
+        bank_sdk.scoring.score(
+            key, key.encrypt_model({"hh_grade_score": -0.6}, 0.5), purpose=PURPOSE, subjects=[code]
+        )
+    assert refusal.value.code == "model_not_approved"
+    # a model concentrated on one household feature is refused in the enclave, naming it
+    with pytest.raises(Refused) as refusal:
+        bank_sdk.scoring.approve(
+            key, {"kind": "logistic", "weights": {"hh_log_livestock": 1.0}}, vendor_key=vendor
+        )
+    assert refusal.value.code == "model_refused" and "hh_log_livestock carries 100%" in str(refusal.value)
+    # a model reading an enterprise's and a household's features at once: no subject has both
+    with pytest.raises(Refused) as refusal:
+        bank_sdk.scoring.approve(
+            key,
+            {
+                "kind": "logistic",
+                "weights": {"hh_grade_score": -0.5, "hh_insured": -0.3, "tax_filing_ratio": -1.0},
+            },
+            vendor_key=vendor,
+        )
+    assert refusal.value.code == "model_refused" and "one kind of subject" in str(refusal.value)
+    # the bank's honest 农牧贷 scorecard (its weight spread over seven features): approved on the households
+    spec = household_model(data)
+    approval, encrypted = bank_sdk.scoring.approve(key, spec, vendor_key=vendor)
+    assert encrypted is not None and approval["verdict"]["approved"], approval
+    assert set(approval["features"]) == set(HOUSEHOLD_MODEL_FEATURES)
+    assert max(approval["verdict"]["shares"].values()) <= 0.6
+    # its consent covers the grade and livestock only: the approved model reads more, so it is not scored
+    scored = bank_sdk.scoring.score(key, encrypted, purpose=PURPOSE, subjects=[code])
+    assert scored.subjects == [] and scored.not_scored[0].reason == "field_not_covered"
+    # a second separate consent for the model's fields (the production survey's income too, after the warning)
+    read: dict[str, set[str]] = {}
+    for n in spec["weights"]:
+        for ds, fs in catalogue[n].datasets.items():
+            read.setdefault(ds, set()).update(fs)
+    model_scope = [{"dataset_id": ds, "fields": sorted(fs)} for ds, fs in sorted(read.items())]
+    # the SDK does what the portal does, signing with the household's own key
+    herder_sdk = Client(str(bank.base_url), herder_token, subject_key=herder_key)
+    valid_until = datetime.now(UTC) + timedelta(days=90)
+    wide = {"purpose": PURPOSE, "scope": model_scope, "operations": ["score"], "valid_until": valid_until}
+    shown = herder_sdk.persons.preview(world["bank"].id, granularity="score", **wide)  # type: ignore[arg-type]
+    assert shown.warning is not None and "sales_income" in shown.warning and shown.impact_assessed
+    consent = herder_sdk.persons.consent(
+        world["bank"].id,
+        shown=shown,
+        provide_to_bank=True,
+        granularity="score",
+        **wide,  # type: ignore[arg-type]
     )
-    assert other.subjects == [] and other.not_scored[0].reason == "field_not_covered"
+    assert consent.subject_uscc == code and consent.state == "active"
+    scored = bank_sdk.scoring.score(key, encrypted, purpose=PURPOSE, subjects=[code])
+    assert scored.subjects == [code], scored.not_scored
+    with runtime.db.transaction(write=False) as s:
+        table = runtime.features.table(s)
+    _found, rows, _ = table.rows([code])
+    z_subject = spec["bias"]
+    for n, w in spec["weights"].items():
+        p = spec["preprocess"][n]
+        z_subject += w * (float(table.values[n][rows[0]]) - p["center"]) / p["scale"]
+    # the approved model's logits carry noise at its release error (the k-models rule's assumption)
+    tolerance = max(1e-3, 5 * float(approval.get("release_error") or 0.0))
+    assert scored.raw is not None and abs(scored.raw[0] - z_subject) < tolerance, (tolerance, approval)
+    assert table.values["hh_grade_score"][rows[0]] == GRADE_SCORE[expected_grade]
+
+    # --- PIPL Art. 24: the household asks why; the enclave explains from the approved model ---------------------
+    decisions = herder_sdk.decisions.list()
+    assert [(d.bank_org_id, d.model_digest) for d in decisions] == [
+        (world["bank"].id, approval["model_digest"])
+    ]
+    assert (
+        decisions[0].purposes == [PURPOSE]
+        and decisions[0].explainable
+        and decisions[0].granularity == "score"
+    )
+    why = herder_sdk.decisions.explain(world["bank"].id, approval["model_digest"])
+    assert why.population == "household" and set(why.features) == set(HOUSEHOLD_MODEL_FEATURES)
+    assert 1 <= len(why.drivers) <= 3 and all(d.feature in HOUSEHOLD_MODEL_FEATURES for d in why.drivers)
+    assert all(round(d.share, 1) == d.share and 0 < d.share <= 1 for d in why.drivers)
+    # the drivers are this household's: the features whose contribution is furthest from the households' mean
+    with runtime.db.transaction(write=False) as s:
+        table = runtime.features.table(s)
+    households = [i for i, u in enumerate(table.usccs) if u.startswith("P")]
+    phi = {}
+    for n, w in spec["weights"].items():
+        p = spec["preprocess"][n]
+        z = (table.values[n] - p["center"]) / p["scale"] * w
+        phi[n] = float(z[rows[0]] - z[households].mean())
+    expected = sorted(phi, key=lambda n: -abs(phi[n]))[: len(why.drivers)]
+    assert [d.feature for d in why.drivers] == expected
+    assert all((d.direction == "raises") == (phi[d.feature] > 0) for d in why.drivers)
+    assert abs(why.result["pd"] - 1 / (1 + np.exp(-z_subject))) <= 0.006  # the score's resolution (0.01)
+    assert (
+        "weights" not in why.model_dump_json()
+        and str(spec["weights"]["hh_log_land"]) not in why.model_dump_json()
+    )
+    # only about a decision that was made, only by the subject
+    r = herder.post(
+        "/v1/me/decisions/explain", json={"bank_org_id": world["bank"].id, "model_digest": "0" * 64}
+    )
+    assert r.status_code == 404, r.text
+    assert bank.get("/v1/me/decisions").status_code == 403
+    # the same in the household's portal, in plain Chinese: the decision, then "为什么？"
+    portal = TestClient(app)
+    try:
+        assert log_in(portal, herder_token).status_code == 303
+        home = portal.get("/ui/person")
+        assert "银行对我的自动评估" in home.text and "为什么？给我解释" in home.text, home.text
+        r = portal.post(
+            "/ui/person/decisions/explain",
+            data={
+                "csrf": csrf_of(home.text),
+                "bank_org_id": world["bank"].id,
+                "model_digest": approval["model_digest"],
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert all(f'data-feature="{d.feature}"' in r.text for d in why.drivers)
+        assert "让您的风险变" in r.text and "农牧贷" in r.text
+        assert str(spec["weights"]["hh_log_land"]) not in r.text
+    finally:
+        portal.close()
     # the same data for a purpose the household did not consent to: denied
     r = bank.post("/v1/household-ratings/query", json={"purpose": "loan_underwriting", "subjects": [code]})
     assert r.json()[0]["grade"] is None
