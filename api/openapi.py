@@ -82,6 +82,8 @@ def _statuses(operation: dict[str, Any], method: str) -> list[int]:
         out.append(413)
     if not public:
         out += [401, 403]
+    elif operation.get("x-pps-credential-in-body"):
+        out.append(401)  # a public route that redeems a credential carried in its body (an enrolment code)
     return sorted(out)
 
 

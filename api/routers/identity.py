@@ -104,6 +104,7 @@ def create_org(body: OrgCreate, caller: Admin, rt: RuntimeDep) -> OrgCreated:
     "/enrol",
     status_code=status.HTTP_201_CREATED,
     dependencies=[PUBLIC],
+    openapi_extra={"x-pps-credential-in-body": True},
     summary="redeem a one-time enrolment code for the organisation's first API token (shown once)",
 )
 def enrol(body: EnrolIn, rt: RuntimeDep) -> Enrolled:
