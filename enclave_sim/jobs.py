@@ -432,6 +432,7 @@ class ModelApprovalJob(EnclaveJob):
             parse_any_model,
             population_sample,
             release_error,
+            same_population,
             verify_model,
         )
 
@@ -454,6 +455,7 @@ class ModelApprovalJob(EnclaveJob):
             population, sample = population_sample(model, keys, sample, populations)
         prior = [parse_any_model(m) for m in _json(self.inputs["prior"], "prior models")]
         prior = [m for m in prior if m.digest() != model.digest()]  # the same model again is no new read
+        prior = same_population(prior, sample)
         verdict = verify_model(model, policy, sample, resolution, prior)
         out: dict[str, Any] = {"sealed_model": model.as_dict()}
         encrypted_sha256 = None

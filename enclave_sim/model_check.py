@@ -436,6 +436,17 @@ def population_sample(
     return pop, {n: np.asarray(v)[rows] for n, v in sample.items() if n in names}
 
 
+def same_population(
+    prior: Sequence[PlainModel | PlainScorecard], sample: Mapping[str, FloatArray]
+) -> list[PlainModel | PlainScorecard]:
+    """The earlier models that read only features of ``sample``'s population (from :func:`population_sample`).
+
+    Only those can be combined with a new model against one subject: no subject has both kinds of features,
+    so an enterprise model says nothing about a household's features, and back. (Checking them together
+    would also be meaningless: their features are not columns of this sample.)"""
+    return [m for m in prior if all(n in sample for n in m.features)]
+
+
 # --- the check ---------------------------------------------------------------------------------------------
 
 

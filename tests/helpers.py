@@ -78,6 +78,18 @@ def signed_decision(key: Any, consent: dict[str, Any], action: str = "approve") 
     return {"signature": signed_action(key, doc)}
 
 
+def token_of_subject(rt: Any, uscc: str, label: str = "test") -> str:
+    """An API token of the subject ``uscc`` whose organisation exists already (it enrolled its consent-signing key
+    to grant): it redeems a fresh enrolment code, as a subject that lost its token would. Returns the secret."""
+    from sqlalchemy import select
+
+    from pps.infra.storage.tables import Organization
+
+    with rt.db.transaction() as session:
+        org = session.scalars(select(Organization).where(Organization.uscc == uscc)).one()
+        return str(first_token(rt, session, org, label=label).secret)
+
+
 def first_token(rt: Any, session: Any, org: Any, label: str = "test", days: int = 1) -> Any:
     """``org``'s first API token as the service mints it now (issue 24): the operator issues a one-time enrolment
     code and the organisation redeems it itself. Returns the :class:`pps.identity.service.IssuedToken`."""

@@ -527,6 +527,23 @@ def test_a_household_model_is_checked_on_the_households_and_an_honest_one_passes
     assert any("hh_grade_score carries" in r for r in refusal.reasons), refusal.reasons
 
 
+def test_a_bank_with_an_approved_enterprise_model_gets_its_household_model_checked() -> None:
+    """The bank's earlier enterprise models are no prior of a household model (no subject has both kinds of
+    features): they are left out of the cross-model rule instead of breaking it."""
+    from enclave_sim.model_check import population_sample, same_population
+    from models.households import HOUSEHOLD_FEATURE_RESOLUTION, household_model
+
+    data, keys, sample, populations = _households()
+    resolution = {**FEATURE_RESOLUTION, **HOUSEHOLD_FEATURE_RESOLUTION}
+    firms = parse_model(
+        {"kind": "logistic", "weights": {"tax_filing_ratio": -1.0, "log_sales_mean_last6": -0.5}}
+    )
+    model = parse_model(household_model(data))
+    _pop, rows = population_sample(model, keys, sample, populations)
+    assert same_population([firms, model], rows) == [model]
+    assert verify_model(model, POLICY, rows, resolution, same_population([firms], rows)).approved
+
+
 def test_a_model_over_two_populations_or_none_is_refused() -> None:
     from enclave_sim.model_check import population_sample
 

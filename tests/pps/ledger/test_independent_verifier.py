@@ -407,23 +407,31 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+ONBOARDING = ["org.create", "org.enrolment_code", "org.enrol", "token.issue"]
+"""The entries of one organisation's onboarding (issue 24): the operator creates it and issues a one-time
+enrolment code; the organisation redeems it for its own first token."""
+
+
 # --- acceptance ---------------------------------------------------------------------------------------
 
 
 def test_every_exported_entry_verifies(produced: Produced) -> None:
     cp, entries = verify_export(produced.first_export, produced.pinned_key)
 
-    assert cp.size == produced.first_size == 7  # 3 organisations x (org.create + token.issue) + 1 revoke
+    # 3 organisations x (org.create, the operator's enrolment code, its redemption, the first token) + 1 revoke
+    assert cp.size == produced.first_size == 13
     assert sorted(entries) == list(range(cp.size))  # an unfiltered export holds every index below N
     actions = [entries[i]["action"] for i in range(cp.size)]
-    assert actions == ["org.create", "token.issue"] * 3 + ["token.revoke"]
+    assert actions == ONBOARDING * 3 + ["token.revoke"]
     assert all(
-        e["actor"] == {"org": None, "role": "operator", "via": "cli", "token": None} for e in entries.values()
+        e["actor"] == {"org": None, "role": "operator", "via": "cli", "token": None}
+        for e in entries.values()
+        if e["action"] in ("org.create", "org.enrolment_code", "token.revoke")
     )
-    subject_create = entries[4]
+    subject_create = entries[2 * len(ONBOARDING)]
     assert subject_create["subjects"] == [produced.subject_uscc]
     assert subject_create["detail"] == {"name": SUBJECT_NAME, "role": "subject"}
-    revoke = entries[6]
+    revoke = entries[cp.size - 1]
     assert {"kind": "token", "id": produced.revoked_token_id} in revoke["objects"]
 
 
@@ -461,7 +469,7 @@ def test_later_checkpoint_is_consistent_and_records_the_first_export(produced: P
 
 def test_rejects_a_tampered_entry(produced: Produced) -> None:
     lines = _lines(produced.first_export)
-    target = 5  # line 5 is entry 4, the subject's org.create
+    target = 2 * len(ONBOARDING) + 1  # line 1 + i is entry i: the subject's org.create
     item = json.loads(lines[target])
     original = b64d(item["entry_b64"])
     forged = original.replace(b"Widgets", b"Gadgets")

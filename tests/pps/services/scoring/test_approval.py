@@ -198,18 +198,9 @@ def test_granularity_and_disclosure_budget(
 
     # the subject sees who received which model's results about it, and at which granularity
     # (its organisation exists already: it enrolled its consent-signing key to grant; it redeems a code)
-    from datetime import timedelta
+    from tests.helpers import token_of_subject
 
-    from pps.infra.storage.tables import Organization
-    from pps.ledger.entry import OPERATOR
-
-    with runtime.db.transaction() as s:
-        org = s.scalars(select(Organization).where(Organization.uscc == graded[0])).one()
-        code = runtime.identity.issue_enrolment_code(s, org=org, actor=OPERATOR)
-        _, issued = runtime.identity.redeem_enrolment_code(
-            s, code=code.secret, label="test", ttl=timedelta(days=1)
-        )
-    mine = Client(base_url, issued.secret).scoring.disclosures()
+    mine = Client(base_url, token_of_subject(runtime, graded[0])).scoring.disclosures()
     assert mine["budget_models"] == 1
     [row] = mine["disclosures"]
     assert row["bank_org_id"] == world.bank.id and row["granularity"] == "grade"

@@ -16,7 +16,7 @@ from pps.runtime import Runtime
 from pps_client import Client, NotFound, RateLimited, ReleaseVerificationError
 from protocols.he_scoring import BankScoringKey, EncryptedModelMessage, Scorecard, ScorecardFeature
 from tests.conftest import OrgFactory
-from tests.helpers import uscc_for
+from tests.helpers import token_of_subject, uscc_for
 from tests.pps.services.scoring.conftest import PURPOSE, SUBJECT, Platform, World, plaintext_logits
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -121,7 +121,7 @@ def test_a_revocation_between_admission_and_release_takes_the_subject_out(
 
 
 def test_only_the_bank_reads_its_result_and_subjects_see_the_release(
-    world: World, base_url: str, key: BankScoringKey, make_org: OrgFactory
+    world: World, base_url: str, key: BankScoringKey, runtime: Runtime
 ) -> None:
     weights, bias = random_model(3)
     model = key.encrypt_model(weights, bias)
@@ -131,8 +131,8 @@ def test_only_the_bank_reads_its_result_and_subjects_see_the_release(
     other = Client(base_url, world.other_bank.token)
     with pytest.raises(NotFound, match="does not exist"):
         other.jobs.result(job.id)
-    subject = make_org(Role.subject, uscc=world.consented[0])
-    history = Client(base_url, subject.token).ledger.mine().items
+    # (the subject's organisation exists: it enrolled its consent-signing key to grant)
+    history = Client(base_url, token_of_subject(runtime, world.consented[0])).ledger.mine().items
     released = [i.entry for i in history if i.entry["action"] == "policy.release"]
     assert released and released[-1]["released"] == [{"to": world.bank.id, "what": "score:logistic"}]
     assert released[-1]["subjects"] == [world.consented[0]]  # redacted to itself
