@@ -20,7 +20,6 @@ feature-table build; (3) is per release.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -29,13 +28,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._platform import upload_provider_tables
 from models.synth import generate
-from pps.data.datasets.ingest import UploadFormat
-from pps.data.datasets.schema import DatasetSchema
 from pps.data.features import FeatureStore
 from pps.governance.records import RecordBook
 from pps.infra.settings import Settings
-from pps.infra.storage.tables import Organization, RecordExclusion, Role, utcnow
+from pps.infra.storage.tables import RecordExclusion, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 
@@ -61,29 +59,8 @@ def main() -> None:
         )
         rt = Runtime.build(settings)
         data = generate(args.n, 7)
+        ids = upload_provider_tables(rt, data, tmp)
         with rt.db.transaction() as s:
-            ids = {}
-            for table in data.provider_tables():
-                org = rt.identity.create_org(
-                    s, name=f"provider {table.name}", role=Role.data_provider, uscc=None, actor=OPERATOR
-                )
-                table.write_csv(tmp)
-                ds = rt.datasets.create(
-                    s,
-                    provider_org_id=org.id,
-                    name=table.name,
-                    description="",
-                    schema=DatasetSchema.model_validate(table.schema),
-                    actor=OPERATOR,
-                )
-                rt.datasets.upload(
-                    s,
-                    ds,
-                    stream=io.BytesIO((tmp / f"{table.name}.csv").read_bytes()),
-                    fmt=UploadFormat.csv,
-                    actor=OPERATOR,
-                )
-                ids[table.name] = ds.id
             assert data.penalties is not None
             records = list(
                 zip(
@@ -102,7 +79,6 @@ def main() -> None:
                         excluded_at=utcnow(),
                     )
                 )
-            assert s.get(Organization, org.id) is not None
         rows = []
 
         # (1) baseline: no records source bound (the penalties dataset retired for the measurement)

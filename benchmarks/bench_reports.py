@@ -20,7 +20,6 @@ query — decisions, reads, masking, one signed document and one ledger entry pe
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -30,9 +29,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._platform import upload_provider_tables
+from demo.keyring import signed
 from models.synth import generate
-from pps.data.datasets.ingest import UploadFormat
-from pps.data.datasets.schema import DatasetSchema
 from pps.governance.consent import Terms
 from pps.infra.settings import Settings
 from pps.infra.storage.tables import DatasetVersion, Role, utcnow
@@ -40,6 +39,7 @@ from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 
 OPERATOR = Actor(None, "operator", "cli")
+SUBJECT = Actor(None, "subject", "api")
 PURPOSE = "loan_underwriting"
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
@@ -63,29 +63,8 @@ def main() -> None:
             )
         )
         data = generate(args.n, 7)
-        ids: dict[str, str] = {}
+        ids = upload_provider_tables(rt, data, tmp)
         with rt.db.transaction() as s:
-            for table in data.provider_tables():
-                org = rt.identity.create_org(
-                    s, name=f"provider {table.name}", role=Role.data_provider, uscc=None, actor=OPERATOR
-                )
-                table.write_csv(tmp)
-                ds = rt.datasets.create(
-                    s,
-                    provider_org_id=org.id,
-                    name=table.name,
-                    description="",
-                    schema=DatasetSchema.model_validate(table.schema),
-                    actor=OPERATOR,
-                )
-                rt.datasets.upload(
-                    s,
-                    ds,
-                    stream=io.BytesIO((tmp / f"{table.name}.csv").read_bytes()),
-                    fmt=UploadFormat.csv,
-                    actor=OPERATOR,
-                )
-                ids[table.name] = ds.id
             bank = rt.identity.create_org(s, name="bank", role=Role.bank, uscc=None, actor=OPERATOR)
         portfolio = [str(u) for u in data.registry.columns["uscc"].tolist()[: args.portfolio]]
         scope = [
@@ -97,7 +76,8 @@ def main() -> None:
             for uscc in portfolio[::2]:
                 terms = Terms(PURPOSE, scope, ["query", "report"], utcnow() + timedelta(days=30))
                 c = rt.consents.request(s, bank=bank, subject_uscc=uscc, terms=terms, actor=OPERATOR)
-                rt.consents.approve(s, c, actor=OPERATOR)
+                # the enterprise signs its own approval with its enrolled key (issue 24)
+                rt.consents.approve(s, c, signed=signed(rt, s, c), actor=SUBJECT)
         fields = {ids["tax"]: ("taxable_sales", "tax_paid"), ids["utilities"]: ("arrears", "electricity_kwh")}
         rows: list[tuple[str, float, str]] = []
         with rt.db.transaction(write=False) as s:

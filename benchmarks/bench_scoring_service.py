@@ -24,8 +24,6 @@ the same scores in plaintext numpy. Target (issue 4): a 10^5 portfolio end to en
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import os
 import statistics
 import sys
@@ -37,15 +35,15 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import insert
 
 from api.app import create_app
 from api.live import running_server
+from benchmarks._platform import upload_provider_tables
+from demo.keyring import signed
 from models.synth import generate
-from pps.data.datasets.ingest import UploadFormat
-from pps.data.datasets.schema import DatasetSchema
+from pps.governance.consent import Terms
 from pps.infra.settings import Settings
-from pps.infra.storage.tables import Consent, ConsentState, Role, new_id, utcnow
+from pps.infra.storage.tables import Organization, Role, utcnow
 from pps.ledger.entry import Actor
 from pps.runtime import Runtime
 from pps_client import Client
@@ -54,12 +52,12 @@ from protocols.he_scoring import BankScoringKey
 TARGET_S = 5.0
 PURPOSE = "loan_underwriting"
 OPERATOR = Actor(None, "operator", "cli")
+SUBJECT = Actor(None, "subject", "api")
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 
 def setup(rt: Runtime, n: int, tmp: Path) -> tuple[str, str, list[str], dict[str, str]]:
     data = generate(n, 2026)
-    datasets = {}
     with rt.db.transaction() as s:
         admin = rt.identity.create_org(
             s, name="bench provider", role=Role.data_provider, uscc=None, actor=OPERATOR
@@ -69,54 +67,29 @@ def setup(rt: Runtime, n: int, tmp: Path) -> tuple[str, str, list[str], dict[str
         token = rt.identity.redeem_enrolment_code(s, code=code, label="bench", ttl=timedelta(days=1))[1]
         bank_id, secret = bank.id, token.secret
         provider_id = admin.id
-    for table in data.provider_tables():
-        table.write_csv(tmp)
-        with rt.db.transaction() as s:
-            ds = rt.datasets.create(
-                s,
-                provider_org_id=provider_id,
-                name=table.name,
-                description="",
-                schema=DatasetSchema.model_validate(table.schema),
-                actor=OPERATOR,
-            )
-            rt.datasets.upload(
-                s,
-                ds,
-                stream=io.BytesIO((tmp / f"{table.name}.csv").read_bytes()),
-                fmt=UploadFormat.csv,
-                actor=OPERATOR,
-            )
-            datasets[table.name] = ds.id
+    datasets = upload_provider_tables(rt, data, tmp, provider_org_id=provider_id)
     usccs: list[str] = data.registry.columns["uscc"].tolist()
     return bank_id, secret, usccs, datasets
 
 
 def grant_all(rt: Runtime, bank_id: str, usccs: list[str], fields: dict[str, tuple[str, ...]]) -> None:
-    now = utcnow()
-    scope = json.dumps([{"dataset_id": k, "fields": list(v)} for k, v in fields.items()])
-    rows = [
-        {
-            "id": new_id("cns"),
-            "subject_uscc": u,
-            "bank_org_id": bank_id,
-            "purpose": PURPOSE,
-            "scope_json": scope,
-            "operations_json": json.dumps(["score"]),
-            "valid_from": now - timedelta(minutes=1),
-            "valid_until": now + timedelta(days=30),
-            "max_uses": None,
-            "uses": 0,
-            "state": ConsentState.active,
-            "requested_by": "subject",
-            "created_at": now,
-            "decided_at": now,
-        }
-        for u in usccs
-    ]
-    with rt.db.transaction() as s:
-        for start in range(0, len(rows), 10_000):
-            s.execute(insert(Consent), rows[start : start + 10_000])
+    """Every enterprise requested and approved through the consent service, its approval signed by its own
+    enrolled key (issue 24) and ledgered, in transactions of 1,000: consents written straight into the table
+    would be refused as diverging from the ledger (issue 21), as they should be."""
+    terms = Terms(
+        purpose=PURPOSE,
+        scope=[{"dataset_id": k, "fields": list(v)} for k, v in fields.items()],
+        operations=["score"],
+        valid_until=utcnow() + timedelta(days=30),
+        granularity="score",  # the benchmark decrypts scores
+    )
+    for start in range(0, len(usccs), 1000):
+        with rt.db.transaction() as s:
+            bank = s.get(Organization, bank_id)
+            assert bank is not None
+            for u in usccs[start : start + 1000]:
+                c = rt.consents.request(s, bank=bank, subject_uscc=u, terms=terms, actor=SUBJECT)
+                rt.consents.approve(s, c, signed=signed(rt, s, c), actor=SUBJECT)
 
 
 def main() -> None:
