@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from pps.infra.storage.tables import Consent, Disclosure, utcnow
@@ -68,24 +68,31 @@ class DisclosureAccounting:
         returned as refused and nothing is counted for them."""
         now = now or utcnow()
         since = now - timedelta(days=self.window_days)
-        seen: dict[str, dict[str, Disclosure]] = {}
-        for chunk in _chunks(list(subjects)):
-            rows = session.scalars(
-                select(Disclosure).where(
-                    Disclosure.bank_org_id == bank,
-                    Disclosure.subject_uscc.in_(chunk),
-                    Disclosure.last_at > since,
-                )
+        session.flush()  # rows of this transaction are read below, and written back in bulk
+        # one read per chunk of every row of (bank, subject): those in the window count against the budget,
+        # an older one of this model is counted again from now (no statement per subject on the hot path)
+        seen: dict[str, dict[str, int]] = {}  # subject -> {model digest in the window: releases}
+        stale: dict[str, int] = {}  # subject -> releases of this model, counted before the window
+        for chunk in _chunks(list(dict.fromkeys(subjects))):
+            rows = session.execute(
+                select(
+                    Disclosure.subject_uscc, Disclosure.model_digest, Disclosure.last_at, Disclosure.releases
+                ).where(Disclosure.bank_org_id == bank, Disclosure.subject_uscc.in_(chunk))
             )
-            for row in rows:
-                seen.setdefault(row.subject_uscc, {})[row.model_digest] = row
+            for subject, digest, last_at, releases in rows:
+                if last_at > since:
+                    seen.setdefault(subject, {})[digest] = releases
+                elif digest == model_digest:
+                    stale[subject] = releases
         kept: list[str] = []
         refused: dict[str, str] = {}
-        for s in subjects:
+        updates: list[dict[str, Any]] = []
+        inserts: list[dict[str, Any]] = []
+        for s in dict.fromkeys(subjects):
             mine = seen.get(s, {})
-            counted = mine.get(model_digest)
-            if counted is not None:
-                counted.last_at, counted.releases = now, counted.releases + 1
+            key = {"bank_org_id": bank, "subject_uscc": s, "model_digest": model_digest}
+            if model_digest in mine:
+                updates.append(key | {"last_at": now, "releases": mine[model_digest] + 1})
                 kept.append(s)
                 continue
             if len(mine) >= self.budget:
@@ -95,24 +102,16 @@ class DisclosureAccounting:
                     "the oldest leaves the window, or with the models already counted"
                 )
                 continue
-            stale = session.get(Disclosure, (bank, s, model_digest))
-            if stale is not None:  # counted before the window: counts again from now
-                stale.first_at, stale.last_at, stale.releases = now, now, stale.releases + 1
-                stale.granularity = granularity.get(s, "decision")
+            fresh = {"first_at": now, "last_at": now, "granularity": granularity.get(s, "decision")}
+            if s in stale:  # counted before the window: counts again from now
+                updates.append(key | fresh | {"releases": stale[s] + 1})
             else:
-                session.add(
-                    Disclosure(
-                        bank_org_id=bank,
-                        subject_uscc=s,
-                        model_digest=model_digest,
-                        granularity=granularity.get(s, "decision"),
-                        first_at=now,
-                        last_at=now,
-                        releases=1,
-                    )
-                )
+                inserts.append(key | fresh | {"releases": 1})
             kept.append(s)
-        session.flush()
+        if inserts:
+            session.execute(insert(Disclosure), inserts)
+        if updates:
+            session.execute(update(Disclosure), updates)  # by primary key, one executemany
         return Accounted(kept, refused)
 
     def for_subject(self, session: Session, subject: str) -> list[dict[str, Any]]:
