@@ -27,7 +27,7 @@ test: $(STAMP)
 ## the end-to-end cases: the demo scenario, the notebooks, the browser walks (Debian's chromium), the SDK
 ## installed alone in a fresh venv, `pps serve` and the CLIs as subprocesses
 test-e2e: $(STAMP)
-	$(PY) -m pytest --numprocesses=auto --dist=worksteal -m e2e
+	$(PY) -m pytest --numprocesses=auto --dist=worksteal -m e2e $(PYTEST_ARGS)
 
 ## the API at http://127.0.0.1:8000 (OpenAPI docs at /docs)
 serve: $(STAMP)

@@ -109,10 +109,12 @@ class Sandbox:
         operations: Sequence[str],
         valid_days: int = 90,
         max_uses: int | None = None,
+        granularity: str | None = None,
     ) -> dict[str, str]:
         """Each enterprise of ``subjects`` grants ``bank`` consent; returns USCC -> consent id.
 
-        ``scope`` maps dataset (table) names to the fields granted. Enterprises not yet onboarded are onboarded
+        ``scope`` maps dataset (table) names to the fields granted; ``granularity`` is what a score may release
+        (``decision``, ``grade`` or ``score``; default: the purpose's, as in :mod:`pps.governance.consent`). Enterprises not yet onboarded are onboarded
         first (organisation and token, as the operator); each then grants over the API with its own token.
         """
         if bank not in BANKS:
@@ -132,6 +134,7 @@ class Sandbox:
                     operations=list(operations),
                     valid_until=until,
                     max_uses=max_uses,
+                    granularity=granularity,
                 )
             granted[uscc] = consent.id
         return granted

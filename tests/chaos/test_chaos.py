@@ -104,6 +104,9 @@ class Server:
             "PPS_CHECKPOINT_INTERVAL_SECONDS": "0",
             "PPS_EXECUTOR_WORKERS": "2",  # a warm process pool: its workers must die with the server
             "PPS_PSI_WORKERS": "1",
+            # the crash tests score with a bank-encrypted model, as the in-process fixtures do (tests/conftest.py);
+            # the approval path is tested in tests/pps/services/scoring/test_approval.py
+            "PPS_UNSAFE_UNAPPROVED_MODELS": "true",
         }
         env.pop(ENV_KILL, None)
         if kill_at:

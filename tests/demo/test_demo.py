@@ -11,6 +11,7 @@ from demo.scenario import run_demo
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(1800)  # the whole scenario: 5-15 minutes on 2 cores, by load
 def test_demo_scenario_passes(tmp_path: Path) -> None:
     console = Console(record=True, width=120)
     assert run_demo(tmp_path / "demo", console), console.export_text()
