@@ -70,11 +70,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -511,10 +511,15 @@ class AggregateService:
             "updated_at": utcnow(),
         }
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        # RETURNING says whether this statement made the row; the driver's rowcount for INSERT ... ON CONFLICT
+        # DO NOTHING proved unreliable on PostgreSQL (psycopg): budgets opened there went unrecorded
         opened = session.execute(
-            insert(PrivacyBudget).values(**values).on_conflict_do_nothing(index_elements=["bank_org_id"])
-        )
-        if cast(CursorResult[Any], opened).rowcount == 1:
+            insert(PrivacyBudget)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["bank_org_id"])
+            .returning(PrivacyBudget.bank_org_id)
+        ).first()
+        if opened is not None:
             self.ledger.append(
                 session,
                 EntryDraft(

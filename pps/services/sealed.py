@@ -1059,7 +1059,9 @@ class SealedService:
                     ),
                 )
             raise
-        model_digest = "sealed:" + str(got["model_digest"])
+        # the enclave's digest of the checked model (64 hex: the disclosures table's key); the same model on
+        # another path is the same model to the subject's budget
+        model_digest = str(got["model_digest"])
         release = base64.b64decode(got["release"])
         recipient = got["output"]["recipient_key"]
         what = f"sealed.score:{dataset_id}:{','.join(names)}"
