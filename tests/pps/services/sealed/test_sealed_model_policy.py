@@ -114,9 +114,7 @@ def test_a_crafted_sealed_model_is_refused_and_an_honest_one_released_at_the_gri
         assert got == pytest.approx(want, abs=1e-4)
     (entry,) = _entries(runtime, "sealed.score")
     digest = entry["detail"]["model_digest"]
-    assert len(digest) == 64 and entry["detail"]["resolution"] == dict.fromkeys(
-        sorted(honest), "10.0"
-    )
+    assert len(digest) == 64 and entry["detail"]["resolution"] == dict.fromkeys(sorted(honest), "10.0")
     with runtime.db.transaction(write=False) as s:  # counted against each subject's disclosure budget
         rows = s.scalars(select(Disclosure).where(Disclosure.model_digest == digest)).all()
     assert sorted(r.subject_uscc for r in rows) == sorted(asked)
